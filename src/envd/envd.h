@@ -1,0 +1,121 @@
+// The in-sandbox agent: its configuration, its shared state and the services
+// it serves. Everything runs on one io_context thread, so the state needs no
+// locks; blocking work is kept short or done in chunks.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/result.h"
+#include "envd/users.h"
+#include "http/connect.h"
+#include "http/server.h"
+
+namespace coppice::envd {
+
+namespace asio = http::asio;
+
+// The version the E2B SDK sees: semver, gates SDK features (every one is on
+// from 0.6.4). Coppice's own version is COPPICE_VERSION.
+inline constexpr std::string_view kEnvdVersion = "0.6.13";
+
+struct Config {
+  std::string host = "0.0.0.0";          // TCP listen address
+  int port = 49983;                      // TCP port; -1 disables TCP
+  std::string socket_path;               // unix socket; empty disables
+  std::string etc_dir = "/etc";          // where passwd and group are read
+  std::string default_user = "root";     // until /init names another
+  int ready_fd = -1;                     // written to ("1") and closed once listening
+  // How long the end of an exited process is kept for Process/Connect.
+  std::chrono::seconds exited_retention{60};
+};
+
+// State set through /init.
+struct InitState {
+  std::optional<std::string> access_token;
+  std::string default_user;
+  std::string default_workdir;  // empty: the user's home
+  std::map<std::string, std::string> env_vars;
+  int64_t last_init_ns = 0;     // the newest /init timestamp applied
+};
+
+// Calls back when a child of envd exits. envd reaps every child (it is PID 1
+// of the sandbox, or a subreaper); exits of pids nobody watches are orphans
+// and are simply collected.
+class Reaper {
+ public:
+  using Callback = std::function<void(int wait_status)>;
+  void watch(pid_t pid, Callback cb) { watched_[pid] = std::move(cb); }
+  // Collects every exited child (called on SIGCHLD).
+  void reap();
+
+ private:
+  std::unordered_map<pid_t, Callback> watched_;
+};
+
+class ProcessService;
+class FilesystemService;
+
+class Envd {
+ public:
+  Envd(asio::io_context& io, Config cfg);
+  ~Envd();
+
+  // Starts listening and serving; returns once the listeners are up.
+  Status start();
+  // Stops listening and kills every process envd started.
+  void shutdown();
+
+  asio::io_context& io() { return io_; }
+  const Config& config() const { return cfg_; }
+  InitState& init() { return init_; }
+  const UserDb& users() const { return users_; }
+  Reaper& reaper() { return reaper_; }
+
+  // The user a request acts as: `Authorization: Basic base64(user:)` if
+  // present, else the default user.
+  Result<User> request_user(const http::Exchange& ex) const;
+  // The named user, or the default user when `name` is empty.
+  Result<User> user_or_default(std::string_view name) const;
+  // Expands "~" and resolves a relative path against the default workdir, else
+  // the user's home; the result is absolute and lexically clean.
+  std::string resolve_path(std::string_view path, const User& user) const;
+  // The working directory a process starts in when none is asked for.
+  std::string default_cwd(const User& user) const;
+  // The environment of a process started for `user`: base variables, /init's
+  // env vars, then `extra`.
+  std::vector<std::string> process_env(const User& user, const std::map<std::string, std::string>& extra) const;
+
+  // True when the request carries the access token (or none is set).
+  bool token_ok(const http::Exchange& ex) const;
+
+ private:
+  asio::awaitable<void> handle(http::Exchange& ex);
+  asio::awaitable<void> handle_init(http::Exchange& ex);
+
+  asio::io_context& io_;
+  Config cfg_;
+  InitState init_;
+  UserDb users_;
+  Reaper reaper_;
+  connect::Router rpc_;
+  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<ProcessService> process_;
+  std::unique_ptr<FilesystemService> filesystem_;
+};
+
+// Lexically cleans an absolute path: collapses "//", ".", "..".
+std::string clean_path(std::string_view path);
+
+// JSON error body {"code":<status>,"message":...} for envd's REST endpoints.
+std::string rest_error(unsigned status, std::string_view message);
+
+}  // namespace coppice::envd

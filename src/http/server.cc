@@ -1,0 +1,373 @@
+#include "http/server.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include "common/log.h"
+
+namespace coppice::http {
+
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+constexpr auto kTuple = asio::as_tuple(use_awaitable);
+
+namespace {
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+}  // namespace
+
+std::string url_decode(std::string_view s, bool form) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '%' && i + 2 < s.size()) {
+      int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+      if (h >= 0 && l >= 0) {
+        out.push_back(static_cast<char>(h * 16 + l));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(form && c == '+' ? ' ' : c);
+  }
+  return out;
+}
+
+std::string url_encode(std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> parse_query(std::string_view q) {
+  std::map<std::string, std::string> out;
+  while (!q.empty()) {
+    size_t amp = q.find('&');
+    std::string_view part = q.substr(0, amp);
+    if (!part.empty()) {
+      size_t eq = part.find('=');
+      std::string key = url_decode(part.substr(0, eq), true);
+      std::string val = eq == std::string_view::npos ? "" : url_decode(part.substr(eq + 1), true);
+      out[std::move(key)] = std::move(val);
+    }
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+Exchange::Exchange(Socket& sock, beast::flat_buffer& buf, bhttp::request_parser<bhttp::buffer_body>& parser)
+    : sock_(sock), buf_(buf), parser_(parser), started_(std::chrono::steady_clock::now()) {
+  keep_alive_ = parser_.get().keep_alive();
+}
+
+std::string_view Exchange::path() const {
+  auto t = target();
+  return t.substr(0, t.find('?'));
+}
+
+std::string_view Exchange::query() const {
+  auto t = target();
+  size_t q = t.find('?');
+  return q == std::string_view::npos ? std::string_view{} : t.substr(q + 1);
+}
+
+const std::map<std::string, std::string>& Exchange::query_params() {
+  if (!query_) query_ = parse_query(query());
+  return *query_;
+}
+
+std::string Exchange::header(std::string_view name) const {
+  auto it = head().find(beast::string_view(name.data(), name.size()));
+  if (it == head().end()) return {};
+  return std::string(it->value());
+}
+
+bool Exchange::has_header(std::string_view name) const {
+  return head().find(beast::string_view(name.data(), name.size())) != head().end();
+}
+
+std::optional<uint64_t> Exchange::content_length() const {
+  auto l = parser_.content_length();
+  if (!l) return std::nullopt;
+  return *l;
+}
+
+asio::awaitable<Result<size_t>> Exchange::read_some(std::span<char> out) {
+  if (parser_.is_done() || out.empty()) co_return size_t{0};
+  if (!sent_continue_ && beast::iequals(header("Expect"), "100-continue") && !response_started_) {
+    sent_continue_ = true;
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    auto [ec, n] = co_await asio::async_write(sock_, asio::buffer(kContinue), kTuple);
+    if (ec) co_return make_error(ErrorCode::kCanceled, "write 100-continue: " + ec.message());
+  }
+  for (;;) {
+    auto& body = parser_.get().body();
+    body.data = out.data();
+    body.size = out.size();
+    auto [ec, n] = co_await bhttp::async_read_some(sock_, buf_, parser_, kTuple);
+    if (ec == bhttp::error::need_buffer) ec = {};
+    size_t got = out.size() - body.size;
+    if (ec) {
+      keep_alive_ = false;
+      if (ec == bhttp::error::body_limit) co_return make_error(ErrorCode::kTooLarge, "request body too large");
+      co_return make_error(ErrorCode::kInvalidArgument, "read request body: " + ec.message());
+    }
+    if (got > 0 || parser_.is_done()) co_return got;
+  }
+}
+
+asio::awaitable<Result<std::string>> Exchange::read_body(size_t limit) {
+  std::string out;
+  if (auto cl = content_length(); cl) {
+    if (*cl > limit) {
+      keep_alive_ = false;
+      co_return make_error(ErrorCode::kTooLarge, "request body of " + std::to_string(*cl) +
+                                                     " bytes is over the limit of " + std::to_string(limit));
+    }
+    out.reserve(*cl);
+  }
+  char tmp[16384];
+  for (;;) {
+    auto r = co_await read_some(tmp);
+    if (!r) co_return std::unexpected(r.error());
+    if (*r == 0) break;
+    if (out.size() + *r > limit) {
+      keep_alive_ = false;
+      co_return make_error(ErrorCode::kTooLarge, "request body is over the limit of " + std::to_string(limit));
+    }
+    out.append(tmp, *r);
+  }
+  co_return out;
+}
+
+asio::awaitable<void> Exchange::respond(unsigned status, std::string_view body, std::string_view content_type,
+                                        const Fields& extra) {
+  if (response_started_) co_return;
+  response_started_ = true;
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+  if (!content_type.empty()) res.set(bhttp::field::content_type, content_type);
+  for (const auto& [k, v] : extra) res.set(k, v);
+  res.body() = std::string(body);
+  res.keep_alive(keep_alive_ && !close_);
+  res.prepare_payload();
+  auto [ec, n] = co_await bhttp::async_write(sock_, res, kTuple);
+  if (ec) close_ = true;
+  finished_ = true;
+}
+
+asio::awaitable<Status> Exchange::start(unsigned status, const Fields& headers, std::optional<uint64_t> length) {
+  if (response_started_) co_return make_error(ErrorCode::kInternal, "response already started");
+  response_started_ = true;
+  bhttp::response<bhttp::empty_body> res{static_cast<bhttp::status>(status), 11};
+  for (const auto& [k, v] : headers) res.set(k, v);
+  res.keep_alive(keep_alive_ && !close_);
+  if (length) {
+    res.content_length(*length);
+  } else {
+    res.chunked(true);
+    chunked_ = true;
+  }
+  bhttp::response_serializer<bhttp::empty_body> sr{res};
+  auto [ec, n] = co_await bhttp::async_write_header(sock_, sr, kTuple);
+  if (ec) {
+    close_ = true;
+    co_return make_error(ErrorCode::kCanceled, "write response head: " + ec.message());
+  }
+  co_return ok();
+}
+
+asio::awaitable<Status> Exchange::write(std::string_view data) {
+  if (data.empty()) co_return ok();
+  boost::system::error_code ec;
+  if (chunked_) {
+    std::tie(ec, std::ignore) = co_await asio::async_write(sock_, bhttp::make_chunk(asio::buffer(data)), kTuple);
+  } else {
+    std::tie(ec, std::ignore) = co_await asio::async_write(sock_, asio::buffer(data), kTuple);
+  }
+  if (ec) {
+    close_ = true;
+    co_return make_error(ErrorCode::kCanceled, "write response body: " + ec.message());
+  }
+  co_return ok();
+}
+
+asio::awaitable<Status> Exchange::finish() {
+  if (finished_) co_return ok();
+  finished_ = true;
+  if (chunked_) {
+    auto [ec, n] = co_await asio::async_write(sock_, bhttp::make_chunk_last(), kTuple);
+    if (ec) {
+      close_ = true;
+      co_return make_error(ErrorCode::kCanceled, "finish response: " + ec.message());
+    }
+  }
+  co_return ok();
+}
+
+asio::awaitable<void> Exchange::wait_peer_closed() {
+  asio::steady_timer timer(sock_.get_executor());
+  for (;;) {
+    auto [ec] = co_await sock_.async_wait(Socket::wait_read, kTuple);
+    if (ec == asio::error::operation_aborted) co_return;
+    if (ec) co_return;
+    char c;
+    ssize_t n = ::recv(sock_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) co_return;
+    // Data (a pipelined request) is waiting: look again a little later.
+    timer.expires_after(std::chrono::milliseconds(100));
+    auto [tec] = co_await timer.async_wait(kTuple);
+    if (tec) co_return;
+  }
+}
+
+Server::Server(asio::io_context& io, Handler handler, ServerOptions opts)
+    : io_(io), handler_(std::move(handler)), opts_(opts) {}
+
+Result<uint16_t> Server::listen_tcp(const std::string& host, uint16_t port) {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return make_error(ErrorCode::kInvalidArgument, "listen address " + host + ": " + ec.message());
+  asio::ip::tcp::endpoint tep(addr, port);
+  auto acc = std::make_shared<Acceptor>(io_);
+  asio::generic::stream_protocol::endpoint ep(tep);
+  acc->open(ep.protocol(), ec);
+  if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acc->bind(ep, ec);
+  if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return make_error(ErrorCode::kUnavailable, "listen on " + host + ":" + std::to_string(port) + ": " + ec.message(), ec.value());
+  // The bound port, when 0 was asked for.
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  ::getsockname(acc->native_handle(), reinterpret_cast<sockaddr*>(&ss), &len);
+  uint16_t bound = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                            : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  acceptors_.push_back(acc);
+  asio::co_spawn(io_, accept_loop(acc, true), asio::detached);
+  return bound;
+}
+
+Status Server::listen_unix(const std::string& path, unsigned mode) {
+  ::unlink(path.c_str());
+  boost::system::error_code ec;
+  auto acc = std::make_shared<Acceptor>(io_);
+  asio::generic::stream_protocol::endpoint ep(asio::local::stream_protocol::endpoint{path});
+  acc->open(ep.protocol(), ec);
+  if (!ec) acc->bind(ep, ec);
+  if (!ec) ::chmod(path.c_str(), mode);
+  if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return make_error(ErrorCode::kUnavailable, "listen on unix socket " + path + ": " + ec.message(), ec.value());
+  acceptors_.push_back(acc);
+  asio::co_spawn(io_, accept_loop(acc, false), asio::detached);
+  return ok();
+}
+
+void Server::stop() {
+  for (auto& a : acceptors_) {
+    boost::system::error_code ec;
+    a->close(ec);
+  }
+  acceptors_.clear();
+}
+
+asio::awaitable<void> Server::accept_loop(std::shared_ptr<Acceptor> acc, bool tcp) {
+  for (;;) {
+    auto [ec, sock] = co_await acc->async_accept(kTuple);
+    if (ec == asio::error::operation_aborted || !acc->is_open()) co_return;
+    if (ec) {
+      COPPICE_LOG_RATE(warn, 1) << "accept: " << ec.message();
+      // EMFILE and friends: back off instead of spinning.
+      asio::steady_timer t(io_, std::chrono::milliseconds(50));
+      co_await t.async_wait(kTuple);
+      continue;
+    }
+    if (tcp) {
+      boost::system::error_code ignore;
+      sock.set_option(asio::ip::tcp::no_delay(true), ignore);
+    }
+    asio::co_spawn(io_, serve(std::move(sock)), asio::detached);
+  }
+}
+
+namespace {
+const char* kBadRequest = R"({"code":400,"message":"malformed HTTP request"})";
+}
+
+asio::awaitable<void> Server::serve(Socket sock) {
+  beast::flat_buffer buf;
+  asio::steady_timer idle(sock.get_executor());
+  for (;;) {
+    bhttp::request_parser<bhttp::buffer_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
+    parser.body_limit(boost::none);  // handlers bound what they read
+    idle.expires_after(opts_.idle_timeout);
+    auto result = co_await (bhttp::async_read_header(sock, buf, parser, kTuple) || idle.async_wait(kTuple));
+    if (result.index() == 1) break;  // idle
+    auto [ec, n] = std::get<0>(result);
+    if (ec) {
+      if (ec != bhttp::error::end_of_stream && ec != asio::error::eof && ec != asio::error::connection_reset &&
+          ec != asio::error::operation_aborted) {
+        unsigned status = ec == bhttp::error::header_limit ? 431 : 400;
+        std::string body = status == 431 ? R"({"code":431,"message":"request header too large"})" : kBadRequest;
+        bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+        res.set(bhttp::field::content_type, "application/json");
+        res.keep_alive(false);
+        res.body() = body;
+        res.prepare_payload();
+        co_await bhttp::async_write(sock, res, kTuple);
+      }
+      break;
+    }
+    Exchange ex(sock, buf, parser);
+    bool threw = false;
+    try {
+      co_await handler_(ex);
+    } catch (const std::exception& e) {
+      COPPICE_LOG_RATE(error, 5) << "handler for " << ex.method_string() << " " << ex.path() << " threw: " << e.what();
+      threw = true;
+    }
+    if (threw) {
+      if (!ex.responded()) {
+        co_await ex.respond_json(500, R"({"code":500,"message":"internal error"})");
+      } else {
+        ex.set_close();
+      }
+    }
+    if (!ex.responded()) co_await ex.respond_json(500, R"({"code":500,"message":"no response"})");
+    if (!ex.finished()) ex.set_close();
+    if (ex.close_requested() || !ex.keep_alive()) break;
+    // Drain an unread request body (up to 1 MiB) so the connection can be reused.
+    if (!parser.is_done()) {
+      char tmp[8192];
+      size_t drained = 0;
+      bool ok_drain = true;
+      while (!parser.is_done() && drained < (1u << 20)) {
+        auto r = co_await ex.read_some(tmp);
+        if (!r || *r == 0) { ok_drain = r.has_value() && parser.is_done(); break; }
+        drained += *r;
+      }
+      if (!ok_drain || !parser.is_done()) break;
+    }
+  }
+  boost::system::error_code ignore;
+  sock.shutdown(Socket::shutdown_both, ignore);
+  sock.close(ignore);
+}
+
+}  // namespace coppice::http

@@ -1,0 +1,135 @@
+// A small HTTP/1.1 server on Boost.Beast and C++20 coroutines, shared by envd
+// and the gateway. It listens on TCP and/or unix sockets, hands every request
+// to one handler as an Exchange, and lets the handler stream both the request
+// body (read_some) and the response body (start + write + finish), so large
+// uploads and downloads and long-lived RPC streams never sit whole in memory.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace coppice::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using Socket = asio::generic::stream_protocol::socket;
+using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// Percent-decodes a URL component; '+' stays '+' unless form is true.
+std::string url_decode(std::string_view s, bool form = false);
+std::string url_encode(std::string_view s);
+// Parses "a=1&b=2" (form-decoding keys and values). Repeated keys keep the last value.
+std::map<std::string, std::string> parse_query(std::string_view query);
+
+class Exchange {
+ public:
+  Exchange(Socket& sock, beast::flat_buffer& buf, bhttp::request_parser<bhttp::buffer_body>& parser);
+
+  // --- request ---
+  const bhttp::request_header<>& head() const { return parser_.get().base(); }
+  bhttp::verb method() const { return head().method(); }
+  std::string_view method_string() const { return head().method_string(); }
+  std::string_view target() const { return {head().target().data(), head().target().size()}; }
+  std::string_view path() const;    // target without the query, not decoded
+  std::string_view query() const;   // after '?', or empty
+  const std::map<std::string, std::string>& query_params();
+  // A request header's value, or "" when absent.
+  std::string header(std::string_view name) const;
+  bool has_header(std::string_view name) const;
+  std::optional<uint64_t> content_length() const;
+
+  // Reads the whole body; a body over `limit` bytes is an error of kind kTooLarge.
+  asio::awaitable<Result<std::string>> read_body(size_t limit);
+  // Reads up to buf.size() body bytes; 0 means the body is complete.
+  asio::awaitable<Result<size_t>> read_some(std::span<char> buf);
+  bool body_done() const { return parser_.is_done(); }
+
+  // --- response ---
+  // A whole response in one go.
+  asio::awaitable<void> respond(unsigned status, std::string_view body, std::string_view content_type,
+                                const Fields& extra = {});
+  asio::awaitable<void> respond_json(unsigned status, std::string_view json, const Fields& extra = {}) {
+    return respond(status, json, "application/json", extra);
+  }
+  // Starts a streamed response: with a content length the body follows raw,
+  // without one it is sent chunked. Each write() goes out before it returns.
+  asio::awaitable<Status> start(unsigned status, const Fields& headers, std::optional<uint64_t> content_length);
+  asio::awaitable<Status> write(std::string_view data);
+  asio::awaitable<Status> finish();
+  bool responded() const { return response_started_; }
+  // The response was completely written (respond() or finish()).
+  bool finished() const { return finished_; }
+  bool keep_alive() const { return keep_alive_; }
+  // Completes when the peer closes its side or the connection breaks; for
+  // handlers that must notice a client going away while they wait. Only for
+  // use once the request body has been read.
+  asio::awaitable<void> wait_peer_closed();
+
+  // Ask the server to close the connection after this exchange.
+  void set_close() { close_ = true; }
+  bool close_requested() const { return close_; }
+
+  Socket& socket() { return sock_; }
+  asio::any_io_executor executor() { return sock_.get_executor(); }
+  // Time the request head was parsed.
+  std::chrono::steady_clock::time_point started() const { return started_; }
+
+ private:
+  Socket& sock_;
+  beast::flat_buffer& buf_;
+  bhttp::request_parser<bhttp::buffer_body>& parser_;
+  std::optional<std::map<std::string, std::string>> query_;
+  bool response_started_ = false;
+  bool chunked_ = false;
+  bool finished_ = false;
+  bool sent_continue_ = false;
+  bool close_ = false;
+  bool keep_alive_ = true;
+  std::chrono::steady_clock::time_point started_;
+};
+
+using Handler = std::function<asio::awaitable<void>(Exchange&)>;
+
+struct ServerOptions {
+  size_t max_header_bytes = 64 * 1024;
+  // Connections idle this long between requests are closed.
+  std::chrono::seconds idle_timeout{600};
+};
+
+class Server {
+ public:
+  Server(asio::io_context& io, Handler handler, ServerOptions opts = {});
+
+  // Binds and listens; host "0.0.0.0", "127.0.0.1", "::" etc. Port 0 picks one.
+  Result<uint16_t> listen_tcp(const std::string& host, uint16_t port);
+  // Binds a unix socket at `path` (an existing socket file is replaced).
+  Status listen_unix(const std::string& path, unsigned mode = 0600);
+  // Stops accepting; existing connections finish their work.
+  void stop();
+
+ private:
+  asio::awaitable<void> accept_loop(std::shared_ptr<Acceptor> acc, bool tcp);
+  asio::awaitable<void> serve(Socket sock);
+
+  asio::io_context& io_;
+  Handler handler_;
+  ServerOptions opts_;
+  std::vector<std::shared_ptr<Acceptor>> acceptors_;
+};
+
+}  // namespace coppice::http

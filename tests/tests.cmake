@@ -1,0 +1,26 @@
+# Integration tests: GoogleTest programs in tests/integration that drive the
+# real binaries and the kernel (many need root and skip visibly without it).
+file(GLOB itest_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/integration/*_itest.cc)
+if(itest_srcs)
+  add_executable(integration_tests ${itest_srcs})
+  target_link_libraries(integration_tests PRIVATE coppice_envd_lib ${COPPICE_GATEWAY_LIBS} GTest::gtest_main)
+  target_compile_definitions(integration_tests PRIVATE
+    COPPICE_BUILD_DIR="${CMAKE_BINARY_DIR}" COPPICE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+  add_dependencies(integration_tests coppice-envd)
+  gtest_discover_tests(integration_tests DISCOVERY_TIMEOUT 60 PROPERTIES RUN_SERIAL TRUE TIMEOUT 300)
+endif()
+
+# End-to-end tests: the real E2B SDKs from npm (tests/e2e/node_modules, from
+# its package-lock.json) against the real binaries. Each file runs once per
+# pinned SDK version; COPPICE_SDK names the package to import.
+file(GLOB e2e_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/e2e/*.test.mjs)
+foreach(t ${e2e_tests})
+  get_filename_component(n ${t} NAME_WE)
+  foreach(sdk e2b e2b-245)
+    add_test(NAME e2e.${n}.${sdk} COMMAND node --test --test-reporter=spec ${t}
+             WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/e2e)
+    set_tests_properties(e2e.${n}.${sdk} PROPERTIES
+      ENVIRONMENT "COPPICE_BUILD_DIR=${CMAKE_BINARY_DIR};COPPICE_SOURCE_DIR=${CMAKE_SOURCE_DIR};COPPICE_SDK=${sdk}"
+      RUN_SERIAL TRUE TIMEOUT 900 SKIP_RETURN_CODE 77)
+  endforeach()
+endforeach()
