@@ -1,9 +1,492 @@
 #include "envd/process_service.h"
 
+#include <pty.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <cstring>
+#include <deque>
+#include <list>
+
+#include "common/log.h"
+#include "envd/protojson.h"
+#include "sys/spawn.h"
+
 namespace coppice::envd {
-class ProcessTable {};
-ProcessService::ProcessService(Envd& envd) : envd_(envd) {}
+
+using json = nlohmann::json;
+using connect::Code;
+using connect::RpcError;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+namespace {
+constexpr auto kTuple = asio::as_tuple(use_awaitable);
+constexpr std::chrono::seconds kDefaultKeepalive{90};
+constexpr size_t kReadChunk = 64 * 1024;
+}  // namespace
+
+// One subscriber of a process's events: a Start stream or a Connect stream.
+// The process pushes events into `queue` and wakes the stream by cancelling
+// its timer; the stream sends them in order.
+struct Subscriber {
+  std::deque<json> queue;
+  asio::steady_timer* wake = nullptr;
+  void push(const json& ev) {
+    queue.push_back(ev);
+    if (wake) wake->cancel();
+  }
+};
+
+// A process envd started. Lives in the table while it runs and, once it
+// ended, for a retention period so Connect can replay its end.
+struct Proc : std::enable_shared_from_this<Proc> {
+  pid_t pid = 0;
+  std::optional<std::string> tag;
+  json config;  // ProcessConfig as the client sent it (cmd, args, envs, cwd)
+  bool is_pty = false;
+  std::unique_ptr<asio::posix::stream_descriptor> stdin_w;  // pipe to stdin, or the pty master for input
+  std::unique_ptr<asio::posix::stream_descriptor> out, err, pty;
+  int open_readers = 0;
+  bool exited = false;
+  int wait_status = 0;
+  bool deadline_hit = false;
+  std::optional<json> end_event;
+  std::list<std::shared_ptr<Subscriber>> subs;
+  std::unique_ptr<asio::steady_timer> deadline;
+  std::chrono::steady_clock::time_point ended_at;
+
+  void broadcast(const json& ev) {
+    for (auto& s : subs) s->push(ev);
+  }
+  bool done() const { return end_event.has_value(); }
+};
+
+class ProcessTable {
+ public:
+  explicit ProcessTable(Envd& envd) : envd_(envd) {}
+
+  Envd& envd_;
+  std::map<pid_t, std::shared_ptr<Proc>> procs;  // running and recently ended
+
+  std::shared_ptr<Proc> find(const json* selector, RpcError* err) {
+    prune();
+    if (!selector || !selector->is_object()) {
+      *err = {Code::invalid_argument, "process selector (pid or tag) is required"};
+      return nullptr;
+    }
+    auto pid = pj::get_int(*selector, "pid");
+    auto tag = pj::get_string(*selector, "tag");
+    if (!pid || !tag) {
+      *err = {Code::invalid_argument, (!pid ? pid.error() : tag.error()).message()};
+      return nullptr;
+    }
+    if (*pid) {
+      auto it = procs.find(static_cast<pid_t>(**pid));
+      if (it != procs.end()) return it->second;
+      *err = {Code::not_found, "process with pid " + std::to_string(**pid) + " not found"};
+      return nullptr;
+    }
+    if (*tag) {
+      for (auto& [p, proc] : procs)
+        if (proc->tag == **tag) return proc;
+      *err = {Code::not_found, "process with tag " + **tag + " not found"};
+      return nullptr;
+    }
+    *err = {Code::invalid_argument, "process selector needs a pid or a tag"};
+    return nullptr;
+  }
+
+  // Drops ended processes past their retention.
+  void prune() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto it = procs.begin(); it != procs.end();) {
+      if (it->second->done() && now - it->second->ended_at > envd_.config().exited_retention) {
+        it = procs.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void on_exit(const std::shared_ptr<Proc>& p, int status) {
+    p->exited = true;
+    p->wait_status = status;
+    if (p->deadline) p->deadline->cancel();
+    // Output written before the exit is still in the pipes: the readers
+    // drain it without blocking and then finish the process.
+    for (auto* d : {p->out.get(), p->err.get(), p->pty.get()}) {
+      if (d && d->is_open()) {
+        boost::system::error_code ec;
+        d->cancel(ec);
+      }
+    }
+    maybe_finish(p);
+  }
+
+  void maybe_finish(const std::shared_ptr<Proc>& p) {
+    if (!p->exited || p->open_readers > 0 || p->done()) return;
+    json end = json::object();
+    int st = p->wait_status;
+    if (WIFEXITED(st)) {
+      int code = WEXITSTATUS(st);
+      if (code != 0) end["exitCode"] = code;
+      end["exited"] = true;
+      end["status"] = "exit status " + std::to_string(code);
+      if (code != 0) end["error"] = end["status"];
+    } else if (WIFSIGNALED(st)) {
+      std::string name = strsignal(WTERMSIG(st));
+      for (auto& c : name) c = static_cast<char>(tolower(c));
+      end["exitCode"] = -1;
+      end["status"] = "signal: " + name;
+      end["error"] = end["status"];
+    }
+    json ev{{"event", {{"end", end}}}};
+    p->end_event = ev;
+    p->ended_at = std::chrono::steady_clock::now();
+    p->stdin_w.reset();
+    p->broadcast(ev);
+  }
+};
+
+namespace {
+
+json data_event(std::string_view kind, std::string_view bytes) {
+  return json{{"event", {{"data", {{kind, pj::base64_encode(bytes)}}}}}};
+}
+
+// Reads one output stream of a process until EOF (or until the process has
+// exited, then drains what is left without blocking) and broadcasts it.
+asio::awaitable<void> read_output(std::shared_ptr<ProcessTable> table, std::shared_ptr<Proc> p,
+                                  asio::posix::stream_descriptor* d, std::string kind) {
+  std::string buf(kReadChunk, '\0');
+  for (;;) {
+    auto [ec, n] = co_await d->async_read_some(asio::buffer(buf), kTuple);
+    if (n > 0) p->broadcast(data_event(kind, std::string_view(buf.data(), n)));
+    if (!ec) continue;
+    if (ec == asio::error::operation_aborted && p->exited) {
+      for (;;) {
+        ssize_t r = ::read(d->native_handle(), buf.data(), buf.size());
+        if (r <= 0) break;
+        p->broadcast(data_event(kind, std::string_view(buf.data(), static_cast<size_t>(r))));
+      }
+    }
+    break;  // EOF, EIO (pty slave closed), or drained
+  }
+  boost::system::error_code ignore;
+  d->close(ignore);
+  --p->open_readers;
+  table->maybe_finish(p);
+}
+
+// Streams a process's events to one client until the end event, the client
+// going away, or the stream's own deadline.
+asio::awaitable<std::optional<RpcError>> pump(connect::CallContext& ctx, connect::StreamWriter& w,
+                                              std::shared_ptr<Proc> p, bool is_start) {
+  auto sub = std::make_shared<Subscriber>();
+  asio::steady_timer wake(ctx.ex.executor());
+  sub->wake = &wake;
+  p->subs.push_back(sub);
+  struct Unsub {
+    std::shared_ptr<Proc> p;
+    std::shared_ptr<Subscriber> s;
+    ~Unsub() {
+      s->wake = nullptr;
+      p->subs.remove(s);
+    }
+  } unsub{p, sub};
+
+  json start{{"event", {{"start", {{"pid", p->pid}}}}}};
+  if (auto s = co_await w.send(start); !s) co_return std::nullopt;
+  if (p->done()) {
+    if (auto s = co_await w.send(*p->end_event); !s) co_return std::nullopt;
+    co_return std::nullopt;
+  }
+  auto keepalive = ctx.keepalive.value_or(kDefaultKeepalive);
+  // Start streams end when the process ends (its deadline kills it);
+  // Connect streams may have their own deadline.
+  std::optional<std::chrono::steady_clock::time_point> stream_deadline;
+  if (!is_start && ctx.timeout) stream_deadline = std::chrono::steady_clock::now() + *ctx.timeout;
+  for (;;) {
+    while (!sub->queue.empty()) {
+      json ev = std::move(sub->queue.front());
+      sub->queue.pop_front();
+      bool is_end = ev["event"].contains("end");
+      if (is_end && is_start && p->deadline_hit) {
+        co_return RpcError{Code::deadline_exceeded, "process was killed at the request's deadline"};
+      }
+      if (auto s = co_await w.send(ev); !s) co_return std::nullopt;  // client gone; process lives on
+      if (is_end) co_return std::nullopt;
+    }
+    auto next = std::chrono::steady_clock::now() + keepalive;
+    if (stream_deadline && *stream_deadline < next) next = *stream_deadline;
+    wake.expires_at(next);
+    auto [ec] = co_await wake.async_wait(kTuple);
+    if (ec == asio::error::operation_aborted) continue;  // new events
+    if (stream_deadline && std::chrono::steady_clock::now() >= *stream_deadline)
+      co_return RpcError{Code::deadline_exceeded, "stream deadline exceeded"};
+    json ka{{"event", {{"keepalive", json::object()}}}};
+    if (auto s = co_await w.send(ka); !s) co_return std::nullopt;
+  }
+}
+
+json config_json(const json& process) {
+  json c = json::object();
+  if (auto* v = pj::field(process, "cmd")) c["cmd"] = *v;
+  if (auto* v = pj::field(process, "args"); v && v->is_array() && !v->empty()) c["args"] = *v;
+  if (auto* v = pj::field(process, "envs"); v && v->is_object() && !v->empty()) c["envs"] = *v;
+  if (auto* v = pj::field(process, "cwd")) c["cwd"] = *v;
+  return c;
+}
+
+const std::vector<std::pair<std::string_view, int>> kSignals = {
+    {"SIGNAL_UNSPECIFIED", 0}, {"SIGNAL_SIGTERM", SIGTERM}, {"SIGNAL_SIGKILL", SIGKILL}};
+
+}  // namespace
+
+ProcessService::ProcessService(Envd& envd) : envd_(envd), table_(std::make_shared<ProcessTable>(envd)) {}
 ProcessService::~ProcessService() = default;
-void ProcessService::register_routes(connect::Router&) {}
-void ProcessService::kill_all() {}
+
+void ProcessService::kill_all() {
+  for (auto& [pid, p] : table_->procs)
+    if (!p->exited) ::kill(-pid, SIGKILL), ::kill(pid, SIGKILL);
+}
+
+void ProcessService::register_routes(connect::Router& rpc) {
+  auto table = table_;
+  Envd* envd = &envd_;
+
+  rpc.stream("/process.Process/Start", [table, envd](connect::CallContext& ctx, const json& req,
+                                                     connect::StreamWriter& w)
+                                           -> asio::awaitable<std::optional<RpcError>> {
+    auto user = envd->request_user(ctx.ex);
+    if (!user) co_return RpcError{Code::unauthenticated, user.error().message()};
+    auto proc_msg = pj::get_message(req, "process");
+    if (!proc_msg) co_return RpcError{Code::invalid_argument, proc_msg.error().message()};
+    if (!*proc_msg) co_return RpcError{Code::invalid_argument, "field process is required"};
+    const json& pm = **proc_msg;
+    auto cmd = pj::get_string(pm, "cmd");
+    auto args = pj::get_string_list(pm, "args");
+    auto envs = pj::get_string_map(pm, "envs");
+    auto cwd = pj::get_string(pm, "cwd");
+    auto tag = pj::get_string(req, "tag");
+    auto stdin_flag = pj::get_bool(req, "stdin");
+    auto pty_msg = pj::get_message(req, "pty");
+    for (const Error* e : {cmd ? nullptr : &cmd.error(), args ? nullptr : &args.error(),
+                           envs ? nullptr : &envs.error(), cwd ? nullptr : &cwd.error(), tag ? nullptr : &tag.error(),
+                           stdin_flag ? nullptr : &stdin_flag.error(), pty_msg ? nullptr : &pty_msg.error()}) {
+      if (e) co_return RpcError{Code::invalid_argument, e->message()};
+    }
+    if (!*cmd || (*cmd)->empty()) co_return RpcError{Code::invalid_argument, "field process.cmd is required"};
+
+    sys::SpawnOptions so;
+    so.path = **cmd;
+    so.argv.push_back(**cmd);
+    for (auto& a : *args) so.argv.push_back(a);
+    std::map<std::string, std::string> extra = *envs;
+    so.uid = user->uid;
+    so.gid = user->gid;
+    so.groups = user->groups;
+    so.cwd = *cwd && !(*cwd)->empty() ? envd->resolve_path(**cwd, *user) : envd->default_cwd(*user);
+    if (!*cwd || (*cwd)->empty()) {
+      struct stat st;
+      if (::stat(so.cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) so.cwd = "/";
+    }
+    if (!extra.count("PWD")) extra["PWD"] = so.cwd;
+
+    auto p = std::make_shared<Proc>();
+    p->config = config_json(pm);
+    if (*tag) p->tag = **tag;
+    auto ex = ctx.ex.executor();
+    sys::UniqueFd child_in, child_out, child_err, slave;
+    if (*pty_msg) {
+      unsigned cols = 80, rows = 24;
+      if (auto size = pj::get_message(**pty_msg, "size"); size && *size) {
+        if (auto c = pj::get_int(**size, "cols"); c && *c && **c > 0) cols = static_cast<unsigned>(**c);
+        if (auto r = pj::get_int(**size, "rows"); r && *r && **r > 0) rows = static_cast<unsigned>(**r);
+      }
+      struct winsize ws {};
+      ws.ws_col = static_cast<unsigned short>(cols);
+      ws.ws_row = static_cast<unsigned short>(rows);
+      int master = -1, sl = -1;
+      if (::openpty(&master, &sl, nullptr, nullptr, &ws) != 0)
+        co_return RpcError{Code::internal, "openpty: " + std::string(strerror(errno))};
+      sys::UniqueFd m(master);
+      slave.reset(sl);
+      ::fcntl(master, F_SETFD, FD_CLOEXEC);
+      ::fcntl(sl, F_SETFD, FD_CLOEXEC);
+      (void)sys::set_nonblocking(master, true);
+      int mdup = ::fcntl(master, F_DUPFD_CLOEXEC, 3);
+      p->is_pty = true;
+      p->pty = std::make_unique<asio::posix::stream_descriptor>(ex, m.release());
+      p->stdin_w = std::make_unique<asio::posix::stream_descriptor>(ex, mdup);
+      so.stdin_fd = so.stdout_fd = so.stderr_fd = slave.get();
+      so.controlling_tty = true;
+    } else {
+      auto out = sys::make_pipe(true, false);
+      auto err = sys::make_pipe(true, false);
+      if (!out || !err) co_return RpcError{Code::internal, "pipe: " + (!out ? out.error() : err.error()).message()};
+      p->out = std::make_unique<asio::posix::stream_descriptor>(ex, out->first.release());
+      p->err = std::make_unique<asio::posix::stream_descriptor>(ex, err->first.release());
+      child_out = std::move(out->second);
+      child_err = std::move(err->second);
+      so.stdout_fd = child_out.get();
+      so.stderr_fd = child_err.get();
+      // Older clients do not send the flag and expect stdin to stay open.
+      if (stdin_flag->value_or(true)) {
+        auto in = sys::make_pipe(false, true);
+        if (!in) co_return RpcError{Code::internal, in.error().message()};
+        child_in = std::move(in->first);
+        p->stdin_w = std::make_unique<asio::posix::stream_descriptor>(ex, in->second.release());
+        so.stdin_fd = child_in.get();
+      }
+    }
+    so.env = envd->process_env(*user, extra);
+    auto pid = sys::spawn(so);
+    if (!pid) {
+      auto code = pid.error().code() == ErrorCode::kNotFound ? Code::not_found : Code::invalid_argument;
+      co_return RpcError{code, "failed to start process: " + pid.error().message()};
+    }
+    // The child holds its ends now.
+    child_in.reset();
+    child_out.reset();
+    child_err.reset();
+    slave.reset();
+    p->pid = *pid;
+    table->procs[p->pid] = p;
+    std::weak_ptr<Proc> weak = p;
+    envd->reaper().watch(p->pid, [table, weak](int status) {
+      if (auto sp = weak.lock()) table->on_exit(sp, status);
+    });
+    for (auto& [d, kind] : {std::pair{p->out.get(), "stdout"}, std::pair{p->err.get(), "stderr"},
+                            std::pair{p->pty.get(), "pty"}}) {
+      if (!d) continue;
+      ++p->open_readers;
+      asio::co_spawn(ex, read_output(table, p, d, kind), asio::detached);
+    }
+    if (ctx.timeout) {
+      // Connect-Timeout-Ms bounds the life of the process itself.
+      p->deadline = std::make_unique<asio::steady_timer>(ex, *ctx.timeout);
+      p->deadline->async_wait([weak](const boost::system::error_code& ec) {
+        auto sp = weak.lock();
+        if (ec || !sp || sp->exited) return;
+        sp->deadline_hit = true;
+        ::kill(-sp->pid, SIGKILL);
+        ::kill(sp->pid, SIGKILL);
+      });
+    }
+    COPPICE_LOG(debug) << "started pid " << p->pid << " " << **cmd;
+    co_return co_await pump(ctx, w, p, true);
+  });
+
+  rpc.stream("/process.Process/Connect", [table](connect::CallContext& ctx, const json& req,
+                                                 connect::StreamWriter& w)
+                                             -> asio::awaitable<std::optional<RpcError>> {
+    RpcError err;
+    auto sel = pj::get_message(req, "process");
+    if (!sel) co_return RpcError{Code::invalid_argument, sel.error().message()};
+    auto p = table->find(*sel, &err);
+    if (!p) co_return err;
+    co_return co_await pump(ctx, w, p, false);
+  });
+
+  rpc.unary("/process.Process/List", [table](connect::CallContext&, const json&)
+                                         -> asio::awaitable<std::expected<json, RpcError>> {
+    table->prune();
+    json list = json::array();
+    for (auto& [pid, p] : table->procs) {
+      if (p->exited) continue;
+      json e{{"config", p->config}, {"pid", pid}};
+      if (p->tag) e["tag"] = *p->tag;
+      list.push_back(std::move(e));
+    }
+    json out{{"processes", std::move(list)}};
+    co_return out;
+  });
+
+  rpc.unary("/process.Process/SendInput", [table](connect::CallContext&, const json& req)
+                                              -> asio::awaitable<std::expected<json, RpcError>> {
+    RpcError err;
+    auto sel = pj::get_message(req, "process");
+    if (!sel) co_return std::unexpected(RpcError{Code::invalid_argument, sel.error().message()});
+    auto p = table->find(*sel, &err);
+    if (!p) co_return std::unexpected(err);
+    auto input = pj::get_message(req, "input");
+    if (!input || !*input) co_return std::unexpected(RpcError{Code::invalid_argument, "field input is required"});
+    auto stdin_data = pj::get_bytes(**input, "stdin");
+    auto pty_data = pj::get_bytes(**input, "pty");
+    if (!stdin_data || !pty_data)
+      co_return std::unexpected(RpcError{Code::invalid_argument, (!stdin_data ? stdin_data : pty_data).error().message()});
+    std::string data = stdin_data->value_or(pty_data->value_or(""));
+    if (p->exited) co_return std::unexpected(RpcError{Code::failed_precondition, "process has exited"});
+    if (!p->stdin_w || !p->stdin_w->is_open())
+      co_return std::unexpected(RpcError{Code::failed_precondition, "process stdin is closed or was not requested"});
+    auto keep = p;
+    auto [ec, n] = co_await asio::async_write(*keep->stdin_w, asio::buffer(data), kTuple);
+    if (ec) co_return std::unexpected(RpcError{Code::failed_precondition, "write stdin: " + ec.message()});
+    co_return json::object();
+  });
+
+  rpc.unary("/process.Process/CloseStdin", [table](connect::CallContext&, const json& req)
+                                               -> asio::awaitable<std::expected<json, RpcError>> {
+    RpcError err;
+    auto sel = pj::get_message(req, "process");
+    if (!sel) co_return std::unexpected(RpcError{Code::invalid_argument, sel.error().message()});
+    auto p = table->find(*sel, &err);
+    if (!p) co_return std::unexpected(err);
+    if (p->is_pty) co_return std::unexpected(RpcError{Code::failed_precondition, "a pty process has no stdin to close"});
+    p->stdin_w.reset();
+    co_return json::object();
+  });
+
+  rpc.unary("/process.Process/SendSignal", [table](connect::CallContext&, const json& req)
+                                               -> asio::awaitable<std::expected<json, RpcError>> {
+    RpcError err;
+    auto sel = pj::get_message(req, "process");
+    if (!sel) co_return std::unexpected(RpcError{Code::invalid_argument, sel.error().message()});
+    auto p = table->find(*sel, &err);
+    if (!p) co_return std::unexpected(err);
+    auto sig = pj::get_enum(req, "signal", kSignals);
+    if (!sig) co_return std::unexpected(RpcError{Code::invalid_argument, sig.error().message()});
+    if (!*sig || **sig == 0) co_return std::unexpected(RpcError{Code::invalid_argument, "field signal is required"});
+    if (**sig != SIGKILL && **sig != SIGTERM)
+      co_return std::unexpected(RpcError{Code::invalid_argument, "only SIGTERM and SIGKILL can be sent"});
+    if (p->exited) co_return std::unexpected(RpcError{Code::not_found, "process " + std::to_string(p->pid) + " has exited"});
+    // The process leads its own session and group: signal the whole group so
+    // its children go too, then the leader in case it left the group.
+    ::kill(-p->pid, **sig);
+    ::kill(p->pid, **sig);
+    co_return json::object();
+  });
+
+  rpc.unary("/process.Process/Update", [table](connect::CallContext&, const json& req)
+                                           -> asio::awaitable<std::expected<json, RpcError>> {
+    RpcError err;
+    auto sel = pj::get_message(req, "process");
+    if (!sel) co_return std::unexpected(RpcError{Code::invalid_argument, sel.error().message()});
+    auto p = table->find(*sel, &err);
+    if (!p) co_return std::unexpected(err);
+    auto pty_msg = pj::get_message(req, "pty");
+    if (!pty_msg) co_return std::unexpected(RpcError{Code::invalid_argument, pty_msg.error().message()});
+    if (!*pty_msg) co_return json::object();
+    if (!p->is_pty || !p->pty) co_return std::unexpected(RpcError{Code::failed_precondition, "process has no pty"});
+    auto size = pj::get_message(**pty_msg, "size");
+    if (!size || !*size) co_return std::unexpected(RpcError{Code::invalid_argument, "field pty.size is required"});
+    auto cols = pj::get_int(**size, "cols");
+    auto rows = pj::get_int(**size, "rows");
+    if (!cols || !rows || !*cols || !*rows || **cols <= 0 || **rows <= 0 || **cols > 65535 || **rows > 65535)
+      co_return std::unexpected(RpcError{Code::invalid_argument, "pty.size needs cols and rows between 1 and 65535"});
+    struct winsize ws {};
+    ws.ws_col = static_cast<unsigned short>(**cols);
+    ws.ws_row = static_cast<unsigned short>(**rows);
+    int fd = p->stdin_w ? p->stdin_w->native_handle() : -1;
+    if (fd < 0 || ::ioctl(fd, TIOCSWINSZ, &ws) != 0)
+      co_return std::unexpected(RpcError{Code::failed_precondition, "resize pty: " + std::string(strerror(errno))});
+    co_return json::object();
+  });
+}
+
 }  // namespace coppice::envd

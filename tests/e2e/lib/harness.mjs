@@ -1,0 +1,102 @@
+// Shared set-up for the end-to-end tests: starts the real coppice-envd on
+// localhost:49983 (where the SDK's debug mode looks for it), with its own
+// /etc (passwd, group) and homes in a temp dir, and imports the SDK build
+// named by COPPICE_SDK (e2b = latest pinned, e2b-245 = 2.45.0).
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const buildDir = process.env.COPPICE_BUILD_DIR || path.resolve(import.meta.dirname, '../../../build');
+export const envdBin = path.join(buildDir, 'coppice-envd');
+export const sdkName = process.env.COPPICE_SDK || 'e2b';
+export const ENVD_PORT = 49983;
+export const envdUrl = `http://127.0.0.1:${ENVD_PORT}`;
+
+export async function loadSdk() {
+  return await import(sdkName);
+}
+
+export const isRoot = process.getuid && process.getuid() === 0;
+
+// A temp root with etc/passwd, etc/group, a home for root and one for `user`
+// (uid/gid 1000 when we are root, else our own ids).
+export function makeWorld() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-e2e-'));
+  const etc = path.join(dir, 'etc');
+  const rootHome = path.join(dir, 'root');
+  const userHome = path.join(dir, 'home', 'user');
+  fs.mkdirSync(etc, { recursive: true });
+  fs.mkdirSync(rootHome, { recursive: true });
+  fs.mkdirSync(userHome, { recursive: true });
+  fs.chmodSync(dir, 0o755);
+  fs.chmodSync(path.join(dir, 'home'), 0o755);
+  const uid = isRoot ? 1000 : process.getuid();
+  const gid = isRoot ? 1000 : process.getgid();
+  if (isRoot) fs.chownSync(userHome, uid, gid);
+  const myUid = process.getuid();
+  fs.writeFileSync(path.join(etc, 'passwd'),
+    `root:x:0:0:root:${rootHome}:/bin/bash\n` +
+    `user:x:${uid}:${gid}::${userHome}:/bin/bash\n` +
+    (isRoot ? '' : `me:x:${myUid}:${process.getgid()}::${rootHome}:/bin/bash\n`));
+  fs.writeFileSync(path.join(etc, 'group'), `root:x:0:\nuser:x:${gid}:\nextra:x:4242:user\n`);
+  return { dir, etc, rootHome, userHome, uid, gid, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+async function waitHealthy(url, ms = 5000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      const r = await fetch(`${url}/health`);
+      if (r.status === 204) return;
+    } catch {}
+    if (Date.now() > until) throw new Error(`envd at ${url} did not become healthy`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+// Starts envd for one test file. Returns { world, url, proc, stop, init }.
+export async function startEnvd({ defaultUser = 'user', token } = {}) {
+  if (!fs.existsSync(envdBin)) throw new Error(`missing ${envdBin}: build first`);
+  const world = makeWorld();
+  const proc = spawn(envdBin, ['--host', '127.0.0.1', '--port', String(ENVD_PORT), '--etc', world.etc,
+    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  let exited = false;
+  proc.on('exit', () => { exited = true; });
+  await waitHealthy(envdUrl);
+  const init = async (body) => {
+    const r = await fetch(`${envdUrl}/init`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body) });
+    if (r.status !== 204) throw new Error(`/init answered ${r.status}: ${await r.text()}`);
+  };
+  // Like the gateway: default user `user`, workdir its home.
+  await init({ defaultUser, defaultWorkdir: defaultUser === 'user' ? world.userHome : world.rootHome,
+    ...(token ? { accessToken: token } : {}) });
+  const stop = async () => {
+    if (!exited) {
+      proc.kill('SIGTERM');
+      await new Promise((r) => (exited ? r() : proc.on('exit', r)));
+    }
+    world.cleanup();
+  };
+  return { world, url: envdUrl, proc, stop, init };
+}
+
+// A sandbox object of the SDK in debug mode (no API calls; envd on localhost:49983).
+export async function debugSandbox(opts = {}) {
+  const { Sandbox } = await loadSdk();
+  return await Sandbox.create({ debug: true, apiKey: 'e2b_' + '0'.repeat(40), ...opts });
+}
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// Pids of live processes whose command line contains `needle`.
+export function pidsMatching(needle) {
+  try {
+    return execFileSync('pgrep', ['-f', needle]).toString().trim().split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
