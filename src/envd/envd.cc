@@ -174,8 +174,8 @@ asio::awaitable<void> Envd::handle(http::Exchange& ex) {
   }
   if (!token_ok(ex)) {
     if (rpc_.owns(path)) {
-      co_await ex.respond_json(401, connect::error_json({connect::Code::unauthenticated,
-                                                         "unauthorized access, please provide a valid access token"})
+      co_await ex.respond_json(401, connect::error_json(connect::rpc_error(connect::Code::unauthenticated,
+                                                         "unauthorized access, please provide a valid access token"))
                                         .dump());
     } else {
       co_await ex.respond_json(401, rest_error(401, "unauthorized access, please provide a valid access token"));

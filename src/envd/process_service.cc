@@ -21,6 +21,7 @@ namespace coppice::envd {
 using json = nlohmann::json;
 using connect::Code;
 using connect::RpcError;
+using connect::rpc_error;
 using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 namespace {
@@ -216,7 +217,7 @@ asio::awaitable<std::optional<RpcError>> pump(connect::CallContext& ctx, connect
       sub->queue.pop_front();
       bool is_end = ev["event"].contains("end");
       if (is_end && is_start && p->deadline_hit) {
-        co_return RpcError{Code::deadline_exceeded, "process was killed at the request's deadline"};
+        co_return rpc_error(Code::deadline_exceeded, "process was killed at the request's deadline");
       }
       if (auto s = co_await w.send(ev); !s) co_return std::nullopt;  // client gone; process lives on
       if (is_end) co_return std::nullopt;
@@ -227,7 +228,7 @@ asio::awaitable<std::optional<RpcError>> pump(connect::CallContext& ctx, connect
     auto [ec] = co_await wake.async_wait(kTuple);
     if (ec == asio::error::operation_aborted) continue;  // new events
     if (stream_deadline && std::chrono::steady_clock::now() >= *stream_deadline)
-      co_return RpcError{Code::deadline_exceeded, "stream deadline exceeded"};
+      co_return rpc_error(Code::deadline_exceeded, "stream deadline exceeded");
     json ka{{"event", {{"keepalive", json::object()}}}};
     if (auto s = co_await w.send(ka); !s) co_return std::nullopt;
   }
@@ -263,10 +264,10 @@ void ProcessService::register_routes(connect::Router& rpc) {
                                                      connect::StreamWriter& w)
                                            -> asio::awaitable<std::optional<RpcError>> {
     auto user = envd->request_user(ctx.ex);
-    if (!user) co_return RpcError{Code::unauthenticated, user.error().message()};
+    if (!user) co_return rpc_error(Code::unauthenticated, user.error().message());
     auto proc_msg = pj::get_message(req, "process");
-    if (!proc_msg) co_return RpcError{Code::invalid_argument, proc_msg.error().message()};
-    if (!*proc_msg) co_return RpcError{Code::invalid_argument, "field process is required"};
+    if (!proc_msg) co_return rpc_error(Code::invalid_argument, proc_msg.error().message());
+    if (!*proc_msg) co_return rpc_error(Code::invalid_argument, "field process is required");
     const json& pm = **proc_msg;
     auto cmd = pj::get_string(pm, "cmd");
     auto args = pj::get_string_list(pm, "args");
@@ -278,9 +279,9 @@ void ProcessService::register_routes(connect::Router& rpc) {
     for (const Error* e : {cmd ? nullptr : &cmd.error(), args ? nullptr : &args.error(),
                            envs ? nullptr : &envs.error(), cwd ? nullptr : &cwd.error(), tag ? nullptr : &tag.error(),
                            stdin_flag ? nullptr : &stdin_flag.error(), pty_msg ? nullptr : &pty_msg.error()}) {
-      if (e) co_return RpcError{Code::invalid_argument, e->message()};
+      if (e) co_return rpc_error(Code::invalid_argument, e->message());
     }
-    if (!*cmd || (*cmd)->empty()) co_return RpcError{Code::invalid_argument, "field process.cmd is required"};
+    if (!*cmd || (*cmd)->empty()) co_return rpc_error(Code::invalid_argument, "field process.cmd is required");
 
     sys::SpawnOptions so;
     so.path = **cmd;
@@ -313,7 +314,7 @@ void ProcessService::register_routes(connect::Router& rpc) {
       ws.ws_row = static_cast<unsigned short>(rows);
       int master = -1, sl = -1;
       if (::openpty(&master, &sl, nullptr, nullptr, &ws) != 0)
-        co_return RpcError{Code::internal, "openpty: " + std::string(strerror(errno))};
+        co_return rpc_error(Code::internal, "openpty: " + std::string(strerror(errno)));
       sys::UniqueFd m(master);
       slave.reset(sl);
       ::fcntl(master, F_SETFD, FD_CLOEXEC);
@@ -328,7 +329,7 @@ void ProcessService::register_routes(connect::Router& rpc) {
     } else {
       auto out = sys::make_pipe(true, false);
       auto err = sys::make_pipe(true, false);
-      if (!out || !err) co_return RpcError{Code::internal, "pipe: " + (!out ? out.error() : err.error()).message()};
+      if (!out || !err) co_return rpc_error(Code::internal, "pipe: " + (!out ? out.error() : err.error()).message());
       p->out = std::make_unique<asio::posix::stream_descriptor>(ex, out->first.release());
       p->err = std::make_unique<asio::posix::stream_descriptor>(ex, err->first.release());
       child_out = std::move(out->second);
@@ -338,7 +339,7 @@ void ProcessService::register_routes(connect::Router& rpc) {
       // Older clients do not send the flag and expect stdin to stay open.
       if (stdin_flag->value_or(true)) {
         auto in = sys::make_pipe(false, true);
-        if (!in) co_return RpcError{Code::internal, in.error().message()};
+        if (!in) co_return rpc_error(Code::internal, in.error().message());
         child_in = std::move(in->first);
         p->stdin_w = std::make_unique<asio::posix::stream_descriptor>(ex, in->second.release());
         so.stdin_fd = child_in.get();
@@ -348,7 +349,7 @@ void ProcessService::register_routes(connect::Router& rpc) {
     auto pid = sys::spawn(so);
     if (!pid) {
       auto code = pid.error().code() == ErrorCode::kNotFound ? Code::not_found : Code::invalid_argument;
-      co_return RpcError{code, "failed to start process: " + pid.error().message()};
+      co_return rpc_error(code, "failed to start process: " + pid.error().message());
     }
     // The child holds its ends now.
     child_in.reset();
@@ -387,7 +388,7 @@ void ProcessService::register_routes(connect::Router& rpc) {
                                              -> asio::awaitable<std::optional<RpcError>> {
     RpcError err;
     auto sel = pj::get_message(req, "process");
-    if (!sel) co_return RpcError{Code::invalid_argument, sel.error().message()};
+    if (!sel) co_return rpc_error(Code::invalid_argument, sel.error().message());
     auto p = table->find(*sel, &err);
     if (!p) co_return err;
     co_return co_await pump(ctx, w, p, false);
@@ -411,22 +412,22 @@ void ProcessService::register_routes(connect::Router& rpc) {
                                               -> asio::awaitable<std::expected<json, RpcError>> {
     RpcError err;
     auto sel = pj::get_message(req, "process");
-    if (!sel) co_return std::unexpected(RpcError{Code::invalid_argument, sel.error().message()});
+    if (!sel) co_return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
     auto p = table->find(*sel, &err);
     if (!p) co_return std::unexpected(err);
     auto input = pj::get_message(req, "input");
-    if (!input || !*input) co_return std::unexpected(RpcError{Code::invalid_argument, "field input is required"});
+    if (!input || !*input) co_return std::unexpected(rpc_error(Code::invalid_argument, "field input is required"));
     auto stdin_data = pj::get_bytes(**input, "stdin");
     auto pty_data = pj::get_bytes(**input, "pty");
     if (!stdin_data || !pty_data)
-      co_return std::unexpected(RpcError{Code::invalid_argument, (!stdin_data ? stdin_data : pty_data).error().message()});
+      co_return std::unexpected(rpc_error(Code::invalid_argument, (!stdin_data ? stdin_data : pty_data).error().message()));
     std::string data = stdin_data->value_or(pty_data->value_or(""));
-    if (p->exited) co_return std::unexpected(RpcError{Code::failed_precondition, "process has exited"});
+    if (p->exited) co_return std::unexpected(rpc_error(Code::failed_precondition, "process has exited"));
     if (!p->stdin_w || !p->stdin_w->is_open())
-      co_return std::unexpected(RpcError{Code::failed_precondition, "process stdin is closed or was not requested"});
+      co_return std::unexpected(rpc_error(Code::failed_precondition, "process stdin is closed or was not requested"));
     auto keep = p;
     auto [ec, n] = co_await asio::async_write(*keep->stdin_w, asio::buffer(data), kTuple);
-    if (ec) co_return std::unexpected(RpcError{Code::failed_precondition, "write stdin: " + ec.message()});
+    if (ec) co_return std::unexpected(rpc_error(Code::failed_precondition, "write stdin: " + ec.message()));
     co_return json::object();
   });
 
@@ -434,10 +435,10 @@ void ProcessService::register_routes(connect::Router& rpc) {
                                                -> asio::awaitable<std::expected<json, RpcError>> {
     RpcError err;
     auto sel = pj::get_message(req, "process");
-    if (!sel) co_return std::unexpected(RpcError{Code::invalid_argument, sel.error().message()});
+    if (!sel) co_return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
     auto p = table->find(*sel, &err);
     if (!p) co_return std::unexpected(err);
-    if (p->is_pty) co_return std::unexpected(RpcError{Code::failed_precondition, "a pty process has no stdin to close"});
+    if (p->is_pty) co_return std::unexpected(rpc_error(Code::failed_precondition, "a pty process has no stdin to close"));
     p->stdin_w.reset();
     co_return json::object();
   });
@@ -446,15 +447,15 @@ void ProcessService::register_routes(connect::Router& rpc) {
                                                -> asio::awaitable<std::expected<json, RpcError>> {
     RpcError err;
     auto sel = pj::get_message(req, "process");
-    if (!sel) co_return std::unexpected(RpcError{Code::invalid_argument, sel.error().message()});
+    if (!sel) co_return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
     auto p = table->find(*sel, &err);
     if (!p) co_return std::unexpected(err);
     auto sig = pj::get_enum(req, "signal", kSignals);
-    if (!sig) co_return std::unexpected(RpcError{Code::invalid_argument, sig.error().message()});
-    if (!*sig || **sig == 0) co_return std::unexpected(RpcError{Code::invalid_argument, "field signal is required"});
+    if (!sig) co_return std::unexpected(rpc_error(Code::invalid_argument, sig.error().message()));
+    if (!*sig || **sig == 0) co_return std::unexpected(rpc_error(Code::invalid_argument, "field signal is required"));
     if (**sig != SIGKILL && **sig != SIGTERM)
-      co_return std::unexpected(RpcError{Code::invalid_argument, "only SIGTERM and SIGKILL can be sent"});
-    if (p->exited) co_return std::unexpected(RpcError{Code::not_found, "process " + std::to_string(p->pid) + " has exited"});
+      co_return std::unexpected(rpc_error(Code::invalid_argument, "only SIGTERM and SIGKILL can be sent"));
+    if (p->exited) co_return std::unexpected(rpc_error(Code::not_found, "process " + std::to_string(p->pid) + " has exited"));
     // The process leads its own session and group: signal the whole group so
     // its children go too, then the leader in case it left the group.
     ::kill(-p->pid, **sig);
@@ -466,25 +467,25 @@ void ProcessService::register_routes(connect::Router& rpc) {
                                            -> asio::awaitable<std::expected<json, RpcError>> {
     RpcError err;
     auto sel = pj::get_message(req, "process");
-    if (!sel) co_return std::unexpected(RpcError{Code::invalid_argument, sel.error().message()});
+    if (!sel) co_return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
     auto p = table->find(*sel, &err);
     if (!p) co_return std::unexpected(err);
     auto pty_msg = pj::get_message(req, "pty");
-    if (!pty_msg) co_return std::unexpected(RpcError{Code::invalid_argument, pty_msg.error().message()});
+    if (!pty_msg) co_return std::unexpected(rpc_error(Code::invalid_argument, pty_msg.error().message()));
     if (!*pty_msg) co_return json::object();
-    if (!p->is_pty || !p->pty) co_return std::unexpected(RpcError{Code::failed_precondition, "process has no pty"});
+    if (!p->is_pty || !p->pty) co_return std::unexpected(rpc_error(Code::failed_precondition, "process has no pty"));
     auto size = pj::get_message(**pty_msg, "size");
-    if (!size || !*size) co_return std::unexpected(RpcError{Code::invalid_argument, "field pty.size is required"});
+    if (!size || !*size) co_return std::unexpected(rpc_error(Code::invalid_argument, "field pty.size is required"));
     auto cols = pj::get_int(**size, "cols");
     auto rows = pj::get_int(**size, "rows");
     if (!cols || !rows || !*cols || !*rows || **cols <= 0 || **rows <= 0 || **cols > 65535 || **rows > 65535)
-      co_return std::unexpected(RpcError{Code::invalid_argument, "pty.size needs cols and rows between 1 and 65535"});
+      co_return std::unexpected(rpc_error(Code::invalid_argument, "pty.size needs cols and rows between 1 and 65535"));
     struct winsize ws {};
     ws.ws_col = static_cast<unsigned short>(**cols);
     ws.ws_row = static_cast<unsigned short>(**rows);
     int fd = p->stdin_w ? p->stdin_w->native_handle() : -1;
     if (fd < 0 || ::ioctl(fd, TIOCSWINSZ, &ws) != 0)
-      co_return std::unexpected(RpcError{Code::failed_precondition, "resize pty: " + std::string(strerror(errno))});
+      co_return std::unexpected(rpc_error(Code::failed_precondition, "resize pty: " + std::string(strerror(errno))));
     co_return json::object();
   });
 }

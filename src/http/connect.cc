@@ -69,6 +69,8 @@ Code code_for(ErrorCode c) {
 
 RpcError rpc_error(const Error& e) { return {code_for(e.code()), e.message()}; }
 
+RpcError rpc_error(Code code, std::string message) { return RpcError{code, std::move(message)}; }
+
 json error_json(const RpcError& e) { return json{{"code", code_name(e.code)}, {"message", e.message}}; }
 
 std::string envelope(std::string_view payload, uint8_t flags) {
@@ -178,19 +180,19 @@ http::asio::awaitable<void> Router::serve(http::Exchange& ex) {
   auto uit = unary_.find(path);
   auto sit = stream_.find(path);
   if (uit == unary_.end() && sit == stream_.end()) {
-    co_await unary_error(ex, {Code::unimplemented, "method " + path + " is not implemented"});
+    co_await unary_error(ex, rpc_error(Code::unimplemented, "method " + path + " is not implemented"));
     co_return;
   }
   if (ex.method() != http::bhttp::verb::post) {
     const http::Fields allow{{"Allow", "POST"}};
-    co_await ex.respond_json(405, error_json({Code::unimplemented, "use POST for " + path}).dump(), allow);
+    co_await ex.respond_json(405, error_json(rpc_error(Code::unimplemented, "use POST for " + path)).dump(), allow);
     co_return;
   }
   CallContext ctx{ex, std::nullopt, std::nullopt};
   if (auto t = ex.header("Connect-Timeout-Ms"); !t.empty()) {
     auto v = parse_positive(t);
     if (!v) {
-      co_await unary_error(ex, {Code::invalid_argument, "Connect-Timeout-Ms must be a positive integer of at most 10 digits"});
+      co_await unary_error(ex, rpc_error(Code::invalid_argument, "Connect-Timeout-Ms must be a positive integer of at most 10 digits"));
       co_return;
     }
     ctx.timeout = std::chrono::milliseconds(*v);
@@ -202,19 +204,19 @@ http::asio::awaitable<void> Router::serve(http::Exchange& ex) {
   auto body = co_await ex.read_body(kMaxMessageBytes + 5);
   if (!body) {
     auto code = body.error().code() == ErrorCode::kTooLarge ? Code::resource_exhausted : Code::invalid_argument;
-    co_await unary_error(ex, {code, body.error().message()});
+    co_await unary_error(ex, rpc_error(code, body.error().message()));
     co_return;
   }
   if (uit != unary_.end()) {
     if (media_type(ct) != "application/json") {
       const http::Fields accept{{"Accept-Post", "application/json"}};
-      co_await ex.respond_json(415, error_json({Code::unknown, "unary calls take Content-Type application/json"}).dump(),
+      co_await ex.respond_json(415, error_json(rpc_error(Code::unknown, "unary calls take Content-Type application/json")).dump(),
                                accept);
       co_return;
     }
     json req = json::parse(body->empty() ? std::string_view("{}") : std::string_view(*body), nullptr, false);
     if (req.is_discarded() || !req.is_object()) {
-      co_await unary_error(ex, {Code::invalid_argument, "request body is not a JSON object"});
+      co_await unary_error(ex, rpc_error(Code::invalid_argument, "request body is not a JSON object"));
       co_return;
     }
     auto r = co_await uit->second(ctx, req);
@@ -230,17 +232,17 @@ http::asio::awaitable<void> Router::serve(http::Exchange& ex) {
   if (media_type(ct) != "application/connect+json") {
     const http::Fields accept{{"Accept-Post", "application/connect+json"}};
     co_await ex.respond_json(
-        415, error_json({Code::unknown, "streaming calls take Content-Type application/connect+json"}).dump(), accept);
+        415, error_json(rpc_error(Code::unknown, "streaming calls take Content-Type application/connect+json")).dump(), accept);
     co_return;
   }
   auto payload = single_envelope(*body);
   if (!payload) {
-    co_await w.close(RpcError{Code::invalid_argument, payload.error().message()});
+    co_await w.close(rpc_error(Code::invalid_argument, payload.error().message()));
     co_return;
   }
   json req = json::parse(payload->empty() ? std::string_view("{}") : std::string_view(*payload), nullptr, false);
   if (req.is_discarded() || !req.is_object()) {
-    co_await w.close(RpcError{Code::invalid_argument, "request message is not a JSON object"});
+    co_await w.close(rpc_error(Code::invalid_argument, "request message is not a JSON object"));
     co_return;
   }
   auto err = co_await sit->second(ctx, req, w);

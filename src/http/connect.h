@@ -38,6 +38,9 @@ unsigned http_status(Code c);
 // Our error categories in Connect terms.
 Code code_for(ErrorCode c);
 RpcError rpc_error(const Error& e);
+// Builds an RpcError. Use this (not a braced RpcError{...}) inside co_await and
+// co_return expressions: g++ 12 destroys braced aggregate temporaries there twice.
+RpcError rpc_error(Code code, std::string message);
 // {"code":"not_found","message":"..."}
 json error_json(const RpcError& e);
 

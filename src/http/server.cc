@@ -137,7 +137,6 @@ asio::awaitable<Result<std::string>> Exchange::read_body(size_t limit) {
   std::string out;
   if (auto cl = content_length(); cl) {
     if (*cl > limit) {
-      keep_alive_ = false;
       co_return make_error(ErrorCode::kTooLarge, "request body of " + std::to_string(*cl) +
                                                      " bytes is over the limit of " + std::to_string(limit));
     }
@@ -149,7 +148,6 @@ asio::awaitable<Result<std::string>> Exchange::read_body(size_t limit) {
     if (!r) co_return std::unexpected(r.error());
     if (*r == 0) break;
     if (out.size() + *r > limit) {
-      keep_alive_ = false;
       co_return make_error(ErrorCode::kTooLarge, "request body is over the limit of " + std::to_string(limit));
     }
     out.append(tmp, *r);
@@ -306,6 +304,7 @@ asio::awaitable<void> Server::accept_loop(std::shared_ptr<Acceptor> acc, bool tc
 }
 
 namespace {
+constexpr size_t kDrainLimit = 64u << 20;
 const char* kBadRequest = R"({"code":400,"message":"malformed HTTP request"})";
 }
 
@@ -352,12 +351,14 @@ asio::awaitable<void> Server::serve(Socket sock) {
     if (!ex.responded()) co_await ex.respond_json(500, R"({"code":500,"message":"no response"})");
     if (!ex.finished()) ex.set_close();
     if (ex.close_requested() || !ex.keep_alive()) break;
-    // Drain an unread request body (up to 1 MiB) so the connection can be reused.
+    // Drain an unread request body (up to kDrainLimit) so the client, which may
+    // still be sending, reads our answer instead of a reset, and the
+    // connection can be reused.
     if (!parser.is_done()) {
       char tmp[8192];
       size_t drained = 0;
       bool ok_drain = true;
-      while (!parser.is_done() && drained < (1u << 20)) {
+      while (!parser.is_done() && drained < kDrainLimit) {
         auto r = co_await ex.read_some(tmp);
         if (!r || *r == 0) { ok_drain = r.has_value() && parser.is_done(); break; }
         drained += *r;

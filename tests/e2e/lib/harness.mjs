@@ -1,17 +1,28 @@
-// Shared set-up for the end-to-end tests: starts the real coppice-envd on
-// localhost:49983 (where the SDK's debug mode looks for it), with its own
+// Shared set-up for the end-to-end tests: starts the real coppice-envd on a
+// free loopback port (the SDK runs in debug mode with sandboxUrl pointing at
+// it, so several test runs can share the machine), with its own
 // /etc (passwd, group) and homes in a temp dir, and imports the SDK build
 // named by COPPICE_SDK (e2b = latest pinned, e2b-245 = 2.45.0).
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import net from 'node:net';
 
 export const buildDir = process.env.COPPICE_BUILD_DIR || path.resolve(import.meta.dirname, '../../../build');
 export const envdBin = path.join(buildDir, 'coppice-envd');
 export const sdkName = process.env.COPPICE_SDK || 'e2b';
-export const ENVD_PORT = 49983;
-export const envdUrl = `http://127.0.0.1:${ENVD_PORT}`;
+// Set by startEnvd (live bindings).
+export let ENVD_PORT = 0;
+export let envdUrl = '';
+
+async function freePort() {
+  const srv = net.createServer();
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
+}
 
 export async function loadSdk() {
   return await import(sdkName);
@@ -59,6 +70,8 @@ async function waitHealthy(url, ms = 5000) {
 export async function startEnvd({ defaultUser = 'user', token } = {}) {
   if (!fs.existsSync(envdBin)) throw new Error(`missing ${envdBin}: build first`);
   const world = makeWorld();
+  ENVD_PORT = await freePort();
+  envdUrl = `http://127.0.0.1:${ENVD_PORT}`;
   const proc = spawn(envdBin, ['--host', '127.0.0.1', '--port', String(ENVD_PORT), '--etc', world.etc,
     '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
   let exited = false;
@@ -82,10 +95,11 @@ export async function startEnvd({ defaultUser = 'user', token } = {}) {
   return { world, url: envdUrl, proc, stop, init };
 }
 
-// A sandbox object of the SDK in debug mode (no API calls; envd on localhost:49983).
+// A sandbox object of the SDK in debug mode (no API calls), its envd traffic
+// sent to the envd started last.
 export async function debugSandbox(opts = {}) {
   const { Sandbox } = await loadSdk();
-  return await Sandbox.create({ debug: true, apiKey: 'e2b_' + '0'.repeat(40), ...opts });
+  return await Sandbox.create({ debug: true, sandboxUrl: envdUrl, apiKey: 'e2b_' + '0'.repeat(40), ...opts });
 }
 
 export function sleep(ms) {
