@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything Coppice needs to build, test and run, from Debian's
+# packages and npm (tests/e2e/package-lock.json). Idempotent: a second run
+# installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(
+  build-essential cmake ninja-build pkg-config
+  libboost1.81-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
+  libseccomp-dev libsqlite3-dev zlib1g-dev
+  iproute2 procps attr curl ca-certificates
+)
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PKGS+=(nodejs npm)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The end-to-end tests' SDKs, exactly as locked.
+if [ ! -d tests/e2e/node_modules/e2b ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
+  echo "deps: npm ci (tests/e2e)"
+  npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
+fi
