@@ -1,0 +1,728 @@
+#include "store/store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/log.h"
+#include "sys/fd.h"
+
+namespace coppice::store {
+namespace {
+
+// Schema migrations, applied in order; migration i brings the database from
+// user_version i to i+1. Never edit a released entry: append a new one.
+//
+// Tables are STRICT so a value of the wrong type is refused instead of being
+// stored silently. Events reference their sandbox with ON DELETE CASCADE so
+// deleting a sandbox removes its log in the same statement.
+constexpr const char* kMigrations[] = {
+    // 1: the initial schema.
+    R"sql(
+CREATE TABLE sandboxes (
+  id                TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 20),
+  template_id       TEXT NOT NULL,
+  alias             TEXT NOT NULL DEFAULT '',
+  state             TEXT NOT NULL CHECK (state IN ('running', 'paused', 'killed')),
+  envd_access_token TEXT NOT NULL DEFAULT '',
+  metadata          TEXT NOT NULL DEFAULT '{}',
+  env_vars          TEXT NOT NULL DEFAULT '{}',
+  cpu_count         INTEGER NOT NULL DEFAULT 0,
+  memory_mb         INTEGER NOT NULL DEFAULT 0,
+  disk_size_mb      INTEGER NOT NULL DEFAULT 0,
+  started_at        INTEGER NOT NULL DEFAULT 0,
+  end_at            INTEGER NOT NULL DEFAULT 0,
+  init_pid          INTEGER NOT NULL DEFAULT 0,
+  uid_base          INTEGER NOT NULL DEFAULT 0,
+  state_dir         TEXT NOT NULL DEFAULT '',
+  backend           TEXT NOT NULL CHECK (backend IN ('ns', 'vm')),
+  envd_version      TEXT NOT NULL DEFAULT '',
+  extra             TEXT NOT NULL DEFAULT '{}'
+) STRICT;
+CREATE INDEX sandboxes_by_state ON sandboxes (state);
+
+CREATE TABLE api_keys (
+  id           INTEGER PRIMARY KEY AUTOINCREMENT,
+  name         TEXT NOT NULL,
+  hash         TEXT NOT NULL UNIQUE CHECK (length(hash) = 64),
+  created_at   INTEGER NOT NULL,
+  last_used_at INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE events (
+  id         INTEGER PRIMARY KEY,
+  sandbox_id TEXT NOT NULL REFERENCES sandboxes (id) ON DELETE CASCADE,
+  at         INTEGER NOT NULL,
+  kind       TEXT NOT NULL,
+  detail     TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX events_by_sandbox ON events (sandbox_id, id);
+)sql",
+};
+
+constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
+
+// All statements the store runs, as named constants: the cache is keyed by
+// their text.
+constexpr const char* kPutSandbox =
+    "INSERT INTO sandboxes (id, template_id, alias, state, envd_access_token, metadata, "
+    "env_vars, cpu_count, memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, "
+    "state_dir, backend, envd_version, extra) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) "
+    "ON CONFLICT (id) DO UPDATE SET template_id = excluded.template_id, alias = excluded.alias, "
+    "state = excluded.state, envd_access_token = excluded.envd_access_token, "
+    "metadata = excluded.metadata, env_vars = excluded.env_vars, cpu_count = excluded.cpu_count, "
+    "memory_mb = excluded.memory_mb, disk_size_mb = excluded.disk_size_mb, "
+    "started_at = excluded.started_at, end_at = excluded.end_at, init_pid = excluded.init_pid, "
+    "uid_base = excluded.uid_base, state_dir = excluded.state_dir, backend = excluded.backend, "
+    "envd_version = excluded.envd_version, extra = excluded.extra";
+// (Not INSERT OR REPLACE: REPLACE deletes the old row first, which would
+// cascade to the sandbox's events.)
+
+constexpr const char* kGetSandbox =
+    "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
+    "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
+    "envd_version, extra FROM sandboxes WHERE id = ?1";
+constexpr const char* kListLive =
+    "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
+    "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
+    "envd_version, extra FROM sandboxes WHERE state != 'killed' ORDER BY started_at, id";
+constexpr const char* kListAll =
+    "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
+    "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
+    "envd_version, extra FROM sandboxes ORDER BY started_at, id";
+constexpr const char* kUpdateState = "UPDATE sandboxes SET state = ?2 WHERE id = ?1";
+constexpr const char* kUpdateEndAt = "UPDATE sandboxes SET end_at = ?2 WHERE id = ?1";
+constexpr const char* kDeleteSandbox = "DELETE FROM sandboxes WHERE id = ?1";
+
+constexpr const char* kAddKey =
+    "INSERT INTO api_keys (name, hash, created_at) VALUES (?1, ?2, ?3) "
+    "RETURNING id, name, hash, created_at, last_used_at";
+constexpr const char* kFindKey =
+    "SELECT id, name, hash, created_at, last_used_at FROM api_keys WHERE hash = ?1";
+constexpr const char* kListKeys =
+    "SELECT id, name, hash, created_at, last_used_at FROM api_keys ORDER BY id";
+constexpr const char* kCountKeys = "SELECT count(*) FROM api_keys";
+constexpr const char* kTouchKey = "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1";
+constexpr const char* kDeleteKey = "DELETE FROM api_keys WHERE id = ?1";
+
+constexpr const char* kAppendEvent =
+    "INSERT INTO events (sandbox_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)";
+// Keeps the newest kMaxEventsPerSandbox events of one sandbox.
+constexpr const char* kTrimEvents =
+    "DELETE FROM events WHERE sandbox_id = ?1 AND id <= "
+    "(SELECT id FROM events WHERE sandbox_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)";
+constexpr const char* kEvents =
+    "SELECT id, sandbox_id, at, kind, detail FROM "
+    "(SELECT * FROM events WHERE sandbox_id = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id";
+
+constexpr const char* kBegin = "BEGIN IMMEDIATE";
+constexpr const char* kCommit = "COMMIT";
+constexpr const char* kRollback = "ROLLBACK";
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+ErrorCode code_for_sqlite(int rc) {
+  switch (rc) {
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+    case SQLITE_CONSTRAINT_UNIQUE:
+      return ErrorCode::kAlreadyExists;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+      return ErrorCode::kNotFound;
+    default:
+      break;
+  }
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return ErrorCode::kUnavailable;
+    case SQLITE_FULL:
+    case SQLITE_NOMEM:
+      return ErrorCode::kResourceExhausted;
+    case SQLITE_PERM:
+    case SQLITE_READONLY:
+    case SQLITE_AUTH:
+      return ErrorCode::kPermissionDenied;
+    case SQLITE_CANTOPEN:
+      return ErrorCode::kNotFound;
+    case SQLITE_CONSTRAINT:
+    case SQLITE_TOOBIG:
+    case SQLITE_MISMATCH:
+      return ErrorCode::kInvalidArgument;
+    default:
+      return ErrorCode::kInternal;
+  }
+}
+
+// "step: <sqlite message> (<result code name>)", with the OS errno when the
+// failure came from a system call.
+Error sqlite_error(sqlite3* db, int rc, std::string_view step) {
+  std::string msg(step);
+  msg += ": ";
+  msg += db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  msg += " (";
+  msg += sqlite3_errstr(rc);
+  msg += ")";
+  int sys_errno = db ? sqlite3_system_errno(db) : 0;
+  if ((rc & 0xff) != SQLITE_IOERR && (rc & 0xff) != SQLITE_CANTOPEN) sys_errno = 0;
+  return Error(code_for_sqlite(rc), std::move(msg), sys_errno);
+}
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+// Resets a cached statement when the scope that used it ends, so the next
+// user finds it unbound and not holding a read transaction open.
+class StmtUse {
+ public:
+  explicit StmtUse(sqlite3_stmt* s) : s_(s) {}
+  ~StmtUse() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  StmtUse(const StmtUse&) = delete;
+  StmtUse& operator=(const StmtUse&) = delete;
+  sqlite3_stmt* get() const { return s_; }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+void bind_arg(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+}
+void bind_arg(sqlite3_stmt* s, int i, int64_t v) { sqlite3_bind_int64(s, i, v); }
+
+std::string column_text(sqlite3_stmt* s, int i) {
+  const unsigned char* p = sqlite3_column_text(s, i);
+  if (!p) return {};
+  return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(s, i)));
+}
+
+// JSON text for a column. Invalid UTF-8 in user strings is replaced rather
+// than thrown on: the store must not fail on what the API accepted.
+std::string json_text(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Result<nlohmann::json> parse_json_column(sqlite3_stmt* s, int i, std::string_view what) {
+  std::string text = column_text(s, i);
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return make_error(ErrorCode::kInternal, "column " + std::string(what) + " is not valid JSON");
+  }
+  return j;
+}
+
+Result<SandboxRecord> read_sandbox(sqlite3_stmt* s) {
+  SandboxRecord r;
+  r.id = column_text(s, 0);
+  r.template_id = column_text(s, 1);
+  r.alias = column_text(s, 2);
+  auto state = parse_sandbox_state(column_text(s, 3));
+  if (!state) return std::unexpected(std::move(state.error()).context("sandbox " + r.id));
+  r.state = *state;
+  r.envd_access_token = column_text(s, 4);
+  auto metadata = parse_json_column(s, 5, "metadata");
+  if (!metadata) return std::unexpected(std::move(metadata.error()).context("sandbox " + r.id));
+  r.metadata = std::move(*metadata);
+  auto env = parse_json_column(s, 6, "env_vars");
+  if (!env) return std::unexpected(std::move(env.error()).context("sandbox " + r.id));
+  r.env_vars = std::move(*env);
+  r.cpu_count = sqlite3_column_int64(s, 7);
+  r.memory_mb = sqlite3_column_int64(s, 8);
+  r.disk_size_mb = sqlite3_column_int64(s, 9);
+  r.started_at = sqlite3_column_int64(s, 10);
+  r.end_at = sqlite3_column_int64(s, 11);
+  r.init_pid = sqlite3_column_int64(s, 12);
+  r.uid_base = sqlite3_column_int64(s, 13);
+  r.state_dir = column_text(s, 14);
+  auto backend = parse_backend(column_text(s, 15));
+  if (!backend) return std::unexpected(std::move(backend.error()).context("sandbox " + r.id));
+  r.backend = *backend;
+  r.envd_version = column_text(s, 16);
+  auto extra = parse_json_column(s, 17, "extra");
+  if (!extra) return std::unexpected(std::move(extra.error()).context("sandbox " + r.id));
+  r.extra = std::move(*extra);
+  return r;
+}
+
+ApiKeyRecord read_key(sqlite3_stmt* s) {
+  ApiKeyRecord k;
+  k.id = sqlite3_column_int64(s, 0);
+  k.name = column_text(s, 1);
+  k.hash = column_text(s, 2);
+  k.created_at = sqlite3_column_int64(s, 3);
+  k.last_used_at = sqlite3_column_int64(s, 4);
+  return k;
+}
+
+bool is_lower_hex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string db_path(std::string_view state_dir) {
+  std::string p(state_dir);
+  if (!p.empty() && p.back() != '/') p += '/';
+  p += kDbFileName;
+  return p;
+}
+
+std::string_view sandbox_state_name(SandboxState s) {
+  switch (s) {
+    case SandboxState::kRunning: return "running";
+    case SandboxState::kPaused: return "paused";
+    case SandboxState::kKilled: return "killed";
+  }
+  return "killed";
+}
+
+Result<SandboxState> parse_sandbox_state(std::string_view s) {
+  if (s == "running") return SandboxState::kRunning;
+  if (s == "paused") return SandboxState::kPaused;
+  if (s == "killed") return SandboxState::kKilled;
+  return make_error(ErrorCode::kInvalidArgument, "unknown sandbox state \"" + std::string(s) + "\"");
+}
+
+std::string_view backend_name(BackendKind b) { return b == BackendKind::kVm ? "vm" : "ns"; }
+
+Result<BackendKind> parse_backend(std::string_view s) {
+  if (s == "ns") return BackendKind::kNs;
+  if (s == "vm") return BackendKind::kVm;
+  return make_error(ErrorCode::kInvalidArgument, "unknown backend \"" + std::string(s) + "\"");
+}
+
+bool valid_sandbox_id(std::string_view id) {
+  if (id.size() != 20) return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) return false;
+  }
+  return true;
+}
+
+struct Store::Impl {
+  std::mutex mu;
+  DbPtr db;  // declared before `stmts`: statements are finalized first
+  std::unordered_map<std::string_view, StmtPtr> stmts;
+
+  // The cached prepared statement for `sql` (one of the constants above).
+  // Caller holds `mu`.
+  Result<sqlite3_stmt*> stmt(const char* sql) {
+    auto it = stmts.find(sql);
+    if (it != stmts.end()) return it->second.get();
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v3(db.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) return std::unexpected(sqlite_error(db.get(), rc, "prepare"));
+    stmts.emplace(sql, StmtPtr(s));
+    return s;
+  }
+
+  // Runs a statement that returns no rows; returns the number of rows changed.
+  template <typename BindFn>
+  Result<int64_t> run(const char* sql, std::string_view step, BindFn&& binder) {
+    auto s = stmt(sql);
+    if (!s) return std::unexpected(std::move(s.error()).context(step));
+    StmtUse use(*s);
+    binder(*s);
+    int rc = sqlite3_step(*s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+      return std::unexpected(sqlite_error(db.get(), rc, step));
+    }
+    return sqlite3_changes64(db.get());
+  }
+
+  Status exec(const char* sql, std::string_view step) {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db.get(), sql, nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = std::string(step) + ": " + (err ? err : sqlite3_errstr(rc));
+      sqlite3_free(err);
+      return std::unexpected(Error(code_for_sqlite(rc), std::move(msg)));
+    }
+    return ok();
+  }
+
+  // Returns the first column of the first row of a PRAGMA as text.
+  Result<std::string> pragma_text(const std::string& sql) {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db.get(), sql.c_str(), -1, &raw, nullptr);
+    if (rc != SQLITE_OK) return std::unexpected(sqlite_error(db.get(), rc, sql));
+    StmtPtr s(raw);
+    rc = sqlite3_step(s.get());
+    if (rc == SQLITE_ROW) return column_text(s.get(), 0);
+    if (rc == SQLITE_DONE) return std::string();
+    return std::unexpected(sqlite_error(db.get(), rc, sql));
+  }
+
+  Status migrate() {
+    auto v = pragma_text("PRAGMA user_version");
+    if (!v) return std::unexpected(std::move(v.error()).context("read schema version"));
+    int version = std::atoi(v->c_str());
+    if (version > kSchemaVersion) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "database schema version " + std::to_string(version) +
+                            " is newer than this build's " + std::to_string(kSchemaVersion));
+    }
+    for (; version < kSchemaVersion; ++version) {
+      const std::string step = "migrate schema to version " + std::to_string(version + 1);
+      COPPICE_TRY_CTX(exec("BEGIN IMMEDIATE", "begin"), step);
+      std::string sql = std::string(kMigrations[version]) +
+                        "\nPRAGMA user_version = " + std::to_string(version + 1) + ";";
+      auto r = exec(sql.c_str(), "apply");
+      if (!r) {
+        (void)exec("ROLLBACK", "rollback");
+        return std::unexpected(std::move(r.error()).context(step));
+      }
+      COPPICE_TRY_CTX(exec("COMMIT", "commit"), step);
+      COPPICE_LOG(info) << "store: schema migrated to version " << version + 1;
+    }
+    return ok();
+  }
+};
+
+namespace {
+
+// A write transaction on the cached BEGIN/COMMIT statements; rolls back if
+// the scope ends before commit(). Caller holds the store's mutex.
+class Transaction {
+ public:
+  explicit Transaction(Store::Impl& impl) : impl_(impl) {}
+  ~Transaction() {
+    if (open_) (void)impl_.run(kRollback, "rollback", [](sqlite3_stmt*) {});
+  }
+  Status begin() {
+    auto r = impl_.run(kBegin, "begin transaction", [](sqlite3_stmt*) {});
+    if (!r) return std::unexpected(std::move(r.error()));
+    open_ = true;
+    return ok();
+  }
+  Status commit() {
+    auto r = impl_.run(kCommit, "commit", [](sqlite3_stmt*) {});
+    if (!r) return std::unexpected(std::move(r.error()));
+    open_ = false;
+    return ok();
+  }
+
+ private:
+  Store::Impl& impl_;
+  bool open_ = false;
+};
+
+}  // namespace
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::Store(Store&&) noexcept = default;
+Store& Store::operator=(Store&&) noexcept = default;
+Store::~Store() = default;
+
+int Store::schema_version() { return kSchemaVersion; }
+
+Result<Store> Store::open(const std::string& path) {
+  const std::string step = "open store " + path;
+  // Create the file ourselves so it is 0600 from the first byte: rows hold
+  // envd access tokens. SQLite gives the -wal and -shm files the same mode.
+  {
+    sys::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) return std::unexpected(Error::from_errno(errno, "create").context(step));
+  }
+
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+                           nullptr);
+  DbPtr db(raw);
+  if (rc != SQLITE_OK) return std::unexpected(sqlite_error(db.get(), rc, step));
+
+  auto impl = std::make_unique<Impl>();
+  impl->db = std::move(db);
+  // Another process (the CLI, a backup) may briefly hold the write lock.
+  sqlite3_busy_timeout(impl->db.get(), 5000);
+
+  auto mode = impl->pragma_text("PRAGMA journal_mode = WAL");
+  if (!mode) return std::unexpected(std::move(mode.error()).context(step));
+  if (*mode != "wal") {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      step + ": WAL mode refused (journal_mode is \"" + *mode + "\")");
+  }
+  // See store.h for why NORMAL is durable enough under WAL.
+  COPPICE_TRY_CTX(impl->exec("PRAGMA synchronous = NORMAL", "set synchronous"), step);
+  COPPICE_TRY_CTX(impl->exec("PRAGMA foreign_keys = ON", "enable foreign keys"), step);
+  COPPICE_TRY_CTX(impl->migrate(), step);
+  return Store(std::move(impl));
+}
+
+Result<std::string> Store::pragma(std::string_view name) {
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || c == '_')) {
+      return make_error(ErrorCode::kInvalidArgument, "bad pragma name \"" + std::string(name) + "\"");
+    }
+  }
+  std::lock_guard lock(impl_->mu);
+  return impl_->pragma_text("PRAGMA " + std::string(name));
+}
+
+// --- sandboxes ---
+
+Status Store::put_sandbox(const SandboxRecord& rec) {
+  const std::string step = "store sandbox " + rec.id;
+  if (!valid_sandbox_id(rec.id)) {
+    return make_error(ErrorCode::kInvalidArgument, step + ": malformed sandbox id");
+  }
+  if (!rec.metadata.is_object() || !rec.env_vars.is_object() || !rec.extra.is_object()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      step + ": metadata, env_vars and extra must be JSON objects");
+  }
+  const std::string metadata = json_text(rec.metadata);
+  const std::string env_vars = json_text(rec.env_vars);
+  const std::string extra = json_text(rec.extra);
+  std::lock_guard lock(impl_->mu);
+  auto r = impl_->run(kPutSandbox, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, rec.id);
+    bind_arg(s, 2, rec.template_id);
+    bind_arg(s, 3, rec.alias);
+    bind_arg(s, 4, sandbox_state_name(rec.state));
+    bind_arg(s, 5, rec.envd_access_token);
+    bind_arg(s, 6, metadata);
+    bind_arg(s, 7, env_vars);
+    bind_arg(s, 8, rec.cpu_count);
+    bind_arg(s, 9, rec.memory_mb);
+    bind_arg(s, 10, rec.disk_size_mb);
+    bind_arg(s, 11, rec.started_at);
+    bind_arg(s, 12, rec.end_at);
+    bind_arg(s, 13, rec.init_pid);
+    bind_arg(s, 14, rec.uid_base);
+    bind_arg(s, 15, rec.state_dir);
+    bind_arg(s, 16, backend_name(rec.backend));
+    bind_arg(s, 17, rec.envd_version);
+    bind_arg(s, 18, extra);
+  });
+  if (!r) return std::unexpected(std::move(r.error()));
+  return ok();
+}
+
+Result<SandboxRecord> Store::get_sandbox(std::string_view id) {
+  const std::string step = "load sandbox " + std::string(id);
+  if (!valid_sandbox_id(id)) return make_error(ErrorCode::kNotFound, step + ": no such sandbox");
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kGetSandbox);
+  if (!s) return std::unexpected(std::move(s.error()).context(step));
+  StmtUse use(*s);
+  bind_arg(*s, 1, id);
+  int rc = sqlite3_step(*s);
+  if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, step + ": no such sandbox");
+  if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+  auto rec = read_sandbox(*s);
+  if (!rec) return std::unexpected(std::move(rec.error()).context(step));
+  return rec;
+}
+
+Status Store::update_state(std::string_view id, SandboxState state) {
+  const std::string step = "set state of sandbox " + std::string(id);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kUpdateState, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, id);
+    bind_arg(s, 2, sandbox_state_name(state));
+  });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, step + ": no such sandbox");
+  return ok();
+}
+
+Status Store::update_end_at(std::string_view id, int64_t end_at_ms) {
+  const std::string step = "set end time of sandbox " + std::string(id);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kUpdateEndAt, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, id);
+    bind_arg(s, 2, end_at_ms);
+  });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, step + ": no such sandbox");
+  return ok();
+}
+
+Status Store::delete_sandbox(std::string_view id) {
+  const std::string step = "delete sandbox " + std::string(id);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kDeleteSandbox, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, id); });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, step + ": no such sandbox");
+  return ok();
+}
+
+Result<std::vector<SandboxRecord>> Store::list_sandboxes(bool include_killed) {
+  const std::string step = "list sandboxes";
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(include_killed ? kListAll : kListLive);
+  if (!s) return std::unexpected(std::move(s.error()).context(step));
+  StmtUse use(*s);
+  std::vector<SandboxRecord> out;
+  for (;;) {
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+    auto rec = read_sandbox(*s);
+    if (!rec) return std::unexpected(std::move(rec.error()).context(step));
+    out.push_back(std::move(*rec));
+  }
+  return out;
+}
+
+// --- API keys ---
+
+Result<ApiKeyRecord> Store::add_api_key(std::string_view name, std::string_view hash) {
+  const std::string step = "add api key \"" + std::string(name) + "\"";
+  if (hash.size() != 64 || !is_lower_hex(hash)) {
+    return make_error(ErrorCode::kInvalidArgument, step + ": hash is not a lowercase hex SHA-256");
+  }
+  const int64_t now = now_ms();
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kAddKey);
+  if (!s) return std::unexpected(std::move(s.error()).context(step));
+  StmtUse use(*s);
+  bind_arg(*s, 1, name);
+  bind_arg(*s, 2, hash);
+  bind_arg(*s, 3, now);
+  int rc = sqlite3_step(*s);
+  if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+  ApiKeyRecord k = read_key(*s);
+  // RETURNING rows are produced before the statement finishes: step to the
+  // end so the insert is complete before the lock is released.
+  rc = sqlite3_step(*s);
+  if (rc != SQLITE_DONE) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+  return k;
+}
+
+Result<ApiKeyRecord> Store::find_api_key(std::string_view hash) {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kFindKey);
+  if (!s) return std::unexpected(std::move(s.error()).context("find api key"));
+  StmtUse use(*s);
+  bind_arg(*s, 1, hash);
+  int rc = sqlite3_step(*s);
+  if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "find api key: no such key");
+  if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, "find api key"));
+  return read_key(*s);
+}
+
+Result<int64_t> Store::count_api_keys() {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kCountKeys);
+  if (!s) return std::unexpected(std::move(s.error()).context("count api keys"));
+  StmtUse use(*s);
+  int rc = sqlite3_step(*s);
+  if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, "count api keys"));
+  return sqlite3_column_int64(*s, 0);
+}
+
+Result<std::vector<ApiKeyRecord>> Store::list_api_keys() {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kListKeys);
+  if (!s) return std::unexpected(std::move(s.error()).context("list api keys"));
+  StmtUse use(*s);
+  std::vector<ApiKeyRecord> out;
+  for (;;) {
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, "list api keys"));
+    out.push_back(read_key(*s));
+  }
+  return out;
+}
+
+Status Store::touch_api_key(int64_t id, int64_t at_ms) {
+  const std::string step = "mark api key " + std::to_string(id) + " used";
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kTouchKey, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, id);
+    bind_arg(s, 2, at_ms);
+  });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, step + ": no such key");
+  return ok();
+}
+
+Status Store::delete_api_key(int64_t id) {
+  const std::string step = "delete api key " + std::to_string(id);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kDeleteKey, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, id); });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, step + ": no such key");
+  return ok();
+}
+
+// --- events ---
+
+Status Store::append_event(std::string_view sandbox_id, std::string_view kind,
+                           std::string_view detail) {
+  const std::string step = "log event for sandbox " + std::string(sandbox_id);
+  const int64_t now = now_ms();
+  std::lock_guard lock(impl_->mu);
+  Transaction tx(*impl_);
+  COPPICE_TRY_CTX(tx.begin(), step);
+  auto n = impl_->run(kAppendEvent, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, sandbox_id);
+    bind_arg(s, 2, now);
+    bind_arg(s, 3, kind);
+    bind_arg(s, 4, detail);
+  });
+  if (!n) {
+    if (n.error().code() == ErrorCode::kNotFound) {
+      return make_error(ErrorCode::kNotFound, step + ": no such sandbox");
+    }
+    return std::unexpected(std::move(n.error()));
+  }
+  auto trimmed = impl_->run(kTrimEvents, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, sandbox_id);
+    bind_arg(s, 2, kMaxEventsPerSandbox);
+  });
+  if (!trimmed) return std::unexpected(std::move(trimmed.error()));
+  COPPICE_TRY_CTX(tx.commit(), step);
+  return ok();
+}
+
+Result<std::vector<EventRecord>> Store::events(std::string_view sandbox_id, int64_t limit) {
+  const std::string step = "read events of sandbox " + std::string(sandbox_id);
+  if (limit <= 0) return std::vector<EventRecord>{};
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kEvents);
+  if (!s) return std::unexpected(std::move(s.error()).context(step));
+  StmtUse use(*s);
+  bind_arg(*s, 1, sandbox_id);
+  bind_arg(*s, 2, limit);
+  std::vector<EventRecord> out;
+  for (;;) {
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+    EventRecord e;
+    e.id = sqlite3_column_int64(*s, 0);
+    e.sandbox_id = column_text(*s, 1);
+    e.at = sqlite3_column_int64(*s, 2);
+    e.kind = column_text(*s, 3);
+    e.detail = column_text(*s, 4);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace coppice::store

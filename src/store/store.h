@@ -1,0 +1,152 @@
+// The gateway's durable state: one SQLite file, `<state_dir>/coppice.db`.
+//
+// Every sandbox, API key and lifecycle event is written here before the API
+// answers, so a gateway restart loses nothing a user created (architecture.md,
+// "State and recovery").
+//
+// Durability: the database runs in WAL mode with synchronous=NORMAL. A commit
+// survives a crash of the gateway process (the WAL is in the kernel's page
+// cache the moment the commit returns) and the file is never corrupted; only a
+// power loss or kernel crash can drop the last transactions. That trade is
+// acceptable here because the same power loss also kills every sandbox process
+// the lost rows would have described.
+//
+// Threading: one connection, guarded by a mutex; every method may be called
+// from any thread. Prepared statements are cached per connection.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+
+namespace coppice::store {
+
+// The database's file name inside the gateway's state directory.
+inline constexpr std::string_view kDbFileName = "coppice.db";
+
+// `<state_dir>/coppice.db`.
+std::string db_path(std::string_view state_dir);
+
+enum class SandboxState { kRunning, kPaused, kKilled };
+std::string_view sandbox_state_name(SandboxState s);  // "running" | "paused" | "killed"
+Result<SandboxState> parse_sandbox_state(std::string_view s);
+
+enum class BackendKind { kNs, kVm };
+std::string_view backend_name(BackendKind b);  // "ns" | "vm"
+Result<BackendKind> parse_backend(std::string_view s);
+
+// True for a well-formed sandbox id: exactly 20 characters of [a-z0-9].
+bool valid_sandbox_id(std::string_view id);
+
+// One row of `sandboxes`. Times are unix milliseconds.
+struct SandboxRecord {
+  std::string id;                 // [a-z0-9]{20}
+  std::string template_id;        // the template it was launched from
+  std::string alias;              // the template's alias, "" if none
+  SandboxState state = SandboxState::kRunning;
+  std::string envd_access_token;  // the X-Access-Token envd expects, "" if none
+  nlohmann::json metadata = nlohmann::json::object();  // user metadata: a JSON object
+  nlohmann::json env_vars = nlohmann::json::object();  // default env vars: a JSON object
+  int64_t cpu_count = 0;
+  int64_t memory_mb = 0;
+  int64_t disk_size_mb = 0;
+  int64_t started_at = 0;         // unix ms
+  int64_t end_at = 0;             // unix ms: when the TTL reaper acts
+  int64_t init_pid = 0;           // host pid of the sandbox's init, 0 if none
+  int64_t uid_base = 0;           // first host uid of its user namespace mapping
+  std::string state_dir;          // host directory holding its upper layer, sockets...
+  BackendKind backend = BackendKind::kNs;
+  std::string envd_version;       // semver reported to the SDK
+  nlohmann::json extra = nlohmann::json::object();  // backend-specific data: a JSON object
+
+  bool operator==(const SandboxRecord&) const = default;
+};
+
+// One row of `api_keys`. The key itself is never stored, only its SHA-256.
+struct ApiKeyRecord {
+  int64_t id = 0;            // assigned by the store, never reused
+  std::string name;
+  std::string hash;          // lowercase hex SHA-256 of the key (64 characters)
+  int64_t created_at = 0;    // unix ms
+  int64_t last_used_at = 0;  // unix ms, 0 if never used
+};
+
+// One lifecycle event of a sandbox (what GET /sandboxes/{id}/logs shows).
+struct EventRecord {
+  int64_t id = 0;  // increases with time
+  std::string sandbox_id;
+  int64_t at = 0;  // unix ms
+  std::string kind;
+  std::string detail;
+};
+
+// At most this many events are kept per sandbox; older ones are dropped as
+// new ones arrive, so a sandbox cannot grow the database without bound.
+inline constexpr int64_t kMaxEventsPerSandbox = 1000;
+
+class Store {
+ public:
+  // Opens (creating it with mode 0600 if missing: rows hold access tokens) the
+  // database at `path`, switches it to WAL and brings its schema up to date.
+  // Fails with kFailedPrecondition if the file was written by a newer schema.
+  static Result<Store> open(const std::string& path);
+
+  Store(Store&&) noexcept;
+  Store& operator=(Store&&) noexcept;
+  ~Store();
+
+  // The schema version this build writes (PRAGMA user_version).
+  static int schema_version();
+
+  // --- sandboxes ---
+  // Inserts or replaces the whole row. kInvalidArgument for a malformed id or
+  // metadata/env_vars/extra that are not JSON objects.
+  Status put_sandbox(const SandboxRecord& rec);
+  // kNotFound if there is no such row.
+  Result<SandboxRecord> get_sandbox(std::string_view id);
+  Status update_state(std::string_view id, SandboxState state);
+  Status update_end_at(std::string_view id, int64_t end_at_ms);
+  // Removes the row and its events. kNotFound if there was no such row.
+  Status delete_sandbox(std::string_view id);
+  // Rows that are not killed, oldest first; with include_killed, all rows
+  // (restart recovery also cleans up after sandboxes killed mid-teardown).
+  Result<std::vector<SandboxRecord>> list_sandboxes(bool include_killed = false);
+
+  // --- API keys ---
+  // kInvalidArgument unless `hash` is 64 lowercase hex digits; kAlreadyExists
+  // if a key with that hash is already stored.
+  Result<ApiKeyRecord> add_api_key(std::string_view name, std::string_view hash);
+  // kNotFound if no key has this hash.
+  Result<ApiKeyRecord> find_api_key(std::string_view hash);
+  Result<int64_t> count_api_keys();
+  Result<std::vector<ApiKeyRecord>> list_api_keys();
+  // Records a successful authentication (kNotFound if the key is gone).
+  Status touch_api_key(int64_t id, int64_t at_ms);
+  Status delete_api_key(int64_t id);
+
+  // --- events ---
+  // Appends an event stamped with the current time. kNotFound if the sandbox
+  // does not exist.
+  Status append_event(std::string_view sandbox_id, std::string_view kind, std::string_view detail);
+  // The most recent `limit` events of the sandbox, oldest first.
+  Result<std::vector<EventRecord>> events(std::string_view sandbox_id, int64_t limit = 100);
+
+  // Runs a read-only PRAGMA and returns its first column as text (for tests
+  // and diagnostics, e.g. "journal_mode").
+  Result<std::string> pragma(std::string_view name);
+
+  struct Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace coppice::store

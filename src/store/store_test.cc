@@ -1,0 +1,351 @@
+#include "store/store.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "store/keys.h"
+
+namespace coppice::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+#define ASSERT_OK(expr)                                       \
+  do {                                                        \
+    const auto& r_ = (expr);                                    \
+    ASSERT_TRUE(r_.has_value()) << r_.error().to_string();    \
+  } while (0)
+
+// A fresh directory under TMPDIR, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "coppice-store-test-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string make_id(int n) {
+  std::string id = "sbx" + std::to_string(n);
+  id.resize(20, 'a');
+  return id;
+}
+
+SandboxRecord sample(int n) {
+  SandboxRecord r;
+  r.id = make_id(n);
+  r.template_id = "base";
+  r.alias = "my-alias";
+  r.state = SandboxState::kRunning;
+  r.envd_access_token = "token-" + std::to_string(n);
+  r.metadata = {{"purpose", "test"}, {"n", std::to_string(n)}};
+  r.env_vars = {{"FOO", "bar"}, {"EMPTY", ""}};
+  r.cpu_count = 2;
+  r.memory_mb = 512;
+  r.disk_size_mb = 1024;
+  r.started_at = 1'700'000'000'000 + n;
+  r.end_at = 1'700'000'300'000 + n;
+  r.init_pid = 4242;
+  r.uid_base = 100000 + n * 65536;
+  r.state_dir = "/var/lib/coppice/sandboxes/" + r.id;
+  r.backend = BackendKind::kNs;
+  r.envd_version = "0.2.0";
+  r.extra = {{"cgroup", "/sys/fs/cgroup/coppice/" + r.id}};
+  return r;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  std::string path() const { return db_path(dir_.path().string()); }
+  Store open_store() {
+    auto s = Store::open(path());
+    EXPECT_TRUE(s.has_value()) << s.error().to_string();
+    return std::move(*s);
+  }
+  TempDir dir_;
+};
+
+TEST_F(StoreTest, WalModeAndSchemaVersion) {
+  Store s = open_store();
+  EXPECT_EQ(*s.pragma("journal_mode"), "wal");
+  EXPECT_EQ(*s.pragma("synchronous"), "1");  // NORMAL
+  EXPECT_EQ(*s.pragma("foreign_keys"), "1");
+  EXPECT_EQ(*s.pragma("user_version"), std::to_string(Store::schema_version()));
+  EXPECT_FALSE(s.pragma("journal_mode; DROP TABLE sandboxes").has_value());
+}
+
+TEST_F(StoreTest, FileIsPrivate) {
+  Store s = open_store();
+  struct stat st {};
+  ASSERT_EQ(::stat(path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST_F(StoreTest, OpenFailsInMissingDirectory) {
+  auto s = Store::open((dir_.path() / "nope" / "coppice.db").string());
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(StoreTest, RefusesNewerSchema) {
+  { Store s = open_store(); }
+  // Pretend a newer gateway wrote the file.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path().c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 999", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto v = Store::open(path());
+  ASSERT_FALSE(v.has_value());
+  EXPECT_EQ(v.error().code(), ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(StoreTest, SandboxRoundTrip) {
+  Store s = open_store();
+  SandboxRecord r = sample(1);
+  ASSERT_OK(s.put_sandbox(r));
+  auto got = s.get_sandbox(r.id);
+  ASSERT_TRUE(got.has_value()) << got.error().to_string();
+  EXPECT_EQ(*got, r);
+
+  // Upsert replaces every field.
+  r.state = SandboxState::kPaused;
+  r.backend = BackendKind::kVm;
+  r.metadata = nlohmann::json::object();
+  r.alias = "";
+  ASSERT_OK(s.put_sandbox(r));
+  EXPECT_EQ(*s.get_sandbox(r.id), r);
+
+  ASSERT_OK(s.update_state(r.id, SandboxState::kRunning));
+  ASSERT_OK(s.update_end_at(r.id, 123));
+  got = s.get_sandbox(r.id);
+  EXPECT_EQ(got->state, SandboxState::kRunning);
+  EXPECT_EQ(got->end_at, 123);
+}
+
+TEST_F(StoreTest, MissingIdIsNotFound) {
+  Store s = open_store();
+  const std::string id = make_id(99);
+  EXPECT_EQ(s.get_sandbox(id).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s.get_sandbox("not-an-id").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s.update_state(id, SandboxState::kPaused).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s.update_end_at(id, 1).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s.delete_sandbox(id).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s.append_event(id, "created", "").error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(StoreTest, RejectsMalformedRecords) {
+  Store s = open_store();
+  SandboxRecord r = sample(1);
+  r.id = "UPPERCASE0123456789A";
+  EXPECT_EQ(s.put_sandbox(r).error().code(), ErrorCode::kInvalidArgument);
+  r = sample(1);
+  r.id = "short";
+  EXPECT_EQ(s.put_sandbox(r).error().code(), ErrorCode::kInvalidArgument);
+  r = sample(1);
+  r.metadata = nlohmann::json::array();
+  EXPECT_EQ(s.put_sandbox(r).error().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ListSkipsKilledUnlessAsked) {
+  Store s = open_store();
+  for (int i = 0; i < 3; ++i) ASSERT_OK(s.put_sandbox(sample(i)));
+  ASSERT_OK(s.update_state(make_id(1), SandboxState::kKilled));
+  ASSERT_OK(s.update_state(make_id(2), SandboxState::kPaused));
+  auto live = s.list_sandboxes();
+  ASSERT_OK(live);
+  ASSERT_EQ(live->size(), 2u);
+  EXPECT_EQ((*live)[0].id, make_id(0));
+  EXPECT_EQ((*live)[1].id, make_id(2));
+  EXPECT_EQ(s.list_sandboxes(/*include_killed=*/true)->size(), 3u);
+  ASSERT_OK(s.delete_sandbox(make_id(0)));
+  EXPECT_EQ(s.list_sandboxes()->size(), 1u);
+}
+
+TEST_F(StoreTest, ApiKeys) {
+  Store s = open_store();
+  EXPECT_EQ(*s.count_api_keys(), 0);
+  auto key = generate_api_key();
+  ASSERT_OK(key);
+  const std::string hash = sha256_hex(*key);
+  auto added = s.add_api_key("default", hash);
+  ASSERT_TRUE(added.has_value()) << added.error().to_string();
+  EXPECT_GT(added->id, 0);
+  EXPECT_EQ(added->name, "default");
+  EXPECT_EQ(added->hash, hash);
+  EXPECT_GT(added->created_at, 0);
+  EXPECT_EQ(added->last_used_at, 0);
+
+  EXPECT_EQ(s.add_api_key("again", hash).error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(s.add_api_key("bad", *key).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(*s.count_api_keys(), 1);
+
+  auto found = s.find_api_key(hash);
+  ASSERT_OK(found);
+  EXPECT_EQ(found->id, added->id);
+  EXPECT_EQ(s.find_api_key(sha256_hex("other")).error().code(), ErrorCode::kNotFound);
+
+  ASSERT_OK(s.touch_api_key(added->id, 777));
+  EXPECT_EQ(s.find_api_key(hash)->last_used_at, 777);
+
+  // The key itself is nowhere in the database file.
+  s = open_store();  // reopen so the WAL content is the only copy
+  std::string bytes;
+  for (const char* suffix : {"", "-wal"}) {
+    FILE* f = std::fopen((path() + suffix).c_str(), "rb");
+    if (!f) continue;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) bytes.append(buf, n);
+    std::fclose(f);
+  }
+  EXPECT_NE(bytes.find(hash), std::string::npos);
+  EXPECT_EQ(bytes.find(*key), std::string::npos);
+
+  ASSERT_OK(s.delete_api_key(added->id));
+  EXPECT_EQ(*s.count_api_keys(), 0);
+  EXPECT_EQ(s.delete_api_key(added->id).error().code(), ErrorCode::kNotFound);
+  // Ids are never reused.
+  auto next = s.add_api_key("next", hash);
+  ASSERT_OK(next);
+  EXPECT_GT(next->id, added->id);
+}
+
+TEST_F(StoreTest, EventsNewestLimitOldestFirstAndCascade) {
+  Store s = open_store();
+  const std::string id = make_id(5);
+  ASSERT_OK(s.put_sandbox(sample(5)));
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_OK(s.append_event(id, "kind" + std::to_string(i), "detail"));
+  }
+  auto ev = s.events(id, 3);
+  ASSERT_OK(ev);
+  ASSERT_EQ(ev->size(), 3u);
+  EXPECT_EQ((*ev)[0].kind, "kind7");
+  EXPECT_EQ((*ev)[2].kind, "kind9");
+  EXPECT_LT((*ev)[0].id, (*ev)[1].id);
+  EXPECT_GT((*ev)[0].at, 0);
+  EXPECT_EQ((*ev)[0].sandbox_id, id);
+
+  // Re-putting the sandbox (an upsert) keeps its events.
+  ASSERT_OK(s.put_sandbox(sample(5)));
+  EXPECT_EQ(s.events(id, 100)->size(), 10u);
+
+  ASSERT_OK(s.delete_sandbox(id));
+  EXPECT_TRUE(s.events(id, 100)->empty());
+}
+
+TEST_F(StoreTest, EventsAreCappedPerSandbox) {
+  Store s = open_store();
+  const std::string id = make_id(6);
+  ASSERT_OK(s.put_sandbox(sample(6)));
+  for (int64_t i = 0; i < kMaxEventsPerSandbox + 5; ++i) {
+    ASSERT_OK(s.append_event(id, "tick", std::to_string(i)));
+  }
+  auto ev = s.events(id, kMaxEventsPerSandbox * 2);
+  ASSERT_OK(ev);
+  ASSERT_EQ(static_cast<int64_t>(ev->size()), kMaxEventsPerSandbox);
+  EXPECT_EQ(ev->front().detail, "5");
+  EXPECT_EQ(ev->back().detail, std::to_string(kMaxEventsPerSandbox + 4));
+}
+
+TEST_F(StoreTest, ReopenKeepsEverything) {
+  std::string hash = sha256_hex("e2b_key");
+  {
+    Store s = open_store();
+    for (int i = 0; i < 5; ++i) ASSERT_OK(s.put_sandbox(sample(i)));
+    ASSERT_OK(s.update_state(make_id(3), SandboxState::kPaused));
+    ASSERT_OK(s.add_api_key("k", hash));
+    ASSERT_OK(s.append_event(make_id(0), "created", "from template base"));
+  }
+  Store s = open_store();
+  auto all = s.list_sandboxes();
+  ASSERT_OK(all);
+  ASSERT_EQ(all->size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    SandboxRecord want = sample(i);
+    if (i == 3) want.state = SandboxState::kPaused;
+    EXPECT_EQ((*all)[i], want);
+  }
+  EXPECT_EQ(s.find_api_key(hash)->name, "k");
+  auto ev = s.events(make_id(0), 10);
+  ASSERT_EQ(ev->size(), 1u);
+  EXPECT_EQ((*ev)[0].detail, "from template base");
+}
+
+TEST_F(StoreTest, ConcurrentWritersFromEightThreads) {
+  Store s = open_store();
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 40;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        int n = t * 1000 + i;
+        SandboxRecord r = sample(n);
+        if (!s.put_sandbox(r)) ++failures;
+        if (!s.append_event(r.id, "created", "")) ++failures;
+        if (!s.update_state(r.id, i % 2 ? SandboxState::kPaused : SandboxState::kRunning)) ++failures;
+        if (!s.get_sandbox(r.id)) ++failures;
+        if (!s.list_sandboxes()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto all = s.list_sandboxes();
+  ASSERT_OK(all);
+  EXPECT_EQ(all->size(), size_t(kThreads * kPerThread));
+  std::set<std::string> ids;
+  for (const auto& r : *all) ids.insert(r.id);
+  EXPECT_EQ(ids.size(), size_t(kThreads * kPerThread));
+  for (const auto& r : *all) EXPECT_EQ(s.events(r.id, 10)->size(), 1u);
+}
+
+TEST(StoreNames, StateAndBackendRoundTrip) {
+  for (auto st : {SandboxState::kRunning, SandboxState::kPaused, SandboxState::kKilled}) {
+    EXPECT_EQ(*parse_sandbox_state(sandbox_state_name(st)), st);
+  }
+  EXPECT_FALSE(parse_sandbox_state("creating").has_value());
+  EXPECT_EQ(*parse_backend("vm"), BackendKind::kVm);
+  EXPECT_FALSE(parse_backend("docker").has_value());
+  EXPECT_TRUE(valid_sandbox_id("abcdefghij0123456789"));
+  EXPECT_FALSE(valid_sandbox_id("abcdefghij012345678"));
+  EXPECT_FALSE(valid_sandbox_id("abcdefghij012345678_"));
+  EXPECT_EQ(db_path("/var/lib/coppice"), "/var/lib/coppice/coppice.db");
+  EXPECT_EQ(db_path("/var/lib/coppice/"), "/var/lib/coppice/coppice.db");
+}
+
+TEST(Keys, GeneratedKeysAreWellFormedAndDistinct) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 100; ++i) {
+    auto k = generate_api_key();
+    ASSERT_OK(k);
+    EXPECT_TRUE(looks_like_api_key(*k)) << *k;
+    seen.insert(*k);
+  }
+  EXPECT_EQ(seen.size(), 100u);
+  EXPECT_FALSE(looks_like_api_key("e2b_ABCDEF0123456789abcdef0123456789abcdef01"));
+  EXPECT_FALSE(looks_like_api_key("sk_0123456789abcdef0123456789abcdef01234567"));
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+}  // namespace
+}  // namespace coppice::store
