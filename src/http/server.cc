@@ -299,7 +299,9 @@ asio::awaitable<void> Server::accept_loop(std::shared_ptr<Acceptor> acc, bool tc
       boost::system::error_code ignore;
       sock.set_option(asio::ip::tcp::no_delay(true), ignore);
     }
-    asio::co_spawn(io_, serve(std::move(sock)), asio::detached);
+    // Each connection runs on its own strand: the coroutines of one exchange
+    // (a proxy's watcher, say) never run at the same time on two threads.
+    asio::co_spawn(asio::make_strand(io_), serve(std::move(sock)), asio::detached);
   }
 }
 

@@ -114,3 +114,54 @@ export function pidsMatching(needle) {
     return [];
   }
 }
+
+export const gatewayBin = path.join(buildDir, 'coppiced');
+export const TEST_API_KEY = 'e2b_' + 'c0ffee'.repeat(6) + 'abcd';
+
+// Why gateway tests cannot run here, or null when they can.
+export function gatewaySkipReason() {
+  if (!isRoot) return 'needs root (namespaces, cgroups, overlayfs)';
+  if (!fs.existsSync(gatewayBin)) return `missing ${gatewayBin}`;
+  return null;
+}
+
+// Starts coppiced on a free loopback port with a fresh state dir (or the one
+// given, for restart tests). Returns { url, proc, stateDir, opts, stop, kill9 }.
+export async function startGateway({ stateDir, keep = false, extraArgs = [] } = {}) {
+  const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', dir,
+    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...extraArgs],
+  { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: TEST_API_KEY } });
+  let exited = false;
+  proc.on('exit', () => { exited = true; });
+  const until = Date.now() + 20000;
+  for (;;) {
+    try {
+      const r = await fetch(`${url}/health`);
+      if (r.ok) break;
+    } catch {}
+    if (exited) throw new Error('coppiced exited at start');
+    if (Date.now() > until) throw new Error('coppiced did not start');
+    await sleep(25);
+  }
+  const opts = { apiKey: TEST_API_KEY, apiUrl: url, sandboxUrl: url };
+  const waitExit = () => new Promise((r) => (exited ? r() : proc.on('exit', r)));
+  // Kills every sandbox the gateway knows (through its API), then stops it.
+  const stop = async () => {
+    if (!exited) {
+      try {
+        const r = await fetch(`${url}/v2/sandboxes?state=running,paused&limit=1000`, { headers: { 'X-API-KEY': TEST_API_KEY } });
+        for (const s of r.ok ? await r.json() : []) {
+          await fetch(`${url}/sandboxes/${s.sandboxID}`, { method: 'DELETE', headers: { 'X-API-KEY': TEST_API_KEY } });
+        }
+      } catch {}
+      proc.kill('SIGTERM');
+      await waitExit();
+    }
+    if (!keep && !stateDir) fs.rmSync(dir, { recursive: true, force: true });
+  };
+  const kill9 = async () => { proc.kill('SIGKILL'); await waitExit(); };
+  return { url, port, proc, stateDir: dir, opts, stop, kill9 };
+}

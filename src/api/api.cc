@@ -1,0 +1,436 @@
+#include "api/api.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include "common/log.h"
+#include "core/ids.h"
+#include "store/keys.h"
+
+namespace coppice::api {
+
+using json = nlohmann::json;
+using core::SandboxView;
+using http::bhttp::verb;
+
+unsigned http_status(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kUnauthenticated: return 401;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kFailedPrecondition: return 409;
+    case ErrorCode::kTooLarge: return 413;
+    case ErrorCode::kResourceExhausted: return 429;
+    case ErrorCode::kUnimplemented: return 501;
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kDeadlineExceeded: return 504;
+    case ErrorCode::kCanceled: return 499;
+    case ErrorCode::kInternal: return 500;
+  }
+  return 500;
+}
+
+namespace {
+
+std::string error_body(unsigned status, std::string_view message) {
+  return json{{"code", status}, {"message", message}}.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+asio::awaitable<void> error_response(http::Exchange& ex, const Error& e) {
+  unsigned st = http_status(e.code());
+  if (st >= 500) {
+    COPPICE_LOG_RATE(error, 5) << ex.method_string() << " " << ex.path() << ": " << e.to_string();
+  }
+  co_await ex.respond_json(st, error_body(st, e.message()));
+}
+
+asio::awaitable<void> error_response(http::Exchange& ex, unsigned status, std::string_view message) {
+  co_await ex.respond_json(status, error_body(status, message));
+}
+
+std::string rfc3339(core::Clock::time_point t) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  time_t secs = static_cast<time_t>(ms / 1000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + n, sizeof buf - n, ".%03lldZ", static_cast<long long>(ms % 1000));
+  return buf;
+}
+
+json domain_json(const core::GatewayConfig& cfg) { return cfg.domain.empty() ? json(nullptr) : json(cfg.domain); }
+
+// The `Sandbox` shape (create / connect / resume).
+json sandbox_json(const SandboxView& v, const core::GatewayConfig& cfg) {
+  json j{{"sandboxID", v.id},   {"templateID", v.template_id}, {"clientID", "coppice"},
+         {"envdVersion", v.envd_version}, {"domain", domain_json(cfg)}, {"trafficAccessToken", nullptr}};
+  if (!v.envd_access_token.empty()) j["envdAccessToken"] = v.envd_access_token;
+  if (!v.alias.empty()) j["alias"] = v.alias;
+  return j;
+}
+
+// The `ListedSandbox` shape; `SandboxDetail` adds the token and domain.
+json listed_json(const SandboxView& v) {
+  json j{{"sandboxID", v.id},
+         {"templateID", v.template_id},
+         {"clientID", "coppice"},
+         {"startedAt", rfc3339(v.started_at)},
+         {"endAt", rfc3339(v.end_at)},
+         {"cpuCount", v.cpu_count},
+         {"memoryMB", v.memory_mb},
+         {"diskSizeMB", v.disk_mb},
+         {"metadata", v.metadata},
+         {"state", core::state_name(v.state)},
+         {"envdVersion", v.envd_version}};
+  if (!v.alias.empty()) j["alias"] = v.alias;
+  return j;
+}
+
+json detail_json(const SandboxView& v, const core::GatewayConfig& cfg) {
+  json j = listed_json(v);
+  if (!v.envd_access_token.empty()) j["envdAccessToken"] = v.envd_access_token;
+  j["domain"] = domain_json(cfg);
+  j["lifecycle"] = json{{"onTimeout", "kill"}, {"autoResume", false}};
+  return j;
+}
+
+// Reads a JSON object body ({} when empty). Errors carry the HTTP status.
+asio::awaitable<Result<json>> read_json(http::Exchange& ex, size_t limit) {
+  auto body = co_await ex.read_body(limit);
+  if (!body) co_return std::unexpected(body.error());
+  if (body->empty()) co_return json::object();
+  json j = json::parse(*body, nullptr, false);
+  if (j.is_discarded()) co_return make_error(ErrorCode::kInvalidArgument, "request body is not valid JSON");
+  if (!j.is_object()) co_return make_error(ErrorCode::kInvalidArgument, "request body must be a JSON object");
+  co_return j;
+}
+
+// An optional timeout field in seconds, within [1, max].
+Result<std::optional<int>> timeout_field(const json& j, const char* name, int max) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return std::optional<int>{};
+  if (!it->is_number_integer() && !(it->is_number_float() && it->get<double>() == static_cast<int64_t>(it->get<double>())))
+    return make_error(ErrorCode::kInvalidArgument, std::string(name) + " must be an integer number of seconds");
+  int64_t v = it->is_number_integer() ? it->get<int64_t>() : static_cast<int64_t>(it->get<double>());
+  if (v < 1 || v > max)
+    return make_error(ErrorCode::kInvalidArgument,
+                      std::string(name) + " must be between 1 and " + std::to_string(max) + " seconds");
+  return std::optional<int>(static_cast<int>(v));
+}
+
+Result<std::map<std::string, std::string>> string_map(const json& j, const char* name) {
+  std::map<std::string, std::string> out;
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return out;
+  if (!it->is_object()) return make_error(ErrorCode::kInvalidArgument, std::string(name) + " must be an object of strings");
+  for (auto e = it->begin(); e != it->end(); ++e) {
+    if (!e->is_string())
+      return make_error(ErrorCode::kInvalidArgument, std::string(name) + "." + e.key() + " must be a string");
+    out[e.key()] = e->get<std::string>();
+  }
+  return out;
+}
+
+// `metadata` query of GET /v2/sandboxes: a form-encoded list, encoded once
+// more by the SDK (e2b-protocol.md §2.2): the query value decodes to
+// "k=v&k2=v2" whose values decode once more.
+std::map<std::string, std::string> metadata_filter(const std::string& q) {
+  std::map<std::string, std::string> out;
+  for (auto& [k, v] : http::parse_query(q)) out[http::url_decode(k)] = http::url_decode(v);
+  return out;
+}
+
+bool const_time_eq(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return d == 0;
+}
+
+}  // namespace
+
+bool KeyChecker::check(const std::string& key) {
+  if (key.empty() || key.size() > 256) return false;
+  bool ok = false;
+  for (const auto& k : cfg_.api_keys) ok |= const_time_eq(k, key);
+  if (ok) return true;
+  std::string hash = store::sha256_hex(key);
+  {
+    std::lock_guard lk(mu_);
+    if (known_hashes_.count(hash)) return true;
+  }
+  auto rec = store_.find_api_key(hash);
+  if (!rec) return false;
+  std::lock_guard lk(mu_);
+  known_hashes_.insert(hash);
+  return true;
+}
+
+Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg, store::Store& store) {
+  if (!cfg.api_keys.empty()) return std::optional<std::string>{};
+  auto n = store.count_api_keys();
+  if (!n) return std::unexpected(n.error());
+  if (*n > 0) return std::optional<std::string>{};
+  auto key = store::generate_api_key();
+  if (!key) return std::unexpected(key.error());
+  auto r = store.add_api_key("default", store::sha256_hex(*key));
+  if (!r) return std::unexpected(r.error());
+  return std::optional<std::string>(*key);
+}
+
+Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, core::TemplateRegistry& templates,
+         store::Store& store)
+    : cfg_(cfg), mgr_(mgr), templates_(templates), store_(store), keys_(cfg, store), proxy_(mgr) {}
+
+asio::awaitable<void> Api::handle(http::Exchange& ex) {
+  if (auto t = proxy::route(ex, cfg_.domain)) {
+    co_await proxy_.serve(ex, *t);
+    co_return;
+  }
+  co_await control(ex);
+}
+
+asio::awaitable<void> Api::control(http::Exchange& ex) {
+  std::string path(ex.path());
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  auto m = ex.method();
+  if (path == "/health") {
+    co_await ex.respond_json(200, R"({"status":"ok"})");
+    co_return;
+  }
+  if (!keys_.check(ex.header("X-API-KEY"))) {
+    co_await error_response(ex, 401, "invalid or missing API key (X-API-KEY)");
+    co_return;
+  }
+  if ((path == "/sandboxes" || path == "/v2/sandboxes") && m == verb::post) {
+    co_await create(ex);
+    co_return;
+  }
+  if ((path == "/sandboxes" || path == "/v2/sandboxes") && m == verb::get) {
+    co_await list(ex, path == "/v2/sandboxes");
+    co_return;
+  }
+  for (std::string_view prefix : {"/v2/sandboxes/", "/sandboxes/"}) {
+    if (path.rfind(prefix, 0) != 0) continue;
+    std::string rest = path.substr(prefix.size());
+    size_t slash = rest.find('/');
+    std::string id = rest.substr(0, slash);
+    std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    co_await sandbox_route(ex, id, action);
+    co_return;
+  }
+  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " + path);
+}
+
+asio::awaitable<void> Api::create(http::Exchange& ex) {
+  auto body = co_await read_json(ex, cfg_.max_body_bytes);
+  if (!body) {
+    co_await error_response(ex, body.error());
+    co_return;
+  }
+  core::CreateParams p;
+  const json& j = *body;
+  if (auto it = j.find("templateID"); it != j.end() && !it->is_null()) {
+    if (!it->is_string() || it->get<std::string>().empty()) {
+      co_await error_response(ex, 400, "templateID must be a non-empty string");
+      co_return;
+    }
+    p.template_id = it->get<std::string>();
+  }
+  auto timeout = timeout_field(j, "timeout", cfg_.max_timeout_s);
+  auto env = string_map(j, "envVars");
+  auto meta = string_map(j, "metadata");
+  for (const Error* e : {timeout ? nullptr : &timeout.error(), env ? nullptr : &env.error(),
+                         meta ? nullptr : &meta.error()}) {
+    if (e) {
+      co_await error_response(ex, *e);
+      co_return;
+    }
+  }
+  p.timeout_s = *timeout;
+  p.env_vars = *env;
+  p.metadata = json(*meta);
+  if (auto it = j.find("secure"); it != j.end() && it->is_boolean()) p.secure = it->get<bool>();
+  auto v = co_await mgr_.create(std::move(p));
+  if (!v) {
+    co_await error_response(ex, v.error());
+    co_return;
+  }
+  co_await ex.respond_json(201, sandbox_json(*v, cfg_).dump());
+}
+
+asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
+  const auto& q = ex.query_params();
+  core::ListFilter f;
+  if (auto it = q.find("state"); it != q.end() && !it->second.empty()) {
+    std::string_view s = it->second;
+    while (!s.empty()) {
+      auto c = s.find(',');
+      auto part = s.substr(0, c);
+      if (part == "running") f.states.push_back(core::SandboxState::kRunning);
+      else if (part == "paused") f.states.push_back(core::SandboxState::kPaused);
+      else if (!part.empty()) {
+        co_await error_response(ex, 400, "state must be running and/or paused");
+        co_return;
+      }
+      if (c == std::string_view::npos) break;
+      s.remove_prefix(c + 1);
+    }
+  } else if (!v2) {
+    f.states.push_back(core::SandboxState::kRunning);
+  }
+  for (const char* name : {"metadata", "query"})
+    if (auto it = q.find(name); it != q.end()) f.metadata = metadata_filter(it->second);
+  size_t limit = 100;
+  if (auto it = q.find("limit"); it != q.end()) {
+    char* end = nullptr;
+    long v = std::strtol(it->second.c_str(), &end, 10);
+    if (it->second.empty() || *end || v < 1 || v > 1000) {
+      co_await error_response(ex, 400, "limit must be an integer between 1 and 1000");
+      co_return;
+    }
+    limit = static_cast<size_t>(v);
+  }
+  auto all = mgr_.list(f);
+  // Newest first; the page token is the (startedAt, id) of the last item sent.
+  auto key = [](const SandboxView& v) {
+    return std::make_pair(std::chrono::duration_cast<std::chrono::milliseconds>(v.started_at.time_since_epoch()).count(), v.id);
+  };
+  std::sort(all.begin(), all.end(), [&](const SandboxView& a, const SandboxView& b) { return key(a) > key(b); });
+  size_t start = 0;
+  if (auto it = q.find("nextToken"); v2 && it != q.end() && !it->second.empty()) {
+    const std::string& tok = it->second;
+    auto dash = tok.find('-');
+    char* end = nullptr;
+    long long ms = dash == std::string::npos ? -1 : std::strtoll(tok.substr(0, dash).c_str(), &end, 10);
+    if (dash == std::string::npos || ms < 0) {
+      co_await error_response(ex, 400, "nextToken is malformed");
+      co_return;
+    }
+    auto cursor = std::make_pair(static_cast<int64_t>(ms), tok.substr(dash + 1));
+    while (start < all.size() && key(all[start]) >= cursor) ++start;
+  }
+  json out = json::array();
+  size_t end_i = v2 ? std::min(all.size(), start + limit) : all.size();
+  for (size_t i = start; i < end_i; ++i) out.push_back(listed_json(all[i]));
+  http::Fields headers;
+  if (v2 && end_i < all.size() && end_i > start) {
+    auto k = key(all[end_i - 1]);
+    headers.emplace_back("X-Next-Token", std::to_string(k.first) + "-" + k.second);
+  }
+  co_await ex.respond_json(200, out.dump(), headers);
+}
+
+asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action) {
+  auto m = ex.method();
+  if (!core::valid_sandbox_id(id)) {
+    co_await error_response(ex, 404, "sandbox " + id + " not found");
+    co_return;
+  }
+  if (action.empty() && m == verb::get) {
+    auto v = mgr_.get(id);
+    if (!v) co_await error_response(ex, v.error());
+    else co_await ex.respond_json(200, detail_json(*v, cfg_).dump());
+    co_return;
+  }
+  if (action.empty() && m == verb::delete_) {
+    auto s = co_await mgr_.kill(id);
+    if (!s) co_await error_response(ex, s.error());
+    else co_await ex.respond(204, "", "");
+    co_return;
+  }
+  if ((action == "timeout" || action == "refreshes") && m == verb::post) {
+    auto body = co_await read_json(ex, cfg_.max_body_bytes);
+    if (!body) {
+      co_await error_response(ex, body.error());
+      co_return;
+    }
+    const char* field = action == "timeout" ? "timeout" : "duration";
+    auto t = timeout_field(*body, field, cfg_.max_timeout_s);
+    if (!t) {
+      co_await error_response(ex, t.error());
+      co_return;
+    }
+    if (!*t && action == "timeout") {
+      co_await error_response(ex, 400, "timeout is required");
+      co_return;
+    }
+    auto s = action == "timeout" ? mgr_.set_timeout(id, **t) : mgr_.refresh(id, t->value_or(cfg_.default_timeout_s));
+    if (!s) co_await error_response(ex, s.error());
+    else co_await ex.respond(204, "", "");
+    co_return;
+  }
+  if ((action == "connect" || action == "resume") && m == verb::post) {
+    auto body = co_await read_json(ex, cfg_.max_body_bytes);
+    if (!body) {
+      co_await error_response(ex, body.error());
+      co_return;
+    }
+    auto t = timeout_field(*body, "timeout", cfg_.max_timeout_s);
+    if (!t) {
+      co_await error_response(ex, t.error());
+      co_return;
+    }
+    if (action == "resume") {
+      auto v = co_await mgr_.resume(id, *t);
+      if (!v) co_await error_response(ex, v.error());
+      else co_await ex.respond_json(201, sandbox_json(*v, cfg_).dump());
+      co_return;
+    }
+    auto r = co_await mgr_.connect(id, *t);
+    if (!r) co_await error_response(ex, r.error());
+    else co_await ex.respond_json(r->second ? 201 : 200, sandbox_json(r->first, cfg_).dump());
+    co_return;
+  }
+  if (action == "pause" && m == verb::post) {
+    auto body = co_await read_json(ex, cfg_.max_body_bytes);
+    if (!body) {
+      co_await error_response(ex, body.error());
+      co_return;
+    }
+    auto s = co_await mgr_.pause(id);
+    if (!s) co_await error_response(ex, s.error());
+    else co_await ex.respond(204, "", "");
+    co_return;
+  }
+  if (action == "metrics" && m == verb::get) {
+    auto r = co_await mgr_.metrics(id);
+    if (!r) {
+      co_await error_response(ex, r.error());
+      co_return;
+    }
+    json out = json::array();
+    for (const auto& s : *r) {
+      auto secs = std::chrono::duration_cast<std::chrono::seconds>(s.at.time_since_epoch()).count();
+      out.push_back(json{{"timestamp", rfc3339(s.at)}, {"timestampUnix", secs}, {"cpuCount", s.cpu_count},
+                         {"cpuUsedPct", s.cpu_used_pct}, {"memUsed", s.mem_used}, {"memTotal", s.mem_total},
+                         {"diskUsed", s.disk_used}, {"diskTotal", s.disk_total}});
+    }
+    co_await ex.respond_json(200, out.dump());
+    co_return;
+  }
+  if (action == "logs" && m == verb::get) {
+    auto v = mgr_.get(id);
+    if (!v) {
+      co_await error_response(ex, v.error());
+      co_return;
+    }
+    json logs = json::array(), entries = json::array();
+    for (const auto& e : mgr_.events(id, 1000)) {
+      auto at = rfc3339(core::Clock::time_point(std::chrono::milliseconds(e.at)));
+      std::string line = e.kind + (e.detail.empty() ? "" : ": " + e.detail);
+      logs.push_back(json{{"timestamp", at}, {"line", line}});
+      entries.push_back(json{{"timestamp", at}, {"level", "info"}, {"message", line},
+                             {"fields", json{{"kind", e.kind}}}});
+    }
+    json out{{"logs", logs}, {"logEntries", entries}};
+    co_await ex.respond_json(200, out.dump());
+    co_return;
+  }
+  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " + std::string(ex.path()));
+}
+
+}  // namespace coppice::api

@@ -1,0 +1,62 @@
+// The E2B control-plane REST API (e2b-protocol.md §2): JSON in, typed calls
+// into core::SandboxManager, JSON out. Errors become HTTP statuses in one
+// place (error_response) with the {code, message} body the SDK reads.
+#pragma once
+
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "core/config.h"
+#include "core/sandbox_manager.h"
+#include "core/templates.h"
+#include "http/server.h"
+#include "proxy/proxy.h"
+#include "store/store.h"
+
+namespace coppice::api {
+
+namespace asio = http::asio;
+
+// The HTTP status for an error category.
+unsigned http_status(ErrorCode c);
+
+// Checks X-API-KEY against the configured keys and the hashes in the store.
+class KeyChecker {
+ public:
+  KeyChecker(const core::GatewayConfig& cfg, store::Store& store) : cfg_(cfg), store_(store) {}
+  bool check(const std::string& key);
+
+ private:
+  const core::GatewayConfig& cfg_;
+  store::Store& store_;
+  std::mutex mu_;
+  std::set<std::string> known_hashes_;  // keys seen valid in the store
+};
+
+// Makes sure at least one key is accepted: with none configured and none
+// stored, creates one, stores its hash and returns it (to be printed once).
+Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg, store::Store& store);
+
+class Api {
+ public:
+  Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, core::TemplateRegistry& templates,
+      store::Store& store);
+  // Serves one request: the data plane when it names a sandbox, else the control plane.
+  asio::awaitable<void> handle(http::Exchange& ex);
+
+ private:
+  asio::awaitable<void> control(http::Exchange& ex);
+  asio::awaitable<void> create(http::Exchange& ex);
+  asio::awaitable<void> list(http::Exchange& ex, bool v2);
+  asio::awaitable<void> sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action);
+
+  const core::GatewayConfig& cfg_;
+  core::SandboxManager& mgr_;
+  core::TemplateRegistry& templates_;
+  store::Store& store_;
+  KeyChecker keys_;
+  proxy::Proxy proxy_;
+};
+
+}  // namespace coppice::api

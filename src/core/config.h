@@ -1,0 +1,43 @@
+// The gateway's configuration: one typed struct, filled from flags (and the
+// environment for secrets). Each field says its default.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace coppice::core {
+
+struct GatewayConfig {
+  // Address the API and the data-plane proxy listen on. Default 127.0.0.1:3000.
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 3000;
+  // Where the store, templates and per-sandbox state live. Default /var/lib/coppice.
+  std::string state_dir = "/var/lib/coppice";
+  // Domain for Host routing (<port>-<id>.<domain>) and the `domain` field of
+  // sandboxes. Empty: no domain is reported and any Host of that shape routes.
+  std::string domain;
+  // Templates root; default <state_dir>/templates.
+  std::string templates_dir;
+  // Host path of the static coppice-envd; default: next to the coppiced binary.
+  std::string envd_path;
+  // Sandbox lifetime (seconds) when a create names none, and the largest allowed.
+  int default_timeout_s = 300;
+  int max_timeout_s = 24 * 3600;
+  // Largest control-plane request body.
+  size_t max_body_bytes = 1u << 20;
+  // Threads running the HTTP server and proxy; threads doing backend work.
+  int io_threads = 2;
+  int worker_threads = 4;
+  // API keys accepted besides those in the store (COPPICE_API_KEYS).
+  std::vector<std::string> api_keys;
+  // Per-sandbox defaults when the template sets none.
+  int default_cpu_count = 1;
+  int default_memory_mb = 512;
+  int default_disk_mb = 1024;
+  // First host uid of the ranges sandbox user namespaces map to.
+  uint32_t uid_base = 1000000;
+};
+
+}  // namespace coppice::core

@@ -1,0 +1,167 @@
+// coppiced: the Coppice gateway. One process per host: the E2B control-plane
+// API and the single-port data-plane proxy, owning every sandbox on the host.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "api/api.h"
+#include "common/log.h"
+#include "core/host_template.h"
+#include "core/sandbox_manager.h"
+#include "core/templates.h"
+#include "sandbox/ns/ns_backend.h"
+#include "store/store.h"
+
+using namespace coppice;
+namespace fs = std::filesystem;
+
+namespace {
+std::string self_dir() {
+  std::error_code ec;
+  auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "." : p.parent_path().string();
+}
+
+bool split_listen(const std::string& s, core::GatewayConfig* cfg) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = s.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  try {
+    int port = std::stoi(s.substr(colon + 1));
+    if (port < 0 || port > 65535) return false;
+    cfg->listen_host = host.empty() ? "0.0.0.0" : host;
+    cfg->listen_port = static_cast<uint16_t>(port);
+  } catch (...) {
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  core::GatewayConfig cfg;
+  std::string listen = "127.0.0.1:3000", level = "info";
+  CLI::App app{"coppiced: the Coppice gateway (E2B-compatible API and sandbox proxy)"};
+  app.add_option("--listen", listen, "address:port for the API and the proxy")->capture_default_str();
+  app.add_option("--state-dir", cfg.state_dir, "store, templates and sandbox state")->capture_default_str();
+  app.add_option("--domain", cfg.domain, "domain for <port>-<id>.<domain> routing");
+  app.add_option("--templates", cfg.templates_dir, "templates root (default <state-dir>/templates)");
+  app.add_option("--envd", cfg.envd_path, "path of the static coppice-envd (default: beside coppiced)");
+  app.add_option("--default-timeout", cfg.default_timeout_s, "sandbox lifetime in seconds when none is asked")
+      ->capture_default_str();
+  app.add_option("--workers", cfg.worker_threads, "threads doing sandbox work")->capture_default_str();
+  app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  log::Level lvl;
+  if (!log::parse_level(level, &lvl)) {
+    std::fprintf(stderr, "unknown log level %s\n", level.c_str());
+    return 2;
+  }
+  log::set_level(lvl);
+  if (!split_listen(listen, &cfg)) {
+    std::fprintf(stderr, "--listen wants address:port, got %s\n", listen.c_str());
+    return 2;
+  }
+  if (const char* keys = std::getenv("COPPICE_API_KEYS")) {
+    std::string_view k(keys);
+    while (!k.empty()) {
+      auto c = k.find(',');
+      auto part = k.substr(0, c);
+      if (!part.empty()) cfg.api_keys.emplace_back(part);
+      if (c == std::string_view::npos) break;
+      k.remove_prefix(c + 1);
+    }
+  }
+  if (cfg.templates_dir.empty()) cfg.templates_dir = cfg.state_dir + "/templates";
+  if (cfg.envd_path.empty()) cfg.envd_path = self_dir() + "/coppice-envd";
+  if (::access(cfg.envd_path.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "coppice-envd not found at %s (use --envd)\n", cfg.envd_path.c_str());
+    return 1;
+  }
+  std::error_code ec;
+  fs::create_directories(cfg.state_dir + "/sandboxes", ec);
+  fs::create_directories(cfg.templates_dir, ec);
+  ::chmod(cfg.state_dir.c_str(), 0711);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto store = store::Store::open(store::db_path(cfg.state_dir));
+  if (!store) {
+    COPPICE_LOG(error) << "open store: " << store.error().to_string();
+    return 1;
+  }
+  auto key = api::ensure_api_key(cfg, *store);
+  if (!key) {
+    COPPICE_LOG(error) << "API key: " << key.error().to_string();
+    return 1;
+  }
+  if (*key) {
+    std::printf("coppiced: created an API key (only its hash is stored; it is not shown again):\n  %s\n",
+                (*key)->c_str());
+    std::fflush(stdout);
+  }
+  if (auto t = core::ensure_host_template(cfg.templates_dir); !t) {
+    COPPICE_LOG(error) << "host template: " << t.error().to_string();
+    return 1;
+  }
+  core::TemplateRegistry templates(cfg.templates_dir);
+  if (auto s = templates.reload(); !s) {
+    COPPICE_LOG(error) << "templates: " << s.error().to_string();
+    return 1;
+  }
+  sandbox::NsOptions nso;
+  nso.uid_base = cfg.uid_base;
+  auto backend = sandbox::make_ns_backend(nso);
+  if (!backend) {
+    COPPICE_LOG(error) << "namespace backend: " << backend.error().to_string();
+    return 1;
+  }
+  http::asio::thread_pool workers(static_cast<size_t>(std::max(1, cfg.worker_threads)));
+  http::asio::io_context io(cfg.io_threads);
+  core::SandboxManager mgr(cfg, *store, **backend, templates, workers);
+  api::Api api(cfg, mgr, templates, *store);
+  http::Server server(io, [&](http::Exchange& ex) { return api.handle(ex); });
+
+  // Recover before serving, so the first request sees every sandbox.
+  std::optional<Status> recovered;
+  http::asio::co_spawn(io, mgr.recover(), [&](std::exception_ptr e, Status s) {
+    recovered = e ? Status(make_error(ErrorCode::kInternal, "recover threw")) : s;
+    io.stop();
+  });
+  io.run();
+  io.restart();
+  if (!recovered || !*recovered) {
+    COPPICE_LOG(error) << "recover: " << (recovered ? recovered->error().to_string() : "did not finish");
+    return 1;
+  }
+  auto port = server.listen_tcp(cfg.listen_host, cfg.listen_port);
+  if (!port) {
+    COPPICE_LOG(error) << port.error().to_string();
+    return 1;
+  }
+  COPPICE_LOG(info) << "coppiced " << COPPICE_VERSION << " listening on " << cfg.listen_host << ":" << *port
+                    << ", state in " << cfg.state_dir << ", " << mgr.count() << " sandboxes recovered";
+  http::asio::co_spawn(io, mgr.reaper_loop(), http::asio::detached);
+
+  // SIGTERM/SIGINT: stop serving and exit. Sandboxes keep running and are
+  // adopted again on the next start: a gateway restart loses nothing.
+  http::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& e, int sig) {
+    if (e) return;
+    COPPICE_LOG(info) << "signal " << sig << ": stopping (sandboxes keep running)";
+    server.stop();
+    mgr.stop();
+    io.stop();
+  });
+  std::vector<std::thread> threads;
+  for (int i = 1; i < cfg.io_threads; ++i) threads.emplace_back([&] { io.run(); });
+  io.run();
+  for (auto& t : threads) t.join();
+  workers.join();
+  return 0;
+}

@@ -1,0 +1,233 @@
+#include "proxy/proxy.h"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <nlohmann/json.hpp>
+
+#include <sys/socket.h>
+
+#include "common/log.h"
+#include "http/client.h"
+
+namespace coppice::proxy {
+
+using http::bhttp::field;
+namespace bhttp = http::bhttp;
+namespace beast = http::beast;
+namespace {
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+constexpr size_t kChunk = 64 * 1024;
+
+bool parse_port(std::string_view s, uint16_t* out) {
+  if (s.empty() || s.size() > 5) return false;
+  unsigned v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (v == 0 || v > 65535) return false;
+  *out = static_cast<uint16_t>(v);
+  return true;
+}
+
+std::string not_found_body(const std::string& id) {
+  return nlohmann::json{{"sandboxId", id}, {"message", "The sandbox was not found"}, {"code", 502}}.dump();
+}
+
+// Headers that describe one hop and must not be forwarded.
+bool hop_by_hop(std::string_view name) {
+  static constexpr std::string_view kHop[] = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                                              "transfer-encoding", "upgrade", "content-length", "host",
+                                              "proxy-authorization", "proxy-authenticate"};
+  for (auto h : kHop)
+    if (beast::iequals(name, h)) return true;
+  return false;
+}
+}  // namespace
+
+std::optional<Target> route(const http::Exchange& ex, const std::string& domain) {
+  if (ex.has_header("E2b-Sandbox-Id")) {
+    Target t;
+    t.sandbox_id = ex.header("E2b-Sandbox-Id");
+    std::string port = ex.header("E2b-Sandbox-Port");
+    if (port.empty()) t.port = kEnvdPort;
+    else if (!parse_port(port, &t.port)) t.port = 0;
+    return t;
+  }
+  std::string host = ex.header("Host");
+  host = host.substr(0, host.find(':'));
+  size_t dash = host.find('-');
+  size_t dot = host.find('.');
+  if (dash == std::string::npos || dot == std::string::npos || dash > dot) return std::nullopt;
+  std::string rest = host.substr(dot + 1);
+  if (!domain.empty() && !beast::iequals(rest, domain)) return std::nullopt;
+  Target t;
+  if (!parse_port(std::string_view(host).substr(0, dash), &t.port)) return std::nullopt;
+  t.sandbox_id = host.substr(dash + 1, dot - dash - 1);
+  if (t.sandbox_id.empty()) return std::nullopt;
+  return t;
+}
+
+bool is_internal_envd_path(std::string_view path) {
+  static constexpr std::string_view kInternal[] = {"/init", "/freeze", "/unfreeze", "/collapse", "/fsfreeze",
+                                                   "/fsthaw", "/metrics"};
+  // Compare on the cleaned path so "//init" or "/./init" do not slip through.
+  std::string p;
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '/' && !p.empty() && p.back() == '/') continue;
+    p.push_back(path[i]);
+  }
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  for (auto i : kInternal)
+    if (beast::iequals(p, i) || beast::iequals(p, std::string("/.") + std::string(i))) return true;
+  return p.find("/./") != std::string::npos || p.find("/../") != std::string::npos;
+}
+
+asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
+  if (t.port == 0) {
+    co_await ex.respond_json(400, R"({"code":400,"message":"E2b-Sandbox-Port is not a valid port"})");
+    co_return;
+  }
+  if (t.port == kEnvdPort && is_internal_envd_path(ex.path())) {
+    co_await ex.respond_json(403, R"({"code":403,"message":"this envd endpoint is internal to the gateway"})");
+    co_return;
+  }
+  // Connect upstream.
+  http::Socket up(ex.executor());
+  if (t.port == kEnvdPort) {
+    auto ep = mgr_.envd_endpoint(t.sandbox_id);
+    if (!ep) {
+      co_await ex.respond_json(502, not_found_body(t.sandbox_id));
+      co_return;
+    }
+    auto s = co_await http::connect_to(*ep, std::chrono::seconds(5));
+    if (!s) {
+      co_await ex.respond_json(502, not_found_body(t.sandbox_id));
+      co_return;
+    }
+    up = std::move(*s);
+  } else {
+    auto s = co_await mgr_.connect_port(t.sandbox_id, t.port);
+    if (!s) {
+      if (s.error().code() == ErrorCode::kNotFound) {
+        co_await ex.respond_json(502, not_found_body(t.sandbox_id));
+      } else {
+        nlohmann::json body{{"sandboxId", t.sandbox_id}, {"port", t.port},
+                            {"message", "nothing is listening on port " + std::to_string(t.port) + " in the sandbox"},
+                            {"code", 502}};
+        co_await ex.respond_json(502, body.dump());
+      }
+      co_return;
+    }
+    up = std::move(*s);
+  }
+
+  // Request head.
+  bhttp::request<bhttp::empty_body> req{ex.method(), std::string(ex.target()), 11};
+  for (const auto& f : ex.head()) {
+    if (hop_by_hop(std::string_view(f.name_string().data(), f.name_string().size()))) continue;
+    req.insert(f.name_string(), f.value());
+  }
+  req.set(field::host, "localhost");
+  auto cl = ex.content_length();
+  bool chunked_up = false;
+  if (cl) {
+    req.content_length(*cl);
+  } else if (!ex.body_done()) {
+    req.chunked(true);
+    chunked_up = true;
+  }
+  req.keep_alive(false);
+  bhttp::request_serializer<bhttp::empty_body> rs{req};
+  if (auto [ec, n] = co_await bhttp::async_write_header(up, rs, kTuple); ec) {
+    co_await ex.respond_json(502, not_found_body(t.sandbox_id));
+    co_return;
+  }
+  // Request body, in pieces.
+  std::string buf(kChunk, '\0');
+  for (;;) {
+    auto r = co_await ex.read_some(std::span<char>(buf.data(), buf.size()));
+    if (!r) {
+      ex.set_close();
+      co_await ex.respond_json(400, R"({"code":400,"message":"request body could not be read"})");
+      co_return;
+    }
+    if (*r == 0) break;
+    boost::system::error_code ec;
+    if (chunked_up) {
+      std::tie(ec, std::ignore) = co_await asio::async_write(up, bhttp::make_chunk(asio::buffer(buf.data(), *r)), kTuple);
+    } else {
+      std::tie(ec, std::ignore) = co_await asio::async_write(up, asio::buffer(buf.data(), *r), kTuple);
+    }
+    if (ec) {
+      ex.set_close();
+      co_await ex.respond_json(502, not_found_body(t.sandbox_id));
+      co_return;
+    }
+  }
+  if (chunked_up) co_await asio::async_write(up, bhttp::make_chunk_last(), kTuple);
+
+  // A client that goes away must be seen upstream at once (envd keeps
+  // processes, the code interpreter interrupts its kernel): a watcher on the
+  // same strand closes the upstream socket when the client's side closes.
+  // It touches nothing once `done` is set, and stops at the first sign of
+  // life from the client (a pipelined request) rather than polling.
+  auto done = std::make_shared<bool>(false);
+  auto watch = [](http::Socket& client, http::Socket& u, std::shared_ptr<bool> d) -> asio::awaitable<void> {
+    auto [ec] = co_await client.async_wait(http::Socket::wait_read, kTuple);
+    if (*d || ec) co_return;
+    char c;
+    ssize_t n = ::recv(client.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      boost::system::error_code ig;
+      u.close(ig);
+    }
+  };
+  asio::co_spawn(co_await asio::this_coro::executor, watch(ex.socket(), up, done), asio::detached);
+  struct StopWatch {
+    http::Exchange& ex;
+    std::shared_ptr<bool> d;
+    ~StopWatch() {
+      *d = true;
+      boost::system::error_code ig;
+      ex.socket().cancel(ig);
+    }
+  } stop_watch{ex, done};
+
+  // Response head, then body pieces as they come.
+  beast::flat_buffer ubuf;
+  bhttp::response_parser<bhttp::buffer_body> rp;
+  rp.body_limit(boost::none);
+  if (auto [ec, n] = co_await bhttp::async_read_header(up, ubuf, rp, kTuple); ec) {
+    co_await ex.respond_json(502, not_found_body(t.sandbox_id));
+    co_return;
+  }
+  http::Fields headers;
+  for (const auto& f : rp.get().base()) {
+    std::string_view name(f.name_string().data(), f.name_string().size());
+    if (hop_by_hop(name)) continue;
+    headers.emplace_back(std::string(name), std::string(f.value()));
+  }
+  std::optional<uint64_t> length;
+  if (auto l = rp.content_length()) length = *l;
+  bool no_body = ex.method() == bhttp::verb::head || rp.get().result_int() == 204 || rp.get().result_int() == 304;
+  if (no_body) length = 0;
+  if (auto s = co_await ex.start(rp.get().result_int(), headers, length); !s) co_return;
+  while (!no_body && !rp.is_done()) {
+    rp.get().body().data = buf.data();
+    rp.get().body().size = buf.size();
+    auto [ec, n] = co_await bhttp::async_read_some(up, ubuf, rp, kTuple);
+    if (ec == bhttp::error::need_buffer) ec = {};
+    size_t got = buf.size() - rp.get().body().size;
+    if (got > 0) {
+      if (auto s = co_await ex.write(std::string_view(buf.data(), got)); !s) co_return;
+    }
+    if (ec) {
+      // Upstream broke mid-body: the client must not mistake it for a whole response.
+      ex.set_close();
+      co_return;
+    }
+  }
+  co_await ex.finish();
+}
+
+}  // namespace coppice::proxy
