@@ -135,7 +135,8 @@ class Store {
   // Appends an event stamped with the current time. kNotFound if the sandbox
   // does not exist.
   Status append_event(std::string_view sandbox_id, std::string_view kind, std::string_view detail);
-  // The most recent `limit` events of the sandbox, oldest first.
+  // The most recent `limit` events of the sandbox, oldest first (empty for an
+  // unknown sandbox).
   Result<std::vector<EventRecord>> events(std::string_view sandbox_id, int64_t limit = 100);
 
   // Runs a read-only PRAGMA and returns its first column as text (for tests
