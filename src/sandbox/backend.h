@@ -1,0 +1,79 @@
+// The sandbox backend interface: turns a template rootfs into a running,
+// isolated sandbox whose PID 1 is coppice-envd, and tears it down.
+//
+// Implementations are thread-safe: several worker threads may call them at
+// once. The caller (core) makes sure one sandbox id is mutated by one caller at
+// a time; the backend does not serialise create/destroy of the same id.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace coppice::sandbox {
+
+struct Limits {
+  int cpu_millicores = 1000;             // CPU bandwidth: 1000 = one full core
+  uint64_t memory_bytes = 512ull << 20;  // memory limit (swap included where the host accounts it)
+  int pids_max = 1024;                   // processes + threads
+};
+
+struct SandboxSpec {
+  std::string id;                     // [a-z0-9]{1,63}; also the hostname and the cgroup name
+  std::string rootfs;                 // template rootfs dir (read-only lower layer, never written)
+  std::vector<std::string> ro_binds;  // host paths bind-mounted read-only at the same path (e.g. "/usr")
+  std::string state_dir;              // per-sandbox host dir, created if missing: upper/, work/, run/ ...
+  std::string envd_path;              // host path of the static coppice-envd binary
+  Limits limits;
+};
+
+struct SandboxHandle {
+  std::string id;
+  pid_t init_pid = -1;      // host pid of the sandbox's PID 1 (envd)
+  std::string envd_socket;  // host path of envd's unix socket (state_dir/run/envd.sock)
+  std::string state_dir;
+  uid_t host_uid = 0;       // host uid that the sandbox's root maps to (never 0)
+};
+
+struct Usage {
+  uint64_t cpu_ns = 0;     // CPU time used since create
+  uint64_t mem_bytes = 0;  // memory charged now
+  uint64_t mem_limit = 0;  // memory limit in force
+  uint64_t disk_bytes = 0; // bytes written to the writable layer (upper dir)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Starts a sandbox; returns once envd accepts on its socket. A failed create
+  // leaves nothing behind (no processes, mounts, cgroups or state files).
+  virtual Result<SandboxHandle> create(const SandboxSpec& spec) = 0;
+
+  // Kills every process, removes the cgroups, the writable layer and the state
+  // dir. Idempotent: destroying an unknown or already destroyed id succeeds.
+  // Works without an in-memory handle (after a restart), from what the kernel
+  // and the state registry still hold.
+  virtual Status destroy(const std::string& id) = 0;
+
+  // Pause/resume every process of the sandbox (cgroup freezer).
+  virtual Status freeze(const std::string& id) = 0;
+  virtual Status thaw(const std::string& id) = 0;
+
+  virtual Result<Usage> usage(const std::string& id) = 0;
+
+  // Ids that have something left on this host (a cgroup or a state record),
+  // for reconciliation after a gateway restart: adopt or destroy each.
+  virtual Result<std::vector<std::string>> list_existing() = 0;
+
+  // Takes a running sandbox left by an earlier gateway process back under
+  // management (finds its PID 1 from its cgroup). kNotFound if it is not running.
+  virtual Result<SandboxHandle> adopt(const std::string& id, const std::string& state_dir) = 0;
+};
+
+}  // namespace coppice::sandbox

@@ -1,0 +1,367 @@
+#include "sandbox/ns/cgroup.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <map>
+#include <set>
+
+#include "common/log.h"
+#include "sys/cgroupfs.h"
+#include "sys/fsutil.h"
+
+namespace coppice::sandbox::ns {
+
+namespace {
+
+// v1 hierarchies a sandbox joins: limits (cpu, memory, pids), accounting
+// (cpuacct) and pause/resume (freezer).
+constexpr const char* kV1Controllers[] = {"cpu", "cpuacct", "memory", "pids", "freezer"};
+
+uint64_t parse_u64(std::string_view s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.remove_suffix(1);
+  if (s == "max") return UINT64_MAX;
+  uint64_t v = 0;
+  std::from_chars(s.data(), s.data() + s.size(), v);
+  return v;
+}
+
+// Reads one "key value" line of a flat-keyed cgroup file (cpu.stat, cgroup.events).
+uint64_t keyed_value(const std::string& text, std::string_view key) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string_view line(text.data() + pos, eol - pos);
+    if (line.size() > key.size() && line.starts_with(key) && line[key.size()] == ' ') {
+      return parse_u64(line.substr(key.size() + 1));
+    }
+    pos = eol + 1;
+  }
+  return 0;
+}
+
+Status rmdir_retry(const std::string& dir) {
+  // A cgroup whose last task has just exited can report EBUSY for a moment
+  // while the kernel finishes unlinking the task; yield and retry briefly.
+  for (int i = 0; i < 2000; ++i) {
+    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return ok();
+    if (errno != EBUSY) return errno_error("rmdir " + dir);
+    if (i < 100) {
+      ::sched_yield();
+    } else {
+      ::usleep(1000);
+    }
+  }
+  return errno_error("rmdir " + dir, EBUSY);
+}
+
+}  // namespace
+
+SandboxCgroup& SandboxCgroup::operator=(SandboxCgroup&& o) noexcept {
+  if (this != &o) {
+    for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) (void)rmdir_retry(*it);
+    dirs_ = std::move(o.dirs_);
+    o.dirs_.clear();
+    v2_dir_ = std::move(o.v2_dir_);
+    v1_procs_ = std::move(o.v1_procs_);
+  }
+  return *this;
+}
+
+SandboxCgroup::~SandboxCgroup() {
+  close_fds();
+  for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
+    if (auto s = rmdir_retry(*it); !s) {
+      COPPICE_LOG(warn) << "cgroup cleanup: " << s.error().to_string();
+    }
+  }
+}
+
+void SandboxCgroup::close_fds() {
+  v2_dir_.reset();
+  v1_procs_.clear();
+}
+
+Result<CgroupManager> CgroupManager::open(const std::string& parent) {
+  if (parent.empty() || parent.find('/') != std::string::npos || parent == "." || parent == "..") {
+    return make_error(ErrorCode::kInvalidArgument, "cgroup parent must be a single name: " + parent);
+  }
+  auto mounts = sys::cgroupfs::discover();
+  if (!mounts) return std::unexpected(std::move(mounts.error()).context("discover cgroups"));
+  CgroupManager m;
+  m.parent_ = parent;
+  auto has = [&](std::string_view ctrl) {
+    std::string_view all = mounts->v2_controllers;
+    size_t i = 0;
+    while (i < all.size()) {
+      size_t j = all.find(' ', i);
+      if (j == std::string_view::npos) j = all.size();
+      if (all.substr(i, j - i) == ctrl) return true;
+      i = j + 1;
+    }
+    return false;
+  };
+  if (!mounts->v2.empty() && has("cpu") && has("memory") && has("pids")) {
+    m.v2_ = true;
+    std::string root = mounts->v2 + "/" + parent;
+    // Children of the root and of our parent get cpu, memory and pids.
+    COPPICE_TRY_CTX(sys::write_file(mounts->v2 + "/cgroup.subtree_control", "+cpu +memory +pids"),
+                    "enable controllers at the cgroup2 root");
+    COPPICE_TRY_CTX(sys::make_dir(root, 0755), "create parent cgroup");
+    COPPICE_TRY_CTX(sys::write_file(root + "/cgroup.subtree_control", "+cpu +memory +pids"),
+                    "enable controllers in " + root);
+    m.roots_.emplace_back("", root);
+    COPPICE_LOG(info) << "cgroups: v2 at " << mounts->v2 << ", sandboxes under " << root;
+    return m;
+  }
+  std::set<std::string> seen;
+  for (const char* ctrl : kV1Controllers) {
+    auto it = mounts->v1.find(ctrl);
+    if (it == mounts->v1.end()) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        std::string("cgroups: neither a cgroup2 hierarchy with cpu, memory and pids nor a v1 ") +
+                            ctrl + " hierarchy is mounted");
+    }
+    std::string root = it->second + "/" + parent;
+    if (seen.insert(it->second).second) {
+      COPPICE_TRY_CTX(sys::make_dir(root, 0755), "create parent cgroup");
+    }
+    m.roots_.emplace_back(ctrl, root);
+  }
+  COPPICE_LOG(info) << "cgroups: v1 (" << m.roots_.size() << " controllers), sandboxes under <ctrl>/" << parent;
+  return m;
+}
+
+std::string CgroupManager::dir_of(const std::string& ctrl, const std::string& id) const {
+  for (auto& [c, root] : roots_) {
+    if (v2_ || c == ctrl) return root + "/" + id;
+  }
+  return {};
+}
+
+std::vector<std::string> CgroupManager::dirs_for(const std::string& id) const {
+  std::vector<std::string> out;
+  for (auto& [c, root] : roots_) {
+    std::string d = root + "/" + id;
+    if (std::find(out.begin(), out.end(), d) == out.end()) out.push_back(d);
+  }
+  return out;
+}
+
+Result<SandboxCgroup> CgroupManager::create(const std::string& id, const Limits& limits) const {
+  SandboxCgroup cg;
+  for (const std::string& d : dirs_for(id)) {
+    if (::mkdir(d.c_str(), 0755) != 0) return errno_error("mkdir " + d);
+    cg.dirs_.push_back(d);
+  }
+  const uint64_t period = 100000;
+  std::string quota = limits.cpu_millicores > 0 ? std::to_string(uint64_t(limits.cpu_millicores) * period / 1000)
+                                                : std::string(v2_ ? "max" : "-1");
+  std::string mem = std::to_string(limits.memory_bytes);
+  std::string pids = limits.pids_max > 0 ? std::to_string(limits.pids_max) : "max";
+  if (v2_) {
+    const std::string& d = cg.dirs_.front();
+    COPPICE_TRY_CTX(sys::write_file(d + "/cpu.max", quota + " " + std::to_string(period)), "cgroup cpu limit");
+    COPPICE_TRY_CTX(sys::write_file(d + "/memory.max", mem), "cgroup memory limit");
+    // Swap would let a sandbox exceed its memory limit: none.
+    if (sys::path_exists(d + "/memory.swap.max")) {
+      COPPICE_TRY_CTX(sys::write_file(d + "/memory.swap.max", "0"), "cgroup swap limit");
+    }
+    COPPICE_TRY_CTX(sys::write_file(d + "/pids.max", pids), "cgroup pids limit");
+    int fd = ::open(d.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno_error("open " + d);
+    cg.v2_dir_.reset(fd);
+    return cg;
+  }
+  std::string cpu = dir_of("cpu", id), memory = dir_of("memory", id), pidsd = dir_of("pids", id);
+  COPPICE_TRY_CTX(sys::write_file(cpu + "/cpu.cfs_period_us", std::to_string(period)), "cgroup cpu period");
+  COPPICE_TRY_CTX(sys::write_file(cpu + "/cpu.cfs_quota_us", quota), "cgroup cpu limit");
+  COPPICE_TRY_CTX(sys::write_file(memory + "/memory.limit_in_bytes", mem), "cgroup memory limit");
+  // memory+swap no higher than memory: no swapping past the limit (only
+  // present when the kernel accounts swap). Written after the memory limit,
+  // which must never exceed it.
+  if (sys::path_exists(memory + "/memory.memsw.limit_in_bytes")) {
+    COPPICE_TRY_CTX(sys::write_file(memory + "/memory.memsw.limit_in_bytes", mem), "cgroup memory+swap limit");
+  }
+  COPPICE_TRY_CTX(sys::write_file(pidsd + "/pids.max", pids), "cgroup pids limit");
+  for (const std::string& d : cg.dirs_) {
+    auto fd = sys::open_file(d + "/cgroup.procs", O_WRONLY);
+    if (!fd) return std::unexpected(std::move(fd.error()).context("cgroup join"));
+    cg.v1_procs_.push_back(std::move(*fd));
+  }
+  return cg;
+}
+
+Status CgroupManager::freeze(const std::string& id) const {
+  if (v2_) {
+    std::string d = dir_of("", id);
+    COPPICE_TRY_CTX(sys::write_file(d + "/cgroup.freeze", "1"), "freeze " + id);
+    // Freezing is asynchronous on v2: wait for cgroup.events to say frozen.
+    auto fd = sys::open_file(d + "/cgroup.events", O_RDONLY);
+    if (!fd) return std::unexpected(std::move(fd.error()).context("freeze " + id));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      char buf[256];
+      ssize_t n = ::pread(fd->get(), buf, sizeof buf - 1, 0);
+      if (n < 0) return errno_error("read cgroup.events");
+      if (keyed_value(std::string(buf, size_t(n)), "frozen") == 1) return ok();
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return make_error(ErrorCode::kDeadlineExceeded, "freeze " + id + ": not frozen in 5 s");
+      struct pollfd p{fd->get(), POLLPRI, 0};
+      ::poll(&p, 1, static_cast<int>(left.count()));
+    }
+  }
+  std::string d = dir_of("freezer", id);
+  COPPICE_TRY_CTX(sys::write_file(d + "/freezer.state", "FROZEN"), "freeze " + id);
+  // v1 freezing completes when a read of freezer.state finds every task
+  // frozen; the write above normally does it in one go.
+  for (int i = 0; i < 10000; ++i) {
+    auto s = sys::read_file(d + "/freezer.state");
+    if (!s) return std::unexpected(std::move(s.error()).context("freeze " + id));
+    if (s->starts_with("FROZEN")) return ok();
+    if (i > 100) ::usleep(500);
+    else ::sched_yield();
+  }
+  return make_error(ErrorCode::kDeadlineExceeded, "freeze " + id + ": still FREEZING");
+}
+
+Status CgroupManager::thaw(const std::string& id) const {
+  if (v2_) {
+    COPPICE_TRY_CTX(sys::write_file(dir_of("", id) + "/cgroup.freeze", "0"), "thaw " + id);
+  } else {
+    COPPICE_TRY_CTX(sys::write_file(dir_of("freezer", id) + "/freezer.state", "THAWED"), "thaw " + id);
+  }
+  return ok();
+}
+
+bool CgroupManager::frozen(const std::string& id) const {
+  if (v2_) {
+    auto s = sys::read_file(dir_of("", id) + "/cgroup.freeze");
+    return s && s->starts_with("1");
+  }
+  auto s = sys::read_file(dir_of("freezer", id) + "/freezer.state");
+  return s && !s->starts_with("THAWED");
+}
+
+Result<std::vector<pid_t>> CgroupManager::pids(const std::string& id) const {
+  // pids and freezer hold every process of the sandbox on v1.
+  auto text = sys::read_file(dir_of(v2_ ? "" : "pids", id) + "/cgroup.procs");
+  if (!text) return std::unexpected(text.error());
+  std::vector<pid_t> out;
+  size_t pos = 0;
+  while (pos < text->size()) {
+    size_t eol = text->find('\n', pos);
+    if (eol == std::string::npos) eol = text->size();
+    pid_t p = 0;
+    std::from_chars(text->data() + pos, text->data() + eol, p);
+    if (p > 0) out.push_back(p);
+    pos = eol + 1;
+  }
+  return out;
+}
+
+Status CgroupManager::kill_all(const std::string& id) const {
+  if (v2_) {
+    std::string f = dir_of("", id) + "/cgroup.kill";
+    if (sys::path_exists(f)) {
+      COPPICE_TRY_CTX(sys::write_file(f, "1"), "kill cgroup " + id);
+      return ok();
+    }
+  }
+  // No cgroup.kill: freeze so nothing can fork while we walk the list, kill
+  // each pid, thaw so the signals are delivered.
+  COPPICE_TRY_CTX(freeze(id), "kill cgroup " + id);
+  auto list = pids(id);
+  if (list) {
+    for (pid_t p : *list) ::kill(p, SIGKILL);
+  }
+  COPPICE_TRY_CTX(thaw(id), "kill cgroup " + id);
+  if (!list) return std::unexpected(std::move(list.error()).context("kill cgroup " + id));
+  return ok();
+}
+
+Result<pid_t> CgroupManager::find_init(const std::string& id) const {
+  auto list = pids(id);
+  if (!list) {
+    if (list.error().sys_errno() == ENOENT) return make_error(ErrorCode::kNotFound, "no cgroup for sandbox " + id);
+    return std::unexpected(list.error());
+  }
+  for (pid_t p : *list) {
+    auto status = sys::read_file("/proc/" + std::to_string(p) + "/status");
+    if (!status) continue;
+    size_t at = status->find("\nNSpid:");
+    if (at == std::string::npos) continue;
+    size_t eol = status->find('\n', at + 1);
+    std::string_view line(status->data() + at + 7, (eol == std::string::npos ? status->size() : eol) - at - 7);
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
+    size_t sp = line.find_last_of(" \t");
+    std::string_view last = sp == std::string_view::npos ? line : line.substr(sp + 1);
+    if (last == "1" && line.find_first_of(" \t", line.find_first_not_of(" \t")) != std::string_view::npos) return p;
+  }
+  return make_error(ErrorCode::kNotFound, "sandbox " + id + " has no running init");
+}
+
+Result<CgroupUsage> CgroupManager::usage(const std::string& id) const {
+  CgroupUsage u;
+  if (v2_) {
+    std::string d = dir_of("", id);
+    auto cpu = sys::read_file(d + "/cpu.stat");
+    if (!cpu) return std::unexpected(std::move(cpu.error()).context("usage of " + id));
+    u.cpu_ns = keyed_value(*cpu, "usage_usec") * 1000;
+    auto cur = sys::read_file(d + "/memory.current");
+    if (!cur) return std::unexpected(std::move(cur.error()).context("usage of " + id));
+    u.mem_bytes = parse_u64(*cur);
+    auto max = sys::read_file(d + "/memory.max");
+    if (!max) return std::unexpected(std::move(max.error()).context("usage of " + id));
+    u.mem_limit = parse_u64(*max);
+    return u;
+  }
+  auto cpu = sys::read_file(dir_of("cpuacct", id) + "/cpuacct.usage");
+  if (!cpu) return std::unexpected(std::move(cpu.error()).context("usage of " + id));
+  u.cpu_ns = parse_u64(*cpu);
+  std::string m = dir_of("memory", id);
+  auto cur = sys::read_file(m + "/memory.usage_in_bytes");
+  if (!cur) return std::unexpected(std::move(cur.error()).context("usage of " + id));
+  u.mem_bytes = parse_u64(*cur);
+  auto max = sys::read_file(m + "/memory.limit_in_bytes");
+  if (!max) return std::unexpected(std::move(max.error()).context("usage of " + id));
+  u.mem_limit = parse_u64(*max);
+  return u;
+}
+
+Status CgroupManager::remove(const std::string& id) const {
+  auto dirs = dirs_for(id);
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) COPPICE_TRY_CTX(rmdir_retry(*it), "remove cgroup of " + id);
+  return ok();
+}
+
+Result<std::vector<std::string>> CgroupManager::list() const {
+  std::set<std::string> ids;
+  for (auto& [c, root] : roots_) {
+    auto names = sys::list_dir(root);
+    if (!names) return std::unexpected(std::move(names.error()).context("list cgroups"));
+    for (auto& n : *names) {
+      struct stat st;
+      if (::stat((root + "/" + n).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) ids.insert(n);
+    }
+  }
+  return std::vector<std::string>(ids.begin(), ids.end());
+}
+
+Status CgroupManager::remove_parent() const {
+  std::set<std::string> done;
+  for (auto& [c, root] : roots_) {
+    if (done.insert(root).second) COPPICE_TRY_CTX(sys::remove_dir(root), "remove parent cgroup");
+  }
+  return ok();
+}
+
+}  // namespace coppice::sandbox::ns

@@ -1,0 +1,104 @@
+// Per-sandbox cgroups: cpu, memory and pids limits, freeze/thaw, kill, usage.
+//
+// Works on pure cgroup v2 hosts and on v1/hybrid hosts (v1 controllers under
+// /sys/fs/cgroup/<ctrl>, a controller-less cgroup2 at /sys/fs/cgroup/unified):
+// v2 is used when the unified hierarchy offers cpu, memory and pids, v1
+// otherwise. Every sandbox gets <hierarchy>/<parent>/<id> in each hierarchy
+// used (v2: one; v1: cpu, cpuacct, memory, pids, freezer, deduplicated when
+// co-mounted).
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "sandbox/backend.h"
+#include "sys/fd.h"
+
+namespace coppice::sandbox::ns {
+
+class CgroupManager;
+
+// The cgroups of one sandbox being created. Removes its directories when
+// destroyed unless release()d: a failed create leaves no cgroup behind.
+class SandboxCgroup {
+ public:
+  SandboxCgroup() = default;
+  SandboxCgroup(SandboxCgroup&&) noexcept = default;
+  SandboxCgroup& operator=(SandboxCgroup&&) noexcept;
+  ~SandboxCgroup();
+
+  // v2: an O_PATH|O_DIRECTORY fd of the cgroup, for clone3 CLONE_INTO_CGROUP.
+  int v2_dir_fd() const { return v2_dir_.get(); }
+  // v1: write-only fds of each hierarchy's cgroup.procs; the child writes "0"
+  // to each to move itself in before it does anything else.
+  const std::vector<sys::UniqueFd>& v1_procs_fds() const { return v1_procs_; }
+  // Closes the fds the child needed (after clone) without removing anything.
+  void close_fds();
+  // Gives up removal: the cgroups now belong to a running sandbox.
+  void release() { dirs_.clear(); }
+
+ private:
+  friend class CgroupManager;
+  std::vector<std::string> dirs_;
+  sys::UniqueFd v2_dir_;
+  std::vector<sys::UniqueFd> v1_procs_;
+};
+
+struct CgroupUsage {
+  uint64_t cpu_ns = 0;
+  uint64_t mem_bytes = 0;
+  uint64_t mem_limit = 0;
+};
+
+class CgroupManager {
+ public:
+  // Detects the layout and creates <hierarchy>/<parent> (enabling cpu, memory
+  // and pids for children on v2). Logs what it found.
+  static Result<CgroupManager> open(const std::string& parent);
+
+  bool v2() const { return v2_; }
+
+  // Creates the sandbox's cgroups and writes the limits.
+  Result<SandboxCgroup> create(const std::string& id, const Limits& limits) const;
+
+  Status freeze(const std::string& id) const;
+  Status thaw(const std::string& id) const;
+  bool frozen(const std::string& id) const;
+
+  // Kills every process in the sandbox's cgroups (v2 cgroup.kill; v1 freeze,
+  // SIGKILL each pid, thaw). Does not wait for them to exit.
+  Status kill_all(const std::string& id) const;
+
+  // Pids in the sandbox's cgroup (host pids).
+  Result<std::vector<pid_t>> pids(const std::string& id) const;
+
+  // The host pid of the sandbox's PID 1: the member whose innermost pid is 1.
+  Result<pid_t> find_init(const std::string& id) const;
+
+  Result<CgroupUsage> usage(const std::string& id) const;
+
+  // Removes the sandbox's cgroup directories (they must be empty); succeeds
+  // if they do not exist.
+  Status remove(const std::string& id) const;
+
+  // Sandbox ids with a cgroup directory under the parent, in any hierarchy.
+  Result<std::vector<std::string>> list() const;
+
+  // Removes the parent cgroups if empty (for tests that use their own parent).
+  Status remove_parent() const;
+
+ private:
+  std::vector<std::string> dirs_for(const std::string& id) const;
+  std::string dir_of(const std::string& ctrl_or_v2, const std::string& id) const;
+
+  bool v2_ = false;
+  std::string parent_;
+  // v2: {"" -> <mount>/<parent>}; v1: controller -> <mount>/<parent>.
+  std::vector<std::pair<std::string, std::string>> roots_;
+};
+
+}  // namespace coppice::sandbox::ns

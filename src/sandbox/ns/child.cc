@@ -1,0 +1,141 @@
+#include "sandbox/ns/child.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "sys/caps.h"
+#include "sys/linux_syscalls.h"
+#include "sys/netif.h"
+#include "sys/seccomp.h"
+
+namespace coppice::sandbox::ns {
+
+void ChildPlan::seal() {
+  argv.clear();
+  envp.clear();
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+}
+
+const char* child_step_name(ChildStep step) {
+  switch (step) {
+    case ChildStep::kFds: return "move fds";
+    case ChildStep::kJoinCgroup: return "join cgroup";
+    case ChildStep::kCgroupNs: return "unshare cgroup namespace";
+    case ChildStep::kSignals: return "reset signal mask";
+    case ChildStep::kMount: return "mount";
+    case ChildStep::kHostname: return "sethostname";
+    case ChildStep::kLoopback: return "bring up loopback";
+    case ChildStep::kUserns: return "enter user namespace";
+    case ChildStep::kSetIds: return "become root of the user namespace";
+    case ChildStep::kCaps: return "drop capabilities";
+    case ChildStep::kNoNewPrivs: return "set no_new_privs";
+    case ChildStep::kStdio: return "set up stdio and ready fd";
+    case ChildStep::kSeccomp: return "load seccomp filter";
+    case ChildStep::kExec: return "exec envd";
+  }
+  return "child";
+}
+
+namespace {
+
+int g_report = -1;
+
+[[noreturn]] void fail(ChildStep step, int err, const char* what = nullptr) {
+  ChildReport r;
+  r.step = static_cast<int>(step);
+  r.err = err;
+  if (what) {
+    size_t n = std::strlen(what);
+    if (n >= sizeof r.what) n = sizeof r.what - 1;
+    std::memcpy(r.what, what, n);
+  }
+  ssize_t w = ::write(g_report, &r, sizeof r);
+  (void)w;
+  _exit(127);
+}
+
+// Moves an fd to >= 10 so that dup2 onto 0..3 cannot clobber it.
+int lift(int fd, bool cloexec) {
+  if (fd < 0) return fd;
+  return ::fcntl(fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 10);
+}
+
+}  // namespace
+
+[[noreturn]] void run_child(const ChildPlan& p) {
+  g_report = lift(p.report_fd, true);
+  if (g_report < 0) _exit(126);  // nowhere to report to; the parent sees EOF + exit status
+  int ready = lift(p.ready_fd, true);
+  int log = lift(p.log_fd, true);
+  if (ready < 0 || (p.log_fd >= 0 && log < 0)) fail(ChildStep::kFds, errno);
+
+  // v1 cgroups: move in before doing anything that allocates kernel memory
+  // (on v2 clone3 put us there with CLONE_INTO_CGROUP).
+  for (int fd : p.cgroup_procs_fds) {
+    if (::write(fd, "0", 1) != 1) fail(ChildStep::kJoinCgroup, errno);
+  }
+  // The cgroup namespace is created now, not by clone3, so that its root is
+  // the sandbox's cgroup: on v1 we have only just moved into it.
+  if (::unshare(CLONE_NEWCGROUP) != 0) fail(ChildStep::kCgroupNs, errno);
+
+  // The cloning thread's mask is inherited; envd expects an empty one.
+  sigset_t none;
+  sigemptyset(&none);
+  if (::sigprocmask(SIG_SETMASK, &none, nullptr) != 0) fail(ChildStep::kSignals, errno);
+  ::umask(022);
+
+  // Mounts and pivot_root, still as host root in the host's user namespace.
+  const MountOp* failed = nullptr;
+  if (int err = p.mounts.run(p.userns_fd, &failed); err != 0) {
+    fail(ChildStep::kMount, err, failed && failed->dst ? failed->dst : nullptr);
+  }
+
+  // The uts and network namespaces belong to the host's user namespace, so
+  // this must happen before entering the sandbox's.
+  if (::sethostname(p.hostname.data(), p.hostname.size()) != 0) fail(ChildStep::kHostname, errno);
+  if (int err = sys::netif::loopback_up(); err != 0) fail(ChildStep::kLoopback, err);
+
+  // Enter the slot's user namespace (prepared once, with the sandbox's id
+  // mapping) and become its root: host uid = slot base. setns gives full
+  // capabilities inside it; setresuid from host uid 0 to the namespace's
+  // root keeps them (the kernel only clears them when leaving root).
+  if (::setns(p.userns_fd, CLONE_NEWUSER) != 0) fail(ChildStep::kUserns, errno);
+  if (::setgroups(0, nullptr) != 0) fail(ChildStep::kSetIds, errno, "setgroups");
+  if (::setresgid(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresgid");
+  if (::setresuid(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresuid");
+
+  if (int err = sys::caps::limit_to(p.capabilities); err != 0) fail(ChildStep::kCaps, err);
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ChildStep::kNoNewPrivs, errno);
+
+  // stdin from /dev/null, stdout/stderr to the log, the ready pipe at fd 3;
+  // every other fd is closed by exec (CLOEXEC set on all of them, in case a
+  // library in the parent opened one without it).
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null < 0) fail(ChildStep::kStdio, errno, "/dev/null");
+  int out = log >= 0 ? log : null;
+  if (::dup2(null, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || ::dup2(ready, kReadyFd) < 0) {
+    fail(ChildStep::kStdio, errno, "dup2");
+  }
+  if (sys::raw::close_range(kReadyFd + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(ChildStep::kStdio, errno, "close_range");
+
+  // Last: from here on the sandbox's syscall policy applies, to us too.
+  if (p.seccomp.len > 0) {
+    if (int err = sys::seccomp::load(p.seccomp); err != 0) fail(ChildStep::kSeccomp, err);
+  }
+  ::execve(p.exec_path.c_str(), p.argv.data(), p.envp.data());
+  fail(ChildStep::kExec, errno, p.exec_path.c_str());
+}
+
+}  // namespace coppice::sandbox::ns

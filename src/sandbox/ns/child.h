@@ -1,0 +1,56 @@
+// The sandbox's first process between clone and exec: the checklist that turns
+// a freshly cloned child (host root, in new mount, pid, uts, ipc and network
+// namespaces) into envd running as the sandbox's root.
+//
+// Everything here is async-signal-safe: the plan is built by the parent before
+// clone and only read here. Failures are reported to the parent as a
+// ChildReport on `report_fd` (CLOEXEC: EOF there means exec succeeded).
+#pragma once
+
+#include <linux/filter.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sandbox/ns/mounts.h"
+
+namespace coppice::sandbox::ns {
+
+// The fd number envd gets for --ready-fd.
+constexpr int kReadyFd = 3;
+
+struct ChildPlan {
+  MountPlan mounts;
+  std::string hostname;
+  int userns_fd = -1;                 // the sandbox's user namespace (uid slot)
+  std::vector<int> cgroup_procs_fds;  // v1: cgroup.procs of each hierarchy, to write "0" to
+  sock_fprog seccomp{};               // compiled filter; loaded last before exec
+  uint64_t capabilities = 0;          // what the sandbox's root keeps
+  int report_fd = -1;                 // write end of the report pipe
+  int ready_fd = -1;                  // write end of the readiness pipe; becomes kReadyFd
+  int log_fd = -1;                    // becomes stdout and stderr
+  std::string exec_path;              // path inside the sandbox
+  std::vector<std::string> args, env;
+  std::vector<char*> argv, envp;      // point into args/env, null-terminated
+
+  void seal();  // fills argv/envp from args/env
+};
+
+enum class ChildStep : int {
+  kFds = 1, kJoinCgroup, kCgroupNs, kSignals, kMount, kHostname, kLoopback, kUserns, kSetIds, kCaps,
+  kNoNewPrivs, kStdio, kSeccomp, kExec,
+};
+const char* child_step_name(ChildStep step);
+
+struct ChildReport {
+  int step = 0;
+  int err = 0;
+  char what[200] = {};  // the object (e.g. the mount target), NUL-terminated
+};
+
+// Runs the checklist and execs; never returns.
+[[noreturn]] void run_child(const ChildPlan& plan);
+
+}  // namespace coppice::sandbox::ns

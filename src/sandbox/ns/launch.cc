@@ -1,0 +1,205 @@
+#include "sandbox/ns/launch.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "common/log.h"
+#include "sandbox/ns/child.h"
+#include "sandbox/ns/registry.h"
+#include "sys/caps.h"
+#include "sys/fsutil.h"
+#include "sys/linux_syscalls.h"
+#include "sys/spawn.h"
+
+namespace coppice::sandbox::ns {
+
+namespace {
+
+// Kills and reaps the child unless disarmed: a create that fails after clone
+// leaves no process behind. Killing PID 1 of a pid namespace kills the rest.
+struct ChildGuard {
+  sys::Pidfd* pidfd;
+  bool armed = true;
+  ~ChildGuard() {
+    if (!armed || !pidfd->valid()) return;
+    (void)pidfd->send_signal(SIGKILL);
+    (void)pidfd->wait_exit(-1);
+    pidfd->reap();
+  }
+};
+
+// Waits for readability of `fd`, at most until `deadline`.
+Status wait_readable(int fd, std::chrono::steady_clock::time_point deadline, const char* what) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() < 0) left = std::chrono::milliseconds(0);
+    struct pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r > 0) return ok();
+    if (r == 0) return make_error(ErrorCode::kDeadlineExceeded, std::string("timed out waiting for ") + what);
+    if (errno != EINTR) return errno_error("poll");
+  }
+}
+
+// The error a child reported, or ok() on EOF (exec succeeded).
+Status read_child_report(int fd, const sys::Pidfd& child) {
+  ChildReport r;
+  size_t got = 0;
+  while (got < sizeof r) {
+    ssize_t n = ::read(fd, reinterpret_cast<char*>(&r) + got, sizeof r - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("read child report");
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (got == 0) return ok();
+  if (got != sizeof r) return make_error(ErrorCode::kInternal, "short child report");
+  r.what[sizeof r.what - 1] = '\0';
+  std::string msg = child_step_name(static_cast<ChildStep>(r.step));
+  if (r.what[0]) msg += std::string(" ") + r.what;
+  return errno_error(msg, r.err);
+}
+
+}  // namespace
+
+Status validate_id(const std::string& id) {
+  bool good = !id.empty() && id.size() <= 63 && id[0] != '-';
+  for (char c : id) good &= (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  if (!good) return make_error(ErrorCode::kInvalidArgument, "invalid sandbox id \"" + id + "\"");
+  return ok();
+}
+
+Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
+  // 0. Check the spec: ids become names, paths must be absolute.
+  COPPICE_TRY_CTX(validate_id(spec.id), "create sandbox");
+  for (const std::string* p : {&spec.rootfs, &spec.state_dir, &spec.envd_path}) {
+    if (p->empty() || (*p)[0] != '/') {
+      return make_error(ErrorCode::kInvalidArgument, "create sandbox " + spec.id + ": path must be absolute: \"" + *p + "\"");
+    }
+  }
+  for (const std::string& b : spec.ro_binds) {
+    if (b.size() < 2 || b[0] != '/' || b.find("/..") != std::string::npos || b.find(',') != std::string::npos) {
+      return make_error(ErrorCode::kInvalidArgument, "create sandbox " + spec.id + ": bad ro_bind \"" + b + "\"");
+    }
+  }
+  if (spec.state_dir.find(',') != std::string::npos || spec.state_dir.find(':') != std::string::npos) {
+    // The state dir's paths go into overlayfs' comma/colon separated options.
+    return make_error(ErrorCode::kInvalidArgument, "create sandbox " + spec.id + ": state dir has ',' or ':'");
+  }
+  const std::string ctxmsg = "create sandbox " + spec.id;
+
+  // 1. A host uid range for the sandbox's users (root = the slot's base).
+  auto slot = ctx.slots->acquire();
+  if (!slot) return std::unexpected(std::move(slot.error()).context(ctxmsg));
+  const uid_t host_root = slot->host_id();
+
+  // 2. The state dir: overlay upper/work, run/ for envd's socket.
+  auto state = StateDir::prepare(spec.state_dir, host_root, spec.rootfs);
+  if (!state) return std::unexpected(std::move(state.error()).context(ctxmsg + ": state dir"));
+  const StatePaths& paths = state->paths();
+
+  // 3. The registry record, so the sandbox can be found after a restart.
+  auto record = RegistryEntry::create(ctx.registry_dir, spec.id, spec.state_dir);
+  if (!record) return std::unexpected(std::move(record.error()).context(ctxmsg));
+
+  // 4. cgroups with cpu, memory and pids limits.
+  auto cg = ctx.cgroups->create(spec.id, spec.limits);
+  if (!cg) return std::unexpected(std::move(cg.error()).context(ctxmsg + ": cgroup"));
+
+  // 5. The child's plan, built here because the child must not allocate.
+  auto plan = std::make_unique<ChildPlan>();
+  plan->mounts.build(spec, paths, host_root);
+  plan->hostname = spec.id;
+  plan->userns_fd = slot->userns_fd();
+  for (const auto& fd : cg->v1_procs_fds()) plan->cgroup_procs_fds.push_back(fd.get());
+  if (ctx.seccomp && !ctx.seccomp->empty()) plan->seccomp = ctx.seccomp->fprog();
+  plan->capabilities = sys::caps::kContainerDefault;
+  plan->exec_path = "/.coppice/envd";
+  plan->args = {"/.coppice/envd", "--no-tcp", "--socket", "/.coppice/run/envd.sock", "--ready-fd",
+                std::to_string(kReadyFd)};
+  plan->env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"};
+  plan->seal();
+
+  auto report = sys::make_pipe();
+  if (!report) return std::unexpected(std::move(report.error()).context(ctxmsg));
+  auto ready = sys::make_pipe();
+  if (!ready) return std::unexpected(std::move(ready.error()).context(ctxmsg));
+  sys::UniqueFd log;
+  if (ctx.envd_log) {
+    auto f = sys::open_file(paths.log, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0640);
+    if (!f) return std::unexpected(std::move(f.error()).context(ctxmsg));
+    log = std::move(*f);
+  }
+  plan->report_fd = report->second.get();
+  plan->ready_fd = ready->second.get();
+  plan->log_fd = log.get();
+
+  // 6. clone3 into new mount, pid, uts, ipc and network namespaces, owned by
+  // the host's user namespace: the child must still be host root to mount
+  // overlayfs (see mounts.cc). The cgroup namespace comes later (child.cc).
+  // On v2 the child starts in its cgroup (CLONE_INTO_CGROUP), so it is
+  // accounted and limited from its first page.
+  struct clone_args args{};
+  int pidfd = -1;
+  args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+  args.exit_signal = SIGCHLD;
+  if (cg->v2_dir_fd() >= 0) {
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = static_cast<uint64_t>(cg->v2_dir_fd());
+  }
+  pid_t pid = sys::raw::clone3(&args);
+  if (pid < 0) return errno_error(ctxmsg + ": clone3");
+  if (pid == 0) run_child(*plan);  // never returns
+
+  sys::Pidfd init(sys::UniqueFd(pidfd), pid);
+  ChildGuard guard{&init};
+  report->second.reset();
+  ready->second.reset();
+  log.reset();
+  cg->close_fds();
+
+  // 7. Wait for the child's verdict: a report on failure, EOF once exec succeeded.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx.ready_timeout_ms);
+  COPPICE_TRY_CTX(wait_readable(report->first.get(), deadline, "the sandbox child"), ctxmsg);
+  COPPICE_TRY_CTX(read_child_report(report->first.get(), init), ctxmsg);
+
+  // 8. Wait for envd: one byte on the ready pipe once it listens; EOF means
+  // it died first (its log has why).
+  COPPICE_TRY_CTX(wait_readable(ready->first.get(), deadline, "envd to listen"), ctxmsg);
+  char byte;
+  ssize_t n;
+  do {
+    n = ::read(ready->first.get(), &byte, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) {
+    return make_error(ErrorCode::kInternal, ctxmsg + ": envd exited before it was ready (see " + paths.log + ")");
+  }
+
+  // Ready: hand every resource over to the running sandbox.
+  guard.armed = false;
+  cg->release();
+  state->release();
+  record->release();
+  Launched out;
+  out.handle.id = spec.id;
+  out.handle.init_pid = pid;
+  out.handle.envd_socket = paths.socket;
+  out.handle.state_dir = spec.state_dir;
+  out.handle.host_uid = host_root;
+  out.slot = std::move(*slot);
+  out.init = std::move(init);
+  return out;
+}
+
+}  // namespace coppice::sandbox::ns

@@ -1,0 +1,43 @@
+// Cold create of one ns sandbox: the parent-side checklist (launch.cc) around
+// the child-side one (child.cc).
+#pragma once
+
+#include <string>
+
+#include "common/result.h"
+#include "sandbox/backend.h"
+#include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/rootfs.h"
+#include "sandbox/ns/uid_slots.h"
+#include "sys/pidfd_owner.h"
+#include "sys/seccomp.h"
+
+namespace coppice::sandbox::ns {
+
+// What launch() needs from the backend, shared by all creates.
+struct LaunchContext {
+  const CgroupManager* cgroups = nullptr;
+  UidSlots* slots = nullptr;
+  const sys::seccomp::Program* seccomp = nullptr;
+  std::string registry_dir;  // <registry_dir>/<id> -> state dir
+  int ready_timeout_ms = 10000;
+  bool envd_log = true;
+};
+
+// A sandbox launched and ready. Owns its uid slot and the pidfd of its PID 1.
+struct Launched {
+  SandboxHandle handle;
+  SlotLease slot;
+  sys::Pidfd init;
+};
+
+// Validates the spec, then: uid slot → state dir → registry record → cgroups
+// with limits → clone3 into new namespaces → child checklist → exec envd →
+// wait for envd's ready byte. Every step is undone if a later one fails.
+Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec);
+
+// Checks an id: 1-63 of [a-z0-9-], not starting with '-' (it becomes a
+// hostname, a cgroup name and a file name).
+Status validate_id(const std::string& id);
+
+}  // namespace coppice::sandbox::ns

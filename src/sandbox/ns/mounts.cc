@@ -1,0 +1,185 @@
+#include "sandbox/ns/mounts.h"
+
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "sys/mount_ops.h"
+
+namespace coppice::sandbox::ns {
+
+const char* MountPlan::keep(std::string s) {
+  strings_.push_back(std::move(s));
+  return strings_.back().c_str();
+}
+
+void MountPlan::mountpoint(const std::string& path, mode_t mode, bool file) {
+  MountOp op{MountOp::kMountpoint};
+  op.dst = keep(path);
+  op.mode = mode;
+  op.file = file;
+  ops_.push_back(op);
+}
+
+void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root) {
+  host_root_ = host_root;
+  const std::string root = paths.rootfs;
+  const std::string h = std::to_string(host_root);
+  const std::string owner = ",uid=" + h + ",gid=" + h;
+  auto fs = [&](const char* type, const std::string& dst, unsigned long flags, const std::string& data) {
+    MountOp op{MountOp::kFs};
+    op.fstype = type;
+    op.dst = keep(dst);
+    op.flags = flags;
+    op.data = data.empty() ? nullptr : keep(data);
+    ops_.push_back(op);
+  };
+  auto bind = [&](const std::string& src, const std::string& dst, unsigned long flags) {
+    MountOp op{MountOp::kBind};
+    op.src = keep(src);
+    op.dst = keep(dst);
+    op.flags = flags;
+    ops_.push_back(op);
+  };
+  auto symlink = [&](const char* target, const std::string& at) {
+    MountOp op{MountOp::kSymlink};
+    op.src = target;
+    op.dst = keep(at);
+    ops_.push_back(op);
+  };
+  auto write = [&](const std::string& file, const char* data) {
+    MountOp op{MountOp::kWrite};
+    op.src = data;
+    op.dst = keep(file);
+    ops_.push_back(op);
+  };
+
+  // Nothing mounted from here on may propagate to the host.
+  ops_.push_back(MountOp{MountOp::kMakePrivate});
+
+  // The template, idmapped so its root-owned files are owned by the sandbox's
+  // root, read-only so no sandbox can change it for the others. overlayfs is
+  // mounted here, by host root before the child enters its user namespace:
+  // mounting it from inside a user namespace whose root is a non-zero host uid
+  // fails with EACCES on our kernels.
+  {
+    MountOp op{MountOp::kBindIdmapped};
+    op.src = keep(spec.rootfs);
+    op.dst = keep(paths.lower);
+    op.attrs = MOUNT_ATTR_RDONLY;
+    ops_.push_back(op);
+  }
+  fs("overlay", root, MS_NODEV,
+     "lowerdir=" + paths.lower + ",upperdir=" + paths.upper + ",workdir=" + paths.work);
+
+  // Host trees shared read-only (e.g. /usr for templates derived from the
+  // host), idmapped for the same reason as the template. First, so the
+  // sandbox's own /dev, /proc, ... below win over a careless bind.
+  for (const std::string& b : spec.ro_binds) {
+    mountpoint(root + b, 0755);
+    MountOp op{MountOp::kBindIdmapped};
+    op.src = keep(b);
+    op.dst = keep(root + b);
+    op.attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    op.recursive = true;
+    ops_.push_back(op);
+  }
+
+  mountpoint(root + "/proc", 0555);
+  fs("proc", root + "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+  // Per network namespace sysctls, written by host root (the sandbox's root
+  // has no rights over its host-owned network namespace): ports below 1024
+  // without CAP_NET_BIND_SERVICE over the namespace (what docker does), and
+  // ICMP echo sockets for every group, so ping works without raw sockets.
+  write(root + "/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
+  write(root + "/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
+
+  mountpoint(root + "/dev", 0755);
+  fs("tmpfs", root + "/dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k" + owner);
+  for (const char* dev : {"null", "zero", "full", "random", "urandom", "tty"}) {
+    mountpoint(root + "/dev/" + dev, 0666, true);
+    bind(std::string("/dev/") + dev, root + "/dev/" + dev, 0);
+  }
+  mountpoint(root + "/dev/pts", 0755);
+  // A private devpts instance: the sandbox sees only its own terminals. Its
+  // gid option is a host gid: the host gid of the sandbox's "tty" group (5).
+  fs("devpts", root + "/dev/pts", MS_NOSUID | MS_NOEXEC,
+     "newinstance,ptmxmode=0666,mode=0620,gid=" + std::to_string(host_root + 5));
+  symlink("pts/ptmx", root + "/dev/ptmx");
+  mountpoint(root + "/dev/shm", 01777);
+  fs("tmpfs", root + "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777" + owner);
+  symlink("/proc/self/fd", root + "/dev/fd");
+  symlink("/proc/self/fd/0", root + "/dev/stdin");
+  symlink("/proc/self/fd/1", root + "/dev/stdout");
+  symlink("/proc/self/fd/2", root + "/dev/stderr");
+
+  mountpoint(root + "/sys", 0555);
+  fs("sysfs", root + "/sys", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+
+  mountpoint(root + "/tmp", 01777);
+  fs("tmpfs", root + "/tmp", MS_NOSUID | MS_NODEV, "mode=1777" + owner);
+
+  // Ours, on a tmpfs so nothing of it lands in the writable layer.
+  mountpoint(root + "/.coppice", 0755);
+  fs("tmpfs", root + "/.coppice", MS_NOSUID | MS_NODEV, "mode=755,size=16k" + owner);
+  mountpoint(root + "/.coppice/envd", 0755, true);
+  bind(spec.envd_path, root + "/.coppice/envd", MS_RDONLY | MS_NOSUID | MS_NODEV);
+  mountpoint(root + "/.coppice/run", 0700);
+  bind(paths.run, root + "/.coppice/run", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+
+  MountOp pivot{MountOp::kPivot};
+  pivot.dst = keep(root);
+  ops_.push_back(pivot);
+}
+
+int MountPlan::run(int userns_fd, const MountOp** failed) const {
+  for (const MountOp& op : ops_) {
+    int err = 0;
+    switch (op.kind) {
+      case MountOp::kMakePrivate:
+        err = sys::mnt::make_rprivate();
+        break;
+      case MountOp::kFs:
+        err = sys::mnt::mount_fs(op.fstype, op.dst, op.flags, op.data);
+        break;
+      case MountOp::kBind:
+        err = sys::mnt::bind(op.src, op.dst, op.flags, op.recursive);
+        break;
+      case MountOp::kBindIdmapped:
+        err = sys::mnt::bind_idmapped(op.src, op.dst, userns_fd, op.attrs, op.recursive);
+        break;
+      case MountOp::kMountpoint:
+        err = sys::mnt::ensure_mountpoint(op.dst, op.mode, op.file, host_root_, host_root_);
+        break;
+      case MountOp::kSymlink:
+        if (::symlink(op.src, op.dst) != 0 && errno != EEXIST) err = errno;
+        if (err == 0 && ::lchown(op.dst, host_root_, host_root_) != 0) err = errno;
+        break;
+      case MountOp::kWrite: {
+        int fd = ::open(op.dst, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+          err = errno;
+          break;
+        }
+        size_t n = std::strlen(op.src);
+        if (::write(fd, op.src, n) != static_cast<ssize_t>(n)) err = errno ? errno : EIO;
+        ::close(fd);
+        break;
+      }
+      case MountOp::kPivot:
+        err = sys::mnt::pivot_into(op.dst);
+        break;
+    }
+    if (err != 0) {
+      *failed = &op;
+      return err;
+    }
+  }
+  return 0;
+}
+
+}  // namespace coppice::sandbox::ns

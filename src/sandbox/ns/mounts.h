@@ -1,0 +1,70 @@
+// The sandbox's mount table, planned in the parent and carried out by the
+// child between clone and exec.
+//
+// Planning allocates (paths, option strings); running does not, because the
+// child of a multi-threaded process must not call malloc. The plan is a list of
+// plain operations over C strings owned by the plan.
+//
+// What the sandbox sees:
+//   /            overlay: template rootfs (idmapped, read-only) below, state_dir/upper above
+//   /proc        proc of the sandbox's pid namespace
+//   /dev         tmpfs: null zero full random urandom tty (binds of the host's),
+//                pts (devpts newinstance), ptmx -> pts/ptmx, shm (tmpfs 1777), fd/std* links
+//   /sys         sysfs, read-only (shows only the sandbox's network namespace)
+//   /tmp         tmpfs 1777
+//   /.coppice    tmpfs: envd (read-only bind of the host binary), run/ (bind of state_dir/run)
+//   <ro_binds>   each host path idmapped and read-only at the same path
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "sandbox/backend.h"
+#include "sandbox/ns/rootfs.h"
+
+namespace coppice::sandbox::ns {
+
+struct MountOp {
+  enum Kind { kMakePrivate, kFs, kBind, kBindIdmapped, kMountpoint, kSymlink, kWrite, kPivot };
+  Kind kind;
+  const char* src = nullptr;     // bind source; symlink target; data for kWrite
+  const char* dst = nullptr;     // target path (absolute, in the child's mount namespace)
+  const char* fstype = nullptr;  // kFs
+  const char* data = nullptr;    // kFs mount options
+  unsigned long flags = 0;       // kFs: MS_*; kBind: MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC
+  uint64_t attrs = 0;            // kBindIdmapped: MOUNT_ATTR_*
+  bool recursive = false;        // kBind, kBindIdmapped
+  bool file = false;             // kMountpoint: a file rather than a directory
+  mode_t mode = 0755;            // kMountpoint
+};
+
+class MountPlan {
+ public:
+  MountPlan() = default;
+  MountPlan(const MountPlan&) = delete;
+  MountPlan& operator=(const MountPlan&) = delete;
+
+  // Plans the sandbox's mounts (see above). `host_root` is the host uid/gid of
+  // the sandbox's root: owner of the tmpfs roots and mount points created.
+  void build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root);
+
+  // Runs the plan. Async-signal-safe. Returns 0, or the errno of the failing
+  // operation and sets *failed to it.
+  int run(int userns_fd, const MountOp** failed) const;
+
+  const std::vector<MountOp>& ops() const { return ops_; }
+
+ private:
+  const char* keep(std::string s);
+  void mountpoint(const std::string& path, mode_t mode, bool file = false);
+
+  std::deque<std::string> strings_;  // deque: element addresses are stable
+  std::vector<MountOp> ops_;
+  uid_t host_root_ = 0;
+};
+
+}  // namespace coppice::sandbox::ns

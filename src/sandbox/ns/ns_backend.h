@@ -1,0 +1,35 @@
+// The namespace sandbox backend: Linux namespaces + cgroups + overlayfs +
+// idmapped mounts + seccomp, with coppice-envd as each sandbox's PID 1.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+#include "sandbox/backend.h"
+
+namespace coppice::sandbox {
+
+struct NsOptions {
+  // Name of the parent cgroup under each hierarchy (<mount>/<cgroup_parent>/<id>).
+  std::string cgroup_parent = "coppice";
+  // Host dir (root-only) of the sandbox records, <registry_dir>/<id> -> state dir;
+  // created if missing. Must survive a gateway restart, need not survive a reboot.
+  std::string registry_dir = "/run/coppice/ns";
+  // First host uid/gid given to sandboxes; slot i maps a sandbox's ids
+  // 0..65535 to uid_base + i*65536 ... Must not overlap host users.
+  uint32_t uid_base = 1000000;
+  // Number of 65536-id slots, i.e. of sandboxes that can run at once.
+  uint32_t uid_slots = 4096;
+  // How long create waits for envd to listen.
+  int ready_timeout_ms = 10000;
+  // envd's stdout/stderr go to <state_dir>/envd.log (else /dev/null).
+  bool envd_log = true;
+};
+
+// Detects the cgroup layout, creates the parent cgroups and the registry dir,
+// compiles the seccomp policy. Needs root.
+Result<std::unique_ptr<Backend>> make_ns_backend(const NsOptions& options);
+
+}  // namespace coppice::sandbox

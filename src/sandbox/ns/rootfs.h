@@ -1,0 +1,64 @@
+// The host side of a sandbox's root file system: its state directory with the
+// overlay's writable layer.
+//
+//   <state_dir>/upper     overlay upper layer (owned by the sandbox's root uid)
+//   <state_dir>/work      overlay work dir
+//   <state_dir>/lower     mount point of the idmapped template (child's mount namespace only)
+//   <state_dir>/rootfs    mount point of the overlay (child's mount namespace only)
+//   <state_dir>/run       bound at /.coppice/run inside; holds envd.sock
+//   <state_dir>/envd.log  envd's stdout and stderr
+//
+// The overlay and every other mount of the sandbox are made by its child in
+// its own mount namespace (see mounts.h), so they vanish with its last process
+// and the host's mount table never lists them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "common/result.h"
+
+namespace coppice::sandbox::ns {
+
+struct StatePaths {
+  explicit StatePaths(std::string dir)
+      : dir(dir), upper(dir + "/upper"), work(dir + "/work"), lower(dir + "/lower"), rootfs(dir + "/rootfs"),
+        run(dir + "/run"), socket(dir + "/run/envd.sock"), log(dir + "/envd.log") {}
+  std::string dir, upper, work, lower, rootfs, run, socket, log;
+};
+
+// Owner of a sandbox's state directory. prepare() creates the layout; the
+// destructor removes the whole directory unless release()d, so a failed create
+// leaves nothing behind.
+class StateDir {
+ public:
+  StateDir() = default;
+  StateDir(StateDir&& o) noexcept : paths_(std::move(o.paths_)), armed_(std::exchange(o.armed_, false)) {}
+  StateDir& operator=(StateDir&&) = delete;
+  ~StateDir();
+
+  // Creates `dir` (and missing parents) with the layout above. `host_root` is
+  // the host uid/gid of the sandbox's root: the upper layer and run/ belong to
+  // it, so files the sandbox creates there are its own. `template_root` lends
+  // its mode to the upper layer's root (the merged "/").
+  static Result<StateDir> prepare(const std::string& dir, uid_t host_root, const std::string& template_root);
+
+  const StatePaths& paths() const { return *paths_; }
+  void release() { armed_ = false; }
+
+ private:
+  std::unique_ptr<StatePaths> paths_;
+  bool armed_ = false;
+};
+
+// Removes a state directory and everything in it (without following links
+// the sandbox may have planted in its upper layer).
+Status remove_state_dir(const std::string& dir);
+
+// Bytes allocated to the sandbox's writable layer.
+Result<uint64_t> upper_disk_bytes(const std::string& dir);
+
+}  // namespace coppice::sandbox::ns

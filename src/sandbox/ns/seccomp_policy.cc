@@ -1,0 +1,82 @@
+// Review this list like code: a rule removed here is a kernel interface
+// opened to every sandbox.
+//
+// The sandbox's root is an unprivileged host uid whose capabilities are
+// limited to the docker default set, inside namespaces owned by the host: the
+// kernel already refuses most of what follows. The filter is a second wall
+// that also shrinks the kernel surface reachable by code that finds a bug.
+#include "sandbox/ns/seccomp_policy.h"
+
+#include <cerrno>
+#include <sched.h>
+
+namespace coppice::sandbox::ns {
+
+namespace {
+
+using sys::seccomp::Action;
+using sys::seccomp::Rule;
+
+constexpr Rule deny(const char* name) { return Rule{name, Action::kErrno, EPERM}; }
+
+// clone(2) creating a namespace: one rule per flag (a rule matches when
+// (flags & bit) == bit). clone's flags are its first argument on x86-64 and i386.
+constexpr Rule deny_clone_flag(uint64_t bit) { return Rule{"clone", Action::kErrno, EPERM, 0, bit, bit}; }
+
+constexpr Rule kPolicy[] = {
+    // File system topology: mounts would let a process hide or replace files
+    // that envd trusts, and expose file systems' parsers.
+    deny("mount"), deny("umount2"), deny("pivot_root"),
+    deny("move_mount"), deny("open_tree"), deny("fsopen"), deny("fsconfig"), deny("fsmount"), deny("fspick"),
+    deny("mount_setattr"),
+    // New namespaces: a nested user namespace hands out full capabilities over
+    // fresh namespaces, the source of many kernel privilege escalations.
+    deny("unshare"), deny("setns"),
+    deny_clone_flag(CLONE_NEWNS), deny_clone_flag(CLONE_NEWUSER), deny_clone_flag(CLONE_NEWPID),
+    deny_clone_flag(CLONE_NEWNET), deny_clone_flag(CLONE_NEWUTS), deny_clone_flag(CLONE_NEWIPC),
+    deny_clone_flag(CLONE_NEWCGROUP),
+    // clone3 passes its flags in memory, which seccomp cannot read. ENOSYS
+    // makes glibc (2.34+) fall back to clone(2), which the rules above check.
+    Rule{"clone3", Action::kErrno, ENOSYS},
+    // Kernel code loading and replacement.
+    deny("kexec_load"), deny("kexec_file_load"), deny("init_module"), deny("finit_module"), deny("delete_module"),
+    deny("create_module"),
+    // eBPF programs and perf events: large, frequently exploited interfaces;
+    // perf also observes other processes.
+    deny("bpf"), deny("perf_event_open"),
+    // The kernel keyring is not namespaced: keys would be shared with the host.
+    deny("keyctl"), deny("add_key"), deny("request_key"),
+    // Whole-machine operations.
+    deny("reboot"), deny("swapon"), deny("swapoff"), deny("acct"), deny("quotactl"), deny("quotactl_fd"),
+    deny("settimeofday"), deny("clock_settime"), deny("clock_adjtime"), deny("adjtimex"), deny("syslog"),
+    deny("vhangup"), deny("nfsservctl"), deny("_sysctl"), deny("sysfs"), deny("uselib"), deny("lookup_dcookie"),
+    deny("ioperm"), deny("iopl"), deny("vm86"), deny("vm86old"),
+    // open_by_handle_at opens any inode of a file system by its handle,
+    // bypassing the mount tree (the "shocker" container escape).
+    deny("open_by_handle_at"),
+    // userfaultfd stalls kernel page faults under user control, a standard
+    // ingredient of race exploits.
+    deny("userfaultfd"),
+    // io_uring executes syscalls outside seccomp's view and has had a long
+    // run of privilege escalations.
+    deny("io_uring_setup"), deny("io_uring_enter"), deny("io_uring_register"),
+    // fanotify can watch whole mounts; move_pages/migrate_pages move other
+    // processes' memory between NUMA nodes (mbind/set_mempolicy, which act
+    // on the caller's own memory, stay allowed).
+    deny("fanotify_init"), deny("move_pages"), deny("migrate_pages"),
+    // Kernel symbol and module queries of old ABIs.
+    deny("get_kernel_syms"), deny("query_module"),
+    // ptrace is allowed (gdb/strace inside the sandbox): the pid namespace
+    // limits it to the sandbox's own processes and the kernel's ptrace checks
+    // apply. process_vm_readv/writev and kcmp follow the same access rules.
+    // chroot is allowed: CAP_SYS_CHROOT is in the default set, and a chroot
+    // cannot leave the sandbox's mount namespace.
+};
+
+}  // namespace
+
+std::span<const Rule> default_seccomp_policy() { return kPolicy; }
+
+Result<sys::seccomp::Program> compile_default_seccomp_policy() { return sys::seccomp::compile(default_seccomp_policy()); }
+
+}  // namespace coppice::sandbox::ns

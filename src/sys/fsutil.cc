@@ -1,0 +1,203 @@
+#include "sys/fsutil.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace coppice::sys {
+
+Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) return errno_error("open " + path);
+  return UniqueFd(fd);
+}
+
+Result<UniqueFd> open_dir(const std::string& path) {
+  return open_file(path, O_RDONLY | O_DIRECTORY);
+}
+
+namespace {
+Status write_all(int fd, std::string_view data, const char* what) {
+  ssize_t n = ::write(fd, data.data(), data.size());
+  if (n < 0) return errno_error(std::string("write ") + what);
+  if (static_cast<size_t>(n) != data.size()) return make_error(ErrorCode::kInternal, std::string("short write to ") + what);
+  return ok();
+}
+
+Result<std::string> read_all(int fd, const char* what) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error(std::string("read ") + what);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+}  // namespace
+
+Status write_file(const std::string& path, std::string_view data) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return errno_error("open " + path);
+  UniqueFd f(fd);
+  return write_all(fd, data, path.c_str());
+}
+
+Status write_file_at(int dirfd, const char* name, std::string_view data) {
+  int fd = ::openat(dirfd, name, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return errno_error(std::string("open ") + name);
+  UniqueFd f(fd);
+  return write_all(fd, data, name);
+}
+
+Status write_new_file(const std::string& path, std::string_view data, mode_t mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (fd < 0) return errno_error("create " + path);
+  UniqueFd f(fd);
+  return write_all(fd, data, path.c_str());
+}
+
+Result<std::string> read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno_error("open " + path);
+  UniqueFd f(fd);
+  return read_all(fd, path.c_str());
+}
+
+Result<std::string> read_file_at(int dirfd, const char* name) {
+  int fd = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno_error(std::string("open ") + name);
+  UniqueFd f(fd);
+  return read_all(fd, name);
+}
+
+Status make_dir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return errno_error("mkdir " + path);
+  return ok();
+}
+
+Status make_dirs(const std::string& path, mode_t mode) {
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      std::string part = path.substr(0, i);
+      if (::mkdir(part.c_str(), mode) != 0 && errno != EEXIST) return errno_error("mkdir " + part);
+    }
+  }
+  return ok();
+}
+
+Status change_owner(const std::string& path, uid_t uid, gid_t gid) {
+  if (::lchown(path.c_str(), uid, gid) != 0) return errno_error("chown " + path);
+  return ok();
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+Status make_symlink(const std::string& target, const std::string& link) {
+  if (::symlink(target.c_str(), link.c_str()) != 0) return errno_error("symlink " + link);
+  return ok();
+}
+
+Result<std::string> read_symlink(const std::string& link) {
+  char buf[4096];
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
+  if (n < 0) return errno_error("readlink " + link);
+  if (static_cast<size_t>(n) == sizeof buf) return make_error(ErrorCode::kTooLarge, "readlink " + link + ": too long");
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+Status remove_file(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return errno_error("unlink " + path);
+  return ok();
+}
+
+Status remove_dir(const std::string& path) {
+  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return errno_error("rmdir " + path);
+  return ok();
+}
+
+namespace {
+// Empties the directory `dfd` (which it takes ownership of). Depth is bounded
+// by the kernel's path limits; each level holds one fd.
+Status empty_dir_fd(int dfd, const std::string& where) {
+  DIR* d = ::fdopendir(dfd);
+  if (!d) {
+    int e = errno;
+    ::close(dfd);
+    return errno_error("fdopendir " + where, e);
+  }
+  Status result = ok();
+  std::vector<std::pair<std::string, bool>> names;  // name, is_dir (DT_UNKNOWN resolved below)
+  errno = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string_view n(e->d_name);
+    if (n == "." || n == "..") continue;
+    bool is_dir = e->d_type == DT_DIR;
+    if (e->d_type == DT_UNKNOWN) {
+      struct stat st;
+      if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) is_dir = S_ISDIR(st.st_mode);
+    }
+    names.emplace_back(std::string(n), is_dir);
+  }
+  for (auto& [name, is_dir] : names) {
+    if (is_dir) {
+      int sub = ::openat(::dirfd(d), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0) {
+        if (errno == ENOENT) continue;
+        result = errno_error("open " + where + "/" + name);
+        break;
+      }
+      // A directory with mode 000 (overlay's work/work) is still readable by root.
+      if (auto s = empty_dir_fd(sub, where + "/" + name); !s) {
+        result = s;
+        break;
+      }
+      if (::unlinkat(::dirfd(d), name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+        result = errno_error("rmdir " + where + "/" + name);
+        break;
+      }
+    } else if (::unlinkat(::dirfd(d), name.c_str(), 0) != 0 && errno != ENOENT) {
+      result = errno_error("unlink " + where + "/" + name);
+      break;
+    }
+  }
+  ::closedir(d);
+  return result;
+}
+}  // namespace
+
+Status remove_tree(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return ok();
+    if (errno == ENOTDIR || errno == ELOOP) return remove_file(path);
+    return errno_error("open " + path);
+  }
+  COPPICE_TRY_CTX(empty_dir_fd(fd, path), "remove " + path);
+  return remove_dir(path);
+}
+
+Result<std::vector<std::string>> list_dir(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  if (!d) return errno_error("opendir " + path);
+  std::vector<std::string> out;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string_view n(e->d_name);
+    if (n == "." || n == "..") continue;
+    out.emplace_back(n);
+  }
+  ::closedir(d);
+  return out;
+}
+
+}  // namespace coppice::sys

@@ -1,0 +1,57 @@
+// File-system helpers for host-side bookkeeping: small files (cgroup knobs,
+// sysctls), directories, symlinks and recursive removal that never follows a
+// symlink (sandbox-written trees such as an overlay upper dir may hold links
+// that point anywhere on the host).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "sys/fd.h"
+
+namespace coppice::sys {
+
+// Opens `path` (O_CLOEXEC is always added).
+Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode = 0);
+Result<UniqueFd> open_dir(const std::string& path);
+
+// Writes `data` to an existing file (O_WRONLY, no O_CREAT, no O_TRUNC) in one
+// write(2), as kernel knobs (cgroup files, /proc/sys) expect.
+Status write_file(const std::string& path, std::string_view data);
+// Same, relative to a directory fd.
+Status write_file_at(int dirfd, const char* name, std::string_view data);
+// Creates or truncates a regular file with `data`.
+Status write_new_file(const std::string& path, std::string_view data, mode_t mode = 0644);
+
+// Reads a whole (small or pseudo) file.
+Result<std::string> read_file(const std::string& path);
+Result<std::string> read_file_at(int dirfd, const char* name);
+
+// mkdir that succeeds if the directory already exists.
+Status make_dir(const std::string& path, mode_t mode);
+// mkdir -p.
+Status make_dirs(const std::string& path, mode_t mode);
+Status change_owner(const std::string& path, uid_t uid, gid_t gid);
+bool path_exists(const std::string& path);
+
+Status make_symlink(const std::string& target, const std::string& link);
+Result<std::string> read_symlink(const std::string& link);
+// unlink that succeeds if `path` does not exist.
+Status remove_file(const std::string& path);
+// rmdir that succeeds if `path` does not exist.
+Status remove_dir(const std::string& path);
+
+// Removes `path` and everything below it without following symlinks or
+// crossing into other mounts' contents by name (everything is resolved
+// relative to directory fds opened with O_NOFOLLOW). Succeeds if `path` does
+// not exist.
+Status remove_tree(const std::string& path);
+
+// Names in a directory, less "." and "..".
+Result<std::vector<std::string>> list_dir(const std::string& path);
+
+}  // namespace coppice::sys

@@ -1,0 +1,72 @@
+// Thin typed wrappers for the Linux syscalls that glibc 2.36 does not wrap, or
+// wraps only in headers that clash with <linux/mount.h>.
+//
+// Each behaves like a libc function: the result on success, -1 with errno set
+// on failure. They allocate nothing and take no locks, so they are safe to call
+// between clone and exec in a child of a multi-threaded process (where malloc
+// may be locked by a thread that no longer exists). Code outside the child uses
+// the Result-returning wrappers in mount.h, process.h, etc.
+#pragma once
+
+#include <linux/mount.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+namespace coppice::sys::raw {
+
+// clone3(2): returns the child's pid in the parent, 0 in the child.
+inline pid_t clone3(struct clone_args* args) {
+  return static_cast<pid_t>(::syscall(SYS_clone3, args, sizeof(struct clone_args)));
+}
+
+inline int pidfd_open(pid_t pid, unsigned flags = 0) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags));
+}
+
+inline int pidfd_send_signal(int pidfd, int sig) {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+inline int open_tree(int dfd, const char* path, unsigned flags) {
+  return static_cast<int>(::syscall(SYS_open_tree, dfd, path, flags));
+}
+
+inline int move_mount(int from_dfd, const char* from_path, int to_dfd, const char* to_path, unsigned flags) {
+  return static_cast<int>(::syscall(SYS_move_mount, from_dfd, from_path, to_dfd, to_path, flags));
+}
+
+inline int mount_setattr(int dfd, const char* path, unsigned flags, struct mount_attr* attr) {
+  return static_cast<int>(::syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(struct mount_attr)));
+}
+
+inline int pivot_root(const char* new_root, const char* put_old) {
+  return static_cast<int>(::syscall(SYS_pivot_root, new_root, put_old));
+}
+
+inline int close_range(unsigned first, unsigned last, unsigned flags) {
+  return static_cast<int>(::syscall(SYS_close_range, first, last, flags));
+}
+
+// capget/capset with the v3 (64-bit) layout: data[0] holds bits 0-31, data[1] bits 32-63.
+struct CapData {
+  uint32_t effective, permitted, inheritable;
+};
+inline int capset_v3(uint64_t effective, uint64_t permitted, uint64_t inheritable) {
+  struct {
+    uint32_t version;
+    int pid;
+  } hdr{0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0};
+  CapData data[2] = {
+      {static_cast<uint32_t>(effective), static_cast<uint32_t>(permitted), static_cast<uint32_t>(inheritable)},
+      {static_cast<uint32_t>(effective >> 32), static_cast<uint32_t>(permitted >> 32),
+       static_cast<uint32_t>(inheritable >> 32)}};
+  return static_cast<int>(::syscall(SYS_capset, &hdr, data));
+}
+
+}  // namespace coppice::sys::raw

@@ -1,0 +1,42 @@
+// Mount operations for building a sandbox's file system tree.
+//
+// These run in the sandbox's child between clone and exec, so they are
+// async-signal-safe: no allocation, no locks. Each returns 0 on success or the
+// errno of the failing syscall; the caller reports (step, errno) to the parent.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+namespace coppice::sys::mnt {
+
+// Marks every mount below "/" private, so nothing mounted afterwards in this
+// mount namespace propagates back to the host (whose "/" is often shared).
+int make_rprivate();
+
+// mount(2) for a fresh file system instance (tmpfs, proc, sysfs, devpts, overlay).
+int mount_fs(const char* fstype, const char* target, unsigned long flags, const char* data);
+
+// Bind-mounts `src` at `dst` (recursively when `recursive`), then, if any of
+// `flags` (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) are given, remounts the
+// bind with them: a bind mount ignores those flags on its first mount(2).
+int bind(const char* src, const char* dst, unsigned long flags, bool recursive);
+
+// Clones the tree at `src` as a detached mount, applies `attr_set`
+// (MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, ...) and an id mapping taken from the
+// user namespace `userns_fd` (files owned by host uid u appear owned by the
+// uid that u maps from inside the namespace), and attaches it at `dst`.
+// Needs a file system that supports idmapped mounts (ext4, xfs, btrfs, tmpfs, ...).
+int bind_idmapped(const char* src, const char* dst, int userns_fd, uint64_t attr_set, bool recursive);
+
+// pivot_root into `new_root` and detach the old root, leaving the caller at "/".
+// Uses pivot_root(".", "."), which stacks the old root on top of the new one,
+// so no put_old directory is needed in the template.
+int pivot_into(const char* new_root);
+
+// Ensures a directory (or, with `file`, an empty regular file) exists at
+// `path` to mount on; returns 0 if it already exists.
+int ensure_mountpoint(const char* path, mode_t mode, bool file, uid_t uid, gid_t gid);
+
+}  // namespace coppice::sys::mnt

@@ -1,0 +1,32 @@
+// User namespaces held by fd, for idmapped mounts and for setns(2).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "common/result.h"
+#include "sys/fd.h"
+
+namespace coppice::sys {
+
+// One contiguous id mapping: ids [inside, inside+count) map to
+// [outside, outside+count) on the host.
+struct IdRange {
+  uint32_t inside = 0;
+  uint32_t outside = 0;
+  uint32_t count = 0;
+};
+
+// Creates a user namespace with the given uid and gid maps (setgroups stays
+// allowed) and returns an fd for it. The namespace lives as long as the fd or
+// any process in it. Costs one short-lived helper process: it is cloned with
+// CLONE_NEWUSER, its maps are written from here, its /proc/<pid>/ns/user is
+// opened, and it is killed and reaped. Cache the fd rather than calling this
+// per sandbox.
+Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map);
+
+// Reads the first line of /proc/<pid>/uid_map.
+Result<IdRange> read_uid_map(pid_t pid);
+
+}  // namespace coppice::sys

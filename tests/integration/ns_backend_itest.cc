@@ -1,0 +1,412 @@
+// The ns backend against the real kernel and the real coppice-envd: create,
+// isolation, limits, freeze/thaw, destroy, failed creates and recovery all
+// leave the host clean. Needs root; skips visibly otherwise.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sandbox/backend.h"
+#include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/ns_backend.h"
+#include "sys/caps.h"
+#include "sys/fsutil.h"
+
+namespace coppice::sandbox {
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The value of "Key:\t..." in /proc/<pid>/status.
+std::string status_field(pid_t pid, const std::string& key) {
+  std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) {
+      std::string v = line.substr(key.size() + 1);
+      v.erase(0, v.find_first_not_of(" \t"));
+      return v;
+    }
+  }
+  return {};
+}
+
+// GET `path` over envd's unix socket; returns the HTTP status (or -errno).
+int http_get(const std::string& socket_path, const std::string& path, int timeout_ms = 5000) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  struct timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_path.c_str());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int e = errno;
+    ::close(fd);
+    return -e;
+  }
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\n\r\n";
+  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return -EIO;
+  }
+  std::string resp;
+  char buf[1024];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+    resp.append(buf, static_cast<size_t>(n));
+    if (resp.find("\r\n") != std::string::npos) break;
+  }
+  int e = n < 0 ? errno : 0;
+  ::close(fd);
+  if (resp.rfind("HTTP/1.1 ", 0) != 0) return e ? -e : -EPROTO;
+  return std::atoi(resp.c_str() + 9);
+}
+
+std::vector<std::string> mountinfo_lines_with(const std::string& needle) {
+  std::istringstream in(slurp("/proc/self/mountinfo"));
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+  }
+  return out;
+}
+
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+
+class NsBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "the ns backend needs root (namespaces, cgroups, mounts)";
+    envd_ = COPPICE_BUILD_DIR "/coppice-envd";
+    if (::access(envd_.c_str(), X_OK) != 0) GTEST_SKIP() << "no coppice-envd at " << envd_;
+    char tmpl[] = "/tmp/coppice-ns-itest-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    tmp_ = tmpl;
+    make_rootfs(tmp_ + "/rootfs");
+    opts_.cgroup_parent = "coppice-itest-" + std::to_string(::getpid());
+    opts_.registry_dir = tmp_ + "/registry";
+    opts_.uid_base = 1000000;
+    opts_.uid_slots = 64;
+    auto b = make_ns_backend(opts_);
+    if (!b && (b.error().code() == ErrorCode::kFailedPrecondition || b.error().sys_errno() == EPERM)) {
+      GTEST_SKIP() << "ns backend unavailable here: " << b.error().to_string();
+    }
+    ASSERT_TRUE(b.has_value()) << b.error().to_string();
+    backend_ = std::move(*b);
+    auto cg = ns::CgroupManager::open(opts_.cgroup_parent);
+    ASSERT_TRUE(cg.has_value());
+    cgroups_ = std::make_unique<ns::CgroupManager>(std::move(*cg));
+  }
+
+  void TearDown() override {
+    if (backend_) {
+      auto ids = backend_->list_existing();
+      if (ids) {
+        for (auto& id : *ids) EXPECT_TRUE(backend_->destroy(id).has_value()) << id;
+      }
+      backend_.reset();
+    }
+    if (cgroups_) {
+      EXPECT_TRUE(cgroups_->remove_parent().has_value());
+    }
+    if (!tmp_.empty()) {
+      EXPECT_TRUE(sys::remove_tree(tmp_).has_value());
+    }
+  }
+
+  // A tiny template: empty dirs the host's /usr is bound over, the usual
+  // merged-/usr symlinks and an /etc/passwd with root and user.
+  static void make_rootfs(const std::string& r) {
+    for (const char* d : {"", "/usr", "/etc", "/proc", "/dev", "/sys", "/tmp", "/root", "/home", "/home/user", "/var"}) {
+      ASSERT_EQ(::mkdir((r + d).c_str(), 0755), 0) << d;
+    }
+    for (auto [link, target] : {std::pair{"bin", "usr/bin"}, {"lib", "usr/lib"}, {"lib64", "usr/lib64"}, {"sbin", "usr/sbin"}}) {
+      ASSERT_EQ(::symlink(target, (r + "/" + link).c_str()), 0);
+    }
+    ASSERT_TRUE(sys::write_new_file(r + "/etc/passwd",
+                                    "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\n")
+                    .has_value());
+    ASSERT_TRUE(sys::write_new_file(r + "/etc/group", "root:x:0:\ntty:x:5:\nuser:x:1000:\n").has_value());
+    ASSERT_EQ(::chown((r + "/home/user").c_str(), 1000, 1000), 0);
+  }
+
+  SandboxSpec spec(const std::string& id) {
+    SandboxSpec s;
+    s.id = id;
+    s.rootfs = tmp_ + "/rootfs";
+    s.ro_binds = {"/usr"};
+    s.state_dir = tmp_ + "/state/" + id;
+    s.envd_path = envd_;
+    s.limits.memory_bytes = 256ull << 20;
+    s.limits.pids_max = 256;
+    s.limits.cpu_millicores = 500;
+    return s;
+  }
+
+  // Nothing of sandbox `id` remains on the host.
+  void expect_gone(const std::string& id, pid_t pid) {
+    EXPECT_TRUE(mountinfo_lines_with(id).empty()) << mountinfo_lines_with(id).front();
+    EXPECT_TRUE(mountinfo_lines_with(tmp_).empty()) << mountinfo_lines_with(tmp_).front();
+    for (const char* ctrl : {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""}) {
+      std::string d = std::string("/sys/fs/cgroup/") + ctrl + (*ctrl ? "/" : "") + opts_.cgroup_parent + "/" + id;
+      EXPECT_FALSE(sys::path_exists(d)) << d;
+    }
+    if (pid > 0) {
+      EXPECT_FALSE(process_alive(pid)) << pid;
+    }
+    EXPECT_FALSE(sys::path_exists(tmp_ + "/state/" + id));
+    EXPECT_FALSE(sys::path_exists(opts_.registry_dir + "/" + id));
+  }
+
+  std::string envd_;
+  std::string tmp_;
+  NsOptions opts_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<ns::CgroupManager> cgroups_;
+};
+
+TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
+  const std::string id = "itestcreate000000001";
+  auto t0 = std::chrono::steady_clock::now();
+  auto h = backend_->create(spec(id));
+  auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  std::printf("[ns] cold create (until envd is ready): %.2f ms\n", ms);
+  const pid_t pid = h->init_pid;
+
+  // envd answers on its socket at once: create waited for its ready byte.
+  EXPECT_EQ(http_get(h->envd_socket, "/health"), 204);
+
+  // PID 1 of its own pid namespace, and envd.
+  EXPECT_EQ(status_field(pid, "NSpid"), std::to_string(pid) + "\t1");
+  auto exe = sys::read_symlink("/proc/" + std::to_string(pid) + "/exe");
+  ASSERT_TRUE(exe.has_value());
+  EXPECT_EQ(*exe, "/.coppice/envd");
+  // Its /proc shows its own processes only.
+  int procs = 0;
+  auto names = sys::list_dir("/proc/" + std::to_string(pid) + "/root/proc");
+  ASSERT_TRUE(names.has_value());
+  for (auto& n : *names) procs += std::all_of(n.begin(), n.end(), ::isdigit) ? 1 : 0;
+  EXPECT_GE(procs, 1);
+  EXPECT_LE(procs, 3);
+
+  // Root inside is an unprivileged host uid.
+  unsigned in = 99, out = 0, count = 0;
+  ASSERT_EQ(std::sscanf(slurp("/proc/" + std::to_string(pid) + "/uid_map").c_str(), "%u %u %u", &in, &out, &count), 3);
+  EXPECT_EQ(in, 0u);
+  EXPECT_GE(out, opts_.uid_base);
+  EXPECT_EQ(count, 65536u);
+  EXPECT_EQ(h->host_uid, out);
+  EXPECT_EQ(status_field(pid, "Uid"), std::to_string(out) + "\t" + std::to_string(out) + "\t" + std::to_string(out) +
+                                          "\t" + std::to_string(out));
+
+  // Container-default capabilities, no_new_privs, a seccomp filter.
+  char capbnd[32];
+  std::snprintf(capbnd, sizeof capbnd, "%016llx", static_cast<unsigned long long>(sys::caps::kContainerDefault));
+  EXPECT_EQ(status_field(pid, "CapBnd"), capbnd);
+  EXPECT_EQ(status_field(pid, "CapEff"), capbnd);
+  EXPECT_EQ(status_field(pid, "NoNewPrivs"), "1");
+  EXPECT_EQ(status_field(pid, "Seccomp"), "2");
+
+  // Hostname is the id (read from inside its uts namespace).
+  std::string hostname;
+  std::thread([&] {
+    int fd = ::open(("/proc/" + std::to_string(pid) + "/ns/uts").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0 && ::setns(fd, CLONE_NEWUTS) == 0) {
+      struct utsname u;
+      ::uname(&u);
+      hostname = u.nodename;
+    }
+    if (fd >= 0) ::close(fd);
+  }).join();
+  EXPECT_EQ(hostname, id);
+
+  // Its network: loopback only, and up.
+  auto nets = sys::list_dir("/proc/" + std::to_string(pid) + "/root/sys/class/net");
+  ASSERT_TRUE(nets.has_value());
+  EXPECT_EQ(*nets, std::vector<std::string>{"lo"});
+  unsigned flags = 0;
+  std::sscanf(slurp("/proc/" + std::to_string(pid) + "/root/sys/class/net/lo/flags").c_str(), "%x", &flags);
+  EXPECT_TRUE(flags & 1) << "lo is down";
+
+  // Template files appear root-owned inside (idmapped lower layer) ...
+  struct stat st;
+  const std::string root = "/proc/" + std::to_string(pid) + "/root";
+  ASSERT_EQ(::stat((root + "/etc/passwd").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, out);  // host view of the sandbox's uid 0
+  ASSERT_EQ(::stat((root + "/usr/bin").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, out);
+  // ... and writes through the merged root land in the upper layer, never in
+  // the template.
+  ASSERT_TRUE(sys::write_new_file(root + "/etc/written-by-test", "x").has_value());
+  EXPECT_TRUE(sys::path_exists(h->state_dir + "/upper/etc/written-by-test"));
+  EXPECT_FALSE(sys::path_exists(tmp_ + "/rootfs/etc/written-by-test"));
+  {
+    std::ofstream f(root + "/etc/passwd", std::ios::app);
+    f << "extra:x:5000:5000::/:/bin/false\n";
+  }
+  EXPECT_EQ(slurp(tmp_ + "/rootfs/etc/passwd").find("extra"), std::string::npos);
+  // /usr is read-only inside.
+  EXPECT_NE(::mkdir((root + "/usr/coppice-test").c_str(), 0755), 0);
+  EXPECT_EQ(errno, EROFS);
+
+  // The host's mount table does not list any of the sandbox's mounts.
+  EXPECT_TRUE(mountinfo_lines_with(tmp_).empty());
+
+  // Limits are in the cgroup.
+  if (!cgroups_->v2()) {
+    std::string base = "/sys/fs/cgroup/";
+    EXPECT_EQ(slurp(base + "memory/" + opts_.cgroup_parent + "/" + id + "/memory.limit_in_bytes"),
+              std::to_string(256ull << 20) + "\n");
+    EXPECT_EQ(slurp(base + "pids/" + opts_.cgroup_parent + "/" + id + "/pids.max"), "256\n");
+    EXPECT_EQ(slurp(base + "cpu/" + opts_.cgroup_parent + "/" + id + "/cpu.cfs_quota_us"), "50000\n");
+    EXPECT_NE(slurp(base + "pids/" + opts_.cgroup_parent + "/" + id + "/cgroup.procs").find(std::to_string(pid)),
+              std::string::npos);
+  }
+  auto u = backend_->usage(id);
+  ASSERT_TRUE(u.has_value()) << u.error().to_string();
+  EXPECT_GT(u->cpu_ns, 0u);
+  EXPECT_GT(u->mem_bytes, 0u);
+  EXPECT_EQ(u->mem_limit, 256ull << 20);
+  EXPECT_GT(u->disk_bytes, 0u);
+
+  auto t1 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(backend_->destroy(id).has_value());
+  std::printf("[ns] destroy: %.2f ms\n",
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count());
+  expect_gone(id, pid);
+  // Idempotent.
+  EXPECT_TRUE(backend_->destroy(id).has_value());
+}
+
+TEST_F(NsBackendTest, FreezeAndThaw) {
+  const std::string id = "itestfreeze000000001";
+  auto h = backend_->create(spec(id));
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(backend_->freeze(id).has_value());
+  double freeze_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  // A frozen envd does not answer.
+  EXPECT_LT(http_get(h->envd_socket, "/health", 300), 0);
+  t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(backend_->thaw(id).has_value());
+  double thaw_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ns] freeze %.2f ms, thaw %.2f ms\n", freeze_ms, thaw_ms);
+  EXPECT_EQ(http_get(h->envd_socket, "/health"), 204);
+  // Destroying a frozen sandbox works too.
+  ASSERT_TRUE(backend_->freeze(id).has_value());
+  ASSERT_TRUE(backend_->destroy(id).has_value());
+  expect_gone(id, h->init_pid);
+}
+
+TEST_F(NsBackendTest, FailedCreatesLeaveNothing) {
+  // Before clone: no template.
+  auto s = spec("itestfail00000000001");
+  s.rootfs = tmp_ + "/no-such-rootfs";
+  auto h = backend_->create(s);
+  ASSERT_FALSE(h.has_value());
+  std::printf("[ns] missing rootfs: %s\n", h.error().to_string().c_str());
+  expect_gone(s.id, -1);
+
+  // In the child: no envd binary to bind.
+  s = spec("itestfail00000000002");
+  s.envd_path = tmp_ + "/no-such-envd";
+  h = backend_->create(s);
+  ASSERT_FALSE(h.has_value());
+  std::printf("[ns] missing envd: %s\n", h.error().to_string().c_str());
+  EXPECT_NE(h.error().message().find("mount"), std::string::npos);
+  expect_gone(s.id, -1);
+
+  // After exec: the "envd" exits without ever saying it is ready.
+  s = spec("itestfail00000000003");
+  s.envd_path = "/bin/false";
+  h = backend_->create(s);
+  ASSERT_FALSE(h.has_value());
+  std::printf("[ns] envd exits: %s\n", h.error().to_string().c_str());
+  expect_gone(s.id, -1);
+
+  // Bad ids and duplicate ids.
+  EXPECT_FALSE(backend_->create(spec("../etc")).has_value());
+  auto ok1 = backend_->create(spec("itestdup000000000001"));
+  ASSERT_TRUE(ok1.has_value()) << ok1.error().to_string();
+  auto dup = spec("itestdup000000000001");
+  dup.state_dir = tmp_ + "/state/other";
+  auto h2 = backend_->create(dup);
+  EXPECT_FALSE(h2.has_value());
+  EXPECT_FALSE(sys::path_exists(dup.state_dir));
+  EXPECT_EQ(http_get(ok1->envd_socket, "/health"), 204);  // the first one is untouched
+  ASSERT_TRUE(backend_->destroy(ok1->id).has_value());
+  expect_gone(ok1->id, ok1->init_pid);
+}
+
+TEST_F(NsBackendTest, RecoveryListsAdoptsAndDestroysWithoutHandle) {
+  const std::string id = "itestadopt0000000001";
+  auto h = backend_->create(spec(id));
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  // A second backend stands for the gateway after a restart.
+  auto b2 = make_ns_backend(opts_);
+  ASSERT_TRUE(b2.has_value()) << b2.error().to_string();
+  auto ids = (*b2)->list_existing();
+  ASSERT_TRUE(ids.has_value());
+  EXPECT_NE(std::find(ids->begin(), ids->end(), id), ids->end());
+  auto adopted = (*b2)->adopt(id, h->state_dir);
+  ASSERT_TRUE(adopted.has_value()) << adopted.error().to_string();
+  EXPECT_EQ(adopted->init_pid, h->init_pid);
+  EXPECT_EQ(adopted->host_uid, h->host_uid);
+  EXPECT_EQ(adopted->envd_socket, h->envd_socket);
+  EXPECT_EQ(http_get(adopted->envd_socket, "/health"), 204);
+  ASSERT_TRUE((*b2)->destroy(id).has_value());
+  // The process was the first backend's child: it is dead (a zombie until
+  // that parent reaps it, which its own idempotent destroy does).
+  ASSERT_TRUE(backend_->destroy(id).has_value());
+  expect_gone(id, h->init_pid);
+  // adopt of something not running is kNotFound.
+  auto none = (*b2)->adopt("itestnothere00000001", tmp_ + "/state/x");
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(NsBackendTest, TwentyCreatesAndDestroysStayClean) {
+  std::vector<double> times;
+  for (int i = 0; i < 20; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof id, "itestloop%011d", i);
+    auto t0 = std::chrono::steady_clock::now();
+    auto h = backend_->create(spec(id));
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ASSERT_TRUE(h.has_value()) << h.error().to_string();
+    ASSERT_EQ(http_get(h->envd_socket, "/health"), 204);
+    ASSERT_TRUE(backend_->destroy(id).has_value());
+    expect_gone(id, h->init_pid);
+  }
+  std::sort(times.begin(), times.end());
+  std::printf("[ns] cold create until envd ready: median %.2f ms, min %.2f ms, max %.2f ms (n=20)\n", times[10],
+              times.front(), times.back());
+  auto left = backend_->list_existing();
+  ASSERT_TRUE(left.has_value());
+  EXPECT_TRUE(left->empty());
+}
+
+}  // namespace
+}  // namespace coppice::sandbox
