@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -66,6 +67,15 @@ int g_report = -1;
   _exit(127);
 }
 
+const ChildPlan* g_plan = nullptr;
+
+void stamp(ChildStep step) {
+  if (!g_plan->step_times) return;
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  g_plan->step_times[static_cast<int>(step)] = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
 // Moves an fd to >= 10 so that dup2 onto 0..3 cannot clobber it.
 int lift(int fd, bool cloexec) {
   if (fd < 0) return fd;
@@ -75,6 +85,8 @@ int lift(int fd, bool cloexec) {
 }  // namespace
 
 [[noreturn]] void run_child(const ChildPlan& p) {
+  g_plan = &p;
+  stamp(ChildStep::kFds);
   g_report = lift(p.report_fd, true);
   if (g_report < 0) _exit(126);  // nowhere to report to; the parent sees EOF + exit status
   int ready = lift(p.ready_fd, true);
@@ -83,11 +95,13 @@ int lift(int fd, bool cloexec) {
 
   // v1 cgroups: move in before doing anything that allocates kernel memory
   // (on v2 clone3 put us there with CLONE_INTO_CGROUP).
+  stamp(ChildStep::kJoinCgroup);
   for (int fd : p.cgroup_procs_fds) {
     if (::write(fd, "0", 1) != 1) fail(ChildStep::kJoinCgroup, errno);
   }
   // The cgroup namespace is created now, not by clone3, so that its root is
   // the sandbox's cgroup: on v1 we have only just moved into it.
+  stamp(ChildStep::kCgroupNs);
   if (::unshare(CLONE_NEWCGROUP) != 0) fail(ChildStep::kCgroupNs, errno);
 
   // The cloning thread's mask is inherited; envd expects an empty one.
@@ -97,6 +111,7 @@ int lift(int fd, bool cloexec) {
   ::umask(022);
 
   // Mounts and pivot_root, still as host root in the host's user namespace.
+  stamp(ChildStep::kMount);
   const MountOp* failed = nullptr;
   if (int err = p.mounts.run(p.userns_fd, &failed); err != 0) {
     fail(ChildStep::kMount, err, failed && failed->dst ? failed->dst : nullptr);
@@ -104,24 +119,29 @@ int lift(int fd, bool cloexec) {
 
   // The uts and network namespaces belong to the host's user namespace, so
   // this must happen before entering the sandbox's.
+  stamp(ChildStep::kHostname);
   if (::sethostname(p.hostname.data(), p.hostname.size()) != 0) fail(ChildStep::kHostname, errno);
+  stamp(ChildStep::kLoopback);
   if (int err = sys::netif::loopback_up(); err != 0) fail(ChildStep::kLoopback, err);
 
   // Enter the slot's user namespace (prepared once, with the sandbox's id
   // mapping) and become its root: host uid = slot base. setns gives full
   // capabilities inside it; setresuid from host uid 0 to the namespace's
   // root keeps them (the kernel only clears them when leaving root).
+  stamp(ChildStep::kUserns);
   if (::setns(p.userns_fd, CLONE_NEWUSER) != 0) fail(ChildStep::kUserns, errno);
   if (::setgroups(0, nullptr) != 0) fail(ChildStep::kSetIds, errno, "setgroups");
   if (::setresgid(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresgid");
   if (::setresuid(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresuid");
 
+  stamp(ChildStep::kCaps);
   if (int err = sys::caps::limit_to(p.capabilities); err != 0) fail(ChildStep::kCaps, err);
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ChildStep::kNoNewPrivs, errno);
 
   // stdin from /dev/null, stdout/stderr to the log, the ready pipe at fd 3;
   // every other fd is closed by exec (CLOEXEC set on all of them, in case a
   // library in the parent opened one without it).
+  stamp(ChildStep::kStdio);
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null < 0) fail(ChildStep::kStdio, errno, "/dev/null");
   int out = log >= 0 ? log : null;
@@ -131,9 +151,11 @@ int lift(int fd, bool cloexec) {
   if (sys::raw::close_range(kReadyFd + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(ChildStep::kStdio, errno, "close_range");
 
   // Last: from here on the sandbox's syscall policy applies, to us too.
+  stamp(ChildStep::kSeccomp);
   if (p.seccomp.len > 0) {
     if (int err = sys::seccomp::load(p.seccomp); err != 0) fail(ChildStep::kSeccomp, err);
   }
+  stamp(ChildStep::kExec);
   ::execve(p.exec_path.c_str(), p.argv.data(), p.envp.data());
   fail(ChildStep::kExec, errno, p.exec_path.c_str());
 }

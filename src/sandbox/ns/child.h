@@ -34,6 +34,9 @@ struct ChildPlan {
   std::string exec_path;              // path inside the sandbox
   std::vector<std::string> args, env;
   std::vector<char*> argv, envp;      // point into args/env, null-terminated
+  // Optional (debug): a MAP_SHARED array of kChildStepCount CLOCK_MONOTONIC ns
+  // values; the child stamps the start of each step into it.
+  uint64_t* step_times = nullptr;
 
   void seal();  // fills argv/envp from args/env
 };
@@ -42,6 +45,7 @@ enum class ChildStep : int {
   kFds = 1, kJoinCgroup, kCgroupNs, kSignals, kMount, kHostname, kLoopback, kUserns, kSetIds, kCaps,
   kNoNewPrivs, kStdio, kSeccomp, kExec,
 };
+constexpr int kChildStepCount = static_cast<int>(ChildStep::kExec) + 1;
 const char* child_step_name(ChildStep step);
 
 struct ChildReport {

@@ -4,6 +4,7 @@
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -97,6 +98,8 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     return make_error(ErrorCode::kInvalidArgument, "create sandbox " + spec.id + ": state dir has ',' or ':'");
   }
   const std::string ctxmsg = "create sandbox " + spec.id;
+  using Clock = std::chrono::steady_clock;
+  const auto t_start = Clock::now();
 
   // 1. A host uid range for the sandbox's users (root = the slot's base).
   auto slot = ctx.slots->acquire();
@@ -140,6 +143,19 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     if (!f) return std::unexpected(std::move(f.error()).context(ctxmsg));
     log = std::move(*f);
   }
+  // Debug: per-step timestamps from the child, in a page shared across clone.
+  uint64_t* step_times = nullptr;
+  if (log::level() <= log::Level::debug) {
+    void* m = ::mmap(nullptr, kChildStepCount * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) step_times = static_cast<uint64_t*>(m);
+  }
+  struct Unmap {
+    uint64_t* p;
+    ~Unmap() {
+      if (p) ::munmap(p, kChildStepCount * sizeof(uint64_t));
+    }
+  } unmap{step_times};
+  plan->step_times = step_times;
   plan->report_fd = report->second.get();
   plan->ready_fd = ready->second.get();
   plan->log_fd = log.get();
@@ -158,6 +174,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     args.flags |= CLONE_INTO_CGROUP;
     args.cgroup = static_cast<uint64_t>(cg->v2_dir_fd());
   }
+  const auto t_clone = Clock::now();
   pid_t pid = sys::raw::clone3(&args);
   if (pid < 0) return errno_error(ctxmsg + ": clone3");
   if (pid == 0) run_child(*plan);  // never returns
@@ -173,6 +190,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx.ready_timeout_ms);
   COPPICE_TRY_CTX(wait_readable(report->first.get(), deadline, "the sandbox child"), ctxmsg);
   COPPICE_TRY_CTX(read_child_report(report->first.get(), init), ctxmsg);
+  const auto t_exec = Clock::now();
 
   // 8. Wait for envd: one byte on the ready pipe once it listens; EOF means
   // it died first (its log has why).
@@ -184,6 +202,21 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   } while (n < 0 && errno == EINTR);
   if (n != 1) {
     return make_error(ErrorCode::kInternal, ctxmsg + ": envd exited before it was ready (see " + paths.log + ")");
+  }
+
+  auto us = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };
+  COPPICE_LOG(debug).sandbox(spec.id) << "created in " << us(Clock::now() - t_start) << " us: prepare "
+                                      << us(t_clone - t_start) << ", clone..exec " << us(t_exec - t_clone)
+                                      << ", envd start " << us(Clock::now() - t_exec);
+  if (step_times) {
+    std::string steps;
+    uint64_t clone_ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(t_clone.time_since_epoch()).count());
+    for (int i = 1; i < kChildStepCount; ++i) {
+      if (!step_times[i]) continue;
+      steps += std::string(steps.empty() ? "" : ", ") + child_step_name(static_cast<ChildStep>(i)) + " @" +
+               std::to_string((step_times[i] - clone_ns) / 1000);
+    }
+    COPPICE_LOG(debug).sandbox(spec.id) << "child steps (us after clone): " << steps;
   }
 
   // Ready: hand every resource over to the running sandbox.
