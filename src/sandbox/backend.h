@@ -35,7 +35,10 @@ struct SandboxSpec {
 struct SandboxHandle {
   std::string id;
   pid_t init_pid = -1;      // host pid of the sandbox's PID 1 (envd)
-  std::string envd_socket;  // host path of envd's unix socket (state_dir/run/envd.sock)
+  // Host path of envd's unix socket (state_dir/run/envd.sock). Its directory is
+  // writable by the sandbox: connect with sys::connect_unix_nofollow
+  // (sys/unix_connect.h), never a plain connect(2) that follows a planted symlink.
+  std::string envd_socket;
   std::string state_dir;
   uid_t host_uid = 0;       // host uid that the sandbox's root maps to (never 0)
 };

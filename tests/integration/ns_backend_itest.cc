@@ -26,6 +26,7 @@
 #include "sandbox/ns/ns_backend.h"
 #include "sys/caps.h"
 #include "sys/fsutil.h"
+#include "sys/unix_connect.h"
 
 namespace coppice::sandbox {
 namespace {
@@ -53,18 +54,11 @@ std::string status_field(pid_t pid, const std::string& key) {
 
 // GET `path` over envd's unix socket; returns the HTTP status (or -errno).
 int http_get(const std::string& socket_path, const std::string& path, int timeout_ms = 5000) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
+  auto conn = sys::connect_unix_nofollow(socket_path);
+  if (!conn) return -(conn.error().sys_errno() ? conn.error().sys_errno() : EPERM);
+  int fd = conn->release();
   struct timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_path.c_str());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    int e = errno;
-    ::close(fd);
-    return -e;
-  }
   std::string req = "GET " + path + " HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\n\r\n";
   if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
@@ -271,6 +265,11 @@ TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
   // /usr is read-only inside.
   EXPECT_NE(::mkdir((root + "/usr/coppice-test").c_str(), 0755), 0);
   EXPECT_EQ(errno, EROFS);
+
+  // A symlink planted in run/ (writable by the sandbox) is not followed.
+  ASSERT_EQ(::symlink(h->envd_socket.c_str(), (h->state_dir + "/run/evil.sock").c_str()), 0);
+  auto evil = sys::connect_unix_nofollow(h->state_dir + "/run/evil.sock");
+  EXPECT_FALSE(evil.has_value());
 
   // The host's mount table does not list any of the sandbox's mounts.
   EXPECT_TRUE(mountinfo_lines_with(tmp_).empty());
