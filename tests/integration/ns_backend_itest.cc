@@ -93,6 +93,7 @@ class NsBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "the ns backend needs root (namespaces, cgroups, mounts)";
+    if (std::getenv("COPPICE_NS_DEBUG")) log::set_level(log::Level::debug);
     envd_ = COPPICE_BUILD_DIR "/coppice-envd";
     if (::access(envd_.c_str(), X_OK) != 0) GTEST_SKIP() << "no coppice-envd at " << envd_;
     char tmpl[] = "/tmp/coppice-ns-itest-XXXXXX";
@@ -389,7 +390,6 @@ TEST_F(NsBackendTest, RecoveryListsAdoptsAndDestroysWithoutHandle) {
 
 TEST_F(NsBackendTest, TwentyCreatesAndDestroysStayClean) {
   std::vector<double> times;
-  if (std::getenv("COPPICE_NS_DEBUG")) log::set_level(log::Level::debug);
   for (int i = 0; i < 20; ++i) {
     char id[32];
     std::snprintf(id, sizeof id, "itestloop%011d", i);

@@ -73,8 +73,13 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
     op.attrs = MOUNT_ATTR_RDONLY;
     ops_.push_back(op);
   }
+  // "volatile": no syncs to the upper file system. Without it the overlay's
+  // last unmount (when the sandbox's mount namespace dies) syncs the whole
+  // host file system of the upper dir, which made destroy take 30-150 ms. A
+  // sandbox's writable layer need not survive a host crash; the kernel marks
+  // work/ so that a volatile upper is never mounted again after one.
   fs("overlay", root, MS_NODEV,
-     "lowerdir=" + paths.lower + ",upperdir=" + paths.upper + ",workdir=" + paths.work);
+     "lowerdir=" + paths.lower + ",upperdir=" + paths.upper + ",workdir=" + paths.work + ",volatile");
 
   // Host trees shared read-only (e.g. /usr for templates derived from the
   // host), idmapped for the same reason as the template. First, so the
