@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -407,6 +408,42 @@ TEST_F(NsBackendTest, TwentyCreatesAndDestroysStayClean) {
   auto left = backend_->list_existing();
   ASSERT_TRUE(left.has_value());
   EXPECT_TRUE(left->empty());
+}
+
+TEST_F(NsBackendTest, ConcurrentCreatesFromSeveralThreads) {
+  constexpr int kThreads = 4, kEach = 5;
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  std::vector<std::string> errors(kThreads);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        char id[32];
+        std::snprintf(id, sizeof id, "itestconc%02d%09d", t, i);
+        auto h = backend_->create(spec(id));
+        if (!h) {
+          errors[t] = h.error().to_string();
+          return;
+        }
+        if (http_get(h->envd_socket, "/health") == 204) ++good;
+        if (auto d = backend_->destroy(id); !d) {
+          errors[t] = d.error().to_string();
+          return;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(good.load(), kThreads * kEach);
+  std::printf("[ns] %d create+health+destroy cycles on %d threads: %.1f ms (%.0f/s)\n", kThreads * kEach, kThreads, ms,
+              kThreads * kEach * 1000.0 / ms);
+  auto left = backend_->list_existing();
+  ASSERT_TRUE(left.has_value());
+  EXPECT_TRUE(left->empty());
+  EXPECT_TRUE(mountinfo_lines_with(tmp_).empty());
 }
 
 }  // namespace
