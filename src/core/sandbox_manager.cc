@@ -60,12 +60,21 @@ SandboxManager::SandboxManager(const GatewayConfig& cfg, store::Store& store, sa
 
 SandboxManager::~SandboxManager() = default;
 
+// Runs f on a worker thread and resumes the caller on its own executor. Not a
+// coroutine itself: g++ 12 destroys lambda captures moved into coroutine
+// frames twice, so the hand-off is a plain asynchronous operation.
 template <typename F>
 asio::awaitable<std::invoke_result_t<F>> SandboxManager::on_worker(F f) {
-  // Runs f on a worker thread and resumes the caller on its own executor.
-  co_return co_await asio::co_spawn(
-      workers_, [f = std::move(f)]() mutable -> asio::awaitable<std::invoke_result_t<F>> { co_return f(); },
-      use_awaitable);
+  using R = std::invoke_result_t<F>;
+  return asio::async_initiate<const asio::use_awaitable_t<>, void(R)>(
+      [this](auto handler, F fn) {
+        asio::post(workers_, [fn = std::move(fn), handler = std::move(handler)]() mutable {
+          R r = fn();
+          auto ex = asio::get_associated_executor(handler);
+          asio::dispatch(ex, [h = std::move(handler), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
+        });
+      },
+      use_awaitable, std::move(f));
 }
 
 size_t SandboxManager::count() const {
@@ -151,7 +160,8 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
     std::lock_guard lk(mu_);
     live_.erase(l->id);
   };
-  auto handle = co_await on_worker([this, spec] { return backend_.create(spec); });
+  auto job1 = [this, spec] { return backend_.create(spec); };
+  auto handle = co_await on_worker(std::move(job1));
   if (!handle) {
     unreserve();
     COPPICE_LOG_RATE(warn, 5).sandbox(l->id) << "create failed: " << handle.error().to_string();
@@ -160,7 +170,8 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
   l->handle = *handle;
   auto fail = [&](Error e) -> asio::awaitable<Result<SandboxView>> {
     auto id = l->id;
-    co_await on_worker([this, id] { return backend_.destroy(id); });
+    auto job2 = [this, id] { return backend_.destroy(id); };
+    co_await on_worker(std::move(job2));
     unreserve();
     COPPICE_LOG_RATE(warn, 5).sandbox(id) << "create failed: " << e.to_string();
     co_return std::unexpected(std::move(e));
@@ -206,7 +217,8 @@ std::vector<SandboxView> SandboxManager::list(const ListFilter& f) const {
 
 asio::awaitable<Status> SandboxManager::destroy(std::shared_ptr<Live> l, std::string_view reason) {
   auto id = l->id;
-  auto r = co_await on_worker([this, id] { return backend_.destroy(id); });
+  auto job3 = [this, id] { return backend_.destroy(id); };
+  auto r = co_await on_worker(std::move(job3));
   if (!r) {
     // The record stays so a restart (or the next reaper pass) tries again.
     COPPICE_LOG_RATE(error, 5).sandbox(id) << "destroy failed: " << r.error().to_string();
@@ -268,7 +280,8 @@ asio::awaitable<Status> SandboxManager::pause(const std::string& id) {
     l = it->second;
     l->state = SandboxState::kPausing;
   }
-  auto r = co_await on_worker([this, id] { return backend_.freeze(id); });
+  auto job4 = [this, id] { return backend_.freeze(id); };
+  auto r = co_await on_worker(std::move(job4));
   std::lock_guard lk(mu_);
   if (!r) {
     l->state = SandboxState::kRunning;
@@ -292,7 +305,8 @@ asio::awaitable<Result<SandboxView>> SandboxManager::resume(const std::string& i
     l = it->second;
     l->state = SandboxState::kResuming;
   }
-  auto r = co_await on_worker([this, id] { return backend_.thaw(id); });
+  auto job5 = [this, id] { return backend_.thaw(id); };
+  auto r = co_await on_worker(std::move(job5));
   std::lock_guard lk(mu_);
   if (!r) {
     l->state = SandboxState::kPaused;
@@ -335,7 +349,8 @@ asio::awaitable<Result<std::pair<SandboxView, bool>>> SandboxManager::connect(co
 asio::awaitable<Result<std::vector<MetricSample>>> SandboxManager::metrics(const std::string& id) {
   auto l = find(id);
   if (!l) co_return std::unexpected(l.error());
-  auto u = co_await on_worker([this, id] { return backend_.usage(id); });
+  auto job6 = [this, id] { return backend_.usage(id); };
+  auto u = co_await on_worker(std::move(job6));
   if (!u) co_return std::unexpected(u.error());
   std::lock_guard lk(mu_);
   auto now = std::chrono::steady_clock::now();
@@ -388,7 +403,7 @@ asio::awaitable<Result<http::Socket>> SandboxManager::connect_port(const std::st
   // The socket is made inside the sandbox's network namespace (on a worker
   // thread, which enters the namespace and returns); it stays bound to that
   // namespace wherever it is used afterwards.
-  auto fd = co_await on_worker([pid]() -> Result<int> {
+  auto open_in_netns = [pid]() -> Result<int> {
     sys::UniqueFd target(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
     if (!target) return errno_error("open sandbox netns");
     sys::UniqueFd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
@@ -399,7 +414,8 @@ asio::awaitable<Result<http::Socket>> SandboxManager::connect_port(const std::st
     if (::setns(self.get(), CLONE_NEWNET) != 0) std::abort();  // a worker stuck in a sandbox netns is unsafe
     if (s < 0) return errno_error("socket in sandbox netns", err);
     return s;
-  });
+  };
+  auto fd = co_await on_worker(std::move(open_in_netns));
   if (!fd) co_return std::unexpected(fd.error());
   auto ex = co_await asio::this_coro::executor;
   asio::ip::tcp::socket tcp(ex, asio::ip::tcp::v4(), *fd);
@@ -417,7 +433,8 @@ asio::awaitable<Result<http::Socket>> SandboxManager::connect_port(const std::st
 asio::awaitable<Status> SandboxManager::recover() {
   auto records = store_.list_sandboxes(true);
   if (!records) co_return std::unexpected(std::move(records.error()).context("recover: list sandboxes"));
-  auto existing = co_await on_worker([this] { return backend_.list_existing(); });
+  auto job7 = [this] { return backend_.list_existing(); };
+  auto existing = co_await on_worker(std::move(job7));
   std::vector<std::string> kernel_ids = existing ? *existing : std::vector<std::string>{};
   std::set<std::string> adopted;
   auto now = Clock::now();
@@ -427,7 +444,8 @@ asio::awaitable<Status> SandboxManager::recover() {
     if (!expired && !killed) {
       auto id = r.id;
       auto dir = r.state_dir;
-      auto h = co_await on_worker([this, id, dir] { return backend_.adopt(id, dir); });
+      auto job8 = [this, id, dir] { return backend_.adopt(id, dir); };
+      auto h = co_await on_worker(std::move(job8));
       if (h) {
         auto l = std::make_shared<Live>();
         l->id = r.id;
@@ -452,14 +470,16 @@ asio::awaitable<Status> SandboxManager::recover() {
       COPPICE_LOG(warn).sandbox(r.id) << "not adopted, cleaning up: " << h.error().to_string();
     }
     auto id = r.id;
-    (void)co_await on_worker([this, id] { return backend_.destroy(id); });
+    auto job9 = [this, id] { return backend_.destroy(id); };
+    (void)co_await on_worker(std::move(job9));
     (void)store_.delete_sandbox(r.id);
     COPPICE_LOG(info).sandbox(r.id) << (expired ? "expired while the gateway was down: removed" : "removed");
   }
   for (const auto& id : kernel_ids) {
     if (adopted.count(id)) continue;
     COPPICE_LOG(info).sandbox(id) << "orphaned kernel resources: cleaning up";
-    (void)co_await on_worker([this, id] { return backend_.destroy(id); });
+    auto job10 = [this, id] { return backend_.destroy(id); };
+    (void)co_await on_worker(std::move(job10));
   }
   co_return ok();
 }

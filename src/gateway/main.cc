@@ -15,6 +15,7 @@
 #include "core/sandbox_manager.h"
 #include "core/templates.h"
 #include "sandbox/ns/ns_backend.h"
+#include "store/keys.h"
 #include "store/store.h"
 
 using namespace coppice;
@@ -114,8 +115,13 @@ int main(int argc, char** argv) {
     COPPICE_LOG(error) << "templates: " << s.error().to_string();
     return 1;
   }
+  // Kernel objects are named per state dir, so two gateways on one host (a
+  // test beside the real one) never take each other's sandboxes for orphans.
   sandbox::NsOptions nso;
   nso.uid_base = cfg.uid_base;
+  nso.registry_dir = cfg.state_dir + "/ns";
+  if (fs::weakly_canonical(cfg.state_dir) != fs::path("/var/lib/coppice"))
+    nso.cgroup_parent = "coppice-" + store::sha256_hex(fs::weakly_canonical(cfg.state_dir).string()).substr(0, 12);
   auto backend = sandbox::make_ns_backend(nso);
   if (!backend) {
     COPPICE_LOG(error) << "namespace backend: " << backend.error().to_string();
