@@ -261,6 +261,41 @@ test('a failed upload leaves the existing file intact and no temp file behind', 
   assert.deepEqual(fs.readdirSync(d.abs), ['keep.txt']);
 });
 
+test('no space left → 507 NotEnoughSpaceError; the old file stays, no temp file', async (t) => {
+  if (!isRoot) return t.skip('needs root to mount a small tmpfs');
+  const d = scratch(t);
+  fs.mkdirSync(d.abs);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0777', 'coppice-e2e-full', d.abs]);
+  } catch (e) {
+    return t.skip(`cannot mount tmpfs: ${e.message.split('\n')[0]}`);
+  }
+  try {
+    await sbx.files.write(`${d.name}/f.bin`, 'small and good');
+    await assert.rejects(sbx.files.write(`${d.name}/f.bin`, new Blob([crypto.randomBytes(2 << 20)])),
+      (e) => e.constructor.name === 'NotEnoughSpaceError');
+    await assert.rejects(sbx.files.write(`${d.name}/g.bin`, crypto.randomBytes(2 << 20), { useOctetStream: true }),
+      (e) => e.constructor.name === 'NotEnoughSpaceError');
+    assert.equal(fs.readFileSync(path.join(d.abs, 'f.bin'), 'utf8'), 'small and good');
+    assert.deepEqual(fs.readdirSync(d.abs), ['f.bin']);
+  } finally {
+    // Before scratch's own clean-up removes the mount point.
+    execFileSync('umount', [d.abs]);
+  }
+});
+
+test('watchers see a write event on the destination name', async (t) => {
+  const d = scratch(t);
+  await sbx.files.write(`${d.name}/w.txt`, 'a');
+  const events = [];
+  const h = await sbx.files.watchDir(d.name, (e) => events.push(`${e.type}:${e.name}`));
+  await sbx.files.write(`${d.name}/w.txt`, 'b');
+  const until = Date.now() + 3000;
+  while (!events.includes('write:w.txt') && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  await h.stop();
+  assert.ok(events.includes('write:w.txt'), JSON.stringify(events));
+});
+
 test('100 MiB both ways: sha256 matches and envd memory stays small', async (t) => {
   const d = scratch(t);
   const data = crypto.randomBytes(100 << 20);
