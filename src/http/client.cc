@@ -1,6 +1,10 @@
 #include "http/client.h"
 
+#include <sys/socket.h>
+
 #include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include "sys/unix_connect.h"
 
 namespace coppice::http {
 
@@ -19,7 +23,13 @@ asio::awaitable<Result<Socket>> connect_to(const Endpoint& ep, std::chrono::mill
   asio::generic::stream_protocol::endpoint gep;
   boost::system::error_code ec;
   if (!ep.unix_path.empty()) {
-    gep = asio::generic::stream_protocol::endpoint(asio::local::stream_protocol::endpoint(ep.unix_path));
+    // The socket lives in a directory a sandbox can write to: never follow a
+    // symlink planted there (it could point at any socket on the host).
+    auto fd = sys::connect_unix_nofollow(ep.unix_path);
+    if (!fd) co_return std::unexpected(std::move(fd.error()).context("connect"));
+    sock.assign(asio::generic::stream_protocol(AF_UNIX, 0), fd->release(), ec);
+    if (ec) co_return make_error(ErrorCode::kInternal, "adopt unix socket: " + ec.message());
+    co_return std::move(sock);
   } else {
     auto addr = asio::ip::make_address(ep.host, ec);
     if (ec) co_return make_error(ErrorCode::kInvalidArgument, "address " + ep.host + ": " + ec.message());

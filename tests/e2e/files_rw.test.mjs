@@ -125,6 +125,14 @@ test('empty files: write and read in every format', async (t) => {
   assert.equal(r.headers.get('content-length'), '0');
 });
 
+test('a name near NAME_MAX still goes through the temp file', async (t) => {
+  const d = scratch(t);
+  const n = 'x'.repeat(250) + '.txt';
+  await sbx.files.write(`${d.name}/${n}`, 'long');
+  assert.equal(await sbx.files.read(`${d.name}/${n}`), 'long');
+  assert.deepEqual(fs.readdirSync(d.abs), [n]);
+});
+
 test('several files in one write call (one multipart request, filename = full path)', async (t) => {
   const d = scratch(t);
   const res = await sbx.files.write([

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startGateway, gatewaySkipReason, loadSdk, sdkName, sleep } from './lib/harness.mjs';
+import { removeCgroupParents, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
@@ -14,6 +14,7 @@ const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-restart-'));
 let gw;
 after(async () => {
   await gw?.stop();
+  removeCgroupParents(stateDir);
   fs.rmSync(stateDir, { recursive: true, force: true });
 });
 

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
+import crypto from 'node:crypto';
 
 export const buildDir = process.env.COPPICE_BUILD_DIR || path.resolve(import.meta.dirname, '../../../build');
 export const envdBin = path.join(buildDir, 'coppice-envd');
@@ -125,6 +126,18 @@ export function gatewaySkipReason() {
   return null;
 }
 
+// The per-state-dir parent cgroups a gateway made (see coppiced's main.cc),
+// removed once its sandboxes are gone.
+export function removeCgroupParents(stateDir) {
+  let real;
+  try { real = fs.realpathSync(stateDir); } catch { return; }
+  const name = 'coppice-' + crypto.createHash('sha256').update(real).digest('hex').slice(0, 12);
+  for (const ctrl of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) {
+    const d = path.join('/sys/fs/cgroup', ctrl, name);
+    try { fs.rmdirSync(d); } catch {}
+  }
+}
+
 // Starts coppiced on a free loopback port with a fresh state dir (or the one
 // given, for restart tests). Returns { url, proc, stateDir, opts, stop, kill9 }.
 export async function startGateway({ stateDir, keep = false, extraArgs = [] } = {}) {
@@ -160,7 +173,10 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [] } = 
       proc.kill('SIGTERM');
       await waitExit();
     }
-    if (!keep && !stateDir) fs.rmSync(dir, { recursive: true, force: true });
+    if (!keep && !stateDir) {
+      removeCgroupParents(dir);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   };
   const kill9 = async () => { proc.kill('SIGKILL'); await waitExit(); };
   return { url, port, proc, stateDir: dir, opts, stop, kill9 };
