@@ -373,7 +373,8 @@ class UploadFile {
       if (!f->fd_) return errno_error("open " + f->target_);
       return f;
     }
-    f->tmp_ = dir_name(f->target_) + "/." + base_name(f->target_) + ".upload-" + random_suffix();
+    // ".<name>.upload-<16 hex>", the name cut so the whole stays under NAME_MAX.
+    f->tmp_ = dir_name(f->target_) + "/." + base_name(f->target_).substr(0, 200) + ".upload-" + random_suffix();
     f->fd_ = UniqueFd(::open(f->tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
     if (!f->fd_) {
       int err = errno;
