@@ -257,10 +257,14 @@ test('a failed upload leaves the existing file intact and no temp file behind', 
   await new Promise((resolve) => {
     const req = http.request(url(envd.url, '/files', { path: `${d.name}/keep.txt` }), { method: 'POST',
       headers: { 'content-type': 'application/octet-stream', 'content-length': 1_000_000 } });
-    req.on('error', () => resolve());
+    req.on('error', () => {});  // the hang-up we cause
     req.write(Buffer.alloc(1000, 1));
-    setTimeout(() => { req.destroy(); setTimeout(resolve, 200); }, 100);
+    setTimeout(() => { req.destroy(); resolve(); }, 100);
   });
+  // envd notices the hang-up asynchronously: give it a moment.
+  for (const until = Date.now() + 3000; fs.readdirSync(d.abs).length > 1 && Date.now() < until;) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
   assert.equal(fs.readFileSync(path.join(d.abs, 'keep.txt'), 'utf8'), 'good content');
   assert.deepEqual(fs.readdirSync(d.abs), ['keep.txt']);
   // A successful overwrite keeps the file's mode.
