@@ -160,6 +160,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
     std::lock_guard lk(mu_);
     live_.erase(l->id);
   };
+  auto t0 = std::chrono::steady_clock::now();
   auto job1 = [this, spec] { return backend_.create(spec); };
   auto handle = co_await on_worker(std::move(job1));
   if (!handle) {
@@ -176,13 +177,18 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
     COPPICE_LOG_RATE(warn, 5).sandbox(id) << "create failed: " << e.to_string();
     co_return std::unexpected(std::move(e));
   };
+  auto t1 = std::chrono::steady_clock::now();
   if (auto s = co_await init_envd(*l, p.env_vars); !s) co_return co_await fail(std::move(s.error()));
+  auto t2 = std::chrono::steady_clock::now();
   l->started_at = Clock::now();
   l->end_at = l->started_at + std::chrono::seconds(timeout);
   l->state = SandboxState::kRunning;
   if (auto s = persist(*l); !s) co_return co_await fail(std::move(s.error()).context("store sandbox"));
   (void)store_.append_event(l->id, "created", "template " + l->template_id);
-  COPPICE_LOG(info).sandbox(l->id) << "created from " << l->template_id << ", pid " << l->handle.init_pid;
+  auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+  COPPICE_LOG(info).sandbox(l->id) << "created from " << l->template_id << ", pid " << l->handle.init_pid
+                                   << " (backend " << ms(t0, t1) << " ms, init " << ms(t1, t2) << " ms, store "
+                                   << ms(t2, std::chrono::steady_clock::now()) << " ms)";
   std::lock_guard lk(mu_);
   co_return view(*l);
 }
