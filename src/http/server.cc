@@ -312,6 +312,7 @@ const char* kBadRequest = R"({"code":400,"message":"malformed HTTP request"})";
 
 asio::awaitable<void> Server::serve(Socket sock) {
   beast::flat_buffer buf;
+  buf.reserve(64 * 1024);  // reads are sized by free capacity: keep request bodies in large pieces
   asio::steady_timer idle(sock.get_executor());
   for (;;) {
     bhttp::request_parser<bhttp::buffer_body> parser;
@@ -352,21 +353,22 @@ asio::awaitable<void> Server::serve(Socket sock) {
     }
     if (!ex.responded()) co_await ex.respond_json(500, R"({"code":500,"message":"no response"})");
     if (!ex.finished()) ex.set_close();
-    if (ex.close_requested() || !ex.keep_alive()) break;
-    // Drain an unread request body (up to kDrainLimit) so the client, which may
-    // still be sending, reads our answer instead of a reset, and the
-    // connection can be reused.
-    if (!parser.is_done()) {
+    // Drain an unread request body (up to kDrainLimit) before anything else:
+    // closing a socket with unread input makes the kernel send a reset, which
+    // can destroy our response before the peer reads it; and a client still
+    // sending reads our answer instead of a broken pipe.
+    bool drained_all = parser.is_done();
+    if (!drained_all && !ex.close_requested()) {
       char tmp[8192];
       size_t drained = 0;
-      bool ok_drain = true;
       while (!parser.is_done() && drained < kDrainLimit) {
         auto r = co_await ex.read_some(tmp);
-        if (!r || *r == 0) { ok_drain = r.has_value() && parser.is_done(); break; }
+        if (!r || *r == 0) break;
         drained += *r;
       }
-      if (!ok_drain || !parser.is_done()) break;
+      drained_all = parser.is_done();
     }
+    if (!drained_all || ex.close_requested() || !ex.keep_alive()) break;
   }
   boost::system::error_code ignore;
   sock.shutdown(Socket::shutdown_both, ignore);

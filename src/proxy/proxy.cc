@@ -194,7 +194,11 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
   } stop_watch{ex, done};
 
   // Response head, then body pieces as they come.
+  // Beast sizes each socket read by the buffer's free capacity (512 bytes
+  // for an empty buffer): reserve a full chunk so the body is relayed in
+  // large pieces, not thousands of tiny chunks.
   beast::flat_buffer ubuf;
+  ubuf.reserve(kChunk);
   bhttp::response_parser<bhttp::buffer_body> rp;
   rp.body_limit(boost::none);
   if (auto [ec, n] = co_await bhttp::async_read_header(up, ubuf, rp, kTuple); ec) {
