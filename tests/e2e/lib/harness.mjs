@@ -17,7 +17,7 @@ export const sdkName = process.env.COPPICE_SDK || 'e2b';
 export let ENVD_PORT = 0;
 export let envdUrl = '';
 
-async function freePort() {
+export async function freePort() {
   const srv = net.createServer();
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
   const { port } = srv.address();
