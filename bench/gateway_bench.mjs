@@ -33,7 +33,12 @@ const summary = (v, failures = 0) => ({ count: v.length, failures, min: Math.min
   p50: pct(v, 50), p95: pct(v, 95), p99: pct(v, 99), max: Math.max(...v), unit: 'ms' });
 const host = () => ({ cpuModel: (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) || [])[1],
   cpuCount: os.cpus().length, memGB: os.totalmem() / 2 ** 30, kernel: os.release() });
-const memAvailable = () => Number(/MemAvailable:\s+(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]) * 1024;
+// MemAvailable after dropping clean caches, so page-cache churn from the
+// runs before does not drown the few hundred KiB a sandbox costs.
+const memAvailable = () => {
+  try { fs.writeFileSync('/proc/sys/vm/drop_caches', '3'); } catch {}
+  return Number(/MemAvailable:\s+(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]) * 1024;
+};
 
 function envelope(obj) {
   const body = Buffer.from(JSON.stringify(obj));
@@ -107,6 +112,19 @@ try {
   for (let i = 0; i < 32; i++) idle.push(await create());
   await new Promise((r) => setTimeout(r, 1000));
   const after = memAvailable();
+  // What the memory cgroups charge the sandboxes (user + kernel memory).
+  let charged = 0;
+  for (const s of idle) {
+    for (const base of ['/sys/fs/cgroup/memory', '/sys/fs/cgroup']) {
+      try {
+        const parent = fs.readdirSync(base).find((d) => d.startsWith('coppice') && fs.existsSync(`${base}/${d}/${s.sandboxID}`));
+        if (!parent) continue;
+        const f = fs.existsSync(`${base}/${parent}/${s.sandboxID}/memory.usage_in_bytes`) ? 'memory.usage_in_bytes' : 'memory.current';
+        charged += Number(fs.readFileSync(`${base}/${parent}/${s.sandboxID}/${f}`, 'utf8'));
+        break;
+      } catch {}
+    }
+  }
   const perSandbox = (before - after) / 32;
   let pss = 0;
   for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
@@ -116,7 +134,7 @@ try {
     } catch {}
   }
   results.push({ config: 'coppice idle memory (32 sandboxes)', host: host(), metric: 'idle memory', concurrency: 1,
-    samples: [], summary: { hostBytesPerSandbox: Math.round(perSandbox), envdPssBytesPerSandbox: Math.round(pss / 32), sandboxes: 32 },
+    samples: [], summary: { hostBytesPerSandbox: Math.round(perSandbox), cgroupChargedBytesPerSandbox: Math.round(charged / 32), envdPssBytesPerSandbox: Math.round(pss / 32), sandboxes: 32 },
     command: 'same', runAt: new Date().toISOString() });
   await killAll();
 } finally {
@@ -130,7 +148,7 @@ console.log(`\n${'clock'.padEnd(58)} ${'c'.padStart(3)} ${['n', 'fail', 'min', '
 for (const r of results) {
   const s = r.summary;
   if (r.metric === 'idle memory') {
-    console.log(`${r.config.padEnd(58)} host ${(s.hostBytesPerSandbox / 2 ** 20).toFixed(2)} MiB/sandbox, envd PSS ${(s.envdPssBytesPerSandbox / 1024).toFixed(0)} KiB`);
+    console.log(`${r.config.padEnd(58)} host ${(s.hostBytesPerSandbox / 2 ** 20).toFixed(2)} MiB, cgroup ${(s.cgroupChargedBytesPerSandbox / 2 ** 20).toFixed(2)} MiB, envd PSS ${(s.envdPssBytesPerSandbox / 1024).toFixed(0)} KiB per sandbox`);
     continue;
   }
   console.log(`${r.config.padEnd(58)} ${String(r.concurrency).padStart(3)} ${[s.count, s.failures].map((x) => String(x).padStart(7)).join(' ')} ${[s.min, s.p50, s.p95, s.p99, s.max].map((x) => x.toFixed(2).padStart(7)).join(' ')}`);
