@@ -30,6 +30,9 @@ test(`[${sdkName}] create, run a command, getInfo, kill`, opt, async () => {
   assert.equal(info.state, 'running');
   assert.ok(info.endAt > info.startedAt);
   assert.equal(await sbx.isRunning(), true);
+  const logs = await (await api(`/sandboxes/${sbx.sandboxId}/logs`)).json();
+  assert.ok(logs.logs.some((l) => /created/.test(l.line)), JSON.stringify(logs));
+  assert.ok(Array.isArray(logs.logEntries));
   assert.equal(await sbx.kill(), true);
   assert.equal(await sbx.isRunning(), false);
   assert.equal(await Sandbox.kill(sbx.sandboxId, gw.opts), false);
