@@ -143,9 +143,10 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     co_return;
   }
   // Request body, in pieces.
-  std::string buf(kChunk, '\0');
+  auto storage = std::make_unique_for_overwrite<char[]>(kChunk);  // not zero-filled: it is overwritten
+  std::span<char> buf(storage.get(), kChunk);
   for (;;) {
-    auto r = co_await ex.read_some(std::span<char>(buf.data(), buf.size()));
+    auto r = co_await ex.read_some(buf);
     if (!r) {
       ex.set_close();
       co_await ex.respond_json(400, R"({"code":400,"message":"request body could not be read"})");
