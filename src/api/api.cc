@@ -143,6 +143,40 @@ std::map<std::string, std::string> metadata_filter(const std::string& q) {
   return out;
 }
 
+// The template shape of GET /templates. The E2B fields (templateID, buildID,
+// cpuCount, memoryMB) keep their names; the keys a template may add later
+// appear only when it has them.
+json template_json(const core::Template& t) {
+  json j{{"templateID", t.name}, {"name", t.name},         {"backend", t.backend},    {"path", t.path},
+         {"buildID", t.build_id}, {"sizeBytes", t.size_bytes}, {"source", t.source}, {"cpuCount", t.cpu_count},
+         {"memoryMB", t.memory_mb}};
+  if (!t.start_cmd.empty()) j["startCmd"] = t.start_cmd;
+  if (!t.ready_cmd.empty()) j["readyCmd"] = t.ready_cmd;
+  if (!t.recipe_hash.empty()) j["recipeHash"] = t.recipe_hash;
+  return j;
+}
+
+std::string templates_body(const std::vector<core::Template>& list) {
+  json out = json::array();
+  for (const auto& t : list) out.push_back(template_json(t));
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// Runs a reload on `pool` and resumes the caller on its own executor. Not a
+// coroutine itself: the hand-off is a plain asynchronous operation, so no
+// lambda ends up in a coroutine frame (g++ 12 destroys those twice).
+asio::awaitable<Status> reload_on(asio::thread_pool& pool, core::TemplateRegistry& templates) {
+  return asio::async_initiate<const asio::use_awaitable_t<>, void(Status)>(
+      [&pool, &templates](auto handler) {
+        asio::post(pool, [&templates, handler = std::move(handler)]() mutable {
+          Status s = templates.reload();
+          auto ex = asio::get_associated_executor(handler);
+          asio::dispatch(ex, [h = std::move(handler), s = std::move(s)]() mutable { std::move(h)(std::move(s)); });
+        });
+      },
+      asio::use_awaitable);
+}
+
 bool const_time_eq(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char d = 0;
@@ -211,6 +245,15 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
   }
   if ((path == "/sandboxes" || path == "/v2/sandboxes") && m == verb::get) {
     co_await list(ex, path == "/v2/sandboxes");
+    co_return;
+  }
+  // DELETE /templates/{id} (E2B's template deletion) stays unrouted: 404.
+  if (path == "/templates" && m == verb::get) {
+    co_await list_templates(ex);
+    co_return;
+  }
+  if (path == "/templates/reload" && m == verb::post) {
+    co_await reload_templates(ex);
     co_return;
   }
   for (std::string_view prefix : {"/v2/sandboxes/", "/sandboxes/"}) {
@@ -322,6 +365,19 @@ asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
     headers.emplace_back("X-Next-Token", std::to_string(k.first) + "-" + k.second);
   }
   co_await ex.respond_json(200, out.dump(), headers);
+}
+
+asio::awaitable<void> Api::list_templates(http::Exchange& ex) {
+  co_await ex.respond_json(200, templates_body(templates_.list()));
+}
+
+asio::awaitable<void> Api::reload_templates(http::Exchange& ex) {
+  auto s = co_await reload_on(reload_pool_, templates_);
+  if (!s) {
+    co_await error_response(ex, std::move(s.error()).context("reload templates"));
+    co_return;
+  }
+  co_await ex.respond_json(200, templates_body(templates_.list()));
 }
 
 asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action) {

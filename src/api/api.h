@@ -50,6 +50,9 @@ class Api {
   asio::awaitable<void> create(http::Exchange& ex);
   asio::awaitable<void> list(http::Exchange& ex, bool v2);
   asio::awaitable<void> sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action);
+  // GET /templates and POST /templates/reload.
+  asio::awaitable<void> list_templates(http::Exchange& ex);
+  asio::awaitable<void> reload_templates(http::Exchange& ex);
 
   const core::GatewayConfig& cfg_;
   core::SandboxManager& mgr_;
@@ -57,6 +60,9 @@ class Api {
   store::Store& store_;
   KeyChecker keys_;
   proxy::Proxy proxy_;
+  // A reload walks every template's tree to measure it: that file system
+  // work runs here, not on an API thread, one reload at a time.
+  asio::thread_pool reload_pool_{1};
 };
 
 }  // namespace coppice::api

@@ -1,6 +1,10 @@
 #include "core/templates.h"
 
+#include <sys/stat.h>
+
 #include <filesystem>
+#include <set>
+#include <utility>
 
 #include "common/log.h"
 #include "core/template_toml.h"
@@ -10,43 +14,186 @@ namespace coppice::core {
 namespace fs = std::filesystem;
 
 namespace {
-Result<Template> load_template(const fs::path& dir) {
+
+constexpr size_t kMaxNameLen = 128;
+constexpr int64_t kMaxCpuCount = 1024;
+constexpr int64_t kMaxMemoryMb = int64_t{1} << 22;  // 4 TiB
+
+// Fills `t` from the description at `toml_path`. Absent keys keep their
+// defaults; a key of the wrong type or an unknown key is an error, because a
+// typo must not silently become a default.
+Status read_description(const std::string& toml_path, Template& t) {
+  auto doc = parse_toml_file(toml_path);
+  if (!doc) return std::unexpected(std::move(doc.error()));
+  if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "ro_binds", "build_id", "source",
+                                      "start_cmd", "ready_cmd", "recipe_hash"});
+      !s)
+    return std::unexpected(std::move(s.error()).context(toml_path));
+  auto str = [&](std::string_view k, std::string& out) -> Status {
+    auto v = doc->get_string(k);
+    if (v) out = std::move(*v);
+    else if (v.error().code() != ErrorCode::kNotFound) return std::unexpected(std::move(v.error()).context(toml_path));
+    return ok();
+  };
+  auto num = [&](std::string_view k, int64_t max, int& out) -> Status {
+    auto v = doc->get_int(k);
+    if (!v) {
+      if (v.error().code() == ErrorCode::kNotFound) return ok();
+      return std::unexpected(std::move(v.error()).context(toml_path));
+    }
+    if (*v < 0 || *v > max)
+      return make_error(ErrorCode::kInvalidArgument,
+                        toml_path + ": " + std::string(k) + " must be between 0 and " + std::to_string(max));
+    out = static_cast<int>(*v);
+    return ok();
+  };
+  const std::pair<std::string_view, std::string*> strings[] = {
+      {"backend", &t.backend},     {"build_id", &t.build_id},   {"source", &t.source},
+      {"start_cmd", &t.start_cmd}, {"ready_cmd", &t.ready_cmd}, {"recipe_hash", &t.recipe_hash}};
+  for (const auto& [key, field] : strings) {
+    if (auto s = str(key, *field); !s) return s;
+  }
+  if (auto s = num("cpu_count", kMaxCpuCount, t.cpu_count); !s) return s;
+  if (auto s = num("memory_mb", kMaxMemoryMb, t.memory_mb); !s) return s;
+  if (auto v = doc->get_strings("ro_binds")) t.ro_binds = std::move(*v);
+  else if (v.error().code() != ErrorCode::kNotFound) return std::unexpected(std::move(v.error()).context(toml_path));
+  return ok();
+}
+
+// A directory template: <dir>/rootfs and <dir>/template.toml.
+Result<Template> load_dir_template(const fs::path& dir) {
   Template t;
   t.name = dir.filename().string();
   t.path = dir.string();
   t.rootfs = (dir / "rootfs").string();
   std::error_code ec;
-  if (!fs::is_directory(t.rootfs, ec)) return make_error(ErrorCode::kNotFound, "no rootfs/ in " + t.path);
-  auto doc = parse_toml_file((dir / "template.toml").string());
-  if (!doc) return std::unexpected(std::move(doc.error()).context("template " + t.name));
-  auto str = [&](std::string_view k, std::string& out) {
-    if (auto v = doc->get_string(k)) out = *v;
-  };
-  str("backend", t.backend);
-  str("build_id", t.build_id);
-  str("source", t.source);
-  if (auto v = doc->get_strings("ro_binds")) t.ro_binds = *v;
-  if (auto v = doc->get_int("cpu_count")) t.cpu_count = static_cast<int>(*v);
-  if (auto v = doc->get_int("memory_mb")) t.memory_mb = static_cast<int>(*v);
+  if (!fs::is_directory(t.rootfs, ec))
+    return make_error(ErrorCode::kNotFound, "no rootfs/ directory in " + t.path);
+  if (auto s = read_description((dir / "template.toml").string(), t); !s) return std::unexpected(std::move(s.error()));
   if (t.backend != "ns" && t.backend != "vm")
-    return make_error(ErrorCode::kInvalidArgument, "template " + t.name + ": unknown backend " + t.backend);
+    return make_error(ErrorCode::kInvalidArgument, "unknown backend \"" + t.backend + "\"");
+  t.size_bytes = tree_disk_usage(t.rootfs);
   return t;
 }
+
+// A VM template: <root>/<name>.img with its <root>/<name>.conf sidecar.
+Result<Template> load_vm_template(const fs::path& img, const fs::path& conf) {
+  Template t;
+  t.name = img.stem().string();
+  t.path = img.string();
+  t.image = img.string();
+  t.backend = "vm";
+  struct stat st {};
+  if (::stat(t.image.c_str(), &st) != 0) return errno_error("stat " + t.image);
+  if (!S_ISREG(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, t.image + " is not a regular file");
+  if (auto s = read_description(conf.string(), t); !s) return std::unexpected(std::move(s.error()));
+  if (t.backend != "vm")
+    return make_error(ErrorCode::kInvalidArgument,
+                      conf.string() + ": backend must be \"vm\" for a disk image, not \"" + t.backend + "\"");
+  // The image's own size: what it takes when copied, and its capacity for
+  // a raw image.
+  t.size_bytes = static_cast<uint64_t>(st.st_size);
+  return t;
+}
+
 }  // namespace
 
-Status TemplateRegistry::reload() {
-  std::map<std::string, Template> found;
+bool valid_template_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLen || name.front() == '.') return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+uint64_t tree_disk_usage(const std::string& root) {
+  struct stat top {};
+  if (::stat(root.c_str(), &top) != 0) return 0;  // the root itself may be a symlink
+  uint64_t total = static_cast<uint64_t>(top.st_blocks) * 512;
+  if (!S_ISDIR(top.st_mode)) return total;
+  std::set<std::pair<dev_t, ino_t>> linked;  // files with several names, counted at the first
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root_, ec)) {
-    if (!e.is_directory() || e.path().filename().string().starts_with(".")) continue;
-    auto t = load_template(e.path());
-    if (!t) {
-      COPPICE_LOG(warn) << "skipping template " << e.path().string() << ": " << t.error().to_string();
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0) continue;
+    if (st.st_dev != top.st_dev) {
+      // A mount point inside the tree: its contents belong to another file system.
+      if (S_ISDIR(st.st_mode)) it.disable_recursion_pending();
       continue;
     }
-    found[t->name] = std::move(*t);
+    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !linked.emplace(st.st_dev, st.st_ino).second) continue;
+    total += static_cast<uint64_t>(st.st_blocks) * 512;
   }
-  if (ec) return make_error(ErrorCode::kNotFound, "templates root " + root_ + ": " + ec.message());
+  return total;
+}
+
+Status TemplateRegistry::reload() {
+  std::lock_guard scan(reload_mu_);
+  std::map<std::string, Template> found;
+  std::vector<std::pair<fs::path, fs::path>> images;  // (.img, .conf)
+  std::set<std::string> confs;                        // names with a .conf
+  std::error_code ec;
+  fs::directory_iterator dir(root_, ec);
+  if (ec) return make_error(ErrorCode::kInternal, "templates root " + root_ + ": " + ec.message(), ec.value());
+  for (; !ec && dir != fs::directory_iterator(); dir.increment(ec)) {
+    const fs::path& p = dir->path();
+    std::string file = p.filename().string();
+    if (file.starts_with(".")) continue;  // build in progress (.base.tmp-*) or hidden
+    std::error_code sec;
+    std::string ext = p.extension().string();
+    if (dir->is_directory(sec)) {
+      if (!valid_template_name(file)) {
+        COPPICE_LOG(warn) << "skipping template " << p.string() << ": the name is not a valid template name";
+        continue;
+      }
+      auto t = load_dir_template(p);
+      if (!t) {
+        COPPICE_LOG(warn) << "skipping template " << p.string() << ": " << t.error().to_string();
+        continue;
+      }
+      found[t->name] = std::move(*t);
+    } else if (ext == ".img") {
+      images.emplace_back(p, fs::path(p).replace_extension(".conf"));
+    } else if (ext == ".conf") {
+      confs.insert(p.stem().string());
+    }
+  }
+  if (ec) return make_error(ErrorCode::kInternal, "read templates root " + root_ + ": " + ec.message(), ec.value());
+
+  // Second pass: VM images, which take the name from a directory template.
+  std::set<std::string> with_image;
+  for (const auto& [img, conf] : images) {
+    std::string name = img.stem().string();
+    with_image.insert(name);
+    if (!valid_template_name(name)) {
+      COPPICE_LOG(warn) << "skipping VM template " << img.string() << ": the name is not a valid template name";
+      continue;
+    }
+    if (!confs.count(name)) {
+      COPPICE_LOG(warn) << "skipping VM template " << img.string() << ": no " << conf.filename().string()
+                        << " beside it";
+      continue;
+    }
+    auto t = load_vm_template(img, conf);
+    if (!t) {
+      COPPICE_LOG(warn) << "skipping VM template " << img.string() << ": " << t.error().to_string();
+      continue;
+    }
+    if (auto it = found.find(name); it != found.end()) {
+      COPPICE_LOG(warn) << "template " << name << ": both " << it->second.path << " and " << t->path
+                        << " exist; using the VM image";
+    }
+    found[name] = std::move(*t);
+  }
+  for (const auto& name : confs) {
+    if (!with_image.count(name)) {
+      COPPICE_LOG(warn) << "ignoring " << root_ << "/" << name << ".conf: no " << name << ".img beside it";
+    }
+  }
+
   std::lock_guard lk(mu_);
   templates_ = std::move(found);
   return ok();
@@ -65,6 +212,7 @@ Result<Template> TemplateRegistry::get(const std::string& name) const {
 std::vector<Template> TemplateRegistry::list() const {
   std::lock_guard lk(mu_);
   std::vector<Template> out;
+  out.reserve(templates_.size());
   for (const auto& [n, t] : templates_) out.push_back(t);
   return out;
 }

@@ -1,0 +1,87 @@
+// `coppice template ...`: the gateway's template registry.
+//   list [--json]     GET /templates, as a table or the gateway's JSON
+//   reload [--json]   POST /templates/reload: rescan the templates root now
+#include <cstdio>
+
+#include "cli/cli.h"
+
+namespace coppice::cli {
+
+namespace {
+
+std::string human_size(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(kUnits)) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0) std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  else std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
+  return buf;
+}
+
+std::string str_field(const json& j, const char* k) {
+  auto it = j.find(k);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+// A count where 0 means "the gateway's default".
+std::string count_field(const json& j, const char* k, const char* unit) {
+  auto it = j.find(k);
+  if (it == j.end() || !it->is_number_integer() || it->get<int64_t>() <= 0) return "default";
+  return std::to_string(it->get<int64_t>()) + unit;
+}
+
+int print_templates(const json& list, bool as_json) {
+  if (!list.is_array()) return fail("the gateway's template list is not a JSON array");
+  if (as_json) {
+    std::printf("%s\n", list.dump(2).c_str());
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& t : list) {
+    auto size = t.find("sizeBytes");
+    rows.push_back({str_field(t, "templateID"), str_field(t, "backend"), count_field(t, "cpuCount", ""),
+                    count_field(t, "memoryMB", " MiB"),
+                    size != t.end() && size->is_number_unsigned() ? human_size(size->get<uint64_t>()) : "",
+                    str_field(t, "source"), str_field(t, "buildID").substr(0, 12)});
+  }
+  print_table({"NAME", "BACKEND", "CPU", "MEMORY", "SIZE", "SOURCE", "BUILD"}, rows);
+  return 0;
+}
+
+}  // namespace
+
+void add_template_commands(CLI::App& app, Globals& g) {
+  auto* group = app.add_subcommand("template", "list and reload the gateway's templates");
+  group->require_subcommand(1);
+  group->fallthrough();
+
+  auto as_json = std::make_shared<bool>(false);
+  auto* list = group->add_subcommand("list", "list the templates (name, backend, resources, size, build)");
+  list->add_flag("--json", *as_json, "print the gateway's JSON instead of a table");
+  list->fallthrough();
+  list->callback([&g, as_json] {
+    g.run = [&g, as_json] {
+      auto r = Client(g).call(verb::get, "/templates");
+      if (!r) return fail(r.error().message());
+      return print_templates(*r, *as_json);
+    };
+  });
+
+  auto* reload = group->add_subcommand("reload", "rescan the templates root (new templates appear, removed ones go)");
+  reload->add_flag("--json", *as_json, "print the gateway's JSON instead of a table");
+  reload->fallthrough();
+  reload->callback([&g, as_json] {
+    g.run = [&g, as_json] {
+      auto r = Client(g).call(verb::post, "/templates/reload", "", std::chrono::minutes(5));
+      if (!r) return fail(r.error().message());
+      return print_templates(*r, *as_json);
+    };
+  });
+}
+
+}  // namespace coppice::cli

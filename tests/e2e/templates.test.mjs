@@ -1,0 +1,142 @@
+// The template registry through the gateway's REST API: GET /templates,
+// POST /templates/reload picking up a template added on disk (then used by
+// the SDK), VM image entries, and the errors. Needs root.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startGateway, gatewaySkipReason, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
+
+const skip = gatewaySkipReason();
+const opt = skip ? { skip } : {};
+let gw, Sandbox, templatesDir;
+before(async () => {
+  if (skip) return;
+  gw = await startGateway();
+  templatesDir = path.join(gw.stateDir, 'templates');
+  ({ Sandbox } = await loadSdk());
+});
+// The state dir, and every template made under it, goes with the gateway.
+after(async () => { await gw?.stop(); });
+
+const api = (p, init = {}) => fetch(`${gw.url}${p}`, { ...init, headers: { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json', ...(init.headers || {}) } });
+
+async function reload() {
+  const r = await api('/templates/reload', { method: 'POST' });
+  assert.equal(r.status, 200);
+  return await r.json();
+}
+
+test('GET /templates lists base with its description and size', opt, async () => {
+  const r = await api('/templates');
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-type'), /application\/json/);
+  const list = await r.json();
+  assert.ok(Array.isArray(list));
+  const base = list.find((t) => t.templateID === 'base');
+  assert.ok(base, JSON.stringify(list));
+  assert.equal(base.name, 'base');
+  assert.equal(base.backend, 'ns');
+  assert.equal(base.path, path.join(templatesDir, 'base'));
+  assert.equal(base.source, 'host');
+  assert.match(base.buildID, /^[0-9a-f]{64}$/);
+  assert.equal(base.cpuCount, 1);
+  assert.equal(base.memoryMB, 512);
+  // The rootfs only: /usr is a bind, so base is small but not empty.
+  assert.ok(base.sizeBytes > 0 && base.sizeBytes < 256 << 20, `sizeBytes ${base.sizeBytes}`);
+  // A trailing slash is the same endpoint.
+  assert.equal((await api('/templates/')).status, 200);
+});
+
+test(`[${sdkName}] a template added on disk is usable after POST /templates/reload, and gone after removal`, opt, async () => {
+  const name = `copy-${process.pid}`;
+  const dir = path.join(templatesDir, name);
+  fs.mkdirSync(dir);
+  try {
+    fs.copyFileSync(path.join(templatesDir, 'base', 'template.toml'), path.join(dir, 'template.toml'));
+    execFileSync('cp', ['-a', path.join(templatesDir, 'base', 'rootfs'), path.join(dir, 'rootfs')]);
+    fs.writeFileSync(path.join(dir, 'rootfs', 'etc', 'flavour'), `${name}\n`);
+
+    // Not there before the reload.
+    let r = await api('/sandboxes', { method: 'POST', body: JSON.stringify({ templateID: name }) });
+    assert.equal(r.status, 400);
+    const list = await reload();
+    const t = list.find((x) => x.templateID === name);
+    assert.ok(t, JSON.stringify(list));
+    assert.equal(t.path, dir);
+    assert.equal(t.backend, 'ns');
+    assert.ok(t.sizeBytes > 0);
+    // The reload's answer is what GET /templates says from now on.
+    assert.deepEqual(await (await api('/templates')).json(), list);
+
+    const sbx = await Sandbox.create(name, gw.opts);
+    try {
+      assert.equal((await sbx.getInfo()).templateId, name);
+      const out = await sbx.commands.run('cat /etc/flavour; id -un');
+      assert.equal(out.stdout, `${name}\nuser\n`);
+    } finally {
+      await sbx.kill();
+    }
+
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.ok(!(await reload()).some((x) => x.templateID === name));
+    r = await api('/sandboxes', { method: 'POST', body: JSON.stringify({ templateID: name }) });
+    assert.equal(r.status, 400);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+    await reload();
+  }
+});
+
+test('a VM image with its .conf is listed as a vm template and wins a name collision', opt, async () => {
+  const name = `vm-${process.pid}`;
+  const img = path.join(templatesDir, `${name}.img`);
+  const conf = path.join(templatesDir, `${name}.conf`);
+  const dir = path.join(templatesDir, name);
+  try {
+    fs.writeFileSync(img, Buffer.alloc(64 << 10));
+    fs.writeFileSync(conf, 'cpu_count = 2\nmemory_mb = 1024\nbuild_id = "vm-build"\nsource = "debian"\n' +
+      'start_cmd = "sleep infinity"\nrecipe_hash = "r1"\n');
+    // A directory template of the same name: the image takes the name.
+    fs.mkdirSync(path.join(dir, 'rootfs'), { recursive: true });
+    fs.copyFileSync(path.join(templatesDir, 'base', 'template.toml'), path.join(dir, 'template.toml'));
+    const t = (await reload()).find((x) => x.templateID === name);
+    assert.ok(t);
+    assert.equal(t.backend, 'vm');
+    assert.equal(t.path, img);
+    assert.equal(t.sizeBytes, 64 << 10);
+    assert.equal(t.cpuCount, 2);
+    assert.equal(t.memoryMB, 1024);
+    assert.equal(t.buildID, 'vm-build');
+    assert.equal(t.startCmd, 'sleep infinity');
+    assert.equal(t.recipeHash, 'r1');
+  } finally {
+    for (const p of [img, conf, dir]) fs.rmSync(p, { recursive: true, force: true });
+    await reload();
+  }
+});
+
+test('errors: unknown template names base, no key is 401, DELETE /templates/{id} is not routed', opt, async () => {
+  const r = await api('/v2/sandboxes', { method: 'POST', body: JSON.stringify({ templateID: 'no-such-template' }) });
+  assert.equal(r.status, 400);
+  const body = await r.json();
+  assert.equal(body.code, 400);
+  assert.match(body.message, /no-such-template/);
+  assert.match(body.message, /\bbase\b/);
+  await assert.rejects(Sandbox.create('no-such-template', gw.opts), /base/);
+
+  for (const [p, method] of [['/templates', 'GET'], ['/templates/reload', 'POST']]) {
+    let res = await fetch(`${gw.url}${p}`, { method });
+    assert.equal(res.status, 401, p);
+    assert.equal((await res.json()).code, 401);
+    res = await fetch(`${gw.url}${p}`, { method, headers: { 'X-API-KEY': 'e2b_wrong' } });
+    assert.equal(res.status, 401, p);
+  }
+
+  const del = await api('/templates/base', { method: 'DELETE' });
+  assert.equal(del.status, 404);
+  assert.equal((await del.json()).code, 404);
+  assert.ok((await (await api('/templates')).json()).some((t) => t.templateID === 'base'));
+  assert.equal((await api('/templates', { method: 'POST' })).status, 404);
+});
