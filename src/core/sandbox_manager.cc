@@ -131,6 +131,9 @@ asio::awaitable<Status> SandboxManager::init_envd(const Live& l, const std::map<
 asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
   auto tmpl = templates_.get(p.template_id);
   if (!tmpl) co_return std::unexpected(tmpl.error());
+  if (tmpl->backend != "ns")
+    co_return make_error(ErrorCode::kUnimplemented, "template '" + p.template_id + "' needs the " + tmpl->backend +
+                                                        " backend, which this gateway does not run yet");
   int timeout = p.timeout_s.value_or(cfg_.default_timeout_s);
   auto l = std::make_shared<Live>();
   l->template_id = p.template_id;
