@@ -105,19 +105,23 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   auto slot = ctx.slots->acquire();
   if (!slot) return std::unexpected(std::move(slot.error()).context(ctxmsg));
   const uid_t host_root = slot->host_id();
+  const auto t_slot = Clock::now();
 
   // 2. The state dir: overlay upper/work, run/ for envd's socket.
   auto state = StateDir::prepare(spec.state_dir, host_root, spec.rootfs);
   if (!state) return std::unexpected(std::move(state.error()).context(ctxmsg + ": state dir"));
   const StatePaths& paths = state->paths();
+  const auto t_state = Clock::now();
 
   // 3. The registry record, so the sandbox can be found after a restart.
   auto record = RegistryEntry::create(ctx.registry_dir, spec.id, spec.state_dir);
   if (!record) return std::unexpected(std::move(record.error()).context(ctxmsg));
 
   // 4. cgroups with cpu, memory and pids limits.
+  const auto t_record = Clock::now();
   auto cg = ctx.cgroups->create(spec.id, spec.limits);
   if (!cg) return std::unexpected(std::move(cg.error()).context(ctxmsg + ": cgroup"));
+  const auto t_cg = Clock::now();
 
   // 5. The child's plan, built here because the child must not allocate.
   auto plan = std::make_unique<ChildPlan>();
@@ -207,7 +211,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   auto us = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };
   COPPICE_LOG(debug).sandbox(spec.id) << "created in " << us(Clock::now() - t_start) << " us: prepare "
                                       << us(t_clone - t_start) << ", clone..exec " << us(t_exec - t_clone)
-                                      << ", envd start " << us(Clock::now() - t_exec);
+                                      << ", envd start " << us(Clock::now() - t_exec) << " [slot " << us(t_slot - t_start) << " state " << us(t_state - t_slot) << " record " << us(t_record - t_state) << " cg " << us(t_cg - t_record) << " plan+pipes " << us(t_clone - t_cg) << "]";
   if (step_times) {
     std::string steps;
     uint64_t clone_ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(t_clone.time_since_epoch()).count());
