@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/strings.h"
 #include "envd/files.h"
 #include "envd/filesystem_service.h"
 #include "envd/process_service.h"
@@ -132,20 +133,10 @@ std::vector<std::string> Envd::process_env(const User& user, const std::map<std:
   return out;
 }
 
-namespace {
-// Compares in time independent of where the strings differ.
-bool const_time_eq(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return d == 0;
-}
-}  // namespace
-
 bool Envd::token_ok(const http::Exchange& ex) const {
   if (!init_.access_token) return true;
   if (!ex.has_header("X-Access-Token")) return false;
-  return const_time_eq(ex.header("X-Access-Token"), *init_.access_token);
+  return constant_time_equal(ex.header("X-Access-Token"), *init_.access_token);
 }
 
 asio::awaitable<void> Envd::handle(http::Exchange& ex) {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/sha256.h"
 #include "envd/gzip.h"
 #include "envd/multipart.h"
@@ -86,13 +87,6 @@ const std::string* query_param(http::Exchange& ex, const std::string& name) {
   return it == q.end() ? nullptr : &it->second;
 }
 
-bool const_time_eq(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return d == 0;
-}
-
 // envd's rule for /files: with an access token set, the request carries it in
 // X-Access-Token, or else a v1 signature over the path and username exactly
 // as they appear in the query (an absent one counts as ""), optionally with
@@ -122,7 +116,7 @@ Status check_access(Envd& envd, http::Exchange& ex, std::string_view operation) 
   const std::string* path = query_param(ex, "path");
   const std::string* user = query_param(ex, "username");
   std::string expected = file_signature(path ? *path : "", operation, user ? *user : "", *token, expiration);
-  if (!const_time_eq(expected, *sig)) return make_error(ErrorCode::kUnauthenticated, "invalid signature");
+  if (!constant_time_equal(expected, *sig)) return make_error(ErrorCode::kUnauthenticated, "invalid signature");
   if (expiration) {
     int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                       std::chrono::system_clock::now().time_since_epoch()).count();

@@ -101,6 +101,16 @@ class ProcessTable {
     return nullptr;
   }
 
+  // The process named by the request's `process` selector.
+  std::expected<std::shared_ptr<Proc>, RpcError> select(const json& req) {
+    auto sel = pj::get_message(req, "process");
+    if (!sel) return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
+    RpcError err;
+    auto p = find(*sel, &err);
+    if (!p) return std::unexpected(std::move(err));
+    return p;
+  }
+
   // Drops ended processes past their retention.
   void prune() {
     auto now = std::chrono::steady_clock::now();
@@ -388,12 +398,9 @@ void ProcessService::register_routes(connect::Router& rpc) {
   rpc.stream("/process.Process/Connect", [table](connect::CallContext& ctx, const json& req,
                                                  connect::StreamWriter& w)
                                              -> asio::awaitable<std::optional<RpcError>> {
-    RpcError err;
-    auto sel = pj::get_message(req, "process");
-    if (!sel) co_return rpc_error(Code::invalid_argument, sel.error().message());
-    auto p = table->find(*sel, &err);
-    if (!p) co_return err;
-    co_return co_await pump(ctx, w, p, false);
+    auto p = table->select(req);
+    if (!p) co_return std::move(p.error());
+    co_return co_await pump(ctx, w, *p, false);
   });
 
   rpc.unary("/process.Process/List", [table](connect::CallContext&, const json&)
@@ -412,11 +419,9 @@ void ProcessService::register_routes(connect::Router& rpc) {
 
   rpc.unary("/process.Process/SendInput", [table](connect::CallContext&, const json& req)
                                               -> asio::awaitable<std::expected<json, RpcError>> {
-    RpcError err;
-    auto sel = pj::get_message(req, "process");
-    if (!sel) co_return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
-    auto p = table->find(*sel, &err);
-    if (!p) co_return std::unexpected(err);
+    auto selected = table->select(req);
+    if (!selected) co_return std::unexpected(std::move(selected.error()));
+    auto p = *selected;
     auto input = pj::get_message(req, "input");
     if (!input || !*input) co_return std::unexpected(rpc_error(Code::invalid_argument, "field input is required"));
     auto stdin_data = pj::get_bytes(**input, "stdin");
@@ -435,11 +440,9 @@ void ProcessService::register_routes(connect::Router& rpc) {
 
   rpc.unary("/process.Process/CloseStdin", [table](connect::CallContext&, const json& req)
                                                -> asio::awaitable<std::expected<json, RpcError>> {
-    RpcError err;
-    auto sel = pj::get_message(req, "process");
-    if (!sel) co_return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
-    auto p = table->find(*sel, &err);
-    if (!p) co_return std::unexpected(err);
+    auto selected = table->select(req);
+    if (!selected) co_return std::unexpected(std::move(selected.error()));
+    auto p = *selected;
     if (p->is_pty) co_return std::unexpected(rpc_error(Code::failed_precondition, "a pty process has no stdin to close"));
     p->stdin_w.reset();
     co_return json::object();
@@ -447,11 +450,9 @@ void ProcessService::register_routes(connect::Router& rpc) {
 
   rpc.unary("/process.Process/SendSignal", [table](connect::CallContext&, const json& req)
                                                -> asio::awaitable<std::expected<json, RpcError>> {
-    RpcError err;
-    auto sel = pj::get_message(req, "process");
-    if (!sel) co_return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
-    auto p = table->find(*sel, &err);
-    if (!p) co_return std::unexpected(err);
+    auto selected = table->select(req);
+    if (!selected) co_return std::unexpected(std::move(selected.error()));
+    auto p = *selected;
     auto sig = pj::get_enum(req, "signal", kSignals);
     if (!sig) co_return std::unexpected(rpc_error(Code::invalid_argument, sig.error().message()));
     if (!*sig || **sig == 0) co_return std::unexpected(rpc_error(Code::invalid_argument, "field signal is required"));
@@ -467,11 +468,9 @@ void ProcessService::register_routes(connect::Router& rpc) {
 
   rpc.unary("/process.Process/Update", [table](connect::CallContext&, const json& req)
                                            -> asio::awaitable<std::expected<json, RpcError>> {
-    RpcError err;
-    auto sel = pj::get_message(req, "process");
-    if (!sel) co_return std::unexpected(rpc_error(Code::invalid_argument, sel.error().message()));
-    auto p = table->find(*sel, &err);
-    if (!p) co_return std::unexpected(err);
+    auto selected = table->select(req);
+    if (!selected) co_return std::unexpected(std::move(selected.error()));
+    auto p = *selected;
     auto pty_msg = pj::get_message(req, "pty");
     if (!pty_msg) co_return std::unexpected(rpc_error(Code::invalid_argument, pty_msg.error().message()));
     if (!*pty_msg) co_return json::object();
