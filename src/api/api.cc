@@ -38,18 +38,6 @@ std::string error_body(unsigned status, std::string_view message) {
   return json{{"code", status}, {"message", message}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-asio::awaitable<void> error_response(http::Exchange& ex, const Error& e) {
-  unsigned st = http_status(e.code());
-  if (st >= 500) {
-    COPPICE_LOG_RATE(error, 5) << ex.method_string() << " " << ex.path() << ": " << e.to_string();
-  }
-  co_await ex.respond_json(st, error_body(st, e.message()));
-}
-
-asio::awaitable<void> error_response(http::Exchange& ex, unsigned status, std::string_view message) {
-  co_await ex.respond_json(status, error_body(status, message));
-}
-
 std::string rfc3339(core::Clock::time_point t) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
   time_t secs = static_cast<time_t>(ms / 1000);
@@ -216,8 +204,35 @@ Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg
 }
 
 Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, core::TemplateRegistry& templates,
-         store::Store& store)
-    : cfg_(cfg), mgr_(mgr), templates_(templates), store_(store), keys_(cfg, store), proxy_(mgr) {}
+         store::Store& store, core::metrics::GatewayMetrics& metrics)
+    : cfg_(cfg), mgr_(mgr), templates_(templates), store_(store), metrics_(metrics), keys_(cfg, store),
+      proxy_(mgr, metrics) {}
+
+asio::awaitable<void> Api::reply(http::Exchange& ex, unsigned status, std::string_view body,
+                                 std::string_view content_type, const http::Fields& extra) {
+  metrics_.http_response(status);
+  co_await ex.respond(status, body, content_type, extra);
+}
+
+asio::awaitable<void> Api::reply_json(http::Exchange& ex, unsigned status, std::string_view body,
+                                      const http::Fields& extra) {
+  metrics_.http_response(status);
+  co_await ex.respond_json(status, body, extra);
+}
+
+asio::awaitable<void> Api::error_response(http::Exchange& ex, const Error& e) {
+  unsigned st = http_status(e.code());
+  if (st >= 500) {
+    COPPICE_LOG_RATE(error, 5) << ex.method_string() << " " << ex.path() << ": " << e.to_string();
+  }
+  auto body = error_body(st, e.message());
+  co_await reply_json(ex, st, body);
+}
+
+asio::awaitable<void> Api::error_response(http::Exchange& ex, unsigned status, std::string_view message) {
+  auto body = error_body(status, message);
+  co_await reply_json(ex, status, body);
+}
 
 asio::awaitable<void> Api::handle(http::Exchange& ex) {
   if (auto t = proxy::route(ex, cfg_.domain)) {
@@ -232,7 +247,15 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   auto m = ex.method();
   if (path == "/health") {
-    co_await ex.respond_json(200, R"({"status":"ok"})");
+    co_await reply_json(ex, 200, R"({"status":"ok"})");
+    co_return;
+  }
+  // GET /metrics needs no API key: it holds no secrets (totals under fixed
+  // labels; never a sandbox id, metadata or key), and Prometheus scrapers
+  // rarely carry one.
+  if (path == "/metrics" && m == verb::get) {
+    std::string body = metrics_.registry.render();
+    co_await reply(ex, 200, body, "text/plain; version=0.0.4; charset=utf-8");
     co_return;
   }
   if (!keys_.check(ex.header("X-API-KEY"))) {
@@ -302,7 +325,7 @@ asio::awaitable<void> Api::create(http::Exchange& ex) {
     co_await error_response(ex, v.error());
     co_return;
   }
-  co_await ex.respond_json(201, sandbox_json(*v, cfg_).dump());
+  co_await reply_json(ex, 201, sandbox_json(*v, cfg_).dump());
 }
 
 asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
@@ -364,11 +387,11 @@ asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
     auto k = key(all[end_i - 1]);
     headers.emplace_back("X-Next-Token", std::to_string(k.first) + "-" + k.second);
   }
-  co_await ex.respond_json(200, out.dump(), headers);
+  co_await reply_json(ex, 200, out.dump(), headers);
 }
 
 asio::awaitable<void> Api::list_templates(http::Exchange& ex) {
-  co_await ex.respond_json(200, templates_body(templates_.list()));
+  co_await reply_json(ex, 200, templates_body(templates_.list()));
 }
 
 asio::awaitable<void> Api::reload_templates(http::Exchange& ex) {
@@ -377,7 +400,7 @@ asio::awaitable<void> Api::reload_templates(http::Exchange& ex) {
     co_await error_response(ex, std::move(s.error()).context("reload templates"));
     co_return;
   }
-  co_await ex.respond_json(200, templates_body(templates_.list()));
+  co_await reply_json(ex, 200, templates_body(templates_.list()));
 }
 
 asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action) {
@@ -389,13 +412,13 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
   if (action.empty() && m == verb::get) {
     auto v = mgr_.get(id);
     if (!v) co_await error_response(ex, v.error());
-    else co_await ex.respond_json(200, detail_json(*v, cfg_).dump());
+    else co_await reply_json(ex, 200, detail_json(*v, cfg_).dump());
     co_return;
   }
   if (action.empty() && m == verb::delete_) {
     auto s = co_await mgr_.kill(id);
     if (!s) co_await error_response(ex, s.error());
-    else co_await ex.respond(204, "", "");
+    else co_await reply(ex, 204, "", "");
     co_return;
   }
   if ((action == "timeout" || action == "refreshes") && m == verb::post) {
@@ -416,7 +439,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     }
     auto s = action == "timeout" ? mgr_.set_timeout(id, **t) : mgr_.refresh(id, t->value_or(cfg_.default_timeout_s));
     if (!s) co_await error_response(ex, s.error());
-    else co_await ex.respond(204, "", "");
+    else co_await reply(ex, 204, "", "");
     co_return;
   }
   if ((action == "connect" || action == "resume") && m == verb::post) {
@@ -433,12 +456,12 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     if (action == "resume") {
       auto v = co_await mgr_.resume(id, *t);
       if (!v) co_await error_response(ex, v.error());
-      else co_await ex.respond_json(201, sandbox_json(*v, cfg_).dump());
+      else co_await reply_json(ex, 201, sandbox_json(*v, cfg_).dump());
       co_return;
     }
     auto r = co_await mgr_.connect(id, *t);
     if (!r) co_await error_response(ex, r.error());
-    else co_await ex.respond_json(r->second ? 201 : 200, sandbox_json(r->first, cfg_).dump());
+    else co_await reply_json(ex, r->second ? 201 : 200, sandbox_json(r->first, cfg_).dump());
     co_return;
   }
   if (action == "pause" && m == verb::post) {
@@ -449,7 +472,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     }
     auto s = co_await mgr_.pause(id);
     if (!s) co_await error_response(ex, s.error());
-    else co_await ex.respond(204, "", "");
+    else co_await reply(ex, 204, "", "");
     co_return;
   }
   if (action == "metrics" && m == verb::get) {
@@ -465,7 +488,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
                          {"cpuUsedPct", s.cpu_used_pct}, {"memUsed", s.mem_used}, {"memTotal", s.mem_total},
                          {"diskUsed", s.disk_used}, {"diskTotal", s.disk_total}});
     }
-    co_await ex.respond_json(200, out.dump());
+    co_await reply_json(ex, 200, out.dump());
     co_return;
   }
   if (action == "logs" && m == verb::get) {
@@ -483,7 +506,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
                              {"fields", json{{"kind", e.kind}}}});
     }
     json out{{"logs", logs}, {"logEntries", entries}};
-    co_await ex.respond_json(200, out.dump());
+    co_await reply_json(ex, 200, out.dump());
     co_return;
   }
   co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " + std::string(ex.path()));

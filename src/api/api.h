@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/metrics.h"
 #include "core/sandbox_manager.h"
 #include "core/templates.h"
 #include "http/server.h"
@@ -40,8 +41,9 @@ Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg
 
 class Api {
  public:
+  // `metrics` is served at GET /metrics and counts control-plane responses.
   Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, core::TemplateRegistry& templates,
-      store::Store& store);
+      store::Store& store, core::metrics::GatewayMetrics& metrics);
   // Serves one request: the data plane when it names a sandbox, else the control plane.
   asio::awaitable<void> handle(http::Exchange& ex);
 
@@ -53,11 +55,19 @@ class Api {
   // GET /templates and POST /templates/reload.
   asio::awaitable<void> list_templates(http::Exchange& ex);
   asio::awaitable<void> reload_templates(http::Exchange& ex);
+  // Every control-plane response goes through these, so each is counted by status class.
+  asio::awaitable<void> reply(http::Exchange& ex, unsigned status, std::string_view body,
+                              std::string_view content_type, const http::Fields& extra = {});
+  asio::awaitable<void> reply_json(http::Exchange& ex, unsigned status, std::string_view body,
+                                   const http::Fields& extra = {});
+  asio::awaitable<void> error_response(http::Exchange& ex, const Error& e);
+  asio::awaitable<void> error_response(http::Exchange& ex, unsigned status, std::string_view message);
 
   const core::GatewayConfig& cfg_;
   core::SandboxManager& mgr_;
   core::TemplateRegistry& templates_;
   store::Store& store_;
+  core::metrics::GatewayMetrics& metrics_;
   KeyChecker keys_;
   proxy::Proxy proxy_;
   // A reload walks every template's tree to measure it: that file system

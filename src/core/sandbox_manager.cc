@@ -55,8 +55,9 @@ Clock::time_point from_ms(int64_t ms) { return Clock::time_point(std::chrono::mi
 }  // namespace
 
 SandboxManager::SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
-                               TemplateRegistry& templates, asio::thread_pool& workers)
-    : cfg_(cfg), store_(store), backend_(backend), templates_(templates), workers_(workers) {}
+                               TemplateRegistry& templates, asio::thread_pool& workers,
+                               metrics::GatewayMetrics& metrics)
+    : cfg_(cfg), store_(store), backend_(backend), templates_(templates), workers_(workers), metrics_(metrics) {}
 
 SandboxManager::~SandboxManager() = default;
 
@@ -80,6 +81,17 @@ asio::awaitable<std::invoke_result_t<F>> SandboxManager::on_worker(F f) {
 size_t SandboxManager::count() const {
   std::lock_guard lk(mu_);
   return live_.size();
+}
+
+SandboxManager::StateCounts SandboxManager::count_by_state() const {
+  StateCounts c;
+  std::lock_guard lk(mu_);
+  for (const auto& [id, l] : live_) {
+    if (l->state == SandboxState::kCreating || l->state == SandboxState::kKilling) continue;
+    if (state_name(l->state) == "paused") ++c.paused;
+    else ++c.running;
+  }
+  return c;
 }
 
 Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::find(const std::string& id) const {
@@ -168,6 +180,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
   auto handle = co_await on_worker(std::move(job1));
   if (!handle) {
     unreserve();
+    metrics_.create_failures.inc();
     COPPICE_LOG_RATE(warn, 5).sandbox(l->id) << "create failed: " << handle.error().to_string();
     co_return std::unexpected(std::move(handle.error()).context("create sandbox"));
   }
@@ -177,17 +190,23 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
     auto job2 = [this, id] { return backend_.destroy(id); };
     co_await on_worker(std::move(job2));
     unreserve();
+    metrics_.create_failures.inc();
     COPPICE_LOG_RATE(warn, 5).sandbox(id) << "create failed: " << e.to_string();
     co_return std::unexpected(std::move(e));
   };
   auto t1 = std::chrono::steady_clock::now();
-  if (auto s = co_await init_envd(*l, p.env_vars); !s) co_return co_await fail(std::move(s.error()));
+  if (auto s = co_await init_envd(*l, p.env_vars); !s) {
+    metrics_.envd_errors.inc();
+    co_return co_await fail(std::move(s.error()));
+  }
   auto t2 = std::chrono::steady_clock::now();
   l->started_at = Clock::now();
   l->end_at = l->started_at + std::chrono::seconds(timeout);
   l->state = SandboxState::kRunning;
   if (auto s = persist(*l); !s) co_return co_await fail(std::move(s.error()).context("store sandbox"));
   (void)store_.append_event(l->id, "created", "template " + l->template_id);
+  // Every create builds a sandbox from scratch: a pool miss (see GatewayMetrics).
+  metrics_.create_seconds_miss.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
   COPPICE_LOG(info).sandbox(l->id) << "created from " << l->template_id << ", pid " << l->handle.init_pid
                                    << " (backend " << ms(t0, t1) << " ms, init " << ms(t1, t2) << " ms, store "

@@ -20,6 +20,7 @@
 
 #include "common/result.h"
 #include "core/config.h"
+#include "core/metrics.h"
 #include "core/templates.h"
 #include "http/client.h"
 #include "http/server.h"
@@ -73,8 +74,9 @@ struct ListFilter {
 
 class SandboxManager {
  public:
+  // `metrics` receives create latencies and failures.
   SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
-                 TemplateRegistry& templates, asio::thread_pool& workers);
+                 TemplateRegistry& templates, asio::thread_pool& workers, metrics::GatewayMetrics& metrics);
   ~SandboxManager();
 
   asio::awaitable<Result<SandboxView>> create(CreateParams p);
@@ -105,6 +107,11 @@ class SandboxManager {
   void stop();
 
   size_t count() const;
+  // Listed sandboxes by reported state (as state_name names them), without copying their views.
+  struct StateCounts {
+    size_t running = 0, paused = 0;
+  };
+  StateCounts count_by_state() const;
 
  private:
   struct Live;
@@ -121,6 +128,7 @@ class SandboxManager {
   sandbox::Backend& backend_;
   TemplateRegistry& templates_;
   asio::thread_pool& workers_;
+  metrics::GatewayMetrics& metrics_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Live>> live_;
   bool stopping_ = false;

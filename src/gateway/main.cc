@@ -12,6 +12,7 @@
 #include "api/api.h"
 #include "common/log.h"
 #include "core/host_template.h"
+#include "core/metrics.h"
 #include "core/sandbox_manager.h"
 #include "core/templates.h"
 #include "sandbox/ns/ns_backend.h"
@@ -129,8 +130,25 @@ int main(int argc, char** argv) {
   }
   http::asio::thread_pool workers(static_cast<size_t>(std::max(1, cfg.worker_threads)));
   http::asio::io_context io(cfg.io_threads);
-  core::SandboxManager mgr(cfg, *store, **backend, templates, workers);
-  api::Api api(cfg, mgr, templates, *store);
+  core::metrics::Registry registry;
+  core::metrics::GatewayMetrics metrics(registry);
+  core::SandboxManager mgr(cfg, *store, **backend, templates, workers, metrics);
+  api::Api api(cfg, mgr, templates, *store, metrics);
+  // Figures computed at each scrape, from the live state rather than kept in step with it.
+  registry.gauge_collector("coppice_sandboxes", "Sandboxes by state.", [&mgr] {
+    auto c = mgr.count_by_state();
+    return std::vector<core::metrics::Sample>{{{{"state", "running"}}, static_cast<double>(c.running)},
+                                              {{{"state", "paused"}}, static_cast<double>(c.paused)}};
+  });
+  // Template pools do not exist yet: every template reports an empty pool.
+  auto pool_gauge = [&templates] {
+    std::vector<core::metrics::Sample> out;
+    for (const auto& t : templates.list()) out.push_back({{{"template", t.name}}, 0});
+    return out;
+  };
+  registry.gauge_collector("coppice_pool_available", "Ready sandboxes waiting in each template's pool.", pool_gauge);
+  registry.gauge_collector("coppice_pool_in_use", "Sandboxes checked out of each template's pool and still alive.",
+                           pool_gauge);
   http::Server server(io, [&](http::Exchange& ex) { return api.handle(ex); });
 
   // Recover before serving, so the first request sees every sandbox.

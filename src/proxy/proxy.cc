@@ -83,6 +83,14 @@ bool is_internal_envd_path(std::string_view path) {
 }
 
 asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
+  using core::metrics::ProxyError;
+  bool to_envd = t.port == kEnvdPort;
+  (to_envd ? metrics_.proxy_requests_envd : metrics_.proxy_requests_other).inc();
+  // A 502 after the sandbox was found: the upstream failed (and when that is envd, it is an envd error too).
+  auto upstream_failed = [this, to_envd](ProxyError e) {
+    metrics_.proxy_error(e).inc();
+    if (to_envd) metrics_.envd_errors.inc();
+  };
   if (t.port == 0) {
     co_await ex.respond_json(400, R"({"code":400,"message":"E2b-Sandbox-Port is not a valid port"})");
     co_return;
@@ -96,11 +104,13 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
   if (t.port == kEnvdPort) {
     auto ep = mgr_.envd_endpoint(t.sandbox_id);
     if (!ep) {
+      metrics_.proxy_error(ProxyError::kNotFound).inc();
       co_await ex.respond_json(502, not_found_body(t.sandbox_id));
       co_return;
     }
     auto s = co_await http::connect_to(*ep, std::chrono::seconds(5));
     if (!s) {
+      upstream_failed(ProxyError::kConnect);
       co_await ex.respond_json(502, not_found_body(t.sandbox_id));
       co_return;
     }
@@ -109,8 +119,10 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     auto s = co_await mgr_.connect_port(t.sandbox_id, t.port);
     if (!s) {
       if (s.error().code() == ErrorCode::kNotFound) {
+        metrics_.proxy_error(ProxyError::kNotFound).inc();
         co_await ex.respond_json(502, not_found_body(t.sandbox_id));
       } else {
+        upstream_failed(ProxyError::kConnect);
         nlohmann::json body{{"sandboxId", t.sandbox_id}, {"port", t.port},
                             {"message", "nothing is listening on port " + std::to_string(t.port) + " in the sandbox"},
                             {"code", 502}};
@@ -139,6 +151,7 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
   req.keep_alive(false);
   bhttp::request_serializer<bhttp::empty_body> rs{req};
   if (auto [ec, n] = co_await bhttp::async_write_header(up, rs, kTuple); ec) {
+    upstream_failed(ProxyError::kUpstream);
     co_await ex.respond_json(502, not_found_body(t.sandbox_id));
     co_return;
   }
@@ -153,6 +166,7 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
       co_return;
     }
     if (*r == 0) break;
+    metrics_.proxy_bytes_in.inc(static_cast<double>(*r));
     boost::system::error_code ec;
     if (chunked_up) {
       std::tie(ec, std::ignore) = co_await asio::async_write(up, bhttp::make_chunk(asio::buffer(buf.data(), *r)), kTuple);
@@ -160,6 +174,7 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
       std::tie(ec, std::ignore) = co_await asio::async_write(up, asio::buffer(buf.data(), *r), kTuple);
     }
     if (ec) {
+      upstream_failed(ProxyError::kUpstream);
       ex.set_close();
       co_await ex.respond_json(502, not_found_body(t.sandbox_id));
       co_return;
@@ -203,6 +218,7 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
   bhttp::response_parser<bhttp::buffer_body> rp;
   rp.body_limit(boost::none);
   if (auto [ec, n] = co_await bhttp::async_read_header(up, ubuf, rp, kTuple); ec) {
+    upstream_failed(ProxyError::kUpstream);
     co_await ex.respond_json(502, not_found_body(t.sandbox_id));
     co_return;
   }
@@ -224,6 +240,7 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     if (ec == bhttp::error::need_buffer) ec = {};
     size_t got = buf.size() - rp.get().body().size;
     if (got > 0) {
+      metrics_.proxy_bytes_out.inc(static_cast<double>(got));
       if (auto s = co_await ex.write(std::string_view(buf.data(), got)); !s) co_return;
     }
     if (ec) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "core/metrics.h"
 #include "core/sandbox_manager.h"
 #include "http/server.h"
 
@@ -33,11 +34,13 @@ bool is_internal_envd_path(std::string_view path);
 
 class Proxy {
  public:
-  explicit Proxy(core::SandboxManager& mgr) : mgr_(mgr) {}
+  // `metrics` counts requests, relayed body bytes and 502s.
+  Proxy(core::SandboxManager& mgr, core::metrics::GatewayMetrics& metrics) : mgr_(mgr), metrics_(metrics) {}
   asio::awaitable<void> serve(http::Exchange& ex, const Target& t);
 
  private:
   core::SandboxManager& mgr_;
+  core::metrics::GatewayMetrics& metrics_;
 };
 
 }  // namespace coppice::proxy
