@@ -49,6 +49,17 @@ inline int pivot_root(const char* new_root, const char* put_old) {
   return static_cast<int>(::syscall(SYS_pivot_root, new_root, put_old));
 }
 
+// Credential changes as bare syscalls. glibc's setgroups/setresuid/setresgid
+// in a multi-threaded process broadcast the change to every thread and wait
+// for them (the "setxid" protocol); in a child cloned by raw clone3 those
+// threads do not exist, and the wait never ends. The child changes only its
+// own credentials, which is exactly what the raw syscall does.
+inline int setgroups_self(size_t n, const gid_t* groups) {
+  return static_cast<int>(::syscall(SYS_setgroups, n, groups));
+}
+inline int setresgid_self(gid_t r, gid_t e, gid_t s) { return static_cast<int>(::syscall(SYS_setresgid, r, e, s)); }
+inline int setresuid_self(uid_t r, uid_t e, uid_t s) { return static_cast<int>(::syscall(SYS_setresuid, r, e, s)); }
+
 inline int close_range(unsigned first, unsigned last, unsigned flags) {
   return static_cast<int>(::syscall(SYS_close_range, first, last, flags));
 }

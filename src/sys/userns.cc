@@ -1,5 +1,7 @@
 #include "sys/userns.h"
 
+#include "sys/clone_lock.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -14,6 +16,9 @@
 namespace coppice::sys {
 
 Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map) {
+  // The helper lives until this function returns: hold the clone lock for
+  // all of it, so it never holds another launch's in-flight pipes.
+  std::lock_guard clone_guard(clone_lock());
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return errno_error("pipe2");
   UniqueFd rd(p[0]), wr(p[1]);

@@ -130,9 +130,9 @@ int lift(int fd, bool cloexec) {
   // root keeps them (the kernel only clears them when leaving root).
   stamp(ChildStep::kUserns);
   if (::setns(p.userns_fd, CLONE_NEWUSER) != 0) fail(ChildStep::kUserns, errno);
-  if (::setgroups(0, nullptr) != 0) fail(ChildStep::kSetIds, errno, "setgroups");
-  if (::setresgid(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresgid");
-  if (::setresuid(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresuid");
+  if (sys::raw::setgroups_self(0, nullptr) != 0) fail(ChildStep::kSetIds, errno, "setgroups");
+  if (sys::raw::setresgid_self(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresgid");
+  if (sys::raw::setresuid_self(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresuid");
 
   stamp(ChildStep::kCaps);
   if (int err = sys::caps::limit_to(p.capabilities); err != 0) fail(ChildStep::kCaps, err);

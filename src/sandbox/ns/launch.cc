@@ -16,6 +16,7 @@
 #include "sandbox/ns/child.h"
 #include "sandbox/ns/registry.h"
 #include "sys/caps.h"
+#include "sys/clone_lock.h"
 #include "sys/fsutil.h"
 #include "sys/linux_syscalls.h"
 #include "sys/spawn.h"
@@ -137,6 +138,9 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   plan->env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"};
   plan->seal();
 
+  // From here until the parent has closed its copies of the child's ends,
+  // no other thread may clone (see sys/clone_lock.h).
+  std::unique_lock clone_guard(sys::clone_lock());
   auto report = sys::make_pipe();
   if (!report) return std::unexpected(std::move(report.error()).context(ctxmsg));
   auto ready = sys::make_pipe();
@@ -189,6 +193,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   ready->second.reset();
   log.reset();
   cg->close_fds();
+  clone_guard.unlock();
 
   // 7. Wait for the child's verdict: a report on failure, EOF once exec succeeded.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx.ready_timeout_ms);

@@ -1,6 +1,6 @@
 #include "sandbox/ns/uid_slots.h"
 
-#include <chrono>
+#include <algorithm>
 #include <string>
 
 #include "sys/userns.h"
@@ -23,52 +23,12 @@ SlotLease::~SlotLease() {
   if (owner_) owner_->free(slot_);
 }
 
-UidSlots::UidSlots(uint32_t base, uint32_t count, uint32_t warm_ahead)
-    : warm_ahead_(warm_ahead), base_(base), used_(count, false), userns_(count) {
-  if (warm_ahead_ > 0) warmer_ = std::thread([this] { warm_loop(); });
-}
-
-UidSlots::~UidSlots() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  warm_cv_.notify_all();
-  if (warmer_.joinable()) warmer_.join();
-}
-
-std::vector<uint32_t> UidSlots::want_warm_locked() const {
-  // acquire() takes the lowest free slot, so the next ones to be taken are
-  // the lowest free slots: keep the first `warm_ahead_` of them prepared.
-  std::vector<uint32_t> out;
-  uint32_t free_seen = 0;
-  for (uint32_t i = 0; i < used_.size() && free_seen < warm_ahead_; ++i) {
-    if (used_[i]) continue;
-    ++free_seen;
-    if (!userns_[i]) out.push_back(i);
-  }
-  return out;
-}
-
-void UidSlots::warm_loop() {
-  std::unique_lock lock(mu_);
-  for (;;) {
-    warm_cv_.wait(lock, [this] { return stopping_ || !want_warm_locked().empty(); });
-    if (stopping_) return;
-    uint32_t slot = want_warm_locked().front();
-    uint32_t host = base_ + slot * kIdsPerSlot;
-    // Made outside the lock: creates go on meanwhile.
-    lock.unlock();
-    sys::IdRange map{0, host, kIdsPerSlot};
+UidSlots::UidSlots(uint32_t base, uint32_t count, uint32_t prepare) : base_(base), used_(count, false), userns_(count) {
+  for (uint32_t slot = 0; slot < std::min(prepare, count); ++slot) {
+    sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
     auto fd = sys::make_userns(map, map);
-    lock.lock();
-    if (!fd) {
-      // Leave it to the lazy path in lease_locked, which reports the error;
-      // do not spin on a failing kernel.
-      warm_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
-      continue;
-    }
-    if (!userns_[slot]) userns_[slot] = std::move(*fd);
+    if (!fd) break;  // lease_locked() makes it on first use and reports the error
+    userns_[slot] = std::move(*fd);
   }
 }
 
@@ -93,9 +53,7 @@ Result<SlotLease> UidSlots::acquire() {
   std::lock_guard lock(mu_);
   for (uint32_t i = 0; i < used_.size(); ++i) {
     if (!used_[i]) {
-      auto l = lease_locked(i);
-      warm_cv_.notify_one();
-      return l;
+      return lease_locked(i);
     }
   }
   return make_error(ErrorCode::kResourceExhausted, "all " + std::to_string(used_.size()) + " uid slots are in use");

@@ -12,9 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <condition_variable>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "common/result.h"
@@ -57,11 +55,12 @@ class SlotLease {
 
 class UidSlots {
  public:
-  // `warm_ahead`: how many free slots a background thread keeps ready with
-  // their user namespace made, so a create does not pay for one (~3 ms, a
-  // helper process) and creates do not queue behind one under the lock.
-  UidSlots(uint32_t base, uint32_t count, uint32_t warm_ahead = 16);
-  ~UidSlots();
+  // The first `prepare` slots get their user namespace made here, at start,
+  // so the first creates neither pay for one (~3 ms, a helper process) nor
+  // queue behind one under the lock. Later slots are made on first use.
+  // (Making them from a background thread while creates run let a helper's
+  // clone race a sandbox's clone and hang the sandbox child: do it up front.)
+  UidSlots(uint32_t base, uint32_t count, uint32_t prepare = 64);
   UidSlots(const UidSlots&) = delete;
   UidSlots& operator=(const UidSlots&) = delete;
 
@@ -76,15 +75,7 @@ class UidSlots {
 
  private:
   Result<SlotLease> lease_locked(uint32_t slot);
-  void warm_loop();
-  // Slots the warmer should prepare next (caller holds mu_).
-  std::vector<uint32_t> want_warm_locked() const;
-
   std::mutex mu_;
-  std::condition_variable warm_cv_;
-  bool stopping_ = false;
-  uint32_t warm_ahead_;
-  std::thread warmer_;
   uint32_t base_;
   std::vector<bool> used_;
   std::vector<sys::UniqueFd> userns_;  // per slot, created lazily
