@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "common/log.h"
+#include "common/strings.h"
 #include "core/ids.h"
 #include "store/keys.h"
 
@@ -165,19 +166,12 @@ asio::awaitable<Status> reload_on(asio::thread_pool& pool, core::TemplateRegistr
       asio::use_awaitable);
 }
 
-bool const_time_eq(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return d == 0;
-}
-
 }  // namespace
 
 bool KeyChecker::check(const std::string& key) {
   if (key.empty() || key.size() > 256) return false;
   bool ok = false;
-  for (const auto& k : cfg_.api_keys) ok |= const_time_eq(k, key);
+  for (const auto& k : cfg_.api_keys) ok |= constant_time_equal(k, key);
   if (ok) return true;
   std::string hash = store::sha256_hex(key);
   {
