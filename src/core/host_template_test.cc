@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/test_temp_dir.h"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -17,21 +19,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "coppice-hosttpl-test-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// A fresh temp dir per test, removed with its contents.
+struct TempDir : coppice::test_util::TempDir {
+  TempDir() : coppice::test_util::TempDir("coppice-hosttpl-test") {}
 };
 
 struct stat lstat_of(const fs::path& p) {

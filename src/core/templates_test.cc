@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/test_temp_dir.h"
+
 #include <filesystem>
 #include <fstream>
 
@@ -13,21 +15,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "coppice-templates-test-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// A fresh temp dir per test, removed with its contents.
+struct TempDir : coppice::test_util::TempDir {
+  TempDir() : coppice::test_util::TempDir("coppice-templates-test") {}
 };
 
 void write(const fs::path& p, std::string_view content) {

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/test_temp_dir.h"
+
 #include <atomic>
 #include <filesystem>
 #include <set>
@@ -25,21 +27,9 @@ namespace fs = std::filesystem;
   } while (0)
 
 // A fresh directory under TMPDIR, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "coppice-store-test-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// A fresh temp dir per test, removed with its contents.
+struct TempDir : coppice::test_util::TempDir {
+  TempDir() : coppice::test_util::TempDir("coppice-store-test") {}
 };
 
 std::string make_id(int n) {
