@@ -296,18 +296,26 @@ Status SandboxManager::refresh(const std::string& id, int duration_s) {
   return store_.update_end_at(id, to_ms((*l)->end_at));
 }
 
-asio::awaitable<Status> SandboxManager::pause(const std::string& id) {
-  std::shared_ptr<Live> l;
-  {
-    std::lock_guard lk(mu_);
-    auto it = live_.find(id);
-    if (it == live_.end() || it->second->state == SandboxState::kCreating || it->second->state == SandboxState::kKilling)
-      co_return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
-    if (it->second->state != SandboxState::kRunning)
-      co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is not running");
-    l = it->second;
-    l->state = SandboxState::kPausing;
+Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::begin_transition(const std::string& id,
+                                                                              SandboxState from, SandboxState during) {
+  std::lock_guard lk(mu_);
+  auto it = live_.find(id);
+  if (it == live_.end() || it->second->state == SandboxState::kCreating || it->second->state == SandboxState::kKilling)
+    return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
+  if (it->second->state != from) {
+    bool settled = it->second->state == SandboxState::kRunning || it->second->state == SandboxState::kPaused;
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "sandbox " + id + (settled ? " is not " + std::string(state_name(from))
+                                                 : " is changing state; try again"));
   }
+  it->second->state = during;
+  return it->second;
+}
+
+asio::awaitable<Status> SandboxManager::pause(const std::string& id) {
+  auto begun = begin_transition(id, SandboxState::kRunning, SandboxState::kPausing);
+  if (!begun) co_return std::unexpected(std::move(begun.error()));
+  auto l = *begun;
   auto job4 = [this, id] { return backend_.freeze(id); };
   auto r = co_await on_worker(std::move(job4));
   std::lock_guard lk(mu_);
@@ -322,17 +330,9 @@ asio::awaitable<Status> SandboxManager::pause(const std::string& id) {
 }
 
 asio::awaitable<Result<SandboxView>> SandboxManager::resume(const std::string& id, std::optional<int> timeout_s) {
-  std::shared_ptr<Live> l;
-  {
-    std::lock_guard lk(mu_);
-    auto it = live_.find(id);
-    if (it == live_.end() || it->second->state == SandboxState::kCreating || it->second->state == SandboxState::kKilling)
-      co_return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
-    if (it->second->state != SandboxState::kPaused)
-      co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is not paused");
-    l = it->second;
-    l->state = SandboxState::kResuming;
-  }
+  auto begun = begin_transition(id, SandboxState::kPaused, SandboxState::kResuming);
+  if (!begun) co_return std::unexpected(std::move(begun.error()));
+  auto l = *begun;
   auto job5 = [this, id] { return backend_.thaw(id); };
   auto r = co_await on_worker(std::move(job5));
   std::lock_guard lk(mu_);

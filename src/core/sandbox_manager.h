@@ -116,6 +116,9 @@ class SandboxManager {
  private:
   struct Live;
   Result<std::shared_ptr<Live>> find(const std::string& id) const;
+  // Moves a visible sandbox from state `from` to `during` (the one owner of
+  // it until the action ends); kNotFound or kFailedPrecondition otherwise.
+  Result<std::shared_ptr<Live>> begin_transition(const std::string& id, SandboxState from, SandboxState during);
   SandboxView view(const Live& l) const;
   Status persist(const Live& l);
   asio::awaitable<Status> init_envd(const Live& l, const std::map<std::string, std::string>& env_vars);
