@@ -10,6 +10,13 @@ PKGS=(
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
   libseccomp-dev libsqlite3-dev zlib1g-dev
   iproute2 procps attr curl ca-certificates
+  # code interpreter: libzmq for coppice-interp; the Jupyter kernel and the
+  # scientific stack, which the host-derived templates see through /usr
+  libzmq3-dev python3-ipykernel python3-numpy python3-pandas python3-matplotlib
+  # template builder
+  mmdebstrap
+  # benchmark peers
+  runc crun bubblewrap
 )
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   PKGS+=(nodejs npm)
