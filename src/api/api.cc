@@ -132,6 +132,12 @@ std::map<std::string, std::string> metadata_filter(const std::string& q) {
   return out;
 }
 
+// One pool in GET /pools and the pool routes' answers.
+json pool_json(const core::PoolView& p) {
+  return json{{"template", p.template_id}, {"target", p.target}, {"available", p.available},
+              {"inUse", p.in_use}, {"filling", p.filling}};
+}
+
 // The template shape of GET /templates. The E2B fields (templateID, buildID,
 // cpuCount, memoryMB) keep their names; the keys a template may add later
 // appear only when it has them.
@@ -273,6 +279,20 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await reload_templates(ex);
     co_return;
   }
+  if (path == "/pools" && m == verb::get) {
+    json out = json::array();
+    for (const auto& p : mgr_.pools()) out.push_back(pool_json(p));
+    co_await reply_json(ex, 200, out.dump());
+    co_return;
+  }
+  if (path.rfind("/pools/", 0) == 0) {
+    std::string rest = path.substr(7);
+    size_t slash = rest.find('/');
+    if (slash != std::string::npos && slash > 0) {
+      co_await pool_route(ex, rest.substr(0, slash), rest.substr(slash + 1));
+      co_return;
+    }
+  }
   for (std::string_view prefix : {"/v2/sandboxes/", "/sandboxes/"}) {
     if (path.rfind(prefix, 0) != 0) continue;
     std::string rest = path.substr(prefix.size());
@@ -395,6 +415,42 @@ asio::awaitable<void> Api::reload_templates(http::Exchange& ex) {
     co_return;
   }
   co_await reply_json(ex, 200, templates_body(templates_.list()));
+}
+
+// POST /pools/{template}/warm {"count": N} and POST /pools/{template}/drain.
+asio::awaitable<void> Api::pool_route(http::Exchange& ex, const std::string& template_id, const std::string& action) {
+  if (ex.method() != verb::post || (action != "warm" && action != "drain")) {
+    co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " +
+                                         std::string(ex.path()) + " (POST /pools/{template}/warm or /drain)");
+    co_return;
+  }
+  auto body = co_await read_json(ex, cfg_.max_body_bytes);
+  if (!body) {
+    co_await error_response(ex, body.error());
+    co_return;
+  }
+  Result<core::PoolView> v = make_error(ErrorCode::kInternal, "unreachable");
+  if (action == "warm") {
+    auto it = body->find("count");
+    if (it == body->end() || !it->is_number_integer()) {
+      co_await error_response(ex, 400, "count must be an integer");
+      co_return;
+    }
+    auto n = it->get<int64_t>();
+    if (n < 0 || n > core::SandboxManager::kMaxPoolTarget) {
+      co_await error_response(ex, 400, "count must be between 0 and " +
+                                           std::to_string(core::SandboxManager::kMaxPoolTarget));
+      co_return;
+    }
+    v = mgr_.warm_pool(template_id, static_cast<int>(n));
+  } else {
+    v = co_await mgr_.drain_pool(template_id);
+  }
+  if (!v) {
+    co_await error_response(ex, v.error());
+    co_return;
+  }
+  co_await reply_json(ex, 200, pool_json(*v).dump());
 }
 
 asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action) {

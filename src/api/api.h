@@ -55,6 +55,7 @@ class Api {
   // GET /templates and POST /templates/reload.
   asio::awaitable<void> list_templates(http::Exchange& ex);
   asio::awaitable<void> reload_templates(http::Exchange& ex);
+  asio::awaitable<void> pool_route(http::Exchange& ex, const std::string& template_id, const std::string& action);
   // Every control-plane response goes through these, so each is counted by status class.
   asio::awaitable<void> reply(http::Exchange& ex, unsigned status, std::string_view body,
                               std::string_view content_type, const http::Fields& extra = {});

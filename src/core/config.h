@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,12 @@ struct GatewayConfig {
   std::string templates_dir;
   // Host path of the static coppice-envd; default: next to the coppiced binary.
   std::string envd_path;
+  // Host path of coppice-interp (the code-interpreter server), bound into every
+  // sandbox at /.coppice/interp; default: next to coppiced when it is there,
+  // else none.
+  std::string interp_path;
+  // Warm pool targets per template, from --pool TEMPLATE=N. Default: none.
+  std::map<std::string, int> pools;
   // Sandbox lifetime (seconds) when a create names none, and the largest allowed.
   int default_timeout_s = 300;
   int max_timeout_s = 24 * 3600;

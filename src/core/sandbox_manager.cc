@@ -6,10 +6,12 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <set>
 
 #include "common/log.h"
+#include "core/envd_client.h"
 #include "core/ids.h"
 #include "sys/fd.h"
 
@@ -35,6 +37,11 @@ struct SandboxManager::Live {
   // Previous CPU sample, for the utilisation between two metric reads.
   uint64_t last_cpu_ns = 0;
   std::chrono::steady_clock::time_point last_cpu_at;
+  // The template version it was made from (rootfs, build id, recipe hash), so
+  // a pooled sandbox older than its template is never handed out.
+  std::string build;
+  // The template whose pool it came from; empty for a cold create.
+  std::string pool;
 };
 
 std::string_view state_name(SandboxState s) {
@@ -48,6 +55,11 @@ std::string_view state_name(SandboxState s) {
 }
 
 namespace {
+// Creating, Pooled and Killing sandboxes are nobody's to see or touch.
+bool visible(SandboxState s) {
+  return s != SandboxState::kCreating && s != SandboxState::kPooled && s != SandboxState::kKilling;
+}
+
 int64_t to_ms(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
@@ -56,20 +68,29 @@ Clock::time_point from_ms(int64_t ms) { return Clock::time_point(std::chrono::mi
 
 SandboxManager::SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
                                TemplateRegistry& templates, asio::thread_pool& workers,
-                               metrics::GatewayMetrics& metrics)
-    : cfg_(cfg), store_(store), backend_(backend), templates_(templates), workers_(workers), metrics_(metrics) {}
+                               metrics::GatewayMetrics& metrics, asio::any_io_executor io)
+    : cfg_(cfg), store_(store), backend_(backend), templates_(templates), workers_(workers), metrics_(metrics),
+      io_(std::move(io)) {
+  // Refills take only CPU nobody else wants; what they start is put back to
+  // normal priority (see start_sandbox).
+  asio::post(refill_, [] {
+    sched_param sp{};
+    if (::sched_setscheduler(0, SCHED_IDLE, &sp) != 0)
+      COPPICE_LOG(warn) << "pool refill thread: SCHED_IDLE: " << std::strerror(errno);
+  });
+}
 
-SandboxManager::~SandboxManager() = default;
+SandboxManager::~SandboxManager() { refill_.join(); }
 
-// Runs f on a worker thread and resumes the caller on its own executor. Not a
-// coroutine itself: g++ 12 destroys lambda captures moved into coroutine
+// Runs f on a thread of `pool` and resumes the caller on its own executor.
+// Not a coroutine itself: g++ 12 destroys lambda captures moved into coroutine
 // frames twice, so the hand-off is a plain asynchronous operation.
 template <typename F>
-asio::awaitable<std::invoke_result_t<F>> SandboxManager::on_worker(F f) {
+asio::awaitable<std::invoke_result_t<F>> SandboxManager::on_pool(asio::thread_pool& pool, F f) {
   using R = std::invoke_result_t<F>;
   return asio::async_initiate<const asio::use_awaitable_t<>, void(R)>(
-      [this](auto handler, F fn) {
-        asio::post(workers_, [fn = std::move(fn), handler = std::move(handler)]() mutable {
+      [&pool](auto handler, F fn) {
+        asio::post(pool, [fn = std::move(fn), handler = std::move(handler)]() mutable {
           R r = fn();
           auto ex = asio::get_associated_executor(handler);
           asio::dispatch(ex, [h = std::move(handler), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
@@ -87,7 +108,7 @@ SandboxManager::StateCounts SandboxManager::count_by_state() const {
   StateCounts c;
   std::lock_guard lk(mu_);
   for (const auto& [id, l] : live_) {
-    if (l->state == SandboxState::kCreating || l->state == SandboxState::kKilling) continue;
+    if (!visible(l->state)) continue;
     if (state_name(l->state) == "paused") ++c.paused;
     else ++c.running;
   }
@@ -97,7 +118,7 @@ SandboxManager::StateCounts SandboxManager::count_by_state() const {
 Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::find(const std::string& id) const {
   std::lock_guard lk(mu_);
   auto it = live_.find(id);
-  if (it == live_.end() || it->second->state == SandboxState::kCreating || it->second->state == SandboxState::kKilling)
+  if (it == live_.end() || !visible(it->second->state))
     return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
   return it->second;
 }
@@ -128,91 +149,352 @@ Status SandboxManager::persist(const Live& l) {
   return store_.put_sandbox(r);
 }
 
-asio::awaitable<Status> SandboxManager::init_envd(const Live& l, const std::map<std::string, std::string>& env_vars) {
-  json body{{"envVars", env_vars}, {"defaultUser", "user"}, {"defaultWorkdir", "/home/user"}};
-  if (!l.token.empty()) body["accessToken"] = l.token;
-  http::Endpoint ep{l.handle.envd_socket, "", 0};
-  const http::Fields headers{{"Content-Type", "application/json"}};
-  auto r = co_await http::fetch(ep, http::bhttp::verb::post, "/init", headers, body.dump(), std::chrono::seconds(5));
-  if (!r) co_return std::unexpected(std::move(r.error()).context("envd /init"));
-  if (r->status != 204 && r->status != 200)
-    co_return make_error(ErrorCode::kInternal, "envd /init answered " + std::to_string(r->status) + ": " + r->body);
-  co_return ok();
+namespace {
+// A sandbox started at SCHED_IDLE (a pool refill) gets normal priority back,
+// every thread of its PID 1: what runs in it later inherits from there.
+void reset_priority(pid_t pid) {
+  std::error_code ec;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    sched_param sp{};
+    pid_t tid = std::atoi(t.path().filename().c_str());
+    if (tid > 0) (void)::sched_setscheduler(tid, SCHED_OTHER, &sp);
+  }
 }
 
-asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
-  auto tmpl = templates_.get(p.template_id);
-  if (!tmpl) co_return std::unexpected(tmpl.error());
-  if (tmpl->backend != "ns")
-    co_return make_error(ErrorCode::kUnimplemented, "template '" + p.template_id + "' needs the " + tmpl->backend +
-                                                        " backend, which this gateway does not run yet");
-  int timeout = p.timeout_s.value_or(cfg_.default_timeout_s);
+std::map<std::string, std::string> merged_env(const Template& tmpl, const std::map<std::string, std::string>& own) {
+  auto env = tmpl.env;
+  for (const auto& [k, v] : own) env[k] = v;
+  return env;
+}
+
+constexpr auto kReadyTimeout = std::chrono::seconds(30);
+constexpr auto kReadyInterval = std::chrono::milliseconds(20);
+}  // namespace
+
+asio::awaitable<Status> SandboxManager::run_template_commands(const Live& l, const Template& tmpl) {
+  // Named locals only in the co_await calls below: g++ 12 destroys
+  // temporaries made inside a co_await expression twice.
+  const http::Endpoint ep{l.handle.envd_socket, "", 0};
+  const std::string no_token;
+  const std::chrono::milliseconds limit = std::chrono::seconds(10);
+  if (!tmpl.start_cmd.empty()) {
+    // In the background, its output in the sandbox's run dir (the host can
+    // read it at <state_dir>/run/start.log); the shell returns at once.
+    std::string cmd = "(" + tmpl.start_cmd + ") </dev/null >/.coppice/run/start.log 2>&1 &";
+    auto r = co_await envd_run(ep, no_token, cmd, tmpl.env, limit);
+    if (!r) co_return std::unexpected(std::move(r.error()).context("start_cmd"));
+    if (*r != 0) co_return make_error(ErrorCode::kInternal, "start_cmd: the shell exited " + std::to_string(*r));
+  }
+  if (tmpl.ready_cmd.empty()) co_return ok();
+  auto until = std::chrono::steady_clock::now() + kReadyTimeout;
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer timer(ex);
+  std::string last = "never ran";
+  for (;;) {
+    auto r = co_await envd_run(ep, no_token, tmpl.ready_cmd, tmpl.env, limit);
+    if (r && *r == 0) co_return ok();
+    last = r ? "exit code " + std::to_string(*r) : r.error().to_string();
+    if (std::chrono::steady_clock::now() >= until) break;
+    timer.expires_after(kReadyInterval);
+    co_await timer.async_wait(use_awaitable);
+  }
+  co_return make_error(ErrorCode::kUnavailable, "template " + tmpl.name + ": ready_cmd did not succeed within " +
+                                                    std::to_string(kReadyTimeout.count()) + " s (last: " + last + ")");
+}
+
+asio::awaitable<void> SandboxManager::discard(std::shared_ptr<Live> l, asio::thread_pool& pool) {
+  auto id = l->id;
+  auto job = [this, id] { return backend_.destroy(id); };
+  auto r = co_await on_pool(pool, std::move(job));
+  if (!r) {
+    COPPICE_LOG_RATE(error, 5).sandbox(id) << "remove failed: " << r.error().to_string();
+  }
+  std::lock_guard lk(mu_);
+  live_.erase(id);
+}
+
+asio::awaitable<Result<std::shared_ptr<SandboxManager::Live>>> SandboxManager::start_sandbox(const Template& tmpl,
+                                                                                            SandboxState as,
+                                                                                            asio::thread_pool& pool) {
   auto l = std::make_shared<Live>();
-  l->template_id = p.template_id;
-  l->token = p.secure ? new_token() : "";
-  l->metadata = p.metadata;
-  l->env_vars = json(p.env_vars);
-  l->cpu_count = tmpl->cpu_count > 0 ? tmpl->cpu_count : cfg_.default_cpu_count;
-  l->memory_mb = tmpl->memory_mb > 0 ? tmpl->memory_mb : cfg_.default_memory_mb;
+  l->template_id = tmpl.name;
+  l->state = as;
+  l->cpu_count = tmpl.cpu_count > 0 ? tmpl.cpu_count : cfg_.default_cpu_count;
+  l->memory_mb = tmpl.memory_mb > 0 ? tmpl.memory_mb : cfg_.default_memory_mb;
   l->disk_mb = cfg_.default_disk_mb;
+  l->build = tmpl.rootfs + "\n" + tmpl.build_id + "\n" + tmpl.recipe_hash;
   {
     std::lock_guard lk(mu_);
     if (stopping_) co_return make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
     do l->id = new_sandbox_id();
     while (live_.count(l->id));
-    live_[l->id] = l;  // reserved while Creating: invisible to lookups
+    live_[l->id] = l;  // reserved: invisible to lookups until handed out
   }
   l->state_dir = cfg_.state_dir + "/sandboxes/" + l->id;
   sandbox::SandboxSpec spec;
   spec.id = l->id;
-  spec.rootfs = tmpl->rootfs;
-  spec.ro_binds = tmpl->ro_binds;
+  spec.rootfs = tmpl.rootfs;
+  spec.ro_binds = tmpl.ro_binds;
   spec.state_dir = l->state_dir;
   spec.envd_path = cfg_.envd_path;
   spec.limits.cpu_millicores = l->cpu_count * 1000;
   spec.limits.memory_bytes = static_cast<uint64_t>(l->memory_mb) << 20;
-  auto unreserve = [&] {
+  bool idle = &pool == &refill_;
+  auto job = [this, spec, idle] {
+    auto h = backend_.create(spec);
+    if (h && idle) reset_priority(h->init_pid);
+    return h;
+  };
+  auto handle = co_await on_pool(pool, std::move(job));
+  if (!handle) {
     std::lock_guard lk(mu_);
     live_.erase(l->id);
-  };
-  auto t0 = std::chrono::steady_clock::now();
-  auto job1 = [this, spec] { return backend_.create(spec); };
-  auto handle = co_await on_worker(std::move(job1));
-  if (!handle) {
-    unreserve();
-    metrics_.create_failures.inc();
-    COPPICE_LOG_RATE(warn, 5).sandbox(l->id) << "create failed: " << handle.error().to_string();
     co_return std::unexpected(std::move(handle.error()).context("create sandbox"));
   }
   l->handle = *handle;
-  auto fail = [&](Error e) -> asio::awaitable<Result<SandboxView>> {
-    auto id = l->id;
-    auto job2 = [this, id] { return backend_.destroy(id); };
-    co_await on_worker(std::move(job2));
-    unreserve();
-    metrics_.create_failures.inc();
-    COPPICE_LOG_RATE(warn, 5).sandbox(id) << "create failed: " << e.to_string();
-    co_return std::unexpected(std::move(e));
-  };
-  auto t1 = std::chrono::steady_clock::now();
-  if (auto s = co_await init_envd(*l, p.env_vars); !s) {
-    metrics_.envd_errors.inc();
-    co_return co_await fail(std::move(s.error()));
+  if (auto s = co_await run_template_commands(*l, tmpl); !s) {
+    co_await discard(l, pool);
+    co_return std::unexpected(std::move(s.error()));
   }
+  co_return l;
+}
+
+asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Live> l, const CreateParams& p,
+                                                              const Template& tmpl, bool pool_hit,
+                                                              std::chrono::steady_clock::time_point t0) {
+  l->token = p.secure ? new_token() : "";
+  l->metadata = p.metadata;
+  l->env_vars = json(p.env_vars);
+  auto t1 = std::chrono::steady_clock::now();
+  EnvdInit init;
+  init.access_token = l->token;
+  init.env_vars = merged_env(tmpl, p.env_vars);
+  const http::Endpoint ep{l->handle.envd_socket, "", 0};
+  Status s = co_await envd_init(ep, init);
+  if (!s) metrics_.envd_errors.inc();
   auto t2 = std::chrono::steady_clock::now();
-  l->started_at = Clock::now();
-  l->end_at = l->started_at + std::chrono::seconds(timeout);
-  l->state = SandboxState::kRunning;
-  if (auto s = persist(*l); !s) co_return co_await fail(std::move(s.error()).context("store sandbox"));
-  (void)store_.append_event(l->id, "created", "template " + l->template_id);
-  // Every create builds a sandbox from scratch: a pool miss (see GatewayMetrics).
-  metrics_.create_seconds_miss.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  if (s) {
+    std::lock_guard lk(mu_);
+    if (stopping_) s = make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
+    l->started_at = Clock::now();
+    l->end_at = l->started_at + std::chrono::seconds(p.timeout_s.value_or(cfg_.default_timeout_s));
+    l->state = SandboxState::kRunning;
+  }
+  if (s) {
+    if (auto st = persist(*l); !st) s = std::unexpected(std::move(st.error()).context("store sandbox"));
+  }
+  if (!s) {
+    {
+      std::lock_guard lk(mu_);
+      l->state = SandboxState::kKilling;
+    }
+    co_await discard(l, workers_);
+    COPPICE_LOG_RATE(warn, 5).sandbox(l->id) << "create failed: " << s.error().to_string();
+    co_return std::unexpected(std::move(s.error()));
+  }
+  (void)store_.append_event(l->id, "created", "template " + l->template_id + (pool_hit ? " (pool)" : ""));
+  auto done = std::chrono::steady_clock::now();
+  double secs = std::chrono::duration<double>(done - t0).count();
+  (pool_hit ? metrics_.create_seconds_hit : metrics_.create_seconds_miss).observe(secs);
+  if (pool_hit) {
+    metrics_.checkouts.inc();
+    metrics_.checkout_ns_sum.inc(static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(done - t0).count()));
+  }
   auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-  COPPICE_LOG(info).sandbox(l->id) << "created from " << l->template_id << ", pid " << l->handle.init_pid
-                                   << " (backend " << ms(t0, t1) << " ms, init " << ms(t1, t2) << " ms, store "
-                                   << ms(t2, std::chrono::steady_clock::now()) << " ms)";
+  COPPICE_LOG(info).sandbox(l->id) << "created from " << l->template_id << (pool_hit ? " (pool)" : "") << ", pid "
+                                   << l->handle.init_pid << " (start " << ms(t0, t1) << " ms, init " << ms(t1, t2)
+                                   << " ms, store " << ms(t2, done) << " ms)";
   std::lock_guard lk(mu_);
   co_return view(*l);
+}
+
+std::shared_ptr<SandboxManager::Live> SandboxManager::take_pooled(const Template& tmpl) {
+  std::shared_ptr<Live> l;
+  {
+    std::lock_guard lk(mu_);
+    auto it = pools_.find(tmpl.name);
+    if (it == pools_.end() || it->second.ready.empty()) return nullptr;
+    l = it->second.ready.front();
+    it->second.ready.pop_front();
+    l->state = SandboxState::kCreating;
+    l->pool = tmpl.name;
+  }
+  kick_pool(tmpl.name);
+  return l;
+}
+
+asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto tmpl = templates_.get(p.template_id);
+  if (!tmpl) co_return std::unexpected(tmpl.error());
+  if (tmpl->backend != "ns")
+    co_return make_error(ErrorCode::kUnimplemented, "template '" + p.template_id + "' needs the " + tmpl->backend +
+                                                        " backend, which this gateway does not run yet");
+  // Pool hit. An entry built from an older version of the template is
+  // removed, and so is one whose envd no longer answers /init (hand_out
+  // discards it); either way the create goes on down the cold path.
+  while (auto l = take_pooled(*tmpl)) {
+    if (l->build != tmpl->rootfs + "\n" + tmpl->build_id + "\n" + tmpl->recipe_hash) {
+      co_await discard(l, refill_);
+      continue;
+    }
+    auto v = co_await hand_out(l, p, *tmpl, true, t0);
+    if (v) co_return v;
+  }
+  auto l = co_await start_sandbox(*tmpl, SandboxState::kCreating, workers_);
+  if (!l) {
+    metrics_.create_failures.inc();
+    COPPICE_LOG_RATE(warn, 5) << "create from " << tmpl->name << " failed: " << l.error().to_string();
+    co_return std::unexpected(std::move(l.error()));
+  }
+  auto v = co_await hand_out(*l, p, *tmpl, false, t0);
+  if (!v) metrics_.create_failures.inc();
+  co_return v;
+}
+
+void SandboxManager::kick_pool(const std::string& template_id) {
+  {
+    std::lock_guard lk(mu_);
+    auto& pool = pools_[template_id];
+    if (pool.filler_running || stopping_ || static_cast<int>(pool.ready.size()) >= pool.target) return;
+    pool.filler_running = true;
+  }
+  asio::co_spawn(io_, fill_pool(template_id), asio::detached);
+}
+
+asio::awaitable<void> SandboxManager::fill_pool(std::string template_id) {
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer backoff(ex);
+  int failures = 0;
+  for (;;) {
+    {
+      std::lock_guard lk(mu_);
+      auto& pool = pools_[template_id];
+      if (stopping_ || static_cast<int>(pool.ready.size()) >= pool.target) {
+        pool.filler_running = false;
+        co_return;
+      }
+      ++pool.filling;
+    }
+    auto tmpl = templates_.get(template_id);
+    Result<std::shared_ptr<Live>> l = std::unexpected(Error(ErrorCode::kInternal, ""));
+    if (tmpl) l = co_await start_sandbox(*tmpl, SandboxState::kPooled, refill_);
+    else l = std::unexpected(tmpl.error());
+    bool keep = false;
+    {
+      std::lock_guard lk(mu_);
+      auto& pool = pools_[template_id];
+      --pool.filling;
+      if (l && !stopping_ && static_cast<int>(pool.ready.size()) < pool.target) {
+        pool.ready.push_back(*l);
+        keep = true;
+      }
+    }
+    if (l && !keep) co_await discard(*l, refill_);
+    if (l) {
+      failures = 0;
+      continue;
+    }
+    // A template that cannot start must not spin: back off, up to 30 s.
+    ++failures;
+    COPPICE_LOG_RATE(warn, 5) << "pool " << template_id << ": " << l.error().to_string();
+    backoff.expires_after(std::chrono::milliseconds(std::min(30000, 250 << std::min(failures, 7))));
+    co_await backoff.async_wait(asio::as_tuple(use_awaitable));
+  }
+}
+
+PoolView SandboxManager::pool_view_locked(const std::string& template_id) const {
+  PoolView v;
+  v.template_id = template_id;
+  if (auto it = pools_.find(template_id); it != pools_.end()) {
+    v.target = it->second.target;
+    v.available = static_cast<int>(it->second.ready.size());
+    v.filling = it->second.filling;
+  }
+  for (const auto& [id, l] : live_)
+    if (l->pool == template_id && visible(l->state))
+      ++v.in_use;
+  return v;
+}
+
+Result<PoolView> SandboxManager::warm_pool(const std::string& template_id, int count) {
+  if (count < 0 || count > kMaxPoolTarget)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "count must be between 0 and " + std::to_string(kMaxPoolTarget) + ", got " + std::to_string(count));
+  auto tmpl = templates_.get(template_id);
+  if (!tmpl) return std::unexpected(tmpl.error());
+  if (tmpl->backend != "ns")
+    return make_error(ErrorCode::kInvalidArgument, "template '" + template_id + "' needs the " + tmpl->backend +
+                                                       " backend, which this gateway does not run");
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
+    pools_[template_id].target = count;
+  }
+  kick_pool(template_id);
+  std::lock_guard lk(mu_);
+  return pool_view_locked(template_id);
+}
+
+asio::awaitable<Result<PoolView>> SandboxManager::drain_pool(const std::string& template_id) {
+  std::deque<std::shared_ptr<Live>> out;
+  {
+    std::lock_guard lk(mu_);
+    auto it = pools_.find(template_id);
+    if (it == pools_.end()) {
+      auto t = templates_.get(template_id);
+      if (!t) co_return std::unexpected(t.error());
+      co_return pool_view_locked(template_id);
+    }
+    it->second.target = 0;
+    out.swap(it->second.ready);
+  }
+  for (auto& l : out) co_await discard(l, workers_);
+  COPPICE_LOG(info) << "pool " << template_id << ": drained " << out.size() << " sandboxes";
+  std::lock_guard lk(mu_);
+  co_return pool_view_locked(template_id);
+}
+
+std::vector<PoolView> SandboxManager::pools() const {
+  std::vector<PoolView> out;
+  std::lock_guard lk(mu_);
+  std::set<std::string> names;
+  for (const auto& [name, p] : pools_) names.insert(name);
+  for (const auto& [id, l] : live_)
+    if (!l->pool.empty()) names.insert(l->pool);
+  for (const auto& n : names) out.push_back(pool_view_locked(n));
+  return out;
+}
+
+asio::awaitable<void> SandboxManager::shutdown() {
+  std::vector<std::shared_ptr<Live>> out;
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+    if (reaper_timer_) reaper_timer_->cancel();
+    for (auto& [name, p] : pools_) {
+      p.target = 0;
+      for (auto& l : p.ready) out.push_back(l);
+      p.ready.clear();
+    }
+  }
+  for (auto& l : out) co_await discard(l, workers_);
+  if (!out.empty()) {
+    COPPICE_LOG(info) << "pools drained: " << out.size() << " sandboxes removed";
+  }
+  // Refills in flight see stopping_ and remove what they started; wait for them.
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer t(ex);
+  for (int i = 0; i < 600; ++i) {
+    {
+      std::lock_guard lk(mu_);
+      bool busy = false;
+      for (auto& [name, p] : pools_) busy |= p.filler_running;
+      if (!busy) break;
+    }
+    t.expires_after(std::chrono::milliseconds(50));
+    co_await t.async_wait(asio::as_tuple(use_awaitable));
+  }
 }
 
 Result<SandboxView> SandboxManager::get(const std::string& id) const {
@@ -226,7 +508,7 @@ std::vector<SandboxView> SandboxManager::list(const ListFilter& f) const {
   std::vector<SandboxView> out;
   std::lock_guard lk(mu_);
   for (const auto& [id, l] : live_) {
-    if (l->state == SandboxState::kCreating || l->state == SandboxState::kKilling) continue;
+    if (!visible(l->state)) continue;
     if (!f.states.empty()) {
       bool match = false;
       for (auto s : f.states) match |= state_name(s) == state_name(l->state);
@@ -268,8 +550,7 @@ asio::awaitable<Status> SandboxManager::kill(const std::string& id) {
   {
     std::lock_guard lk(mu_);
     auto it = live_.find(id);
-    if (it == live_.end() || it->second->state == SandboxState::kCreating ||
-        it->second->state == SandboxState::kKilling)
+    if (it == live_.end() || !visible(it->second->state))
       co_return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
     if (it->second->state == SandboxState::kPausing || it->second->state == SandboxState::kResuming)
       co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is changing state; try again");
@@ -300,7 +581,7 @@ Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::begin_transition(c
                                                                               SandboxState from, SandboxState during) {
   std::lock_guard lk(mu_);
   auto it = live_.find(id);
-  if (it == live_.end() || it->second->state == SandboxState::kCreating || it->second->state == SandboxState::kKilling)
+  if (it == live_.end() || !visible(it->second->state))
     return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
   if (it->second->state != from) {
     bool settled = it->second->state == SandboxState::kRunning || it->second->state == SandboxState::kPaused;

@@ -5,12 +5,25 @@
 // the threads serving HTTP.
 //
 // States: Creating -> Running <-> Paused -> (gone). An action wrong for the
-// state fails with kFailedPrecondition (the API's 409).
+// state fails with kFailedPrecondition (the API's 409). A sandbox may also be
+// made ahead of demand for a template's warm pool (Pooled, invisible like
+// Creating) and become Running when a create takes it.
+//
+// Warm pools: per template, a target number of started sandboxes (envd up,
+// the template's start command run and ready, no /init yet) kept ready. A
+// create takes one in O(1) (pool hit) and finishes it as it would a cold one:
+// its id, hostname and writable layer were never seen by anyone, and /init
+// gives it the create's token, environment and defaults. An empty pool falls
+// back to the cold path (pool miss). Refills run one at a time per template on
+// a thread at SCHED_IDLE, so they only take CPU nobody else wants. Pooled
+// sandboxes are not in the store: after a crash, recover() removes them like
+// any orphan and the pools fill again.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,7 +46,7 @@ namespace asio = http::asio;
 using json = nlohmann::json;
 using Clock = std::chrono::system_clock;
 
-enum class SandboxState { kCreating, kRunning, kPausing, kPaused, kResuming, kKilling };
+enum class SandboxState { kCreating, kPooled, kRunning, kPausing, kPaused, kResuming, kKilling };
 std::string_view state_name(SandboxState s);  // "running" | "paused" (transitional states map to the nearer one)
 
 struct CreateParams {
@@ -67,6 +80,15 @@ struct MetricSample {
   uint64_t mem_used, mem_total, disk_used, disk_total;
 };
 
+// A template's warm pool.
+struct PoolView {
+  std::string template_id;
+  int target = 0;      // sandboxes it keeps ready
+  int available = 0;   // ready now
+  int in_use = 0;      // taken from it and still alive
+  int filling = 0;     // being started
+};
+
 struct ListFilter {
   std::vector<SandboxState> states;               // empty: running and paused
   std::map<std::string, std::string> metadata;    // every pair must match
@@ -75,8 +97,10 @@ struct ListFilter {
 class SandboxManager {
  public:
   // `metrics` receives create latencies and failures.
+  // Pool refills run on `io` (coroutines) and on a thread of their own.
   SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
-                 TemplateRegistry& templates, asio::thread_pool& workers, metrics::GatewayMetrics& metrics);
+                 TemplateRegistry& templates, asio::thread_pool& workers, metrics::GatewayMetrics& metrics,
+                 asio::any_io_executor io);
   ~SandboxManager();
 
   asio::awaitable<Result<SandboxView>> create(CreateParams p);
@@ -98,6 +122,18 @@ class SandboxManager {
   Result<http::Endpoint> envd_endpoint(const std::string& id) const;
   // A connected TCP socket to `port` on the sandbox's loopback, made inside its network namespace.
   asio::awaitable<Result<http::Socket>> connect_port(const std::string& id, uint16_t port);
+
+  // Sets a template's pool target (0..kMaxPoolTarget) and starts filling it.
+  // kInvalidArgument for an unknown or non-ns template or a bad count.
+  Result<PoolView> warm_pool(const std::string& template_id, int count);
+  // Target 0 and every ready sandbox of the pool removed.
+  asio::awaitable<Result<PoolView>> drain_pool(const std::string& template_id);
+  // Every pool with a target or sandboxes, sorted by template.
+  std::vector<PoolView> pools() const;
+  // Stops taking creates and refills and removes every pooled sandbox (the
+  // gateway's SIGTERM path). Running sandboxes are left alone.
+  asio::awaitable<void> shutdown();
+  static constexpr int kMaxPoolTarget = 10000;
 
   // On start: adopt the sandboxes the store lists whose processes still run,
   // remove expired and dead ones, and clean up kernel leftovers no record owns.
@@ -121,10 +157,27 @@ class SandboxManager {
   Result<std::shared_ptr<Live>> begin_transition(const std::string& id, SandboxState from, SandboxState during);
   SandboxView view(const Live& l) const;
   Status persist(const Live& l);
-  asio::awaitable<Status> init_envd(const Live& l, const std::map<std::string, std::string>& env_vars);
+  // Backend create under a fresh id reserved in state `as` (kCreating or
+  // kPooled), then the template's start and readiness commands. Nothing is
+  // left behind on failure.
+  asio::awaitable<Result<std::shared_ptr<Live>>> start_sandbox(const Template& tmpl, SandboxState as,
+                                                              asio::thread_pool& pool);
+  // /init with the create's parameters, timestamps, store: the sandbox becomes
+  // visible and Running. On failure the sandbox is destroyed.
+  asio::awaitable<Result<SandboxView>> hand_out(std::shared_ptr<Live> l, const CreateParams& p, const Template& tmpl,
+                                                bool pool_hit, std::chrono::steady_clock::time_point t0);
+  asio::awaitable<Status> run_template_commands(const Live& l, const Template& tmpl);
+  // Removes a sandbox that was never visible (kernel state + reservation).
+  asio::awaitable<void> discard(std::shared_ptr<Live> l, asio::thread_pool& pool);
   asio::awaitable<Status> destroy(std::shared_ptr<Live> l, std::string_view reason);
+  std::shared_ptr<Live> take_pooled(const Template& tmpl);
+  void kick_pool(const std::string& template_id);
+  asio::awaitable<void> fill_pool(std::string template_id);
+  PoolView pool_view_locked(const std::string& template_id) const;
   template <typename F>
-  asio::awaitable<std::invoke_result_t<F>> on_worker(F f);
+  asio::awaitable<std::invoke_result_t<F>> on_worker(F f) { return on_pool(workers_, std::move(f)); }
+  template <typename F>
+  asio::awaitable<std::invoke_result_t<F>> on_pool(asio::thread_pool& pool, F f);
 
   const GatewayConfig& cfg_;
   store::Store& store_;
@@ -136,6 +189,15 @@ class SandboxManager {
   std::map<std::string, std::shared_ptr<Live>> live_;
   bool stopping_ = false;
   std::unique_ptr<asio::steady_timer> reaper_timer_;
+  struct Pool {
+    int target = 0;
+    std::deque<std::shared_ptr<Live>> ready;
+    int filling = 0;
+    bool filler_running = false;
+  };
+  std::map<std::string, Pool> pools_;  // guarded by mu_
+  asio::any_io_executor io_;
+  asio::thread_pool refill_{1};  // SCHED_IDLE
 };
 
 }  // namespace coppice::core

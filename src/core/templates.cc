@@ -26,7 +26,7 @@ Status read_description(const std::string& toml_path, Template& t) {
   auto doc = parse_toml_file(toml_path);
   if (!doc) return std::unexpected(std::move(doc.error()));
   if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "ro_binds", "build_id", "source",
-                                      "start_cmd", "ready_cmd", "recipe_hash"});
+                                      "start_cmd", "ready_cmd", "recipe_hash", "env"});
       !s)
     return std::unexpected(std::move(s.error()).context(toml_path));
   auto str = [&](std::string_view k, std::string& out) -> Status {
@@ -57,6 +57,16 @@ Status read_description(const std::string& toml_path, Template& t) {
   if (auto s = num("memory_mb", kMaxMemoryMb, t.memory_mb); !s) return s;
   if (auto v = doc->get_strings("ro_binds")) t.ro_binds = std::move(*v);
   else if (v.error().code() != ErrorCode::kNotFound) return std::unexpected(std::move(v.error()).context(toml_path));
+  if (auto v = doc->get_strings("env")) {
+    for (const auto& kv : *v) {
+      auto eq = kv.find('=');
+      if (eq == 0 || eq == std::string::npos)
+        return make_error(ErrorCode::kInvalidArgument, toml_path + ": env entry \"" + kv + "\" is not NAME=VALUE");
+      t.env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+  } else if (v.error().code() != ErrorCode::kNotFound) {
+    return std::unexpected(std::move(v.error()).context(toml_path));
+  }
   return ok();
 }
 

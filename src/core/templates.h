@@ -12,6 +12,7 @@
 //   backend = "ns" | "vm"     cpu_count = 2         memory_mb = 512
 //   ro_binds = ["/usr"]       build_id = "..."      source = "host"
 //   start_cmd = "..."         ready_cmd = "..."     recipe_hash = "..."
+//   env = ["NAME=value"]      (every sandbox's environment; a create's envVars win)
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,7 @@ struct Template {
   std::string start_cmd;                // run once the sandbox is up; empty: none
   std::string ready_cmd;                // exits 0 once start_cmd's service is ready; empty: none
   std::string recipe_hash;              // hash of the build recipe the template came from
+  std::map<std::string, std::string> env;  // environment of every sandbox (a create's envVars override)
   // Bytes on disk, measured at reload (never per request): the rootfs's
   // allocated blocks, hard links counted once, symlinks not followed, not
   // crossing into other file systems (`du -sx`); for a VM, the image's size.

@@ -73,10 +73,12 @@ TEST(TemplateRegistry, DiscoversDirectoryTemplates) {
   make_dir_template(d.path(), "web",
                     "start_cmd = \"python3 -m http.server 8000\"\n"
                     "ready_cmd = \"curl -sf localhost:8000\"\n"
-                    "recipe_hash = \"feed\"\n");
+                    "recipe_hash = \"feed\"\n"
+                    "env = [\"LANG=C.UTF-8\", \"EMPTY=\", \"EQ=a=b\"]\n");
+  make_dir_template(d.path(), "badenv", "env = [\"NOEQUALS\"]\n");
   TemplateRegistry reg(d.path().string());
   ASSERT_TRUE(reg.reload());
-  EXPECT_EQ(names(reg), (std::vector<std::string>{"base", "web"}));
+  EXPECT_EQ(names(reg), (std::vector<std::string>{"base", "web"}));  // badenv is malformed: skipped
 
   auto base = reg.get("base");
   ASSERT_TRUE(base) << base.error().to_string();
@@ -98,6 +100,8 @@ TEST(TemplateRegistry, DiscoversDirectoryTemplates) {
   EXPECT_EQ(web->start_cmd, "python3 -m http.server 8000");
   EXPECT_EQ(web->ready_cmd, "curl -sf localhost:8000");
   EXPECT_EQ(web->recipe_hash, "feed");
+  EXPECT_EQ(web->env, (std::map<std::string, std::string>{{"EMPTY", ""}, {"EQ", "a=b"}, {"LANG", "C.UTF-8"}}));
+  EXPECT_TRUE(base->env.empty());
 }
 
 TEST(TemplateRegistry, UnknownTemplateNamesTheOnesThatExist) {

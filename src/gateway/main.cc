@@ -1,12 +1,14 @@
 // coppiced: the Coppice gateway. One process per host: the E2B control-plane
 // API and the single-port data-plane proxy, owning every sandbox on the host.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "api/api.h"
@@ -46,6 +48,17 @@ bool split_listen(const std::string& s, core::GatewayConfig* cfg) {
 }
 }  // namespace
 
+// Every sandbox costs the gateway file descriptors only while it is being
+// talked to, but thousands of concurrent streams need more than the usual
+// 1024: take the hard limit.
+static void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 int main(int argc, char** argv) {
   core::GatewayConfig cfg;
   std::string listen = "127.0.0.1:3000", level = "info";
@@ -55,6 +68,10 @@ int main(int argc, char** argv) {
   app.add_option("--domain", cfg.domain, "domain for <port>-<id>.<domain> routing");
   app.add_option("--templates", cfg.templates_dir, "templates root (default <state-dir>/templates)");
   app.add_option("--envd", cfg.envd_path, "path of the static coppice-envd (default: beside coppiced)");
+  app.add_option("--interp", cfg.interp_path,
+                 "path of coppice-interp, the code-interpreter server (default: beside coppiced, if there)");
+  std::vector<std::string> pool_specs;
+  app.add_option("--pool", pool_specs, "keep N warm sandboxes of a template: TEMPLATE=N (repeatable)");
   app.add_option("--default-timeout", cfg.default_timeout_s, "sandbox lifetime in seconds when none is asked")
       ->capture_default_str();
   app.add_option("--workers", cfg.worker_threads, "threads doing sandbox work")->capture_default_str();
@@ -80,7 +97,33 @@ int main(int argc, char** argv) {
       k.remove_prefix(c + 1);
     }
   }
+  for (const auto& spec : pool_specs) {
+    auto eq = spec.find('=');
+    int n = -1;
+    if (eq != std::string::npos && eq > 0) {
+      try {
+        size_t used = 0;
+        n = std::stoi(spec.substr(eq + 1), &used);
+        if (used != spec.size() - eq - 1) n = -1;
+      } catch (...) {
+        n = -1;
+      }
+    }
+    if (n < 0 || n > core::SandboxManager::kMaxPoolTarget) {
+      std::fprintf(stderr, "--pool wants TEMPLATE=N with 0 <= N <= %d, got %s\n", core::SandboxManager::kMaxPoolTarget,
+                   spec.c_str());
+      return 2;
+    }
+    cfg.pools[spec.substr(0, eq)] = n;
+  }
   if (cfg.templates_dir.empty()) cfg.templates_dir = cfg.state_dir + "/templates";
+  if (cfg.interp_path.empty()) {
+    if (::access((self_dir() + "/coppice-interp").c_str(), X_OK) == 0) cfg.interp_path = self_dir() + "/coppice-interp";
+  } else if (::access(cfg.interp_path.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "coppice-interp not found at %s\n", cfg.interp_path.c_str());
+    return 1;
+  }
+  raise_fd_limit();
   if (cfg.envd_path.empty()) cfg.envd_path = self_dir() + "/coppice-envd";
   if (::access(cfg.envd_path.c_str(), X_OK) != 0) {
     std::fprintf(stderr, "coppice-envd not found at %s (use --envd)\n", cfg.envd_path.c_str());
@@ -132,7 +175,7 @@ int main(int argc, char** argv) {
   http::asio::io_context io(cfg.io_threads);
   core::metrics::Registry registry;
   core::metrics::GatewayMetrics metrics(registry);
-  core::SandboxManager mgr(cfg, *store, **backend, templates, workers, metrics);
+  core::SandboxManager mgr(cfg, *store, **backend, templates, workers, metrics, io.get_executor());
   api::Api api(cfg, mgr, templates, *store, metrics);
   // Figures computed at each scrape, from the live state rather than kept in step with it.
   registry.gauge_collector("coppice_sandboxes", "Sandboxes by state.", [&mgr] {
@@ -140,15 +183,19 @@ int main(int argc, char** argv) {
     return std::vector<core::metrics::Sample>{{{{"state", "running"}}, static_cast<double>(c.running)},
                                               {{{"state", "paused"}}, static_cast<double>(c.paused)}};
   });
-  // Template pools do not exist yet: every template reports an empty pool.
-  auto pool_gauge = [&templates] {
+  // Every template has a pool, empty unless warmed.
+  auto pool_gauge = [&templates, &mgr](bool available) {
+    std::map<std::string, double> v;
+    for (const auto& t : templates.list()) v[t.name] = 0;
+    for (const auto& p : mgr.pools()) v[p.template_id] = available ? p.available : p.in_use;
     std::vector<core::metrics::Sample> out;
-    for (const auto& t : templates.list()) out.push_back({{{"template", t.name}}, 0});
+    for (const auto& [name, n] : v) out.push_back({{{"template", name}}, n});
     return out;
   };
-  registry.gauge_collector("coppice_pool_available", "Ready sandboxes waiting in each template's pool.", pool_gauge);
+  registry.gauge_collector("coppice_pool_available", "Ready sandboxes waiting in each template's pool.",
+                           [pool_gauge] { return pool_gauge(true); });
   registry.gauge_collector("coppice_pool_in_use", "Sandboxes checked out of each template's pool and still alive.",
-                           pool_gauge);
+                           [pool_gauge] { return pool_gauge(false); });
   http::Server server(io, [&](http::Exchange& ex) { return api.handle(ex); });
 
   // Recover before serving, so the first request sees every sandbox.
@@ -171,17 +218,37 @@ int main(int argc, char** argv) {
   COPPICE_LOG(info) << "coppiced " << COPPICE_VERSION << " listening on " << cfg.listen_host << ":" << *port
                     << ", state in " << cfg.state_dir << ", " << mgr.count() << " sandboxes recovered";
   http::asio::co_spawn(io, mgr.reaper_loop(), http::asio::detached);
+  for (const auto& [name, n] : cfg.pools) {
+    if (auto p = mgr.warm_pool(name, n); !p) {
+      COPPICE_LOG(error) << "--pool " << name << "=" << n << ": " << p.error().to_string();
+      return 2;
+    }
+    COPPICE_LOG(info) << "pool " << name << ": keeping " << n << " warm";
+  }
 
-  // SIGTERM/SIGINT: stop serving and exit. Sandboxes keep running and are
-  // adopted again on the next start: a gateway restart loses nothing.
+  // SIGTERM/SIGINT: stop serving, drain the warm pools, exit. Sandboxes keep
+  // running and are adopted again on the next start: a gateway restart loses
+  // nothing. A second signal exits at once (pool leftovers are then removed
+  // by the next start's recovery).
   http::asio::signal_set signals(io, SIGTERM, SIGINT);
-  signals.async_wait([&](const boost::system::error_code& e, int sig) {
+  std::function<void(const boost::system::error_code&, int)> on_signal;
+  bool stopping = false;
+  on_signal = [&](const boost::system::error_code& e, int sig) {
     if (e) return;
-    COPPICE_LOG(info) << "signal " << sig << ": stopping (sandboxes keep running)";
+    if (stopping) {
+      COPPICE_LOG(warn) << "signal " << sig << " again: exiting now";
+      std::_Exit(1);
+    }
+    stopping = true;
+    COPPICE_LOG(info) << "signal " << sig << ": stopping (sandboxes keep running; draining pools)";
     server.stop();
-    mgr.stop();
-    io.stop();
-  });
+    signals.async_wait(on_signal);
+    http::asio::co_spawn(io, mgr.shutdown(), [&](std::exception_ptr) {
+      mgr.stop();
+      io.stop();
+    });
+  };
+  signals.async_wait(on_signal);
   std::vector<std::thread> threads;
   for (int i = 1; i < cfg.io_threads; ++i) threads.emplace_back([&] { io.run(); });
   io.run();
