@@ -89,6 +89,39 @@ test(`[${sdkName}] a template added on disk is usable after POST /templates/relo
   }
 });
 
+test(`[${sdkName}] a template's start_cmd runs in every sandbox and create waits for its ready_cmd; env reaches it, envVars win`, opt, async () => {
+  const name = `svc-${process.pid}`;
+  const dir = path.join(templatesDir, name);
+  fs.mkdirSync(dir);
+  try {
+    execFileSync('cp', ['-a', path.join(templatesDir, 'base', 'rootfs'), path.join(dir, 'rootfs')]);
+    const base = fs.readFileSync(path.join(templatesDir, 'base', 'template.toml'), 'utf8');
+    // The service answers only once it has slept a while: without the
+    // readiness wait, the request right after create would find no listener.
+    fs.writeFileSync(path.join(dir, 'template.toml'), base +
+      'start_cmd = "sleep 0.3; mkdir -p /tmp/www && echo \\"$GREETING\\" > /tmp/www/index.html && cd /tmp/www && exec python3 -m http.server 8000 --bind 127.0.0.1"\n' +
+      'ready_cmd = "python3 -c \'import urllib.request; urllib.request.urlopen(\\"http://127.0.0.1:8000/\\", timeout=1)\'"\n' +
+      'env = ["GREETING=hello from the template", "WHO=template"]\n');
+    const t = (await reload()).find((x) => x.templateID === name);
+    assert.ok(t, 'the template loads');
+    assert.ok(t.startCmd.includes('http.server'));
+
+    const sbx = await Sandbox.create(name, { ...gw.opts, envs: { WHO: 'create' } });
+    try {
+      const r = await fetch(`${gw.url}/`, { headers: { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '8000' } });
+      assert.equal(r.status, 200);
+      assert.equal(await r.text(), 'hello from the template\n');
+      const out = await sbx.commands.run('echo "$GREETING/$WHO"');
+      assert.equal(out.stdout, 'hello from the template/create\n');
+    } finally {
+      await sbx.kill();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+    await reload();
+  }
+});
+
 test('a VM image with its .conf is listed as a vm template and wins a name collision', opt, async () => {
   const name = `vm-${process.pid}`;
   const img = path.join(templatesDir, `${name}.img`);
