@@ -12,7 +12,9 @@ asio::awaitable<Status> envd_init(const http::Endpoint& ep, const EnvdInit& init
   json body{{"envVars", init.env_vars}, {"defaultUser", init.default_user}, {"defaultWorkdir", init.default_workdir}};
   if (!init.access_token.empty()) body["accessToken"] = init.access_token;
   // Named locals: g++ 12 mishandles temporaries inside co_await expressions.
-  const http::Fields headers{{"Content-Type", "application/json"}};
+  http::Fields headers{{"Content-Type", "application/json"}};
+  // Needed from the second /init on; the first one sets the token.
+  if (!init.access_token.empty()) headers.emplace_back("X-Access-Token", init.access_token);
   std::string target = "/init", payload = body.dump();
   const std::chrono::milliseconds limit = std::chrono::seconds(5);
   auto r = co_await http::fetch(ep, http::bhttp::verb::post, std::move(target), headers, std::move(payload), limit);

@@ -22,7 +22,8 @@ struct EnvdInit {
 };
 
 // POST /init. envd takes the first /init from anyone; later ones need the
-// token the first set, so this is called once per sandbox life.
+// token the first set, which is sent along (X-Access-Token) when given.
+// Environment variables add to those set before.
 asio::awaitable<Status> envd_init(const http::Endpoint& ep, const EnvdInit& init);
 
 // Runs `/bin/sh -c <command>` as root through Process/Start and waits for it

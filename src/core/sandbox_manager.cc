@@ -129,7 +129,7 @@ SandboxView SandboxManager::view(const Live& l) const {
                      l.end_at,    std::string(kEnvdVersion)};
 }
 
-Status SandboxManager::persist(const Live& l) {
+Status SandboxManager::persist(const Live& l, std::string_view event_kind, std::string_view event_detail) {
   store::SandboxRecord r;
   r.id = l.id;
   r.template_id = l.template_id;
@@ -146,7 +146,7 @@ Status SandboxManager::persist(const Live& l) {
   r.init_pid = l.handle.init_pid;
   r.state_dir = l.state_dir;
   r.envd_version = std::string(kEnvdVersion);
-  return store_.put_sandbox(r);
+  return store_.put_sandbox(r, event_kind, event_detail);
 }
 
 namespace {
@@ -252,7 +252,16 @@ asio::awaitable<Result<std::shared_ptr<SandboxManager::Live>>> SandboxManager::s
     co_return std::unexpected(std::move(handle.error()).context("create sandbox"));
   }
   l->handle = *handle;
-  if (auto s = co_await run_template_commands(*l, tmpl); !s) {
+  Status s = co_await run_template_commands(*l, tmpl);
+  if (s && as == SandboxState::kPooled) {
+    l->token = new_token();
+    EnvdInit init;
+    init.access_token = l->token;
+    init.env_vars = tmpl.env;
+    const http::Endpoint ep{l->handle.envd_socket, "", 0};
+    s = co_await envd_init(ep, init);
+  }
+  if (!s) {
     co_await discard(l, pool);
     co_return std::unexpected(std::move(s.error()));
   }
@@ -262,15 +271,25 @@ asio::awaitable<Result<std::shared_ptr<SandboxManager::Live>>> SandboxManager::s
 asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Live> l, const CreateParams& p,
                                                               const Template& tmpl, bool pool_hit,
                                                               std::chrono::steady_clock::time_point t0) {
-  l->token = p.secure ? new_token() : "";
   l->metadata = p.metadata;
   l->env_vars = json(p.env_vars);
   auto t1 = std::chrono::steady_clock::now();
-  EnvdInit init;
-  init.access_token = l->token;
-  init.env_vars = merged_env(tmpl, p.env_vars);
+  // A cold sandbox gets its token, environment and defaults now. A pooled one
+  // got its token and the template's environment when it was made (nobody
+  // could see it since), so only a create's own envVars need a round trip.
   const http::Endpoint ep{l->handle.envd_socket, "", 0};
-  Status s = co_await envd_init(ep, init);
+  EnvdInit init;
+  Status s = ok();
+  if (!pool_hit) {
+    l->token = p.secure ? new_token() : "";
+    init.access_token = l->token;
+    init.env_vars = merged_env(tmpl, p.env_vars);
+    s = co_await envd_init(ep, init);
+  } else if (!p.env_vars.empty()) {
+    init.access_token = l->token;
+    init.env_vars = p.env_vars;
+    s = co_await envd_init(ep, init);
+  }
   if (!s) metrics_.envd_errors.inc();
   auto t2 = std::chrono::steady_clock::now();
   if (s) {
@@ -281,7 +300,8 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
     l->state = SandboxState::kRunning;
   }
   if (s) {
-    if (auto st = persist(*l); !st) s = std::unexpected(std::move(st.error()).context("store sandbox"));
+    std::string detail = "template " + l->template_id + (pool_hit ? " (pool)" : "");
+    if (auto st = persist(*l, "created", detail); !st) s = std::unexpected(std::move(st.error()).context("store sandbox"));
   }
   if (!s) {
     {
@@ -292,7 +312,6 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
     COPPICE_LOG_RATE(warn, 5).sandbox(l->id) << "create failed: " << s.error().to_string();
     co_return std::unexpected(std::move(s.error()));
   }
-  (void)store_.append_event(l->id, "created", "template " + l->template_id + (pool_hit ? " (pool)" : ""));
   auto done = std::chrono::steady_clock::now();
   double secs = std::chrono::duration<double>(done - t0).count();
   (pool_hit ? metrics_.create_seconds_hit : metrics_.create_seconds_miss).observe(secs);
@@ -308,7 +327,9 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
   co_return view(*l);
 }
 
-std::shared_ptr<SandboxManager::Live> SandboxManager::take_pooled(const Template& tmpl) {
+std::shared_ptr<SandboxManager::Live> SandboxManager::take_pooled(const Template& tmpl, bool secure) {
+  // Pooled sandboxes carry a token from the start; one without is made cold.
+  if (!secure) return nullptr;
   std::shared_ptr<Live> l;
   {
     std::lock_guard lk(mu_);
@@ -333,7 +354,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
   // Pool hit. An entry built from an older version of the template is
   // removed, and so is one whose envd no longer answers /init (hand_out
   // discards it); either way the create goes on down the cold path.
-  while (auto l = take_pooled(*tmpl)) {
+  while (auto l = take_pooled(*tmpl, p.secure)) {
     if (l->build != tmpl->rootfs + "\n" + tmpl->build_id + "\n" + tmpl->recipe_hash) {
       co_await discard(l, refill_);
       continue;

@@ -156,7 +156,7 @@ class SandboxManager {
   // it until the action ends); kNotFound or kFailedPrecondition otherwise.
   Result<std::shared_ptr<Live>> begin_transition(const std::string& id, SandboxState from, SandboxState during);
   SandboxView view(const Live& l) const;
-  Status persist(const Live& l);
+  Status persist(const Live& l, std::string_view event_kind = "", std::string_view event_detail = "");
   // Backend create under a fresh id reserved in state `as` (kCreating or
   // kPooled), then the template's start and readiness commands. Nothing is
   // left behind on failure.
@@ -170,7 +170,7 @@ class SandboxManager {
   // Removes a sandbox that was never visible (kernel state + reservation).
   asio::awaitable<void> discard(std::shared_ptr<Live> l, asio::thread_pool& pool);
   asio::awaitable<Status> destroy(std::shared_ptr<Live> l, std::string_view reason);
-  std::shared_ptr<Live> take_pooled(const Template& tmpl);
+  std::shared_ptr<Live> take_pooled(const Template& tmpl, bool secure);
   void kick_pool(const std::string& template_id);
   asio::awaitable<void> fill_pool(std::string template_id);
   PoolView pool_view_locked(const std::string& template_id) const;

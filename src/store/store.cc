@@ -483,7 +483,9 @@ Result<std::string> Store::pragma(std::string_view name) {
 
 // --- sandboxes ---
 
-Status Store::put_sandbox(const SandboxRecord& rec) {
+Status Store::put_sandbox(const SandboxRecord& rec) { return put_sandbox(rec, "", ""); }
+
+Status Store::put_sandbox(const SandboxRecord& rec, std::string_view event_kind, std::string_view event_detail) {
   const std::string step = "store sandbox " + rec.id;
   if (!valid_sandbox_id(rec.id)) {
     return make_error(ErrorCode::kInvalidArgument, step + ": malformed sandbox id");
@@ -495,7 +497,11 @@ Status Store::put_sandbox(const SandboxRecord& rec) {
   const std::string metadata = json_text(rec.metadata);
   const std::string env_vars = json_text(rec.env_vars);
   const std::string extra = json_text(rec.extra);
+  const int64_t now = now_ms();
   std::lock_guard lock(impl_->mu);
+  // The row and its event commit together: one write to the WAL.
+  Transaction tx(*impl_);
+  if (!event_kind.empty()) COPPICE_TRY_CTX(tx.begin(), step);
   auto r = impl_->run(kPutSandbox, step, [&](sqlite3_stmt* s) {
     bind_arg(s, 1, rec.id);
     bind_arg(s, 2, rec.template_id);
@@ -517,6 +523,20 @@ Status Store::put_sandbox(const SandboxRecord& rec) {
     bind_arg(s, 18, extra);
   });
   if (!r) return std::unexpected(std::move(r.error()));
+  if (event_kind.empty()) return ok();
+  auto n = impl_->run(kAppendEvent, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, rec.id);
+    bind_arg(s, 2, now);
+    bind_arg(s, 3, event_kind);
+    bind_arg(s, 4, event_detail);
+  });
+  if (!n) return std::unexpected(std::move(n.error()));
+  auto trimmed = impl_->run(kTrimEvents, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, rec.id);
+    bind_arg(s, 2, kMaxEventsPerSandbox);
+  });
+  if (!trimmed) return std::unexpected(std::move(trimmed.error()));
+  COPPICE_TRY_CTX(tx.commit(), step);
   return ok();
 }
 

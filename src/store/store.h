@@ -109,6 +109,9 @@ class Store {
   // Inserts or replaces the whole row. kInvalidArgument for a malformed id or
   // metadata/env_vars/extra that are not JSON objects.
   Status put_sandbox(const SandboxRecord& rec);
+  // The same, with an event appended in the same transaction (a new
+  // sandbox's row and its "created" event are one commit).
+  Status put_sandbox(const SandboxRecord& rec, std::string_view event_kind, std::string_view event_detail);
   // kNotFound if there is no such row.
   Result<SandboxRecord> get_sandbox(std::string_view id);
   Status update_state(std::string_view id, SandboxState state);

@@ -241,6 +241,23 @@ TEST_F(StoreTest, EventsNewestLimitOldestFirstAndCascade) {
   EXPECT_TRUE(s.events(id, 100)->empty());
 }
 
+TEST_F(StoreTest, PutWithEventCommitsBoth) {
+  Store s = open_store();
+  SandboxRecord r = sample(6);
+  ASSERT_OK(s.put_sandbox(r, "created", "template base (pool)"));
+  EXPECT_EQ(*s.get_sandbox(r.id), r);
+  auto ev = s.events(r.id, 10);
+  ASSERT_OK(ev);
+  ASSERT_EQ(ev->size(), 1u);
+  EXPECT_EQ((*ev)[0].kind, "created");
+  EXPECT_EQ((*ev)[0].detail, "template base (pool)");
+  // A malformed record writes neither.
+  SandboxRecord bad = sample(7);
+  bad.metadata = nlohmann::json::array();
+  EXPECT_FALSE(s.put_sandbox(bad, "created", ""));
+  EXPECT_EQ(s.get_sandbox(bad.id).error().code(), ErrorCode::kNotFound);
+}
+
 TEST_F(StoreTest, EventsAreCappedPerSandbox) {
   Store s = open_store();
   const std::string id = make_id(6);
