@@ -81,6 +81,8 @@ class Kernel : public std::enable_shared_from_this<Kernel> {
   bool retired() const { return retired_; }
   // The kernel reached kReady at some point of its life.
   bool was_ready() const { return was_ready_; }
+  // The sandbox's environment has been applied in this kernel.
+  bool globals_applied = false;
 
   // Called once, on the executor, when the process has exited.
   std::function<void(Kernel&)> on_exit;

@@ -45,7 +45,10 @@ int probe(int port, double timeout_s) {
     bool ready = false;
     auto once = [&]() -> http::asio::awaitable<void> {
       const http::Fields none;
-      auto r = co_await http::fetch(ep, http::bhttp::verb::get, "/health", none, "", std::chrono::seconds(2), 4096);
+      const std::string target = "/health";
+      const std::string no_body;
+      const std::chrono::milliseconds timeout = std::chrono::seconds(2);
+      auto r = co_await http::fetch(ep, http::bhttp::verb::get, target, none, no_body, timeout, 4096);
       if (!r) {
         last = r.error().message();
       } else if (r->status == 200) {
@@ -107,6 +110,8 @@ int main(int argc, char** argv) {
   app.add_option("--port", cfg.port, "listen port")->capture_default_str();
   app.add_option("--python", cfg.kernel.python, "Python with ipykernel (looked up in PATH)")->capture_default_str();
   app.add_option("--cwd", cfg.default_cwd, "working directory of the default context")->capture_default_str();
+  app.add_option("--envd-socket", cfg.envd_socket, "envd's unix socket, asked for the sandbox's environment (else 127.0.0.1:49983)")
+      ->capture_default_str();
   app.add_option("--kernel-user", kernel_user, "run kernels as this user (default: the server's own user)");
   app.add_option("--runtime-dir", runtime_base, "where the private dir for kernel connection files is made (default: $TMPDIR or /tmp)");
   app.add_option("--kernel-start-timeout", start_timeout_s, "seconds a kernel has to start")->capture_default_str();

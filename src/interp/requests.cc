@@ -92,6 +92,10 @@ std::string set_env_code(const std::map<std::string, std::string>& env) {
          "(__import__('os'), " + dict + ")";
 }
 
+std::string global_env_code(const std::map<std::string, std::string>& env) {
+  return "__import__('os').environ.update(" + json(env).dump(-1, ' ', false, json::error_handler_t::replace) + ")";
+}
+
 std::string restore_env_code() {
   return "(lambda o: [o.environ.__setitem__(k, v) if v is not None else o.environ.pop(k, None) "
          "for k, v in o.__dict__.pop('_coppice_saved_env', {}).items()])(__import__('os'))";

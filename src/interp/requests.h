@@ -41,5 +41,7 @@ Result<CreateContextRequest> parse_create_context_request(std::string_view body)
 // Both are run silently around one execution.
 std::string set_env_code(const std::map<std::string, std::string>& env);
 std::string restore_env_code();
+// Python that sets env's names for good (the sandbox's own environment).
+std::string global_env_code(const std::map<std::string, std::string>& env);
 
 }  // namespace coppice::interp

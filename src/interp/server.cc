@@ -40,6 +40,7 @@ struct Run {
   std::shared_ptr<Mailbox> mb;
   std::shared_ptr<Waiter> waiter;
   ExecuteRequest req;
+  std::string access_token;  // the request's X-Access-Token, for envd
   bool client_gone = false;
   bool finished = false;  // stream_run has returned
 };
@@ -314,6 +315,7 @@ asio::awaitable<void> InterpServer::handle_execute(http::Exchange& ex) {
   run->waiter = std::make_shared<Waiter>();
   run->waiter->mb = run->mb;
   run->req = std::move(*req);
+  run->access_token = ex.header("X-Access-Token");
   const http::Fields head{{"Content-Type", "application/x-ndjson"},
                           {"Cache-Control", "no-store"},
                           {"Access-Control-Allow-Origin", "*"}};
@@ -340,6 +342,37 @@ asio::awaitable<void> InterpServer::watch_peer(http::Exchange& ex, std::shared_p
   // Only the end of the run ends this (by cancelling it).
   asio::steady_timer forever(ex.executor(), Clock::time_point::max());
   co_await forever.async_wait(kTuple);
+}
+
+asio::awaitable<std::map<std::string, std::string>> InterpServer::sandbox_envs(std::string token) {
+  std::map<std::string, std::string> out;
+  http::Endpoint ep;
+  struct stat st {};
+  if (!cfg_.envd_socket.empty() && ::stat(cfg_.envd_socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    ep.unix_path = cfg_.envd_socket;
+  } else {
+    ep.host = "127.0.0.1";
+    ep.port = 49983;
+  }
+  http::Fields headers;
+  if (!token.empty()) headers.emplace_back("X-Access-Token", token);
+  const std::string target = "/envs";
+  const std::string no_body;
+  const std::chrono::milliseconds timeout = std::chrono::seconds(2);
+  auto r = co_await http::fetch(ep, http::bhttp::verb::get, target, headers, no_body, timeout, 1u << 20);
+  if (!r || r->status != 200) {
+    COPPICE_LOG(debug) << "no sandbox environment from envd at " << ep.to_string() << ": "
+                       << (r ? "status " + std::to_string(r->status) : r.error().message());
+    co_return out;
+  }
+  json j = json::parse(r->body, nullptr, false);
+  if (!j.is_object()) co_return out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.value().is_string() && !it.key().empty() && it.key().find('=') == std::string::npos) {
+      out[it.key()] = it.value().get<std::string>();
+    }
+  }
+  co_return out;
 }
 
 asio::awaitable<bool> InterpServer::run_silent(std::shared_ptr<Run> run, std::shared_ptr<Kernel> k, std::string code) {
@@ -435,10 +468,22 @@ asio::awaitable<void> InterpServer::stream_run(http::Exchange& ex, std::shared_p
     co_return;
   }
 
-  // 3. Environment for this run only.
+  // 3. The sandbox's environment, once per kernel; then this run's own.
+  if (!k->globals_applied) {
+    k->globals_applied = true;
+    auto envs = co_await sandbox_envs(run->access_token);
+    if (!envs.empty()) {
+      std::string code = global_env_code(envs);
+      bool applied = co_await run_silent(run, k, code);
+      if (!applied) {
+        COPPICE_LOG(warn) << "context " << ctx->id << ": could not apply the sandbox environment";
+      }
+    }
+  }
   bool env_set = false;
   if (!run->req.env_vars.empty()) {
-    env_set = co_await run_silent(run, k, set_env_code(run->req.env_vars));
+    std::string code = set_env_code(run->req.env_vars);
+    env_set = co_await run_silent(run, k, code);
     if (!env_set) {
       const ojson err = error_line("EnvironmentError", "could not set env_vars for this run", "");
       co_await emit(err);
@@ -496,7 +541,10 @@ asio::awaitable<void> InterpServer::stream_run(http::Exchange& ex, std::shared_p
   }
 
   // 5. The environment as it was.
-  if (env_set && k->state() == KernelState::kReady) co_await run_silent(run, k, restore_env_code());
+  if (env_set && k->state() == KernelState::kReady) {
+    std::string code = restore_env_code();
+    co_await run_silent(run, k, code);
+  }
   const ojson end = end_of_execution_line();
   co_await emit(end);
 }

@@ -22,6 +22,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "http/client.h"
 #include "http/server.h"
 #include "interp/kernel.h"
 #include "interp/zmq_socket.h"
@@ -36,6 +37,10 @@ struct ServerConfig {
   std::chrono::milliseconds keepalive{5000};        // a keepalive line after this long without output
   std::chrono::milliseconds interrupt_grace{10000}; // after an interrupt, how long before the kernel is killed
   size_t max_body = 32u << 20;              // request body limit
+  // Where envd answers GET /envs: the sandbox's environment (a create's
+  // envVars included), applied to each kernel before its first run, as E2B
+  // does. A unix socket path, else 127.0.0.1:49983.
+  std::string envd_socket = "/.coppice/run/envd.sock";
 };
 
 struct Context;
@@ -57,6 +62,8 @@ class InterpServer {
   asio::awaitable<void> handle_create_context(http::Exchange& ex);
   asio::awaitable<void> stream_run(http::Exchange& ex, std::shared_ptr<Run> run);
   asio::awaitable<void> watch_peer(http::Exchange& ex, std::shared_ptr<Run> run);
+  // The sandbox's environment from envd (empty when envd cannot be asked).
+  asio::awaitable<std::map<std::string, std::string>> sandbox_envs(std::string token);
   asio::awaitable<bool> run_silent(std::shared_ptr<Run> run, std::shared_ptr<Kernel> k, std::string code);
 
   std::shared_ptr<Context> new_context(const std::string& language, const std::string& cwd);
