@@ -3,6 +3,7 @@
 //
 //   node bench/compare.mjs [--quick] [--out DIR] [--density N]
 //                          [--no-coppice] [--no-peers] [--no-density]
+//   node bench/compare.mjs --render DIR/compare.json [--out DIR]   (redraw the chart only)
 //
 // Needs root (exit 77 otherwise). Starts its own coppiced from
 // $COPPICE_BUILD_DIR (default build/) through the e2e harness, loopback only.
@@ -34,7 +35,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn, execFileSync, spawnSync } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import { startGateway, TEST_API_KEY, gatewaySkipReason, buildDir } from '../tests/e2e/lib/harness.mjs';
 import { renderSvg } from './compare_chart.mjs';
@@ -47,6 +48,22 @@ const outDir = path.resolve(opt('--out', path.join(import.meta.dirname, 'results
 const densityTarget = Number(opt('--density', quick ? 200 : 5000));
 const doCoppice = !flag('--no-coppice'), doPeers = !flag('--no-peers'), doDensity = !flag('--no-density') && densityTarget > 0;
 const COMMAND = `node bench/compare.mjs ${argv.join(' ')}`.trim();
+
+// --render FILE: redraw compare.svg (and .png) in --out from a compare.json, measuring nothing.
+if (flag('--render')) {
+  const j = JSON.parse(fs.readFileSync(opt('--render'), 'utf8'));
+  fs.mkdirSync(outDir, { recursive: true });
+  writeChart(j.runs, j.meta);
+  process.exit(0);
+}
+function writeChart(runs, meta) {
+  const h = meta.host;
+  const svg = renderSvg(runs.filter((r) => r.metric !== 'density'), {
+    subtitle: `${h.cpuCount}× ${h.cpuModel || '?'}, ${h.memGB} GiB, kernel ${h.kernel}; ${meta.startedAt.slice(0, 16)}Z; ${meta.quick ? '--quick, ' : ''}load average ${meta.loadStart[0]} → ${meta.loadEnd[0]} (shared machine)`,
+  });
+  fs.writeFileSync(path.join(outDir, 'compare.svg'), svg);
+  try { execFileSync('rsvg-convert', ['-b', 'white', '-o', path.join(outDir, 'compare.png'), path.join(outDir, 'compare.svg')], { stdio: 'ignore' }); } catch {}
+}
 
 if (!process.getuid || process.getuid() !== 0) {
   console.error('compare: cannot run: needs root (namespaces, cgroups, overlayfs, runc/crun)');
@@ -277,7 +294,8 @@ async function coppiceSection() {
   console.error('== coppice (cold, no pool)');
   const gw = await launchGateway();
   const rev = (() => { try { return execFileSync('git', ['-C', path.join(import.meta.dirname, '..'), 'log', '-1', '--format=%h %s']).toString().trim().slice(0, 100); } catch { return '?'; } })();
-  notes.push(`coppice: coppiced from ${buildDir}, repo at ${rev}`);
+  const built = (() => { try { return fs.statSync(path.join(buildDir, 'coppiced')).mtime.toISOString(); } catch { return '?'; } })();
+  notes.push(`coppice: coppiced from ${buildDir} (built ${built}); this checkout at ${rev}`);
   const hasMetrics = !!(await gw.metrics());
   if (!hasMetrics) notes.push('coppice: GET /metrics not available: no server-side create time');
   // Warm-up.
@@ -836,13 +854,7 @@ fs.mkdirSync(outDir, { recursive: true });
 for (const r of results) console.log(JSON.stringify(r));
 const compact = results.map((r) => ({ ...r, samples: r.samples.map((x) => +x.toFixed(2)) }));
 fs.writeFileSync(path.join(outDir, 'compare.json'), JSON.stringify({ meta, goals, ratios, runs: compact }) + '\n');
-const svg = renderSvg(results.filter((r) => r.metric !== 'density'), {
-  subtitle: `${HOST.cpuCount}× ${HOST.cpuModel || '?'}, ${HOST.memGB} GiB, kernel ${HOST.kernel}; ${new Date(t0).toISOString().slice(0, 16)}Z; ${quick ? '--quick, ' : ''}load ${startLoad[0]}→${load()[0]}`,
-});
-fs.writeFileSync(path.join(outDir, 'compare.svg'), svg);
-if (which('rsvg-convert')) {
-  spawnSync('rsvg-convert', ['-b', 'white', '-o', path.join(outDir, 'compare.png'), path.join(outDir, 'compare.svg')], { stdio: 'ignore' });
-}
+writeChart(results, meta);
 
 // Table.
 const fmt = (x) => (x >= 100 ? x.toFixed(0) : x.toFixed(2)).padStart(7);

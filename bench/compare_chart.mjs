@@ -14,8 +14,15 @@ export function renderSvg(runs, { title = 'Coppice vs runc / crun / bubblewrap',
     if (!g) groups.push((g = { metric: r.metric, rows: [] }));
     g.rows.push(r);
   }
-  const W = 1100, left = 380, right = 40, top = 78, rowH = 20, groupGap = 34, bottom = 70;
-  const H = top + groups.reduce((a, g) => a + groupGap + g.rows.length * rowH, 0) + bottom;
+  // Within a clock: one cluster per concurrency, the systems side by side in a fixed order.
+  const order = Object.keys(COLORS);
+  for (const g of groups) {
+    g.rows = g.rows.map((r, i) => ({ r, i })).sort((a, b) => a.r.concurrency - b.r.concurrency ||
+      order.indexOf(a.r.system) - order.indexOf(b.r.system) || a.i - b.i).map((x) => x.r);
+    g.clusters = new Set(g.rows.map((r) => r.concurrency)).size;
+  }
+  const W = 1100, left = 380, right = 40, top = 78, rowH = 20, groupGap = 34, clusterGap = 8, bottom = 88;
+  const H = top + groups.reduce((a, g) => a + groupGap + g.rows.length * rowH + (g.clusters - 1) * clusterGap, 0) + bottom;
   const vals = rows.flatMap((r) => [r.summary.p50, r.summary.p99, r.summary.min]).filter((v) => v > 0);
   const lo = 10 ** Math.floor(Math.log10(Math.min(...vals))), hi = 10 ** Math.ceil(Math.log10(Math.max(...vals)));
   const x = (v) => left + ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (W - left - right);
@@ -25,7 +32,7 @@ export function renderSvg(runs, { title = 'Coppice vs runc / crun / bubblewrap',
   out.push(`<text x="16" y="26" font-size="18" font-weight="bold">${esc(title)}</text>`);
   out.push(`<text x="16" y="46" fill="#444">${esc(subtitle)}</text>`);
   out.push(`<text x="16" y="64" fill="#444">bar = p50, whisker = p95 (short tick) to p99 (long tick); milliseconds, log scale; c = concurrency</text>`);
-  const plotTop = top, plotBottom = H - bottom + 10;
+  const plotTop = top, plotBottom = H - bottom + 6;
   // Decade and 2/5 grid lines.
   for (let d = lo; d <= hi; d *= 10) {
     for (const m of [1, 2, 5]) {
@@ -41,7 +48,13 @@ export function renderSvg(runs, { title = 'Coppice vs runc / crun / bubblewrap',
   for (const g of groups) {
     y += groupGap;
     out.push(`<text x="16" y="${y - 10}" font-size="14" font-weight="bold">${esc(g.metric)}</text>`);
+    let lastC = null;
     for (const r of g.rows) {
+      if (lastC !== null && r.concurrency !== lastC) {
+        y += clusterGap;
+        out.push(`<line x1="16" y1="${y - clusterGap / 2}" x2="${W - right}" y2="${y - clusterGap / 2}" stroke="#ddd" stroke-dasharray="3,3"/>`);
+      }
+      lastC = r.concurrency;
       const s = r.summary, c = COLORS[r.system] || '#555';
       const yy = y + 3, h = rowH - 6, mid = y + rowH / 2;
       const label = `${r.label || r.config}  c=${r.concurrency}` + (s.failures ? `  (${s.failures} failed)` : '');
