@@ -29,6 +29,11 @@ struct SandboxSpec {
   std::vector<std::string> ro_binds;  // host paths bind-mounted read-only at the same path (e.g. "/usr")
   std::string state_dir;              // per-sandbox host dir, created if missing: upper/, work/, run/ ...
   std::string envd_path;              // host path of the static coppice-envd binary
+  // Host path of the code-interpreter server binary; empty: none. When set it
+  // is bind-mounted read-only (nosuid, nodev) at /.coppice/interp, like envd
+  // at /.coppice/envd. It is dynamically linked: it runs only in templates that
+  // hold its libraries. A missing file fails the create.
+  std::string interp_path;
   Limits limits;
 };
 
@@ -77,6 +82,24 @@ class Backend {
   // Takes a running sandbox left by an earlier gateway process back under
   // management (finds its PID 1 from its cgroup). kNotFound if it is not running.
   virtual Result<SandboxHandle> adopt(const std::string& id, const std::string& state_dir) = 0;
+
+  // Gives a running sandbox managed by this backend a new id (for warm pools:
+  // a sandbox started under a pool name is handed out under a fresh id). Its
+  // state dir moves to `new_state_dir` (same file system; must not exist), so
+  // the returned handle has a new envd_socket; its cgroups, its record and
+  // the hostname inside it take `new_id`. Processes, uid slot and limits stay.
+  // kNotFound if `id` is not running here, kAlreadyExists if `new_id` is taken.
+  //
+  // Crash safety: once the rename has started, a crash leaves a journal record
+  // and the next list_existing() (or a new backend on the same registry)
+  // completes it, so recovery finds the sandbox wholly under `new_id` and
+  // nothing under `id`. A failure returned before that point left nothing
+  // changed.
+  virtual Result<SandboxHandle> rename(const std::string& id, const std::string& new_id,
+                                       const std::string& new_state_dir) {
+    (void)id, (void)new_id, (void)new_state_dir;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot rename sandboxes");
+  }
 };
 
 }  // namespace coppice::sandbox

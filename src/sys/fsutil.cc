@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 namespace coppice::sys {
 
@@ -62,6 +63,18 @@ Status write_new_file(const std::string& path, std::string_view data, mode_t mod
   if (fd < 0) return errno_error("create " + path);
   UniqueFd f(fd);
   return write_all(fd, data, path.c_str());
+}
+
+Status rename_noreplace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
+    return errno_error("rename " + from + " to " + to);
+  }
+  return ok();
+}
+
+Status rename_path(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) return errno_error("rename " + from + " to " + to);
+  return ok();
 }
 
 Result<std::string> read_file(const std::string& path) {

@@ -45,6 +45,13 @@ Status remove_file(const std::string& path);
 // rmdir that succeeds if `path` does not exist.
 Status remove_dir(const std::string& path);
 
+// rename(2) that fails with kAlreadyExists instead of replacing `to`
+// (renameat2 RENAME_NOREPLACE). Both must be on one file system (else EXDEV).
+Status rename_noreplace(const std::string& from, const std::string& to);
+// Plain rename(2), for file systems without renameat2 flags (cgroupfs:
+// kernfs refuses a rename onto an existing name with EEXIST on its own).
+Status rename_path(const std::string& from, const std::string& to);
+
 // Removes `path` and everything below it without following symlinks or
 // crossing into other mounts' contents by name (everything is resolved
 // relative to directory fds opened with O_NOFOLLOW). Succeeds if `path` does

@@ -343,6 +343,31 @@ Status CgroupManager::remove(const std::string& id) const {
   return ok();
 }
 
+Status CgroupManager::rename(const std::string& id, const std::string& new_id) const {
+  if (v2_) {
+    return make_error(ErrorCode::kUnimplemented,
+                      "rename cgroup of " + id + ": cgroup2 does not rename cgroup directories", EPERM);
+  }
+  auto from = dirs_for(id), to = dirs_for(new_id);
+  std::vector<size_t> done;
+  for (size_t i = 0; i < from.size(); ++i) {
+    if (!sys::path_exists(from[i]) && sys::path_exists(to[i])) continue;
+    if (auto s = sys::rename_path(from[i], to[i]); !s) {
+      for (auto it = done.rbegin(); it != done.rend(); ++it) (void)sys::rename_path(to[*it], from[*it]);
+      return std::unexpected(std::move(s.error()).context("rename cgroup of " + id));
+    }
+    done.push_back(i);
+  }
+  return ok();
+}
+
+bool CgroupManager::exists(const std::string& id) const {
+  for (const std::string& d : dirs_for(id)) {
+    if (sys::path_exists(d)) return true;
+  }
+  return false;
+}
+
 Result<std::vector<std::string>> CgroupManager::list() const {
   std::set<std::string> ids;
   for (auto& [c, root] : roots_) {

@@ -85,6 +85,17 @@ class CgroupManager {
   // if they do not exist.
   Status remove(const std::string& id) const;
 
+  // Renames the sandbox's cgroup directories from `id` to `new_id` in every
+  // hierarchy (rename(2) within the parent: the processes, limits, charges and
+  // the sandbox's cgroup namespace root stay as they are). A hierarchy where
+  // only `new_id` exists counts as done, so a half-done rename can be run
+  // again. On failure the hierarchies renamed by this call are renamed back.
+  // cgroup2 refuses to rename cgroup directories (EPERM): kUnimplemented there.
+  Status rename(const std::string& id, const std::string& new_id) const;
+
+  // Whether `id` has a cgroup directory in any hierarchy.
+  bool exists(const std::string& id) const;
+
   // Sandbox ids with a cgroup directory under the parent, in any hierarchy.
   Result<std::vector<std::string>> list() const;
 

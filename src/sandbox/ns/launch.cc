@@ -94,6 +94,22 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
       return make_error(ErrorCode::kInvalidArgument, "create sandbox " + spec.id + ": bad ro_bind \"" + b + "\"");
     }
   }
+  if (!spec.interp_path.empty()) {
+    // Checked here so that a missing binary is a clear error, not a failed
+    // bind mount reported from the child.
+    struct stat st;
+    if (spec.interp_path[0] != '/') {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "create sandbox " + spec.id + ": interp path must be absolute: \"" + spec.interp_path + "\"");
+    }
+    if (::stat(spec.interp_path.c_str(), &st) != 0) {
+      return errno_error("create sandbox " + spec.id + ": code interpreter binary " + spec.interp_path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "create sandbox " + spec.id + ": code interpreter binary is not a file: " + spec.interp_path);
+    }
+  }
   if (spec.state_dir.find(',') != std::string::npos || spec.state_dir.find(':') != std::string::npos) {
     // The state dir's paths go into overlayfs' comma/colon separated options.
     return make_error(ErrorCode::kInvalidArgument, "create sandbox " + spec.id + ": state dir has ',' or ':'");

@@ -133,6 +133,10 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
   fs("tmpfs", root + "/.coppice", MS_NOSUID | MS_NODEV, "mode=755,size=16k" + owner);
   mountpoint(root + "/.coppice/envd", 0755, true);
   bind(spec.envd_path, root + "/.coppice/envd", MS_RDONLY | MS_NOSUID | MS_NODEV);
+  if (!spec.interp_path.empty()) {
+    mountpoint(root + "/.coppice/interp", 0755, true);
+    bind(spec.interp_path, root + "/.coppice/interp", MS_RDONLY | MS_NOSUID | MS_NODEV);
+  }
   mountpoint(root + "/.coppice/run", 0700);
   bind(paths.run, root + "/.coppice/run", MS_NOSUID | MS_NODEV | MS_NOEXEC);
 

@@ -12,7 +12,8 @@
 //                pts (devpts newinstance), ptmx -> pts/ptmx, shm (tmpfs 1777), fd/std* links
 //   /sys         sysfs, read-only (shows only the sandbox's network namespace)
 //   /tmp         tmpfs 1777
-//   /.coppice    tmpfs: envd (read-only bind of the host binary), run/ (bind of state_dir/run)
+//   /.coppice    tmpfs: envd (read-only bind of the host binary), interp (the same, when the
+//                spec names one), run/ (bind of state_dir/run)
 //   <ro_binds>   each host path idmapped and read-only at the same path
 #pragma once
 

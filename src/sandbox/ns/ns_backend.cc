@@ -8,6 +8,7 @@
 #include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/launch.h"
 #include "sandbox/ns/registry.h"
+#include "sandbox/ns/rename.h"
 #include "sandbox/ns/rootfs.h"
 #include "sandbox/ns/seccomp_policy.h"
 #include "sandbox/ns/teardown.h"
@@ -100,7 +101,37 @@ class NsBackend final : public Backend {
     return u;
   }
 
+  Result<SandboxHandle> rename(const std::string& id, const std::string& new_id,
+                               const std::string& new_state_dir) override {
+    const std::string ctx = "rename sandbox " + id;
+    COPPICE_TRY_CTX(validate_id(id), "rename sandbox");
+    std::shared_ptr<Live> live;
+    {
+      std::lock_guard lock(mu_);
+      auto it = live_.find(id);
+      if (it == live_.end()) return make_error(ErrorCode::kNotFound, ctx + ": not running here");
+      if (live_.contains(new_id)) return make_error(ErrorCode::kAlreadyExists, ctx + ": " + new_id + " exists", EEXIST);
+      live = it->second;
+      renaming_.insert(id);
+    }
+    RenameRequest req{id, new_id, live->handle.init_pid, live->handle.state_dir, new_state_dir};
+    auto s = rename_sandbox(cgroups_, opts_.registry_dir, req);
+    std::lock_guard lock(mu_);
+    renaming_.erase(id);
+    if (!s) return std::unexpected(s.error());
+    live->handle.id = new_id;
+    live->handle.state_dir = new_state_dir;
+    live->handle.envd_socket = StatePaths(new_state_dir).socket;
+    live_.erase(id);
+    live_[new_id] = live;
+    return live->handle;
+  }
+
   Result<std::vector<std::string>> list_existing() override {
+    {
+      std::lock_guard lock(mu_);
+      finish_pending_renames(cgroups_, opts_.registry_dir, renaming_);
+    }
     std::set<std::string> ids;
     auto cg = cgroups_.list();
     if (!cg) return std::unexpected(cg.error());
@@ -147,6 +178,7 @@ class NsBackend final : public Backend {
   const sys::seccomp::Program seccomp_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Live>> live_;
+  std::set<std::string> renaming_;  // old ids of renames under way (their journal is live)
 };
 
 }  // namespace
@@ -159,6 +191,8 @@ Result<std::unique_ptr<Backend>> make_ns_backend(const NsOptions& options) {
   auto cgroups = CgroupManager::open(options.cgroup_parent);
   if (!cgroups) return std::unexpected(std::move(cgroups.error()).context("ns backend"));
   COPPICE_TRY_CTX(sys::make_dirs(options.registry_dir, 0700), "ns backend: registry dir");
+  // Renames a crash interrupted are completed before anyone looks.
+  finish_pending_renames(*cgroups, options.registry_dir, {});
   auto seccomp = compile_default_seccomp_policy();
   if (!seccomp) return std::unexpected(std::move(seccomp.error()).context("ns backend"));
   COPPICE_LOG(info) << "ns backend: uids from " << options.uid_base << " (" << options.uid_slots
