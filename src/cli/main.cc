@@ -1,10 +1,11 @@
-// coppice: the command-line client of a Coppice gateway. Every subcommand is
-// a call to the gateway's REST API (the same one the E2B SDKs use), so the
-// CLI works against a local or a remote gateway alike.
+// coppice: the command-line client of a Coppice gateway. Every subcommand but
+// `template build` (which builds on this machine) is a call to the gateway's
+// REST API (the same one the E2B SDKs use), so the CLI works against a local
+// or a remote gateway alike.
 //
 //   coppice template list [--json]        coppice sandbox list [--json]
 //   coppice template reload [--json]      coppice sandbox create [--template T] [--timeout S]
-//                                         coppice sandbox kill ID...
+//   coppice template build RECIPE         coppice sandbox kill ID...
 #include <cstdlib>
 
 #include "cli/cli.h"

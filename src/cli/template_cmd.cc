@@ -1,6 +1,7 @@
 // `coppice template ...`: the gateway's template registry.
 //   list [--json]     GET /templates, as a table or the gateway's JSON
 //   reload [--json]   POST /templates/reload: rescan the templates root now
+//   build RECIPE      build a template on this machine (template_build_cmd.cc)
 #include <cstdio>
 
 #include "cli/cli.h"
@@ -56,7 +57,7 @@ int print_templates(const json& list, bool as_json) {
 }  // namespace
 
 void add_template_commands(CLI::App& app, Globals& g) {
-  auto* group = app.add_subcommand("template", "list and reload the gateway's templates");
+  auto* group = app.add_subcommand("template", "build templates, list and reload the gateway's");
   group->require_subcommand(1);
   group->fallthrough();
 
@@ -82,6 +83,8 @@ void add_template_commands(CLI::App& app, Globals& g) {
       return print_templates(*r, *as_json);
     };
   });
+
+  add_template_build_command(*group, g);
 }
 
 }  // namespace coppice::cli

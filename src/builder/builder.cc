@@ -1,0 +1,267 @@
+#include "builder/builder.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+
+#include "builder/mounts.h"
+#include "builder/sources.h"
+#include "builder/tree_edit.h"
+#include "common/sha256.h"
+#include "core/template_toml.h"
+#include "core/templates.h"
+#include "sys/fd.h"
+#include "sys/fsutil.h"
+
+namespace coppice::builder {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string join(const std::string& a, const std::string& b) { return a.back() == '/' ? a + b : a + "/" + b; }
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// A build directory that is removed (mounts first) unless released.
+class BuildDir {
+ public:
+  explicit BuildDir(std::string path) : path_(std::move(path)) {}
+  ~BuildDir() {
+    if (path_.empty()) return;
+    if (auto s = remove_build_tree(path_); !s && on_error_) on_error_("could not remove " + path_ + ": " + s.error().to_string());
+  }
+  BuildDir(const BuildDir&) = delete;
+  BuildDir& operator=(const BuildDir&) = delete;
+  void release() { path_.clear(); }
+  void on_error(ProgressFn fn) { on_error_ = std::move(fn); }
+
+ private:
+  std::string path_;
+  ProgressFn on_error_;
+};
+
+// The recipe hash of the template at `dir`, empty if there is none or it
+// has no hash.
+std::string installed_hash(const std::string& dir) {
+  struct stat st {};
+  if (::stat(join(dir, "rootfs").c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
+  auto doc = core::parse_toml_file(join(dir, "template.toml"));
+  if (!doc) return "";
+  auto h = doc->get_string("recipe_hash");
+  return h ? *h : "";
+}
+
+// The pid in ".<name>.<kind>-<pid>", or 0.
+long pid_suffix(const std::string& entry, const std::string& kind) {
+  size_t at = entry.rfind("." + kind + "-");
+  if (!entry.starts_with(".") || at == std::string::npos || at == 0) return 0;
+  const char* digits = entry.c_str() + at + kind.size() + 2;
+  char* end = nullptr;
+  long pid = std::strtol(digits, &end, 10);
+  return end != digits && *end == '\0' && pid > 0 ? pid : 0;
+}
+
+// Removes what earlier builds left: build directories whose builder is gone
+// (killed with SIGKILL, a crash, a power cut) and replaced trees that no
+// sandbox uses any more.
+void sweep(const std::string& root, const ProgressFn& progress) {
+  auto names = sys::list_dir(root);
+  if (!names) return;
+  for (const auto& n : *names) {
+    const std::string path = join(root, n);
+    bool stale = false;
+    if (long pid = pid_suffix(n, "build")) {
+      stale = pid == ::getpid() || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH);
+    } else if (pid_suffix(n, "old")) {
+      stale = !tree_in_use(path);
+    }
+    if (!stale) continue;
+    if (auto s = remove_build_tree(path); !s) {
+      if (progress) progress("warning: " + s.error().to_string());
+    } else if (progress) {
+      progress("removed " + path + " (left by an earlier build)");
+    }
+  }
+}
+
+Status check_cancel(const BuildOptions& o) {
+  if (o.cancel && o.cancel->load()) return make_error(ErrorCode::kCanceled, "the build was interrupted");
+  return ok();
+}
+
+// The mirror arguments for mmdebstrap: the recipe's own sources, or a copy of
+// the host's retargeted to the recipe's suite and kept in the build
+// directory (outside the tree).
+Result<std::vector<std::string>> mirror_args(const Recipe& r, const BuildOptions& o, const std::string& build_dir) {
+  if (!r.sources.empty()) return r.sources;
+  std::string host = o.host_sources.empty() ? default_host_sources() : o.host_sources;
+  if (host.empty())
+    return make_error(ErrorCode::kNotFound, std::string("no apt sources: neither ") + kHostDeb822Sources + " nor " +
+                                                kHostListSources + " exists; give the recipe `sources`");
+  auto text = sys::read_file(host);
+  if (!text) return std::unexpected(std::move(text.error()).context("read apt sources"));
+  const bool deb822 = host.ends_with(".sources");
+  const std::string copy = join(build_dir, deb822 ? "apt.sources" : "apt.list");
+  COPPICE_TRY_CTX(sys::write_new_file(copy, retarget_sources(*text, deb822, r.suite), 0644), "apt sources");
+  return std::vector<std::string>{copy};
+}
+
+std::vector<std::string> mmdebstrap_argv(const Recipe& r, const BuildOptions& o, const std::string& rootfs,
+                                         const std::vector<std::string>& mirrors) {
+  std::vector<std::string> argv = {o.mmdebstrap, "--mode=root", "--format=directory", "--variant=" + r.variant,
+                                   // The recipe lists what it wants; Recommends
+                                   // would make trees larger and less predictable.
+                                   "--aptopt=APT::Install-Recommends \"false\"",
+                                   "--aptopt=Acquire::Languages \"none\""};
+  if (!r.packages.empty()) {
+    std::string inc = "--include=";
+    for (size_t i = 0; i < r.packages.size(); ++i) inc += (i ? "," : "") + r.packages[i];
+    argv.push_back(inc);
+  }
+  for (const auto& p : r.exclude_paths) argv.push_back("--dpkgopt=path-exclude=" + p);
+  if (o.verbose) argv.push_back("--verbose");
+  argv.push_back(r.suite);
+  argv.push_back(rootfs);
+  argv.insert(argv.end(), mirrors.begin(), mirrors.end());
+  return argv;
+}
+
+Status fsync_path(const std::string& path, int flags) {
+  sys::UniqueFd fd(::open(path.c_str(), flags | O_RDONLY | O_CLOEXEC));
+  if (!fd) return errno_error("open " + path);
+  if (::fsync(fd.get()) != 0) return errno_error("fsync " + path);
+  return ok();
+}
+
+std::string toml_array(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + core::toml_quote(items[i]);
+  return out + "]";
+}
+
+// Puts the finished `tmp` at `final_dir`. An existing template is swapped
+// out in one step (renameat2 RENAME_EXCHANGE), then removed unless a sandbox
+// still uses it. Returns the path of a replaced tree that had to be kept.
+Result<std::string> install(const std::string& tmp, const std::string& final_dir, const std::string& root,
+                            const std::string& name) {
+  struct stat st {};
+  if (::lstat(final_dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) return errno_error("stat " + final_dir);
+    if (::rename(tmp.c_str(), final_dir.c_str()) != 0) return errno_error("rename " + tmp + " to " + final_dir);
+    return std::string();
+  }
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0)
+    return errno_error("swap " + tmp + " with " + final_dir);
+  const std::string old = join(root, "." + name + ".old-" + std::to_string(::getpid()));
+  if (::rename(tmp.c_str(), old.c_str()) != 0) return errno_error("rename the replaced tree to " + old);
+  // The new template is in place from here on; a replaced tree that cannot
+  // go now is left for the next build's sweep.
+  if (tree_in_use(old) || !remove_build_tree(old)) return old;
+  return std::string();
+}
+
+}  // namespace
+
+std::string template_toml(const Recipe& r, const std::string& hash, const std::string& build_id) {
+  std::string t =
+      "# Built by `coppice template build` from the recipe named by recipe_hash;\n"
+      "# a build of the same recipe is a no-op, --force rebuilds.\n"
+      "backend = \"ns\"\n"
+      "source = \"debian\"\n"
+      "build_id = " + core::toml_quote(build_id) + "\n"
+      "recipe_hash = " + core::toml_quote(hash) + "\n";
+  if (r.cpu_count) t += "cpu_count = " + std::to_string(r.cpu_count) + "\n";
+  if (r.memory_mb) t += "memory_mb = " + std::to_string(r.memory_mb) + "\n";
+  if (!r.start_cmd.empty()) t += "start_cmd = " + core::toml_quote(r.start_cmd) + "\n";
+  if (!r.ready_cmd.empty()) t += "ready_cmd = " + core::toml_quote(r.ready_cmd) + "\n";
+  if (!r.env.empty()) t += "env = " + toml_array(r.env) + "\n";
+  return t;
+}
+
+Result<BuildResult> build_template(const BuildOptions& o) {
+  const auto t0 = Clock::now();
+  auto say = [&](const std::string& s) {
+    if (o.progress) o.progress(s);
+  };
+  auto recipe = load_recipe(o.recipe_path);
+  if (!recipe) return std::unexpected(std::move(recipe.error()));
+  Recipe& r = *recipe;
+  if (!o.name.empty()) {
+    if (!core::valid_template_name(o.name))
+      return make_error(ErrorCode::kInvalidArgument, "--name \"" + o.name + "\" is not a template name");
+    r.name = o.name;
+  }
+  auto hash = recipe_hash(r);
+  if (!hash) return std::unexpected(std::move(hash.error()).context("recipe " + o.recipe_path));
+
+  BuildResult res;
+  res.name = r.name;
+  res.path = join(o.templates_root, r.name);
+  res.recipe_hash = *hash;
+  if (!o.force && installed_hash(res.path) == *hash) {
+    res.cached = true;
+    res.seconds = since(t0);
+    return res;
+  }
+  if (::geteuid() != 0)
+    return make_error(ErrorCode::kPermissionDenied,
+                      "building a template needs root (mmdebstrap --mode=root; files owned by root and uid 1000)");
+
+  const std::string step = "build template " + r.name;
+  COPPICE_TRY_CTX(sys::make_dirs(o.templates_root, 0755), step);
+  sweep(o.templates_root, o.progress);
+  const std::string tmp = join(o.templates_root, "." + r.name + ".build-" + std::to_string(::getpid()));
+  if (::mkdir(tmp.c_str(), 0755) != 0) return std::unexpected(Error::from_errno(errno, "mkdir " + tmp).context(step));
+  BuildDir owner(tmp);
+  owner.on_error([&](std::string_view s) { say("warning: " + std::string(s)); });
+  const std::string rootfs = join(tmp, "rootfs");
+
+  auto mirrors = mirror_args(r, o, tmp);
+  if (!mirrors) return std::unexpected(std::move(mirrors.error()).context(step));
+  say("==> [1/4] packages: mmdebstrap " + r.suite + ", variant " + r.variant + ", " +
+      std::to_string(r.packages.size()) + " named packages");
+  ToolRun run;
+  run.argv = mmdebstrap_argv(r, o, rootfs, *mirrors);
+  run.progress = [&](std::string_view line) { say("    " + std::string(line)); };
+  run.cancel = o.cancel;
+  COPPICE_TRY_CTX(run_tool(run), step);
+  // mmdebstrap unmounts what it mounted; make sure before anything else
+  // writes in the tree.
+  COPPICE_TRY_CTX(unmount_under(rootfs), step);
+  COPPICE_TRY_CTX(check_cancel(o), step);
+
+  auto entries = list_added_entries(r);
+  if (!entries) return std::unexpected(std::move(entries.error()).context(step));
+  say("==> [2/4] accounts root and user, identity files, " + std::to_string(entries->size()) + " added entries");
+  COPPICE_TRY_CTX(edit_tree(rootfs, *entries), step);
+  COPPICE_TRY_CTX(check_cancel(o), step);
+
+  say("==> [3/4] template.toml");
+  const std::string build_id =
+      sha256_hex(*hash + " " + std::to_string(std::chrono::system_clock::now().time_since_epoch().count()) + " " +
+                 std::to_string(::getpid()));
+  const std::string toml_path = join(tmp, "template.toml");
+  COPPICE_TRY_CTX(sys::write_new_file(toml_path, template_toml(r, *hash, build_id), 0644), step);
+  for (const char* f : {"apt.sources", "apt.list"}) COPPICE_TRY_CTX(sys::remove_file(join(tmp, f)), step);
+  // The tree can be rebuilt; the description that marks it complete is
+  // forced to disk before the rename publishes it.
+  COPPICE_TRY_CTX(fsync_path(toml_path, 0), step);
+  COPPICE_TRY_CTX(check_cancel(o), step);
+
+  say("==> [4/4] installing as " + res.path);
+  auto kept = install(tmp, res.path, o.templates_root, r.name);
+  if (!kept) return std::unexpected(std::move(kept.error()).context(step));
+  owner.release();
+  if (auto s = fsync_path(o.templates_root, O_DIRECTORY); !s) say("warning: " + s.error().to_string());
+  res.old_tree_kept = *kept;
+  res.size_bytes = core::tree_disk_usage(join(res.path, "rootfs"));
+  res.seconds = since(t0);
+  return res;
+}
+
+}  // namespace coppice::builder
