@@ -25,6 +25,13 @@ inline pid_t clone3(struct clone_args* args) {
   return static_cast<pid_t>(::syscall(SYS_clone3, args, sizeof(struct clone_args)));
 }
 
+// clone(2) through glibc's wrapper, which runs `fn(arg)` on `stack_top` in
+// the child: needed for CLONE_VM, where the child must not share the caller's
+// stack. With CLONE_PIDFD the pidfd is stored at `*pidfd`.
+inline pid_t clone_on_stack(int (*fn)(void*), void* stack_top, int flags, void* arg, int* pidfd) {
+  return static_cast<pid_t>(::clone(fn, stack_top, flags, arg, pidfd));
+}
+
 inline int pidfd_open(pid_t pid, unsigned flags = 0) {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags));
 }

@@ -70,8 +70,7 @@ SandboxCgroup& SandboxCgroup::operator=(SandboxCgroup&& o) noexcept {
     for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) (void)rmdir_retry(*it);
     dirs_ = std::move(o.dirs_);
     o.dirs_.clear();
-    v2_dir_ = std::move(o.v2_dir_);
-    v1_procs_ = std::move(o.v1_procs_);
+    procs_ = std::move(o.procs_);
   }
   return *this;
 }
@@ -86,8 +85,7 @@ SandboxCgroup::~SandboxCgroup() {
 }
 
 void SandboxCgroup::close_fds() {
-  v2_dir_.reset();
-  v1_procs_.clear();
+  procs_.clear();
 }
 
 Result<CgroupManager> CgroupManager::open(const std::string& parent) {
@@ -176,9 +174,9 @@ Result<SandboxCgroup> CgroupManager::create(const std::string& id, const Limits&
       COPPICE_TRY_CTX(sys::write_file(d + "/memory.swap.max", "0"), "cgroup swap limit");
     }
     COPPICE_TRY_CTX(sys::write_file(d + "/pids.max", pids), "cgroup pids limit");
-    int fd = ::open(d.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return errno_error("open " + d);
-    cg.v2_dir_.reset(fd);
+    auto fd = sys::open_file(d + "/cgroup.procs", O_WRONLY);
+    if (!fd) return std::unexpected(std::move(fd.error()).context("cgroup join"));
+    cg.procs_.push_back(std::move(*fd));
     return cg;
   }
   std::string cpu = dir_of("cpu", id), memory = dir_of("memory", id), pidsd = dir_of("pids", id);
@@ -195,7 +193,7 @@ Result<SandboxCgroup> CgroupManager::create(const std::string& id, const Limits&
   for (const std::string& d : cg.dirs_) {
     auto fd = sys::open_file(d + "/cgroup.procs", O_WRONLY);
     if (!fd) return std::unexpected(std::move(fd.error()).context("cgroup join"));
-    cg.v1_procs_.push_back(std::move(*fd));
+    cg.procs_.push_back(std::move(*fd));
   }
   return cg;
 }

@@ -31,11 +31,9 @@ class SandboxCgroup {
   SandboxCgroup& operator=(SandboxCgroup&&) noexcept;
   ~SandboxCgroup();
 
-  // v2: an O_PATH|O_DIRECTORY fd of the cgroup, for clone3 CLONE_INTO_CGROUP.
-  int v2_dir_fd() const { return v2_dir_.get(); }
-  // v1: write-only fds of each hierarchy's cgroup.procs; the child writes "0"
-  // to each to move itself in before it does anything else.
-  const std::vector<sys::UniqueFd>& v1_procs_fds() const { return v1_procs_; }
+  // Write-only fds of each hierarchy's cgroup.procs (v2: one); the child
+  // writes "0" to each to move itself in before it does anything else.
+  const std::vector<sys::UniqueFd>& procs_fds() const { return procs_; }
   // Closes the fds the child needed (after clone) without removing anything.
   void close_fds();
   // Gives up removal: the cgroups now belong to a running sandbox.
@@ -44,8 +42,7 @@ class SandboxCgroup {
  private:
   friend class CgroupManager;
   std::vector<std::string> dirs_;
-  sys::UniqueFd v2_dir_;
-  std::vector<sys::UniqueFd> v1_procs_;
+  std::vector<sys::UniqueFd> procs_;
 };
 
 struct CgroupUsage {

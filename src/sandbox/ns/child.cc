@@ -84,6 +84,8 @@ int lift(int fd, bool cloexec) {
 
 }  // namespace
 
+int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
+
 [[noreturn]] void run_child(const ChildPlan& p) {
   g_plan = &p;
   stamp(ChildStep::kFds);
@@ -93,8 +95,8 @@ int lift(int fd, bool cloexec) {
   int log = lift(p.log_fd, true);
   if (ready < 0 || (p.log_fd >= 0 && log < 0)) fail(ChildStep::kFds, errno);
 
-  // v1 cgroups: move in before doing anything that allocates kernel memory
-  // (on v2 clone3 put us there with CLONE_INTO_CGROUP).
+  // Move into the sandbox's cgroups before doing anything that allocates
+  // kernel memory (the memory we use until exec is the parent's).
   stamp(ChildStep::kJoinCgroup);
   for (int fd : p.cgroup_procs_fds) {
     if (::write(fd, "0", 1) != 1) fail(ChildStep::kJoinCgroup, errno);
@@ -104,10 +106,6 @@ int lift(int fd, bool cloexec) {
   stamp(ChildStep::kCgroupNs);
   if (::unshare(CLONE_NEWCGROUP) != 0) fail(ChildStep::kCgroupNs, errno);
 
-  // The cloning thread's mask is inherited; envd expects an empty one.
-  sigset_t none;
-  sigemptyset(&none);
-  if (::sigprocmask(SIG_SETMASK, &none, nullptr) != 0) fail(ChildStep::kSignals, errno);
   ::umask(022);
 
   // Mounts and pivot_root, still as host root in the host's user namespace.
@@ -155,6 +153,14 @@ int lift(int fd, bool cloexec) {
   if (p.seccomp.len > 0) {
     if (int err = sys::seccomp::load(p.seccomp); err != 0) fail(ChildStep::kSeccomp, err);
   }
+  // Signals stay blocked (the parent blocked them all around clone) until
+  // here: a handler of the parent must not run on memory shared with it.
+  // exec resets every handled signal to its default and keeps the mask, and
+  // envd expects an empty one.
+  stamp(ChildStep::kSignals);
+  sigset_t none;
+  sigemptyset(&none);
+  if (::sigprocmask(SIG_SETMASK, &none, nullptr) != 0) fail(ChildStep::kSignals, errno);
   stamp(ChildStep::kExec);
   ::execve(p.exec_path.c_str(), p.argv.data(), p.envp.data());
   fail(ChildStep::kExec, errno, p.exec_path.c_str());

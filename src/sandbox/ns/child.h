@@ -5,6 +5,16 @@
 // Everything here is async-signal-safe: the plan is built by the parent before
 // clone and only read here. Failures are reported to the parent as a
 // ChildReport on `report_fd` (CLOEXEC: EOF there means exec succeeded).
+//
+// The child shares the parent's memory (CLONE_VM | CLONE_VFORK, as
+// posix_spawn does): no page tables are copied and no copy-on-write faults
+// are taken on either side, which for a large multi-threaded gateway is most
+// of what a fork costs. The cloning thread is suspended until the child has
+// exec'd or exited, and it holds the clone lock meanwhile, so one such child
+// runs at a time per process; the child writes only its own stack, the
+// step_times page and the globals of child.cc. It starts with every signal
+// blocked and unblocks them just before exec: no handler of the parent ever
+// runs on the shared memory.
 #pragma once
 
 #include <linux/filter.h>
@@ -25,7 +35,7 @@ struct ChildPlan {
   MountPlan mounts;
   std::string hostname;
   int userns_fd = -1;                 // the sandbox's user namespace (uid slot)
-  std::vector<int> cgroup_procs_fds;  // v1: cgroup.procs of each hierarchy, to write "0" to
+  std::vector<int> cgroup_procs_fds;  // cgroup.procs of each hierarchy, to write "0" to
   sock_fprog seccomp{};               // compiled filter; loaded last before exec
   uint64_t capabilities = 0;          // what the sandbox's root keeps
   int report_fd = -1;                 // write end of the report pipe
@@ -42,8 +52,8 @@ struct ChildPlan {
 };
 
 enum class ChildStep : int {
-  kFds = 1, kJoinCgroup, kCgroupNs, kSignals, kMount, kHostname, kLoopback, kUserns, kSetIds, kCaps,
-  kNoNewPrivs, kStdio, kSeccomp, kExec,
+  kFds = 1, kJoinCgroup, kCgroupNs, kMount, kHostname, kLoopback, kUserns, kSetIds, kCaps,
+  kNoNewPrivs, kStdio, kSeccomp, kSignals, kExec,
 };
 constexpr int kChildStepCount = static_cast<int>(ChildStep::kExec) + 1;
 const char* child_step_name(ChildStep step);
@@ -56,5 +66,8 @@ struct ChildReport {
 
 // Runs the checklist and execs; never returns.
 [[noreturn]] void run_child(const ChildPlan& plan);
+
+// clone(2) entry point: `arg` is the ChildPlan.
+int child_main(void* arg);
 
 }  // namespace coppice::sandbox::ns

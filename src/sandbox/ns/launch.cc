@@ -145,7 +145,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   plan->mounts.build(spec, paths, host_root);
   plan->hostname = spec.id;
   plan->userns_fd = slot->userns_fd();
-  for (const auto& fd : cg->v1_procs_fds()) plan->cgroup_procs_fds.push_back(fd.get());
+  for (const auto& fd : cg->procs_fds()) plan->cgroup_procs_fds.push_back(fd.get());
   if (ctx.seccomp && !ctx.seccomp->empty()) plan->seccomp = ctx.seccomp->fprog();
   plan->capabilities = sys::caps::kContainerDefault;
   plan->exec_path = "/.coppice/envd";
@@ -184,24 +184,30 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   plan->ready_fd = ready->second.get();
   plan->log_fd = log.get();
 
-  // 6. clone3 into new mount, pid, uts, ipc and network namespaces, owned by
+  // 6. clone into new mount, pid, uts, ipc and network namespaces, owned by
   // the host's user namespace: the child must still be host root to mount
   // overlayfs (see mounts.cc). The cgroup namespace comes later (child.cc).
-  // On v2 the child starts in its cgroup (CLONE_INTO_CGROUP), so it is
-  // accounted and limited from its first page.
-  struct clone_args args{};
+  // The child shares our memory until it execs and this thread waits for
+  // that (CLONE_VM | CLONE_VFORK, see child.h), on a stack of its own, with
+  // every signal blocked.
+  constexpr size_t kChildStack = 256 << 10;
+  void* stack = ::mmap(nullptr, kChildStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return errno_error(ctxmsg + ": child stack");
+  struct StackOwner {
+    void* p;
+    ~StackOwner() { ::munmap(p, kChildStack); }
+  } stack_owner{stack};
   int pidfd = -1;
-  args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_PIDFD;
-  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-  args.exit_signal = SIGCHLD;
-  if (cg->v2_dir_fd() >= 0) {
-    args.flags |= CLONE_INTO_CGROUP;
-    args.cgroup = static_cast<uint64_t>(cg->v2_dir_fd());
-  }
+  const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                    CLONE_PIDFD | SIGCHLD;
+  sigset_t all, old_mask;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old_mask);
   const auto t_clone = Clock::now();
-  pid_t pid = sys::raw::clone3(&args);
-  if (pid < 0) return errno_error(ctxmsg + ": clone3");
-  if (pid == 0) run_child(*plan);  // never returns
+  pid_t pid = sys::raw::clone_on_stack(child_main, static_cast<char*>(stack) + kChildStack, flags, plan.get(), &pidfd);
+  int clone_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  if (pid < 0) return errno_error(ctxmsg + ": clone", clone_errno);
 
   sys::Pidfd init(sys::UniqueFd(pidfd), pid);
   ChildGuard guard{&init};

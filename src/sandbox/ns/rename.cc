@@ -73,8 +73,10 @@ void finish_pending_renames(const CgroupManager& cgroups, const std::string& reg
   for (const PendingRename& p : *pending) {
     if (in_flight.contains(p.id)) continue;
     auto step = [&](const char* what, Status s) {
-      if (!s) COPPICE_LOG(warn).sandbox(p.new_id) << "completing rename from " << p.id << ": " << what << ": "
-                                                  << s.error().to_string();
+      if (!s) {
+        COPPICE_LOG(warn).sandbox(p.new_id) << "completing rename from " << p.id << ": " << what << ": "
+                                            << s.error().to_string();
+      }
       return s.has_value();
     };
     bool good = true;
