@@ -539,6 +539,38 @@ TEST_F(NsBackendTest, InterruptedRenameIsCompletedByRecovery) {
   expect_gone(id, -1);
 }
 
+TEST_F(NsBackendTest, IdleSandboxesHoldNoFdsAndSlotsReuseTheirNamespace) {
+  auto fds = [] { return sys::list_dir("/proc/self/fd")->size(); };
+  const size_t before = fds();
+  std::vector<SandboxHandle> hs;
+  for (int i = 0; i < 5; ++i) {
+    auto h = backend_->create(spec("itestfds00000000000" + std::to_string(i)));
+    ASSERT_TRUE(h.has_value()) << h.error().to_string();
+    hs.push_back(*h);
+  }
+  // A running sandbox costs the backend no fd (the ready user namespaces of
+  // the free slots are fds, and the 5 creates took 5 of them).
+  EXPECT_LE(fds(), before);
+  const uid_t first = hs[0].host_uid;
+  for (auto& h : hs) ASSERT_TRUE(backend_->destroy(h.id).has_value());
+  // Their namespaces came back to the cache.
+  EXPECT_EQ(fds(), before);
+  // The slot's next sandbox is in the same, correctly mapped namespace.
+  auto again = backend_->create(spec("itestfdsagain0000001"));
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+  EXPECT_EQ(again->host_uid, first);
+  unsigned in = 99, out = 0, count = 0;
+  ASSERT_EQ(std::sscanf(slurp("/proc/" + std::to_string(again->init_pid) + "/uid_map").c_str(), "%u %u %u", &in, &out,
+                        &count),
+            3);
+  EXPECT_EQ(in, 0u);
+  EXPECT_EQ(out, first);
+  EXPECT_EQ(count, 65536u);
+  EXPECT_EQ(http_get(again->envd_socket, "/health"), 204);
+  ASSERT_TRUE(backend_->destroy(again->id).has_value());
+  EXPECT_EQ(fds(), before);
+}
+
 TEST_F(NsBackendTest, TwentyCreatesAndDestroysStayClean) {
   std::vector<double> times;
   for (int i = 0; i < 20; ++i) {

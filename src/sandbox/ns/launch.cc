@@ -261,6 +261,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   out.handle.envd_socket = paths.socket;
   out.handle.state_dir = spec.state_dir;
   out.handle.host_uid = host_root;
+  slot->drop_userns();  // the sandbox's processes keep its user namespace alive now
   out.slot = std::move(*slot);
   out.init = std::move(init);
   return out;

@@ -1,5 +1,7 @@
 #include "sandbox/ns/ns_backend.h"
 
+#include <fcntl.h>
+
 #include <map>
 #include <mutex>
 #include <set>
@@ -27,6 +29,7 @@ using namespace ns;
 struct Live {
   SandboxHandle handle;
   SlotLease slot;
+  bool own_child = false;  // launched by this process (else adopted)
 };
 
 class NsBackend final : public Backend {
@@ -45,7 +48,7 @@ class NsBackend final : public Backend {
     ctx.envd_log = opts_.envd_log;
     auto launched = launch(ctx, spec);
     if (!launched) return std::unexpected(launched.error());
-    auto live = std::make_shared<Live>(Live{launched->handle, std::move(launched->slot)});
+    auto live = std::make_shared<Live>(Live{launched->handle, std::move(launched->slot), true});
     std::lock_guard lock(mu_);
     live_[spec.id] = live;
     return live->handle;
@@ -63,6 +66,13 @@ class NsBackend final : public Backend {
     }
     pid_t pid = live ? live->handle.init_pid : -1;
     std::string state = live ? live->handle.state_dir : std::string();
+    if (live && live->own_child && pid > 0) {
+      // The slot's user namespace, taken before its last process dies, serves
+      // the slot's next sandbox (uid_slots.h). Our unreaped child's pid cannot
+      // have been reused.
+      auto ns = sys::open_file("/proc/" + std::to_string(pid) + "/ns/user", O_RDONLY);
+      if (ns && UidSlots::is_slot_userns(ns->get())) live->slot.keep_userns(std::move(*ns));
+    }
     auto s = teardown(cgroups_, opts_.registry_dir, id, pid, state);
     if (!s && live) {
       // Keep managing it (and its uid slot) so a retry can finish the job.

@@ -21,7 +21,10 @@ struct NsOptions {
   // 0..65535 to uid_base + i*65536 ... Must not overlap host users.
   uint32_t uid_base = 1000000;
   // Number of 65536-id slots, i.e. of sandboxes that can run at once.
-  uint32_t uid_slots = 4096;
+  // uid_base + uid_slots * 65536 must stay below 2^32 - 1 (the default uses
+  // ids up to ~1.07e9). A slot costs nothing until used; a used slot holds no
+  // fd while its sandbox runs (uid_slots.h).
+  uint32_t uid_slots = 16384;
   // How long create waits for envd to listen.
   int ready_timeout_ms = 10000;
   // envd's stdout/stderr go to <state_dir>/envd.log (else /dev/null).

@@ -1,5 +1,9 @@
 #include "sandbox/ns/uid_slots.h"
 
+#include <linux/nsfs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <string>
 
@@ -9,54 +13,67 @@ namespace coppice::sandbox::ns {
 
 SlotLease& SlotLease::operator=(SlotLease&& o) noexcept {
   if (this != &o) {
-    if (owner_) owner_->free(slot_);
+    if (owner_) owner_->free(slot_, std::move(userns_));
     owner_ = o.owner_;
     slot_ = o.slot_;
     host_id_ = o.host_id_;
-    userns_fd_ = o.userns_fd_;
+    userns_ = std::move(o.userns_);
     o.owner_ = nullptr;
   }
   return *this;
 }
 
 SlotLease::~SlotLease() {
-  if (owner_) owner_->free(slot_);
+  if (owner_) owner_->free(slot_, std::move(userns_));
 }
 
-UidSlots::UidSlots(uint32_t base, uint32_t count, uint32_t prepare) : base_(base), used_(count, false), userns_(count) {
+UidSlots::UidSlots(uint32_t base, uint32_t count, uint32_t prepare, uint32_t cache)
+    : base_(base), used_(count, false), userns_(count), cache_max_(std::max(prepare, cache)) {
   for (uint32_t slot = 0; slot < std::min(prepare, count); ++slot) {
     sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
     auto fd = sys::make_userns(map, map);
     if (!fd) break;  // lease_locked() makes it on first use and reports the error
     userns_[slot] = std::move(*fd);
+    ++cached_;
   }
 }
 
-Result<SlotLease> UidSlots::lease_locked(uint32_t slot) {
+Result<SlotLease> UidSlots::lease_locked(uint32_t slot, bool want_userns) {
   uint32_t host = base_ + slot * kIdsPerSlot;
-  if (!userns_[slot]) {
+  SlotLease l;
+  if (userns_[slot]) {
+    l.userns_ = std::move(userns_[slot]);
+    --cached_;
+  } else if (want_userns) {
     sys::IdRange map{0, host, kIdsPerSlot};
     auto fd = sys::make_userns(map, map);
     if (!fd) return std::unexpected(std::move(fd.error()).context("user namespace for uid slot " + std::to_string(slot)));
-    userns_[slot] = std::move(*fd);
+    l.userns_ = std::move(*fd);
   }
+  if (!want_userns) l.userns_.reset();
   used_[slot] = true;
-  SlotLease l;
   l.owner_ = this;
   l.slot_ = slot;
   l.host_id_ = host;
-  l.userns_fd_ = userns_[slot].get();
   return l;
 }
 
 Result<SlotLease> UidSlots::acquire() {
   std::lock_guard lock(mu_);
+  uint32_t pick = UINT32_MAX;
   for (uint32_t i = 0; i < used_.size(); ++i) {
-    if (!used_[i]) {
-      return lease_locked(i);
+    if (used_[i]) continue;
+    if (userns_[i]) {
+      pick = i;
+      break;
     }
+    if (pick == UINT32_MAX) pick = i;
+    if (cached_ == 0) break;  // no ready one anywhere: the lowest free slot
   }
-  return make_error(ErrorCode::kResourceExhausted, "all " + std::to_string(used_.size()) + " uid slots are in use");
+  if (pick == UINT32_MAX) {
+    return make_error(ErrorCode::kResourceExhausted, "all " + std::to_string(used_.size()) + " uid slots are in use");
+  }
+  return lease_locked(pick, true);
 }
 
 Result<SlotLease> UidSlots::claim(uint32_t host_uid) {
@@ -66,12 +83,27 @@ Result<SlotLease> UidSlots::claim(uint32_t host_uid) {
   }
   uint32_t slot = (host_uid - base_) / kIdsPerSlot;
   if (used_[slot]) return make_error(ErrorCode::kAlreadyExists, "uid slot " + std::to_string(slot) + " is in use");
-  return lease_locked(slot);
+  return lease_locked(slot, false);
 }
 
-void UidSlots::free(uint32_t slot) {
+void UidSlots::free(uint32_t slot, sys::UniqueFd userns) {
   std::lock_guard lock(mu_);
-  if (slot < used_.size()) used_[slot] = false;
+  if (slot >= used_.size()) return;
+  used_[slot] = false;
+  if (userns && !userns_[slot] && cached_ < cache_max_) {
+    userns_[slot] = std::move(userns);
+    ++cached_;
+  }
+}
+
+bool UidSlots::is_slot_userns(int fd) {
+  int parent = ::ioctl(fd, NS_GET_PARENT);
+  if (parent < 0) return false;
+  struct stat p, mine;
+  bool good = ::fstat(parent, &p) == 0 && ::stat("/proc/self/ns/user", &mine) == 0 && p.st_dev == mine.st_dev &&
+              p.st_ino == mine.st_ino;
+  ::close(parent);
+  return good;
 }
 
 }  // namespace coppice::sandbox::ns

@@ -3,10 +3,13 @@
 // sandbox at a time, so no two live sandboxes share a host uid, and the
 // sandbox's root is never host uid 0.
 //
-// Each slot's user namespace (with that mapping) is created once, on first
-// use, and its fd cached: a create then costs no helper process. The fd is
-// what the child setns(2)es into and what idmapped mounts take their mapping
-// from.
+// Each slot's user namespace (with that mapping) is made once and reused by
+// the slot's next sandboxes, so a create costs no helper process. Only free
+// slots hold its fd here, at most `cache` of them: a running sandbox's own
+// processes keep its namespace alive, and the backend keeps no fd per idle
+// sandbox. destroy() hands the namespace back from the dying sandbox
+// (SlotLease::keep_userns). The fd is what the child setns(2)es into and what
+// idmapped mounts take their mapping from.
 #pragma once
 
 #include <sys/types.h>
@@ -29,7 +32,8 @@ class UidSlots;
 class SlotLease {
  public:
   SlotLease() = default;
-  SlotLease(SlotLease&& o) noexcept : owner_(o.owner_), slot_(o.slot_), host_id_(o.host_id_), userns_fd_(o.userns_fd_) {
+  SlotLease(SlotLease&& o) noexcept
+      : owner_(o.owner_), slot_(o.slot_), host_id_(o.host_id_), userns_(std::move(o.userns_)) {
     o.owner_ = nullptr;
   }
   SlotLease& operator=(SlotLease&& o) noexcept;
@@ -39,7 +43,15 @@ class SlotLease {
 
   uint32_t slot() const { return slot_; }
   uint32_t host_id() const { return host_id_; }  // host uid/gid of the sandbox's 0
-  int userns_fd() const { return userns_fd_; }   // owned by UidSlots, valid while held
+  // The slot's user namespace; -1 for a claimed (adopted) slot or after
+  // drop_userns().
+  int userns_fd() const { return userns_.get(); }
+  // Closes the namespace fd once the sandbox runs (its processes pin it).
+  void drop_userns() { userns_.reset(); }
+  // Hands the slot's namespace back (opened from the sandbox before it is
+  // killed) so that the slot's next sandbox reuses it. The caller has checked
+  // that it is the slot's namespace (UidSlots::is_slot_userns).
+  void keep_userns(sys::UniqueFd fd) { userns_ = std::move(fd); }
   uint32_t release() {
     owner_ = nullptr;
     return slot_;
@@ -50,35 +62,44 @@ class SlotLease {
   UidSlots* owner_ = nullptr;
   uint32_t slot_ = 0;
   uint32_t host_id_ = 0;
-  int userns_fd_ = -1;
+  sys::UniqueFd userns_;
 };
 
 class UidSlots {
  public:
   // The first `prepare` slots get their user namespace made here, at start,
   // so the first creates neither pay for one (~3 ms, a helper process) nor
-  // queue behind one under the lock. Later slots are made on first use.
-  // (Making them from a background thread while creates run let a helper's
-  // clone race a sandbox's clone and hang the sandbox child: do it up front.)
-  UidSlots(uint32_t base, uint32_t count, uint32_t prepare = 64);
+  // queue behind one under the lock. Later slots get one on first use. At
+  // most max(prepare, cache) namespace fds are held for free slots.
+  UidSlots(uint32_t base, uint32_t count, uint32_t prepare = 64, uint32_t cache = 256);
   UidSlots(const UidSlots&) = delete;
   UidSlots& operator=(const UidSlots&) = delete;
 
   // Takes a free slot (the lowest, so the set of cached namespaces stays small).
+  // Prefers a free slot whose namespace is ready.
   Result<SlotLease> acquire();
   // Marks the slot that maps root to `host_uid` as held (for an adopted
   // sandbox); kInvalidArgument if it is not a slot start of this allocator.
   Result<SlotLease> claim(uint32_t host_uid);
-  void free(uint32_t slot);
+  // Returns a slot; `userns` (may be empty) is cached for its next use.
+  void free(uint32_t slot, sys::UniqueFd userns);
+
+  // Whether `fd` is a user namespace whose parent is ours: a sandbox's
+  // processes can only ever be in their slot's namespace or in namespaces
+  // nested below it, so for a namespace taken from a sandbox of a slot this
+  // says it is the slot's own and not one its tenant made.
+  static bool is_slot_userns(int fd);
 
   uint32_t base() const { return base_; }
 
  private:
-  Result<SlotLease> lease_locked(uint32_t slot);
+  Result<SlotLease> lease_locked(uint32_t slot, bool want_userns);
   std::mutex mu_;
   uint32_t base_;
   std::vector<bool> used_;
-  std::vector<sys::UniqueFd> userns_;  // per slot, created lazily
+  std::vector<sys::UniqueFd> userns_;  // per free slot, when its namespace is ready
+  uint32_t cached_ = 0;                 // valid entries of userns_
+  uint32_t cache_max_;
 };
 
 }  // namespace coppice::sandbox::ns
