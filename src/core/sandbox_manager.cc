@@ -237,6 +237,7 @@ asio::awaitable<Result<std::shared_ptr<SandboxManager::Live>>> SandboxManager::s
   spec.ro_binds = tmpl.ro_binds;
   spec.state_dir = l->state_dir;
   spec.envd_path = cfg_.envd_path;
+  spec.interp_path = cfg_.interp_path;
   spec.limits.cpu_millicores = l->cpu_count * 1000;
   spec.limits.memory_bytes = static_cast<uint64_t>(l->memory_mb) << 20;
   bool idle = &pool == &refill_;

@@ -94,6 +94,30 @@ test('sandbox create on an unknown template prints the gateway\'s message', opt,
   assert.match(r.stderr, /^coppice: .*no-such-template.*base.*\(HTTP 400\)\n$/);
 });
 
+test('pool warm --wait, list, drain; bad counts and templates are the gateway\'s message', opt, async () => {
+  let r = await coppice(['pool', 'warm', 'base', '2', '--wait'], asUser());
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^TEMPLATE\s+TARGET\s+AVAILABLE\s+IN USE\s+FILLING$/m);
+  assert.match(r.stderr, /base: 2\/2 ready/);
+
+  r = await coppice(['pool', 'list'], asUser());
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^base\s+2\s+2\s+0\s+0$/m);
+  r = await coppice(['pool', 'list', '--json'], asUser());
+  assert.deepEqual(JSON.parse(r.stdout), [{ template: 'base', target: 2, available: 2, inUse: 0, filling: 0 }]);
+
+  r = await coppice(['pool', 'warm', 'base', '-5'], asUser());
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /count must be between 0 and/);
+  r = await coppice(['pool', 'warm', 'nope', '1'], asUser());
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /nope/);
+
+  r = await coppice(['pool', 'drain', 'base'], asUser());
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^base\s+0\s+0\s+0\s+0$/m);
+});
+
 test('a bad key, no key and an unreachable gateway are one-line errors', opt, async () => {
   let r = await coppice(['template', 'list'], { COPPICE_API_URL: gw.url, COPPICE_API_KEY: 'e2b_wrong' });
   assert.notEqual(r.code, 0);
