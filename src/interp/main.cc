@@ -194,8 +194,9 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   int rc = 0;
   {
+    interp::ZmqContext zctx;
     interp::asio::io_context io{1};
-    interp::InterpServer server(io, cfg);
+    interp::InterpServer server(io, zctx, cfg);
     auto port = server.start();
     if (!port) {
       COPPICE_LOG(error) << port.error().to_string();

@@ -57,7 +57,8 @@ bool is_dir(const std::string& p) {
 }
 }  // namespace
 
-InterpServer::InterpServer(asio::io_context& io, ServerConfig cfg) : io_(io), cfg_(std::move(cfg)) {}
+InterpServer::InterpServer(asio::io_context& io, ZmqContext& zctx, ServerConfig cfg)
+    : io_(io), cfg_(std::move(cfg)), zctx_(zctx) {}
 
 InterpServer::~InterpServer() { shutdown(); }
 

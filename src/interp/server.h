@@ -48,7 +48,9 @@ struct Run;
 
 class InterpServer {
  public:
-  InterpServer(asio::io_context& io, ServerConfig cfg);
+  // `zctx` must outlive `io`: kernels still held by pending handlers close
+  // their sockets when `io` is destroyed, and a zmq context waits for that.
+  InterpServer(asio::io_context& io, ZmqContext& zctx, ServerConfig cfg);
   ~InterpServer();
 
   // Listens, then starts the default Python context in the background.
@@ -75,7 +77,7 @@ class InterpServer {
 
   asio::io_context& io_;
   ServerConfig cfg_;
-  ZmqContext zctx_;
+  ZmqContext& zctx_;
   std::unique_ptr<http::Server> http_;
   std::map<std::string, std::shared_ptr<Context>> contexts_;
   std::string default_id_;
