@@ -58,6 +58,7 @@ if (flag('--render')) {
 }
 function writeChart(runs, meta) {
   const h = meta.host;
+  if (!runs.some((r) => r.metric !== 'density' && r.summary && r.summary.count)) return; // a density-only run has no bars
   const svg = renderSvg(runs.filter((r) => r.metric !== 'density'), {
     subtitle: `${h.cpuCount}× ${h.cpuModel || '?'}, ${h.memGB} GiB, kernel ${h.kernel}; ${meta.startedAt.slice(0, 16)}Z; ${meta.quick ? '--quick, ' : ''}load average ${meta.loadStart[0]} → ${meta.loadEnd[0]} (shared machine)`,
   });

@@ -21,7 +21,7 @@ export function renderSvg(runs, { title = 'Coppice vs runc / crun / bubblewrap',
       order.indexOf(a.r.system) - order.indexOf(b.r.system) || a.i - b.i).map((x) => x.r);
     g.clusters = new Set(g.rows.map((r) => r.concurrency)).size;
   }
-  const W = 1100, left = 380, right = 40, top = 78, rowH = 20, groupGap = 34, clusterGap = 8, bottom = 88;
+  const W = 1100, left = 380, right = 70, top = 78, rowH = 20, groupGap = 34, clusterGap = 8, bottom = 88;
   const H = top + groups.reduce((a, g) => a + groupGap + g.rows.length * rowH + (g.clusters - 1) * clusterGap, 0) + bottom;
   const vals = rows.flatMap((r) => [r.summary.p50, r.summary.p99, r.summary.min]).filter((v) => v > 0);
   const lo = 10 ** Math.floor(Math.log10(Math.min(...vals))), hi = 10 ** Math.ceil(Math.log10(Math.max(...vals)));
