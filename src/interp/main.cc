@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
   interp::ServerConfig cfg;
   std::string level = "info";
   int probe_port = 0;
-  double probe_timeout = 30;
+  // Below the gateway's 10 s limit on one ready_cmd run; it runs the probe again until 30 s.
+  double probe_timeout = 5;
   std::string kernel_user;
   std::string runtime_base;
   int start_timeout_s = 60;
