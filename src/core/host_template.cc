@@ -62,6 +62,7 @@ constexpr const char* kHostEtcCopies[] = {
     "os-release",
     "profile",
     "bash.bashrc",
+    "matplotlibrc",          // Debian's matplotlib refuses to import without it
 };
 
 // Top-level names that merged-usr systems make symlinks into /usr.

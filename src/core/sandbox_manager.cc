@@ -167,7 +167,9 @@ std::map<std::string, std::string> merged_env(const Template& tmpl, const std::m
   return env;
 }
 
-constexpr auto kReadyTimeout = std::chrono::seconds(30);
+// A template's service may be slow to come up on a busy host (a Jupyter
+// kernel takes seconds): how long create waits for its ready_cmd.
+constexpr auto kReadyTimeout = std::chrono::seconds(60);
 constexpr auto kReadyInterval = std::chrono::milliseconds(20);
 }  // namespace
 
