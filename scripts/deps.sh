@@ -38,6 +38,4 @@ if [ ! -d tests/e2e/node_modules/e2b ] || [ tests/e2e/package-lock.json -nt test
   echo "deps: npm ci (tests/e2e)"
   npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
 fi
-
-# The template builder tests build from local packages, never the network.
-./scripts/test-debs.sh
+./scripts/test-debs.sh  # local packages for the template builder tests, which use no network

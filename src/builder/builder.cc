@@ -106,7 +106,7 @@ Result<std::vector<std::string>> mirror_args(const Recipe& r, const BuildOptions
   auto text = sys::read_file(host);
   if (!text) return std::unexpected(std::move(text.error()).context("read apt sources"));
   const bool deb822 = host.ends_with(".sources");
-  const std::string copy = join(build_dir, deb822 ? "apt.sources" : "apt.list");
+  const std::string copy = join(build_dir, deb822 ? "debian.sources" : "debian.list");
   COPPICE_TRY_CTX(sys::write_new_file(copy, retarget_sources(*text, deb822, r.suite), 0644), "apt sources");
   return std::vector<std::string>{copy};
 }
@@ -247,7 +247,7 @@ Result<BuildResult> build_template(const BuildOptions& o) {
                  std::to_string(::getpid()));
   const std::string toml_path = join(tmp, "template.toml");
   COPPICE_TRY_CTX(sys::write_new_file(toml_path, template_toml(r, *hash, build_id), 0644), step);
-  for (const char* f : {"apt.sources", "apt.list"}) COPPICE_TRY_CTX(sys::remove_file(join(tmp, f)), step);
+  for (const char* f : {"debian.sources", "debian.list"}) COPPICE_TRY_CTX(sys::remove_file(join(tmp, f)), step);
   // The tree can be rebuilt; the description that marks it complete is
   // forced to disk before the rename publishes it.
   COPPICE_TRY_CTX(fsync_path(toml_path, 0), step);

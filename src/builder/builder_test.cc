@@ -46,7 +46,7 @@ std::string describe(const fs::path& root) {
   for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
     struct stat st {};
     ::lstat(it->path().c_str(), &st);
-    lines.push_back(fs::relative(it->path(), root).string() + " " + std::to_string(st.st_mode) + " " +
+    lines.push_back(it->path().lexically_relative(root).string() + " " + std::to_string(st.st_mode) + " " +
                     std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid) + " " + std::to_string(st.st_size) +
                     " " + std::to_string(st.st_ino));
   }
