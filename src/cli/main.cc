@@ -6,6 +6,8 @@
 //   coppice template list [--json]        coppice sandbox list [--json]
 //   coppice template reload [--json]      coppice sandbox create [--template T] [--timeout S]
 //   coppice template build RECIPE         coppice sandbox kill ID...
+//   coppice pool list [--json]            coppice pool warm TEMPLATE COUNT [--wait]
+//   coppice pool drain TEMPLATE
 #include <cstdlib>
 
 #include "cli/cli.h"
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   add_template_commands(app, g);
   add_sandbox_commands(app, g);
+  add_pool_commands(app, g);
   CLI11_PARSE(app, argc, argv);
   if (!g.run) return fail("no command given (see --help)");
   return g.run();
