@@ -9,22 +9,12 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/host_template.h"
 #include "sys/fd.h"
 
 namespace coppice::builder {
 namespace {
 
-// The same identity as the host-derived template's: nothing of the build
-// host's (its name, its resolver) stays in the tree.
-constexpr const char* kHosts =
-    "127.0.0.1\tlocalhost\n"
-    "::1\tlocalhost ip6-localhost ip6-loopback\n";
-constexpr const char* kResolvConf =
-    "# Placeholder: sandboxes have loopback-only networking, so no resolver is\n"
-    "# reachable. The network setup replaces this file when it gives a sandbox\n"
-    "# a real resolver.\n"
-    "nameserver 127.0.0.1\n";
-constexpr const char* kHostname = "sandbox\n";
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -157,9 +147,9 @@ Status add_accounts() {
 }
 
 Status set_identity() {
-  COPPICE_TRY_CTX(put_file("/etc/hostname", kHostname, 0644), "identity");
-  COPPICE_TRY_CTX(put_file("/etc/hosts", kHosts, 0644), "identity");
-  COPPICE_TRY_CTX(put_file("/etc/resolv.conf", kResolvConf, 0644), "identity");
+  COPPICE_TRY_CTX(put_file("/etc/hostname", core::kSandboxHostname, 0644), "identity");
+  COPPICE_TRY_CTX(put_file("/etc/hosts", core::kSandboxHosts, 0644), "identity");
+  COPPICE_TRY_CTX(put_file("/etc/resolv.conf", core::kSandboxResolvConf, 0644), "identity");
   // A fresh, empty id, as systemd expects of an image: no sandbox shares one.
   COPPICE_TRY_CTX(put_file("/etc/machine-id", "", 0444), "identity");
   return ok();

@@ -114,17 +114,6 @@ constexpr const char* kGroup =
     "nogroup:x:65534:\n"
     "user:x:1000:\n";
 
-constexpr const char* kHosts =
-    "127.0.0.1\tlocalhost\n"
-    "::1\tlocalhost ip6-localhost ip6-loopback\n";
-
-constexpr const char* kResolvConf =
-    "# Placeholder: sandboxes have loopback-only networking, so no resolver is\n"
-    "# reachable. The network setup replaces this file when it gives a sandbox\n"
-    "# a real resolver.\n"
-    "nameserver 127.0.0.1\n";
-
-constexpr const char* kHostname = "sandbox\n";
 
 // Local files only: no systemd, LDAP, SSS or mDNS modules that would talk to
 // host services. `dns` is glibc's built-in resolver, which reads only
@@ -433,8 +422,8 @@ Status build_etc(const std::string& rootfs, const std::string& host_root) {
   };
   const Generated generated[] = {
       {"passwd", kPasswd, 0644},          {"group", kGroup, 0644},
-      {"hosts", kHosts, 0644},            {"resolv.conf", kResolvConf, 0644},
-      {"hostname", kHostname, 0644},      {"nsswitch.conf", kNsswitch, 0644},
+      {"hosts", kSandboxHosts, 0644},            {"resolv.conf", kSandboxResolvConf, 0644},
+      {"hostname", kSandboxHostname, 0644},      {"nsswitch.conf", kNsswitch, 0644},
       // A fresh, empty id: systemd-style tools treat it as "not yet set",
       // and no sandbox learns (or shares) the host's.
       {"machine-id", "", 0444},

@@ -25,6 +25,18 @@ namespace coppice::core {
 
 inline constexpr std::string_view kHostTemplateName = "base";
 
+// The identity files every template gets, whatever it is made from: nothing
+// of the host's (its name, its resolver) reaches a sandbox.
+inline constexpr const char* kSandboxHosts =
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n";
+inline constexpr const char* kSandboxResolvConf =
+    "# Placeholder: sandboxes have loopback-only networking, so no resolver is\n"
+    "# reachable. The network setup replaces this file when it gives a sandbox\n"
+    "# a real resolver.\n"
+    "nameserver 127.0.0.1\n";
+inline constexpr const char* kSandboxHostname = "sandbox\n";
+
 struct HostTemplateOptions {
   // The system the template is derived from. "/" in production; tests point
   // it at a fake tree to check what is and is not copied.
