@@ -38,19 +38,10 @@ before(async () => {
   const dir = path.join(templates, TEMPLATE);
   fs.mkdirSync(dir);
   execFileSync('cp', ['-a', path.join(templates, 'base', 'rootfs'), path.join(dir, 'rootfs')]);
-  // The gateway binds coppice-interp at /.coppice/interp; the build dir is
-  // bound too so the template also serves on a gateway without that bind.
-  const interpDir = path.dirname(fs.realpathSync(interpBin));
-  const local = path.join(interpDir, path.basename(interpBin));
+  // The gateway binds coppice-interp at /.coppice/interp in every sandbox.
   let toml = fs.readFileSync(path.join(templates, 'base', 'template.toml'), 'utf8');
-  fs.mkdirSync(path.join(dir, 'rootfs', interpDir), { recursive: true });
-  // Debian's matplotlib reads its defaults from /etc/matplotlibrc, and the
-  // base template has its own /etc.
-  if (fs.existsSync('/etc/matplotlibrc')) fs.copyFileSync('/etc/matplotlibrc', path.join(dir, 'rootfs', 'etc', 'matplotlibrc'));
-  toml = toml.replace(/^ro_binds = \[(.*)\]$/m, (m, list) => `ro_binds = [${list}, ${JSON.stringify(interpDir)}]`);
-  const bin = `$( [ -x /.coppice/interp ] && echo /.coppice/interp || echo ${local} )`;
-  toml += `start_cmd = ${JSON.stringify(`exec ${bin} --port 49999`)}\n`;
-  toml += `ready_cmd = ${JSON.stringify(`${bin} --probe 49999 --probe-timeout 5`)}\n`;
+  toml += 'start_cmd = "/.coppice/interp --port 49999"\n';
+  toml += 'ready_cmd = "/.coppice/interp --probe 49999"\n';
   fs.writeFileSync(path.join(dir, 'template.toml'), toml);
   const r = await api('/templates/reload', { method: 'POST' });
   assert.equal(r.status, 200);
@@ -145,4 +136,28 @@ test('a sandbox killed during a run ends the run with an error, not a hang', opt
   assert.ok(err instanceof Error, 'runCode rejects');
   assert.ok(performance.now() - t0 < 20000, `took ${performance.now() - t0} ms`);
   await assert.rejects(victim.runCode('1'));
+});
+
+test('a pooled code-interpreter sandbox has its kernel up: the first runCode needs no kernel start', opt, async () => {
+  let r = await api(`/pools/${TEMPLATE}/warm`, { method: 'POST', body: JSON.stringify({ count: 1 }) });
+  assert.equal(r.status, 200);
+  const until = Date.now() + 120_000;
+  for (;;) {
+    const pools = await (await api('/pools')).json();
+    if (pools.find((p) => p.template === TEMPLATE)?.available === 1) break;
+    assert.ok(Date.now() < until, 'the pool fills');
+    await sleep(100);
+  }
+  const ready = fs.readdirSync(path.join(gw.stateDir, 'sandboxes'));
+  const pooled = await Sandbox.create({ ...gw.opts, envs: { FROM_CREATE: 'pooled' } });
+  try {
+    assert.ok(ready.includes(pooled.sandboxId), 'the create was a pool hit');
+    const exec = await pooled.runCode('import os; x = 21; x * 2, os.environ.get("FROM_CREATE")');
+    assert.equal(exec.error, undefined);
+    assert.equal(exec.text, "(42, 'pooled')");
+  } finally {
+    await pooled.kill();
+    r = await api(`/pools/${TEMPLATE}/drain`, { method: 'POST' });
+    assert.equal(r.status, 200);
+  }
 });
