@@ -8,14 +8,18 @@ namespace coppice::core {
 
 using json = nlohmann::json;
 
-asio::awaitable<Status> envd_init(const http::Endpoint& ep, const EnvdInit& init) {
+std::string envd_init_body(const EnvdInit& init) {
   json body{{"envVars", init.env_vars}, {"defaultUser", init.default_user}, {"defaultWorkdir", init.default_workdir}};
   if (!init.access_token.empty()) body["accessToken"] = init.access_token;
+  return body.dump();
+}
+
+asio::awaitable<Status> envd_init(const http::Endpoint& ep, const EnvdInit& init) {
   // Named locals: g++ 12 mishandles temporaries inside co_await expressions.
   http::Fields headers{{"Content-Type", "application/json"}};
   // Needed from the second /init on; the first one sets the token.
   if (!init.access_token.empty()) headers.emplace_back("X-Access-Token", init.access_token);
-  std::string target = "/init", payload = body.dump();
+  std::string target = "/init", payload = envd_init_body(init);
   const std::chrono::milliseconds limit = std::chrono::seconds(5);
   auto r = co_await http::fetch(ep, http::bhttp::verb::post, std::move(target), headers, std::move(payload), limit);
   if (!r) co_return std::unexpected(std::move(r.error()).context("envd /init"));

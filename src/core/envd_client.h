@@ -21,6 +21,9 @@ struct EnvdInit {
   std::string default_workdir = "/home/user";
 };
 
+// The /init body for `init` (also what envd reads from --init-file).
+std::string envd_init_body(const EnvdInit& init);
+
 // POST /init. envd takes the first /init from anyone; later ones need the
 // token the first set, which is sent along (X-Access-Token) when given.
 // Environment variables add to those set before.

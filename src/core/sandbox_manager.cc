@@ -75,8 +75,9 @@ SandboxManager::SandboxManager(const GatewayConfig& cfg, store::Store& store, sa
   // normal priority (see start_sandbox).
   asio::post(refill_, [] {
     sched_param sp{};
-    if (::sched_setscheduler(0, SCHED_IDLE, &sp) != 0)
+    if (::sched_setscheduler(0, SCHED_IDLE, &sp) != 0) {
       COPPICE_LOG(warn) << "pool refill thread: SCHED_IDLE: " << std::strerror(errno);
+    }
   });
 }
 
@@ -177,13 +178,13 @@ asio::awaitable<Status> SandboxManager::run_template_commands(const Live& l, con
   // Named locals only in the co_await calls below: g++ 12 destroys
   // temporaries made inside a co_await expression twice.
   const http::Endpoint ep{l.handle.envd_socket, "", 0};
-  const std::string no_token;
+  const std::string& token = l.token;
   const std::chrono::milliseconds limit = std::chrono::seconds(10);
   if (!tmpl.start_cmd.empty()) {
     // In the background, its output in the sandbox's run dir (the host can
     // read it at <state_dir>/run/start.log); the shell returns at once.
     std::string cmd = "(" + tmpl.start_cmd + ") </dev/null >/.coppice/run/start.log 2>&1 &";
-    auto r = co_await envd_run(ep, no_token, cmd, tmpl.env, limit);
+    auto r = co_await envd_run(ep, token, cmd, tmpl.env, limit);
     if (!r) co_return std::unexpected(std::move(r.error()).context("start_cmd"));
     if (*r != 0) co_return make_error(ErrorCode::kInternal, "start_cmd: the shell exited " + std::to_string(*r));
   }
@@ -193,7 +194,7 @@ asio::awaitable<Status> SandboxManager::run_template_commands(const Live& l, con
   asio::steady_timer timer(ex);
   std::string last = "never ran";
   for (;;) {
-    auto r = co_await envd_run(ep, no_token, tmpl.ready_cmd, tmpl.env, limit);
+    auto r = co_await envd_run(ep, token, tmpl.ready_cmd, tmpl.env, limit);
     if (r && *r == 0) co_return ok();
     last = r ? "exit code " + std::to_string(*r) : r.error().to_string();
     if (std::chrono::steady_clock::now() >= until) break;
@@ -217,8 +218,10 @@ asio::awaitable<void> SandboxManager::discard(std::shared_ptr<Live> l, asio::thr
 
 asio::awaitable<Result<std::shared_ptr<SandboxManager::Live>>> SandboxManager::start_sandbox(const Template& tmpl,
                                                                                             SandboxState as,
-                                                                                            asio::thread_pool& pool) {
+                                                                                            asio::thread_pool& pool,
+                                                                                            const EnvdInit& init) {
   auto l = std::make_shared<Live>();
+  l->token = init.access_token;
   l->template_id = tmpl.name;
   l->state = as;
   l->cpu_count = tmpl.cpu_count > 0 ? tmpl.cpu_count : cfg_.default_cpu_count;
@@ -240,6 +243,7 @@ asio::awaitable<Result<std::shared_ptr<SandboxManager::Live>>> SandboxManager::s
   spec.state_dir = l->state_dir;
   spec.envd_path = cfg_.envd_path;
   spec.interp_path = cfg_.interp_path;
+  spec.init_json = envd_init_body(init);
   spec.limits.cpu_millicores = l->cpu_count * 1000;
   spec.limits.memory_bytes = static_cast<uint64_t>(l->memory_mb) << 20;
   bool idle = &pool == &refill_;
@@ -256,14 +260,6 @@ asio::awaitable<Result<std::shared_ptr<SandboxManager::Live>>> SandboxManager::s
   }
   l->handle = *handle;
   Status s = co_await run_template_commands(*l, tmpl);
-  if (s && as == SandboxState::kPooled) {
-    l->token = new_token();
-    EnvdInit init;
-    init.access_token = l->token;
-    init.env_vars = tmpl.env;
-    const http::Endpoint ep{l->handle.envd_socket, "", 0};
-    s = co_await envd_init(ep, init);
-  }
   if (!s) {
     co_await discard(l, pool);
     co_return std::unexpected(std::move(s.error()));
@@ -277,18 +273,13 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
   l->metadata = p.metadata;
   l->env_vars = json(p.env_vars);
   auto t1 = std::chrono::steady_clock::now();
-  // A cold sandbox gets its token, environment and defaults now. A pooled one
-  // got its token and the template's environment when it was made (nobody
-  // could see it since), so only a create's own envVars need a round trip.
-  const http::Endpoint ep{l->handle.envd_socket, "", 0};
-  EnvdInit init;
+  // Every sandbox got its token, its environment and defaults from the start
+  // (a pooled one the template's environment: nobody could see it since), so
+  // only a pool hit's own envVars need a round trip to envd.
   Status s = ok();
-  if (!pool_hit) {
-    l->token = p.secure ? new_token() : "";
-    init.access_token = l->token;
-    init.env_vars = merged_env(tmpl, p.env_vars);
-    s = co_await envd_init(ep, init);
-  } else if (!p.env_vars.empty()) {
+  if (pool_hit && !p.env_vars.empty()) {
+    const http::Endpoint ep{l->handle.envd_socket, "", 0};
+    EnvdInit init;
     init.access_token = l->token;
     init.env_vars = p.env_vars;
     s = co_await envd_init(ep, init);
@@ -365,7 +356,10 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
     auto v = co_await hand_out(l, p, *tmpl, true, t0);
     if (v) co_return v;
   }
-  auto l = co_await start_sandbox(*tmpl, SandboxState::kCreating, workers_);
+  EnvdInit init;
+  init.access_token = p.secure ? new_token() : "";
+  init.env_vars = merged_env(*tmpl, p.env_vars);
+  auto l = co_await start_sandbox(*tmpl, SandboxState::kCreating, workers_, init);
   if (!l) {
     metrics_.create_failures.inc();
     COPPICE_LOG_RATE(warn, 5) << "create from " << tmpl->name << " failed: " << l.error().to_string();
@@ -402,7 +396,10 @@ asio::awaitable<void> SandboxManager::fill_pool(std::string template_id) {
     }
     auto tmpl = templates_.get(template_id);
     Result<std::shared_ptr<Live>> l = std::unexpected(Error(ErrorCode::kInternal, ""));
-    if (tmpl) l = co_await start_sandbox(*tmpl, SandboxState::kPooled, refill_);
+    EnvdInit init;
+    init.access_token = new_token();
+    if (tmpl) init.env_vars = tmpl->env;
+    if (tmpl) l = co_await start_sandbox(*tmpl, SandboxState::kPooled, refill_, init);
     else l = std::unexpected(tmpl.error());
     bool keep = false;
     {

@@ -33,6 +33,7 @@
 
 #include "common/result.h"
 #include "core/config.h"
+#include "core/envd_client.h"
 #include "core/metrics.h"
 #include "core/templates.h"
 #include "http/client.h"
@@ -158,10 +159,10 @@ class SandboxManager {
   SandboxView view(const Live& l) const;
   Status persist(const Live& l, std::string_view event_kind = "", std::string_view event_detail = "");
   // Backend create under a fresh id reserved in state `as` (kCreating or
-  // kPooled), then the template's start and readiness commands. Nothing is
-  // left behind on failure.
+  // kPooled), envd initialised with `init` from its start, then the
+  // template's start and readiness commands. Nothing is left behind on failure.
   asio::awaitable<Result<std::shared_ptr<Live>>> start_sandbox(const Template& tmpl, SandboxState as,
-                                                              asio::thread_pool& pool);
+                                                              asio::thread_pool& pool, const EnvdInit& init);
   // /init with the create's parameters, timestamps, store: the sandbox becomes
   // visible and Running. On failure the sandbox is destroyed.
   asio::awaitable<Result<SandboxView>> hand_out(std::shared_ptr<Live> l, const CreateParams& p, const Template& tmpl,

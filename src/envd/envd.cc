@@ -1,5 +1,6 @@
 #include "envd/envd.h"
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include "envd/filesystem_service.h"
 #include "envd/process_service.h"
 #include "envd/protojson.h"
+#include "sys/fd.h"
 
 namespace coppice::envd {
 
@@ -189,6 +191,59 @@ asio::awaitable<void> Envd::handle(http::Exchange& ex) {
   co_await ex.respond_json(404, rest_error(404, "no such endpoint: " + std::string(path)));
 }
 
+Status Envd::apply_init(const json& req) {
+  auto token = pj::get_string(req, "accessToken");
+  auto user = pj::get_string(req, "defaultUser");
+  auto workdir = pj::get_string(req, "defaultWorkdir");
+  auto envs = pj::get_string_map(req, "envVars");
+  for (const Error* e : {token ? nullptr : &token.error(), user ? nullptr : &user.error(),
+                         workdir ? nullptr : &workdir.error(), envs ? nullptr : &envs.error()}) {
+    if (e) return make_error(ErrorCode::kInvalidArgument, e->message());
+  }
+  // An /init older than one already applied is ignored (they may race).
+  int64_t ts_ns = 0;
+  if (const json* ts = pj::field(req, "timestamp"); ts && ts->is_string()) {
+    struct tm tm {};
+    const std::string& s = ts->get_ref<const std::string&>();
+    if (strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) ts_ns = static_cast<int64_t>(timegm(&tm)) * 1000000000LL;
+  }
+  if (ts_ns != 0 && ts_ns < init_.last_init_ns) return ok();
+  if (*user && !user->value().empty()) {
+    auto u = users_.lookup(**user);
+    if (!u) return make_error(ErrorCode::kInvalidArgument, "defaultUser: " + u.error().message());
+    init_.default_user = **user;
+  }
+  if (*workdir) init_.default_workdir = clean_path(**workdir);
+  if (*token && !token->value().empty()) init_.access_token = **token;
+  for (auto& [k, v] : *envs) init_.env_vars[k] = v;
+  if (ts_ns) init_.last_init_ns = ts_ns;
+  return ok();
+}
+
+Status Envd::apply_init_file(const std::string& path) {
+  std::string text;
+  {
+    sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) return errno_error("open init file " + path);
+    char buf[8192];
+    for (;;) {
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno_error("read init file " + path);
+      if (n == 0) break;
+      text.append(buf, static_cast<size_t>(n));
+      if (text.size() > (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "init file " + path + " is over 1 MiB");
+    }
+  }
+  // Read once: the token in it is not left lying around.
+  (void)::unlink(path.c_str());
+  json req = json::parse(text, nullptr, false);
+  if (req.is_discarded() || !req.is_object())
+    return make_error(ErrorCode::kInvalidArgument, "init file " + path + " is not a JSON object");
+  if (auto s = apply_init(req); !s) return std::unexpected(std::move(s.error()).context("init file " + path));
+  return ok();
+}
+
 asio::awaitable<void> Envd::handle_init(http::Exchange& ex) {
   // Once a token is set, only its holder may initialise again.
   if (init_.access_token && !token_ok(ex)) {
@@ -206,40 +261,10 @@ asio::awaitable<void> Envd::handle_init(http::Exchange& ex) {
     co_await ex.respond_json(400, rest_error(400, "body must be a JSON object"));
     co_return;
   }
-  auto token = pj::get_string(req, "accessToken");
-  auto user = pj::get_string(req, "defaultUser");
-  auto workdir = pj::get_string(req, "defaultWorkdir");
-  auto envs = pj::get_string_map(req, "envVars");
-  for (const Error* e : {token ? nullptr : &token.error(), user ? nullptr : &user.error(),
-                         workdir ? nullptr : &workdir.error(), envs ? nullptr : &envs.error()}) {
-    if (e) {
-      co_await ex.respond_json(400, rest_error(400, e->message()));
-      co_return;
-    }
-  }
-  // An /init older than one already applied is ignored (they may race).
-  int64_t ts_ns = 0;
-  if (const json* ts = pj::field(req, "timestamp"); ts && ts->is_string()) {
-    struct tm tm {};
-    const std::string& s = ts->get_ref<const std::string&>();
-    if (strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) ts_ns = static_cast<int64_t>(timegm(&tm)) * 1000000000LL;
-  }
-  if (ts_ns != 0 && ts_ns < init_.last_init_ns) {
-    co_await ex.respond(204, "", "");
+  if (auto s = apply_init(req); !s) {
+    co_await ex.respond_json(400, rest_error(400, s.error().message()));
     co_return;
   }
-  if (*user && !user->value().empty()) {
-    auto u = users_.lookup(**user);
-    if (!u) {
-      co_await ex.respond_json(400, rest_error(400, "defaultUser: " + u.error().message()));
-      co_return;
-    }
-    init_.default_user = **user;
-  }
-  if (*workdir) init_.default_workdir = clean_path(**workdir);
-  if (*token && !token->value().empty()) init_.access_token = **token;
-  for (auto& [k, v] : *envs) init_.env_vars[k] = v;
-  if (ts_ns) init_.last_init_ns = ts_ns;
   const http::Fields no_store{{"Cache-Control", "no-store"}};
   co_await ex.respond(204, "", "", no_store);
 }

@@ -3,6 +3,8 @@
 // locks; blocking work is kept short or done in chunks.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <sys/types.h>
 
 #include <functional>
@@ -77,6 +79,12 @@ class Envd {
   asio::io_context& io() { return io_; }
   const Config& config() const { return cfg_; }
   InitState& init() { return init_; }
+  // Applies an /init body (accessToken, defaultUser, defaultWorkdir, envVars,
+  // timestamp); kInvalidArgument naming what is wrong.
+  Status apply_init(const nlohmann::json& req);
+  // The same from a file, which is then removed (--init-file: a sandbox's
+  // launcher hands envd its /init before it starts, saving a round trip).
+  Status apply_init_file(const std::string& path);
   const UserDb& users() const { return users_; }
   Reaper& reaper() { return reaper_; }
 

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   app.add_option("--default-user", cfg.default_user, "user until /init sets one")->capture_default_str();
   app.add_option("--ready-fd", cfg.ready_fd, "write one byte to this fd once listening, then close it");
   app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
+  std::string init_file;
+  app.add_option("--init-file", init_file, "apply this /init body (JSON) at start, then remove the file");
   bool version = false;
   app.add_flag("--version", version, "print the versions and exit");
   CLI11_PARSE(app, argc, argv);
@@ -65,6 +67,12 @@ int main(int argc, char** argv) {
     agent.shutdown();
     io.stop();
   });
+  if (!init_file.empty()) {
+    if (auto s = agent.apply_init_file(init_file); !s) {
+      COPPICE_LOG(error) << s.error().to_string();
+      return 1;
+    }
+  }
   if (auto s = agent.start(); !s) {
     COPPICE_LOG(error) << s.error().to_string();
     return 1;

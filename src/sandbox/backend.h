@@ -34,6 +34,10 @@ struct SandboxSpec {
   // at /.coppice/envd. It is dynamically linked: it runs only in templates that
   // hold its libraries. A missing file fails the create.
   std::string interp_path;
+  // envd's /init body (JSON: token, env, defaults), handed to it at start
+  // through a file in the run dir that only the sandbox's root can read and
+  // that envd removes; empty: envd starts uninitialised.
+  std::string init_json;
   Limits limits;
 };
 

@@ -80,6 +80,7 @@ test(`[${sdkName}] --pool fills at start; a create takes a warm sandbox that is 
   await a.files.write('/home/user/only-a.txt', 'a');
   assert.equal(await b.files.exists('/home/user/only-a.txt'), false);
   assert.equal((await b.commands.run('ls -A /tmp | wc -l')).stdout.trim(), '0');
+  assert.equal((await b.commands.run('ls -A /.coppice/run', { user: 'root' })).stdout, 'envd.sock\n');
   // The token is enforced: a request without it is refused.
   const r = await fetch(`${gw.url}/files?path=/etc/hostname`, { headers: { 'E2b-Sandbox-Id': a.sandboxId, 'E2b-Sandbox-Port': '49983' } });
   assert.equal(r.status, 401);
@@ -114,9 +115,14 @@ test(`[${sdkName}] /pools API: warm, drain, bad input; an empty pool falls back 
   const bad = await fetch(`${gw.url}/pools`, { headers: { 'X-API-KEY': 'wrong' } });
   assert.equal(bad.status, 401);
 
-  // Cold create with no pool: a miss.
-  const cold = await Sandbox.create(gw.opts);
+  // Cold create with no pool: a miss. envd got its token and envVars from a
+  // file at start, which it removed; the token is enforced.
+  const cold = await Sandbox.create({ ...gw.opts, envs: { COLD: 'yes' } });
   assert.equal(await metric(gw, 'coppice_create_seconds_count', 'pool="miss"'), 1);
+  assert.equal((await cold.commands.run('echo $COLD')).stdout, 'yes\n');
+  assert.equal((await cold.commands.run('ls -A /.coppice/run', { user: 'root' })).stdout, 'envd.sock\n');
+  const noToken = await fetch(`${gw.url}/files?path=/etc/hostname`, { headers: { 'E2b-Sandbox-Id': cold.sandboxId, 'E2b-Sandbox-Port': '49983' } });
+  assert.equal(noToken.status, 401);
 
   const warm = await call('POST', '/pools/base/warm', { count: 3 });
   assert.equal(warm.status, 200);

@@ -130,6 +130,13 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   const StatePaths& paths = state->paths();
   const auto t_state = Clock::now();
 
+  // envd's /init, if the caller has it already: no round trip after start.
+  if (!spec.init_json.empty()) {
+    const std::string init_file = paths.run + "/init.json";
+    COPPICE_TRY_CTX(sys::write_new_file(init_file, spec.init_json, 0600), ctxmsg + ": init file");
+    COPPICE_TRY_CTX(sys::change_owner(init_file, host_root, host_root), ctxmsg + ": init file");
+  }
+
   // 3. The registry record, so the sandbox can be found after a restart.
   auto record = RegistryEntry::create(ctx.registry_dir, spec.id, spec.state_dir);
   if (!record) return std::unexpected(std::move(record.error()).context(ctxmsg));
@@ -151,6 +158,10 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   plan->exec_path = "/.coppice/envd";
   plan->args = {"/.coppice/envd", "--no-tcp", "--socket", "/.coppice/run/envd.sock", "--ready-fd",
                 std::to_string(kReadyFd)};
+  if (!spec.init_json.empty()) {
+    plan->args.push_back("--init-file");
+    plan->args.push_back("/.coppice/run/init.json");
+  }
   plan->env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"};
   plan->seal();
 
