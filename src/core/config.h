@@ -45,6 +45,9 @@ struct GatewayConfig {
   int default_disk_mb = 1024;
   // First host uid of the ranges sandbox user namespaces map to.
   uint32_t uid_base = 1000000;
+  // How many sandboxes can run at once: each takes a 65536-id range from
+  // uid_base on. Default 16384 (ids up to ~1.07e9).
+  uint32_t uid_slots = 16384;
 };
 
 }  // namespace coppice::core

@@ -74,6 +74,9 @@ int main(int argc, char** argv) {
   app.add_option("--pool", pool_specs, "keep N warm sandboxes of a template: TEMPLATE=N (repeatable)");
   app.add_option("--default-timeout", cfg.default_timeout_s, "sandbox lifetime in seconds when none is asked")
       ->capture_default_str();
+  app.add_option("--uid-slots", cfg.uid_slots, "sandboxes that can run at once (65536 host ids each)")
+      ->check(CLI::Range(1u, (0xffffffffu - cfg.uid_base) / 65536u))
+      ->capture_default_str();
   app.add_option("--workers", cfg.worker_threads, "threads doing sandbox work")->capture_default_str();
   app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -163,6 +166,7 @@ int main(int argc, char** argv) {
   // test beside the real one) never take each other's sandboxes for orphans.
   sandbox::NsOptions nso;
   nso.uid_base = cfg.uid_base;
+  nso.uid_slots = cfg.uid_slots;
   nso.registry_dir = cfg.state_dir + "/ns";
   if (fs::weakly_canonical(cfg.state_dir) != fs::path("/var/lib/coppice"))
     nso.cgroup_parent = "coppice-" + store::sha256_hex(fs::weakly_canonical(cfg.state_dir).string()).substr(0, 12);
