@@ -2,7 +2,9 @@
 
 #include <linux/nsfs.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <string>
@@ -28,13 +30,61 @@ SlotLease::~SlotLease() {
 }
 
 UidSlots::UidSlots(uint32_t base, uint32_t count, uint32_t prepare, uint32_t cache)
-    : base_(base), used_(count, false), userns_(count), cache_max_(std::max(prepare, cache)) {
-  for (uint32_t slot = 0; slot < std::min(prepare, count); ++slot) {
+    : base_(base), used_(count, false), userns_(count), cache_max_(std::max(prepare, cache)),
+      prepare_(std::min(prepare, count)) {
+  for (uint32_t slot = 0; slot < prepare_; ++slot) {
     sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
     auto fd = sys::make_userns(map, map);
-    if (!fd) break;  // lease_locked() makes it on first use and reports the error
+    if (!fd) break;  // acquire() makes it on first use and reports the error
     userns_[slot] = std::move(*fd);
     ++cached_;
+  }
+  if (prepare_ > 0) refiller_ = std::thread([this] { refill_loop(); });
+}
+
+UidSlots::~UidSlots() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (refiller_.joinable()) refiller_.join();
+}
+
+// Keeps `prepare_` free slots with a ready namespace. The slot being prepared
+// is marked used meanwhile, so no create takes it half-made.
+void UidSlots::refill_loop() {
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+  std::unique_lock lock(mu_);
+  for (;;) {
+    uint32_t slot = UINT32_MAX;
+    cv_.wait(lock, [&] {
+      if (stop_) return true;
+      if (cached_ >= prepare_) return false;
+      for (uint32_t i = 0; i < used_.size(); ++i) {
+        if (!used_[i] && !userns_[i]) {
+          slot = i;
+          return true;
+        }
+      }
+      return false;
+    });
+    if (stop_) return;
+    used_[slot] = true;
+    lock.unlock();
+    sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
+    auto fd = sys::make_userns(map, map);
+    lock.lock();
+    used_[slot] = false;
+    if (!fd) {
+      // Creates will make their own and report why; try again later.
+      cv_.wait_for(lock, std::chrono::seconds(5), [&] { return stop_; });
+      continue;
+    }
+    if (!userns_[slot]) {
+      userns_[slot] = std::move(*fd);
+      ++cached_;
+    }
   }
 }
 
@@ -59,7 +109,7 @@ Result<SlotLease> UidSlots::lease_locked(uint32_t slot, bool want_userns) {
 }
 
 Result<SlotLease> UidSlots::acquire() {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   uint32_t pick = UINT32_MAX;
   for (uint32_t i = 0; i < used_.size(); ++i) {
     if (used_[i]) continue;
@@ -73,7 +123,29 @@ Result<SlotLease> UidSlots::acquire() {
   if (pick == UINT32_MAX) {
     return make_error(ErrorCode::kResourceExhausted, "all " + std::to_string(used_.size()) + " uid slots are in use");
   }
-  return lease_locked(pick, true);
+  if (userns_[pick]) {
+    auto l = lease_locked(pick, true);
+    lock.unlock();
+    cv_.notify_one();  // one fewer ready: the refiller makes another
+    return l;
+  }
+  // None ready: make this slot's namespace here, without holding the lock.
+  used_[pick] = true;
+  lock.unlock();
+  cv_.notify_one();
+  sys::IdRange map{0, base_ + pick * kIdsPerSlot, kIdsPerSlot};
+  auto fd = sys::make_userns(map, map);
+  if (!fd) {
+    std::lock_guard relock(mu_);
+    used_[pick] = false;
+    return std::unexpected(std::move(fd.error()).context("user namespace for uid slot " + std::to_string(pick)));
+  }
+  SlotLease l;
+  l.userns_ = std::move(*fd);
+  l.owner_ = this;
+  l.slot_ = pick;
+  l.host_id_ = base_ + pick * kIdsPerSlot;
+  return l;
 }
 
 Result<SlotLease> UidSlots::claim(uint32_t host_uid) {

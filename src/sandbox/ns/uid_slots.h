@@ -12,6 +12,9 @@
 // idmapped mounts take their mapping from.
 #pragma once
 
+#include <condition_variable>
+#include <thread>
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -69,9 +72,13 @@ class UidSlots {
  public:
   // The first `prepare` slots get their user namespace made here, at start,
   // so the first creates neither pay for one (~3 ms, a helper process) nor
-  // queue behind one under the lock. Later slots get one on first use. At
-  // most max(prepare, cache) namespace fds are held for free slots.
+  // queue behind one. Then a background thread (nice 10) keeps `prepare`
+  // free slots ready as creates take them: a pool of user namespaces, so
+  // the hundredth sandbox starts as fast as the first. A slot taken before
+  // its namespace is ready gets one made by the create itself, outside the
+  // lock. At most max(prepare, cache) namespace fds are held for free slots.
   UidSlots(uint32_t base, uint32_t count, uint32_t prepare = 64, uint32_t cache = 256);
+  ~UidSlots();
   UidSlots(const UidSlots&) = delete;
   UidSlots& operator=(const UidSlots&) = delete;
 
@@ -91,10 +98,20 @@ class UidSlots {
   static bool is_slot_userns(int fd);
 
   uint32_t base() const { return base_; }
+  // Free slots whose namespace is ready now.
+  uint32_t ready() {
+    std::lock_guard lock(mu_);
+    return cached_;
+  }
 
  private:
   Result<SlotLease> lease_locked(uint32_t slot, bool want_userns);
+  void refill_loop();
   std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  uint32_t prepare_;
+  std::thread refiller_;
   uint32_t base_;
   std::vector<bool> used_;
   std::vector<sys::UniqueFd> userns_;  // per free slot, when its namespace is ready

@@ -1,0 +1,43 @@
+// The uid slot allocator's pool of ready user namespaces: taken by creates,
+// made again in the background. Needs root (user namespaces with a mapping
+// to other host ids).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "sandbox/ns/uid_slots.h"
+
+namespace coppice::sandbox::ns {
+namespace {
+
+TEST(UidSlots, ReadyNamespacesAreMadeAgainAsTheyAreTaken) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (user namespaces mapping other host ids)";
+  // A range far from the gateway's and the other tests' (uid_base 1000000).
+  UidSlots slots(3000000000u, 8, /*prepare=*/2, /*cache=*/4);
+  EXPECT_EQ(slots.ready(), 2u);
+  std::vector<SlotLease> held;
+  for (int i = 0; i < 3; ++i) {
+    auto l = slots.acquire();
+    ASSERT_TRUE(l) << l.error().to_string();
+    EXPECT_GE(l->userns_fd(), 0) << "every lease has its namespace, ready or made on the spot";
+    held.push_back(std::move(*l));
+  }
+  // Two slots are ready again, without any create asking.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (slots.ready() < 2 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(slots.ready(), 2u);
+  // Distinct slots, distinct host ranges.
+  EXPECT_NE(held[0].host_id(), held[1].host_id());
+  EXPECT_NE(held[1].host_id(), held[2].host_id());
+  // Returned slots keep their namespaces for the next lease, up to the cache size.
+  held.clear();
+  EXPECT_LE(slots.ready(), 4u);
+  EXPECT_GE(slots.ready(), 2u);
+}
+
+}  // namespace
+}  // namespace coppice::sandbox::ns
