@@ -15,6 +15,7 @@
 #include "core/template_toml.h"
 #include "core/templates.h"
 #include "sys/fd.h"
+#include "sys/fsutil.h"
 
 namespace coppice::builder {
 namespace {
@@ -85,16 +86,11 @@ Result<std::string> file_sha256(const std::string& path) {
   sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return errno_error("open " + path);
   Sha256 h;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error("read " + path);
-    }
-    if (n == 0) break;
-    h.update(buf, static_cast<size_t>(n));
-  }
+  auto hash = [&h](std::string_view chunk) {
+    h.update(chunk.data(), chunk.size());
+    return true;
+  };
+  if (auto r = sys::read_chunks(fd.get(), path, hash); !r) return std::unexpected(std::move(r.error()));
   return to_hex(h.final());
 }
 

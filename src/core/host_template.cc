@@ -18,6 +18,7 @@
 #include "common/sha256.h"
 #include "core/template_toml.h"
 #include "sys/fd.h"
+#include "sys/fsutil.h"
 
 namespace coppice::core {
 namespace {
@@ -326,16 +327,11 @@ Status describe_tree(const std::string& dir, const std::string& rel, std::string
       sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
       if (!fd) return errno_error("open " + path);
       Sha256 h;
-      char buf[65536];
-      for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          return errno_error("read " + path);
-        }
-        if (n == 0) break;
-        h.update(buf, static_cast<size_t>(n));
-      }
+      auto hash = [&h](std::string_view chunk) {
+        h.update(chunk.data(), chunk.size());
+        return true;
+      };
+      if (auto r = sys::read_chunks(fd.get(), path, hash); !r) return std::unexpected(std::move(r.error()));
       digest = to_hex(h.final());
     } else {
       kind = "?";

@@ -11,6 +11,7 @@
 #include "envd/process_service.h"
 #include "envd/protojson.h"
 #include "sys/fd.h"
+#include "sys/fsutil.h"
 
 namespace coppice::envd {
 
@@ -225,15 +226,12 @@ Status Envd::apply_init_file(const std::string& path) {
   {
     sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!fd) return errno_error("open init file " + path);
-    char buf[8192];
-    for (;;) {
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_error("read init file " + path);
-      if (n == 0) break;
-      text.append(buf, static_cast<size_t>(n));
-      if (text.size() > (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "init file " + path + " is over 1 MiB");
-    }
+    auto append = [&text](std::string_view chunk) {
+      text.append(chunk);
+      return text.size() <= (1u << 20);
+    };
+    if (auto r = sys::read_chunks(fd.get(), "init file " + path, append); !r) return std::unexpected(std::move(r.error()));
+    if (text.size() > (1u << 20)) return make_error(ErrorCode::kInvalidArgument, "init file " + path + " is over 1 MiB");
   }
   // Read once: the token in it is not left lying around.
   (void)::unlink(path.c_str());

@@ -30,19 +30,27 @@ Status write_all(int fd, std::string_view data, const char* what) {
 
 Result<std::string> read_all(int fd, const char* what) {
   std::string out;
-  char buf[4096];
+  auto append = [&out](std::string_view chunk) {
+    out.append(chunk);
+    return true;
+  };
+  if (auto s = read_chunks(fd, what, append); !s) return std::unexpected(std::move(s.error()));
+  return out;
+}
+}  // namespace
+
+Status read_chunks(int fd, std::string_view what, const std::function<bool(std::string_view)>& sink) {
+  char buf[65536];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return errno_error(std::string("read ") + what);
+      return errno_error("read " + std::string(what));
     }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    if (n == 0) return ok();
+    if (!sink(std::string_view(buf, static_cast<size_t>(n)))) return ok();
   }
-  return out;
 }
-}  // namespace
 
 Status write_file(const std::string& path, std::string_view data) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,6 +30,9 @@ Status write_new_file(const std::string& path, std::string_view data, mode_t mod
 
 // Reads a whole (small or pseudo) file.
 Result<std::string> read_file(const std::string& path);
+// Reads `fd` to its end (retrying EINTR), handing each chunk to `sink`, which
+// returns false to stop early. `what` names the file in errors.
+Status read_chunks(int fd, std::string_view what, const std::function<bool(std::string_view)>& sink);
 Result<std::string> read_file_at(int dirfd, const char* name);
 
 // mkdir that succeeds if the directory already exists.
