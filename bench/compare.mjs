@@ -39,6 +39,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import { startGateway, TEST_API_KEY, gatewaySkipReason, buildDir } from '../tests/e2e/lib/harness.mjs';
 import { renderSvg } from './compare_chart.mjs';
+import { pct, summary, hostInfo } from './stats.mjs';
 
 const argv = process.argv.slice(2);
 const flag = (f) => argv.includes(f);
@@ -78,22 +79,8 @@ if (why) {
 
 // ---------------------------------------------------------------- helpers
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const pct = (v, p) => {
-  const s = [...v].sort((a, b) => a - b);
-  if (!s.length) return 0;
-  const i = (p / 100) * (s.length - 1);
-  const lo = Math.floor(i), hi = Math.min(lo + 1, s.length - 1);
-  return s[lo] + (s[hi] - s[lo]) * (i - lo);
-};
-const summary = (v, failures = 0) => (v.length
-  ? { count: v.length, failures, min: Math.min(...v), avg: v.reduce((a, b) => a + b, 0) / v.length, p50: pct(v, 50), p95: pct(v, 95),
-    p99: pct(v, 99), max: Math.max(...v), unit: 'ms' }
-  : { count: 0, failures, min: 0, avg: 0, p50: 0, p95: 0, p99: 0, max: 0, unit: 'ms' });
 const readFile = (f) => { try { return fs.readFileSync(f, 'utf8'); } catch { return ''; } };
-const HOST = {
-  cpuModel: (readFile('/proc/cpuinfo').match(/model name\s*:\s*(.*)/) || [])[1],
-  cpuCount: os.cpus().length, memGB: +(os.totalmem() / 2 ** 30).toFixed(2), kernel: os.release(),
-};
+const HOST = hostInfo();
 const meminfo = (k) => Number((new RegExp(`${k}:\\s+(\\d+)`).exec(readFile('/proc/meminfo')) || [])[1] || 0) * 1024;
 const memAvailable = () => {
   try { fs.writeFileSync('/proc/sys/vm/drop_caches', '3'); } catch {}

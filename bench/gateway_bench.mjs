@@ -11,6 +11,7 @@
 //   idle memory       host MemAvailable before - after 32 idle sandboxes, / 32 (+ envd PSS)
 import fs from 'node:fs';
 import os from 'node:os';
+import { pct, summary, hostInfo } from './stats.mjs';
 import { startGateway, TEST_API_KEY, gatewaySkipReason } from '../tests/e2e/lib/harness.mjs';
 
 const args = process.argv.slice(2);
@@ -22,17 +23,7 @@ if (why) {
   process.exit(77);
 }
 
-const pct = (v, p) => {
-  const s = [...v].sort((a, b) => a - b);
-  if (!s.length) return 0;
-  const i = (p / 100) * (s.length - 1);
-  const lo = Math.floor(i), hi = Math.min(lo + 1, s.length - 1);
-  return s[lo] + (s[hi] - s[lo]) * (i - lo);
-};
-const summary = (v, failures = 0) => ({ count: v.length, failures, min: Math.min(...v), avg: v.reduce((a, b) => a + b, 0) / v.length,
-  p50: pct(v, 50), p95: pct(v, 95), p99: pct(v, 99), max: Math.max(...v), unit: 'ms' });
-const host = () => ({ cpuModel: (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) || [])[1],
-  cpuCount: os.cpus().length, memGB: os.totalmem() / 2 ** 30, kernel: os.release() });
+const host = hostInfo;
 // MemAvailable after dropping clean caches, so page-cache churn from the
 // runs before does not drown the few hundred KiB a sandbox costs.
 const memAvailable = () => {

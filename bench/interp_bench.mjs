@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
+import { pct, summary, hostInfo } from './stats.mjs';
 import { startGateway, gatewaySkipReason, freePort, buildDir, TEST_API_KEY } from '../tests/e2e/lib/harness.mjs';
 
 const args = process.argv.slice(2);
@@ -27,17 +28,7 @@ if (!fs.existsSync(interpBin)) {
 }
 const { Sandbox } = await import('../tests/e2e/node_modules/@e2b/code-interpreter/dist/index.mjs');
 
-const pct = (v, p) => {
-  const s = [...v].sort((a, b) => a - b);
-  if (!s.length) return 0;
-  const i = (p / 100) * (s.length - 1);
-  const lo = Math.floor(i), hi = Math.min(lo + 1, s.length - 1);
-  return s[lo] + (s[hi] - s[lo]) * (i - lo);
-};
-const summary = (v, failures = 0) => ({ count: v.length, failures, min: Math.min(...v), avg: v.reduce((a, b) => a + b, 0) / v.length,
-  p50: pct(v, 50), p95: pct(v, 95), p99: pct(v, 99), max: Math.max(...v), unit: 'ms' });
-const host = () => ({ cpuModel: (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) || [])[1],
-  cpuCount: os.cpus().length, memGB: os.totalmem() / 2 ** 30, kernel: os.release() });
+const host = hostInfo;
 const command = `node bench/interp_bench.mjs${args.length ? ' ' + args.join(' ') : ''}`;
 
 async function measure(sbx) {
