@@ -20,10 +20,11 @@ struct IdRange {
 
 // Creates a user namespace with the given uid and gid maps (setgroups stays
 // allowed) and returns an fd for it. The namespace lives as long as the fd or
-// any process in it. Costs one short-lived helper process: it is cloned with
-// CLONE_NEWUSER, its maps are written from here, its /proc/<pid>/ns/user is
-// opened, and it is killed and reaped. Cache the fd rather than calling this
-// per sandbox.
+// any process in it. Costs one short-lived helper task sharing our memory and
+// fd table: it is cloned with CLONE_NEWUSER, its maps are written from here,
+// its /proc/<pid>/ns/user is opened, and it is killed and reaped (~0.1 ms,
+// against ~1 ms and a page-table copy for a forked helper). Safe to call from
+// any thread at any time.
 Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map);
 
 // Reads the first line of /proc/<pid>/uid_map.

@@ -30,8 +30,8 @@ SlotLease::~SlotLease() {
 }
 
 UidSlots::UidSlots(uint32_t base, uint32_t count, uint32_t prepare, uint32_t cache)
-    : base_(base), used_(count, false), userns_(count), cache_max_(std::max(prepare, cache)),
-      prepare_(std::min(prepare, count)) {
+    : prepare_(std::min(prepare, count)), base_(base), used_(count, false), userns_(count),
+      cache_max_(std::max(prepare, cache)) {
   for (uint32_t slot = 0; slot < prepare_; ++slot) {
     sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
     auto fd = sys::make_userns(map, map);
