@@ -48,6 +48,9 @@ struct GatewayConfig {
   // How many sandboxes can run at once: each takes a 65536-id range from
   // uid_base on. Default 16384 (ids up to ~1.07e9).
   uint32_t uid_slots = 16384;
+  // Host resources (cgroups, state dir layouts, network namespaces) kept made
+  // ahead of cold creates; 0: every create makes its own.
+  uint32_t spares = 32;
 };
 
 }  // namespace coppice::core

@@ -77,6 +77,10 @@ int main(int argc, char** argv) {
   app.add_option("--uid-slots", cfg.uid_slots, "sandboxes that can run at once (65536 host ids each)")
       ->check(CLI::Range(1u, (0xffffffffu - cfg.uid_base) / 65536u))
       ->capture_default_str();
+  app.add_option("--spares", cfg.spares,
+                 "host resources (cgroups, state dir layouts, network namespaces) kept ready for cold creates")
+      ->check(CLI::Range(0u, 4096u))
+      ->capture_default_str();
   app.add_option("--workers", cfg.worker_threads, "threads doing sandbox work")->capture_default_str();
   app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -168,6 +172,10 @@ int main(int argc, char** argv) {
   nso.uid_base = cfg.uid_base;
   nso.uid_slots = cfg.uid_slots;
   nso.registry_dir = cfg.state_dir + "/ns";
+  nso.spares = cfg.spares;
+  nso.spare_dir = cfg.state_dir + "/spare";  // beside sandboxes/: renamed into it
+  nso.spare_limits.cpu_millicores = cfg.default_cpu_count * 1000;
+  nso.spare_limits.memory_bytes = static_cast<uint64_t>(cfg.default_memory_mb) << 20;
   if (fs::weakly_canonical(cfg.state_dir) != fs::path("/var/lib/coppice"))
     nso.cgroup_parent = "coppice-" + store::sha256_hex(fs::weakly_canonical(cfg.state_dir).string()).substr(0, 12);
   auto backend = sandbox::make_ns_backend(nso);
@@ -200,6 +208,10 @@ int main(int argc, char** argv) {
                            [pool_gauge] { return pool_gauge(true); });
   registry.gauge_collector("coppice_pool_in_use", "Sandboxes checked out of each template's pool and still alive.",
                            [pool_gauge] { return pool_gauge(false); });
+  registry.gauge_collector(
+      "coppice_host_spares_ready",
+      "Host-resource bundles (cgroups, state dir layout, network namespace) ready for cold creates.",
+      [b = backend->get()] { return std::vector<core::metrics::Sample>{{{}, static_cast<double>(b->spares_ready())}}; });
   http::Server server(io, [&](http::Exchange& ex) { return api.handle(ex); });
 
   // Recover before serving, so the first request sees every sandbox.

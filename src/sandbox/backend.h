@@ -21,6 +21,7 @@ struct Limits {
   int cpu_millicores = 1000;             // CPU bandwidth: 1000 = one full core
   uint64_t memory_bytes = 512ull << 20;  // memory limit (swap included where the host accounts it)
   int pids_max = 1024;                   // processes + threads
+  bool operator==(const Limits&) const = default;
 };
 
 struct SandboxSpec {
@@ -99,6 +100,10 @@ class Backend {
   // completes it, so recovery finds the sandbox wholly under `new_id` and
   // nothing under `id`. A failure returned before that point left nothing
   // changed.
+  // Host-resource bundles ready for cold creates (spares); 0 if the backend
+  // keeps none.
+  virtual size_t spares_ready() const { return 0; }
+
   virtual Result<SandboxHandle> rename(const std::string& id, const std::string& new_id,
                                        const std::string& new_state_dir) {
     (void)id, (void)new_id, (void)new_state_dir;

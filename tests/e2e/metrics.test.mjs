@@ -92,7 +92,7 @@ test(`[${sdkName}] /metrics follows a create, a command and a kill`, opt, async 
     ['coppice_pool_in_use', 'gauge'], ['coppice_checkout_ns_sum', 'counter'], ['coppice_checkouts_total', 'counter'],
     ['coppice_proxy_requests_total', 'counter'], ['coppice_proxy_bytes_total', 'counter'],
     ['coppice_proxy_errors_total', 'counter'], ['coppice_envd_errors_total', 'counter'],
-    ['coppice_http_requests_total', 'counter']]) {
+    ['coppice_http_requests_total', 'counter'], ['coppice_host_spares_ready', 'gauge']]) {
     assert.equal(before.families.get(name)?.type, type, name);
   }
   assert.equal(value(before, 'coppice_pool_available', { template: 'base' }), 0);

@@ -628,5 +628,114 @@ TEST_F(NsBackendTest, ConcurrentCreatesFromSeveralThreads) {
   EXPECT_TRUE(mountinfo_lines_with(tmp_).empty());
 }
 
+
+// Host resources made ahead (spares.h): a new backend removes the leftovers
+// of a dead one, keeps `spares` bundles ready, a create takes the oldest
+// (its cgroup renamed to the sandbox's and limited as the spec says, its
+// skeleton renamed into the state dir, its network namespace entered), the
+// bundle is made again, and the backend's end removes the rest.
+TEST_F(NsBackendTest, SparesAreTakenRefilledAndRemoved) {
+  backend_.reset();
+  const std::string spare_dir = tmp_ + "/spare";
+  // Leftovers of a backend killed before it could clean up.
+  ASSERT_TRUE(sys::make_dirs(spare_dir + "/77/upper", 0700).has_value());
+  Limits small;
+  small.memory_bytes = 64ull << 20;
+  if (!cgroups_->v2()) ASSERT_TRUE(cgroups_->create("spare-77", small).has_value());
+  {
+    auto c = cgroups_->create("spare-77x", small);  // ...released, not removed
+    if (c) c->release();
+  }
+  opts_.spares = 3;
+  opts_.spare_dir = spare_dir;
+  auto b = make_ns_backend(opts_);
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  backend_ = std::move(*b);
+  EXPECT_FALSE(cgroups_->exists("spare-77"));
+  EXPECT_FALSE(cgroups_->exists("spare-77x"));
+  EXPECT_FALSE(sys::path_exists(spare_dir + "/77"));
+
+  auto wait_ready = [&](size_t n) {
+    for (int i = 0; i < 500 && backend_->spares_ready() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return backend_->spares_ready();
+  };
+  ASSERT_EQ(wait_ready(3), 3u);
+  EXPECT_TRUE(sys::path_exists(spare_dir + "/1/upper"));
+  if (!cgroups_->v2()) {
+    EXPECT_TRUE(cgroups_->exists("spare-1"));
+  }
+  // Spares are not sandboxes: not listed for recovery, not a valid id.
+  auto listed = backend_->list_existing();
+  ASSERT_TRUE(listed.has_value());
+  EXPECT_TRUE(listed->empty());
+  auto bad = backend_->create(spec("spare-1"));
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
+
+  // The first create takes spare 1 (its cgroup had the default limits, the
+  // spec asks for less).
+  const std::string id = "itestspare0000000001";
+  auto h = backend_->create(spec(id));
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  const pid_t pid = h->init_pid;
+  EXPECT_FALSE(sys::path_exists(spare_dir + "/1"));
+  struct stat st;
+  ASSERT_EQ(::stat((h->state_dir + "/upper").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, h->host_uid);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  ASSERT_EQ(::stat((h->state_dir + "/run").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, h->host_uid);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  if (!cgroups_->v2()) {
+    EXPECT_FALSE(cgroups_->exists("spare-1"));
+    std::string base = "/sys/fs/cgroup/";
+    EXPECT_EQ(slurp(base + "memory/" + opts_.cgroup_parent + "/" + id + "/memory.limit_in_bytes"),
+              std::to_string(256ull << 20) + "\n");
+    EXPECT_EQ(slurp(base + "pids/" + opts_.cgroup_parent + "/" + id + "/pids.max"), "256\n");
+    EXPECT_EQ(slurp(base + "cpu/" + opts_.cgroup_parent + "/" + id + "/cpu.cfs_quota_us"), "50000\n");
+    EXPECT_NE(slurp(base + "memory/" + opts_.cgroup_parent + "/" + id + "/cgroup.procs").find(std::to_string(pid)),
+              std::string::npos);
+  }
+  EXPECT_EQ(http_get(h->envd_socket, "/health"), 204);
+  EXPECT_EQ(hostname_of(pid), id);
+  // Its own network namespace, loopback only and up, shown by its /sys.
+  auto netns_of = [](pid_t p) {
+    struct stat s{};
+    ::stat(("/proc/" + std::to_string(p) + "/ns/net").c_str(), &s);
+    return s.st_ino;
+  };
+  EXPECT_NE(netns_of(pid), netns_of(::getpid()));
+  auto nets = sys::list_dir("/proc/" + std::to_string(pid) + "/root/sys/class/net");
+  ASSERT_TRUE(nets.has_value());
+  EXPECT_EQ(*nets, std::vector<std::string>{"lo"});
+  unsigned flags = 0;
+  std::sscanf(slurp("/proc/" + std::to_string(pid) + "/root/sys/class/net/lo/flags").c_str(), "%x", &flags);
+  EXPECT_TRUE(flags & 1) << "lo is down";
+  // envd got no fd of the spare: only its own.
+  auto envd_fds = sys::list_dir("/proc/" + std::to_string(pid) + "/fd");
+  ASSERT_TRUE(envd_fds.has_value());
+  for (const auto& fd : *envd_fds) {
+    auto target = sys::read_symlink("/proc/" + std::to_string(pid) + "/fd/" + fd);
+    if (target) EXPECT_EQ(target->find("net:["), std::string::npos) << *target;
+  }
+
+  // A second one gets another namespace; the spares are made again.
+  auto h2 = backend_->create(spec("itestspare0000000002"));
+  ASSERT_TRUE(h2.has_value()) << h2.error().to_string();
+  EXPECT_NE(netns_of(h2->init_pid), netns_of(pid));
+  EXPECT_EQ(wait_ready(3), 3u);
+
+  for (auto* x : {&*h, &*h2}) {
+    ASSERT_TRUE(backend_->destroy(x->id).has_value());
+    expect_gone(x->id, x->init_pid);
+  }
+  // The backend's end removes every spare.
+  backend_.reset();
+  auto left = cgroups_->list();
+  ASSERT_TRUE(left.has_value());
+  EXPECT_TRUE(left->empty()) << left->front();
+  EXPECT_FALSE(sys::path_exists(spare_dir));
+}
+
 }  // namespace
 }  // namespace coppice::sandbox

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <chrono>
 #include <map>
 #include <set>
@@ -160,13 +161,49 @@ Result<SandboxCgroup> CgroupManager::create(const std::string& id, const Limits&
     if (::mkdir(d.c_str(), 0755) != 0) return errno_error("mkdir " + d);
     cg.dirs_.push_back(d);
   }
+  COPPICE_TRY_CTX(write_limits(id, limits), "cgroup of " + id);
+  COPPICE_TRY_CTX(open_procs(cg), "cgroup of " + id);
+  return cg;
+}
+
+Result<SandboxCgroup> CgroupManager::take_spare(const std::string& spare, const std::string& id,
+                                                const Limits& spare_limits, const Limits& limits) const {
+  if (v2_) {
+    return make_error(ErrorCode::kUnimplemented, "cgroup2 does not rename cgroup directories: no spare cgroups", EPERM);
+  }
+  auto from = dirs_for(spare), to = dirs_for(id);
+  SandboxCgroup cg;
+  for (size_t i = 0; i < from.size(); ++i) {
+    if (auto s = sys::rename_path(from[i], to[i]); !s) {
+      // Put back what moved: the spare stays whole (its owner removes it).
+      for (size_t j = i; j-- > 0;) (void)sys::rename_path(to[j], from[j]);
+      cg.dirs_.clear();
+      return std::unexpected(std::move(s.error()).context("take spare cgroup " + spare + " for " + id));
+    }
+    cg.dirs_.push_back(to[i]);
+  }
+  if (!(spare_limits == limits)) COPPICE_TRY_CTX(write_limits(id, limits), "cgroup of " + id);
+  COPPICE_TRY_CTX(open_procs(cg), "cgroup of " + id);
+  return cg;
+}
+
+Status CgroupManager::open_procs(SandboxCgroup& cg) const {
+  for (const std::string& d : cg.dirs_) {
+    auto fd = sys::open_file(d + "/cgroup.procs", O_WRONLY);
+    if (!fd) return std::unexpected(std::move(fd.error()).context("cgroup join"));
+    cg.procs_.push_back(std::move(*fd));
+  }
+  return ok();
+}
+
+Status CgroupManager::write_limits(const std::string& id, const Limits& limits) const {
   const uint64_t period = 100000;
   std::string quota = limits.cpu_millicores > 0 ? std::to_string(uint64_t(limits.cpu_millicores) * period / 1000)
                                                 : std::string(v2_ ? "max" : "-1");
   std::string mem = std::to_string(limits.memory_bytes);
   std::string pids = limits.pids_max > 0 ? std::to_string(limits.pids_max) : "max";
   if (v2_) {
-    const std::string& d = cg.dirs_.front();
+    const std::string d = dir_of("", id);
     COPPICE_TRY_CTX(sys::write_file(d + "/cpu.max", quota + " " + std::to_string(period)), "cgroup cpu limit");
     COPPICE_TRY_CTX(sys::write_file(d + "/memory.max", mem), "cgroup memory limit");
     // Swap would let a sandbox exceed its memory limit: none.
@@ -174,28 +211,31 @@ Result<SandboxCgroup> CgroupManager::create(const std::string& id, const Limits&
       COPPICE_TRY_CTX(sys::write_file(d + "/memory.swap.max", "0"), "cgroup swap limit");
     }
     COPPICE_TRY_CTX(sys::write_file(d + "/pids.max", pids), "cgroup pids limit");
-    auto fd = sys::open_file(d + "/cgroup.procs", O_WRONLY);
-    if (!fd) return std::unexpected(std::move(fd.error()).context("cgroup join"));
-    cg.procs_.push_back(std::move(*fd));
-    return cg;
+    return ok();
   }
   std::string cpu = dir_of("cpu", id), memory = dir_of("memory", id), pidsd = dir_of("pids", id);
   COPPICE_TRY_CTX(sys::write_file(cpu + "/cpu.cfs_period_us", std::to_string(period)), "cgroup cpu period");
   COPPICE_TRY_CTX(sys::write_file(cpu + "/cpu.cfs_quota_us", quota), "cgroup cpu limit");
+  // memory+swap never below memory: lowering both writes memsw after memory,
+  // raising them writes it first (the kernel refuses memory > memsw).
+  const bool memsw = sys::path_exists(memory + "/memory.memsw.limit_in_bytes");
+  auto write_memsw = [&]() -> Status {
+    if (!memsw) return ok();
+    return sys::write_file(memory + "/memory.memsw.limit_in_bytes", mem);
+  };
+  bool raised = false;
+  if (memsw) {
+    if (auto cur = sys::read_file(memory + "/memory.limit_in_bytes"); cur) {
+      raised = std::strtoull(cur->c_str(), nullptr, 10) < limits.memory_bytes;
+    }
+  }
+  if (raised) COPPICE_TRY_CTX(write_memsw(), "cgroup memory+swap limit");
   COPPICE_TRY_CTX(sys::write_file(memory + "/memory.limit_in_bytes", mem), "cgroup memory limit");
   // memory+swap no higher than memory: no swapping past the limit (only
-  // present when the kernel accounts swap). Written after the memory limit,
-  // which must never exceed it.
-  if (sys::path_exists(memory + "/memory.memsw.limit_in_bytes")) {
-    COPPICE_TRY_CTX(sys::write_file(memory + "/memory.memsw.limit_in_bytes", mem), "cgroup memory+swap limit");
-  }
+  // present when the kernel accounts swap).
+  if (!raised) COPPICE_TRY_CTX(write_memsw(), "cgroup memory+swap limit");
   COPPICE_TRY_CTX(sys::write_file(pidsd + "/pids.max", pids), "cgroup pids limit");
-  for (const std::string& d : cg.dirs_) {
-    auto fd = sys::open_file(d + "/cgroup.procs", O_WRONLY);
-    if (!fd) return std::unexpected(std::move(fd.error()).context("cgroup join"));
-    cg.procs_.push_back(std::move(*fd));
-  }
-  return cg;
+  return ok();
 }
 
 Status CgroupManager::freeze(const std::string& id) const {

@@ -62,6 +62,16 @@ class CgroupManager {
   // Creates the sandbox's cgroups and writes the limits.
   Result<SandboxCgroup> create(const std::string& id, const Limits& limits) const;
 
+  // Turns the spare cgroups `spare` (made by create() ahead of time, limited
+  // to `spare_limits`, no process in them) into sandbox `id`'s: renamed in
+  // every hierarchy, limits rewritten only if they differ. v1 only (cgroup2
+  // does not rename: kUnimplemented). On failure the spare is left whole.
+  Result<SandboxCgroup> take_spare(const std::string& spare, const std::string& id, const Limits& spare_limits,
+                                   const Limits& limits) const;
+
+  // Writes cpu, memory and pids limits to the sandbox's cgroups.
+  Status write_limits(const std::string& id, const Limits& limits) const;
+
   Status freeze(const std::string& id) const;
   Status thaw(const std::string& id) const;
   bool frozen(const std::string& id) const;
@@ -101,6 +111,7 @@ class CgroupManager {
 
  private:
   std::vector<std::string> dirs_for(const std::string& id) const;
+  Status open_procs(SandboxCgroup& cg) const;
   std::string dir_of(const std::string& ctrl_or_v2, const std::string& id) const;
 
   bool v2_ = false;

@@ -35,6 +35,7 @@ const char* child_step_name(ChildStep step) {
     case ChildStep::kJoinCgroup: return "join cgroup";
     case ChildStep::kCgroupNs: return "unshare cgroup namespace";
     case ChildStep::kSignals: return "reset signal mask";
+    case ChildStep::kNetns: return "enter network namespace";
     case ChildStep::kMount: return "mount";
     case ChildStep::kHostname: return "sethostname";
     case ChildStep::kLoopback: return "bring up loopback";
@@ -108,6 +109,13 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
 
   ::umask(022);
 
+  // A network namespace made ahead of time, entered before the mounts: the
+  // /sys mounted below shows the interfaces of the mounter's namespace.
+  if (p.netns_fd >= 0) {
+    stamp(ChildStep::kNetns);
+    if (::setns(p.netns_fd, CLONE_NEWNET) != 0) fail(ChildStep::kNetns, errno);
+  }
+
   // Mounts and pivot_root, still as host root in the host's user namespace.
   stamp(ChildStep::kMount);
   const MountOp* failed = nullptr;
@@ -119,8 +127,10 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
   // this must happen before entering the sandbox's.
   stamp(ChildStep::kHostname);
   if (::sethostname(p.hostname.data(), p.hostname.size()) != 0) fail(ChildStep::kHostname, errno);
-  stamp(ChildStep::kLoopback);
-  if (int err = sys::netif::loopback_up(); err != 0) fail(ChildStep::kLoopback, err);
+  if (p.netns_fd < 0) {
+    stamp(ChildStep::kLoopback);
+    if (int err = sys::netif::loopback_up(); err != 0) fail(ChildStep::kLoopback, err);
+  }
 
   // Enter the slot's user namespace (prepared once, with the sandbox's id
   // mapping) and become its root: host uid = slot base. setns gives full

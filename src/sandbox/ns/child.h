@@ -35,6 +35,9 @@ struct ChildPlan {
   MountPlan mounts;
   std::string hostname;
   int userns_fd = -1;                 // the sandbox's user namespace (uid slot)
+  // A ready network namespace (loopback up) to enter instead of the one clone
+  // made; -1: the parent cloned with CLONE_NEWNET and the child brings lo up.
+  int netns_fd = -1;
   std::vector<int> cgroup_procs_fds;  // cgroup.procs of each hierarchy, to write "0" to
   sock_fprog seccomp{};               // compiled filter; loaded last before exec
   uint64_t capabilities = 0;          // what the sandbox's root keeps
@@ -52,7 +55,7 @@ struct ChildPlan {
 };
 
 enum class ChildStep : int {
-  kFds = 1, kJoinCgroup, kCgroupNs, kMount, kHostname, kLoopback, kUserns, kSetIds, kCaps,
+  kFds = 1, kJoinCgroup, kCgroupNs, kNetns, kMount, kHostname, kLoopback, kUserns, kSetIds, kCaps,
   kNoNewPrivs, kStdio, kSeccomp, kSignals, kExec,
 };
 constexpr int kChildStepCount = static_cast<int>(ChildStep::kExec) + 1;

@@ -11,10 +11,12 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "common/log.h"
 #include "sandbox/ns/child.h"
 #include "sandbox/ns/registry.h"
+#include "sandbox/ns/spares.h"
 #include "sys/caps.h"
 #include "sys/clone_lock.h"
 #include "sys/fsutil.h"
@@ -75,7 +77,7 @@ Status read_child_report(int fd, const sys::Pidfd& child) {
 }  // namespace
 
 Status validate_id(const std::string& id) {
-  bool good = !id.empty() && id.size() <= 63 && id[0] != '-';
+  bool good = !id.empty() && id.size() <= 63 && id[0] != '-' && !is_spare_name(id);
   for (char c : id) good &= (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
   if (!good) return make_error(ErrorCode::kInvalidArgument, "invalid sandbox id \"" + id + "\"");
   return ok();
@@ -124,8 +126,32 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   const uid_t host_root = slot->host_id();
   const auto t_slot = Clock::now();
 
+  // Host resources made ahead of time, when some are ready (spares.h); the
+  // pieces not used here are removed on return.
+  std::optional<Spare> spare;
+  if (ctx.spares) spare = ctx.spares->take(spec.limits);
+  struct SpareGuard {
+    Spares* owner;
+    std::optional<Spare>* spare;
+    ~SpareGuard() {
+      if (owner && *spare) owner->discard(**spare);
+    }
+  } spare_guard{ctx.spares, &spare};
+
   // 2. The state dir: overlay upper/work, run/ for envd's socket.
-  auto state = StateDir::prepare(spec.state_dir, host_root, spec.rootfs);
+  auto make_state = [&]() -> Result<StateDir> {
+    if (spare && !spare->dir.empty()) {
+      auto adopted = StateDir::adopt(spare->dir, spec.state_dir, host_root, spec.rootfs);
+      if (adopted) {
+        spare->dir.clear();
+        return adopted;
+      }
+      if (adopted.error().code() == ErrorCode::kAlreadyExists) return adopted;
+      COPPICE_LOG_RATE(warn, 60) << "spare state dir not usable, making one: " << adopted.error().to_string();
+    }
+    return StateDir::prepare(spec.state_dir, host_root, spec.rootfs);
+  };
+  auto state = make_state();
   if (!state) return std::unexpected(std::move(state.error()).context(ctxmsg + ": state dir"));
   const StatePaths& paths = state->paths();
   const auto t_state = Clock::now();
@@ -143,7 +169,18 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
 
   // 4. cgroups with cpu, memory and pids limits.
   const auto t_record = Clock::now();
-  auto cg = ctx.cgroups->create(spec.id, spec.limits);
+  auto make_cgroup = [&]() -> Result<SandboxCgroup> {
+    if (spare && !spare->cgroup.empty()) {
+      auto taken = ctx.cgroups->take_spare(spare->cgroup, spec.id, spare->limits, spec.limits);
+      if (taken) {
+        spare->cgroup.clear();
+        return taken;
+      }
+      COPPICE_LOG_RATE(warn, 60) << "spare cgroup not usable, making one: " << taken.error().to_string();
+    }
+    return ctx.cgroups->create(spec.id, spec.limits);
+  };
+  auto cg = make_cgroup();
   if (!cg) return std::unexpected(std::move(cg.error()).context(ctxmsg + ": cgroup"));
   const auto t_cg = Clock::now();
 
@@ -152,6 +189,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   plan->mounts.build(spec, paths, host_root);
   plan->hostname = spec.id;
   plan->userns_fd = slot->userns_fd();
+  if (spare && spare->netns.valid()) plan->netns_fd = spare->netns.get();
   for (const auto& fd : cg->procs_fds()) plan->cgroup_procs_fds.push_back(fd.get());
   if (ctx.seccomp && !ctx.seccomp->empty()) plan->seccomp = ctx.seccomp->fprog();
   plan->capabilities = sys::caps::kContainerDefault;
@@ -195,7 +233,8 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   plan->ready_fd = ready->second.get();
   plan->log_fd = log.get();
 
-  // 6. clone into new mount, pid, uts, ipc and network namespaces, owned by
+  // 6. clone into new mount, pid, uts, ipc and network namespaces (or enter
+  // a spare network namespace in the child), owned by
   // the host's user namespace: the child must still be host root to mount
   // overlayfs (see mounts.cc). The cgroup namespace comes later (child.cc).
   // The child shares our memory until it execs and this thread waits for
@@ -209,8 +248,8 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     ~StackOwner() { ::munmap(p, kChildStack); }
   } stack_owner{stack};
   int pidfd = -1;
-  const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                    CLONE_PIDFD | SIGCHLD;
+  const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+                    (plan->netns_fd < 0 ? CLONE_NEWNET : 0) | CLONE_PIDFD | SIGCHLD;
   sigset_t all, old_mask;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old_mask);
@@ -227,6 +266,8 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   log.reset();
   cg->close_fds();
   clone_guard.unlock();
+  // The child has exec'd (vfork): it is in its network namespace already.
+  if (spare) spare->netns.reset();
 
   // 7. Wait for the child's verdict: a report on failure, EOF once exec succeeded.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx.ready_timeout_ms);

@@ -8,6 +8,7 @@
 #include "sandbox/backend.h"
 #include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/rootfs.h"
+#include "sandbox/ns/spares.h"
 #include "sandbox/ns/uid_slots.h"
 #include "sys/pidfd_owner.h"
 #include "sys/seccomp.h"
@@ -18,6 +19,7 @@ namespace coppice::sandbox::ns {
 struct LaunchContext {
   const CgroupManager* cgroups = nullptr;
   UidSlots* slots = nullptr;
+  Spares* spares = nullptr;  // optional: host resources made ahead of time
   const sys::seccomp::Program* seccomp = nullptr;
   std::string registry_dir;  // <registry_dir>/<id> -> state dir
   int ready_timeout_ms = 10000;
@@ -31,13 +33,13 @@ struct Launched {
   sys::Pidfd init;
 };
 
-// Validates the spec, then: uid slot → state dir → registry record → cgroups
-// with limits → clone3 into new namespaces → child checklist → exec envd →
+// Validates the spec, then: uid slot → (spare) → state dir → registry record
+// → cgroups with limits → clone into new namespaces → child checklist → exec envd →
 // wait for envd's ready byte. Every step is undone if a later one fails.
 Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec);
 
-// Checks an id: 1-63 of [a-z0-9-], not starting with '-' (it becomes a
-// hostname, a cgroup name and a file name).
+// Checks an id: 1-63 of [a-z0-9-], not starting with '-' nor with "spare-"
+// (it becomes a hostname, a cgroup name and a file name).
 Status validate_id(const std::string& id);
 
 }  // namespace coppice::sandbox::ns

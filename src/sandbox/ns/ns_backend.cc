@@ -13,6 +13,7 @@
 #include "sandbox/ns/rename.h"
 #include "sandbox/ns/rootfs.h"
 #include "sandbox/ns/seccomp_policy.h"
+#include "sandbox/ns/spares.h"
 #include "sandbox/ns/teardown.h"
 #include "sandbox/ns/uid_slots.h"
 #include "sys/fsutil.h"
@@ -36,12 +37,14 @@ class NsBackend final : public Backend {
  public:
   NsBackend(NsOptions opts, CgroupManager cgroups, sys::seccomp::Program seccomp)
       : opts_(std::move(opts)), cgroups_(std::move(cgroups)), slots_(opts_.uid_base, opts_.uid_slots),
-        seccomp_(std::move(seccomp)) {}
+        seccomp_(std::move(seccomp)),
+        spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits) {}
 
   Result<SandboxHandle> create(const SandboxSpec& spec) override {
     LaunchContext ctx;
     ctx.cgroups = &cgroups_;
     ctx.slots = &slots_;
+    ctx.spares = &spares_;
     ctx.seccomp = &seccomp_;
     ctx.registry_dir = opts_.registry_dir;
     ctx.ready_timeout_ms = opts_.ready_timeout_ms;
@@ -137,6 +140,8 @@ class NsBackend final : public Backend {
     return live->handle;
   }
 
+  size_t spares_ready() const override { return spares_.ready(); }
+
   Result<std::vector<std::string>> list_existing() override {
     {
       std::lock_guard lock(mu_);
@@ -145,7 +150,9 @@ class NsBackend final : public Backend {
     std::set<std::string> ids;
     auto cg = cgroups_.list();
     if (!cg) return std::unexpected(cg.error());
-    ids.insert(cg->begin(), cg->end());
+    for (auto& n : *cg) {
+      if (!is_spare_name(n)) ids.insert(std::move(n));  // the spares' own, not a sandbox's
+    }
     auto rec = registry_list(opts_.registry_dir);
     if (!rec) return std::unexpected(rec.error());
     ids.insert(rec->begin(), rec->end());
@@ -186,6 +193,7 @@ class NsBackend final : public Backend {
   const CgroupManager cgroups_;
   UidSlots slots_;
   const sys::seccomp::Program seccomp_;
+  Spares spares_;  // uses cgroups_: declared after it
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Live>> live_;
   std::set<std::string> renaming_;  // old ids of renames under way (their journal is live)

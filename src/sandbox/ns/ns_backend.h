@@ -29,6 +29,14 @@ struct NsOptions {
   int ready_timeout_ms = 10000;
   // envd's stdout/stderr go to <state_dir>/envd.log (else /dev/null).
   bool envd_log = true;
+  // Host resources kept made ahead of creates (spares.h): this many bundles
+  // of cgroups (v1), state dir skeleton and network namespace; 0: none.
+  uint32_t spares = 0;
+  // Where the state dir skeletons live (root-only; emptied at start): must be
+  // on the file system of the sandboxes' state dirs. Empty: no skeletons.
+  std::string spare_dir;
+  // Limits the spare cgroups get until a create asks for others.
+  Limits spare_limits;
 };
 
 // Detects the cgroup layout, creates the parent cgroups and the registry dir,

@@ -46,6 +46,15 @@ class StateDir {
   // its mode to the upper layer's root (the merged "/").
   static Result<StateDir> prepare(const std::string& dir, uid_t host_root, const std::string& template_root);
 
+  // The same layout from a skeleton made ahead of time by
+  // make_state_layout(StatePaths(skeleton), kSkeletonUpperMode, 0): owners
+  // and the upper layer's mode are set, then the skeleton is renamed to `dir`
+  // (same file system). A failure before the rename leaves the skeleton where
+  // it was (its owner removes it); EXDEV and the like come back as errors for
+  // the caller to fall back to prepare().
+  static Result<StateDir> adopt(const std::string& skeleton, const std::string& dir, uid_t host_root,
+                                const std::string& template_root);
+
   const StatePaths& paths() const { return *paths_; }
   void release() { armed_ = false; }
 
@@ -53,6 +62,14 @@ class StateDir {
   std::unique_ptr<StatePaths> paths_;
   bool armed_ = false;
 };
+
+// The mode a skeleton's upper dir is made with (most templates' "/").
+constexpr mode_t kSkeletonUpperMode = 0755;
+
+// Makes upper/, work/, lower/, rootfs/ and run/ in an existing `p.dir`; the
+// upper layer gets `upper_mode`, and upper/ and run/ belong to `host_root`
+// (left to root when 0).
+Status make_state_layout(const StatePaths& p, mode_t upper_mode, uid_t host_root);
 
 // Removes a state directory and everything in it (without following links
 // the sandbox may have planted in its upper layer).

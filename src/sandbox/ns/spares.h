@@ -1,0 +1,82 @@
+// Host resources made ahead of creates: a cold create takes a ready bundle
+// instead of making its cgroups, its state dir layout and its network
+// namespace on its own critical path.
+//
+// A spare is three independent pieces, each of which may be missing (a
+// create makes a missing piece itself):
+//   - cgroups "spare-<n>" under the backend's parent, limited like the last
+//     create asked (cgroup v1 only: cgroup2 cannot rename a cgroup dir);
+//   - a state dir skeleton <root>/<n> (make_state_layout), renamed into place;
+//   - a network namespace with loopback up, owned by the host's user
+//     namespace like one the child would make, handed to the child by fd.
+// Nothing in a spare belongs to any sandbox until taken, and each piece is
+// handed out once. A background thread at low priority keeps `target` of
+// them; the destructor removes what is left, and a new Spares removes the
+// leftovers of a process that died (names starting "spare-", the whole root).
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "sandbox/backend.h"
+#include "sandbox/ns/cgroup.h"
+#include "sys/fd.h"
+
+namespace coppice::sandbox::ns {
+
+// Cgroup names of spares; never a sandbox id (validate_id refuses them).
+constexpr std::string_view kSparePrefix = "spare-";
+inline bool is_spare_name(std::string_view name) { return name.starts_with(kSparePrefix); }
+
+struct Spare {
+  std::string cgroup;  // spare cgroup name, empty if none
+  Limits limits;       // what the spare cgroup is limited to
+  std::string dir;     // state dir skeleton, empty if none
+  sys::UniqueFd netns; // network namespace (loopback up), invalid if none
+};
+
+class Spares {
+ public:
+  // `cgroups` may be null (no spare cgroups; also on cgroup2), `root` empty
+  // (no state dir skeletons; else a root-only dir on the same file system as
+  // the sandboxes' state dirs, emptied now). `target` 0 makes nothing.
+  Spares(const CgroupManager* cgroups, std::string root, uint32_t target, Limits limits);
+  ~Spares();
+  Spares(const Spares&) = delete;
+  Spares& operator=(const Spares&) = delete;
+
+  // A ready spare, or nullopt when none is (then the caller makes every
+  // piece itself). O(1); wakes the refiller. `limits` become the limits of
+  // the spares made from now on.
+  std::optional<Spare> take(const Limits& limits);
+
+  // Removes the pieces of a spare the caller did not use.
+  void discard(Spare& s) const;
+
+  size_t ready() const;
+
+  // Blocks until `n` spares are ready or `timeout_ms` passed (tests).
+  bool wait_ready(size_t n, int timeout_ms) const;
+
+ private:
+  void refill_loop();
+  Spare make_one(uint64_t seq, const Limits& limits) const;
+
+  const CgroupManager* cgroups_;
+  const std::string root_;
+  const uint32_t target_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;        // refiller: wake up
+  mutable std::condition_variable ready_cv_;  // wait_ready: one more ready
+  std::deque<Spare> ready_;
+  Limits limits_;
+  uint64_t seq_ = 0;
+  bool stop_ = false;
+  std::thread refiller_;
+};
+
+}  // namespace coppice::sandbox::ns
