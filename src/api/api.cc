@@ -235,11 +235,13 @@ asio::awaitable<void> Api::error_response(http::Exchange& ex, unsigned status, s
 }
 
 asio::awaitable<void> Api::handle(http::Exchange& ex) {
+  mgr_.note_activity();
   if (auto t = proxy::route(ex, cfg_.domain)) {
     co_await proxy_.serve(ex, *t);
-    co_return;
+  } else {
+    co_await control(ex);
   }
-  co_await control(ex);
+  mgr_.note_activity();
 }
 
 asio::awaitable<void> Api::control(http::Exchange& ex) {

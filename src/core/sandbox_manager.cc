@@ -380,11 +380,28 @@ void SandboxManager::kick_pool(const std::string& template_id) {
   asio::co_spawn(io_, fill_pool(template_id), asio::detached);
 }
 
+asio::awaitable<void> SandboxManager::quiet_for(asio::steady_timer& timer) {
+  // A burst of creates empties a pool; it fills again in the gaps. Under
+  // unbroken load each refill still starts within kMaxDefer.
+  constexpr auto kQuiet = std::chrono::milliseconds(10);
+  constexpr auto kMaxDefer = std::chrono::milliseconds(250);
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto last = std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_activity_ns_.load(std::memory_order_relaxed)));
+    if (now - last >= kQuiet || now - start >= kMaxDefer) co_return;
+    timer.expires_after(std::min<std::chrono::steady_clock::duration>(kQuiet - (now - last), kMaxDefer - (now - start)));
+    co_await timer.async_wait(asio::as_tuple(use_awaitable));
+  }
+}
+
 asio::awaitable<void> SandboxManager::fill_pool(std::string template_id) {
   auto ex = co_await asio::this_coro::executor;
   asio::steady_timer backoff(ex);
   int failures = 0;
   for (;;) {
+    co_await quiet_for(backoff);
     {
       std::lock_guard lk(mu_);
       auto& pool = pools_[template_id];

@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -136,6 +137,13 @@ class SandboxManager {
   asio::awaitable<void> shutdown();
   static constexpr int kMaxPoolTarget = 10000;
 
+  // Called by the API at the start and end of every request: pool refills
+  // wait for a moment without any (quiet_for), so they do not take the CPU
+  // and the kernel's locks from the requests they exist to serve.
+  void note_activity() {
+    last_activity_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+
   // On start: adopt the sandboxes the store lists whose processes still run,
   // remove expired and dead ones, and clean up kernel leftovers no record owns.
   asio::awaitable<Status> recover();
@@ -174,6 +182,8 @@ class SandboxManager {
   std::shared_ptr<Live> take_pooled(const Template& tmpl, bool secure);
   void kick_pool(const std::string& template_id);
   asio::awaitable<void> fill_pool(std::string template_id);
+  // Waits until no request has started or ended for kQuiet, at most kMaxDefer.
+  asio::awaitable<void> quiet_for(asio::steady_timer& timer);
   PoolView pool_view_locked(const std::string& template_id) const;
   template <typename F>
   asio::awaitable<std::invoke_result_t<F>> on_worker(F f) { return on_pool(workers_, std::move(f)); }
@@ -199,6 +209,7 @@ class SandboxManager {
   std::map<std::string, Pool> pools_;  // guarded by mu_
   asio::any_io_executor io_;
   asio::thread_pool refill_{1};  // SCHED_IDLE
+  std::atomic<int64_t> last_activity_ns_{0};  // steady_clock, see note_activity
 };
 
 }  // namespace coppice::core
