@@ -187,6 +187,31 @@ class NsBackendTest : public ::testing::Test {
     return s;
   }
 
+  // The cgroup limits of spec() are in force for sandbox `id` and its PID 1 is in it.
+  void expect_spec_limits(const std::string& id, pid_t pid) {
+    if (cgroups_->v2()) return;
+    std::string base = "/sys/fs/cgroup/";
+    EXPECT_EQ(slurp(base + "memory/" + opts_.cgroup_parent + "/" + id + "/memory.limit_in_bytes"),
+              std::to_string(256ull << 20) + "\n");
+    EXPECT_EQ(slurp(base + "pids/" + opts_.cgroup_parent + "/" + id + "/pids.max"), "256\n");
+    EXPECT_EQ(slurp(base + "cpu/" + opts_.cgroup_parent + "/" + id + "/cpu.cfs_quota_us"), "50000\n");
+    for (const char* ctrl : {"memory", "pids"}) {
+      EXPECT_NE(slurp(base + ctrl + "/" + opts_.cgroup_parent + "/" + id + "/cgroup.procs").find(std::to_string(pid)),
+                std::string::npos)
+          << ctrl;
+    }
+  }
+
+  // The sandbox's /sys shows one interface, lo, and it is up.
+  static void expect_loopback_only(pid_t pid) {
+    auto nets = sys::list_dir("/proc/" + std::to_string(pid) + "/root/sys/class/net");
+    ASSERT_TRUE(nets.has_value());
+    EXPECT_EQ(*nets, std::vector<std::string>{"lo"});
+    unsigned flags = 0;
+    std::sscanf(slurp("/proc/" + std::to_string(pid) + "/root/sys/class/net/lo/flags").c_str(), "%x", &flags);
+    EXPECT_TRUE(flags & 1) << "lo is down";
+  }
+
   // Nothing of sandbox `id` remains on the host.
   void expect_gone(const std::string& id, pid_t pid) {
     EXPECT_TRUE(mountinfo_lines_with(id).empty()) << mountinfo_lines_with(id).front();
@@ -256,12 +281,7 @@ TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
   EXPECT_EQ(hostname_of(pid), id);
 
   // Its network: loopback only, and up.
-  auto nets = sys::list_dir("/proc/" + std::to_string(pid) + "/root/sys/class/net");
-  ASSERT_TRUE(nets.has_value());
-  EXPECT_EQ(*nets, std::vector<std::string>{"lo"});
-  unsigned flags = 0;
-  std::sscanf(slurp("/proc/" + std::to_string(pid) + "/root/sys/class/net/lo/flags").c_str(), "%x", &flags);
-  EXPECT_TRUE(flags & 1) << "lo is down";
+  expect_loopback_only(pid);
 
   // Template files appear root-owned inside (idmapped lower layer) ...
   struct stat st;
@@ -293,15 +313,7 @@ TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
   EXPECT_TRUE(mountinfo_lines_with(tmp_).empty());
 
   // Limits are in the cgroup.
-  if (!cgroups_->v2()) {
-    std::string base = "/sys/fs/cgroup/";
-    EXPECT_EQ(slurp(base + "memory/" + opts_.cgroup_parent + "/" + id + "/memory.limit_in_bytes"),
-              std::to_string(256ull << 20) + "\n");
-    EXPECT_EQ(slurp(base + "pids/" + opts_.cgroup_parent + "/" + id + "/pids.max"), "256\n");
-    EXPECT_EQ(slurp(base + "cpu/" + opts_.cgroup_parent + "/" + id + "/cpu.cfs_quota_us"), "50000\n");
-    EXPECT_NE(slurp(base + "pids/" + opts_.cgroup_parent + "/" + id + "/cgroup.procs").find(std::to_string(pid)),
-              std::string::npos);
-  }
+  expect_spec_limits(id, pid);
   auto u = backend_->usage(id);
   ASSERT_TRUE(u.has_value()) << u.error().to_string();
   EXPECT_GT(u->cpu_ns, 0u);
@@ -686,16 +698,8 @@ TEST_F(NsBackendTest, SparesAreTakenRefilledAndRemoved) {
   ASSERT_EQ(::stat((h->state_dir + "/run").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, h->host_uid);
   EXPECT_EQ(st.st_mode & 07777, 0700u);
-  if (!cgroups_->v2()) {
-    EXPECT_FALSE(cgroups_->exists("spare-1"));
-    std::string base = "/sys/fs/cgroup/";
-    EXPECT_EQ(slurp(base + "memory/" + opts_.cgroup_parent + "/" + id + "/memory.limit_in_bytes"),
-              std::to_string(256ull << 20) + "\n");
-    EXPECT_EQ(slurp(base + "pids/" + opts_.cgroup_parent + "/" + id + "/pids.max"), "256\n");
-    EXPECT_EQ(slurp(base + "cpu/" + opts_.cgroup_parent + "/" + id + "/cpu.cfs_quota_us"), "50000\n");
-    EXPECT_NE(slurp(base + "memory/" + opts_.cgroup_parent + "/" + id + "/cgroup.procs").find(std::to_string(pid)),
-              std::string::npos);
-  }
+  if (!cgroups_->v2()) EXPECT_FALSE(cgroups_->exists("spare-1"));
+  expect_spec_limits(id, pid);
   EXPECT_EQ(http_get(h->envd_socket, "/health"), 204);
   EXPECT_EQ(hostname_of(pid), id);
   // Its own network namespace, loopback only and up, shown by its /sys.
@@ -705,12 +709,7 @@ TEST_F(NsBackendTest, SparesAreTakenRefilledAndRemoved) {
     return s.st_ino;
   };
   EXPECT_NE(netns_of(pid), netns_of(::getpid()));
-  auto nets = sys::list_dir("/proc/" + std::to_string(pid) + "/root/sys/class/net");
-  ASSERT_TRUE(nets.has_value());
-  EXPECT_EQ(*nets, std::vector<std::string>{"lo"});
-  unsigned flags = 0;
-  std::sscanf(slurp("/proc/" + std::to_string(pid) + "/root/sys/class/net/lo/flags").c_str(), "%x", &flags);
-  EXPECT_TRUE(flags & 1) << "lo is down";
+  expect_loopback_only(pid);
   // envd got no fd of the spare: only its own.
   auto envd_fds = sys::list_dir("/proc/" + std::to_string(pid) + "/fd");
   ASSERT_TRUE(envd_fds.has_value());
