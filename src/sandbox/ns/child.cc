@@ -119,7 +119,8 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
   // Mounts and pivot_root, still as host root in the host's user namespace.
   stamp(ChildStep::kMount);
   const MountOp* failed = nullptr;
-  if (int err = p.mounts.run(p.userns_fd, &failed); err != 0) {
+  uint64_t* op_times = p.step_times ? p.step_times + kChildStepCount : nullptr;
+  if (int err = p.mounts.run(p.userns_fd, &failed, op_times); err != 0) {
     fail(ChildStep::kMount, err, failed && failed->dst ? failed->dst : nullptr);
   }
 

@@ -217,15 +217,17 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     log = std::move(*f);
   }
   // Debug: per-step timestamps from the child, in a page shared across clone.
+  // Then the end of each mount operation (MountPlan::run).
+  constexpr size_t kTimes = kChildStepCount + MountPlan::kMaxTimedOps;
   uint64_t* step_times = nullptr;
   if (log::level() <= log::Level::debug) {
-    void* m = ::mmap(nullptr, kChildStepCount * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void* m = ::mmap(nullptr, kTimes * sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m != MAP_FAILED) step_times = static_cast<uint64_t*>(m);
   }
   struct Unmap {
     uint64_t* p;
     ~Unmap() {
-      if (p) ::munmap(p, kChildStepCount * sizeof(uint64_t));
+      if (p) ::munmap(p, kTimes * sizeof(uint64_t));
     }
   } unmap{step_times};
   plan->step_times = step_times;
@@ -300,6 +302,21 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
                std::to_string((step_times[i] - clone_ns) / 1000);
     }
     COPPICE_LOG(debug).sandbox(spec.id) << "child steps (us after clone): " << steps;
+    // Each mount operation's time, the slow ones (>= 50 us) by name.
+    const uint64_t* op_end = step_times + kChildStepCount;
+    uint64_t prev = step_times[static_cast<int>(ChildStep::kMount)];
+    std::string ops;
+    const auto& plan_ops = plan->mounts.ops();
+    for (size_t i = 0; i < plan_ops.size() && i < MountPlan::kMaxTimedOps && op_end[i] && prev; ++i) {
+      uint64_t took = (op_end[i] - prev) / 1000;
+      prev = op_end[i];
+      if (took < 50) continue;
+      const MountOp& op = plan_ops[i];
+      std::string dst = op.dst ? op.dst : "";
+      if (dst.starts_with(paths.rootfs)) dst = dst.substr(paths.rootfs.size());
+      ops += (ops.empty() ? "" : ", ") + std::string(mount_op_name(op)) + " " + dst + " " + std::to_string(took);
+    }
+    COPPICE_LOG(debug).sandbox(spec.id) << "slow mount ops (us): " << ops;
   }
 
   // Ready: hand every resource over to the running sandbox.

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <sys/mount.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +12,20 @@
 #include "sys/mount_ops.h"
 
 namespace coppice::sandbox::ns {
+
+const char* mount_op_name(const MountOp& op) {
+  switch (op.kind) {
+    case MountOp::kMakePrivate: return "make rprivate";
+    case MountOp::kFs: return op.fstype;
+    case MountOp::kBind: return "bind";
+    case MountOp::kBindIdmapped: return "idmapped bind";
+    case MountOp::kMountpoint: return "mountpoint";
+    case MountOp::kSymlink: return "symlink";
+    case MountOp::kWrite: return "write";
+    case MountOp::kPivot: return "pivot_root";
+  }
+  return "op";
+}
 
 const char* MountPlan::keep(std::string s) {
   strings_.push_back(std::move(s));
@@ -145,7 +160,8 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
   ops_.push_back(pivot);
 }
 
-int MountPlan::run(int userns_fd, const MountOp** failed) const {
+int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) const {
+  size_t index = 0;
   for (const MountOp& op : ops_) {
     int err = 0;
     switch (op.kind) {
@@ -187,6 +203,12 @@ int MountPlan::run(int userns_fd, const MountOp** failed) const {
       *failed = &op;
       return err;
     }
+    if (op_times && index < kMaxTimedOps) {
+      struct timespec ts;
+      ::clock_gettime(CLOCK_MONOTONIC, &ts);
+      op_times[index] = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+    }
+    ++index;
   }
   return 0;
 }

@@ -43,6 +43,9 @@ struct MountOp {
   mode_t mode = 0755;            // kMountpoint
 };
 
+// What an operation does, for logs: its file system type, or "bind", "pivot_root", ...
+const char* mount_op_name(const MountOp& op);
+
 class MountPlan {
  public:
   MountPlan() = default;
@@ -54,8 +57,11 @@ class MountPlan {
   void build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root);
 
   // Runs the plan. Async-signal-safe. Returns 0, or the errno of the failing
-  // operation and sets *failed to it.
-  int run(int userns_fd, const MountOp** failed) const;
+  // operation and sets *failed to it. With `op_times` (debug), the
+  // CLOCK_MONOTONIC ns at the end of op i goes to op_times[i], for the first
+  // kMaxTimedOps ops.
+  int run(int userns_fd, const MountOp** failed, uint64_t* op_times = nullptr) const;
+  static constexpr size_t kMaxTimedOps = 64;
 
   const std::vector<MountOp>& ops() const { return ops_; }
 
