@@ -326,6 +326,40 @@ TEST_F(StoreTest, ConcurrentWritersFromEightThreads) {
   for (const auto& r : *all) EXPECT_EQ(s.events(r.id, 10)->size(), 1u);
 }
 
+// Commits never checkpoint in line (a checkpoint syncs the disk); a thread of
+// the store's copies the WAL into the database file soon after, with nothing
+// else happening: a copy of the database file alone (no WAL) has the rows.
+TEST_F(StoreTest, WalIsCheckpointedInTheBackground) {
+  Store s = open_store();
+  constexpr int kRows = 50;
+  for (int i = 0; i < kRows; ++i) ASSERT_OK(s.put_sandbox(sample(i), "created", "test"));
+  const std::string copy = dir_.path().string() + "/copy.db";
+  auto rows_in_main_file = [&]() -> int {
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(copy + suffix, ec);
+    fs::copy_file(path(), copy, ec);
+    if (ec) return -1;
+    sqlite3* db = nullptr;
+    int n = -1;
+    if (sqlite3_open_v2(copy.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK) {
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sandboxes", -1, &st, nullptr) == SQLITE_OK &&
+          sqlite3_step(st) == SQLITE_ROW) {
+        n = sqlite3_column_int(st, 0);
+      }
+      sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return n;
+  };
+  int seen = -1;
+  for (int i = 0; i < 60 && seen != kRows; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    seen = rows_in_main_file();
+  }
+  EXPECT_EQ(seen, kRows) << "the WAL was not checkpointed within 6 s";
+}
+
 TEST(StoreNames, StateAndBackendRoundTrip) {
   for (auto st : {SandboxState::kRunning, SandboxState::kPaused, SandboxState::kKilled}) {
     EXPECT_EQ(*parse_sandbox_state(sandbox_state_name(st)), st);
