@@ -326,7 +326,10 @@ bool valid_sandbox_id(std::string_view id) {
 // Checkpoints the WAL into the database from a thread and a connection of its
 // own. A checkpoint syncs the files (tens of ms on a busy disk); SQLite's
 // automatic one would run inside whichever commit crossed 1000 pages, on the
-// gateway's request threads.
+// gateway's request threads. Here it runs as often (once the WAL holds
+// kBusyPages) and, after a quiet spell, once more, so an idle gateway's WAL
+// is empty; not more often: each sync also forces a journal commit of the
+// file system, which stalls the directory and file creations of creates.
 class Checkpointer {
  public:
   static std::unique_ptr<Checkpointer> start(const std::string& path) {
@@ -358,22 +361,32 @@ class Checkpointer {
     thread_.join();
     checkpoint();
   }
-  // After each commit, with the WAL's size in pages: work for the next round,
-  // at once when the WAL has grown large.
+
+  // After each commit (on the committing thread), with the WAL's size in pages.
   void note_commit(int wal_pages) {
-    dirty_.store(true, std::memory_order_relaxed);
-    if (wal_pages >= kEagerPages) cv_.notify_one();
+    bool wake;
+    {
+      std::lock_guard lk(mu_);
+      dirty_ = true;
+      last_commit_ = std::chrono::steady_clock::now();
+      wake = wal_pages >= kBusyPages && !due_;
+      due_ |= wal_pages >= kBusyPages;
+    }
+    if (wake) cv_.notify_one();
   }
-  static constexpr int kEagerPages = 4000;
+  static constexpr int kBusyPages = 1000;
+  static constexpr auto kQuiet = std::chrono::seconds(2);
 
  private:
   explicit Checkpointer(DbPtr db) : db_(std::move(db)) {}
   void loop() {
     std::unique_lock lk(mu_);
     while (!stop_) {
-      cv_.wait_for(lk, std::chrono::milliseconds(500));
+      cv_.wait_for(lk, std::chrono::milliseconds(500), [&] { return stop_ || due_; });
       if (stop_) break;
-      if (!dirty_.exchange(false, std::memory_order_relaxed)) continue;
+      const bool quiet = dirty_ && std::chrono::steady_clock::now() - last_commit_ >= kQuiet;
+      if (!due_ && !quiet) continue;
+      due_ = dirty_ = false;
       lk.unlock();
       checkpoint();
       lk.lock();
@@ -391,7 +404,9 @@ class Checkpointer {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  std::atomic<bool> dirty_{false};
+  bool due_ = false;    // the WAL passed kBusyPages
+  bool dirty_ = false;  // commits since the last checkpoint
+  std::chrono::steady_clock::time_point last_commit_;
   std::thread thread_;
 };
 
