@@ -4,15 +4,13 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdlib>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 
 #include "common/log.h"
+#include "store/checkpointer.h"
 #include "sys/fd.h"
 
 namespace coppice::store {
@@ -323,93 +321,6 @@ bool valid_sandbox_id(std::string_view id) {
   return true;
 }
 
-// Checkpoints the WAL into the database from a thread and a connection of its
-// own. A checkpoint syncs the files (tens of ms on a busy disk); SQLite's
-// automatic one would run inside whichever commit crossed 1000 pages, on the
-// gateway's request threads. Here it runs as often (once the WAL holds
-// kBusyPages) and, after a quiet spell, once more, so an idle gateway's WAL
-// is empty; not more often: each sync also forces a journal commit of the
-// file system, which stalls the directory and file creations of creates.
-class Checkpointer {
- public:
-  static std::unique_ptr<Checkpointer> start(const std::string& path) {
-    sqlite3* raw = nullptr;
-    int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-    DbPtr db(raw);
-    if (rc != SQLITE_OK) {
-      COPPICE_LOG(warn) << "store checkpointer: " << sqlite3_errstr(rc) << " (checkpoints stay in commits)";
-      return nullptr;
-    }
-    sqlite3_busy_timeout(db.get(), 1000);
-    // A connection checkpoints nothing (and says the database is not in WAL
-    // mode) until it has read the database once.
-    rc = sqlite3_exec(db.get(), "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) {
-      COPPICE_LOG(warn) << "store checkpointer: " << sqlite3_errmsg(db.get()) << " (checkpoints stay in commits)";
-      return nullptr;
-    }
-    std::unique_ptr<Checkpointer> c(new Checkpointer(std::move(db)));
-    c->thread_ = std::thread([p = c.get()] { p->loop(); });
-    return c;
-  }
-  ~Checkpointer() {
-    {
-      std::lock_guard lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-    checkpoint();
-  }
-
-  // After each commit (on the committing thread), with the WAL's size in pages.
-  void note_commit(int wal_pages) {
-    bool wake;
-    {
-      std::lock_guard lk(mu_);
-      dirty_ = true;
-      last_commit_ = std::chrono::steady_clock::now();
-      wake = wal_pages >= kBusyPages && !due_;
-      due_ |= wal_pages >= kBusyPages;
-    }
-    if (wake) cv_.notify_one();
-  }
-  static constexpr int kBusyPages = 1000;
-  static constexpr auto kQuiet = std::chrono::seconds(2);
-
- private:
-  explicit Checkpointer(DbPtr db) : db_(std::move(db)) {}
-  void loop() {
-    std::unique_lock lk(mu_);
-    while (!stop_) {
-      cv_.wait_for(lk, std::chrono::milliseconds(500), [&] { return stop_ || due_; });
-      if (stop_) break;
-      const bool quiet = dirty_ && std::chrono::steady_clock::now() - last_commit_ >= kQuiet;
-      if (!due_ && !quiet) continue;
-      due_ = dirty_ = false;
-      lk.unlock();
-      checkpoint();
-      lk.lock();
-    }
-  }
-  // PASSIVE: copies what no reader still needs, never waits for a writer.
-  void checkpoint() {
-    int rc = sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-      COPPICE_LOG_RATE(warn, 60) << "store checkpoint: " << sqlite3_errstr(rc);
-    }
-  }
-
-  DbPtr db_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  bool due_ = false;    // the WAL passed kBusyPages
-  bool dirty_ = false;  // commits since the last checkpoint
-  std::chrono::steady_clock::time_point last_commit_;
-  std::thread thread_;
-};
-
 struct Store::Impl {
   std::mutex mu;
   DbPtr db;  // declared before `stmts`: statements are finalized first
@@ -562,17 +473,7 @@ Result<Store> Store::open(const std::string& path) {
   COPPICE_TRY_CTX(impl->exec("PRAGMA foreign_keys = ON", "enable foreign keys"), step);
   COPPICE_TRY_CTX(impl->migrate(), step);
   impl->checkpointer = Checkpointer::start(path);
-  if (impl->checkpointer) {
-    // Replaces SQLite's automatic checkpoint (itself a WAL hook): every
-    // commit only tells the checkpointer there is work.
-    sqlite3_wal_hook(
-        impl->db.get(),
-        [](void* c, sqlite3*, const char*, int pages) {
-          static_cast<Checkpointer*>(c)->note_commit(pages);
-          return SQLITE_OK;
-        },
-        impl->checkpointer.get());
-  }
+  if (impl->checkpointer) impl->checkpointer->attach(impl->db.get());
   return Store(std::move(impl));
 }
 
