@@ -82,18 +82,6 @@ std::string join_path(const std::string& a, std::string_view b) {
   return a.back() == '/' ? a + std::string(b) : a + "/" + std::string(b);
 }
 
-Result<std::string> file_sha256(const std::string& path) {
-  sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return errno_error("open " + path);
-  Sha256 h;
-  auto hash = [&h](std::string_view chunk) {
-    h.update(chunk.data(), chunk.size());
-    return true;
-  };
-  if (auto r = sys::read_chunks(fd.get(), path, hash); !r) return std::unexpected(std::move(r.error()));
-  return to_hex(h.final());
-}
-
 Status add_entries(const std::string& src, const std::string& dst, bool follow, int depth,
                    std::vector<AddedEntry>& out) {
   struct stat st {};
@@ -234,19 +222,9 @@ Result<Recipe> load_recipe(const std::string& path) {
   std::string name = file.ends_with(".toml") ? file.substr(0, file.size() - 5) : file;
   sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return std::unexpected(Error::from_errno(errno, "open recipe " + path));
-  std::string text;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return std::unexpected(Error::from_errno(errno, "read recipe " + path));
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > (1 << 20)) return make_error(ErrorCode::kTooLarge, "recipe " + path + " is over 1 MiB");
-  }
-  auto r = parse_recipe(text, name, dir);
+  auto text = sys::read_all_limited(fd.get(), "recipe " + path, 1 << 20);
+  if (!text) return std::unexpected(std::move(text.error()));
+  auto r = parse_recipe(*text, name, dir);
   if (!r) return std::unexpected(std::move(r.error()).context("recipe " + path));
   return r;
 }
@@ -306,7 +284,7 @@ Result<std::string> recipe_hash(const Recipe& r) {
     std::snprintf(mode, sizeof mode, "%04o", e.mode);
     std::string digest = "-";
     if (e.kind == AddedEntry::kFile) {
-      auto h = file_sha256(e.src);
+      auto h = sys::sha256_file_hex(e.src);
       if (!h) return std::unexpected(std::move(h.error()).context("files"));
       digest = *h;
     } else if (e.kind == AddedEntry::kSymlink) {

@@ -105,6 +105,11 @@ TEST(Recipe, LoadTakesTheNameAndDirectoryFromThePath) {
   auto missing = load_recipe((dir.path() / "nope.toml").string());
   ASSERT_FALSE(missing.has_value());
   EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  // A recipe over 1 MiB is refused before parsing.
+  write(dir.path() / "huge.toml", "# " + std::string((1 << 20) + 10, 'x') + "\n");
+  auto huge = load_recipe((dir.path() / "huge.toml").string());
+  ASSERT_FALSE(huge.has_value());
+  EXPECT_EQ(huge.error().code(), ErrorCode::kTooLarge);
 }
 
 // The hash: every setting and every added file's content, path and mode

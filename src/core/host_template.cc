@@ -324,15 +324,9 @@ Status describe_tree(const std::string& dir, const std::string& rel, std::string
       kind = "d";
     } else if (S_ISREG(st.st_mode)) {
       kind = "f";
-      sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-      if (!fd) return errno_error("open " + path);
-      Sha256 h;
-      auto hash = [&h](std::string_view chunk) {
-        h.update(chunk.data(), chunk.size());
-        return true;
-      };
-      if (auto r = sys::read_chunks(fd.get(), path, hash); !r) return std::unexpected(std::move(r.error()));
-      digest = to_hex(h.final());
+      auto d = sys::sha256_file_hex(path);
+      if (!d) return std::unexpected(std::move(d.error()));
+      digest = std::move(*d);
     } else {
       kind = "?";
     }

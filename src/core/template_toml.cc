@@ -9,6 +9,7 @@
 #include <set>
 
 #include "sys/fd.h"
+#include "sys/fsutil.h"
 
 namespace coppice::core {
 namespace {
@@ -420,19 +421,9 @@ Result<TomlDoc> parse_toml_file(const std::string& path) {
   if (static_cast<size_t>(st.st_size) > kMaxFileSize) {
     return make_error(ErrorCode::kTooLarge, step + ": larger than 1 MiB");
   }
-  std::string text;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return std::unexpected(Error::from_errno(errno, "read").context(step));
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > kMaxFileSize) return make_error(ErrorCode::kTooLarge, step + ": larger than 1 MiB");
-  }
-  auto doc = parse_toml(text);
+  auto text = sys::read_all_limited(fd.get(), path, kMaxFileSize);
+  if (!text) return std::unexpected(std::move(text.error()).context(step));
+  auto doc = parse_toml(*text);
   if (!doc) return std::unexpected(std::move(doc.error()).context("parse " + path));
   return doc;
 }

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "common/sha256.h"
+
 namespace coppice::sys {
 
 Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode) {
@@ -50,6 +52,33 @@ Status read_chunks(int fd, std::string_view what, const std::function<bool(std::
     if (n == 0) return ok();
     if (!sink(std::string_view(buf, static_cast<size_t>(n)))) return ok();
   }
+}
+
+Result<std::string> read_all_limited(int fd, std::string_view what, size_t max_bytes) {
+  std::string text;
+  bool too_large = false;
+  auto append = [&](std::string_view chunk) {
+    text.append(chunk);
+    too_large = text.size() > max_bytes;
+    return !too_large;
+  };
+  COPPICE_TRY_CTX(read_chunks(fd, what, append), std::string(what));
+  if (too_large) {
+    return make_error(ErrorCode::kTooLarge, std::string(what) + " is over " + std::to_string(max_bytes) + " bytes");
+  }
+  return text;
+}
+
+Result<std::string> sha256_file_hex(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return errno_error("open " + path);
+  Sha256 h;
+  auto hash = [&h](std::string_view chunk) {
+    h.update(chunk.data(), chunk.size());
+    return true;
+  };
+  COPPICE_TRY_CTX(read_chunks(fd.get(), path, hash), "hash " + path);
+  return to_hex(h.final());
 }
 
 Status write_file(const std::string& path, std::string_view data) {

@@ -34,6 +34,12 @@ Result<std::string> read_file(const std::string& path);
 // returns false to stop early. `what` names the file in errors.
 Status read_chunks(int fd, std::string_view what, const std::function<bool(std::string_view)>& sink);
 Result<std::string> read_file_at(int dirfd, const char* name);
+// Reads `fd` to its end into a string; kTooLarge once it holds more than
+// `max_bytes`.
+Result<std::string> read_all_limited(int fd, std::string_view what, size_t max_bytes);
+// SHA-256 (lower-case hex) of the regular file at `path`, opened without
+// following a final symlink.
+Result<std::string> sha256_file_hex(const std::string& path);
 
 // mkdir that succeeds if the directory already exists.
 Status make_dir(const std::string& path, mode_t mode);
