@@ -385,7 +385,7 @@ const UID_BASE = 2000000000; // host ids for the peers' user namespaces (Coppice
 const CAPS = ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID', 'CAP_SETUID',
   'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE'];
 
-// A rootfs like Coppice's host-derived `base` template (src/core/host_template.h):
+// A rootfs like Coppice's host-derived `base` template (src/templates/host_template.h):
 // an empty private root with merged-usr symlinks, the host's /usr bind-mounted
 // read-only, its own /etc identity files.
 function makeRootfs(dir) {

@@ -1,11 +1,12 @@
 #include "api/api.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <ctime>
 
+#include "common/ids.h"
 #include "common/log.h"
 #include "common/strings.h"
-#include "core/ids.h"
 #include "store/keys.h"
 
 namespace coppice::api {
@@ -141,7 +142,7 @@ json pool_json(const core::PoolView& p) {
 // The template shape of GET /templates. The E2B fields (templateID, buildID,
 // cpuCount, memoryMB) keep their names; the keys a template may add later
 // appear only when it has them.
-json template_json(const core::Template& t) {
+json template_json(const templates::Template& t) {
   json j{{"templateID", t.name}, {"name", t.name},         {"backend", t.backend},    {"path", t.path},
          {"buildID", t.build_id}, {"sizeBytes", t.size_bytes}, {"source", t.source}, {"cpuCount", t.cpu_count},
          {"memoryMB", t.memory_mb}};
@@ -151,7 +152,7 @@ json template_json(const core::Template& t) {
   return j;
 }
 
-std::string templates_body(const std::vector<core::Template>& list) {
+std::string templates_body(const std::vector<templates::Template>& list) {
   json out = json::array();
   for (const auto& t : list) out.push_back(template_json(t));
   return out.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -160,7 +161,7 @@ std::string templates_body(const std::vector<core::Template>& list) {
 // Runs a reload on `pool` and resumes the caller on its own executor. Not a
 // coroutine itself: the hand-off is a plain asynchronous operation, so no
 // lambda ends up in a coroutine frame (g++ 12 destroys those twice).
-asio::awaitable<Status> reload_on(asio::thread_pool& pool, core::TemplateRegistry& templates) {
+asio::awaitable<Status> reload_on(asio::thread_pool& pool, templates::TemplateRegistry& templates) {
   return asio::async_initiate<const asio::use_awaitable_t<>, void(Status)>(
       [&pool, &templates](auto handler) {
         asio::post(pool, [&templates, handler = std::move(handler)]() mutable {
@@ -170,6 +171,110 @@ asio::awaitable<Status> reload_on(asio::thread_pool& pool, core::TemplateRegistr
         });
       },
       asio::use_awaitable);
+}
+
+// "2024-01-02T03:04:05Z", with optional fractional seconds and a numeric
+// offset instead of Z; nullopt when malformed.
+std::optional<core::Clock::time_point> parse_rfc3339(const std::string& s) {
+  struct tm tm {};
+  int frac_ms = 0;
+  const char* p = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!p) return std::nullopt;
+  if (*p == '.') {
+    ++p;
+    int digits = 0;
+    while (*p >= '0' && *p <= '9') {
+      if (digits < 3) frac_ms = frac_ms * 10 + (*p - '0');
+      ++digits;
+      ++p;
+    }
+    if (digits == 0) return std::nullopt;
+    for (; digits < 3; ++digits) frac_ms *= 10;
+  }
+  long offset_s = 0;
+  if (*p == 'Z' || *p == 'z') {
+    ++p;
+  } else if (*p == '+' || *p == '-') {
+    int sign = *p == '-' ? -1 : 1;
+    int hh = 0, mm = 0;
+    if (std::sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 || mm > 59) return std::nullopt;
+    offset_s = sign * (hh * 3600L + mm * 60L);
+    p += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (*p) return std::nullopt;
+  time_t secs = timegm(&tm) - offset_s;
+  return core::Clock::time_point(std::chrono::seconds(secs) + std::chrono::milliseconds(frac_ms));
+}
+
+// Create options E2B's SDK can send that Coppice does not honour yet: a
+// request that sets one explicitly is refused with the reason, never
+// silently served without it. (The SDK leaves unset options out of the body.)
+//
+// `v1`: POST /sandboxes, which SDKs up to 2.50 call with
+// allow_internet_access: true on every create whether the user set it or not;
+// there it cannot be told from the default and is not refused.
+Status check_create_options(const json& j, bool v1) {
+  auto unsupported = [](const std::string& what) {
+    return make_error(ErrorCode::kInvalidArgument, what + " is not supported by this gateway yet");
+  };
+  auto set = [&](const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && !it->is_null();
+  };
+  auto is_true = [&](const json& obj, const char* key) {
+    auto it = obj.find(key);
+    return it != obj.end() && it->is_boolean() && it->get<bool>();
+  };
+  if (auto it = j.find("allow_internet_access"); it != j.end() && !it->is_null()) {
+    if (!it->is_boolean()) return make_error(ErrorCode::kInvalidArgument, "allow_internet_access must be a boolean");
+    // false is what every sandbox is today: honoured.
+    if (it->get<bool>() && !v1)
+      return unsupported("internet access (allow_internet_access: true; sandboxes have loopback only)");
+  }
+  if (set("network")) {
+    const json& n = j["network"];
+    if (!n.is_object()) return make_error(ErrorCode::kInvalidArgument, "network must be an object");
+    for (const char* key : {"allowOut", "denyOut", "maskRequestHost", "rules", "egressProxy", "httpsPorts"}) {
+      if (auto it = n.find(key); it != n.end() && !it->is_null()) return unsupported(std::string("network.") + key);
+    }
+    if (auto it = n.find("allowPublicTraffic"); it != n.end() && !it->is_null()) {
+      if (!it->is_boolean()) return make_error(ErrorCode::kInvalidArgument, "network.allowPublicTraffic must be a boolean");
+      if (!it->get<bool>()) return unsupported("network.allowPublicTraffic: false (traffic access tokens)");
+    }
+  }
+  if (is_true(j, "autoPause")) return unsupported("autoPause (pause on timeout)");
+  if (set("autoPauseMemory")) return unsupported("autoPauseMemory");
+  if (set("autoResume")) {
+    const json& a = j["autoResume"];
+    if ((a.is_boolean() && a.get<bool>()) || (a.is_object() && is_true(a, "enabled")))
+      return unsupported("autoResume");
+  }
+  if (set("lifecycle")) {
+    const json& l = j["lifecycle"];
+    if (!l.is_object()) return make_error(ErrorCode::kInvalidArgument, "lifecycle must be an object");
+    if (auto it = l.find("onTimeout"); it != l.end() && !it->is_null()) {
+      if (!it->is_string() || (*it != "kill" && *it != "pause"))
+        return make_error(ErrorCode::kInvalidArgument, "lifecycle.onTimeout must be \"kill\" or \"pause\"");
+      if (*it == "pause") return unsupported("lifecycle.onTimeout: \"pause\"");
+    }
+    if (is_true(l, "autoResume")) return unsupported("lifecycle.autoResume");
+  }
+  if (set("volumeMounts")) {
+    const json& v = j["volumeMounts"];
+    if (!v.is_array()) return make_error(ErrorCode::kInvalidArgument, "volumeMounts must be an array");
+    if (!v.empty()) return unsupported("volumeMounts (volumes)");
+  }
+  if (set("mcp")) {
+    const json& m = j["mcp"];
+    if (!(m.is_object() && m.empty())) return unsupported("mcp (the MCP gateway)");
+  }
+  if (set("iam")) {
+    const json& i = j["iam"];
+    if (!(i.is_object() && (!i.contains("tokens") || i["tokens"].empty()))) return unsupported("iam tokens");
+  }
+  return ok();
 }
 
 }  // namespace
@@ -203,10 +308,11 @@ Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg
   return std::optional<std::string>(*key);
 }
 
-Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, core::TemplateRegistry& templates,
-         store::Store& store, core::metrics::GatewayMetrics& metrics)
+Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::TemplateRegistry& templates,
+         store::Store& store, core::metrics::GatewayMetrics& metrics, sandbox::Backend& backend,
+         asio::thread_pool& netns_pool)
     : cfg_(cfg), mgr_(mgr), templates_(templates), store_(store), metrics_(metrics), keys_(cfg, store),
-      proxy_(mgr, metrics) {}
+      proxy_(mgr.routes(), backend, netns_pool, metrics) {}
 
 asio::awaitable<void> Api::reply(http::Exchange& ex, unsigned status, std::string_view body,
                                  std::string_view content_type, const http::Fields& extra) {
@@ -232,6 +338,12 @@ asio::awaitable<void> Api::error_response(http::Exchange& ex, const Error& e) {
 asio::awaitable<void> Api::error_response(http::Exchange& ex, unsigned status, std::string_view message) {
   auto body = error_body(status, message);
   co_await reply_json(ex, status, body);
+}
+
+asio::awaitable<void> Api::not_implemented(http::Exchange& ex) {
+  std::string path(ex.path());
+  co_await error_response(ex, 501,
+                          "Coppice does not implement " + std::string(ex.method_string()) + " " + path + " (yet)");
 }
 
 asio::awaitable<void> Api::handle(http::Exchange& ex) {
@@ -272,7 +384,6 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await list(ex, path == "/v2/sandboxes");
     co_return;
   }
-  // DELETE /templates/{id} (E2B's template deletion) stays unrouted: 404.
   if (path == "/templates" && m == verb::get) {
     co_await list_templates(ex);
     co_return;
@@ -282,7 +393,7 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_return;
   }
   if (path == "/pools" && m == verb::get) {
-    json out = json::array();
+    json out = json::array();  // pools() is a snapshot any thread may take
     for (const auto& p : mgr_.pools()) out.push_back(pool_json(p));
     co_await reply_json(ex, 200, out.dump());
     co_return;
@@ -304,7 +415,7 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await sandbox_route(ex, id, action);
     co_return;
   }
-  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " + path);
+  co_await not_implemented(ex);
 }
 
 asio::awaitable<void> Api::create(http::Exchange& ex) {
@@ -336,6 +447,10 @@ asio::awaitable<void> Api::create(http::Exchange& ex) {
   p.env_vars = *env;
   p.metadata = json(*meta);
   if (auto it = j.find("secure"); it != j.end() && it->is_boolean()) p.secure = it->get<bool>();
+  if (auto s = check_create_options(j, ex.path() == "/sandboxes"); !s) {
+    co_await error_response(ex, s.error());
+    co_return;
+  }
   auto v = co_await mgr_.create(std::move(p));
   if (!v) {
     co_await error_response(ex, v.error());
@@ -348,10 +463,10 @@ asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
   const auto& q = ex.query_params();
   core::ListFilter f;
   if (auto it = q.find("state"); it != q.end() && !it->second.empty()) {
-    std::string_view s = it->second;
-    while (!s.empty()) {
-      auto c = s.find(',');
-      auto part = s.substr(0, c);
+    std::string_view st = it->second;
+    while (!st.empty()) {
+      auto c = st.find(',');
+      auto part = st.substr(0, c);
       if (part == "running") f.states.push_back(core::SandboxState::kRunning);
       else if (part == "paused") f.states.push_back(core::SandboxState::kPaused);
       else if (!part.empty()) {
@@ -359,13 +474,33 @@ asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
         co_return;
       }
       if (c == std::string_view::npos) break;
-      s.remove_prefix(c + 1);
+      st.remove_prefix(c + 1);
     }
   } else if (!v2) {
     f.states.push_back(core::SandboxState::kRunning);
   }
   for (const char* name : {"metadata", "query"})
     if (auto it = q.find(name); it != q.end()) f.metadata = metadata_filter(it->second);
+  for (const char* name : {"template", "templateID"})
+    if (auto it = q.find(name); it != q.end()) f.template_id = it->second;
+  for (auto [name, out] : {std::pair{"startedAfter", &f.started_after}, std::pair{"startedBefore", &f.started_before}}) {
+    auto it = q.find(name);
+    if (it == q.end() || it->second.empty()) continue;
+    auto t = parse_rfc3339(it->second);
+    if (!t) {
+      co_await error_response(ex, 400, std::string(name) + " must be an RFC 3339 time, got \"" + it->second + "\"");
+      co_return;
+    }
+    *out = *t;
+  }
+  bool ascending = false;  // newest first unless asked otherwise
+  if (auto it = q.find("order"); it != q.end() && !it->second.empty()) {
+    if (it->second != "asc" && it->second != "desc") {
+      co_await error_response(ex, 400, "order must be asc or desc");
+      co_return;
+    }
+    ascending = it->second == "asc";
+  }
   size_t limit = 100;
   if (auto it = q.find("limit"); it != q.end()) {
     char* end = nullptr;
@@ -376,12 +511,12 @@ asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
     }
     limit = static_cast<size_t>(v);
   }
-  auto all = mgr_.list(f);
-  // Newest first; the page token is the (startedAt, id) of the last item sent.
+  auto all = co_await mgr_.list(std::move(f));  // oldest first
+  if (!ascending) std::reverse(all.begin(), all.end());
+  // The page token is the (startedAt, id) of the last item sent.
   auto key = [](const SandboxView& v) {
     return std::make_pair(std::chrono::duration_cast<std::chrono::milliseconds>(v.started_at.time_since_epoch()).count(), v.id);
   };
-  std::sort(all.begin(), all.end(), [&](const SandboxView& a, const SandboxView& b) { return key(a) > key(b); });
   size_t start = 0;
   if (auto it = q.find("nextToken"); v2 && it != q.end() && !it->second.empty()) {
     const std::string& tok = it->second;
@@ -393,7 +528,7 @@ asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
       co_return;
     }
     auto cursor = std::make_pair(static_cast<int64_t>(ms), tok.substr(dash + 1));
-    while (start < all.size() && key(all[start]) >= cursor) ++start;
+    while (start < all.size() && (ascending ? key(all[start]) <= cursor : key(all[start]) >= cursor)) ++start;
   }
   json out = json::array();
   size_t end_i = v2 ? std::min(all.size(), start + limit) : all.size();
@@ -416,6 +551,8 @@ asio::awaitable<void> Api::reload_templates(http::Exchange& ex) {
     co_await error_response(ex, std::move(s.error()).context("reload templates"));
     co_return;
   }
+  // A rebuild retired the build it replaced: gone now unless sandboxes run on it.
+  co_await mgr_.collect_retired_templates();
   co_await reply_json(ex, 200, templates_body(templates_.list()));
 }
 
@@ -444,9 +581,11 @@ asio::awaitable<void> Api::pool_route(http::Exchange& ex, const std::string& tem
                                            std::to_string(core::SandboxManager::kMaxPoolTarget));
       co_return;
     }
-    v = mgr_.warm_pool(template_id, static_cast<int>(n));
+    std::string t = template_id;
+    v = co_await mgr_.warm_pool(std::move(t), static_cast<int>(n));
   } else {
-    v = co_await mgr_.drain_pool(template_id);
+    std::string t = template_id;
+    v = co_await mgr_.drain_pool(std::move(t));
   }
   if (!v) {
     co_await error_response(ex, v.error());
@@ -457,12 +596,12 @@ asio::awaitable<void> Api::pool_route(http::Exchange& ex, const std::string& tem
 
 asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action) {
   auto m = ex.method();
-  if (!core::valid_sandbox_id(id)) {
+  if (!valid_sandbox_id(id)) {
     co_await error_response(ex, 404, "sandbox " + id + " not found");
     co_return;
   }
   if (action.empty() && m == verb::get) {
-    auto v = mgr_.get(id);
+    auto v = co_await mgr_.get(id);
     if (!v) co_await error_response(ex, v.error());
     else co_await reply_json(ex, 200, detail_json(*v, cfg_).dump());
     co_return;
@@ -489,7 +628,8 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
       co_await error_response(ex, 400, "timeout is required");
       co_return;
     }
-    auto s = action == "timeout" ? mgr_.set_timeout(id, **t) : mgr_.refresh(id, t->value_or(cfg_.default_timeout_s));
+    auto s = action == "timeout" ? co_await mgr_.set_timeout(id, **t)
+                                 : co_await mgr_.refresh(id, t->value_or(cfg_.default_timeout_s));
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
     co_return;
@@ -503,6 +643,11 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     auto t = timeout_field(*body, "timeout", cfg_.max_timeout_s);
     if (!t) {
       co_await error_response(ex, t.error());
+      co_return;
+    }
+    // memory: false asks for a reboot on resume (files only): not there yet.
+    if (auto mem = body->find("memory"); mem != body->end() && mem->is_boolean() && !mem->get<bool>()) {
+      co_await error_response(ex, 400, "resuming without memory (\"memory\": false) is not supported yet");
       co_return;
     }
     if (action == "resume") {
@@ -522,13 +667,40 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
       co_await error_response(ex, body.error());
       co_return;
     }
+    if (auto mem = body->find("memory"); mem != body->end() && !mem->is_null()) {
+      if (!mem->is_boolean()) {
+        co_await error_response(ex, 400, "memory must be a boolean");
+        co_return;
+      }
+      if (!mem->get<bool>()) {
+        co_await error_response(ex, 400, "pause without memory (\"memory\": false, files only) is not supported yet");
+        co_return;
+      }
+    }
     auto s = co_await mgr_.pause(id);
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
     co_return;
   }
   if (action == "metrics" && m == verb::get) {
-    auto r = co_await mgr_.metrics(id);
+    // start and end: unix seconds, both inclusive (a sample at 12.7 s is in
+    // end=12's range).
+    std::optional<core::Clock::time_point> range[2];
+    const char* names[2] = {"start", "end"};
+    for (int i = 0; i < 2; ++i) {
+      const auto& q = ex.query_params();
+      auto it = q.find(names[i]);
+      if (it == q.end() || it->second.empty()) continue;
+      char* end = nullptr;
+      long long v = std::strtoll(it->second.c_str(), &end, 10);
+      if (*end || v < 0 || v > 253402300799LL) {
+        co_await error_response(ex, 400, std::string(names[i]) + " must be a unix time in seconds");
+        co_return;
+      }
+      range[i] = core::Clock::time_point(std::chrono::seconds(v) + (i == 1 ? std::chrono::milliseconds(999)
+                                                                           : std::chrono::milliseconds(0)));
+    }
+    auto r = co_await mgr_.metrics(id, range[0], range[1]);
     if (!r) {
       co_await error_response(ex, r.error());
       co_return;
@@ -544,7 +716,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     co_return;
   }
   if (action == "logs" && m == verb::get) {
-    auto v = mgr_.get(id);
+    auto v = co_await mgr_.get(id);
     if (!v) {
       co_await error_response(ex, v.error());
       co_return;
@@ -561,7 +733,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     co_await reply_json(ex, 200, out.dump());
     co_return;
   }
-  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " + std::string(ex.path()));
+  co_await not_implemented(ex);
 }
 
 }  // namespace coppice::api

@@ -10,7 +10,7 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/sandbox_manager.h"
-#include "core/templates.h"
+#include "templates/templates.h"
 #include "http/server.h"
 #include "proxy/proxy.h"
 #include "store/store.h"
@@ -42,8 +42,10 @@ Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg
 class Api {
  public:
   // `metrics` is served at GET /metrics and counts control-plane responses.
-  Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, core::TemplateRegistry& templates,
-      store::Store& store, core::metrics::GatewayMetrics& metrics);
+  // `backend` and `netns_pool` serve the data plane (proxy.h).
+  Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::TemplateRegistry& templates,
+      store::Store& store, core::metrics::GatewayMetrics& metrics, sandbox::Backend& backend,
+      asio::thread_pool& netns_pool);
   // Serves one request: the data plane when it names a sandbox, else the control plane.
   asio::awaitable<void> handle(http::Exchange& ex);
 
@@ -63,10 +65,12 @@ class Api {
                                    const http::Fields& extra = {});
   asio::awaitable<void> error_response(http::Exchange& ex, const Error& e);
   asio::awaitable<void> error_response(http::Exchange& ex, unsigned status, std::string_view message);
+  // 501: an endpoint of E2B's API that Coppice does not have (yet).
+  asio::awaitable<void> not_implemented(http::Exchange& ex);
 
   const core::GatewayConfig& cfg_;
   core::SandboxManager& mgr_;
-  core::TemplateRegistry& templates_;
+  templates::TemplateRegistry& templates_;
   store::Store& store_;
   core::metrics::GatewayMetrics& metrics_;
   KeyChecker keys_;

@@ -13,8 +13,8 @@
 #include "builder/sources.h"
 #include "builder/tree_edit.h"
 #include "common/sha256.h"
-#include "core/template_toml.h"
-#include "core/templates.h"
+#include "templates/template_toml.h"
+#include "templates/templates.h"
 #include "sys/fd.h"
 #include "sys/fsutil.h"
 
@@ -50,7 +50,7 @@ class BuildDir {
 std::string installed_hash(const std::string& dir) {
   struct stat st {};
   if (::stat(join(dir, "rootfs").c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
-  auto doc = core::parse_toml_file(join(dir, "template.toml"));
+  auto doc = templates::parse_toml_file(join(dir, "template.toml"));
   if (!doc) return "";
   auto h = doc->get_string("recipe_hash");
   return h ? *h : "";
@@ -67,8 +67,8 @@ long pid_suffix(const std::string& entry, const std::string& kind) {
 }
 
 // Removes what earlier builds left: build directories whose builder is gone
-// (killed with SIGKILL, a crash, a power cut) and replaced trees that no
-// sandbox uses any more.
+// (killed with SIGKILL, a crash, a power cut). Replaced trees are not the
+// builder's to remove: sandboxes may run on them (templates.h, retired_root).
 void sweep(const std::string& root, const ProgressFn& progress) {
   auto names = sys::list_dir(root);
   if (!names) return;
@@ -77,8 +77,6 @@ void sweep(const std::string& root, const ProgressFn& progress) {
     bool stale = false;
     if (long pid = pid_suffix(n, "build")) {
       stale = pid == ::getpid() || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH);
-    } else if (pid_suffix(n, "old")) {
-      stale = !tree_in_use(path);
     }
     if (!stale) continue;
     if (auto s = remove_build_tree(path); !s) {
@@ -140,13 +138,14 @@ Status fsync_path(const std::string& path, int flags) {
 
 std::string toml_array(const std::vector<std::string>& items) {
   std::string out = "[";
-  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + core::toml_quote(items[i]);
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + templates::toml_quote(items[i]);
   return out + "]";
 }
 
 // Puts the finished `tmp` at `final_dir`. An existing template is swapped
-// out in one step (renameat2 RENAME_EXCHANGE), then removed unless a sandbox
-// still uses it. Returns the path of a replaced tree that had to be kept.
+// out in one step (renameat2 RENAME_EXCHANGE) and moved to the retired
+// builds, whole: sandboxes running on it keep every file, and the gateway
+// removes it after the last of them. Returns where the replaced tree went.
 Result<std::string> install(const std::string& tmp, const std::string& final_dir, const std::string& root,
                             const std::string& name) {
   struct stat st {};
@@ -157,12 +156,11 @@ Result<std::string> install(const std::string& tmp, const std::string& final_dir
   }
   if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0)
     return errno_error("swap " + tmp + " with " + final_dir);
-  const std::string old = join(root, "." + name + ".old-" + std::to_string(::getpid()));
-  if (::rename(tmp.c_str(), old.c_str()) != 0) return errno_error("rename the replaced tree to " + old);
-  // The new template is in place from here on; a replaced tree that cannot
-  // go now is left for the next build's sweep.
-  if (tree_in_use(old) || !remove_build_tree(old)) return old;
-  return std::string();
+  // The new template is in place from here on.
+  COPPICE_TRY_CTX(sys::make_dirs(templates::retired_root(root), 0700), "retired builds");
+  const std::string old = templates::retired_path(root, name);
+  if (::rename(tmp.c_str(), old.c_str()) != 0) return errno_error("move the replaced tree to " + old);
+  return old;
 }
 
 }  // namespace
@@ -173,12 +171,12 @@ std::string template_toml(const Recipe& r, const std::string& hash, const std::s
       "# a build of the same recipe is a no-op, --force rebuilds.\n"
       "backend = \"ns\"\n"
       "source = \"debian\"\n"
-      "build_id = " + core::toml_quote(build_id) + "\n"
-      "recipe_hash = " + core::toml_quote(hash) + "\n";
+      "build_id = " + templates::toml_quote(build_id) + "\n"
+      "recipe_hash = " + templates::toml_quote(hash) + "\n";
   if (r.cpu_count) t += "cpu_count = " + std::to_string(r.cpu_count) + "\n";
   if (r.memory_mb) t += "memory_mb = " + std::to_string(r.memory_mb) + "\n";
-  if (!r.start_cmd.empty()) t += "start_cmd = " + core::toml_quote(r.start_cmd) + "\n";
-  if (!r.ready_cmd.empty()) t += "ready_cmd = " + core::toml_quote(r.ready_cmd) + "\n";
+  if (!r.start_cmd.empty()) t += "start_cmd = " + templates::toml_quote(r.start_cmd) + "\n";
+  if (!r.ready_cmd.empty()) t += "ready_cmd = " + templates::toml_quote(r.ready_cmd) + "\n";
   if (!r.env.empty()) t += "env = " + toml_array(r.env) + "\n";
   return t;
 }
@@ -192,7 +190,7 @@ Result<BuildResult> build_template(const BuildOptions& o) {
   if (!recipe) return std::unexpected(std::move(recipe.error()));
   Recipe& r = *recipe;
   if (!o.name.empty()) {
-    if (!core::valid_template_name(o.name))
+    if (!templates::valid_template_name(o.name))
       return make_error(ErrorCode::kInvalidArgument, "--name \"" + o.name + "\" is not a template name");
     r.name = o.name;
   }
@@ -258,8 +256,8 @@ Result<BuildResult> build_template(const BuildOptions& o) {
   if (!kept) return std::unexpected(std::move(kept.error()).context(step));
   owner.release();
   if (auto s = fsync_path(o.templates_root, O_DIRECTORY); !s) say("warning: " + s.error().to_string());
-  res.old_tree_kept = *kept;
-  res.size_bytes = core::tree_disk_usage(join(res.path, "rootfs"));
+  res.replaced_tree = *kept;
+  res.size_bytes = templates::tree_disk_usage(join(res.path, "rootfs"));
   res.seconds = since(t0);
   return res;
 }

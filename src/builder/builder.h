@@ -45,8 +45,8 @@ struct BuildResult {
   std::string recipe_hash;
   bool cached = false;         // the template in place already had this hash
   double seconds = 0;          // wall time of the build (or of the check, if cached)
-  uint64_t size_bytes = 0;     // the rootfs on disk (core::tree_disk_usage)
-  std::string old_tree_kept;   // the replaced tree, when a sandbox still uses it
+  uint64_t size_bytes = 0;     // the rootfs on disk (templates::tree_disk_usage)
+  std::string replaced_tree;   // where the build it replaced went (templates::retired_path), if any
 };
 
 // Builds (or finds up to date) the template a recipe describes. Needs root

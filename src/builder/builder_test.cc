@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/test_temp_dir.h"
-#include "core/template_toml.h"
+#include "templates/template_toml.h"
 
 namespace coppice::builder {
 namespace {
@@ -104,7 +104,7 @@ TEST(Builder, BuildsFromALocalRepositoryThenCaches) {
   ASSERT_EQ(::stat((rootfs / "etc" / "hello.txt").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 0u);
 
-  auto doc = core::parse_toml_file((root / "tiny" / "template.toml").string());
+  auto doc = templates::parse_toml_file((root / "tiny" / "template.toml").string());
   ASSERT_TRUE(doc.has_value()) << doc.error().message();
   EXPECT_EQ(*doc->get_string("recipe_hash"), first->recipe_hash);
   EXPECT_EQ(*doc->get_string("start_cmd"), "/bin/busybox sleep 1000");
@@ -127,7 +127,8 @@ TEST(Builder, BuildsFromALocalRepositoryThenCaches) {
   EXPECT_EQ(slurp(root / "tiny" / "template.toml"), toml_before);
 
   // A changed added file changes the hash: the template is rebuilt and
-  // replaced in one step, the old tree removed.
+  // replaced in one step; the old tree is retired whole (sandboxes may run
+  // on it: the gateway removes it after the last), never emptied.
   std::ofstream(recipe_dir / "hello.txt") << "hello again\n";
   auto third = build_template(o);
   ASSERT_TRUE(third.has_value()) << third.error().to_string();
@@ -136,7 +137,11 @@ TEST(Builder, BuildsFromALocalRepositoryThenCaches) {
   EXPECT_EQ(slurp(rootfs / "etc" / "hello.txt"), "hello again\n");
   names.clear();
   for (const auto& e : fs::directory_iterator(root)) names.push_back(e.path().filename().string());
-  EXPECT_EQ(names, std::vector<std::string>{"tiny"});
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{".retired", "tiny"}));
+  ASSERT_FALSE(third->replaced_tree.empty());
+  EXPECT_EQ(slurp(fs::path(third->replaced_tree) / "rootfs" / "etc" / "hello.txt"), "hello\n")
+      << "the replaced build is kept whole";
 }
 
 TEST(Builder, FailedBuildLeavesTheTemplateInPlaceAndNothingElse) {

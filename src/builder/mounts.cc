@@ -52,10 +52,6 @@ bool at_or_below(const std::string& path, const std::string& dir) {
   return path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
 }
 
-std::string base_name(const std::string& p) {
-  size_t s = p.rfind('/');
-  return s == std::string::npos ? p : p.substr(s + 1);
-}
 
 }  // namespace
 
@@ -76,36 +72,6 @@ Status unmount_under(const std::string& dir) {
       return errno_error("unmount " + mp);
   }
   return ok();
-}
-
-bool tree_in_use(const std::string& dir) {
-  // The tree's own directory name is unique under the templates root (it
-  // carries the builder's pid), and a mount's root field names the path it
-  // was bound from, as it is now, below that file system's root.
-  const std::string needle = "/" + base_name(dir);
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return true;  // cannot tell: assume it is
-  std::set<std::string> seen_ns;
-  bool used = false;
-  while (struct dirent* e = ::readdir(proc)) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    const std::string base = std::string("/proc/") + e->d_name;
-    char ns[64];
-    ssize_t n = ::readlink((base + "/ns/mnt").c_str(), ns, sizeof ns);
-    if (n <= 0 || !seen_ns.emplace(ns, static_cast<size_t>(n)).second) continue;
-    auto info = sys::read_file(base + "/mountinfo");
-    if (!info) continue;  // the process is gone
-    for (const auto& root : field(*info, 3)) {
-      size_t at = root.find(needle);
-      if (at != std::string::npos && (at + needle.size() == root.size() || root[at + needle.size()] == '/')) {
-        used = true;
-        break;
-      }
-    }
-    if (used) break;
-  }
-  ::closedir(proc);
-  return used;
 }
 
 Status remove_build_tree(const std::string& dir) {

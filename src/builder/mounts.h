@@ -19,11 +19,6 @@ std::vector<std::string> mount_points_under(std::string_view mountinfo, const st
 // Detaches every mount at or below `dir` in our mount namespace.
 Status unmount_under(const std::string& dir);
 
-// True if any process's mount namespace has a mount whose source is `dir`
-// or something in it (how a sandbox holds its template's tree). Compares the
-// mount's root within its file system with `dir`'s path below the templates
-// root, so it holds for any file system the templates live on.
-bool tree_in_use(const std::string& dir);
 
 // Removes a build's tree: first what is mounted in it, then the files,
 // without following symlinks. Refuses when something stays mounted there.

@@ -12,8 +12,8 @@
 #include <set>
 
 #include "common/sha256.h"
-#include "core/template_toml.h"
-#include "core/templates.h"
+#include "templates/template_toml.h"
+#include "templates/templates.h"
 #include "sys/fd.h"
 #include "sys/fsutil.h"
 
@@ -131,7 +131,7 @@ Status add_entries(const std::string& src, const std::string& dst, bool follow, 
 }  // namespace
 
 Result<Recipe> parse_recipe(std::string_view text, std::string default_name, std::string dir) {
-  auto doc = core::parse_toml(text);
+  auto doc = templates::parse_toml(text);
   if (!doc) return std::unexpected(std::move(doc.error()));
   if (auto s = doc->check_known_keys({"name", "suite", "variant", "packages", "sources", "exclude_paths", "files",
                                       "env", "start_cmd", "ready_cmd", "cpu_count", "memory_mb"});
@@ -169,7 +169,7 @@ Result<Recipe> parse_recipe(std::string_view text, std::string default_name, std
     if (!s) return std::unexpected(std::move(s.error()));
   }
 
-  if (!core::valid_template_name(r.name))
+  if (!templates::valid_template_name(r.name))
     return invalid("name \"" + r.name + "\" is not a template name ([A-Za-z0-9_-][A-Za-z0-9._-]*, at most 128)");
   if (r.suite.empty()) return invalid("suite is required (the Debian release, e.g. \"bookworm\")");
   if (!valid_package(r.suite)) return invalid("suite \"" + r.suite + "\" is not a release name");
@@ -234,7 +234,7 @@ std::string canonical_recipe(const Recipe& r) {
   auto line = [&](std::string_view k, std::string_view v) {
     out += k;
     out += ' ';
-    out += core::toml_quote(v);
+    out += templates::toml_quote(v);
     out += '\n';
   };
   auto lines = [&](std::string_view k, const std::vector<std::string>& vs) {
@@ -291,7 +291,7 @@ Result<std::string> recipe_hash(const Recipe& r) {
       digest = sha256_hex(e.target);
     }
     const char* kind = e.kind == AddedEntry::kFile ? "f" : e.kind == AddedEntry::kDir ? "d" : "l";
-    text += "added " + core::toml_quote(e.dst) + " " + kind + " " + mode + " " + digest + "\n";
+    text += "added " + templates::toml_quote(e.dst) + " " + kind + " " + mode + " " + digest + "\n";
   }
   return sha256_hex(text);
 }

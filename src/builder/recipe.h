@@ -1,6 +1,6 @@
 // A template recipe: what `coppice template build` makes a template from.
 //
-// A recipe is a file in the TOML subset of core/template_toml.h (one item per
+// A recipe is a file in the TOML subset of templates/template_toml.h (one item per
 // line, arrays on one line). Every key but `suite` is optional; any other key
 // is an error, so a misspelt setting never silently becomes a default:
 //

@@ -13,7 +13,7 @@
 #include "builder/sources.h"
 #include "builder/tree_edit.h"
 #include "common/test_temp_dir.h"
-#include "core/template_toml.h"
+#include "templates/template_toml.h"
 
 namespace coppice::builder {
 namespace {
@@ -205,7 +205,7 @@ TEST(RecipeEntries, DirectorySourcesExpandSortedWithLinksKept) {
 TEST(TemplateToml, WritesWhatTheRegistryReads) {
   Recipe r = parse_ok("suite = \"bookworm\"\nstart_cmd = \"a \\\"b\\\"\"\nready_cmd = \"c\"\ncpu_count = 2\n"
                       "memory_mb = 512\nenv = [\"LANG=C.UTF-8\"]\n");
-  auto doc = core::parse_toml(template_toml(r, "h", "b"));
+  auto doc = templates::parse_toml(template_toml(r, "h", "b"));
   ASSERT_TRUE(doc.has_value()) << doc.error().message();
   EXPECT_EQ(*doc->get_string("backend"), "ns");
   EXPECT_EQ(*doc->get_string("source"), "debian");
@@ -217,7 +217,7 @@ TEST(TemplateToml, WritesWhatTheRegistryReads) {
   EXPECT_EQ(*doc->get_int("memory_mb"), 512);
   EXPECT_EQ(*doc->get_strings("env"), std::vector<std::string>{"LANG=C.UTF-8"});
   // Unset settings are left to the gateway's defaults.
-  auto bare = core::parse_toml(template_toml(parse_ok("suite = \"bookworm\"\n"), "h", "b"));
+  auto bare = templates::parse_toml(template_toml(parse_ok("suite = \"bookworm\"\n"), "h", "b"));
   ASSERT_TRUE(bare.has_value());
   EXPECT_FALSE(bare->has("cpu_count"));
   EXPECT_FALSE(bare->has("start_cmd"));

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <deque>
 
+#include "common/constants.h"
 #include "sys/spawn.h"
 
 extern char** environ;
@@ -28,7 +29,7 @@ std::vector<std::string> our_environment() {
     env.emplace_back(*e);
     has_path = has_path || env.back().starts_with("PATH=");
   }
-  if (!has_path) env.emplace_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  if (!has_path) env.emplace_back("PATH=" + std::string(kDefaultPath));
   return env;
 }
 

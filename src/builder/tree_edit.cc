@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "core/host_template.h"
+#include "templates/host_template.h"
 #include "sys/fd.h"
 
 namespace coppice::builder {
@@ -147,9 +147,9 @@ Status add_accounts() {
 }
 
 Status set_identity() {
-  COPPICE_TRY_CTX(put_file("/etc/hostname", core::kSandboxHostname, 0644), "identity");
-  COPPICE_TRY_CTX(put_file("/etc/hosts", core::kSandboxHosts, 0644), "identity");
-  COPPICE_TRY_CTX(put_file("/etc/resolv.conf", core::kSandboxResolvConf, 0644), "identity");
+  COPPICE_TRY_CTX(put_file("/etc/hostname", templates::kSandboxHostname, 0644), "identity");
+  COPPICE_TRY_CTX(put_file("/etc/hosts", templates::kSandboxHosts, 0644), "identity");
+  COPPICE_TRY_CTX(put_file("/etc/resolv.conf", templates::kSandboxResolvConf, 0644), "identity");
   // A fresh, empty id, as systemd expects of an image: no sandbox shares one.
   COPPICE_TRY_CTX(put_file("/etc/machine-id", "", 0444), "identity");
   return ok();

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.h"
+#include "common/url.h"
 #include "http/server.h"
 
 namespace coppice::cli {
@@ -52,9 +53,7 @@ class Client {
   const Globals& g_;
 };
 
-// `s` with everything but RFC 3986 unreserved characters percent-encoded,
-// for a path segment or query value.
-std::string url_encode(const std::string& s);
+using coppice::url_encode;  // common/url.h
 
 // Prints rows under a header, each column as wide as its widest cell.
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);

@@ -99,9 +99,9 @@ int run_build(const Globals& g, const BuildArgs& a) {
   }
   std::printf("built %s in %.1f s: %s (recipe %s)\n", res->path.c_str(), res->seconds, mib(res->size_bytes).c_str(),
               res->recipe_hash.substr(0, 12).c_str());
-  if (!res->old_tree_kept.empty())
-    std::fprintf(stderr, "coppice: the replaced tree is still used by running sandboxes; kept at %s until a later build\n",
-                 res->old_tree_kept.c_str());
+  if (!res->replaced_tree.empty())
+    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
+                 res->replaced_tree.c_str());
   std::fflush(stdout);
   reload_gateway(g, *res);
   return 0;

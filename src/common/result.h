@@ -87,3 +87,35 @@ std::string_view errno_name(int err);
     auto coppice_try_r_ = (expr);                                       \
     if (!coppice_try_r_) return std::unexpected(std::move(coppice_try_r_.error()).context(ctx)); \
   } while (0)
+
+// Propagates an error from an expression returning Result/Status unchanged.
+#define COPPICE_TRY(expr)                                                              \
+  do {                                                                                 \
+    auto coppice_try_r_ = (expr);                                                      \
+    if (!coppice_try_r_) return std::unexpected(std::move(coppice_try_r_.error()));   \
+  } while (0)
+
+#define COPPICE_CONCAT_INNER_(a, b) a##b
+#define COPPICE_CONCAT_(a, b) COPPICE_CONCAT_INNER_(a, b)
+
+// `lhs` (a declaration such as `auto x` or an lvalue) takes the value of a
+// Result-returning `expr`; an error returns from the enclosing function.
+//   COPPICE_ASSIGN_OR_RETURN(auto fd, sys::open_file(path, O_RDONLY));
+#define COPPICE_ASSIGN_OR_RETURN(lhs, expr) \
+  COPPICE_ASSIGN_OR_RETURN_IMPL_(COPPICE_CONCAT_(coppice_aor_, __LINE__), lhs, expr, return)
+// The same inside a coroutine (co_return). `expr` may contain co_await; it
+// is evaluated into a named local first (g++ 12 mishandles temporaries that
+// live across a co_await inside a larger expression).
+#define COPPICE_CO_ASSIGN_OR_RETURN(lhs, expr) \
+  COPPICE_ASSIGN_OR_RETURN_IMPL_(COPPICE_CONCAT_(coppice_aor_, __LINE__), lhs, expr, co_return)
+#define COPPICE_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr, ret)        \
+  auto tmp = (expr);                                               \
+  if (!tmp) ret std::unexpected(std::move(tmp.error()));           \
+  lhs = std::move(*tmp)
+
+// COPPICE_TRY for coroutines.
+#define COPPICE_CO_TRY(expr)                                                             \
+  do {                                                                                   \
+    auto coppice_try_r_ = (expr);                                                        \
+    if (!coppice_try_r_) co_return std::unexpected(std::move(coppice_try_r_.error()));  \
+  } while (0)

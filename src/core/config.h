@@ -51,6 +51,15 @@ struct GatewayConfig {
   // Host resources (cgroups, state dir layouts, network namespaces) kept made
   // ahead of cold creates; 0: every create makes its own.
   uint32_t spares = 32;
+  // Warm-pool refills run at once while a pool is below half its target
+  // (one at a time above it). Default: the CPU count, at least 2.
+  int pool_refill_parallel = 2;
+  // Threads at background priority making pooled sandboxes, user namespaces
+  // and spares. Default: pool_refill_parallel + 2.
+  int background_threads = 4;
+  // Seconds between the usage samples kept per sandbox for
+  // GET /sandboxes/{id}/metrics; 0: no sampling (each query measures once).
+  int metrics_interval_s = 5;
 };
 
 }  // namespace coppice::core

@@ -1,141 +1,23 @@
+// The owner's control-plane operations: create, get, list, kill, timeouts,
+// connect, pause/resume, metrics. Pools are in pools.cc; recovery, the
+// reaper and the sampler in upkeep.cc.
 #include "core/sandbox_manager.h"
-#include "core/sandbox_manager_internal.h"
 
-#include <fcntl.h>
-#include <sched.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <unistd.h>
+#include <algorithm>
 
-#include <cstring>
-#include <filesystem>
-#include <set>
-
+#include "common/constants.h"
+#include "common/ids.h"
 #include "common/log.h"
-#include "core/envd_client.h"
-#include "core/ids.h"
-#include "sys/fd.h"
+#include "core/offload.h"
+#include "core/sandbox_manager_internal.h"
 
 namespace coppice::core {
 
-namespace fs = std::filesystem;
 using asio::use_awaitable;
-
-// The envd protocol version reported to the SDK (see envd/envd.h).
-static constexpr std::string_view kEnvdVersion = "0.6.13";
-
-
-std::string_view state_name(SandboxState s) {
-  switch (s) {
-    case SandboxState::kPaused:
-    case SandboxState::kResuming:
-      return "paused";
-    default:
-      return "running";
-  }
-}
 
 namespace {
 int64_t to_ms(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-Clock::time_point from_ms(int64_t ms) { return Clock::time_point(std::chrono::milliseconds(ms)); }
-}  // namespace
-
-SandboxManager::SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
-                               TemplateRegistry& templates, asio::thread_pool& workers,
-                               metrics::GatewayMetrics& metrics, asio::any_io_executor io)
-    : cfg_(cfg), store_(store), backend_(backend), templates_(templates), workers_(workers), metrics_(metrics),
-      io_(std::move(io)) {
-  // Refills take only CPU nobody else wants; what they start is put back to
-  // normal priority (see start_sandbox).
-  asio::post(refill_, [] {
-    sched_param sp{};
-    if (::sched_setscheduler(0, SCHED_IDLE, &sp) != 0) {
-      COPPICE_LOG(warn) << "pool refill thread: SCHED_IDLE: " << std::strerror(errno);
-    }
-  });
-}
-
-SandboxManager::~SandboxManager() { refill_.join(); }
-
-// Runs f on a thread of `pool` and resumes the caller on its own executor.
-// Not a coroutine itself: g++ 12 destroys lambda captures moved into coroutine
-// frames twice, so the hand-off is a plain asynchronous operation.
-template <typename F>
-asio::awaitable<std::invoke_result_t<F>> SandboxManager::on_pool(asio::thread_pool& pool, F f) {
-  using R = std::invoke_result_t<F>;
-  return asio::async_initiate<const asio::use_awaitable_t<>, void(R)>(
-      [&pool](auto handler, F fn) {
-        asio::post(pool, [fn = std::move(fn), handler = std::move(handler)]() mutable {
-          R r = fn();
-          auto ex = asio::get_associated_executor(handler);
-          asio::dispatch(ex, [h = std::move(handler), r = std::move(r)]() mutable { std::move(h)(std::move(r)); });
-        });
-      },
-      use_awaitable, std::move(f));
-}
-
-size_t SandboxManager::count() const {
-  std::lock_guard lk(mu_);
-  return live_.size();
-}
-
-SandboxManager::StateCounts SandboxManager::count_by_state() const {
-  StateCounts c;
-  std::lock_guard lk(mu_);
-  for (const auto& [id, l] : live_) {
-    if (!visible(l->state)) continue;
-    if (state_name(l->state) == "paused") ++c.paused;
-    else ++c.running;
-  }
-  return c;
-}
-
-Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::find(const std::string& id) const {
-  std::lock_guard lk(mu_);
-  auto it = live_.find(id);
-  if (it == live_.end() || !visible(it->second->state))
-    return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
-  return it->second;
-}
-
-SandboxView SandboxManager::view(const Live& l) const {
-  return SandboxView{l.id,        l.template_id, "",           l.state,      l.token,
-                     l.metadata,  l.cpu_count,   l.memory_mb,  l.disk_mb,    l.started_at,
-                     l.end_at,    std::string(kEnvdVersion)};
-}
-
-Status SandboxManager::persist(const Live& l, std::string_view event_kind, std::string_view event_detail) {
-  store::SandboxRecord r;
-  r.id = l.id;
-  r.template_id = l.template_id;
-  r.state = (l.state == SandboxState::kPaused || l.state == SandboxState::kPausing) ? store::SandboxState::kPaused
-                                                                                      : store::SandboxState::kRunning;
-  r.envd_access_token = l.token;
-  r.metadata = l.metadata;
-  r.env_vars = l.env_vars;
-  r.cpu_count = l.cpu_count;
-  r.memory_mb = l.memory_mb;
-  r.disk_size_mb = l.disk_mb;
-  r.started_at = to_ms(l.started_at);
-  r.end_at = to_ms(l.end_at);
-  r.init_pid = l.handle.init_pid;
-  r.state_dir = l.state_dir;
-  r.envd_version = std::string(kEnvdVersion);
-  return store_.put_sandbox(r, event_kind, event_detail);
-}
-
-namespace {
-// A sandbox started at SCHED_IDLE (a pool refill) gets normal priority back,
-// every thread of its PID 1: what runs in it later inherits from there.
-void reset_priority(pid_t pid) {
-  std::error_code ec;
-  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    sched_param sp{};
-    pid_t tid = std::atoi(t.path().filename().c_str());
-    if (tid > 0) (void)::sched_setscheduler(tid, SCHED_OTHER, &sp);
-  }
 }
 
 std::map<std::string, std::string> merged_env(const Template& tmpl, const std::map<std::string, std::string>& own) {
@@ -150,11 +32,10 @@ constexpr auto kReadyTimeout = std::chrono::seconds(60);
 constexpr auto kReadyInterval = std::chrono::milliseconds(20);
 }  // namespace
 
-asio::awaitable<Status> SandboxManager::run_template_commands(const Live& l, const Template& tmpl) {
+asio::awaitable<Status> run_template_commands(std::string socket, std::string token, Template tmpl) {
   // Named locals only in the co_await calls below: g++ 12 destroys
   // temporaries made inside a co_await expression twice.
-  const http::Endpoint ep{l.handle.envd_socket, "", 0};
-  const std::string& token = l.token;
+  const http::Endpoint ep{socket, "", 0};
   const std::chrono::milliseconds limit = std::chrono::seconds(10);
   if (!tmpl.start_cmd.empty()) {
     // In the background, its output in the sandbox's run dir (the host can
@@ -181,71 +62,198 @@ asio::awaitable<Status> SandboxManager::run_template_commands(const Live& l, con
                                                     std::to_string(kReadyTimeout.count()) + " s (last: " + last + ")");
 }
 
-asio::awaitable<void> SandboxManager::discard(std::shared_ptr<Live> l, asio::thread_pool& pool) {
-  auto id = l->id;
-  auto job = [this, id] { return backend_.destroy(id); };
-  auto r = co_await on_pool(pool, std::move(job));
-  if (!r) {
-    COPPICE_LOG_RATE(error, 5).sandbox(id) << "remove failed: " << r.error().to_string();
+SandboxManager::SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
+                               TemplateRegistry& templates, ManagerExecutors ex, metrics::GatewayMetrics& metrics)
+    : cfg_(cfg), store_(store), backend_(backend), templates_(templates), io_(ex.io), owner_(asio::make_strand(ex.io)),
+      workers_(*ex.workers), background_(*ex.background), metrics_(metrics), store_q_(store) {}
+
+SandboxManager::~SandboxManager() {
+  // Pools must stop (their makes use this object) before members go.
+  std::map<std::string, std::unique_ptr<Pool>> pools;
+  {
+    std::lock_guard lk(pools_mu_);
+    pools.swap(pools_);
   }
-  std::lock_guard lk(mu_);
-  live_.erase(id);
+  for (auto& [name, p] : pools) p->refiller->stop();
 }
 
-asio::awaitable<Result<std::shared_ptr<SandboxManager::Live>>> SandboxManager::start_sandbox(const Template& tmpl,
-                                                                                            SandboxState as,
-                                                                                            asio::thread_pool& pool,
-                                                                                            const EnvdInit& init) {
+template <typename T>
+asio::awaitable<T> SandboxManager::on_owner(asio::awaitable<T> op) {
+  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
+}
+
+// --- public entry points: hand the operation to the owner ---
+
+asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
+  auto op = do_create(std::move(p));
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Result<SandboxView>> SandboxManager::get(std::string id) {
+  auto op = do_get(std::move(id));
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<std::vector<SandboxView>> SandboxManager::list(ListFilter f) {
+  auto op = do_list(std::move(f));
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Status> SandboxManager::kill(std::string id) {
+  std::string reason = "kill";
+  auto op = do_kill(std::move(id), std::move(reason));
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Status> SandboxManager::set_timeout(std::string id, int timeout_s) {
+  auto op = do_set_timeout(std::move(id), timeout_s, false);
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Status> SandboxManager::refresh(std::string id, int duration_s) {
+  auto op = do_set_timeout(std::move(id), duration_s, true);
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Result<std::pair<SandboxView, bool>>> SandboxManager::connect(std::string id,
+                                                                               std::optional<int> timeout_s) {
+  auto op = do_connect(std::move(id), timeout_s);
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Status> SandboxManager::pause(std::string id) {
+  auto op = do_pause(std::move(id));
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Result<SandboxView>> SandboxManager::resume(std::string id, std::optional<int> timeout_s) {
+  auto op = do_resume(std::move(id), timeout_s);
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Result<std::vector<MetricSample>>> SandboxManager::metrics(std::string id,
+                                                                            std::optional<Clock::time_point> start,
+                                                                            std::optional<Clock::time_point> end) {
+  auto op = do_metrics(std::move(id), start, end);
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Result<PoolView>> SandboxManager::warm_pool(std::string template_id, int count) {
+  auto op = do_warm_pool(std::move(template_id), count);
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Result<PoolView>> SandboxManager::drain_pool(std::string template_id) {
+  auto op = do_drain_pool(std::move(template_id));
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Status> SandboxManager::recover() {
+  auto op = do_recover();
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<void> SandboxManager::collect_retired_templates() {
+  auto op = do_collect_retired_templates();
+  co_await on_owner(std::move(op));
+}
+asio::awaitable<Status> SandboxManager::start() {
+  auto op = do_start();
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<void> SandboxManager::shutdown() {
+  auto op = do_shutdown();
+  co_await on_owner(std::move(op));
+}
+
+std::vector<store::EventRecord> SandboxManager::events(const std::string& id, size_t limit) const {
+  auto r = store_.events(id, static_cast<int64_t>(limit));
+  return r ? *r : std::vector<store::EventRecord>{};
+}
+
+// --- the owner's helpers ---
+
+Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::find(const std::string& id) const {
+  auto it = live_.find(id);
+  if (it == live_.end() || !visible(it->second->state))
+    return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
+  return it->second;
+}
+
+Status SandboxManager::transition(Live& l, SandboxState to) {
+  COPPICE_TRY(check_transition(l.id, l.state, to));
+  auto count = [this](SandboxState s, int d) {
+    if (!visible(s)) return;
+    auto& c = state_name(s) == "paused" ? paused_ : running_;
+    if (d > 0) c.fetch_add(1, std::memory_order_relaxed);
+    else c.fetch_sub(1, std::memory_order_relaxed);
+  };
+  count(l.state, -1);
+  count(to, +1);
+  l.state = to;
+  if (visible(to)) {
+    routes_.publish(Route{l.id, to, l.handle, ""});
+  } else {
+    routes_.remove(l.id);
+  }
+  return ok();
+}
+
+SandboxView SandboxManager::view(const Live& l) const {
+  return SandboxView{l.id,       l.template_id, "",          l.state,      l.token,
+                     l.metadata, l.cpu_count,   l.memory_mb, l.disk_mb,    l.started_at,
+                     l.end_at,   std::string(kEnvdVersion)};
+}
+
+store::SandboxRecord SandboxManager::record(const Live& l) const {
+  store::SandboxRecord r;
+  r.id = l.id;
+  r.template_id = l.template_id;
+  r.state = (l.state == SandboxState::kPaused || l.state == SandboxState::kResuming) ? store::SandboxState::kPaused
+                                                                                      : store::SandboxState::kRunning;
+  r.envd_access_token = l.token;
+  r.metadata = l.metadata;
+  r.env_vars = l.env_vars;
+  r.cpu_count = l.cpu_count;
+  r.memory_mb = l.memory_mb;
+  r.disk_size_mb = l.disk_mb;
+  r.started_at = to_ms(l.started_at);
+  r.end_at = to_ms(l.end_at);
+  r.init_pid = l.handle.init_pid;
+  r.state_dir = l.state_dir;
+  r.envd_version = std::string(kEnvdVersion);
+  r.template_tree = l.tree;
+  return r;
+}
+
+std::shared_ptr<SandboxManager::Live> SandboxManager::new_live(const Template& tmpl, bool secure) const {
   auto l = std::make_shared<Live>();
-  l->token = init.access_token;
+  l->id = new_sandbox_id();
+  l->token = secure ? new_token() : "";
   l->template_id = tmpl.name;
-  l->state = as;
   l->cpu_count = tmpl.cpu_count > 0 ? tmpl.cpu_count : cfg_.default_cpu_count;
   l->memory_mb = tmpl.memory_mb > 0 ? tmpl.memory_mb : cfg_.default_memory_mb;
   l->disk_mb = cfg_.default_disk_mb;
-  l->build = tmpl.rootfs + "\n" + tmpl.build_id + "\n" + tmpl.recipe_hash;
-  {
-    std::lock_guard lk(mu_);
-    if (stopping_) co_return make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
-    do l->id = new_sandbox_id();
-    while (live_.count(l->id));
-    live_[l->id] = l;  // reserved: invisible to lookups until handed out
-  }
+  l->build = build_of(tmpl);
   l->state_dir = cfg_.state_dir + "/sandboxes/" + l->id;
+  return l;
+}
+
+sandbox::SandboxSpec SandboxManager::spec_for(const Live& l, const Template& tmpl, const EnvdInit& init) const {
   sandbox::SandboxSpec spec;
-  spec.id = l->id;
+  spec.id = l.id;
   spec.rootfs = tmpl.rootfs;
   spec.ro_binds = tmpl.ro_binds;
-  spec.state_dir = l->state_dir;
+  spec.state_dir = l.state_dir;
   spec.envd_path = cfg_.envd_path;
   spec.interp_path = cfg_.interp_path;
   spec.init_json = envd_init_body(init);
-  spec.limits.cpu_millicores = l->cpu_count * 1000;
-  spec.limits.memory_bytes = static_cast<uint64_t>(l->memory_mb) << 20;
-  bool idle = &pool == &refill_;
-  auto job = [this, spec, idle] {
-    auto h = backend_.create(spec);
-    if (h && idle) reset_priority(h->init_pid);
-    return h;
-  };
-  auto handle = co_await on_pool(pool, std::move(job));
-  if (!handle) {
-    std::lock_guard lk(mu_);
-    live_.erase(l->id);
-    co_return std::unexpected(std::move(handle.error()).context("create sandbox"));
-  }
-  l->handle = *handle;
-  Status s = co_await run_template_commands(*l, tmpl);
-  if (!s) {
-    co_await discard(l, pool);
-    co_return std::unexpected(std::move(s.error()));
-  }
-  co_return l;
+  spec.limits.cpu_millicores = l.cpu_count * 1000;
+  spec.limits.memory_bytes = static_cast<uint64_t>(l.memory_mb) << 20;
+  return spec;
 }
 
+asio::awaitable<void> SandboxManager::discard(std::shared_ptr<Live> l) {
+  auto id = l->id;
+  auto job = [this, id] { return backend_.destroy(id); };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) {
+    COPPICE_LOG_RATE(error, 5).sandbox(id) << "remove failed: " << r.error().to_string();
+  }
+  if (auto it = live_.find(id); it != live_.end() && it->second == l) live_.erase(it);
+}
+
+// --- create ---
+
 asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Live> l, const CreateParams& p,
-                                                              const Template& tmpl, bool pool_hit,
-                                                              std::chrono::steady_clock::time_point t0) {
+                                                              bool pool_hit, std::chrono::steady_clock::time_point t0) {
   l->metadata = p.metadata;
   l->env_vars = json(p.env_vars);
   auto t1 = std::chrono::steady_clock::now();
@@ -259,26 +267,30 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
     init.access_token = l->token;
     init.env_vars = p.env_vars;
     s = co_await envd_init(ep, init);
+    if (!s) metrics_.envd_errors.inc();
   }
-  if (!s) metrics_.envd_errors.inc();
   auto t2 = std::chrono::steady_clock::now();
+  if (s && stopping_) s = make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
   if (s) {
-    std::lock_guard lk(mu_);
-    if (stopping_) s = make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
-    l->started_at = Clock::now();
+    // Milliseconds, as the store and the API keep them: a time a client
+    // read back (startedAt) compares equal to the sandbox's own.
+    l->started_at = std::chrono::floor<std::chrono::milliseconds>(Clock::now());
     l->end_at = l->started_at + std::chrono::seconds(p.timeout_s.value_or(cfg_.default_timeout_s));
-    l->state = SandboxState::kRunning;
+    s = transition(*l, SandboxState::kRunning);
   }
   if (s) {
+    auto rec = record(*l);
     std::string detail = "template " + l->template_id + (pool_hit ? " (pool)" : "");
-    if (auto st = persist(*l, "created", detail); !st) s = std::unexpected(std::move(st.error()).context("store sandbox"));
+    auto op = [rec, detail](store::Store& st) { return st.put_sandbox(rec, "created", detail); };
+    auto w = co_await store_q_.write(std::move(op));
+    if (!w) {
+      s = std::unexpected(std::move(w.error()).context("store sandbox"));
+      (void)transition(*l, SandboxState::kKilling);
+    }
   }
   if (!s) {
-    {
-      std::lock_guard lk(mu_);
-      l->state = SandboxState::kKilling;
-    }
-    co_await discard(l, workers_);
+    if (l->state == SandboxState::kCreating) (void)transition(*l, SandboxState::kGone);
+    co_await discard(l);
     COPPICE_LOG_RATE(warn, 5).sandbox(l->id) << "create failed: " << s.error().to_string();
     co_return std::unexpected(std::move(s.error()));
   }
@@ -287,58 +299,83 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
   (pool_hit ? metrics_.create_seconds_hit : metrics_.create_seconds_miss).observe(secs);
   if (pool_hit) {
     metrics_.checkouts.inc();
-    metrics_.checkout_ns_sum.inc(static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(done - t0).count()));
+    metrics_.checkout_ns_sum.inc(
+        static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(done - t0).count()));
   }
   auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
   COPPICE_LOG(info).sandbox(l->id) << "created from " << l->template_id << (pool_hit ? " (pool)" : "") << ", pid "
                                    << l->handle.init_pid << " (start " << ms(t0, t1) << " ms, init " << ms(t1, t2)
                                    << " ms, store " << ms(t2, done) << " ms)";
-  std::lock_guard lk(mu_);
   co_return view(*l);
 }
 
-asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
+asio::awaitable<Result<SandboxView>> SandboxManager::do_create(CreateParams p) {
   auto t0 = std::chrono::steady_clock::now();
+  if (stopping_) co_return make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
   auto tmpl = templates_.get(p.template_id);
   if (!tmpl) co_return std::unexpected(tmpl.error());
   if (tmpl->backend != "ns")
     co_return make_error(ErrorCode::kUnimplemented, "template '" + p.template_id + "' needs the " + tmpl->backend +
                                                         " backend, which this gateway does not run yet");
-  // Pool hit. An entry built from an older version of the template is
-  // removed, and so is one whose envd no longer answers /init (hand_out
-  // discards it); either way the create goes on down the cold path.
-  while (auto l = take_pooled(*tmpl, p.secure)) {
-    if (l->build != tmpl->rootfs + "\n" + tmpl->build_id + "\n" + tmpl->recipe_hash) {
-      co_await discard(l, refill_);
-      continue;
-    }
-    auto v = co_await hand_out(l, p, *tmpl, true, t0);
+  // Pool hit. One whose envd no longer answers is removed by hand_out; the
+  // create then goes on down the cold path. Pooled sandboxes carry a token
+  // from the start: one without is made cold.
+  while (p.secure) {
+    auto l = take_pooled(*tmpl);
+    if (!l) break;
+    auto v = co_await hand_out(l, p, true, t0);
     if (v) co_return v;
   }
+  auto l = new_live(*tmpl, p.secure);
+  while (live_.count(l->id)) l->id = new_sandbox_id();
+  l->state_dir = cfg_.state_dir + "/sandboxes/" + l->id;
+  live_[l->id] = l;  // reserved: invisible until handed out
   EnvdInit init;
-  init.access_token = p.secure ? new_token() : "";
+  init.access_token = l->token;
   init.env_vars = merged_env(*tmpl, p.env_vars);
-  auto l = co_await start_sandbox(*tmpl, SandboxState::kCreating, workers_, init);
-  if (!l) {
+  auto spec = spec_for(*l, *tmpl, init);
+  // The tree's identity is taken before the create mounts it: if a rebuild
+  // swaps the template in between, the sandbox names the older tree, which
+  // is then kept a little longer than needed, never removed under it.
+  auto job = [this, spec]() -> std::pair<std::string, Result<sandbox::SandboxHandle>> {
+    std::string tree = templates::tree_key(spec.rootfs);
+    return {std::move(tree), backend_.create(spec)};
+  };
+  auto made = co_await run_on(workers_, std::move(job));
+  l->tree = std::move(made.first);
+  auto& handle = made.second;
+  if (!handle) {
+    live_.erase(l->id);
     metrics_.create_failures.inc();
-    COPPICE_LOG_RATE(warn, 5) << "create from " << tmpl->name << " failed: " << l.error().to_string();
-    co_return std::unexpected(std::move(l.error()));
+    COPPICE_LOG_RATE(warn, 5) << "create from " << tmpl->name << " failed: " << handle.error().to_string();
+    co_return std::unexpected(std::move(handle.error()).context("create sandbox"));
   }
-  auto v = co_await hand_out(*l, p, *tmpl, false, t0);
+  l->handle = *handle;
+  std::string socket = l->handle.envd_socket, token = l->token;
+  Template t = *tmpl;
+  auto commands = run_template_commands(std::move(socket), std::move(token), std::move(t));
+  auto s = co_await std::move(commands);
+  if (!s) {
+    (void)transition(*l, SandboxState::kGone);
+    co_await discard(l);
+    metrics_.create_failures.inc();
+    co_return std::unexpected(std::move(s.error()));
+  }
+  auto v = co_await hand_out(l, p, false, t0);
   if (!v) metrics_.create_failures.inc();
   co_return v;
 }
 
-Result<SandboxView> SandboxManager::get(const std::string& id) const {
+// --- read ---
+
+asio::awaitable<Result<SandboxView>> SandboxManager::do_get(std::string id) {
   auto l = find(id);
-  if (!l) return std::unexpected(l.error());
-  std::lock_guard lk(mu_);
-  return view(**l);
+  if (!l) co_return std::unexpected(l.error());
+  co_return view(**l);
 }
 
-std::vector<SandboxView> SandboxManager::list(const ListFilter& f) const {
+asio::awaitable<std::vector<SandboxView>> SandboxManager::do_list(ListFilter f) {
   std::vector<SandboxView> out;
-  std::lock_guard lk(mu_);
   for (const auto& [id, l] : live_) {
     if (!visible(l->state)) continue;
     if (!f.states.empty()) {
@@ -346,6 +383,9 @@ std::vector<SandboxView> SandboxManager::list(const ListFilter& f) const {
       for (auto s : f.states) match |= state_name(s) == state_name(l->state);
       if (!match) continue;
     }
+    if (!f.template_id.empty() && l->template_id != f.template_id) continue;
+    if (f.started_after && l->started_at < *f.started_after) continue;
+    if (f.started_before && l->started_at > *f.started_before) continue;
     bool meta_ok = true;
     for (const auto& [k, v] : f.metadata) {
       auto it = l->metadata.find(k);
@@ -354,306 +394,181 @@ std::vector<SandboxView> SandboxManager::list(const ListFilter& f) const {
     if (!meta_ok) continue;
     out.push_back(view(*l));
   }
-  return out;
-}
-
-asio::awaitable<Status> SandboxManager::destroy(std::shared_ptr<Live> l, std::string_view reason) {
-  auto id = l->id;
-  auto job3 = [this, id] { return backend_.destroy(id); };
-  auto r = co_await on_worker(std::move(job3));
-  if (!r) {
-    // The record stays so a restart (or the next reaper pass) tries again.
-    COPPICE_LOG_RATE(error, 5).sandbox(id) << "destroy failed: " << r.error().to_string();
-    std::lock_guard lk(mu_);
-    l->state = SandboxState::kRunning;
-    co_return std::unexpected(std::move(r.error()));
-  }
-  (void)store_.delete_sandbox(id);
-  {
-    std::lock_guard lk(mu_);
-    live_.erase(id);
-  }
-  COPPICE_LOG(info).sandbox(id) << "killed (" << reason << ")";
-  co_return ok();
-}
-
-asio::awaitable<Status> SandboxManager::kill(const std::string& id) {
-  std::shared_ptr<Live> l;
-  {
-    std::lock_guard lk(mu_);
-    auto it = live_.find(id);
-    if (it == live_.end() || !visible(it->second->state))
-      co_return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
-    if (it->second->state == SandboxState::kPausing || it->second->state == SandboxState::kResuming)
-      co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is changing state; try again");
-    l = it->second;
-    l->state = SandboxState::kKilling;
-  }
-  co_return co_await destroy(l, "kill");
-}
-
-Status SandboxManager::set_timeout(const std::string& id, int timeout_s) {
-  auto l = find(id);
-  if (!l) return std::unexpected(l.error());
-  std::lock_guard lk(mu_);
-  (*l)->end_at = Clock::now() + std::chrono::seconds(timeout_s);
-  return store_.update_end_at(id, to_ms((*l)->end_at));
-}
-
-Status SandboxManager::refresh(const std::string& id, int duration_s) {
-  auto l = find(id);
-  if (!l) return std::unexpected(l.error());
-  std::lock_guard lk(mu_);
-  auto want = Clock::now() + std::chrono::seconds(duration_s);
-  if (want > (*l)->end_at) (*l)->end_at = want;
-  return store_.update_end_at(id, to_ms((*l)->end_at));
-}
-
-Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::begin_transition(const std::string& id,
-                                                                              SandboxState from, SandboxState during) {
-  std::lock_guard lk(mu_);
-  auto it = live_.find(id);
-  if (it == live_.end() || !visible(it->second->state))
-    return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
-  if (it->second->state != from) {
-    bool settled = it->second->state == SandboxState::kRunning || it->second->state == SandboxState::kPaused;
-    return make_error(ErrorCode::kFailedPrecondition,
-                      "sandbox " + id + (settled ? " is not " + std::string(state_name(from))
-                                                 : " is changing state; try again"));
-  }
-  it->second->state = during;
-  return it->second;
-}
-
-asio::awaitable<Status> SandboxManager::pause(const std::string& id) {
-  auto begun = begin_transition(id, SandboxState::kRunning, SandboxState::kPausing);
-  if (!begun) co_return std::unexpected(std::move(begun.error()));
-  auto l = *begun;
-  auto job4 = [this, id] { return backend_.freeze(id); };
-  auto r = co_await on_worker(std::move(job4));
-  std::lock_guard lk(mu_);
-  if (!r) {
-    l->state = SandboxState::kRunning;
-    co_return std::unexpected(std::move(r.error()).context("pause"));
-  }
-  l->state = SandboxState::kPaused;
-  (void)store_.update_state(id, store::SandboxState::kPaused);
-  (void)store_.append_event(id, "paused", "");
-  co_return ok();
-}
-
-asio::awaitable<Result<SandboxView>> SandboxManager::resume(const std::string& id, std::optional<int> timeout_s) {
-  auto begun = begin_transition(id, SandboxState::kPaused, SandboxState::kResuming);
-  if (!begun) co_return std::unexpected(std::move(begun.error()));
-  auto l = *begun;
-  auto job5 = [this, id] { return backend_.thaw(id); };
-  auto r = co_await on_worker(std::move(job5));
-  std::lock_guard lk(mu_);
-  if (!r) {
-    l->state = SandboxState::kPaused;
-    co_return std::unexpected(std::move(r.error()).context("resume"));
-  }
-  l->state = SandboxState::kRunning;
-  auto want = Clock::now() + std::chrono::seconds(timeout_s.value_or(cfg_.default_timeout_s));
-  if (want > l->end_at) l->end_at = want;
-  (void)store_.update_state(id, store::SandboxState::kRunning);
-  (void)store_.update_end_at(id, to_ms(l->end_at));
-  (void)store_.append_event(id, "resumed", "");
-  co_return view(*l);
-}
-
-asio::awaitable<Result<std::pair<SandboxView, bool>>> SandboxManager::connect(const std::string& id,
-                                                                               std::optional<int> timeout_s) {
-  auto l = find(id);
-  if (!l) co_return std::unexpected(l.error());
-  SandboxState st;
-  {
-    std::lock_guard lk(mu_);
-    st = (*l)->state;
-  }
-  if (st == SandboxState::kPaused) {
-    auto v = co_await resume(id, timeout_s);
-    if (!v) co_return std::unexpected(v.error());
-    co_return std::make_pair(*v, true);
-  }
-  std::lock_guard lk(mu_);
-  if (timeout_s) {
-    auto want = Clock::now() + std::chrono::seconds(*timeout_s);
-    if (want > (*l)->end_at) {
-      (*l)->end_at = want;
-      (void)store_.update_end_at(id, to_ms(want));
-    }
-  }
-  co_return std::make_pair(view(**l), false);
-}
-
-asio::awaitable<Result<std::vector<MetricSample>>> SandboxManager::metrics(const std::string& id) {
-  auto l = find(id);
-  if (!l) co_return std::unexpected(l.error());
-  auto job6 = [this, id] { return backend_.usage(id); };
-  auto u = co_await on_worker(std::move(job6));
-  if (!u) co_return std::unexpected(u.error());
-  std::lock_guard lk(mu_);
-  auto now = std::chrono::steady_clock::now();
-  Live& lv = **l;
-  double pct = 0;
-  if (lv.last_cpu_at.time_since_epoch().count() != 0) {
-    double wall_ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - lv.last_cpu_at).count());
-    if (wall_ns > 0)
-      pct = 100.0 * static_cast<double>(u->cpu_ns - lv.last_cpu_ns) / (wall_ns * std::max(1, lv.cpu_count));
-  } else {
-    double life_ns = static_cast<double>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - lv.started_at).count());
-    if (life_ns > 0) pct = 100.0 * static_cast<double>(u->cpu_ns) / (life_ns * std::max(1, lv.cpu_count));
-  }
-  lv.last_cpu_ns = u->cpu_ns;
-  lv.last_cpu_at = now;
-  MetricSample m{Clock::now(),
-                 lv.cpu_count,
-                 std::clamp(pct, 0.0, 100.0),
-                 u->mem_bytes,
-                 u->mem_limit ? u->mem_limit : static_cast<uint64_t>(lv.memory_mb) << 20,
-                 u->disk_bytes,
-                 static_cast<uint64_t>(lv.disk_mb) << 20};
-  std::vector<MetricSample> out{m};
+  std::sort(out.begin(), out.end(), [](const SandboxView& a, const SandboxView& b) {
+    return std::tie(a.started_at, a.id) < std::tie(b.started_at, b.id);
+  });
   co_return out;
 }
 
-std::vector<store::EventRecord> SandboxManager::events(const std::string& id, size_t limit) const {
-  auto r = store_.events(id, static_cast<int64_t>(limit));
-  return r ? *r : std::vector<store::EventRecord>{};
-}
+// --- kill and timeouts ---
 
-Result<http::Endpoint> SandboxManager::envd_endpoint(const std::string& id) const {
-  std::lock_guard lk(mu_);
-  auto it = live_.find(id);
-  if (it == live_.end() || it->second->state != SandboxState::kRunning)
-    return make_error(ErrorCode::kNotFound, "sandbox " + id + " is not running");
-  return http::Endpoint{it->second->handle.envd_socket, "", 0};
-}
-
-asio::awaitable<Result<http::Socket>> SandboxManager::connect_port(const std::string& id, uint16_t port) {
-  pid_t pid;
-  {
-    std::lock_guard lk(mu_);
-    auto it = live_.find(id);
-    if (it == live_.end() || it->second->state != SandboxState::kRunning)
-      co_return make_error(ErrorCode::kNotFound, "sandbox " + id + " is not running");
-    pid = it->second->handle.init_pid;
+asio::awaitable<Status> SandboxManager::do_kill(std::string id, std::string reason) {
+  auto found = find(id);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  const SandboxState before = l->state;
+  COPPICE_CO_TRY(transition(*l, SandboxState::kKilling));  // 409 while pausing/resuming
+  auto job = [this, id] { return backend_.destroy(id); };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) {
+    // Still there: the record stays so a later kill (or a restart) tries again.
+    COPPICE_LOG_RATE(error, 5).sandbox(id) << "destroy failed: " << r.error().to_string();
+    (void)transition(*l, before);
+    co_return std::unexpected(std::move(r.error()));
   }
-  // The socket is made inside the sandbox's network namespace (on a worker
-  // thread, which enters the namespace and returns); it stays bound to that
-  // namespace wherever it is used afterwards.
-  auto open_in_netns = [pid]() -> Result<int> {
-    sys::UniqueFd target(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
-    if (!target) return errno_error("open sandbox netns");
-    sys::UniqueFd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-    if (!self) return errno_error("open own netns");
-    if (::setns(target.get(), CLONE_NEWNET) != 0) return errno_error("setns into sandbox netns");
-    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int err = errno;
-    if (::setns(self.get(), CLONE_NEWNET) != 0) std::abort();  // a worker stuck in a sandbox netns is unsafe
-    if (s < 0) return errno_error("socket in sandbox netns", err);
-    return s;
+  auto op = [id](store::Store& st) {
+    auto d = st.delete_sandbox(id);
+    return (d || d.error().code() == ErrorCode::kNotFound) ? ok() : d;
   };
-  auto fd = co_await on_worker(std::move(open_in_netns));
-  if (!fd) co_return std::unexpected(fd.error());
-  auto ex = co_await asio::this_coro::executor;
-  asio::ip::tcp::socket tcp(ex, asio::ip::tcp::v4(), *fd);
-  asio::steady_timer timer(ex, std::chrono::seconds(5));
-  auto [ec] = co_await tcp.async_connect(asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), port),
-                                        asio::as_tuple(use_awaitable));
-  if (ec)
-    co_return make_error(ErrorCode::kUnavailable,
-                         "connect to port " + std::to_string(port) + " in sandbox " + id + ": " + ec.message());
-  boost::system::error_code ig;
-  tcp.set_option(asio::ip::tcp::no_delay(true), ig);
-  co_return http::Socket(std::move(tcp));
-}
-
-asio::awaitable<Status> SandboxManager::recover() {
-  auto records = store_.list_sandboxes(true);
-  if (!records) co_return std::unexpected(std::move(records.error()).context("recover: list sandboxes"));
-  auto job7 = [this] { return backend_.list_existing(); };
-  auto existing = co_await on_worker(std::move(job7));
-  std::vector<std::string> kernel_ids = existing ? *existing : std::vector<std::string>{};
-  std::set<std::string> adopted;
-  auto now = Clock::now();
-  for (auto& r : *records) {
-    bool expired = r.state == store::SandboxState::kRunning && from_ms(r.end_at) <= now;
-    bool killed = r.state == store::SandboxState::kKilled;
-    if (!expired && !killed) {
-      auto id = r.id;
-      auto dir = r.state_dir;
-      auto job8 = [this, id, dir] { return backend_.adopt(id, dir); };
-      auto h = co_await on_worker(std::move(job8));
-      if (h) {
-        auto l = std::make_shared<Live>();
-        l->id = r.id;
-        l->template_id = r.template_id;
-        l->state = r.state == store::SandboxState::kPaused ? SandboxState::kPaused : SandboxState::kRunning;
-        l->token = r.envd_access_token;
-        l->metadata = r.metadata;
-        l->env_vars = r.env_vars;
-        l->cpu_count = static_cast<int>(r.cpu_count);
-        l->memory_mb = static_cast<int>(r.memory_mb);
-        l->disk_mb = static_cast<int>(r.disk_size_mb);
-        l->started_at = from_ms(r.started_at);
-        l->end_at = from_ms(r.end_at);
-        l->state_dir = r.state_dir;
-        l->handle = *h;
-        std::lock_guard lk(mu_);
-        live_[l->id] = l;
-        adopted.insert(l->id);
-        COPPICE_LOG(info).sandbox(l->id) << "adopted after restart (" << state_name(l->state) << ")";
-        continue;
-      }
-      COPPICE_LOG(warn).sandbox(r.id) << "not adopted, cleaning up: " << h.error().to_string();
-    }
-    auto id = r.id;
-    auto job9 = [this, id] { return backend_.destroy(id); };
-    (void)co_await on_worker(std::move(job9));
-    (void)store_.delete_sandbox(r.id);
-    COPPICE_LOG(info).sandbox(r.id) << (expired ? "expired while the gateway was down: removed" : "removed");
+  auto w = co_await store_q_.write(std::move(op));
+  if (!w) {
+    COPPICE_LOG_RATE(error, 5).sandbox(id) << "store: delete: " << w.error().to_string();
   }
-  for (const auto& id : kernel_ids) {
-    if (adopted.count(id)) continue;
-    COPPICE_LOG(info).sandbox(id) << "orphaned kernel resources: cleaning up";
-    auto job10 = [this, id] { return backend_.destroy(id); };
-    (void)co_await on_worker(std::move(job10));
+  (void)transition(*l, SandboxState::kGone);
+  live_.erase(id);
+  if (!l->pool.empty()) {
+    std::lock_guard lk(pools_mu_);
+    if (auto it = pools_.find(l->pool); it != pools_.end()) it->second->in_use.fetch_sub(1);
+  }
+  COPPICE_LOG(info).sandbox(id) << "killed (" << reason << ")";
+  // The last sandbox of a replaced template build may just have gone.
+  if (auto t = templates_.get(l->template_id); !l->tree.empty() && (!t || t->tree != l->tree)) {
+    asio::co_spawn(owner_, do_collect_retired_templates(), asio::detached);
   }
   co_return ok();
 }
 
-asio::awaitable<void> SandboxManager::reaper_loop() {
-  auto ex = co_await asio::this_coro::executor;
-  reaper_timer_ = std::make_unique<asio::steady_timer>(ex);
-  for (;;) {
-    reaper_timer_->expires_after(std::chrono::milliseconds(250));
-    auto [ec] = co_await reaper_timer_->async_wait(asio::as_tuple(use_awaitable));
-    {
-      std::lock_guard lk(mu_);
-      if (stopping_) co_return;
-    }
-    std::vector<std::shared_ptr<Live>> due;
-    {
-      std::lock_guard lk(mu_);
-      auto now = Clock::now();
-      for (auto& [id, l] : live_) {
-        if (l->state == SandboxState::kRunning && l->end_at <= now) {
-          l->state = SandboxState::kKilling;
-          due.push_back(l);
-        }
-      }
-    }
-    for (auto& l : due) (void)co_await destroy(l, "timeout");
-  }
+asio::awaitable<Status> SandboxManager::do_set_timeout(std::string id, int timeout_s, bool only_extend) {
+  auto found = find(id);
+  if (!found) co_return std::unexpected(found.error());
+  Live& l = **found;
+  auto want = Clock::now() + std::chrono::seconds(timeout_s);
+  if (only_extend && want <= l.end_at) co_return ok();
+  l.end_at = want;
+  int64_t at = to_ms(want);
+  store_q_.post([id, at](store::Store& st) { return st.update_end_at(id, at); }, "timeout of " + id);
+  co_return ok();
 }
 
-void SandboxManager::stop() {
-  std::lock_guard lk(mu_);
-  stopping_ = true;
-  if (reaper_timer_) reaper_timer_->cancel();
+// --- connect, pause, resume ---
+
+asio::awaitable<Result<std::pair<SandboxView, bool>>> SandboxManager::do_connect(std::string id,
+                                                                                  std::optional<int> timeout_s) {
+  auto found = find(id);
+  if (!found) co_return std::unexpected(found.error());
+  if ((*found)->state == SandboxState::kPaused) {
+    auto v = co_await do_resume(id, timeout_s);
+    if (!v) co_return std::unexpected(v.error());
+    co_return std::make_pair(*v, true);
+  }
+  if (timeout_s) (void)co_await do_set_timeout(id, *timeout_s, true);
+  co_return std::make_pair(view(**found), false);
+}
+
+asio::awaitable<Status> SandboxManager::do_pause(std::string id) {
+  auto found = find(id);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));
+  auto job = [this, id] { return backend_.freeze(id); };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) {
+    (void)transition(*l, SandboxState::kRunning);
+    co_return std::unexpected(std::move(r.error()).context("pause"));
+  }
+  (void)transition(*l, SandboxState::kPaused);
+  auto op = [id](store::Store& st) -> Status {
+    COPPICE_TRY(st.update_state(id, store::SandboxState::kPaused));
+    return st.append_event(id, "paused", "");
+  };
+  auto w = co_await store_q_.write(std::move(op));
+  if (!w) {
+    COPPICE_LOG_RATE(error, 5).sandbox(id) << "store: pause: " << w.error().to_string();
+  }
+  co_return ok();
+}
+
+asio::awaitable<Result<SandboxView>> SandboxManager::do_resume(std::string id, std::optional<int> timeout_s) {
+  auto found = find(id);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  COPPICE_CO_TRY(transition(*l, SandboxState::kResuming));
+  auto job = [this, id] { return backend_.thaw(id); };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) {
+    (void)transition(*l, SandboxState::kPaused);
+    co_return std::unexpected(std::move(r.error()).context("resume"));
+  }
+  (void)transition(*l, SandboxState::kRunning);
+  auto want = Clock::now() + std::chrono::seconds(timeout_s.value_or(cfg_.default_timeout_s));
+  if (want > l->end_at) l->end_at = want;
+  int64_t end = to_ms(l->end_at);
+  auto op = [id, end](store::Store& st) -> Status {
+    COPPICE_TRY(st.update_state(id, store::SandboxState::kRunning));
+    COPPICE_TRY(st.update_end_at(id, end));
+    return st.append_event(id, "resumed", "");
+  };
+  auto w = co_await store_q_.write(std::move(op));
+  if (!w) {
+    COPPICE_LOG_RATE(error, 5).sandbox(id) << "store: resume: " << w.error().to_string();
+  }
+  co_return view(*l);
+}
+
+// --- metrics ---
+
+void SandboxManager::sample_into(Live& l, const sandbox::Usage& u, Clock::time_point at) {
+  auto now = std::chrono::steady_clock::now();
+  double pct = 0;
+  if (l.last_cpu_at.time_since_epoch().count() != 0) {
+    double wall_ns =
+        static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - l.last_cpu_at).count());
+    if (wall_ns > 0 && u.cpu_ns >= l.last_cpu_ns)
+      pct = 100.0 * static_cast<double>(u.cpu_ns - l.last_cpu_ns) / (wall_ns * std::max(1, l.cpu_count));
+  } else {
+    double life_ns =
+        static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(at - l.started_at).count());
+    if (life_ns > 0) pct = 100.0 * static_cast<double>(u.cpu_ns) / (life_ns * std::max(1, l.cpu_count));
+  }
+  l.last_cpu_ns = u.cpu_ns;
+  l.last_cpu_at = now;
+  if (u.disk_bytes) l.last_disk_bytes = u.disk_bytes;
+  l.samples.push_back(MetricSample{at, l.cpu_count, std::clamp(pct, 0.0, 100.0), u.mem_bytes,
+                                   u.mem_limit ? u.mem_limit : static_cast<uint64_t>(l.memory_mb) << 20,
+                                   l.last_disk_bytes, static_cast<uint64_t>(l.disk_mb) << 20});
+  while (l.samples.size() > kMetricsKept) l.samples.pop_front();
+}
+
+asio::awaitable<Result<std::vector<MetricSample>>> SandboxManager::do_metrics(std::string id,
+                                                                              std::optional<Clock::time_point> start,
+                                                                              std::optional<Clock::time_point> end) {
+  auto found = find(id);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  auto now = Clock::now();
+  if (start && end && *start > *end)
+    co_return make_error(ErrorCode::kInvalidArgument, "start must not be after end");
+  // A range that reaches now gets a fresh sample (the disk figure is
+  // measured only here, not by the sampler). It replaces the newest kept one
+  // when that is under a second old, so frequent queries do not flood the ring.
+  bool reaches_now = !end || *end >= now - std::chrono::seconds(1);
+  if (reaches_now && l->state == SandboxState::kRunning) {
+    auto job = [this, id] { return backend_.usage(id, true); };
+    auto u = co_await run_on(workers_, std::move(job));
+    if (!u) co_return std::unexpected(u.error());
+    if (auto again = find(id); again && *again == l) {
+      auto at = Clock::now();
+      if (!l->samples.empty() && at - l->samples.back().at < std::chrono::seconds(1)) l->samples.pop_back();
+      sample_into(*l, *u, at);
+    }
+  }
+  std::vector<MetricSample> out;
+  for (const auto& s : l->samples) {
+    if (start && s.at < *start) continue;
+    if (end && s.at > *end) continue;
+    out.push_back(s);
+  }
+  co_return out;
 }
 
 }  // namespace coppice::core

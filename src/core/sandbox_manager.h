@@ -1,23 +1,35 @@
-// The sandbox registry and its lifecycle: create, list, get, kill, timeouts
-// and their expiry, connect, pause and resume, metrics. It owns the live
-// sandboxes of this host, persists each change to the store before the caller
-// answers, and runs all kernel work (the backend) on worker threads, never on
-// the threads serving HTTP.
+// The sandboxes of this host and their lifecycle: create, list, get, kill,
+// timeouts and their expiry, connect, pause and resume, metrics, warm pools
+// and restart recovery. One owner, in the shape of Firecracker's API thread /
+// VMM thread split.
 //
-// States: Creating -> Running <-> Paused -> (gone). An action wrong for the
-// state fails with kFailedPrecondition (the API's 409). A sandbox may also be
-// made ahead of demand for a template's warm pool (Pooled, invisible like
-// Creating) and become Running when a create takes it.
+// Who owns what (every other thread only reads what is said here):
 //
-// Warm pools: per template, a target number of started sandboxes (envd up,
-// the template's start command run and ready, no /init yet) kept ready. A
-// create takes one in O(1) (pool hit) and finishes it as it would a cold one:
-// its id, hostname and writable layer were never seen by anyone, and /init
-// gives it the create's token, environment and defaults. An empty pool falls
-// back to the cold path (pool miss). Refills run one at a time per template on
-// a thread at SCHED_IDLE, so they only take CPU nobody else wants. Pooled
-// sandboxes are not in the store: after a crash, recover() removes them like
-// any orphan and the pools fill again.
+//   owner_ (a strand on the io_context)
+//       the sandbox table (live_) and every Live record in it, the states
+//       (all changes through transition(), the one place that applies
+//       lifecycle.h's rules), the pools' targets, stopping_. Every public
+//       operation runs there: an API coroutine hands it over with co_spawn
+//       and resumes on its own thread with the result. Nothing on the owner
+//       blocks: no kernel work, no SQLite.
+//   workers_ (a thread pool)
+//       backend calls (create, destroy, freeze, usage: blocking kernel work).
+//       Started from the owner with run_on(); the result resumes the owner.
+//   store_q_ (StoreQueue: one thread)
+//       every store write, in the order the owner queued them. Writes a
+//       client must not be answered before (a new sandbox, a kill, a state
+//       change) are awaited; the rest are posted.
+//   routes_ (RouteTable)
+//       written by the owner only (transition() publishes), read lock-free
+//       by the data plane, which so never waits on the control plane.
+//   pools_ (per template: a Refiller of started sandboxes)
+//       makes run on the BackgroundPool (background priority), take() from
+//       the owner; the map itself changes on the owner under pools_mu_ so
+//       that /metrics and GET /pools can read it from any thread.
+//   counters (running_, paused_) are atomics written by transition().
+//
+// A pooled sandbox (started ahead of demand, invisible) belongs to its
+// pool's Refiller until a create takes it; from then on to the owner.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -32,24 +44,27 @@
 #include <string>
 #include <vector>
 
+#include "common/refiller.h"
 #include "common/result.h"
 #include "core/config.h"
 #include "core/envd_client.h"
+#include "core/lifecycle.h"
 #include "core/metrics.h"
-#include "core/templates.h"
+#include "core/routes.h"
+#include "core/store_queue.h"
 #include "http/client.h"
-#include "http/server.h"
 #include "sandbox/backend.h"
 #include "store/store.h"
+#include "sys/background.h"
+#include "templates/templates.h"
 
 namespace coppice::core {
 
 namespace asio = http::asio;
 using json = nlohmann::json;
 using Clock = std::chrono::system_clock;
-
-enum class SandboxState { kCreating, kPooled, kRunning, kPausing, kPaused, kResuming, kKilling };
-std::string_view state_name(SandboxState s);  // "running" | "paused" (transitional states map to the nearer one)
+using templates::Template;
+using templates::TemplateRegistry;
 
 struct CreateParams {
   std::string template_id = "base";
@@ -89,126 +104,179 @@ struct PoolView {
   int available = 0;   // ready now
   int in_use = 0;      // taken from it and still alive
   int filling = 0;     // being started
+  uint64_t hits = 0;   // creates it served
+  uint64_t misses = 0; // creates that found it empty
 };
 
 struct ListFilter {
-  std::vector<SandboxState> states;               // empty: running and paused
+  std::vector<SandboxState> states;               // empty: every visible state
   std::map<std::string, std::string> metadata;    // every pair must match
+  std::string template_id;                        // "" or the template's id
+  std::optional<Clock::time_point> started_after;   // inclusive
+  std::optional<Clock::time_point> started_before;  // inclusive
+};
+
+// Threads and pools the manager runs its work on (see the header comment).
+struct ManagerExecutors {
+  asio::any_io_executor io;            // the owner strand is made on it
+  asio::thread_pool* workers = nullptr;
+  sys::BackgroundPool* background = nullptr;
 };
 
 class SandboxManager {
  public:
-  // `metrics` receives create latencies and failures.
-  // Pool refills run on `io` (coroutines) and on a thread of their own.
   SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
-                 TemplateRegistry& templates, asio::thread_pool& workers, metrics::GatewayMetrics& metrics,
-                 asio::any_io_executor io);
+                 TemplateRegistry& templates, ManagerExecutors ex, metrics::GatewayMetrics& metrics);
   ~SandboxManager();
 
+  // --- control plane (each runs on the owner strand) ---
   asio::awaitable<Result<SandboxView>> create(CreateParams p);
-  Result<SandboxView> get(const std::string& id) const;
-  std::vector<SandboxView> list(const ListFilter& f) const;
-  asio::awaitable<Status> kill(const std::string& id);
+  asio::awaitable<Result<SandboxView>> get(std::string id);
+  // Sorted oldest first (by start time, then id).
+  asio::awaitable<std::vector<SandboxView>> list(ListFilter f);
+  asio::awaitable<Status> kill(std::string id);
   // Sets the end of life to now + timeout.
-  Status set_timeout(const std::string& id, int timeout_s);
+  asio::awaitable<Status> set_timeout(std::string id, int timeout_s);
   // Moves the end of life to at least now + duration.
-  Status refresh(const std::string& id, int duration_s);
+  asio::awaitable<Status> refresh(std::string id, int duration_s);
   // Running: extends the timeout, returns (view, false). Paused: resumes, returns (view, true).
-  asio::awaitable<Result<std::pair<SandboxView, bool>>> connect(const std::string& id, std::optional<int> timeout_s);
-  asio::awaitable<Status> pause(const std::string& id);
-  asio::awaitable<Result<SandboxView>> resume(const std::string& id, std::optional<int> timeout_s);
-  asio::awaitable<Result<std::vector<MetricSample>>> metrics(const std::string& id);
+  asio::awaitable<Result<std::pair<SandboxView, bool>>> connect(std::string id, std::optional<int> timeout_s);
+  asio::awaitable<Status> pause(std::string id);
+  asio::awaitable<Result<SandboxView>> resume(std::string id, std::optional<int> timeout_s);
+  // Samples kept for the sandbox (every GatewayConfig::metrics_interval_s, the
+  // last kMetricsKept) between start and end (inclusive, either optional), and
+  // a fresh one when the range reaches now and the newest is older than a second.
+  asio::awaitable<Result<std::vector<MetricSample>>> metrics(std::string id, std::optional<Clock::time_point> start,
+                                                              std::optional<Clock::time_point> end);
+  static constexpr size_t kMetricsKept = 120;
+  // Lifecycle events of a sandbox, from the store (any thread).
   std::vector<store::EventRecord> events(const std::string& id, size_t limit) const;
 
-  // The envd endpoint of a running sandbox (for the proxy); kNotFound otherwise.
-  Result<http::Endpoint> envd_endpoint(const std::string& id) const;
-  // A connected TCP socket to `port` on the sandbox's loopback, made inside its network namespace.
-  asio::awaitable<Result<http::Socket>> connect_port(const std::string& id, uint16_t port);
+  // --- data plane ---
+  const RouteTable& routes() const { return routes_; }
 
+  // --- warm pools ---
   // Sets a template's pool target (0..kMaxPoolTarget) and starts filling it.
   // kInvalidArgument for an unknown or non-ns template or a bad count.
-  Result<PoolView> warm_pool(const std::string& template_id, int count);
+  asio::awaitable<Result<PoolView>> warm_pool(std::string template_id, int count);
   // Target 0 and every ready sandbox of the pool removed.
-  asio::awaitable<Result<PoolView>> drain_pool(const std::string& template_id);
-  // Every pool with a target or sandboxes, sorted by template.
+  asio::awaitable<Result<PoolView>> drain_pool(std::string template_id);
+  // Removes the retired template builds (templates.h) no sandbox runs on,
+  // the pools' included. Runs after recovery, after a template reload and
+  // after the last sandbox of a replaced build is gone.
+  asio::awaitable<void> collect_retired_templates();
+  // Every pool with a target or sandboxes, sorted by template (any thread).
   std::vector<PoolView> pools() const;
-  // Stops taking creates and refills and removes every pooled sandbox (the
-  // gateway's SIGTERM path). Running sandboxes are left alone.
-  asio::awaitable<void> shutdown();
   static constexpr int kMaxPoolTarget = 10000;
 
-  // Called by the API at the start and end of every request: pool refills
-  // wait for a moment without any (quiet_for), so they do not take the CPU
-  // and the kernel's locks from the requests they exist to serve.
+  // Called by the API at the start and end of every request: a refill that
+  // is not urgent waits for a moment without any, so it does not take the
+  // CPU and the kernel's locks from the requests it exists to serve.
   void note_activity() {
     last_activity_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   }
 
+  // --- start and stop ---
   // On start: adopt the sandboxes the store lists whose processes still run,
   // remove expired and dead ones, and clean up kernel leftovers no record owns.
   asio::awaitable<Status> recover();
-  // Kills sandboxes whose end of life has passed; runs until stop().
-  asio::awaitable<void> reaper_loop();
-  void stop();
+  // Starts the TTL reaper, the metrics sampler and the pools of cfg.pools.
+  // kInvalidArgument naming a bad --pool entry.
+  asio::awaitable<Status> start();
+  // Stops taking creates and refills, removes every pooled sandbox, stops
+  // the timers. Running sandboxes are left alone (a restart adopts them).
+  // Must have finished before the manager is destroyed.
+  asio::awaitable<void> shutdown();
 
-  size_t count() const;
-  // Listed sandboxes by reported state (as state_name names them), without copying their views.
+  // Listed sandboxes by reported state (any thread).
   struct StateCounts {
     size_t running = 0, paused = 0;
   };
-  StateCounts count_by_state() const;
+  StateCounts count_by_state() const {
+    return {running_.load(std::memory_order_relaxed), paused_.load(std::memory_order_relaxed)};
+  }
+  size_t count() const { return routes_.size(); }
 
  private:
   struct Live;
+  struct Pool;
+  struct Pooled {
+    std::shared_ptr<Live> live;
+  };
+
+  // Runs `op` (an awaitable of the owner's) on the owner strand.
+  template <typename T>
+  asio::awaitable<T> on_owner(asio::awaitable<T> op);
+
+  // --- on the owner ---
+  asio::awaitable<Result<SandboxView>> do_create(CreateParams p);
+  asio::awaitable<Result<SandboxView>> do_get(std::string id);
+  asio::awaitable<std::vector<SandboxView>> do_list(ListFilter f);
+  asio::awaitable<Status> do_kill(std::string id, std::string reason);
+  asio::awaitable<Status> do_set_timeout(std::string id, int timeout_s, bool only_extend);
+  asio::awaitable<Result<std::pair<SandboxView, bool>>> do_connect(std::string id, std::optional<int> timeout_s);
+  asio::awaitable<Status> do_pause(std::string id);
+  asio::awaitable<Result<SandboxView>> do_resume(std::string id, std::optional<int> timeout_s);
+  asio::awaitable<Result<std::vector<MetricSample>>> do_metrics(std::string id, std::optional<Clock::time_point> start,
+                                                                std::optional<Clock::time_point> end);
+  asio::awaitable<Result<PoolView>> do_warm_pool(std::string template_id, int count);
+  asio::awaitable<Result<PoolView>> do_drain_pool(std::string template_id);
+  asio::awaitable<Status> do_recover();
+  asio::awaitable<Status> do_start();
+  asio::awaitable<void> do_shutdown();
+  asio::awaitable<void> do_collect_retired_templates();
+  asio::awaitable<void> reaper_loop();
+  asio::awaitable<void> sampler_loop();
+
+  // The visible sandbox `id`, or kNotFound.
   Result<std::shared_ptr<Live>> find(const std::string& id) const;
-  // Moves a visible sandbox from state `from` to `during` (the one owner of
-  // it until the action ends); kNotFound or kFailedPrecondition otherwise.
-  Result<std::shared_ptr<Live>> begin_transition(const std::string& id, SandboxState from, SandboxState during);
+  // The one place a sandbox's state changes: checks the move against the
+  // lifecycle rules, applies it, and publishes what the data plane sees.
+  Status transition(Live& l, SandboxState to);
   SandboxView view(const Live& l) const;
-  Status persist(const Live& l, std::string_view event_kind = "", std::string_view event_detail = "");
-  // Backend create under a fresh id reserved in state `as` (kCreating or
-  // kPooled), envd initialised with `init` from its start, then the
-  // template's start and readiness commands. Nothing is left behind on failure.
-  asio::awaitable<Result<std::shared_ptr<Live>>> start_sandbox(const Template& tmpl, SandboxState as,
-                                                              asio::thread_pool& pool, const EnvdInit& init);
-  // /init with the create's parameters, timestamps, store: the sandbox becomes
-  // visible and Running. On failure the sandbox is destroyed.
-  asio::awaitable<Result<SandboxView>> hand_out(std::shared_ptr<Live> l, const CreateParams& p, const Template& tmpl,
-                                                bool pool_hit, std::chrono::steady_clock::time_point t0);
-  asio::awaitable<Status> run_template_commands(const Live& l, const Template& tmpl);
-  // Removes a sandbox that was never visible (kernel state + reservation).
-  asio::awaitable<void> discard(std::shared_ptr<Live> l, asio::thread_pool& pool);
-  asio::awaitable<Status> destroy(std::shared_ptr<Live> l, std::string_view reason);
-  std::shared_ptr<Live> take_pooled(const Template& tmpl, bool secure);
-  void kick_pool(const std::string& template_id);
-  asio::awaitable<void> fill_pool(std::string template_id);
-  // Waits until no request has started or ended for kQuiet, at most kMaxDefer.
-  asio::awaitable<void> quiet_for(asio::steady_timer& timer);
-  PoolView pool_view_locked(const std::string& template_id) const;
-  template <typename F>
-  asio::awaitable<std::invoke_result_t<F>> on_worker(F f) { return on_pool(workers_, std::move(f)); }
-  template <typename F>
-  asio::awaitable<std::invoke_result_t<F>> on_pool(asio::thread_pool& pool, F f);
+  store::SandboxRecord record(const Live& l) const;
+  // A new Live for `tmpl` with a fresh id and token (not yet in live_).
+  std::shared_ptr<Live> new_live(const Template& tmpl, bool secure) const;
+  sandbox::SandboxSpec spec_for(const Live& l, const Template& tmpl, const EnvdInit& init) const;
+  // The create's parameters, timestamps, the store: the sandbox becomes
+  // visible and Running. On failure it is destroyed and forgotten.
+  asio::awaitable<Result<SandboxView>> hand_out(std::shared_ptr<Live> l, const CreateParams& p, bool pool_hit,
+                                                std::chrono::steady_clock::time_point t0);
+  // Removes a sandbox nobody saw (a failed create): kernel state and table entry.
+  asio::awaitable<void> discard(std::shared_ptr<Live> l);
+  void sample_into(Live& l, const sandbox::Usage& u, Clock::time_point at);
+
+  // --- pools ---
+  // A ready sandbox of the template's pool made from its current build, or null.
+  std::shared_ptr<Live> take_pooled(const Template& tmpl);
+  // Blocking (on the BackgroundPool): starts one sandbox for the pool.
+  std::optional<Pooled> make_pooled(const std::string& template_id);
+  void discard_pooled(Pooled& p);
+  // Blocks a refill that is not urgent until requests pause (10 ms without
+  // one, at most 250 ms).
+  void wait_quiet() const;
+  Pool& pool_for(const std::string& template_id);  // owner; creates it
+  PoolView pool_view(const Pool& p) const;
 
   const GatewayConfig& cfg_;
   store::Store& store_;
   sandbox::Backend& backend_;
   TemplateRegistry& templates_;
-  asio::thread_pool& workers_;
-  metrics::GatewayMetrics& metrics_;
-  mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Live>> live_;
-  bool stopping_ = false;
-  std::unique_ptr<asio::steady_timer> reaper_timer_;
-  struct Pool {
-    int target = 0;
-    std::deque<std::shared_ptr<Live>> ready;
-    int filling = 0;
-    bool filler_running = false;
-  };
-  std::map<std::string, Pool> pools_;  // guarded by mu_
   asio::any_io_executor io_;
-  asio::thread_pool refill_{1};  // SCHED_IDLE
+  asio::strand<asio::any_io_executor> owner_;
+  asio::thread_pool& workers_;
+  sys::BackgroundPool& background_;
+  metrics::GatewayMetrics& metrics_;
+  StoreQueue store_q_;
+  RouteTable routes_;
+
+  std::map<std::string, std::shared_ptr<Live>> live_;  // owner
+  bool stopping_ = false;                              // owner
+  int loops_running_ = 0;                              // owner: reaper, sampler
+  std::unique_ptr<asio::steady_timer> reaper_timer_, sampler_timer_;  // owner
+  mutable std::mutex pools_mu_;                        // the map's structure; written on the owner
+  std::map<std::string, std::unique_ptr<Pool>> pools_;
+  std::atomic<size_t> running_{0}, paused_{0};
   std::atomic<int64_t> last_activity_ns_{0};  // steady_clock, see note_activity
 };
 

@@ -1,11 +1,14 @@
-// What sandbox_manager.cc and pools.cc share: the manager's record of one
-// sandbox. Private to src/core.
+// What the manager's source files share: its record of one sandbox, a pool,
+// and the template commands run in a new sandbox. Private to src/core.
 #pragma once
+
+#include <deque>
 
 #include "core/sandbox_manager.h"
 
 namespace coppice::core {
 
+// Owned by the owner strand once in live_; by a pool's Refiller while pooled.
 struct SandboxManager::Live {
   std::string id;
   std::string template_id;
@@ -17,19 +20,33 @@ struct SandboxManager::Live {
   Clock::time_point started_at, end_at;
   std::string state_dir;
   sandbox::SandboxHandle handle;
-  // Previous CPU sample, for the utilisation between two metric reads.
-  uint64_t last_cpu_ns = 0;
-  std::chrono::steady_clock::time_point last_cpu_at;
   // The template version it was made from (rootfs, build id, recipe hash), so
   // a pooled sandbox older than its template is never handed out.
   std::string build;
   // The template whose pool it came from; empty for a cold create.
   std::string pool;
+  // The template tree it runs on (templates::tree_key of the rootfs when it
+  // was made): a replaced build is kept while a sandbox names its tree.
+  std::string tree;
+  // Usage history for GET /sandboxes/{id}/metrics (newest last), and what
+  // the next sample's CPU percentage is computed against.
+  std::deque<MetricSample> samples;
+  uint64_t last_cpu_ns = 0;
+  std::chrono::steady_clock::time_point last_cpu_at{};
+  uint64_t last_disk_bytes = 0;
 };
 
-// Creating, Pooled and Killing sandboxes are nobody's to see or touch.
-inline bool visible(SandboxState s) {
-  return s != SandboxState::kCreating && s != SandboxState::kPooled && s != SandboxState::kKilling;
-}
+struct SandboxManager::Pool {
+  std::string template_id;
+  std::unique_ptr<Refiller<Pooled>> refiller;
+  std::atomic<int> in_use{0};  // taken from it and still alive
+};
+
+// The identity of a template's current build, compared with Live::build.
+inline std::string build_of(const Template& t) { return t.rootfs + "\n" + t.build_id + "\n" + t.recipe_hash; }
+
+// The template's start command (in the background) and then its readiness
+// command until it exits 0 (at most 60 s), through envd on `socket`.
+asio::awaitable<Status> run_template_commands(std::string socket, std::string token, Template tmpl);
 
 }  // namespace coppice::core

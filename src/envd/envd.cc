@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/constants.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "envd/files.h"
@@ -122,7 +123,7 @@ std::string Envd::default_cwd(const User& user) const {
 
 std::vector<std::string> Envd::process_env(const User& user, const std::map<std::string, std::string>& extra) const {
   std::map<std::string, std::string> env{
-      {"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+      {"PATH", std::string(kDefaultPath)},
       {"HOME", user.home},
       {"USER", user.name},
       {"LOGNAME", user.name},

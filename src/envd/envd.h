@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/constants.h"
 #include "common/result.h"
 #include "envd/users.h"
 #include "http/connect.h"
@@ -27,11 +28,11 @@ namespace asio = http::asio;
 
 // The version the E2B SDK sees: semver, gates SDK features (every one is on
 // from 0.6.4). Coppice's own version is COPPICE_VERSION.
-inline constexpr std::string_view kEnvdVersion = "0.6.13";
+using coppice::kEnvdVersion;  // common/constants.h
 
 struct Config {
   std::string host = "0.0.0.0";          // TCP listen address
-  int port = 49983;                      // TCP port; -1 disables TCP
+  int port = kEnvdPort;                      // TCP port; -1 disables TCP
   std::string socket_path;               // unix socket; empty disables
   std::string etc_dir = "/etc";          // where passwd and group are read
   std::string default_user = "root";     // until /init names another

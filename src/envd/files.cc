@@ -26,8 +26,9 @@
 #include <vector>
 
 #include "common/log.h"
-#include "common/strings.h"
 #include "common/sha256.h"
+#include "common/strings.h"
+#include "common/url.h"
 #include "envd/gzip.h"
 #include "envd/multipart.h"
 #include "envd/protojson.h"
@@ -173,18 +174,8 @@ std::string content_disposition(std::string_view name) {
     out.push_back('"');
     return out;
   }
-  static const char* hex = "0123456789ABCDEF";
-  std::string out = "inline; filename*=utf-8''";
-  for (unsigned char c : name) {
-    if (std::isalnum(c) || std::string_view("!#$&+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 15]);
-    }
-  }
-  return out;
+  // RFC 5987 attr-chars are kept as they are.
+  return "inline; filename*=utf-8''" + url_encode(name, "!#$&+^`|");
 }
 
 std::string content_type_for(std::string_view path) {

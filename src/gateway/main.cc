@@ -13,13 +13,14 @@
 
 #include "api/api.h"
 #include "common/log.h"
-#include "core/host_template.h"
 #include "core/metrics.h"
 #include "core/sandbox_manager.h"
-#include "core/templates.h"
 #include "sandbox/ns/ns_backend.h"
 #include "store/keys.h"
 #include "store/store.h"
+#include "sys/background.h"
+#include "templates/host_template.h"
+#include "templates/templates.h"
 
 using namespace coppice;
 namespace fs = std::filesystem;
@@ -82,6 +83,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0u, 4096u))
       ->capture_default_str();
   app.add_option("--workers", cfg.worker_threads, "threads doing sandbox work")->capture_default_str();
+  cfg.pool_refill_parallel = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  app.add_option("--pool-refill-parallel", cfg.pool_refill_parallel,
+                 "warm-pool refills at once while a pool is below half its target")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--metrics-interval", cfg.metrics_interval_s,
+                 "seconds between the usage samples kept per sandbox (0: none)")
+      ->check(CLI::Range(0, 3600))
+      ->capture_default_str();
   app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   log::Level lvl;
@@ -124,6 +134,7 @@ int main(int argc, char** argv) {
     cfg.pools[spec.substr(0, eq)] = n;
   }
   if (cfg.templates_dir.empty()) cfg.templates_dir = cfg.state_dir + "/templates";
+  cfg.background_threads = cfg.pool_refill_parallel + 2;
   if (cfg.interp_path.empty()) {
     if (::access((self_dir() + "/coppice-interp").c_str(), X_OK) == 0) cfg.interp_path = self_dir() + "/coppice-interp";
   } else if (::access(cfg.interp_path.c_str(), X_OK) != 0) {
@@ -157,11 +168,14 @@ int main(int argc, char** argv) {
                 (*key)->c_str());
     std::fflush(stdout);
   }
-  if (auto t = core::ensure_host_template(cfg.templates_dir); !t) {
+  if (auto t = templates::ensure_host_template(cfg.templates_dir); !t) {
     COPPICE_LOG(error) << "host template: " << t.error().to_string();
     return 1;
   }
-  core::TemplateRegistry templates(cfg.templates_dir);
+  templates::TemplateRegistry templates(cfg.templates_dir);
+  // Everything kept ready ahead of demand is made here, at background
+  // priority (sys/background.h): user namespaces, spares, warm pools.
+  sys::BackgroundPool background(static_cast<size_t>(cfg.background_threads));
   if (auto s = templates.reload(); !s) {
     COPPICE_LOG(error) << "templates: " << s.error().to_string();
     return 1;
@@ -176,6 +190,7 @@ int main(int argc, char** argv) {
   nso.spare_dir = cfg.state_dir + "/spare";  // beside sandboxes/: renamed into it
   nso.spare_limits.cpu_millicores = cfg.default_cpu_count * 1000;
   nso.spare_limits.memory_bytes = static_cast<uint64_t>(cfg.default_memory_mb) << 20;
+  nso.background = &background;
   if (fs::weakly_canonical(cfg.state_dir) != fs::path("/var/lib/coppice"))
     nso.cgroup_parent = "coppice-" + store::sha256_hex(fs::weakly_canonical(cfg.state_dir).string()).substr(0, 12);
   auto backend = sandbox::make_ns_backend(nso);
@@ -184,11 +199,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   http::asio::thread_pool workers(static_cast<size_t>(std::max(1, cfg.worker_threads)));
+  // Sockets into sandboxes' networks for the proxy: apart from the workers,
+  // so a burst of creates never delays a proxied request.
+  http::asio::thread_pool netns_pool(2);
   http::asio::io_context io(cfg.io_threads);
   core::metrics::Registry registry;
   core::metrics::GatewayMetrics metrics(registry);
-  core::SandboxManager mgr(cfg, *store, **backend, templates, workers, metrics, io.get_executor());
-  api::Api api(cfg, mgr, templates, *store, metrics);
+  core::SandboxManager mgr(cfg, *store, **backend, templates,
+                           core::ManagerExecutors{io.get_executor(), &workers, &background}, metrics);
+  api::Api api(cfg, mgr, templates, *store, metrics, **backend, netns_pool);
   // Figures computed at each scrape, from the live state rather than kept in step with it.
   registry.gauge_collector("coppice_sandboxes", "Sandboxes by state.", [&mgr] {
     auto c = mgr.count_by_state();
@@ -233,13 +252,16 @@ int main(int argc, char** argv) {
   }
   COPPICE_LOG(info) << "coppiced " << COPPICE_VERSION << " listening on " << cfg.listen_host << ":" << *port
                     << ", state in " << cfg.state_dir << ", " << mgr.count() << " sandboxes recovered";
-  http::asio::co_spawn(io, mgr.reaper_loop(), http::asio::detached);
-  for (const auto& [name, n] : cfg.pools) {
-    if (auto p = mgr.warm_pool(name, n); !p) {
-      COPPICE_LOG(error) << "--pool " << name << "=" << n << ": " << p.error().to_string();
-      return 2;
-    }
-    COPPICE_LOG(info) << "pool " << name << ": keeping " << n << " warm";
+  std::optional<Status> started;
+  http::asio::co_spawn(io, mgr.start(), [&](std::exception_ptr e, Status s) {
+    started = e ? Status(make_error(ErrorCode::kInternal, "start threw")) : s;
+    io.stop();
+  });
+  io.run();
+  io.restart();
+  if (!started || !*started) {
+    COPPICE_LOG(error) << (started ? started->error().to_string() : "start did not finish");
+    return 2;
   }
 
   // SIGTERM/SIGINT: stop serving, drain the warm pools, exit. Sandboxes keep
@@ -259,10 +281,7 @@ int main(int argc, char** argv) {
     COPPICE_LOG(info) << "signal " << sig << ": stopping (sandboxes keep running; draining pools)";
     server.stop();
     signals.async_wait(on_signal);
-    http::asio::co_spawn(io, mgr.shutdown(), [&](std::exception_ptr) {
-      mgr.stop();
-      io.stop();
-    });
+    http::asio::co_spawn(io, mgr.shutdown(), [&](std::exception_ptr) { io.stop(); });
   };
   signals.async_wait(on_signal);
   std::vector<std::thread> threads;
@@ -270,5 +289,6 @@ int main(int argc, char** argv) {
   io.run();
   for (auto& t : threads) t.join();
   workers.join();
+  netns_pool.join();
   return 0;
 }

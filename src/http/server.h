@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/url.h"
 
 namespace coppice::http {
 
@@ -30,11 +31,9 @@ using Socket = asio::generic::stream_protocol::socket;
 using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
-// Percent-decodes a URL component; '+' stays '+' unless form is true.
-std::string url_decode(std::string_view s, bool form = false);
-std::string url_encode(std::string_view s);
-// Parses "a=1&b=2" (form-decoding keys and values). Repeated keys keep the last value.
-std::map<std::string, std::string> parse_query(std::string_view query);
+using coppice::parse_query;  // common/url.h
+using coppice::url_decode;
+using coppice::url_encode;
 
 class Exchange {
  public:

@@ -6,6 +6,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <deque>
 
+#include "common/constants.h"
 #include "common/log.h"
 #include "interp/output.h"
 #include "interp/requests.h"
@@ -353,7 +354,7 @@ asio::awaitable<std::map<std::string, std::string>> InterpServer::sandbox_envs(s
     ep.unix_path = cfg_.envd_socket;
   } else {
     ep.host = "127.0.0.1";
-    ep.port = 49983;
+    ep.port = kEnvdPort;
   }
   http::Fields headers;
   if (!token.empty()) headers.emplace_back("X-Access-Token", token);

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "common/log.h"
+#include "core/offload.h"
 #include "http/client.h"
 
 namespace coppice::proxy {
@@ -82,6 +83,31 @@ bool is_internal_envd_path(std::string_view path) {
   return p.find("/./") != std::string::npos || p.find("/../") != std::string::npos;
 }
 
+asio::awaitable<Result<http::Socket>> Proxy::connect_upstream(const core::Route& r, uint16_t port) {
+  if (port == kEnvdPort) {
+    const http::Endpoint ep{r.handle.envd_socket, "", 0};
+    co_return co_await http::connect_to(ep, std::chrono::seconds(5));
+  }
+  sandbox::SandboxHandle h = r.handle;
+  sandbox::Backend* backend = &backend_;
+  auto job = [backend, h, port] { return backend->port_socket(h, port); };
+  auto made = co_await core::run_on(netns_pool_, std::move(job));
+  if (!made) co_return std::unexpected(std::move(made.error()));
+  auto ex = co_await asio::this_coro::executor;
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(made->host, ec);
+  if (ec) co_return make_error(ErrorCode::kInternal, "upstream address " + made->host + ": " + ec.message());
+  asio::ip::tcp::socket tcp(ex);
+  tcp.assign(addr.is_v6() ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), made->fd.release(), ec);
+  if (ec) co_return make_error(ErrorCode::kInternal, "upstream socket: " + ec.message());
+  auto [cec] = co_await tcp.async_connect(asio::ip::tcp::endpoint(addr, made->port), kTuple);
+  if (cec)
+    co_return make_error(ErrorCode::kUnavailable,
+                         "connect to port " + std::to_string(port) + " in sandbox " + r.id + ": " + cec.message());
+  tcp.set_option(asio::ip::tcp::no_delay(true), ec);
+  co_return http::Socket(std::move(tcp));
+}
+
 asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
   using core::metrics::ProxyError;
   bool to_envd = t.port == kEnvdPort;
@@ -100,38 +126,30 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     co_return;
   }
   // Connect upstream.
-  http::Socket up(ex.executor());
-  if (t.port == kEnvdPort) {
-    auto ep = mgr_.envd_endpoint(t.sandbox_id);
-    if (!ep) {
+  auto route = routes_.lookup(t.sandbox_id);
+  if (!route || !route->running()) {
+    metrics_.proxy_error(ProxyError::kNotFound).inc();
+    co_await ex.respond_json(502, not_found_body(t.sandbox_id));
+    co_return;
+  }
+  auto connected = co_await connect_upstream(*route, t.port);
+  if (!connected) {
+    if (connected.error().code() == ErrorCode::kNotFound) {
       metrics_.proxy_error(ProxyError::kNotFound).inc();
       co_await ex.respond_json(502, not_found_body(t.sandbox_id));
-      co_return;
-    }
-    auto s = co_await http::connect_to(*ep, std::chrono::seconds(5));
-    if (!s) {
+    } else if (to_envd) {
       upstream_failed(ProxyError::kConnect);
       co_await ex.respond_json(502, not_found_body(t.sandbox_id));
-      co_return;
+    } else {
+      upstream_failed(ProxyError::kConnect);
+      nlohmann::json body{{"sandboxId", t.sandbox_id}, {"port", t.port},
+                          {"message", "nothing is listening on port " + std::to_string(t.port) + " in the sandbox"},
+                          {"code", 502}};
+      co_await ex.respond_json(502, body.dump());
     }
-    up = std::move(*s);
-  } else {
-    auto s = co_await mgr_.connect_port(t.sandbox_id, t.port);
-    if (!s) {
-      if (s.error().code() == ErrorCode::kNotFound) {
-        metrics_.proxy_error(ProxyError::kNotFound).inc();
-        co_await ex.respond_json(502, not_found_body(t.sandbox_id));
-      } else {
-        upstream_failed(ProxyError::kConnect);
-        nlohmann::json body{{"sandboxId", t.sandbox_id}, {"port", t.port},
-                            {"message", "nothing is listening on port " + std::to_string(t.port) + " in the sandbox"},
-                            {"code", 502}};
-        co_await ex.respond_json(502, body.dump());
-      }
-      co_return;
-    }
-    up = std::move(*s);
+    co_return;
   }
+  http::Socket up = std::move(*connected);
 
   // Request head.
   bhttp::request<bhttp::empty_body> req{ex.method(), std::string(ex.target()), 11};

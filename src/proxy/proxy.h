@@ -9,15 +9,15 @@
 #include <optional>
 #include <string>
 
+#include "common/constants.h"
 #include "core/metrics.h"
-#include "core/sandbox_manager.h"
+#include "core/routes.h"
 #include "http/server.h"
+#include "sandbox/backend.h"
 
 namespace coppice::proxy {
 
 namespace asio = http::asio;
-
-inline constexpr uint16_t kEnvdPort = 49983;
 
 struct Target {
   std::string sandbox_id;
@@ -32,14 +32,26 @@ std::optional<Target> route(const http::Exchange& ex, const std::string& domain)
 // envd endpoints only the gateway may call.
 bool is_internal_envd_path(std::string_view path);
 
+// Resolves a sandbox from the route table (a lock-free snapshot the
+// sandbox owner publishes: a proxied request never waits on the control
+// plane) and relays the exchange to it.
 class Proxy {
  public:
-  // `metrics` counts requests, relayed body bytes and 502s.
-  Proxy(core::SandboxManager& mgr, core::metrics::GatewayMetrics& metrics) : mgr_(mgr), metrics_(metrics) {}
+  // `metrics` counts requests, relayed body bytes and 502s. Sockets into a
+  // sandbox's network are made on `netns_pool` (each entry into a network
+  // namespace is a few syscalls; off the io threads).
+  Proxy(const core::RouteTable& routes, sandbox::Backend& backend, asio::thread_pool& netns_pool,
+        core::metrics::GatewayMetrics& metrics)
+      : routes_(routes), backend_(backend), netns_pool_(netns_pool), metrics_(metrics) {}
   asio::awaitable<void> serve(http::Exchange& ex, const Target& t);
 
  private:
-  core::SandboxManager& mgr_;
+  // A connected socket to the sandbox's envd or to one of its ports.
+  asio::awaitable<Result<http::Socket>> connect_upstream(const core::Route& r, uint16_t port);
+
+  const core::RouteTable& routes_;
+  sandbox::Backend& backend_;
+  asio::thread_pool& netns_pool_;
   core::metrics::GatewayMetrics& metrics_;
 };
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "sys/fd.h"
 
 namespace coppice::sandbox {
 
@@ -51,6 +52,10 @@ struct SandboxHandle {
   std::string envd_socket;
   std::string state_dir;
   uid_t host_uid = 0;       // host uid that the sandbox's root maps to (never 0)
+  // Identity of the sandbox's network namespace (SO_NETNS_COOKIE: never
+  // reused while the host runs), taken at create/adopt and checked before
+  // every use of the namespace; 0: unknown.
+  uint64_t netns_cookie = 0;
 };
 
 struct Usage {
@@ -78,7 +83,9 @@ class Backend {
   virtual Status freeze(const std::string& id) = 0;
   virtual Status thaw(const std::string& id) = 0;
 
-  virtual Result<Usage> usage(const std::string& id) = 0;
+  // CPU and memory from the sandbox's cgroups; with `with_disk`, also the
+  // bytes its writable layer holds (which may cost a walk of its files).
+  virtual Result<Usage> usage(const std::string& id, bool with_disk) = 0;
 
   // Ids that have something left on this host (a cgroup or a state record),
   // for reconciliation after a gateway restart: adopt or destroy each.
@@ -88,27 +95,23 @@ class Backend {
   // management (finds its PID 1 from its cgroup). kNotFound if it is not running.
   virtual Result<SandboxHandle> adopt(const std::string& id, const std::string& state_dir) = 0;
 
-  // Gives a running sandbox managed by this backend a new id (for warm pools:
-  // a sandbox started under a pool name is handed out under a fresh id). Its
-  // state dir moves to `new_state_dir` (same file system; must not exist), so
-  // the returned handle has a new envd_socket; its cgroups, its record and
-  // the hostname inside it take `new_id`. Processes, uid slot and limits stay.
-  // kNotFound if `id` is not running here, kAlreadyExists if `new_id` is taken.
-  //
-  // Crash safety: once the rename has started, a crash leaves a journal record
-  // and the next list_existing() (or a new backend on the same registry)
-  // completes it, so recovery finds the sandbox wholly under `new_id` and
-  // nothing under `id`. A failure returned before that point left nothing
-  // changed.
   // Host-resource bundles ready for cold creates (spares); 0 if the backend
   // keeps none.
   virtual size_t spares_ready() const { return 0; }
 
-  virtual Result<SandboxHandle> rename(const std::string& id, const std::string& new_id,
-                                       const std::string& new_state_dir) {
-    (void)id, (void)new_id, (void)new_state_dir;
-    return make_error(ErrorCode::kUnimplemented, "this backend cannot rename sandboxes");
-  }
+  // A stream socket from which `port` of the sandbox's own loopback is
+  // reached: connect `fd` (unconnected, non-blocking, CLOEXEC) to
+  // `host`:`port` of the answer. For ns sandboxes it is made inside the
+  // sandbox's network namespace, checked to be the namespace the sandbox was
+  // made with (a reused PID must never route into someone else's network).
+  // Called on data-plane threads: quick, no lock the control plane holds
+  // across blocking work. kNotFound when the sandbox (or its network) is gone.
+  struct PortSocket {
+    sys::UniqueFd fd;
+    std::string host = "127.0.0.1";
+    uint16_t port = 0;
+  };
+  virtual Result<PortSocket> port_socket(const SandboxHandle& h, uint16_t port) = 0;
 };
 
 }  // namespace coppice::sandbox

@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
+#include "common/ids.h"
 #include "common/log.h"
 #include "store/checkpointer.h"
 #include "sys/fd.h"
@@ -64,6 +66,12 @@ CREATE TABLE events (
 ) STRICT;
 CREATE INDEX events_by_sandbox ON events (sandbox_id, id);
 )sql",
+    // 2: the template tree each sandbox runs on ("<dev>:<ino>" of its rootfs
+    // directory), so a replaced build is removed only after its last sandbox.
+    R"sql(
+ALTER TABLE sandboxes ADD COLUMN template_tree TEXT NOT NULL DEFAULT '';
+CREATE INDEX sandboxes_by_template_tree ON sandboxes (template_tree);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -73,30 +81,32 @@ constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 constexpr const char* kPutSandbox =
     "INSERT INTO sandboxes (id, template_id, alias, state, envd_access_token, metadata, "
     "env_vars, cpu_count, memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, "
-    "state_dir, backend, envd_version, extra) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) "
+    "state_dir, backend, envd_version, extra, template_tree) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) "
     "ON CONFLICT (id) DO UPDATE SET template_id = excluded.template_id, alias = excluded.alias, "
     "state = excluded.state, envd_access_token = excluded.envd_access_token, "
     "metadata = excluded.metadata, env_vars = excluded.env_vars, cpu_count = excluded.cpu_count, "
     "memory_mb = excluded.memory_mb, disk_size_mb = excluded.disk_size_mb, "
     "started_at = excluded.started_at, end_at = excluded.end_at, init_pid = excluded.init_pid, "
     "uid_base = excluded.uid_base, state_dir = excluded.state_dir, backend = excluded.backend, "
-    "envd_version = excluded.envd_version, extra = excluded.extra";
+    "envd_version = excluded.envd_version, extra = excluded.extra, template_tree = excluded.template_tree";
 // (Not INSERT OR REPLACE: REPLACE deletes the old row first, which would
 // cascade to the sandbox's events.)
 
 constexpr const char* kGetSandbox =
     "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
     "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
-    "envd_version, extra FROM sandboxes WHERE id = ?1";
+    "envd_version, extra, template_tree FROM sandboxes WHERE id = ?1";
 constexpr const char* kListLive =
     "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
     "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
-    "envd_version, extra FROM sandboxes WHERE state != 'killed' ORDER BY started_at, id";
+    "envd_version, extra, template_tree FROM sandboxes WHERE state != 'killed' ORDER BY started_at, id";
 constexpr const char* kListAll =
     "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
     "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
-    "envd_version, extra FROM sandboxes ORDER BY started_at, id";
+    "envd_version, extra, template_tree FROM sandboxes ORDER BY started_at, id";
+constexpr const char* kTemplateTrees =
+    "SELECT DISTINCT template_tree FROM sandboxes WHERE template_tree != ''";
 constexpr const char* kUpdateState = "UPDATE sandboxes SET state = ?2 WHERE id = ?1";
 constexpr const char* kUpdateEndAt = "UPDATE sandboxes SET end_at = ?2 WHERE id = ?1";
 constexpr const char* kDeleteSandbox = "DELETE FROM sandboxes WHERE id = ?1";
@@ -260,6 +270,7 @@ Result<SandboxRecord> read_sandbox(sqlite3_stmt* s) {
   auto extra = parse_json_column(s, 17, "extra");
   if (!extra) return std::unexpected(std::move(extra.error()).context("sandbox " + r.id));
   r.extra = std::move(*extra);
+  r.template_tree = column_text(s, 18);
   return r;
 }
 
@@ -311,14 +322,6 @@ Result<BackendKind> parse_backend(std::string_view s) {
   if (s == "ns") return BackendKind::kNs;
   if (s == "vm") return BackendKind::kVm;
   return make_error(ErrorCode::kInvalidArgument, "unknown backend \"" + std::string(s) + "\"");
-}
-
-bool valid_sandbox_id(std::string_view id) {
-  if (id.size() != 20) return false;
-  for (char c : id) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) return false;
-  }
-  return true;
 }
 
 struct Store::Impl {
@@ -527,6 +530,7 @@ Status Store::put_sandbox(const SandboxRecord& rec, std::string_view event_kind,
     bind_arg(s, 16, backend_name(rec.backend));
     bind_arg(s, 17, rec.envd_version);
     bind_arg(s, 18, extra);
+    bind_arg(s, 19, rec.template_tree);
   });
   if (!r) return std::unexpected(std::move(r.error()));
   if (event_kind.empty()) return ok();
@@ -648,6 +652,21 @@ Result<ApiKeyRecord> Store::find_api_key(std::string_view hash) {
   if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "find api key: no such key");
   if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, "find api key"));
   return read_key(*s);
+}
+
+Result<std::set<std::string>> Store::template_trees_in_use() {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kTemplateTrees);
+  if (!s) return std::unexpected(std::move(s.error()).context("template trees in use"));
+  StmtUse use(*s);
+  std::set<std::string> out;
+  for (;;) {
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, "template trees in use"));
+    out.insert(column_text(*s, 0));
+  }
+  return out;
 }
 
 Result<int64_t> Store::count_api_keys() {

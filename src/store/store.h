@@ -18,12 +18,14 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "common/ids.h"
 #include "common/result.h"
 
 namespace coppice::store {
@@ -42,8 +44,7 @@ enum class BackendKind { kNs, kVm };
 std::string_view backend_name(BackendKind b);  // "ns" | "vm"
 Result<BackendKind> parse_backend(std::string_view s);
 
-// True for a well-formed sandbox id: exactly 20 characters of [a-z0-9].
-bool valid_sandbox_id(std::string_view id);
+using coppice::valid_sandbox_id;  // common/ids.h
 
 // One row of `sandboxes`. Times are unix milliseconds.
 struct SandboxRecord {
@@ -65,6 +66,10 @@ struct SandboxRecord {
   BackendKind backend = BackendKind::kNs;
   std::string envd_version;       // semver reported to the SDK
   nlohmann::json extra = nlohmann::json::object();  // backend-specific data: a JSON object
+  // The template tree it runs on: "<dev>:<ino>" of the rootfs directory its
+  // read-only layer was made from; "" if not known. A replaced template build
+  // is kept while any sandbox names its tree (template_trees_in_use).
+  std::string template_tree;
 
   bool operator==(const SandboxRecord&) const = default;
 };
@@ -118,6 +123,9 @@ class Store {
   Status update_end_at(std::string_view id, int64_t end_at_ms);
   // Removes the row and its events. kNotFound if there was no such row.
   Status delete_sandbox(std::string_view id);
+  // The template_tree values of every stored sandbox (the trees that must
+  // not be removed), without "".
+  Result<std::set<std::string>> template_trees_in_use();
   // Rows that are not killed, oldest first; with include_killed, all rows
   // (restart recovery also cleans up after sandboxes killed mid-teardown).
   Result<std::vector<SandboxRecord>> list_sandboxes(bool include_killed = false);

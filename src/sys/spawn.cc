@@ -9,6 +9,8 @@
 
 #include <cstring>
 
+#include "common/constants.h"
+
 namespace coppice::sys {
 namespace {
 
@@ -85,7 +87,7 @@ Result<pid_t> spawn(const SpawnOptions& opts) {
   // only makes async-signal-safe calls.
   std::string path = opts.path;
   if (path.find('/') == std::string::npos) {
-    std::string path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    std::string path_var(kDefaultPath);
     for (const auto& e : opts.env)
       if (e.rfind("PATH=", 0) == 0) path_var = e.substr(5);
     std::string found = find_in_path(path, path_var);

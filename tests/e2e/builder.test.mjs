@@ -117,3 +117,33 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
     }
   });
 }
+
+test(`[${sdkName}] a rebuild never empties the root of sandboxes running on the old build`, opt, async () => {
+  assert.ok(fs.existsSync(path.join(templatesDir, name, 'template.toml')), 'needs the template built by the first test');
+  const sbx = await Sandbox.create(name, gw.opts);
+  try {
+    await sbx.files.write('/home/user/mine.txt', 'kept');
+    const before = (await sbx.commands.run('busybox ls /bin | busybox wc -l')).stdout;
+    const r = await coppice(['template', 'build', recipe, '--templates', templatesDir, '--force']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /replaced build is at .*\.retired\//);
+    // The running sandbox still has every file of its build and its own.
+    assert.equal((await sbx.commands.run('busybox ls /bin | busybox wc -l')).stdout, before);
+    assert.equal((await sbx.commands.run('busybox echo alive')).stdout, 'alive\n');
+    assert.equal(await sbx.files.read('/home/user/mine.txt'), 'kept');
+    const retired = path.join(templatesDir, '.retired');
+    assert.equal(fs.readdirSync(retired).length, 1, 'the old build waits for its last sandbox');
+    // A new sandbox runs on the new build.
+    const fresh = await Sandbox.create(name, gw.opts);
+    assert.equal((await fresh.commands.run('busybox echo new')).stdout, 'new\n');
+    await fresh.kill();
+    await sbx.kill();
+    // Its last sandbox gone, the old build goes too.
+    const until = Date.now() + 10000;
+    while (fs.readdirSync(retired).length && Date.now() < until) await new Promise((res) => setTimeout(res, 100));
+    assert.deepEqual(fs.readdirSync(retired), []);
+    assert.ok(fs.existsSync(path.join(templatesDir, name, 'rootfs', 'bin', 'busybox')));
+  } finally {
+    await sbx.kill().catch(() => {});
+  }
+});

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <optional>
 
+#include "common/constants.h"
+#include "common/ids.h"
 #include "common/log.h"
 #include "sandbox/ns/child.h"
 #include "sandbox/ns/registry.h"
@@ -77,9 +79,8 @@ Status read_child_report(int fd, const sys::Pidfd& child) {
 }  // namespace
 
 Status validate_id(const std::string& id) {
-  bool good = !id.empty() && id.size() <= 63 && id[0] != '-' && !is_spare_name(id);
-  for (char c : id) good &= (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-  if (!good) return make_error(ErrorCode::kInvalidArgument, "invalid sandbox id \"" + id + "\"");
+  // Spare names ("spare-N") never pass: a sandbox id has no '-'.
+  if (!valid_sandbox_id(id)) return make_error(ErrorCode::kInvalidArgument, "invalid sandbox id \"" + id + "\"");
   return ok();
 }
 
@@ -200,7 +201,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     plan->args.push_back("--init-file");
     plan->args.push_back("/.coppice/run/init.json");
   }
-  plan->env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"};
+  plan->env = {"PATH=" + std::string(kDefaultPath), "HOME=/root", "LANG=C.UTF-8"};
   plan->seal();
 
   // From here until the parent has closed its copies of the child's ends,

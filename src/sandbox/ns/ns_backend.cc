@@ -1,6 +1,7 @@
 #include "sandbox/ns/ns_backend.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 
 #include <map>
 #include <mutex>
@@ -10,13 +11,13 @@
 #include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/launch.h"
 #include "sandbox/ns/registry.h"
-#include "sandbox/ns/rename.h"
 #include "sandbox/ns/rootfs.h"
 #include "sandbox/ns/seccomp_policy.h"
 #include "sandbox/ns/spares.h"
 #include "sandbox/ns/teardown.h"
 #include "sandbox/ns/uid_slots.h"
 #include "sys/fsutil.h"
+#include "sys/netns.h"
 #include "sys/userns.h"
 
 namespace coppice::sandbox {
@@ -36,9 +37,11 @@ struct Live {
 class NsBackend final : public Backend {
  public:
   NsBackend(NsOptions opts, CgroupManager cgroups, sys::seccomp::Program seccomp)
-      : opts_(std::move(opts)), cgroups_(std::move(cgroups)), slots_(opts_.uid_base, opts_.uid_slots),
+      : opts_(std::move(opts)), cgroups_(std::move(cgroups)),
+        own_pool_(opts_.background ? nullptr : std::make_unique<sys::BackgroundPool>(2)),
+        slots_(opts_.uid_base, opts_.uid_slots, 64, 256, background()),
         seccomp_(std::move(seccomp)),
-        spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits) {}
+        spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits, background()) {}
 
   Result<SandboxHandle> create(const SandboxSpec& spec) override {
     LaunchContext ctx;
@@ -51,6 +54,11 @@ class NsBackend final : public Backend {
     ctx.envd_log = opts_.envd_log;
     auto launched = launch(ctx, spec);
     if (!launched) return std::unexpected(launched.error());
+    // The namespace's identity, while the child is ours (unreaped: its pid
+    // cannot have been reused).
+    if (auto ns = sys::open_netns_of(launched->handle.init_pid); ns) {
+      if (auto c = sys::netns_cookie(ns->get()); c) launched->handle.netns_cookie = *c;
+    }
     auto live = std::make_shared<Live>(Live{launched->handle, std::move(launched->slot), true});
     std::lock_guard lock(mu_);
     live_[spec.id] = live;
@@ -95,11 +103,12 @@ class NsBackend final : public Backend {
     return cgroups_.thaw(id);
   }
 
-  Result<Usage> usage(const std::string& id) override {
+  Result<Usage> usage(const std::string& id, bool with_disk) override {
     COPPICE_TRY_CTX(validate_id(id), "usage of sandbox");
     auto cg = cgroups_.usage(id);
     if (!cg) return std::unexpected(cg.error());
     Usage u{cg->cpu_ns, cg->mem_bytes, cg->mem_limit, 0};
+    if (!with_disk) return u;
     std::string state;
     {
       std::lock_guard lock(mu_);
@@ -114,39 +123,30 @@ class NsBackend final : public Backend {
     return u;
   }
 
-  Result<SandboxHandle> rename(const std::string& id, const std::string& new_id,
-                               const std::string& new_state_dir) override {
-    const std::string ctx = "rename sandbox " + id;
-    COPPICE_TRY_CTX(validate_id(id), "rename sandbox");
-    std::shared_ptr<Live> live;
-    {
-      std::lock_guard lock(mu_);
-      auto it = live_.find(id);
-      if (it == live_.end()) return make_error(ErrorCode::kNotFound, ctx + ": not running here");
-      if (live_.contains(new_id)) return make_error(ErrorCode::kAlreadyExists, ctx + ": " + new_id + " exists", EEXIST);
-      live = it->second;
-      renaming_.insert(id);
+  Result<PortSocket> port_socket(const SandboxHandle& h, uint16_t port) override {
+    const std::string ctx = "port " + std::to_string(port) + " of sandbox " + h.id;
+    if (h.init_pid <= 0 || h.netns_cookie == 0) {
+      return make_error(ErrorCode::kNotFound, ctx + ": its network namespace is not known");
     }
-    RenameRequest req{id, new_id, live->handle.init_pid, live->handle.state_dir, new_state_dir};
-    auto s = rename_sandbox(cgroups_, opts_.registry_dir, req);
-    std::lock_guard lock(mu_);
-    renaming_.erase(id);
-    if (!s) return std::unexpected(s.error());
-    live->handle.id = new_id;
-    live->handle.state_dir = new_state_dir;
-    live->handle.envd_socket = StatePaths(new_state_dir).socket;
-    live_.erase(id);
-    live_[new_id] = live;
-    return live->handle;
+    auto ns = sys::open_netns_of(h.init_pid);
+    if (!ns) return make_error(ErrorCode::kNotFound, ctx + ": the sandbox is gone");
+    auto sock = sys::socket_in_netns(ns->get(), AF_INET, SOCK_STREAM | SOCK_NONBLOCK);
+    if (!sock) return std::unexpected(std::move(sock.error()).context(ctx));
+    // The pid may have been reused by a process of another network (the
+    // sandbox's PID 1 died): only the namespace it was made with will do.
+    auto cookie = sys::netns_cookie_of_socket(sock->get());
+    if (!cookie || *cookie != h.netns_cookie) {
+      return make_error(ErrorCode::kNotFound, ctx + ": the sandbox's network namespace is gone");
+    }
+    PortSocket out;
+    out.fd = std::move(*sock);
+    out.port = port;
+    return out;
   }
 
   size_t spares_ready() const override { return spares_.ready(); }
 
   Result<std::vector<std::string>> list_existing() override {
-    {
-      std::lock_guard lock(mu_);
-      finish_pending_renames(cgroups_, opts_.registry_dir, renaming_);
-    }
     std::set<std::string> ids;
     auto cg = cgroups_.list();
     if (!cg) return std::unexpected(cg.error());
@@ -182,6 +182,11 @@ class NsBackend final : public Backend {
     live->handle.state_dir = state_dir;
     live->handle.envd_socket = StatePaths(state_dir).socket;
     live->handle.host_uid = map->outside;
+    // Taken now, from the PID 1 found in the sandbox's own cgroup, and checked
+    // before every later use of the namespace.
+    if (auto ns = sys::open_netns_of(*pid); ns) {
+      if (auto c = sys::netns_cookie(ns->get()); c) live->handle.netns_cookie = *c;
+    }
     live->slot = std::move(*slot);
     std::lock_guard lock(mu_);
     live_[id] = live;
@@ -189,14 +194,16 @@ class NsBackend final : public Backend {
   }
 
  private:
+  sys::BackgroundPool* background() const { return opts_.background ? opts_.background : own_pool_.get(); }
+
   const NsOptions opts_;
   const CgroupManager cgroups_;
+  std::unique_ptr<sys::BackgroundPool> own_pool_;  // when the options give none
   UidSlots slots_;
   const sys::seccomp::Program seccomp_;
   Spares spares_;  // uses cgroups_: declared after it
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Live>> live_;
-  std::set<std::string> renaming_;  // old ids of renames under way (their journal is live)
 };
 
 }  // namespace
@@ -209,8 +216,6 @@ Result<std::unique_ptr<Backend>> make_ns_backend(const NsOptions& options) {
   auto cgroups = CgroupManager::open(options.cgroup_parent);
   if (!cgroups) return std::unexpected(std::move(cgroups.error()).context("ns backend"));
   COPPICE_TRY_CTX(sys::make_dirs(options.registry_dir, 0700), "ns backend: registry dir");
-  // Renames a crash interrupted are completed before anyone looks.
-  finish_pending_renames(*cgroups, options.registry_dir, {});
   auto seccomp = compile_default_seccomp_policy();
   if (!seccomp) return std::unexpected(std::move(seccomp.error()).context("ns backend"));
   COPPICE_LOG(info) << "ns backend: uids from " << options.uid_base << " (" << options.uid_slots

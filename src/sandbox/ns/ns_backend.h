@@ -8,6 +8,7 @@
 
 #include "common/result.h"
 #include "sandbox/backend.h"
+#include "sys/background.h"
 
 namespace coppice::sandbox {
 
@@ -37,6 +38,9 @@ struct NsOptions {
   std::string spare_dir;
   // Limits the spare cgroups get until a create asks for others.
   Limits spare_limits;
+  // Where ready user namespaces and spares are made (background priority);
+  // null: the backend runs a pool of its own. Must outlive the backend.
+  sys::BackgroundPool* background = nullptr;
 };
 
 // Detects the cgroup layout, creates the parent cgroups and the registry dir,

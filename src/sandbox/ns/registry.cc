@@ -4,6 +4,7 @@
 
 #include <cerrno>
 
+#include "common/ids.h"
 #include "common/log.h"
 #include "sys/fsutil.h"
 
@@ -53,31 +54,7 @@ Result<std::vector<std::string>> registry_list(const std::string& registry_dir) 
   if (!names) return std::unexpected(std::move(names.error()).context("list sandbox records"));
   std::vector<std::string> out;
   for (auto& n : *names) {
-    if (!n.ends_with(".new") && n.find('=') == std::string::npos) out.push_back(std::move(n));
-  }
-  return out;
-}
-
-Status registry_begin_rename(const std::string& registry_dir, const PendingRename& r) {
-  COPPICE_TRY_CTX(sys::make_symlink(r.new_state_dir, registry_dir + "/" + r.id + "=" + r.new_id),
-                  "journal rename of sandbox " + r.id);
-  return ok();
-}
-
-Status registry_end_rename(const std::string& registry_dir, const std::string& id, const std::string& new_id) {
-  return sys::remove_file(registry_dir + "/" + id + "=" + new_id);
-}
-
-Result<std::vector<PendingRename>> registry_pending_renames(const std::string& registry_dir) {
-  auto names = sys::list_dir(registry_dir);
-  if (!names) return std::unexpected(std::move(names.error()).context("list sandbox renames"));
-  std::vector<PendingRename> out;
-  for (auto& n : *names) {
-    size_t eq = n.find('=');
-    if (eq == std::string::npos || n.ends_with(".new")) continue;
-    auto target = sys::read_symlink(registry_dir + "/" + n);
-    if (!target) continue;  // finished meanwhile
-    out.push_back(PendingRename{n.substr(0, eq), n.substr(eq + 1), std::move(*target)});
+    if (valid_sandbox_id(n)) out.push_back(std::move(n));  // not "<id>.new" mid-update
   }
   return out;
 }

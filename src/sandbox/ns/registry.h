@@ -33,18 +33,7 @@ Result<std::string> registry_lookup(const std::string& registry_dir, const std::
 // Records `id` -> `state_dir`, replacing an existing record.
 Status registry_put(const std::string& registry_dir, const std::string& id, const std::string& state_dir);
 Status registry_remove(const std::string& registry_dir, const std::string& id);
-// Ids with a record (journal entries of renames are not ids).
+// Ids with a record.
 Result<std::vector<std::string>> registry_list(const std::string& registry_dir);
-
-// The journal of a rename in progress: <registry_dir>/<id>=<new_id> ->
-// <new_state_dir> ('=' is never part of an id). It exists from the moment a
-// rename starts changing things until it has finished; one found after a
-// crash is completed, never undone.
-struct PendingRename {
-  std::string id, new_id, new_state_dir;
-};
-Status registry_begin_rename(const std::string& registry_dir, const PendingRename& r);
-Status registry_end_rename(const std::string& registry_dir, const std::string& id, const std::string& new_id);
-Result<std::vector<PendingRename>> registry_pending_renames(const std::string& registry_dir);
 
 }  // namespace coppice::sandbox::ns

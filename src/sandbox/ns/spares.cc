@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/log.h"
@@ -15,9 +16,23 @@
 
 namespace coppice::sandbox::ns {
 
-Spares::Spares(const CgroupManager* cgroups, std::string root, uint32_t target, Limits limits)
-    : cgroups_(cgroups && !cgroups->v2() ? cgroups : nullptr), root_(std::move(root)), target_(target),
-      limits_(limits) {
+namespace {
+RefillPolicy spare_policy(uint32_t target) {
+  RefillPolicy p;
+  p.target = target;
+  p.max_parallel = 2;
+  return p;
+}
+}  // namespace
+
+Spares::Spares(const CgroupManager* cgroups, std::string root, uint32_t target, Limits limits,
+               sys::BackgroundPool* background)
+    : cgroups_(cgroups && !cgroups->v2() ? cgroups : nullptr),
+      root_(std::move(root)),
+      limits_(limits),
+      own_pool_(background ? nullptr : std::make_unique<sys::BackgroundPool>(1)),
+      ready_([pool = background ? background : own_pool_.get()](std::function<void()> job) { pool->post(std::move(job)); },
+             spare_policy(target), [this] { return make_one(); }, [this](Spare& s) { discard(s); }) {
   // Whatever a process before us left: spares belong to nobody.
   if (cgroups_) {
     if (auto names = cgroups_->list(); names) {
@@ -37,33 +52,20 @@ Spares::Spares(const CgroupManager* cgroups, std::string root, uint32_t target, 
       COPPICE_LOG(warn) << "spare dirs: " << s.error().to_string() << " (creates make their own)";
     }
   }
-  if (target_ > 0) refiller_ = std::thread([this] { refill_loop(); });
+  ready_.start();
 }
 
 Spares::~Spares() {
-  {
-    std::lock_guard lk(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (refiller_.joinable()) refiller_.join();
-  for (auto& s : ready_) discard(s);
-  ready_.clear();
+  ready_.stop();
   if (!root_.empty()) (void)sys::remove_tree(root_);
 }
 
 std::optional<Spare> Spares::take(const Limits& limits) {
-  std::optional<Spare> out;
   {
     std::lock_guard lk(mu_);
     limits_ = limits;
-    if (!ready_.empty()) {
-      out = std::move(ready_.front());
-      ready_.pop_front();
-    }
   }
-  cv_.notify_one();
-  return out;
+  return ready_.take();
 }
 
 void Spares::discard(Spare& s) const {
@@ -78,42 +80,44 @@ void Spares::discard(Spare& s) const {
   s.dir.clear();
 }
 
-size_t Spares::ready() const {
-  std::lock_guard lk(mu_);
-  return ready_.size();
-}
-
-bool Spares::wait_ready(size_t n, int timeout_ms) const {
-  std::unique_lock lk(mu_);
-  return ready_cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return ready_.size() >= n; });
-}
-
 namespace {
 // A network namespace with loopback up, made by this thread: it enters a new
-// one, takes an fd to it and goes back to `home`. If it cannot go back, the
-// thread is in the wrong namespace for good: *stuck is set.
-sys::UniqueFd make_netns(int home, bool* stuck) {
+// one, takes an fd to it and goes back to the one it came from (a thread
+// that cannot go back would do everything after in the wrong network: that
+// aborts, as in sys/netns.h).
+sys::UniqueFd make_netns() {
+  sys::UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!home) {
+    COPPICE_LOG_RATE(warn, 60) << "spare network namespace: open own: " << std::strerror(errno);
+    return {};
+  }
   if (::unshare(CLONE_NEWNET) != 0) {
     COPPICE_LOG_RATE(warn, 60) << "spare network namespace: unshare: " << std::strerror(errno);
     return {};
   }
   sys::UniqueFd fd(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  int err = fd.valid() ? 0 : errno;
   int lo = sys::netif::loopback_up();
-  if (::setns(home, CLONE_NEWNET) != 0) {
+  if (::setns(home.get(), CLONE_NEWNET) != 0) {
     COPPICE_LOG(error) << "spare network namespaces: cannot return to the host's: " << std::strerror(errno);
-    *stuck = true;
-    return {};
+    std::abort();
   }
   if (!fd.valid() || lo != 0) {
-    COPPICE_LOG_RATE(warn, 60) << "spare network namespace: "
-                               << std::strerror(fd.valid() ? lo : errno);
+    COPPICE_LOG_RATE(warn, 60) << "spare network namespace: " << std::strerror(fd.valid() ? lo : err);
     return {};
   }
   return fd;
 }
 }  // namespace
 
-Spare Spares::make_one(uint64_t seq, const Limits& limits) const {
+std::optional<Spare> Spares::make_one() {
+  uint64_t seq;
+  Limits limits;
+  {
+    std::lock_guard lk(mu_);
+    seq = ++seq_;
+    limits = limits_;
+  }
   Spare s;
   if (cgroups_) {
     std::string name = std::string(kSparePrefix) + std::to_string(seq);
@@ -137,42 +141,9 @@ Spare Spares::make_one(uint64_t seq, const Limits& limits) const {
       (void)sys::remove_tree(dir);
     }
   }
+  s.netns = make_netns();
+  if (s.cgroup.empty() && s.dir.empty() && !s.netns.valid()) return std::nullopt;  // backs off
   return s;
-}
-
-void Spares::refill_loop() {
-  // Below the creates it serves, above nothing: a preempted holder of a
-  // kernel lock (cgroup_mutex) must still get the CPU back soon.
-  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
-  sys::UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-  bool netns_stuck = !home.valid();
-  std::unique_lock lk(mu_);
-  while (!stop_) {
-    if (ready_.size() >= target_) {
-      cv_.wait(lk);
-      continue;
-    }
-    const uint64_t seq = ++seq_;
-    const Limits limits = limits_;
-    lk.unlock();
-    Spare s = make_one(seq, limits);
-    if (!netns_stuck) s.netns = make_netns(home.get(), &netns_stuck);
-    const bool any = !s.cgroup.empty() || !s.dir.empty() || s.netns.valid();
-    lk.lock();
-    if (stop_) {
-      lk.unlock();
-      discard(s);
-      lk.lock();
-      break;
-    }
-    if (!any) {
-      // Nothing can be made now; creates make their own. Try again later.
-      cv_.wait_for(lk, std::chrono::seconds(5), [&] { return stop_; });
-      continue;
-    }
-    ready_.push_back(std::move(s));
-    ready_cv_.notify_all();
-  }
 }
 
 }  // namespace coppice::sandbox::ns

@@ -10,20 +10,22 @@
 //   - a network namespace with loopback up, owned by the host's user
 //     namespace like one the child would make, handed to the child by fd.
 // Nothing in a spare belongs to any sandbox until taken, and each piece is
-// handed out once. A background thread at low priority keeps `target` of
-// them; the destructor removes what is left, and a new Spares removes the
-// leftovers of a process that died (names starting "spare-", the whole root).
+// handed out once. A Refiller (common/refiller.h) keeps `target` of them at
+// background priority; the destructor removes what is left, and a new Spares
+// removes the leftovers of a process that died (names starting "spare-", the
+// whole root).
 #pragma once
 
-#include <condition_variable>
-#include <deque>
+#include <chrono>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 
+#include "common/refiller.h"
 #include "sandbox/backend.h"
 #include "sandbox/ns/cgroup.h"
+#include "sys/background.h"
 #include "sys/fd.h"
 
 namespace coppice::sandbox::ns {
@@ -44,39 +46,38 @@ class Spares {
   // `cgroups` may be null (no spare cgroups; also on cgroup2), `root` empty
   // (no state dir skeletons; else a root-only dir on the same file system as
   // the sandboxes' state dirs, emptied now). `target` 0 makes nothing.
-  Spares(const CgroupManager* cgroups, std::string root, uint32_t target, Limits limits);
+  // Refills run on `background` (or on a thread of its own when null).
+  Spares(const CgroupManager* cgroups, std::string root, uint32_t target, Limits limits,
+         sys::BackgroundPool* background = nullptr);
   ~Spares();
   Spares(const Spares&) = delete;
   Spares& operator=(const Spares&) = delete;
 
   // A ready spare, or nullopt when none is (then the caller makes every
-  // piece itself). O(1); wakes the refiller. `limits` become the limits of
+  // piece itself). O(1); starts a refill. `limits` become the limits of
   // the spares made from now on.
   std::optional<Spare> take(const Limits& limits);
 
   // Removes the pieces of a spare the caller did not use.
   void discard(Spare& s) const;
 
-  size_t ready() const;
+  size_t ready() const { return ready_.ready(); }
 
   // Blocks until `n` spares are ready or `timeout_ms` passed (tests).
-  bool wait_ready(size_t n, int timeout_ms) const;
+  bool wait_ready(size_t n, int timeout_ms) const {
+    return ready_.wait_ready(n, std::chrono::milliseconds(timeout_ms));
+  }
 
  private:
-  void refill_loop();
-  Spare make_one(uint64_t seq, const Limits& limits) const;
+  std::optional<Spare> make_one();
 
   const CgroupManager* cgroups_;
   const std::string root_;
-  const uint32_t target_;
-  mutable std::mutex mu_;
-  mutable std::condition_variable cv_;        // refiller: wake up
-  mutable std::condition_variable ready_cv_;  // wait_ready: one more ready
-  std::deque<Spare> ready_;
+  mutable std::mutex mu_;  // limits_ and seq_
   Limits limits_;
   uint64_t seq_ = 0;
-  bool stop_ = false;
-  std::thread refiller_;
+  std::unique_ptr<sys::BackgroundPool> own_pool_;
+  Refiller<Spare> ready_;  // last: stopped before the rest goes
 };
 
 }  // namespace coppice::sandbox::ns

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <string>
 
+#include "common/log.h"
 #include "sys/userns.h"
 
 namespace coppice::sandbox::ns {
@@ -29,143 +30,118 @@ SlotLease::~SlotLease() {
   if (owner_) owner_->free(slot_, std::move(userns_));
 }
 
-UidSlots::UidSlots(uint32_t base, uint32_t count, uint32_t prepare, uint32_t cache)
-    : prepare_(std::min(prepare, count)), base_(base), used_(count, false), userns_(count),
-      cache_max_(std::max(prepare, cache)) {
-  for (uint32_t slot = 0; slot < prepare_; ++slot) {
-    sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
-    auto fd = sys::make_userns(map, map);
-    if (!fd) break;  // acquire() makes it on first use and reports the error
-    userns_[slot] = std::move(*fd);
-    ++cached_;
+namespace {
+RefillPolicy slot_policy(uint32_t prepare, uint32_t cache) {
+  RefillPolicy p;
+  p.target = prepare;
+  p.max_parallel = 1;  // ~0.2 ms each: one at a time keeps up
+  p.keep_max = std::max(prepare, cache);
+  return p;
+}
+}  // namespace
+
+UidSlots::UidSlots(uint32_t base, uint32_t count, uint32_t prepare, uint32_t cache, sys::BackgroundPool* background)
+    : base_(base),
+      used_(count, false),
+      own_pool_(background ? nullptr : std::make_unique<sys::BackgroundPool>(1)),
+      ready_([pool = background ? background : own_pool_.get()](std::function<void()> job) { pool->post(std::move(job)); },
+             slot_policy(std::min(prepare, count), cache), [this] { return make_ready(); },
+             [this](Ready& r) { unreserve(r.slot); }) {
+  // The first ones now, so the first creates find them ready.
+  for (uint32_t i = 0; i < std::min(prepare, count); ++i) {
+    auto r = make_ready();
+    if (!r) break;  // acquire() makes it on first use and reports the error
+    if (!ready_.give(*r)) unreserve(r->slot);
   }
-  if (prepare_ > 0) refiller_ = std::thread([this] { refill_loop(); });
+  ready_.start();
 }
 
-UidSlots::~UidSlots() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (refiller_.joinable()) refiller_.join();
-}
+UidSlots::~UidSlots() { ready_.stop(); }
 
-// Keeps `prepare_` free slots with a ready namespace. The slot being prepared
-// is marked used meanwhile, so no create takes it half-made.
-void UidSlots::refill_loop() {
-  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
-  std::unique_lock lock(mu_);
-  for (;;) {
-    uint32_t slot = UINT32_MAX;
-    cv_.wait(lock, [&] {
-      if (stop_) return true;
-      if (cached_ >= prepare_) return false;
-      for (uint32_t i = 0; i < used_.size(); ++i) {
-        if (!used_[i] && !userns_[i]) {
-          slot = i;
-          return true;
-        }
-      }
-      return false;
-    });
-    if (stop_) return;
-    used_[slot] = true;
-    lock.unlock();
-    sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
-    auto fd = sys::make_userns(map, map);
-    lock.lock();
-    used_[slot] = false;
-    if (!fd) {
-      // Creates will make their own and report why; try again later.
-      cv_.wait_for(lock, std::chrono::seconds(5), [&] { return stop_; });
-      continue;
-    }
-    if (!userns_[slot]) {
-      userns_[slot] = std::move(*fd);
-      ++cached_;
+uint32_t UidSlots::reserve_lowest() {
+  std::lock_guard lock(mu_);
+  for (uint32_t i = 0; i < used_.size(); ++i) {
+    if (!used_[i]) {
+      used_[i] = true;
+      return i;
     }
   }
+  return UINT32_MAX;
 }
 
-Result<SlotLease> UidSlots::lease_locked(uint32_t slot, bool want_userns) {
-  uint32_t host = base_ + slot * kIdsPerSlot;
+void UidSlots::unreserve(uint32_t slot) {
+  std::lock_guard lock(mu_);
+  if (slot < used_.size()) used_[slot] = false;
+}
+
+std::optional<UidSlots::Ready> UidSlots::make_ready() {
+  uint32_t slot = reserve_lowest();
+  if (slot == UINT32_MAX) return std::nullopt;  // all held: nothing to prepare
+  sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
+  auto fd = sys::make_userns(map, map);
+  if (!fd) {
+    unreserve(slot);
+    COPPICE_LOG_RATE(warn, 60) << "user namespace for uid slot " << slot << ": " << fd.error().to_string();
+    return std::nullopt;
+  }
+  return Ready{slot, std::move(*fd)};
+}
+
+SlotLease UidSlots::lease(uint32_t slot, sys::UniqueFd userns) {
   SlotLease l;
-  if (userns_[slot]) {
-    l.userns_ = std::move(userns_[slot]);
-    --cached_;
-  } else if (want_userns) {
-    sys::IdRange map{0, host, kIdsPerSlot};
-    auto fd = sys::make_userns(map, map);
-    if (!fd) return std::unexpected(std::move(fd.error()).context("user namespace for uid slot " + std::to_string(slot)));
-    l.userns_ = std::move(*fd);
-  }
-  if (!want_userns) l.userns_.reset();
-  used_[slot] = true;
+  l.userns_ = std::move(userns);
   l.owner_ = this;
   l.slot_ = slot;
-  l.host_id_ = host;
+  l.host_id_ = base_ + slot * kIdsPerSlot;
   return l;
 }
 
 Result<SlotLease> UidSlots::acquire() {
-  std::unique_lock lock(mu_);
-  uint32_t pick = UINT32_MAX;
-  for (uint32_t i = 0; i < used_.size(); ++i) {
-    if (used_[i]) continue;
-    if (userns_[i]) {
-      pick = i;
-      break;
-    }
-    if (pick == UINT32_MAX) pick = i;
-    if (cached_ == 0) break;  // no ready one anywhere: the lowest free slot
+  // The lowest ready slot, so the set of slots with a namespace (and of host
+  // uids in use) stays small.
+  if (auto r = ready_.take_least([](const Ready& a, const Ready& b) { return a.slot < b.slot; })) {
+    return lease(r->slot, std::move(r->userns));
   }
-  if (pick == UINT32_MAX) {
+  // None ready: the lowest free slot, its namespace made here, outside the lock.
+  uint32_t slot = reserve_lowest();
+  if (slot == UINT32_MAX) {
     return make_error(ErrorCode::kResourceExhausted, "all " + std::to_string(used_.size()) + " uid slots are in use");
   }
-  if (userns_[pick]) {
-    auto l = lease_locked(pick, true);
-    lock.unlock();
-    cv_.notify_one();  // one fewer ready: the refiller makes another
-    return l;
-  }
-  // None ready: make this slot's namespace here, without holding the lock.
-  used_[pick] = true;
-  lock.unlock();
-  cv_.notify_one();
-  sys::IdRange map{0, base_ + pick * kIdsPerSlot, kIdsPerSlot};
+  sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
   auto fd = sys::make_userns(map, map);
   if (!fd) {
-    std::lock_guard relock(mu_);
-    used_[pick] = false;
-    return std::unexpected(std::move(fd.error()).context("user namespace for uid slot " + std::to_string(pick)));
+    unreserve(slot);
+    return std::unexpected(std::move(fd.error()).context("user namespace for uid slot " + std::to_string(slot)));
   }
-  SlotLease l;
-  l.userns_ = std::move(*fd);
-  l.owner_ = this;
-  l.slot_ = pick;
-  l.host_id_ = base_ + pick * kIdsPerSlot;
-  return l;
+  return lease(slot, std::move(*fd));
 }
 
 Result<SlotLease> UidSlots::claim(uint32_t host_uid) {
-  std::lock_guard lock(mu_);
   if (host_uid < base_ || (host_uid - base_) % kIdsPerSlot != 0 || (host_uid - base_) / kIdsPerSlot >= used_.size()) {
     return make_error(ErrorCode::kInvalidArgument, "host uid " + std::to_string(host_uid) + " is not a uid slot");
   }
   uint32_t slot = (host_uid - base_) / kIdsPerSlot;
-  if (used_[slot]) return make_error(ErrorCode::kAlreadyExists, "uid slot " + std::to_string(slot) + " is in use");
-  return lease_locked(slot, false);
+  // A slot whose namespace was made ready (e.g. at start, before recovery
+  // adopts the sandbox running in it) is taken back from the ready ones.
+  if (auto r = ready_.take_matching([slot](const Ready& x) { return x.slot == slot; })) {
+    return lease(slot, sys::UniqueFd());
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (used_[slot]) return make_error(ErrorCode::kAlreadyExists, "uid slot " + std::to_string(slot) + " is in use");
+    used_[slot] = true;
+  }
+  return lease(slot, sys::UniqueFd());
 }
 
 void UidSlots::free(uint32_t slot, sys::UniqueFd userns) {
-  std::lock_guard lock(mu_);
   if (slot >= used_.size()) return;
-  used_[slot] = false;
-  if (userns && !userns_[slot] && cached_ < cache_max_) {
-    userns_[slot] = std::move(userns);
-    ++cached_;
+  if (userns) {
+    // Kept (slot still held, now by the Ready item) for the next acquire.
+    Ready r{slot, std::move(userns)};
+    if (ready_.give(r)) return;
   }
+  unreserve(slot);
 }
 
 bool UidSlots::is_slot_userns(int fd) {

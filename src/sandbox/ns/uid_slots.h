@@ -12,16 +12,17 @@
 // idmapped mounts take their mapping from.
 #pragma once
 
-#include <condition_variable>
-#include <thread>
-
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
+#include "common/refiller.h"
 #include "common/result.h"
+#include "sys/background.h"
 #include "sys/fd.h"
 
 namespace coppice::sandbox::ns {
@@ -71,24 +72,25 @@ class SlotLease {
 class UidSlots {
  public:
   // The first `prepare` slots get their user namespace made here, at start,
-  // so the first creates neither pay for one (~3 ms, a helper process) nor
-  // queue behind one. Then a background thread (nice 10) keeps `prepare`
-  // free slots ready as creates take them: a pool of user namespaces, so
-  // the hundredth sandbox starts as fast as the first. A slot taken before
-  // its namespace is ready gets one made by the create itself, outside the
-  // lock. At most max(prepare, cache) namespace fds are held for free slots.
-  UidSlots(uint32_t base, uint32_t count, uint32_t prepare = 64, uint32_t cache = 256);
+  // so the first creates neither pay for one (a helper process) nor queue
+  // behind one. Then a Refiller (common/refiller.h) keeps `prepare` free
+  // slots ready as creates take them, on `background` (or on a thread of its
+  // own when null). A slot taken when none is ready gets its namespace made
+  // by the create itself, outside the lock. At most max(prepare, cache)
+  // namespace fds are held for free slots.
+  UidSlots(uint32_t base, uint32_t count, uint32_t prepare = 64, uint32_t cache = 256,
+           sys::BackgroundPool* background = nullptr);
   ~UidSlots();
   UidSlots(const UidSlots&) = delete;
   UidSlots& operator=(const UidSlots&) = delete;
 
-  // Takes a free slot (the lowest, so the set of cached namespaces stays small).
-  // Prefers a free slot whose namespace is ready.
+  // Takes a free slot, one whose namespace is ready when there is one (else
+  // the lowest free slot).
   Result<SlotLease> acquire();
   // Marks the slot that maps root to `host_uid` as held (for an adopted
   // sandbox); kInvalidArgument if it is not a slot start of this allocator.
   Result<SlotLease> claim(uint32_t host_uid);
-  // Returns a slot; `userns` (may be empty) is cached for its next use.
+  // Returns a slot; `userns` (may be empty) is kept for its next use.
   void free(uint32_t slot, sys::UniqueFd userns);
 
   // Whether `fd` is a user namespace whose parent is ours: a sandbox's
@@ -99,24 +101,24 @@ class UidSlots {
 
   uint32_t base() const { return base_; }
   // Free slots whose namespace is ready now.
-  uint32_t ready() {
-    std::lock_guard lock(mu_);
-    return cached_;
-  }
+  uint32_t ready() const { return static_cast<uint32_t>(ready_.ready()); }
 
  private:
-  Result<SlotLease> lease_locked(uint32_t slot, bool want_userns);
-  void refill_loop();
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  uint32_t prepare_;
-  std::thread refiller_;
+  struct Ready {
+    uint32_t slot = 0;
+    sys::UniqueFd userns;
+  };
+  // The lowest slot nobody holds, marked held; UINT32_MAX when all are.
+  uint32_t reserve_lowest();
+  void unreserve(uint32_t slot);
+  std::optional<Ready> make_ready();
+  SlotLease lease(uint32_t slot, sys::UniqueFd userns);
+
   uint32_t base_;
-  std::vector<bool> used_;
-  std::vector<sys::UniqueFd> userns_;  // per free slot, when its namespace is ready
-  uint32_t cached_ = 0;                 // valid entries of userns_
-  uint32_t cache_max_;
+  std::mutex mu_;
+  std::vector<bool> used_;  // held by a sandbox, or by a Ready item
+  std::unique_ptr<sys::BackgroundPool> own_pool_;
+  Refiller<Ready> ready_;  // last: stopped before the rest goes
 };
 
 }  // namespace coppice::sandbox::ns

@@ -1,4 +1,4 @@
-#include "core/template_toml.h"
+#include "templates/template_toml.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -11,7 +11,7 @@
 #include "sys/fd.h"
 #include "sys/fsutil.h"
 
-namespace coppice::core {
+namespace coppice::templates {
 namespace {
 
 constexpr size_t kMaxFileSize = 1 << 20;
@@ -453,4 +453,4 @@ std::string toml_quote(std::string_view s) {
   return out;
 }
 
-}  // namespace coppice::core
+}  // namespace coppice::templates

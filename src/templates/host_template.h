@@ -21,7 +21,7 @@
 
 #include "common/result.h"
 
-namespace coppice::core {
+namespace coppice::templates {
 
 inline constexpr std::string_view kHostTemplateName = "base";
 
@@ -60,4 +60,4 @@ Result<std::string> ensure_host_template(const std::string& templates_root,
 // directories and files, machine-id.
 bool is_host_secret_name(std::string_view name);
 
-}  // namespace coppice::core
+}  // namespace coppice::templates

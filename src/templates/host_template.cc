@@ -1,4 +1,4 @@
-#include "core/host_template.h"
+#include "templates/host_template.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,13 +14,14 @@
 #include <filesystem>
 #include <mutex>
 
+#include "common/constants.h"
 #include "common/log.h"
 #include "common/sha256.h"
-#include "core/template_toml.h"
+#include "templates/template_toml.h"
 #include "sys/fd.h"
 #include "sys/fsutil.h"
 
-namespace coppice::core {
+namespace coppice::templates {
 namespace {
 
 namespace fs = std::filesystem;
@@ -135,7 +136,7 @@ constexpr const char* kNsswitch =
 
 // Used when the host has no /etc/profile of its own.
 constexpr const char* kFallbackProfile =
-    "PATH=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n"
+    "PATH=\"" COPPICE_DEFAULT_PATH "\"\n"
     "export PATH\n"
     "if [ \"${PS1-}\" ] && [ \"${BASH-}\" ] && [ \"$BASH\" != \"/bin/sh\" ] && [ -f /etc/bash.bashrc ]; then\n"
     "  . /etc/bash.bashrc\n"
@@ -547,4 +548,4 @@ Result<std::string> ensure_host_template(const std::string& templates_root,
   return final_dir;
 }
 
-}  // namespace coppice::core
+}  // namespace coppice::templates

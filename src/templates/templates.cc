@@ -1,15 +1,17 @@
-#include "core/templates.h"
+#include "templates/templates.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <set>
 #include <utility>
 
 #include "common/log.h"
-#include "core/template_toml.h"
+#include "templates/template_toml.h"
 
-namespace coppice::core {
+namespace coppice::templates {
 
 namespace fs = std::filesystem;
 
@@ -83,26 +85,7 @@ Result<Template> load_dir_template(const fs::path& dir) {
   if (t.backend != "ns" && t.backend != "vm")
     return make_error(ErrorCode::kInvalidArgument, "unknown backend \"" + t.backend + "\"");
   t.size_bytes = tree_disk_usage(t.rootfs);
-  return t;
-}
-
-// A VM template: <root>/<name>.img with its <root>/<name>.conf sidecar.
-Result<Template> load_vm_template(const fs::path& img, const fs::path& conf) {
-  Template t;
-  t.name = img.stem().string();
-  t.path = img.string();
-  t.image = img.string();
-  t.backend = "vm";
-  struct stat st {};
-  if (::stat(t.image.c_str(), &st) != 0) return errno_error("stat " + t.image);
-  if (!S_ISREG(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, t.image + " is not a regular file");
-  if (auto s = read_description(conf.string(), t); !s) return std::unexpected(std::move(s.error()));
-  if (t.backend != "vm")
-    return make_error(ErrorCode::kInvalidArgument,
-                      conf.string() + ": backend must be \"vm\" for a disk image, not \"" + t.backend + "\"");
-  // The image's own size: what it takes when copied, and its capacity for
-  // a raw image.
-  t.size_bytes = static_cast<uint64_t>(st.st_size);
+  t.tree = tree_key(t.rootfs);
   return t;
 }
 
@@ -143,70 +126,64 @@ uint64_t tree_disk_usage(const std::string& root) {
 Status TemplateRegistry::reload() {
   std::lock_guard scan(reload_mu_);
   std::map<std::string, Template> found;
-  std::vector<std::pair<fs::path, fs::path>> images;  // (.img, .conf)
-  std::set<std::string> confs;                        // names with a .conf
   std::error_code ec;
   fs::directory_iterator dir(root_, ec);
   if (ec) return make_error(ErrorCode::kInternal, "templates root " + root_ + ": " + ec.message(), ec.value());
   for (; !ec && dir != fs::directory_iterator(); dir.increment(ec)) {
     const fs::path& p = dir->path();
     std::string file = p.filename().string();
-    if (file.starts_with(".")) continue;  // build in progress (.base.tmp-*) or hidden
+    if (file.starts_with(".")) continue;  // a build in progress, a retired build, or hidden
     std::error_code sec;
-    std::string ext = p.extension().string();
-    if (dir->is_directory(sec)) {
-      if (!valid_template_name(file)) {
-        COPPICE_LOG(warn) << "skipping template " << p.string() << ": the name is not a valid template name";
-        continue;
-      }
-      auto t = load_dir_template(p);
-      if (!t) {
-        COPPICE_LOG(warn) << "skipping template " << p.string() << ": " << t.error().to_string();
-        continue;
-      }
-      found[t->name] = std::move(*t);
-    } else if (ext == ".img") {
-      images.emplace_back(p, fs::path(p).replace_extension(".conf"));
-    } else if (ext == ".conf") {
-      confs.insert(p.stem().string());
+    if (!dir->is_directory(sec)) continue;
+    if (!valid_template_name(file)) {
+      COPPICE_LOG(warn) << "skipping template " << p.string() << ": the name is not a valid template name";
+      continue;
     }
+    auto t = load_dir_template(p);
+    if (!t) {
+      COPPICE_LOG(warn) << "skipping template " << p.string() << ": " << t.error().to_string();
+      continue;
+    }
+    found[t->name] = std::move(*t);
   }
   if (ec) return make_error(ErrorCode::kInternal, "read templates root " + root_ + ": " + ec.message(), ec.value());
-
-  // Second pass: VM images, which take the name from a directory template.
-  std::set<std::string> with_image;
-  for (const auto& [img, conf] : images) {
-    std::string name = img.stem().string();
-    with_image.insert(name);
-    if (!valid_template_name(name)) {
-      COPPICE_LOG(warn) << "skipping VM template " << img.string() << ": the name is not a valid template name";
-      continue;
-    }
-    if (!confs.count(name)) {
-      COPPICE_LOG(warn) << "skipping VM template " << img.string() << ": no " << conf.filename().string()
-                        << " beside it";
-      continue;
-    }
-    auto t = load_vm_template(img, conf);
-    if (!t) {
-      COPPICE_LOG(warn) << "skipping VM template " << img.string() << ": " << t.error().to_string();
-      continue;
-    }
-    if (auto it = found.find(name); it != found.end()) {
-      COPPICE_LOG(warn) << "template " << name << ": both " << it->second.path << " and " << t->path
-                        << " exist; using the VM image";
-    }
-    found[name] = std::move(*t);
-  }
-  for (const auto& name : confs) {
-    if (!with_image.count(name)) {
-      COPPICE_LOG(warn) << "ignoring " << root_ << "/" << name << ".conf: no " << name << ".img beside it";
-    }
-  }
-
   std::lock_guard lk(mu_);
   templates_ = std::move(found);
   return ok();
+}
+
+std::string tree_key(const std::string& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
+  return std::to_string(static_cast<unsigned long long>(st.st_dev)) + ":" +
+         std::to_string(static_cast<unsigned long long>(st.st_ino));
+}
+
+std::string retired_root(const std::string& templates_root) { return templates_root + "/.retired"; }
+
+std::string retired_path(const std::string& templates_root, const std::string& name) {
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  return retired_root(templates_root) + "/" + name + "-" +
+         std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(now).count()) + "-" +
+         std::to_string(::getpid());
+}
+
+std::vector<RetiredTree> retired_trees(const std::string& templates_root) {
+  std::vector<RetiredTree> out;
+  std::error_code ec;
+  for (fs::directory_iterator d(retired_root(templates_root), ec); !ec && d != fs::directory_iterator();
+       d.increment(ec)) {
+    out.push_back(RetiredTree{d->path().string(), tree_key((d->path() / "rootfs").string())});
+  }
+  ec.clear();
+  for (fs::directory_iterator d(templates_root, ec); !ec && d != fs::directory_iterator(); d.increment(ec)) {
+    std::string n = d->path().filename().string();
+    // .<name>.old-<pid>: how builders before .retired put a replaced tree aside.
+    auto at = n.rfind(".old-");
+    if (!n.starts_with(".") || at == std::string::npos || at == 0) continue;
+    out.push_back(RetiredTree{d->path().string(), tree_key((d->path() / "rootfs").string())});
+  }
+  return out;
 }
 
 Result<Template> TemplateRegistry::get(const std::string& name) const {
@@ -227,4 +204,4 @@ std::vector<Template> TemplateRegistry::list() const {
   return out;
 }
 
-}  // namespace coppice::core
+}  // namespace coppice::templates

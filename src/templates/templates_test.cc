@@ -1,4 +1,4 @@
-#include "core/templates.h"
+#include "templates/templates.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +9,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
-namespace coppice::core {
+namespace coppice::templates {
 namespace {
 
 namespace fs = std::filesystem;
@@ -32,12 +33,6 @@ void make_dir_template(const fs::path& root, const std::string& name, std::strin
   write(root / name / "template.toml", toml);
 }
 
-// A VM template <root>/<name>.img of `size` bytes (sparse) and its sidecar.
-void make_vm_template(const fs::path& root, const std::string& name, off_t size, std::string_view conf) {
-  write(root / (name + ".img"), "");
-  ASSERT_EQ(::truncate((root / (name + ".img")).c_str(), size), 0);
-  write(root / (name + ".conf"), conf);
-}
 
 // `n` bytes that no file system compresses away, so allocated blocks match
 // the size written.
@@ -85,7 +80,6 @@ TEST(TemplateRegistry, DiscoversDirectoryTemplates) {
   EXPECT_EQ(base->backend, "ns");
   EXPECT_EQ(base->path, (d.path() / "base").string());
   EXPECT_EQ(base->rootfs, (d.path() / "base" / "rootfs").string());
-  EXPECT_TRUE(base->image.empty());
   EXPECT_EQ(base->ro_binds, (std::vector<std::string>{"/usr"}));
   EXPECT_EQ(base->cpu_count, 2);
   EXPECT_EQ(base->memory_mb, 768);
@@ -117,50 +111,42 @@ TEST(TemplateRegistry, UnknownTemplateNamesTheOnesThatExist) {
   EXPECT_NE(t.error().message().find("base, py"), std::string::npos) << t.error().message();
 }
 
-TEST(TemplateRegistry, VmImageWithSidecar) {
+TEST(TemplateRegistry, AStrayImageNeverShadowsATemplate) {
   TempDir d;
-  make_vm_template(d.path(), "debian-vm", 8 << 20,
-                   "cpu_count = 2\nmemory_mb = 1024\nbuild_id = \"vm1\"\nsource = \"debian\"\n");
+  make_dir_template(d.path(), "base", kBaseToml);
+  write(d.path() / "base.img", "disk");
+  write(d.path() / "base.conf", "backend = \"vm\"\n");
   TemplateRegistry reg(d.path().string());
   ASSERT_TRUE(reg.reload());
-  auto t = reg.get("debian-vm");
-  ASSERT_TRUE(t) << t.error().to_string();
-  EXPECT_EQ(t->backend, "vm");
-  EXPECT_EQ(t->path, (d.path() / "debian-vm.img").string());
-  EXPECT_EQ(t->image, t->path);
-  EXPECT_TRUE(t->rootfs.empty());
-  EXPECT_EQ(t->cpu_count, 2);
-  EXPECT_EQ(t->memory_mb, 1024);
-  EXPECT_EQ(t->build_id, "vm1");
-  EXPECT_EQ(t->source, "debian");
-  EXPECT_EQ(t->size_bytes, uint64_t{8} << 20);  // the image's size, though sparse
+  EXPECT_EQ(names(reg), (std::vector<std::string>{"base"}));
+  auto t = reg.get("base");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->backend, "ns");
+  EXPECT_EQ(t->path, (d.path() / "base").string());
 }
 
-TEST(TemplateRegistry, VmEntriesNeedBothFilesAndTheVmBackend) {
+TEST(TemplateRegistry, RetiredBuildsAreNotTemplatesAndKeepTheirTreeKey) {
   TempDir d;
-  write(d.path() / "lonely.img", "disk");                       // no sidecar
-  write(d.path() / "orphan.conf", "cpu_count = 1\n");            // no image
-  make_vm_template(d.path(), "wrong", 4096, "backend = \"ns\"\n");  // an image cannot be an ns template
-  make_vm_template(d.path(), "explicit", 4096, "backend = \"vm\"\n");
-  TemplateRegistry reg(d.path().string());
-  ASSERT_TRUE(reg.reload());
-  EXPECT_EQ(names(reg), (std::vector<std::string>{"explicit"}));
-}
-
-TEST(TemplateRegistry, VmEntryWinsANameCollision) {
-  TempDir d;
-  make_dir_template(d.path(), "dual", kBaseToml);
-  make_vm_template(d.path(), "dual", 4096, "memory_mb = 2048\n");
   make_dir_template(d.path(), "base", kBaseToml);
   TemplateRegistry reg(d.path().string());
   ASSERT_TRUE(reg.reload());
-  EXPECT_EQ(names(reg), (std::vector<std::string>{"base", "dual"}));
-  auto t = reg.get("dual");
-  ASSERT_TRUE(t);
-  EXPECT_EQ(t->backend, "vm");
-  EXPECT_EQ(t->path, (d.path() / "dual.img").string());
-  EXPECT_EQ(t->memory_mb, 2048);
-  EXPECT_EQ(t->size_bytes, 4096u);
+  const std::string key = reg.get("base")->tree;
+  EXPECT_FALSE(key.empty());
+  // A rebuild moves the old tree aside: it keeps its identity.
+  const std::string retired = retired_path(d.path().string(), "base");
+  fs::create_directories(retired_root(d.path().string()));
+  fs::rename(d.path() / "base", retired);
+  make_dir_template(d.path(), "base", kBaseToml);
+  make_dir_template(d.path(), ".base.old-99", kBaseToml);  // what older builders left
+  ASSERT_TRUE(reg.reload());
+  EXPECT_EQ(names(reg), (std::vector<std::string>{"base"}));
+  EXPECT_NE(reg.get("base")->tree, key);
+  auto r = retired_trees(d.path().string());
+  ASSERT_EQ(r.size(), 2u);
+  std::set<std::string> keys;
+  for (const auto& t : r) keys.insert(t.key);
+  EXPECT_TRUE(keys.count(key));
+  EXPECT_EQ(tree_key((d.path() / "missing").string()), "");
 }
 
 TEST(TemplateRegistry, ReloadPicksUpNewTemplatesAndDropsRemovedOnes) {
@@ -172,11 +158,10 @@ TEST(TemplateRegistry, ReloadPicksUpNewTemplatesAndDropsRemovedOnes) {
   EXPECT_EQ(names(reg), (std::vector<std::string>{"base", "old"}));
 
   make_dir_template(d.path(), "fresh", kBaseToml);
-  make_vm_template(d.path(), "vm", 4096, "");
   fs::remove_all(d.path() / "old");
   EXPECT_EQ(names(reg), (std::vector<std::string>{"base", "old"}));  // nothing changes before a reload
   ASSERT_TRUE(reg.reload());
-  EXPECT_EQ(names(reg), (std::vector<std::string>{"base", "fresh", "vm"}));
+  EXPECT_EQ(names(reg), (std::vector<std::string>{"base", "fresh"}));
   EXPECT_FALSE(reg.get("old"));
   EXPECT_TRUE(reg.get("fresh"));
 }
@@ -195,7 +180,6 @@ TEST(TemplateRegistry, MalformedTemplatesAreSkipped) {
   make_dir_template(d.path(), "bad name", kBaseToml);                  // not a template name
   make_dir_template(d.path(), ".base.tmp-123", kBaseToml);             // a build in progress
   write(d.path() / "README", "not a template\n");
-  make_vm_template(d.path(), "badvm", 4096, "cpu_count = [\"x\"]\n");
   TemplateRegistry reg(d.path().string());
   ASSERT_TRUE(reg.reload());
   EXPECT_EQ(names(reg), (std::vector<std::string>{"good"}));
@@ -249,4 +233,4 @@ TEST(TemplateRegistry, TemplateNames) {
 }
 
 }  // namespace
-}  // namespace coppice::core
+}  // namespace coppice::templates

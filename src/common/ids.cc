@@ -1,4 +1,4 @@
-#include "core/ids.h"
+#include "common/ids.h"
 
 #include <sys/random.h>
 
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string_view>
 
-namespace coppice::core {
+namespace coppice {
 namespace {
 void fill_random(void* buf, size_t n) {
   auto* p = static_cast<uint8_t*>(buf);
@@ -26,13 +26,13 @@ void fill_random(void* buf, size_t n) {
 std::string new_sandbox_id() {
   static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
   std::string id;
-  while (id.size() < 20) {
+  while (id.size() < kSandboxIdLength) {
     uint8_t b[32];
     fill_random(b, sizeof b);
     for (uint8_t x : b) {
       if (x >= 252) continue;  // 252 = 7 * 36: keeps the choice uniform
       id.push_back(kAlphabet[x % 36]);
-      if (id.size() == 20) break;
+      if (id.size() == kSandboxIdLength) break;
     }
   }
   return id;
@@ -51,10 +51,10 @@ std::string new_token(size_t bytes) {
 }
 
 bool valid_sandbox_id(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
+  if (id.size() != kSandboxIdLength) return false;
   for (char c : id)
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) return false;
   return true;
 }
 
-}  // namespace coppice::core
+}  // namespace coppice

@@ -1,11 +1,10 @@
 // The template registry: what templates exist under the templates root, and
-// how each is launched. Two kinds of entry are found there:
-//   <root>/<name>/            a directory holding `rootfs/` and `template.toml`
-//                             (backend "ns" unless it says otherwise)
-//   <root>/<name>.img         a VM root disk with its `<root>/<name>.conf`
-//                             sidecar (the same keys; backend "vm")
-// When a name has both, the VM entry wins and the collision is logged once
-// per reload. reload() rescans without a restart; lookups are thread-safe.
+// how each is launched. A template is a directory <root>/<name>/ holding
+// `rootfs/` and `template.toml` (backend "ns" unless it says otherwise; a
+// template for a backend this gateway does not run is listed, and a create
+// from it is refused). Entries starting with '.' are builds in progress or
+// replaced builds (retired_root). reload() rescans without a restart;
+// lookups are thread-safe.
 //
 // Description keys (all optional, strictly typed; any other key makes the
 // entry malformed, and a malformed entry is skipped with a warning):
@@ -24,14 +23,13 @@
 
 #include "common/result.h"
 
-namespace coppice::core {
+namespace coppice::templates {
 
 struct Template {
   std::string name;
   std::string backend = "ns";           // "ns" | "vm"
-  std::string path;                     // <root>/<name>, or <root>/<name>.img for a VM
+  std::string path;                     // <root>/<name>
   std::string rootfs;                   // <root>/<name>/rootfs; empty for a VM
-  std::string image;                    // <root>/<name>.img for a VM; empty otherwise
   std::vector<std::string> ro_binds;    // host paths bound read-only at the same place
   int cpu_count = 0;                    // 0: the gateway's default
   int memory_mb = 0;                    // 0: the gateway's default
@@ -43,10 +41,32 @@ struct Template {
   std::map<std::string, std::string> env;  // environment of every sandbox (a create's envVars override)
   // Bytes on disk, measured at reload (never per request): the rootfs's
   // allocated blocks, hard links counted once, symlinks not followed, not
-  // crossing into other file systems (`du -sx`); for a VM, the image's size.
+  // crossing into other file systems (`du -sx`).
   // Host binds such as /usr are not part of it.
   uint64_t size_bytes = 0;
+  // Identity of the rootfs directory at reload (tree_key).
+  std::string tree;
 };
+
+// "<dev>:<ino>" of a directory: what a sandbox records of the template tree
+// it runs on. Stable across renames, so a build moved aside while sandboxes
+// use it keeps its identity. "" when it cannot be read.
+std::string tree_key(const std::string& dir);
+
+// Where replaced builds wait for their last sandbox: <root>/.retired. A
+// rebuild never removes the tree it replaces (sandboxes may be running on
+// it); it moves it here, and the gateway removes it once no sandbox names
+// its tree (its rootfs's tree_key) any more.
+std::string retired_root(const std::string& templates_root);
+// A new, unused path under retired_root for a replaced build of `name`.
+std::string retired_path(const std::string& templates_root, const std::string& name);
+struct RetiredTree {
+  std::string path;  // the build's directory (holding rootfs/)
+  std::string key;   // tree_key of its rootfs/; "" if it has none
+};
+// The retired builds: <root>/.retired/*, and the <root>/.<name>.old-<pid>
+// trees older builders left beside the templates.
+std::vector<RetiredTree> retired_trees(const std::string& templates_root);
 
 // Names are what clients pass as templateID: [A-Za-z0-9_-][A-Za-z0-9._-]*,
 // at most 128 characters. Other entries under the root are skipped, so a
@@ -79,4 +99,4 @@ class TemplateRegistry {
   std::map<std::string, Template> templates_;
 };
 
-}  // namespace coppice::core
+}  // namespace coppice::templates

@@ -24,7 +24,7 @@
 
 #include "common/result.h"
 
-namespace coppice::core {
+namespace coppice::templates {
 
 using TomlValue = std::variant<std::string, int64_t, bool, std::vector<std::string>>;
 
@@ -61,4 +61,4 @@ Result<TomlDoc> parse_toml_file(const std::string& path);
 // back exactly `s`.
 std::string toml_quote(std::string_view s);
 
-}  // namespace coppice::core
+}  // namespace coppice::templates

@@ -1,4 +1,4 @@
-#include "core/host_template.h"
+#include "templates/host_template.h"
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,9 +12,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/template_toml.h"
+#include "templates/template_toml.h"
 
-namespace coppice::core {
+namespace coppice::templates {
 namespace {
 
 namespace fs = std::filesystem;
@@ -341,4 +341,4 @@ TEST_F(FakeHostTest, BuildIdIsDeterministicAndTracksContent) {
 }
 
 }  // namespace
-}  // namespace coppice::core
+}  // namespace coppice::templates

@@ -1,4 +1,4 @@
-#include "core/template_toml.h"
+#include "templates/template_toml.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-namespace coppice::core {
+namespace coppice::templates {
 namespace {
 
 TEST(TemplateToml, ParsesTheSubset) {
@@ -165,4 +165,4 @@ TEST(TemplateToml, ParseFile) {
 }
 
 }  // namespace
-}  // namespace coppice::core
+}  // namespace coppice::templates

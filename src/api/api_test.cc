@@ -1,0 +1,245 @@
+// The control plane's routes and the proxy's routing, end to end over HTTP on
+// loopback, with the manager over a FakeBackend (no root).
+#include "api/api.h"
+
+#include <gtest/gtest.h>
+
+#include "core/testing/manager_fixture.h"
+#include "http/client.h"
+
+namespace coppice::api {
+namespace {
+
+using json = nlohmann::json;
+using http::bhttp::verb;
+
+const std::string kKey = "e2b_" + std::string(40, 'a');
+
+class ApiTest : public core::testing::ManagerFixture {
+ protected:
+  void SetUp() override {
+    ManagerFixture::SetUp();
+    cfg_.api_keys = {kKey};
+    make_manager();
+    ASSERT_TRUE(run(mgr_->recover()));
+    ASSERT_TRUE(run(mgr_->start()));
+    api_ = std::make_unique<Api>(cfg_, *mgr_, *templates_, *store_, *metrics_, *backend_, netns_pool_);
+    server_ = std::make_unique<http::Server>(io_, [this](http::Exchange& ex) { return api_->handle(ex); });
+    auto port = server_->listen_tcp("127.0.0.1", 0);
+    ASSERT_TRUE(port);
+    ep_ = http::Endpoint{"", "127.0.0.1", *port};
+  }
+  void TearDown() override {
+    server_->stop();
+    ManagerFixture::TearDown();
+  }
+
+  struct Answer {
+    unsigned status = 0;
+    json body;
+    std::string raw;
+    http::bhttp::fields headers;
+  };
+  Answer call(verb m, const std::string& target, const std::string& body = "", http::Fields headers = {},
+              bool with_key = true) {
+    if (with_key) headers.emplace_back("X-API-KEY", kKey);
+    if (!body.empty()) headers.emplace_back("Content-Type", "application/json");
+    auto r = run(http::fetch(ep_, m, target, headers, body, std::chrono::seconds(10)));
+    EXPECT_TRUE(r) << r.error().to_string();
+    if (!r) return {};
+    Answer a{r->status, json::parse(r->body, nullptr, false), r->body, r->headers};
+    return a;
+  }
+  std::string create_id(const std::string& body = "{}") {
+    auto a = call(verb::post, "/v2/sandboxes", body);
+    EXPECT_EQ(a.status, 201u) << a.raw;
+    return a.body.value("sandboxID", "");
+  }
+
+  asio::thread_pool netns_pool_{1};
+  std::unique_ptr<Api> api_;
+  std::unique_ptr<http::Server> server_;
+  http::Endpoint ep_;
+};
+
+TEST_F(ApiTest, KeysAreCheckedOnEveryControlPlaneRoute) {
+  for (auto [m, t] : {std::pair{verb::get, "/v2/sandboxes"}, std::pair{verb::post, "/v2/sandboxes"},
+                      std::pair{verb::get, "/sandboxes/abc"}, std::pair{verb::get, "/pools"}}) {
+    auto a = call(m, t, "", {}, false);
+    EXPECT_EQ(a.status, 401u) << t;
+    EXPECT_EQ(a.body["code"], 401);
+  }
+  EXPECT_EQ(call(verb::get, "/health", "", {}, false).status, 200u);
+}
+
+TEST_F(ApiTest, CreateAnswersTheSandboxShape) {
+  auto a = call(verb::post, "/v2/sandboxes", R"({"templateID":"base","timeout":60,"metadata":{"a":"b"}})");
+  ASSERT_EQ(a.status, 201u) << a.raw;
+  EXPECT_EQ(a.body["templateID"], "base");
+  EXPECT_EQ(a.body["envdVersion"], "0.6.13");
+  EXPECT_TRUE(a.body["envdAccessToken"].is_string());
+  auto id = a.body["sandboxID"].get<std::string>();
+  auto d = call(verb::get, "/sandboxes/" + id);
+  ASSERT_EQ(d.status, 200u);
+  EXPECT_EQ(d.body["metadata"]["a"], "b");
+  EXPECT_EQ(d.body["state"], "running");
+  // v1 route, secure: false: no token.
+  auto v1 = call(verb::post, "/sandboxes", R"({"templateID":"base","secure":false})");
+  ASSERT_EQ(v1.status, 201u) << v1.raw;
+  EXPECT_FALSE(v1.body.contains("envdAccessToken"));
+}
+
+TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
+  const char* refused[] = {
+      R"({"allow_internet_access":true})",
+      R"({"network":{"allowOut":["1.2.3.4"]}})",
+      R"({"network":{"denyOut":["0.0.0.0/0"]}})",
+      R"({"network":{"allowPublicTraffic":false}})",
+      R"({"network":{"maskRequestHost":"x"}})",
+      R"({"autoPause":true})",
+      R"({"autoResume":{"enabled":true}})",
+      R"({"lifecycle":{"onTimeout":"pause"}})",
+      R"({"volumeMounts":[{"name":"v","path":"/data"}]})",
+      R"({"mcp":{"x":{}}})",
+  };
+  for (const char* body : refused) {
+    auto a = call(verb::post, "/v2/sandboxes", body);
+    EXPECT_EQ(a.status, 400u) << body << " -> " << a.raw;
+    EXPECT_NE(a.body.value("message", "").find("not supported"), std::string::npos) << a.raw;
+  }
+  EXPECT_EQ(mgr_->count(), 0u) << "nothing was made for a refused request";
+  // SDKs up to 2.50 send allow_internet_access: true on every v1 create.
+  EXPECT_EQ(call(verb::post, "/sandboxes", R"({"allow_internet_access":true,"secure":true})").status, 201u);
+  // What is honoured passes: no internet, public traffic, kill on timeout.
+  for (const char* body : {R"({"allow_internet_access":false})", R"({"network":{"allowPublicTraffic":true}})",
+                           R"({"autoPause":false})", R"({"lifecycle":{"onTimeout":"kill"}})", R"({"volumeMounts":[]})"}) {
+    EXPECT_EQ(call(verb::post, "/v2/sandboxes", body).status, 201u) << body;
+  }
+  auto bad = call(verb::post, "/v2/sandboxes", R"({"lifecycle":{"onTimeout":"explode"}})");
+  EXPECT_EQ(bad.status, 400u);
+}
+
+TEST_F(ApiTest, UnknownEndpointsAre501NotAMissingSandbox) {
+  auto id = create_id();
+  for (auto [m, t] : {std::pair{verb::put, "/sandboxes/" + id + "/network"},
+                      std::pair{verb::post, "/sandboxes/" + id + "/fork"},
+                      std::pair{verb::post, "/sandboxes/" + id + "/snapshots"}, std::pair{verb::get, std::string("/volumes")},
+                      std::pair{verb::post, std::string("/v3/templates")}}) {
+    auto a = call(m, t, "{}");
+    EXPECT_EQ(a.status, 501u) << t << " " << a.raw;
+    EXPECT_EQ(a.body["code"], 501);
+    EXPECT_NE(a.body.value("message", "").find("does not implement"), std::string::npos);
+  }
+  auto missing = call(verb::get, "/sandboxes/aaaaaaaaaaaaaaaaaaaa");
+  EXPECT_EQ(missing.status, 404u);
+  EXPECT_EQ(missing.body["code"], 404);
+}
+
+TEST_F(ApiTest, PauseResumeAndTheirConflicts) {
+  auto id = create_id();
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/pause", R"({"memory":false})").status, 400u);
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/pause", "{}").status, 204u);
+  auto again = call(verb::post, "/sandboxes/" + id + "/pause", "{}");
+  EXPECT_EQ(again.status, 409u);
+  EXPECT_EQ(again.body["code"], 409);
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/resume", "{}").status, 201u);
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/resume", "{}").status, 409u);
+  EXPECT_EQ(call(verb::post, "/v2/sandboxes/" + id + "/connect", "{}").status, 200u);
+}
+
+TEST_F(ApiTest, ListHonoursTemplateTimesOrderAndPages) {
+  auto a = create_id();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto b = create_id(R"({"templateID":"other"})");
+  auto c = create_id();
+  auto ids = [](const json& arr) {
+    std::vector<std::string> out;
+    for (const auto& s : arr) out.push_back(s["sandboxID"]);
+    return out;
+  };
+  auto l = call(verb::get, "/v2/sandboxes?template=other");
+  EXPECT_EQ(ids(l.body), std::vector<std::string>{b});
+  auto asc = call(verb::get, "/v2/sandboxes?order=asc");
+  ASSERT_EQ(asc.body.size(), 3u);
+  EXPECT_EQ(asc.body[0]["sandboxID"], a);
+  auto desc = call(verb::get, "/v2/sandboxes?order=desc");
+  EXPECT_EQ(desc.body[2]["sandboxID"], a);
+  auto started_a = asc.body[0]["startedAt"].get<std::string>();
+  auto after = call(verb::get, "/v2/sandboxes?startedAfter=" + url_encode(asc.body[1]["startedAt"].get<std::string>()));
+  EXPECT_EQ(after.body.size(), 2u) << after.raw;
+  auto before = call(verb::get, "/v2/sandboxes?startedBefore=" + url_encode(started_a));
+  EXPECT_EQ(ids(before.body), std::vector<std::string>{a});
+  EXPECT_EQ(call(verb::get, "/v2/sandboxes?startedAfter=yesterday").status, 400u);
+  EXPECT_EQ(call(verb::get, "/v2/sandboxes?order=sideways").status, 400u);
+  // Pages of one, in order, until X-Next-Token is absent.
+  std::vector<std::string> seen;
+  std::string token;
+  for (int i = 0; i < 5; ++i) {
+    auto page = call(verb::get, "/v2/sandboxes?order=asc&limit=1" + (token.empty() ? "" : "&nextToken=" + token));
+    for (auto& id : ids(page.body)) seen.push_back(id);
+    auto it = page.headers.find("X-Next-Token");
+    if (it == page.headers.end()) break;
+    token = std::string(it->value());
+  }
+  EXPECT_EQ(seen, ids(asc.body));
+  (void)c;
+}
+
+TEST_F(ApiTest, MetricsTakeARange) {
+  auto id = create_id();
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(core::Clock::now().time_since_epoch()).count();
+  auto m = call(verb::get, "/sandboxes/" + id + "/metrics?start=" + std::to_string(now - 60) +
+                               "&end=" + std::to_string(now + 60));
+  ASSERT_EQ(m.status, 200u) << m.raw;
+  ASSERT_EQ(m.body.size(), 1u);
+  EXPECT_TRUE(m.body[0].contains("cpuUsedPct"));
+  auto old = call(verb::get, "/sandboxes/" + id + "/metrics?start=1000&end=2000");
+  ASSERT_EQ(old.status, 200u);
+  EXPECT_TRUE(old.body.empty());
+  EXPECT_EQ(call(verb::get, "/sandboxes/" + id + "/metrics?start=abc").status, 400u);
+}
+
+TEST_F(ApiTest, ProxyRoutesByHeaderAndHostAndRefusesWhatItMust) {
+  auto a = call(verb::post, "/v2/sandboxes", "{}");
+  auto id = a.body["sandboxID"].get<std::string>();
+  auto token = a.body["envdAccessToken"].get<std::string>();
+  // Header routing to envd: reaches this sandbox's envd.
+  auto r = call(verb::get, "/hello?x=1", "", {{"E2b-Sandbox-Id", id}, {"E2b-Sandbox-Port", "49983"}}, false);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  EXPECT_EQ(r.body["sandbox"], id);
+  EXPECT_EQ(r.body["target"], "/hello?x=1");
+  // Host routing.
+  auto h = call(verb::get, "/x", "", {{"Host", "49983-" + id + ".example.test"}}, false);
+  ASSERT_EQ(h.status, 200u) << h.raw;
+  EXPECT_EQ(h.body["sandbox"], id);
+  // Internal envd endpoints are refused.
+  auto init = call(verb::post, "/init", "{}", {{"E2b-Sandbox-Id", id}}, false);
+  EXPECT_EQ(init.status, 403u);
+  // Unknown and killed sandboxes: 502 with E2B's body.
+  auto unknown = call(verb::get, "/x", "", {{"E2b-Sandbox-Id", "bbbbbbbbbbbbbbbbbbbb"}}, false);
+  EXPECT_EQ(unknown.status, 502u);
+  EXPECT_EQ(unknown.body["message"], "The sandbox was not found");
+  // A paused sandbox is not served.
+  ASSERT_EQ(call(verb::post, "/sandboxes/" + id + "/pause", "{}").status, 204u);
+  EXPECT_EQ(call(verb::get, "/x", "", {{"E2b-Sandbox-Id", id}}, false).status, 502u);
+  ASSERT_EQ(call(verb::post, "/sandboxes/" + id + "/resume", "{}").status, 201u);
+  // Another port: through the backend's port socket.
+  http::Server user(io_, [](http::Exchange& ex) -> asio::awaitable<void> {
+    co_await ex.respond(200, "user port", "text/plain");
+  });
+  auto up = user.listen_tcp("127.0.0.1", 0);
+  ASSERT_TRUE(up);
+  backend_->route_port(8080, *up);
+  auto p = call(verb::get, "/", "", {{"E2b-Sandbox-Id", id}, {"E2b-Sandbox-Port", "8080"}}, false);
+  EXPECT_EQ(p.status, 200u);
+  EXPECT_EQ(p.raw, "user port");
+  auto closed = call(verb::get, "/", "", {{"E2b-Sandbox-Id", id}, {"E2b-Sandbox-Port", "8081"}}, false);
+  EXPECT_EQ(closed.status, 502u);
+  EXPECT_EQ(call(verb::get, "/", "", {{"E2b-Sandbox-Id", id}, {"E2b-Sandbox-Port", "99999"}}, false).status, 400u);
+  user.stop();
+  ASSERT_EQ(call(verb::delete_, "/sandboxes/" + id).status, 204u);
+  EXPECT_EQ(call(verb::get, "/x", "", {{"E2b-Sandbox-Id", id}}, false).status, 502u);
+}
+
+}  // namespace
+}  // namespace coppice::api

@@ -1,0 +1,219 @@
+// The owner's background duties: recovery at start, the TTL reaper, the
+// usage sampler, starting the configured pools and shutting down.
+#include <set>
+
+#include "common/log.h"
+#include "core/offload.h"
+#include "core/sandbox_manager.h"
+#include "core/sandbox_manager_internal.h"
+#include "sys/fsutil.h"
+
+namespace coppice::core {
+
+using asio::use_awaitable;
+
+namespace {
+Clock::time_point from_ms(int64_t ms) { return Clock::time_point(std::chrono::milliseconds(ms)); }
+}  // namespace
+
+asio::awaitable<Status> SandboxManager::do_recover() {
+  auto records = store_.list_sandboxes(true);
+  if (!records) co_return std::unexpected(std::move(records.error()).context("recover: list sandboxes"));
+  auto list_job = [this] { return backend_.list_existing(); };
+  auto existing = co_await run_on(workers_, std::move(list_job));
+  std::vector<std::string> kernel_ids = existing ? *existing : std::vector<std::string>{};
+  std::set<std::string> adopted;
+  auto now = Clock::now();
+  for (auto& r : *records) {
+    bool expired = r.state == store::SandboxState::kRunning && from_ms(r.end_at) <= now;
+    bool killed = r.state == store::SandboxState::kKilled;
+    const std::string id = r.id;
+    if (!expired && !killed) {
+      auto dir = r.state_dir;
+      auto adopt_job = [this, id, dir] { return backend_.adopt(id, dir); };
+      auto h = co_await run_on(workers_, std::move(adopt_job));
+      if (h) {
+        auto l = std::make_shared<Live>();
+        l->id = r.id;
+        l->template_id = r.template_id;
+        l->state = SandboxState::kCreating;
+        l->token = r.envd_access_token;
+        l->metadata = r.metadata;
+        l->env_vars = r.env_vars;
+        l->cpu_count = static_cast<int>(r.cpu_count);
+        l->memory_mb = static_cast<int>(r.memory_mb);
+        l->disk_mb = static_cast<int>(r.disk_size_mb);
+        l->started_at = from_ms(r.started_at);
+        l->end_at = from_ms(r.end_at);
+        l->state_dir = r.state_dir;
+        l->tree = r.template_tree;
+        l->handle = *h;
+        live_[l->id] = l;
+        // Creating -> Running (-> Pausing -> Paused): the record's state,
+        // through the same rules as any other change.
+        (void)transition(*l, SandboxState::kRunning);
+        if (r.state == store::SandboxState::kPaused) {
+          (void)transition(*l, SandboxState::kPausing);
+          (void)transition(*l, SandboxState::kPaused);
+        }
+        adopted.insert(l->id);
+        COPPICE_LOG(info).sandbox(l->id) << "adopted after restart (" << state_name(l->state) << ")";
+        continue;
+      }
+      COPPICE_LOG(warn).sandbox(id) << "not adopted, cleaning up: " << h.error().to_string();
+    }
+    auto destroy_job = [this, id] { return backend_.destroy(id); };
+    (void)co_await run_on(workers_, std::move(destroy_job));
+    auto op = [id](store::Store& st) {
+      auto d = st.delete_sandbox(id);
+      return (d || d.error().code() == ErrorCode::kNotFound) ? ok() : d;
+    };
+    (void)co_await store_q_.write(std::move(op));
+    COPPICE_LOG(info).sandbox(id) << (expired ? "expired while the gateway was down: removed" : "removed");
+  }
+  for (const auto& id : kernel_ids) {
+    if (adopted.count(id)) continue;
+    COPPICE_LOG(info).sandbox(id) << "orphaned kernel resources: cleaning up";
+    auto job = [this, id] { return backend_.destroy(id); };
+    (void)co_await run_on(workers_, std::move(job));
+  }
+  co_return ok();
+}
+
+asio::awaitable<Status> SandboxManager::do_start() {
+  for (const auto& [name, n] : cfg_.pools) {
+    std::string t = name;
+    auto op = do_warm_pool(std::move(t), n);
+    auto p = co_await std::move(op);
+    if (!p) co_return std::unexpected(std::move(p.error()).context("--pool " + name + "=" + std::to_string(n)));
+    COPPICE_LOG(info) << "pool " << name << ": keeping " << n << " warm";
+  }
+  co_await do_collect_retired_templates();
+  reaper_timer_ = std::make_unique<asio::steady_timer>(owner_);
+  sampler_timer_ = std::make_unique<asio::steady_timer>(owner_);
+  asio::co_spawn(owner_, reaper_loop(), asio::detached);
+  if (cfg_.metrics_interval_s > 0) asio::co_spawn(owner_, sampler_loop(), asio::detached);
+  co_return ok();
+}
+
+asio::awaitable<void> SandboxManager::do_collect_retired_templates() {
+  // What the owner knows to be in use: every sandbox in the table (creating
+  // ones too) and every pooled one. The store's records are read on the
+  // worker (they cover sandboxes recovery has not adopted yet, if any).
+  auto in_use = std::make_shared<std::set<std::string>>();
+  for (const auto& [id, l] : live_) in_use->insert(l->tree);
+  {
+    std::lock_guard lk(pools_mu_);
+    for (const auto& [name, p] : pools_) p->refiller->for_each_ready([&](const Pooled& x) { in_use->insert(x.live->tree); });
+  }
+  const std::string root = templates_.root();
+  auto job = [this, in_use, root] {
+    size_t removed = 0;
+    auto stored = store_.template_trees_in_use();
+    if (!stored) {
+      COPPICE_LOG_RATE(warn, 5) << "retired templates: " << stored.error().to_string();
+      return removed;
+    }
+    for (const auto& t : templates::retired_trees(root)) {
+      if (!t.key.empty() && (in_use->count(t.key) || stored->count(t.key))) continue;
+      if (auto s = sys::remove_tree(t.path); !s) {
+        COPPICE_LOG_RATE(warn, 5) << "retired template " << t.path << ": " << s.error().to_string();
+        continue;
+      }
+      ++removed;
+      COPPICE_LOG(info) << "removed retired template build " << t.path << " (no sandbox runs on it)";
+    }
+    return removed;
+  };
+  (void)co_await run_on(workers_, std::move(job));
+}
+
+asio::awaitable<void> SandboxManager::reaper_loop() {
+  ++loops_running_;
+  struct Done {
+    int& n;
+    ~Done() { --n; }
+  } done{loops_running_};
+  for (;;) {
+    reaper_timer_->expires_after(std::chrono::milliseconds(250));
+    (void)co_await reaper_timer_->async_wait(asio::as_tuple(use_awaitable));
+    if (stopping_) co_return;
+    auto now = Clock::now();
+    std::vector<std::string> due;
+    for (const auto& [id, l] : live_) {
+      if (l->state == SandboxState::kRunning && l->end_at <= now) due.push_back(id);
+    }
+    // Each in its own coroutine on the owner: one slow teardown does not hold
+    // up the others, and a kill already under way refuses the second (409).
+    for (auto& id : due) {
+      std::string reason = "timeout";
+      asio::co_spawn(owner_, do_kill(std::move(id), std::move(reason)), asio::detached);
+    }
+  }
+}
+
+asio::awaitable<void> SandboxManager::sampler_loop() {
+  ++loops_running_;
+  struct Done {
+    int& n;
+    ~Done() { --n; }
+  } done{loops_running_};
+  for (;;) {
+    sampler_timer_->expires_after(std::chrono::seconds(cfg_.metrics_interval_s));
+    (void)co_await sampler_timer_->async_wait(asio::as_tuple(use_awaitable));
+    if (stopping_) co_return;
+    std::vector<std::string> ids;
+    for (const auto& [id, l] : live_)
+      if (l->state == SandboxState::kRunning) ids.push_back(id);
+    if (ids.empty()) continue;
+    // One job for all: cgroup counters only (no walk of anyone's files).
+    auto job = [this, ids] {
+      std::vector<std::pair<std::string, sandbox::Usage>> out;
+      out.reserve(ids.size());
+      for (const auto& id : ids) {
+        if (auto u = backend_.usage(id, false); u) out.emplace_back(id, *u);
+      }
+      return out;
+    };
+    auto usages = co_await run_on(workers_, std::move(job));
+    auto at = Clock::now();
+    for (auto& [id, u] : usages) {
+      auto it = live_.find(id);
+      if (it != live_.end() && it->second->state == SandboxState::kRunning) sample_into(*it->second, u, at);
+    }
+  }
+}
+
+asio::awaitable<void> SandboxManager::do_shutdown() {
+  stopping_ = true;
+  if (reaper_timer_) reaper_timer_->cancel();
+  if (sampler_timer_) sampler_timer_->cancel();
+  std::vector<Refiller<Pooled>*> refillers;
+  {
+    std::lock_guard lk(pools_mu_);
+    for (auto& [name, p] : pools_) refillers.push_back(p->refiller.get());
+  }
+  // stop() waits for refills in flight (they talk to envd on the io threads,
+  // so this must not block one of those) and removes every pooled sandbox.
+  auto job = [refillers] {
+    size_t n = 0;
+    for (auto* r : refillers) {
+      n += r->ready();
+      r->stop();
+    }
+    return n;
+  };
+  size_t n = co_await run_on(workers_, std::move(job));
+  if (n) {
+    COPPICE_LOG(info) << "pools drained: " << n << " sandboxes removed";
+  }
+  // The timers' loops see stopping_ and end; the manager may go only after.
+  asio::steady_timer wait(owner_);
+  while (loops_running_ > 0) {
+    wait.expires_after(std::chrono::milliseconds(5));
+    co_await wait.async_wait(asio::as_tuple(use_awaitable));
+  }
+  store_q_.drain();
+}
+
+}  // namespace coppice::core
