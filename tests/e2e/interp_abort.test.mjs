@@ -12,63 +12,33 @@
 // alone on the host; no root needed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { buildDir, freePort, sdkName, sleep, pidsMatching } from './lib/harness.mjs';
+import { sleep } from './lib/harness.mjs';
+import { interpSkipReason, startInterp } from './lib/interp.mjs';
 
-const interpBin = path.join(buildDir, 'coppice-interp');
-const python = '/usr/bin/python3';
 const ABORT_WINDOW_S = 0.5;
-
-function skipReason() {
-  // One code-interpreter SDK version is pinned; the e2b-245 pass would repeat the same run.
-  if (sdkName !== 'e2b') return `@e2b/code-interpreter is pinned once; it runs in the COPPICE_SDK=e2b pass`;
-  if (!fs.existsSync(interpBin)) return `missing ${interpBin}`;
-  try {
-    execFileSync(python, ['-c', 'import ipykernel'], { stdio: 'ignore' });
-  } catch {
-    return `${python} cannot import ipykernel`;
-  }
-  return null;
-}
-const skip = skipReason();
+const skip = interpSkipReason(['ipykernel']);
 const opt = skip ? { skip } : {};
 
-let proc, url, dir, sbx, exited = false;
+let server, sbx;
 before(async () => {
   if (skip) return;
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-interp-abort-'));
-  const profile = path.join(dir, 'ipython', 'profile_default');
-  fs.mkdirSync(profile, { recursive: true });
-  fs.writeFileSync(path.join(profile, 'ipython_kernel_config.py'), `c.Kernel.stop_on_error_timeout = ${ABORT_WINDOW_S}\n`);
-  fs.mkdirSync(path.join(dir, 'work'));
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  proc = spawn(interpBin, ['--host', '127.0.0.1', '--port', String(port), '--python', python,
-    '--cwd', path.join(dir, 'work'), '--runtime-dir', dir, '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn'],
-  { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, IPYTHONDIR: path.join(dir, 'ipython') } });
-  proc.on('exit', () => { exited = true; });
-  execFileSync(interpBin, ['--probe', String(port), '--probe-timeout', '60']);
-  const { Sandbox } = await import('@e2b/code-interpreter');
-  sbx = await Sandbox.create({ debug: true, sandboxUrl: url, apiKey: 'e2b_' + '0'.repeat(40) });
+  server = await startInterp({
+    setup: (dir) => {
+      const profile = path.join(dir, 'ipython', 'profile_default');
+      fs.mkdirSync(profile, { recursive: true });
+      fs.writeFileSync(path.join(profile, 'ipython_kernel_config.py'), `c.Kernel.stop_on_error_timeout = ${ABORT_WINDOW_S}\n`);
+      return { IPYTHONDIR: path.join(dir, 'ipython') };
+    },
+  });
+  ({ sbx } = server);
 });
+
+after(async () => { await server?.stop(); });
 
 // Each test starts outside any abort window an earlier test may have opened.
 const settle = () => sleep(ABORT_WINDOW_S * 1000 + 200);
-
-after(async () => {
-  if (!proc) return;
-  if (!exited) {
-    proc.kill('SIGTERM');
-    await new Promise((r) => (exited ? r() : proc.on('exit', r)));
-  }
-  for (let i = 0; i < 50 && pidsMatching(dir).length; i++) await sleep(100);
-  const left = pidsMatching(dir);
-  fs.rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], 'kernels left running');
-});
 
 test('the kernels abort for the configured window (what the other tests rely on)', opt, async () => {
   const exec = await sbx.runCode('get_ipython().kernel.stop_on_error_timeout');
