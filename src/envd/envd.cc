@@ -22,29 +22,6 @@ std::string rest_error(unsigned status, std::string_view message) {
   return json{{"code", status}, {"message", message}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string clean_path(std::string_view path) {
-  std::vector<std::string_view> parts;
-  size_t i = 0;
-  while (i < path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    std::string_view p = path.substr(i, j - i);
-    if (p.empty() || p == ".") {
-    } else if (p == "..") {
-      if (!parts.empty()) parts.pop_back();
-    } else {
-      parts.push_back(p);
-    }
-    i = j + 1;
-  }
-  std::string out;
-  for (auto p : parts) {
-    out += '/';
-    out += p;
-  }
-  return out.empty() ? "/" : out;
-}
-
 void Reaper::reap() {
   for (;;) {
     int status = 0;
@@ -110,15 +87,8 @@ Result<User> Envd::request_user(const http::Exchange& ex) const {
   return user_or_default({});
 }
 
-std::string Envd::resolve_path(std::string_view path, const User& user) const {
-  std::string p(path);
-  if (!p.empty() && p[0] == '~' && (p.size() == 1 || p[1] == '/')) p = user.home + p.substr(1);
-  if (p.empty() || p[0] != '/') p = default_cwd(user) + "/" + p;
-  return clean_path(p);
-}
-
-std::string Envd::default_cwd(const User& user) const {
-  return init_.default_workdir.empty() ? user.home : init_.default_workdir;
+Result<std::string> Envd::resolve_path(std::string_view path, const User& user) const {
+  return resolve_user_path(path, user.home, init_.default_workdir);
 }
 
 std::vector<std::string> Envd::process_env(const User& user, const std::map<std::string, std::string>& extra) const {
@@ -210,12 +180,19 @@ Status Envd::apply_init(const json& req) {
     if (strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) ts_ns = static_cast<int64_t>(timegm(&tm)) * 1000000000LL;
   }
   if (ts_ns != 0 && ts_ns < init_.last_init_ns) return ok();
+  // The workdir is kept as given and resolved per request (a relative or "~"
+  // workdir names each requesting user's own home, as in E2B), so only its
+  // form is checked here. Nothing is applied unless everything is valid.
+  if (*workdir) {
+    if (auto r = resolve_user_path(**workdir, "/", ""); !r)
+      return make_error(ErrorCode::kInvalidArgument, "defaultWorkdir: " + r.error().message());
+  }
   if (*user && !user->value().empty()) {
     auto u = users_.lookup(**user);
     if (!u) return make_error(ErrorCode::kInvalidArgument, "defaultUser: " + u.error().message());
     init_.default_user = **user;
   }
-  if (*workdir) init_.default_workdir = clean_path(**workdir);
+  if (*workdir) init_.default_workdir = **workdir;
   if (*token && !token->value().empty()) init_.access_token = **token;
   for (auto& [k, v] : *envs) init_.env_vars[k] = v;
   if (ts_ns) init_.last_init_ns = ts_ns;

@@ -18,6 +18,7 @@
 
 #include "common/constants.h"
 #include "common/result.h"
+#include "envd/paths.h"
 #include "envd/users.h"
 #include "http/connect.h"
 #include "http/server.h"
@@ -45,7 +46,7 @@ struct Config {
 struct InitState {
   std::optional<std::string> access_token;
   std::string default_user;
-  std::string default_workdir;  // empty: the user's home
+  std::string default_workdir;  // as /init gave it, resolved per request; empty: the user's home
   std::map<std::string, std::string> env_vars;
   int64_t last_init_ns = 0;     // the newest /init timestamp applied
 };
@@ -94,11 +95,10 @@ class Envd {
   Result<User> request_user(const http::Exchange& ex) const;
   // The named user, or the default user when `name` is empty.
   Result<User> user_or_default(std::string_view name) const;
-  // Expands "~" and resolves a relative path against the default workdir, else
-  // the user's home; the result is absolute and lexically clean.
-  std::string resolve_path(std::string_view path, const User& user) const;
-  // The working directory a process starts in when none is asked for.
-  std::string default_cwd(const User& user) const;
+  // The absolute, clean path a request's `path` names for `user`, by E2B's
+  // rules (envd/paths.h): "" is the default workdir, "~" and a relative path
+  // are the user's own home. kInvalidArgument for a NUL byte or "~name".
+  Result<std::string> resolve_path(std::string_view path, const User& user) const;
   // The environment of a process started for `user`: base variables, /init's
   // env vars, then `extra`.
   std::vector<std::string> process_env(const User& user, const std::map<std::string, std::string>& extra) const;
@@ -120,9 +120,6 @@ class Envd {
   std::unique_ptr<ProcessService> process_;
   std::unique_ptr<FilesystemService> filesystem_;
 };
-
-// Lexically cleans an absolute path: collapses "//", ".", "..".
-std::string clean_path(std::string_view path);
 
 // JSON error body {"code":<status>,"message":...} for envd's REST endpoints.
 std::string rest_error(unsigned status, std::string_view message);

@@ -478,7 +478,9 @@ asio::awaitable<void> handle_download(Envd& envd, http::Exchange& ex) {
   auto user = files_user(envd, ex);
   if (!user) co_return co_await respond_error(ex, user.error());
   const std::string* qpath = query_param(ex, "path");
-  std::string path = envd.resolve_path(qpath ? *qpath : "", *user);
+  auto resolved = envd.resolve_path(qpath ? *qpath : "", *user);
+  if (!resolved) co_return co_await respond_error(ex, resolved.error());
+  const std::string& path = *resolved;
 
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd) {
@@ -664,7 +666,9 @@ class UploadSink {
 
  private:
   Status open_file(const std::string& requested) {
-    std::string path = envd_.resolve_path(requested, user_);
+    auto resolved = envd_.resolve_path(requested, user_);
+    if (!resolved) return std::unexpected(std::move(resolved.error()));
+    const std::string& path = *resolved;
     if (std::find(paths_.begin(), paths_.end(), path) != paths_.end()) {
       return make_error(ErrorCode::kInvalidArgument, "you cannot upload multiple files to the same path '" + path +
                                                          "' in one upload request");

@@ -45,15 +45,19 @@ struct Target {
   std::string path;  // absolute, clean
 };
 
-// The requesting user and the path in `field`, resolved for that user.
+// The requesting user and the path in `field`, resolved for that user
+// (invalid_argument for a path envd refuses, as E2B's envd answers).
 std::expected<Target, RpcError> resolve(const Envd& envd, connect::CallContext& ctx, const json& req,
                                         std::string_view field) {
   auto user = envd.request_user(ctx.ex);
   if (!user) return std::unexpected(rpc_error(Code::unauthenticated, user.error().message()));
   auto p = pj::get_string(req, field);
   if (!p) return std::unexpected(rpc_error(Code::invalid_argument, p.error().message()));
-  std::string path = envd.resolve_path(p->value_or(""), *user);
-  return Target{std::move(*user), std::move(path)};
+  auto path = envd.resolve_path(p->value_or(""), *user);
+  if (!path) {
+    return std::unexpected(rpc_error(Code::invalid_argument, std::string(field) + ": " + path.error().message()));
+  }
+  return Target{std::move(*user), std::move(*path)};
 }
 
 std::expected<bool, RpcError> get_flag(const json& req, std::string_view name) {

@@ -13,6 +13,7 @@
 #include <list>
 
 #include "common/log.h"
+#include "envd/paths.h"
 #include "envd/protojson.h"
 #include "sys/spawn.h"
 
@@ -294,6 +295,30 @@ void ProcessService::register_routes(connect::Router& rpc) {
       if (e) co_return rpc_error(Code::invalid_argument, e->message());
     }
     if (!*cmd || (*cmd)->empty()) co_return rpc_error(Code::invalid_argument, "field process.cmd is required");
+    // execve reads each string up to its first NUL: a NUL would run a
+    // different command line or environment than the one asked for.
+    {
+      Status clean = check_no_nul(**cmd, "process.cmd");
+      for (size_t i = 0; clean && i < args->size(); ++i) clean = check_no_nul((*args)[i], "process.args");
+      for (auto it = envs->begin(); clean && it != envs->end(); ++it) {
+        clean = check_no_nul(it->first, "process.envs");
+        if (clean) clean = check_no_nul(it->second, "process.envs");
+      }
+      if (!clean) co_return rpc_error(Code::invalid_argument, clean.error().message());
+    }
+    // As E2B: an empty cwd is the default workdir, a relative one is under
+    // the user's home; an explicit cwd must be an existing directory.
+    const bool explicit_cwd = *cwd && !(*cwd)->empty();
+    auto resolved_cwd = envd->resolve_path(explicit_cwd ? **cwd : std::string(), *user);
+    if (!resolved_cwd) co_return rpc_error(Code::invalid_argument, "cwd: " + resolved_cwd.error().message());
+    bool cwd_is_dir = false;
+    {
+      struct stat st;
+      cwd_is_dir = ::stat(resolved_cwd->c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    }
+    if (explicit_cwd && !cwd_is_dir) {
+      co_return rpc_error(Code::invalid_argument, "cwd '" + *resolved_cwd + "' does not exist or is not a directory");
+    }
 
     sys::SpawnOptions so;
     so.path = **cmd;
@@ -303,11 +328,9 @@ void ProcessService::register_routes(connect::Router& rpc) {
     so.uid = user->uid;
     so.gid = user->gid;
     so.groups = user->groups;
-    so.cwd = *cwd && !(*cwd)->empty() ? envd->resolve_path(**cwd, *user) : envd->default_cwd(*user);
-    if (!*cwd || (*cwd)->empty()) {
-      struct stat st;
-      if (::stat(so.cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) so.cwd = "/";
-    }
+    // A default workdir that does not exist (a template without the user's
+    // home) starts the process in "/" rather than refusing every command.
+    so.cwd = cwd_is_dir ? std::move(*resolved_cwd) : std::string("/");
     if (!extra.count("PWD")) extra["PWD"] = so.cwd;
 
     auto p = std::make_shared<Proc>();

@@ -184,12 +184,20 @@ void Kernel::watch(const std::shared_ptr<Mailbox>& mb) {
 
 Result<std::string> Kernel::execute(const std::string& code, bool silent, const std::shared_ptr<Mailbox>& mb) {
   if (state_ != KernelState::kReady) return make_error(ErrorCode::kUnavailable, "the kernel is not running");
+  // stop_on_error is off: after an error in a request that has it on (the
+  // KeyboardInterrupt ending an interrupted run included), ipykernel answers
+  // "aborted" to every execute_request reaching it until its
+  // stop_on_error_timeout has passed and its event loop comes round. Runs are
+  // sent one at a time per kernel, so nothing of the failed run's client is
+  // queued behind it to protect, and what comes next (the next client's run,
+  // the silent run restoring env_vars) is sent the moment the failed run ends:
+  // with the flag on it would race that window and be aborted.
   json content{{"code", code},
                {"silent", silent},
                {"store_history", !silent},
                {"user_expressions", json::object()},
                {"allow_stdin", false},
-               {"stop_on_error", true}};
+               {"stop_on_error", false}};
   Message m = make_message("execute_request", session_, std::move(content));
   std::string id = m.msg_id();
   routes_[id] = mb;

@@ -70,7 +70,8 @@ class Kernel : public std::enable_shared_from_this<Kernel> {
 
   // Wakes `mb` on every state change of this kernel.
   void watch(const std::shared_ptr<Mailbox>& mb);
-  // Sends an execute_request; its answers go to `mb` until unroute().
+  // Sends an execute_request (stop_on_error off: an error in one request
+  // never gets a later one aborted); its answers go to `mb` until unroute().
   Result<std::string> execute(const std::string& code, bool silent, const std::shared_ptr<Mailbox>& mb);
   void unroute(const std::string& msg_id) { routes_.erase(msg_id); }
   // SIGINT to the kernel's process group: KeyboardInterrupt in the cell.

@@ -4,58 +4,22 @@
 // has no ipykernel.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { buildDir, freePort, sdkName, sleep, pidsMatching } from './lib/harness.mjs';
+import { sleep } from './lib/harness.mjs';
+import { interpSkipReason, startInterp } from './lib/interp.mjs';
 
-const interpBin = path.join(buildDir, 'coppice-interp');
-const python = '/usr/bin/python3';
-
-function skipReason() {
-  // One code-interpreter SDK version is pinned; the e2b-245 pass would repeat the same run.
-  if (sdkName !== 'e2b') return `@e2b/code-interpreter is pinned once; it runs in the COPPICE_SDK=e2b pass`;
-  if (!fs.existsSync(interpBin)) return `missing ${interpBin}`;
-  try {
-    execFileSync(python, ['-c', 'import ipykernel, matplotlib'], { stdio: 'ignore' });
-  } catch {
-    return `${python} cannot import ipykernel and matplotlib`;
-  }
-  return null;
-}
-const skip = skipReason();
+const skip = interpSkipReason(['ipykernel', 'matplotlib']);
 const opt = skip ? { skip } : {};
 
-let proc, url, dir, sbx, exited = false;
+let server, url, dir, sbx;
 before(async () => {
   if (skip) return;
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-interp-test-'));
-  fs.mkdirSync(path.join(dir, 'work'));
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  proc = spawn(interpBin, ['--host', '127.0.0.1', '--port', String(port), '--python', python,
-    '--cwd', path.join(dir, 'work'), '--runtime-dir', dir, '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn'],
-  { stdio: ['ignore', 'inherit', 'inherit'] });
-  proc.on('exit', () => { exited = true; });
-  // The probe mode is what a template's ready_cmd runs.
-  execFileSync(interpBin, ['--probe', String(port), '--probe-timeout', '60']);
-  const { Sandbox } = await import('@e2b/code-interpreter');
-  sbx = await Sandbox.create({ debug: true, sandboxUrl: url, apiKey: 'e2b_' + '0'.repeat(40) });
+  server = await startInterp();
+  ({ url, dir, sbx } = server);
 });
 
-after(async () => {
-  if (!proc) return;
-  if (!exited) {
-    proc.kill('SIGTERM');
-    await new Promise((r) => (exited ? r() : proc.on('exit', r)));
-  }
-  // Every kernel went with the server (their command lines name this dir).
-  for (let i = 0; i < 50 && pidsMatching(dir).length; i++) await sleep(100);
-  const left = pidsMatching(dir);
-  fs.rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], 'kernels left running');
-});
+after(async () => { await server?.stop(); });
 
 async function rawLines(body) {
   const r = await fetch(`${url}/execute`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
