@@ -36,6 +36,25 @@ std::string url_encode(std::string_view s);
 // Parses "a=1&b=2" (form-decoding keys and values). Repeated keys keep the last value.
 std::map<std::string, std::string> parse_query(std::string_view query);
 
+// True when the comma-separated header value `list` (Connection's, say) holds
+// `token`, compared without regard to case; empty list elements are skipped.
+bool has_token(std::string_view list, std::string_view token);
+
+// True when a request asks to switch protocols (RFC 9110 section 7.8): it is
+// HTTP/1.1 or later, names a protocol in Upgrade and has "upgrade" among its
+// Connection options. An HTTP/1.0 request's Upgrade is ignored, as the RFC
+// requires of a server.
+bool is_upgrade_request(const bhttp::request_header<>& head);
+
+// A connection that HTTP has handed over (Exchange::switch_protocols): the
+// socket, and the bytes the client sent past its request that the server had
+// already read. Those bytes belong to the new protocol and come before
+// anything read from the socket.
+struct Upgraded {
+  Socket socket;
+  beast::flat_buffer read_ahead;
+};
+
 class Exchange {
  public:
   Exchange(Socket& sock, beast::flat_buffer& buf, bhttp::request_parser<bhttp::buffer_body>& parser);
@@ -80,10 +99,27 @@ class Exchange {
   // use once the request body has been read.
   asio::awaitable<void> wait_peer_closed();
 
+  // --- protocol switch ---
+  // The request asks to switch protocols (is_upgrade_request).
+  bool upgrade_requested() const { return is_upgrade_request(head()); }
+  // Answers 101 Switching Protocols with "Connection: upgrade",
+  // "Upgrade: <protocol>" and `headers` (which must not repeat those two),
+  // and hands the connection over: the caller owns the socket from then on,
+  // and the server neither reads nor writes it again nor serves another
+  // request on it. Refused with nothing written (kFailedPrecondition) when
+  // the request did not ask to upgrade, the response has started, or request
+  // body bytes are still unread (they would be taken for the new protocol).
+  // When the 101 cannot be written the error is kCanceled and the server
+  // closes the connection.
+  asio::awaitable<Result<Upgraded>> switch_protocols(std::string_view protocol, const Fields& headers);
+  // switch_protocols() succeeded: the socket is no longer the Exchange's.
+  bool taken_over() const { return taken_over_; }
+
   // Ask the server to close the connection after this exchange.
   void set_close() { close_ = true; }
   bool close_requested() const { return close_; }
 
+  // The connection's socket; after taken_over(), a closed socket.
   Socket& socket() { return sock_; }
   asio::any_io_executor executor() { return sock_.get_executor(); }
   // Time the request head was parsed.
@@ -100,6 +136,7 @@ class Exchange {
   bool sent_continue_ = false;
   bool close_ = false;
   bool keep_alive_ = true;
+  bool taken_over_ = false;
   std::chrono::steady_clock::time_point started_;
 };
 
