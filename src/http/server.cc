@@ -72,34 +72,12 @@ std::map<std::string, std::string> parse_query(std::string_view q) {
   return out;
 }
 
-bool has_token(std::string_view list, std::string_view token) {
-  while (!list.empty()) {
-    size_t comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (!item.empty() && beast::iequals(item, token)) return true;
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
-bool is_upgrade_request(const bhttp::request_header<>& head) {
-  if (head.version() < 11) return false;
-  auto upgrade = head[bhttp::field::upgrade];
-  if (upgrade.find_first_not_of(" \t") == beast::string_view::npos) return false;
-  // Connection may be sent as several fields; their options add up.
-  auto [first, last] = head.equal_range(bhttp::field::connection);
-  for (auto it = first; it != last; ++it) {
-    if (has_token(std::string_view(it->value().data(), it->value().size()), "upgrade")) return true;
-  }
-  return false;
-}
-
 Exchange::Exchange(Socket& sock, beast::flat_buffer& buf, bhttp::request_parser<bhttp::buffer_body>& parser)
     : sock_(sock), buf_(buf), parser_(parser), started_(std::chrono::steady_clock::now()) {
-  keep_alive_ = parser_.get().keep_alive();
+  // A request that asked to switch protocols and gets any answer but a 101
+  // ends its connection: the client may already be sending in the protocol
+  // it asked for, which must not be read as HTTP.
+  keep_alive_ = parser_.get().keep_alive() && !is_upgrade_request(head());
 }
 
 std::string_view Exchange::path() const {
@@ -217,7 +195,9 @@ asio::awaitable<Status> Exchange::start(unsigned status, const Fields& headers, 
 }
 
 asio::awaitable<Status> Exchange::write(std::string_view data) {
-  if (taken_over_) co_return make_error(ErrorCode::kFailedPrecondition, "write response body: the connection was handed over");
+  if (taken_over_) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "write response body: the connection was handed over");
+  }
   if (data.empty()) co_return ok();
   boost::system::error_code ec;
   if (chunked_) {
@@ -245,11 +225,25 @@ asio::awaitable<Status> Exchange::finish() {
   co_return ok();
 }
 
+bool is_upgrade_request(const bhttp::request_header<>& head) {
+  if (head.version() < 11) return false;
+  auto upgrade = head[bhttp::field::upgrade];
+  if (upgrade.find_first_not_of(" \t") == beast::string_view::npos) return false;
+  // Connection may be sent as several fields; their options add up.
+  auto [first, last] = head.equal_range(bhttp::field::connection);
+  for (auto it = first; it != last; ++it) {
+    if (bhttp::token_list{it->value()}.exists("upgrade")) return true;
+  }
+  return false;
+}
+
 asio::awaitable<Result<Upgraded>> Exchange::switch_protocols(std::string_view protocol, const Fields& headers) {
   if (!upgrade_requested()) {
     co_return make_error(ErrorCode::kFailedPrecondition, "switch protocols: the request did not ask to upgrade");
   }
-  if (response_started_) co_return make_error(ErrorCode::kFailedPrecondition, "switch protocols: response already started");
+  if (response_started_) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "switch protocols: response already started");
+  }
   if (!parser_.is_done()) {
     co_return make_error(ErrorCode::kFailedPrecondition, "switch protocols: the request body has not been read");
   }

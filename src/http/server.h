@@ -36,10 +36,6 @@ std::string url_encode(std::string_view s);
 // Parses "a=1&b=2" (form-decoding keys and values). Repeated keys keep the last value.
 std::map<std::string, std::string> parse_query(std::string_view query);
 
-// True when the comma-separated header value `list` (Connection's, say) holds
-// `token`, compared without regard to case; empty list elements are skipped.
-bool has_token(std::string_view list, std::string_view token);
-
 // True when a request asks to switch protocols (RFC 9110 section 7.8): it is
 // HTTP/1.1 or later, names a protocol in Upgrade and has "upgrade" among its
 // Connection options. An HTTP/1.0 request's Upgrade is ignored, as the RFC
@@ -100,17 +96,19 @@ class Exchange {
   asio::awaitable<void> wait_peer_closed();
 
   // --- protocol switch ---
-  // The request asks to switch protocols (is_upgrade_request).
+  // The request asks to switch protocols (is_upgrade_request). Any answer
+  // other than switch_protocols() then closes the connection (keep_alive()
+  // is false): the client may already be sending in the new protocol.
   bool upgrade_requested() const { return is_upgrade_request(head()); }
-  // Answers 101 Switching Protocols with "Connection: upgrade",
-  // "Upgrade: <protocol>" and `headers` (which must not repeat those two),
+  // Answers 101 Switching Protocols with `headers` plus "Connection: upgrade"
+  // and "Upgrade: <protocol>" (which replace any of those two in `headers`),
   // and hands the connection over: the caller owns the socket from then on,
   // and the server neither reads nor writes it again nor serves another
-  // request on it. Refused with nothing written (kFailedPrecondition) when
-  // the request did not ask to upgrade, the response has started, or request
-  // body bytes are still unread (they would be taken for the new protocol).
-  // When the 101 cannot be written the error is kCanceled and the server
-  // closes the connection.
+  // request on it. Refused with nothing written when the request did not ask
+  // to upgrade, the response has started, or request body bytes are still
+  // unread (they would be taken for the new protocol): kFailedPrecondition;
+  // or when `protocol` is empty: kInvalidArgument. When the 101 cannot be
+  // written the error is kCanceled and the server closes the connection.
   asio::awaitable<Result<Upgraded>> switch_protocols(std::string_view protocol, const Fields& headers);
   // switch_protocols() succeeded: the socket is no longer the Exchange's.
   bool taken_over() const { return taken_over_; }

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <thread>
 
 #include "common/test_temp_dir.h"
@@ -16,15 +17,6 @@ namespace {
 using namespace std::chrono_literals;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
-TEST(HttpTokens, HasToken) {
-  EXPECT_TRUE(has_token("upgrade", "Upgrade"));
-  EXPECT_TRUE(has_token("keep-alive, Upgrade", "upgrade"));
-  EXPECT_TRUE(has_token(" ,\tUPGRADE\t, ", "upgrade"));
-  EXPECT_FALSE(has_token("", "upgrade"));
-  EXPECT_FALSE(has_token("upgraded, keep-alive", "upgrade"));
-  EXPECT_FALSE(has_token("up grade", "upgrade"));
-}
-
 bhttp::request_header<> head(unsigned version, std::vector<std::pair<std::string, std::string>> fields) {
   bhttp::request_header<> h;
   h.method(bhttp::verb::get);
@@ -34,7 +26,7 @@ bhttp::request_header<> head(unsigned version, std::vector<std::pair<std::string
   return h;
 }
 
-TEST(HttpTokens, IsUpgradeRequest) {
+TEST(HttpUpgrade, IsUpgradeRequest) {
   EXPECT_TRUE(is_upgrade_request(head(11, {{"Connection", "Upgrade"}, {"Upgrade", "websocket"}})));
   EXPECT_TRUE(is_upgrade_request(head(11, {{"Connection", "keep-alive, upgrade"}, {"Upgrade", "websocket"}})));
   // Connection options add up across fields.
@@ -43,6 +35,8 @@ TEST(HttpTokens, IsUpgradeRequest) {
   EXPECT_FALSE(is_upgrade_request(head(11, {{"Connection", "upgrade"}})));
   EXPECT_FALSE(is_upgrade_request(head(11, {{"Connection", "upgrade"}, {"Upgrade", " "}})));
   EXPECT_FALSE(is_upgrade_request(head(11, {{"Connection", "close"}, {"Upgrade", "websocket"}})));
+  EXPECT_FALSE(is_upgrade_request(head(11, {{"Connection", "upgraded"}, {"Upgrade", "websocket"}})));
+  EXPECT_TRUE(is_upgrade_request(head(11, {{"Connection", "UPGRADE,keep-alive"}, {"Upgrade", "websocket"}})));
   // RFC 9110 section 7.8: a server ignores Upgrade in an HTTP/1.0 request.
   EXPECT_FALSE(is_upgrade_request(head(10, {{"Connection", "upgrade"}, {"Upgrade", "websocket"}})));
 }
@@ -176,6 +170,18 @@ TEST_F(ServerTest, SwitchProtocolsIsRefusedWhileRequestBodyIsUnread) {
   send_all(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\nContent-Length: 4\r\n\r\nbody");
   std::string got = read_until(fd, [](const std::string& s) { return s.find("not been read") != std::string::npos; });
   EXPECT_TRUE(got.starts_with("HTTP/1.1 409 ")) << got;
+  ::close(fd);
+}
+
+TEST_F(ServerTest, AnyOtherAnswerToAnUpgradeRequestClosesTheConnection) {
+  int fd = connect();
+  // Bytes of the asked-for protocol follow at once; they must not be served as HTTP.
+  send_all(fd, "GET /plain HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+               "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string got = read_until(fd, [](const std::string&) { return false; });  // to EOF
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  EXPECT_NE(got.find("\r\nConnection: close\r\n"), std::string::npos) << got;
+  EXPECT_EQ(got.find("HTTP/1.1", 1), std::string::npos) << "a second response: " << got;
   ::close(fd);
 }
 

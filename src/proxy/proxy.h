@@ -36,19 +36,9 @@ class Proxy {
  public:
   // `metrics` counts requests, relayed body bytes and 502s.
   Proxy(core::SandboxManager& mgr, core::metrics::GatewayMetrics& metrics) : mgr_(mgr), metrics_(metrics) {}
-  // Relays one request and its response. An upgrade request (WebSocket) is
-  // offered upstream; when the upstream answers 101 the connection becomes a
-  // byte tunnel until either side closes, and is never used for HTTP again.
   asio::awaitable<void> serve(http::Exchange& ex, const Target& t);
 
  private:
-  // Sends the upstream's 101 (protocol and end-to-end headers) to the client
-  // and relays bytes both ways, `up_read_ahead` (read from `up` past the
-  // 101) first, until the tunnel ends.
-  asio::awaitable<void> relay_upgraded(http::Exchange& ex, const Target& t, http::Socket& up,
-                                       http::beast::flat_buffer up_read_ahead, const std::string& protocol,
-                                       const http::Fields& headers);
-
   core::SandboxManager& mgr_;
   core::metrics::GatewayMetrics& metrics_;
 };
