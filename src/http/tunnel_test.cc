@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <future>
 #include <random>
 #include <thread>
@@ -24,8 +25,8 @@ struct Pair {
   }
 };
 
-Pair make_pair(asio::io_context& io) {
-  int fds[2];
+Pair make_socket_pair(asio::io_context& io) {
+  int fds[2] = {-1, -1};
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) ADD_FAILURE() << "socketpair failed";
   return Pair{Socket(io, asio::generic::stream_protocol(AF_UNIX, SOCK_STREAM), fds[0]), fds[1]};
 }
@@ -74,11 +75,11 @@ std::string random_bytes(size_t n, unsigned seed) {
 class TunnelTest : public ::testing::Test {
  protected:
   void start(std::string_view a_read_ahead = {}, std::string_view b_read_ahead = {}, TunnelOptions opts = {}) {
-    asio::co_spawn(io_, tunnel(a_.tunnel_end, buffer_of(a_read_ahead), b_.tunnel_end, buffer_of(b_read_ahead), std::move(opts)),
-                   [this](std::exception_ptr e, TunnelResult r) {
-                     if (e) ADD_FAILURE() << "tunnel threw";
-                     done_.set_value(r);
-                   });
+    auto t = tunnel(a_.tunnel_end, buffer_of(a_read_ahead), b_.tunnel_end, buffer_of(b_read_ahead), std::move(opts));
+    asio::co_spawn(io_, std::move(t), [this](std::exception_ptr e, TunnelResult r) {
+      if (e) ADD_FAILURE() << "tunnel threw";
+      done_.set_value(r);
+    });
     thread_ = std::thread([this] { io_.run(); });
   }
   TunnelResult result() {
@@ -98,8 +99,8 @@ class TunnelTest : public ::testing::Test {
   int server() const { return b_.test_end; }
 
   asio::io_context io_;
-  Pair a_ = make_pair(io_);
-  Pair b_ = make_pair(io_);
+  Pair a_ = make_socket_pair(io_);
+  Pair b_ = make_socket_pair(io_);
   std::promise<TunnelResult> done_;
   std::thread thread_;
 };
