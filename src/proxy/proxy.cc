@@ -46,6 +46,29 @@ bool hop_by_hop(std::string_view name) {
     if (beast::iequals(name, h)) return true;
   return false;
 }
+
+// Sends the upstream's 101 (its protocol and end-to-end headers) to the
+// client and relays bytes both ways, `up_read_ahead` (read from `up` past the
+// 101) first, until the tunnel ends.
+asio::awaitable<void> relay_upgraded(http::Exchange& ex, const Target& t, http::Socket& up,
+                                     beast::flat_buffer up_read_ahead, const std::string& protocol,
+                                     const http::Fields& headers, core::metrics::GatewayMetrics& metrics) {
+  auto conn = co_await ex.switch_protocols(protocol, headers);
+  if (!conn) {
+    COPPICE_LOG(debug) << "sandbox " << t.sandbox_id << " port " << t.port << ": " << conn.error().to_string();
+    co_return;
+  }
+  http::TunnelOptions opts;
+  opts.idle_timeout = kUpgradedIdleTimeout;
+  opts.on_a_to_b = [&metrics](size_t n) { metrics.proxy_bytes_in.inc(static_cast<double>(n)); };
+  opts.on_b_to_a = [&metrics](size_t n) { metrics.proxy_bytes_out.inc(static_cast<double>(n)); };
+  auto r = co_await http::tunnel(conn->socket, std::move(conn->read_ahead), up, std::move(up_read_ahead),
+                                 std::move(opts));
+  COPPICE_LOG(debug) << "sandbox " << t.sandbox_id << " port " << t.port << ": " << protocol
+                     << " connection closed after " << r.a_to_b << " bytes in, " << r.b_to_a << " out"
+                     << (r.timed_out ? " (idle timeout)" : "")
+                     << (r.error ? " (" + r.error.message() + ")" : std::string());
+}
 }  // namespace
 
 std::optional<Target> route(const http::Exchange& ex, const std::string& domain) {
@@ -249,19 +272,18 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     if (!upgrade || protocol.empty()) {
       // Unasked for, or naming no protocol: what follows cannot be relayed as HTTP, nor as anything else.
       upstream_failed(ProxyError::kUpstream);
-      COPPICE_LOG_RATE(warn, 5) << "sandbox " << t.sandbox_id << " port " << t.port
-                                << ": upstream answered 101 to " << (upgrade ? "an upgrade naming no protocol" : "a plain request");
+      COPPICE_LOG_RATE(warn, 5) << "sandbox " << t.sandbox_id << " port " << t.port << ": upstream answered 101 to "
+                                << (upgrade ? "an upgrade naming no protocol" : "a plain request");
       ex.set_close();
       co_await ex.respond_json(502, not_found_body(t.sandbox_id));
       co_return;
     }
     stop_watch.stop();
-    co_await relay_upgraded(ex, t, up, std::move(ubuf), protocol, headers);
+    co_await relay_upgraded(ex, t, up, std::move(ubuf), protocol, headers, metrics_);
     co_return;
   }
-  // A refused upgrade is an ordinary response; the connection then closes,
-  // as the client may already have sent bytes of the protocol it asked for.
-  if (upgrade) ex.set_close();
+  // Anything else, a refused upgrade included, is an ordinary response (the
+  // Exchange closes the connection after a refused upgrade).
   std::optional<uint64_t> length;
   if (auto l = rp.content_length()) length = *l;
   bool no_body = ex.method() == bhttp::verb::head || rp.get().result_int() == 204 || rp.get().result_int() == 304;
@@ -284,26 +306,6 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     }
   }
   co_await ex.finish();
-}
-
-asio::awaitable<void> Proxy::relay_upgraded(http::Exchange& ex, const Target& t, http::Socket& up,
-                                            beast::flat_buffer up_read_ahead, const std::string& protocol,
-                                            const http::Fields& headers) {
-  auto conn = co_await ex.switch_protocols(protocol, headers);
-  if (!conn) {
-    COPPICE_LOG(debug) << "sandbox " << t.sandbox_id << " port " << t.port << ": " << conn.error().to_string();
-    co_return;
-  }
-  http::TunnelOptions opts;
-  opts.idle_timeout = kUpgradedIdleTimeout;
-  opts.on_a_to_b = [this](size_t n) { metrics_.proxy_bytes_in.inc(static_cast<double>(n)); };
-  opts.on_b_to_a = [this](size_t n) { metrics_.proxy_bytes_out.inc(static_cast<double>(n)); };
-  auto r = co_await http::tunnel(conn->socket, std::move(conn->read_ahead), up, std::move(up_read_ahead),
-                                 std::move(opts));
-  COPPICE_LOG(debug) << "sandbox " << t.sandbox_id << " port " << t.port << ": " << protocol
-                     << " connection closed after " << r.a_to_b << " bytes in, " << r.b_to_a << " out"
-                     << (r.timed_out ? " (idle timeout)" : "")
-                     << (r.error ? " (" + r.error.message() + ")" : std::string());
 }
 
 }  // namespace coppice::proxy
