@@ -15,7 +15,10 @@ constexpr auto kTuple = asio::as_tuple(use_awaitable);
 
 Exchange::Exchange(Socket& sock, beast::flat_buffer& buf, bhttp::request_parser<bhttp::buffer_body>& parser)
     : sock_(sock), buf_(buf), parser_(parser), started_(std::chrono::steady_clock::now()) {
-  keep_alive_ = parser_.get().keep_alive();
+  // A request that asked to switch protocols and gets any answer but a 101
+  // ends its connection: the client may already be sending in the protocol
+  // it asked for, which must not be read as HTTP.
+  keep_alive_ = parser_.get().keep_alive() && !is_upgrade_request(head());
 }
 
 std::string_view Exchange::path() const {
@@ -133,6 +136,9 @@ asio::awaitable<Status> Exchange::start(unsigned status, const Fields& headers, 
 }
 
 asio::awaitable<Status> Exchange::write(std::string_view data) {
+  if (taken_over_) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "write response body: the connection was handed over");
+  }
   if (data.empty()) co_return ok();
   boost::system::error_code ec;
   if (chunked_) {
@@ -158,6 +164,46 @@ asio::awaitable<Status> Exchange::finish() {
     }
   }
   co_return ok();
+}
+
+bool is_upgrade_request(const bhttp::request_header<>& head) {
+  if (head.version() < 11) return false;
+  auto upgrade = head[bhttp::field::upgrade];
+  if (upgrade.find_first_not_of(" \t") == beast::string_view::npos) return false;
+  // Connection may be sent as several fields; their options add up.
+  auto [first, last] = head.equal_range(bhttp::field::connection);
+  for (auto it = first; it != last; ++it) {
+    if (bhttp::token_list{it->value()}.exists("upgrade")) return true;
+  }
+  return false;
+}
+
+asio::awaitable<Result<Upgraded>> Exchange::switch_protocols(std::string_view protocol, const Fields& headers) {
+  if (!upgrade_requested()) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "switch protocols: the request did not ask to upgrade");
+  }
+  if (response_started_) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "switch protocols: response already started");
+  }
+  if (!parser_.is_done()) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "switch protocols: the request body has not been read");
+  }
+  if (protocol.empty()) co_return make_error(ErrorCode::kInvalidArgument, "switch protocols: no protocol named");
+  response_started_ = true;
+  bhttp::response<bhttp::empty_body> res{bhttp::status::switching_protocols, 11};
+  // insert, not set: a field may rightly come more than once (Sec-WebSocket-Extensions, Set-Cookie).
+  for (const auto& [k, v] : headers) res.insert(k, v);
+  res.set(bhttp::field::connection, "upgrade");
+  res.set(bhttp::field::upgrade, protocol);
+  auto [ec, n] = co_await bhttp::async_write(sock_, res, kTuple);
+  if (ec) {
+    close_ = true;
+    co_return make_error(ErrorCode::kCanceled, "write 101 Switching Protocols: " + ec.message());
+  }
+  finished_ = true;
+  taken_over_ = true;
+  Upgraded conn{std::move(sock_), std::move(buf_)};
+  co_return conn;
 }
 
 asio::awaitable<void> Exchange::wait_peer_closed() {
@@ -285,6 +331,8 @@ asio::awaitable<void> Server::serve(Socket sock) {
       COPPICE_LOG_RATE(error, 5) << "handler for " << ex.method_string() << " " << ex.path() << " threw: " << e.what();
       threw = true;
     }
+    // The handler owns the connection now: nothing here may answer, drain or close it.
+    if (ex.taken_over()) co_return;
     if (threw) {
       if (!ex.responded()) {
         co_await ex.respond_json(500, R"({"code":500,"message":"internal error"})");

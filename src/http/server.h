@@ -35,6 +35,21 @@ using coppice::parse_query;  // common/url.h
 using coppice::url_decode;
 using coppice::url_encode;
 
+// True when a request asks to switch protocols (RFC 9110 section 7.8): it is
+// HTTP/1.1 or later, names a protocol in Upgrade and has "upgrade" among its
+// Connection options. An HTTP/1.0 request's Upgrade is ignored, as the RFC
+// requires of a server.
+bool is_upgrade_request(const bhttp::request_header<>& head);
+
+// A connection that HTTP has handed over (Exchange::switch_protocols): the
+// socket, and the bytes the client sent past its request that the server had
+// already read. Those bytes belong to the new protocol and come before
+// anything read from the socket.
+struct Upgraded {
+  Socket socket;
+  beast::flat_buffer read_ahead;
+};
+
 class Exchange {
  public:
   Exchange(Socket& sock, beast::flat_buffer& buf, bhttp::request_parser<bhttp::buffer_body>& parser);
@@ -79,10 +94,29 @@ class Exchange {
   // use once the request body has been read.
   asio::awaitable<void> wait_peer_closed();
 
+  // --- protocol switch ---
+  // The request asks to switch protocols (is_upgrade_request). Any answer
+  // other than switch_protocols() then closes the connection (keep_alive()
+  // is false): the client may already be sending in the new protocol.
+  bool upgrade_requested() const { return is_upgrade_request(head()); }
+  // Answers 101 Switching Protocols with `headers` plus "Connection: upgrade"
+  // and "Upgrade: <protocol>" (which replace any of those two in `headers`),
+  // and hands the connection over: the caller owns the socket from then on,
+  // and the server neither reads nor writes it again nor serves another
+  // request on it. Refused with nothing written when the request did not ask
+  // to upgrade, the response has started, or request body bytes are still
+  // unread (they would be taken for the new protocol): kFailedPrecondition;
+  // or when `protocol` is empty: kInvalidArgument. When the 101 cannot be
+  // written the error is kCanceled and the server closes the connection.
+  asio::awaitable<Result<Upgraded>> switch_protocols(std::string_view protocol, const Fields& headers);
+  // switch_protocols() succeeded: the socket is no longer the Exchange's.
+  bool taken_over() const { return taken_over_; }
+
   // Ask the server to close the connection after this exchange.
   void set_close() { close_ = true; }
   bool close_requested() const { return close_; }
 
+  // The connection's socket; after taken_over(), a closed socket.
   Socket& socket() { return sock_; }
   asio::any_io_executor executor() { return sock_.get_executor(); }
   // Time the request head was parsed.
@@ -99,6 +133,7 @@ class Exchange {
   bool sent_continue_ = false;
   bool close_ = false;
   bool keep_alive_ = true;
+  bool taken_over_ = false;
   std::chrono::steady_clock::time_point started_;
 };
 

@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "core/offload.h"
 #include "http/client.h"
+#include "http/tunnel.h"
 
 namespace coppice::proxy {
 
@@ -17,6 +18,9 @@ namespace beast = http::beast;
 namespace {
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kChunk = 64 * 1024;
+// An upgraded connection (WebSocket) with no byte either way this long is
+// closed: quiet for minutes is normal, for an hour means a peer is gone.
+constexpr auto kUpgradedIdleTimeout = std::chrono::hours(1);
 
 bool parse_port(std::string_view s, uint16_t* out) {
   if (s.empty() || s.size() > 5) return false;
@@ -42,6 +46,29 @@ bool hop_by_hop(std::string_view name) {
   for (auto h : kHop)
     if (beast::iequals(name, h)) return true;
   return false;
+}
+
+// Sends the upstream's 101 (its protocol and end-to-end headers) to the
+// client and relays bytes both ways, `up_read_ahead` (read from `up` past the
+// 101) first, until the tunnel ends.
+asio::awaitable<void> relay_upgraded(http::Exchange& ex, const Target& t, http::Socket& up,
+                                     beast::flat_buffer up_read_ahead, const std::string& protocol,
+                                     const http::Fields& headers, core::metrics::GatewayMetrics& metrics) {
+  auto conn = co_await ex.switch_protocols(protocol, headers);
+  if (!conn) {
+    COPPICE_LOG(debug) << "sandbox " << t.sandbox_id << " port " << t.port << ": " << conn.error().to_string();
+    co_return;
+  }
+  http::TunnelOptions opts;
+  opts.idle_timeout = kUpgradedIdleTimeout;
+  opts.on_a_to_b = [&metrics](size_t n) { metrics.proxy_bytes_in.inc(static_cast<double>(n)); };
+  opts.on_b_to_a = [&metrics](size_t n) { metrics.proxy_bytes_out.inc(static_cast<double>(n)); };
+  auto r = co_await http::tunnel(conn->socket, std::move(conn->read_ahead), up, std::move(up_read_ahead),
+                                 std::move(opts));
+  COPPICE_LOG(debug) << "sandbox " << t.sandbox_id << " port " << t.port << ": " << protocol
+                     << " connection closed after " << r.a_to_b << " bytes in, " << r.b_to_a << " out"
+                     << (r.timed_out ? " (idle timeout)" : "")
+                     << (r.error ? " (" + r.error.message() + ")" : std::string());
 }
 }  // namespace
 
@@ -166,7 +193,16 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     req.chunked(true);
     chunked_up = true;
   }
-  req.keep_alive(false);
+  // An upgrade is offered upstream as the client made it; the upstream
+  // connection serves one request either way (a refused upgrade's response
+  // is read by its framing, or to EOF).
+  const bool upgrade = ex.upgrade_requested();
+  if (upgrade) {
+    req.set(field::connection, "upgrade");
+    req.set(field::upgrade, ex.header("Upgrade"));
+  } else {
+    req.keep_alive(false);
+  }
   bhttp::request_serializer<bhttp::empty_body> rs{req};
   if (auto [ec, n] = co_await bhttp::async_write_header(up, rs, kTuple); ec) {
     upstream_failed(ProxyError::kUpstream);
@@ -220,11 +256,14 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
   struct StopWatch {
     http::Exchange& ex;
     std::shared_ptr<bool> d;
-    ~StopWatch() {
+    // Idempotent; must run before the client's socket changes hands.
+    void stop() {
+      if (*d) return;
       *d = true;
       boost::system::error_code ig;
       ex.socket().cancel(ig);
     }
+    ~StopWatch() { stop(); }
   } stop_watch{ex, done};
 
   // Response head, then body pieces as they come.
@@ -246,6 +285,23 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     if (hop_by_hop(name)) continue;
     headers.emplace_back(std::string(name), std::string(f.value()));
   }
+  if (rp.get().result() == bhttp::status::switching_protocols) {
+    std::string protocol(rp.get()[field::upgrade]);
+    if (!upgrade || protocol.empty()) {
+      // Unasked for, or naming no protocol: what follows cannot be relayed as HTTP, nor as anything else.
+      upstream_failed(ProxyError::kUpstream);
+      COPPICE_LOG_RATE(warn, 5) << "sandbox " << t.sandbox_id << " port " << t.port << ": upstream answered 101 to "
+                                << (upgrade ? "an upgrade naming no protocol" : "a plain request");
+      ex.set_close();
+      co_await ex.respond_json(502, not_found_body(t.sandbox_id));
+      co_return;
+    }
+    stop_watch.stop();
+    co_await relay_upgraded(ex, t, up, std::move(ubuf), protocol, headers, metrics_);
+    co_return;
+  }
+  // Anything else, a refused upgrade included, is an ordinary response (the
+  // Exchange closes the connection after a refused upgrade).
   std::optional<uint64_t> length;
   if (auto l = rp.content_length()) length = *l;
   bool no_body = ex.method() == bhttp::verb::head || rp.get().result_int() == 204 || rp.get().result_int() == 304;

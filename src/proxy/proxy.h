@@ -3,7 +3,9 @@
 // socket, any other port over a socket made inside the sandbox's network
 // namespace. Nothing is buffered whole: Connect envelopes and NDJSON lines
 // reach the client as envd produces them, and a 1 GiB upload passes in
-// bounded pieces.
+// bounded pieces. An upgrade request (WebSocket) is offered upstream; when
+// the upstream answers 101 the connection becomes a byte tunnel until either
+// side closes, and is never used for HTTP again.
 #pragma once
 
 #include <optional>
