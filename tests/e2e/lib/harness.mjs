@@ -126,14 +126,34 @@ export function gatewaySkipReason() {
   return null;
 }
 
-// The per-state-dir parent cgroups a gateway made (see coppiced's main.cc),
-// removed once its sandboxes are gone.
-export function removeCgroupParents(stateDir) {
+const sha256hex = (s) => crypto.createHash('sha256').update(s).digest('hex');
+
+// The name of the per-state-dir parent cgroup a gateway makes under each
+// hierarchy (see coppiced's main.cc); null if the state dir is gone.
+export function cgroupParentName(stateDir) {
   let real;
-  try { real = fs.realpathSync(stateDir); } catch { return; }
-  const name = 'coppice-' + crypto.createHash('sha256').update(real).digest('hex').slice(0, 12);
-  for (const ctrl of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) {
-    const d = path.join('/sys/fs/cgroup', ctrl, name);
+  try { real = fs.realpathSync(stateDir); } catch { return null; }
+  return 'coppice-' + sha256hex(real).slice(0, 12);
+}
+
+// Where a gateway's parent cgroups are: <mount>/<name> for every cgroup
+// hierarchy (v1 controllers and the cgroup2 mount, wherever mounted).
+export function cgroupParentDirs(stateDir) {
+  const name = cgroupParentName(stateDir);
+  if (!name) return [];
+  const mounts = new Set();
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    const dash = f.indexOf('-');
+    if (dash > 0 && (f[dash + 1] === 'cgroup' || f[dash + 1] === 'cgroup2')) mounts.add(f[4]);
+  }
+  return [...mounts].map((m) => path.join(m, name));
+}
+
+// The per-state-dir parent cgroups a gateway made, removed once its
+// sandboxes are gone.
+export function removeCgroupParents(stateDir) {
+  for (const d of cgroupParentDirs(stateDir)) {
     try { fs.rmdirSync(d); } catch {}
   }
 }
