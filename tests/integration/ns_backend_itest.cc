@@ -270,12 +270,13 @@ TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
   EXPECT_EQ(status_field(pid, "Uid"), std::to_string(out) + "\t" + std::to_string(out) + "\t" + std::to_string(out) +
                                           "\t" + std::to_string(out));
 
-  // Container-default capabilities, no_new_privs, a seccomp filter.
+  // Container-default capabilities and a seccomp filter; no no_new_privs,
+  // so that set-uid programs (sudo) work inside.
   char capbnd[32];
   std::snprintf(capbnd, sizeof capbnd, "%016llx", static_cast<unsigned long long>(sys::caps::kContainerDefault));
   EXPECT_EQ(status_field(pid, "CapBnd"), capbnd);
   EXPECT_EQ(status_field(pid, "CapEff"), capbnd);
-  EXPECT_EQ(status_field(pid, "NoNewPrivs"), "1");
+  EXPECT_EQ(status_field(pid, "NoNewPrivs"), "0");
   EXPECT_EQ(status_field(pid, "Seccomp"), "2");
 
   // Hostname is the id (read from inside its uts namespace).
@@ -301,9 +302,13 @@ TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
     f << "extra:x:5000:5000::/:/bin/false\n";
   }
   EXPECT_EQ(slurp(tmp_ + "/rootfs/etc/passwd").find("extra"), std::string::npos);
-  // /usr is read-only inside.
+  // /usr is read-only inside; its set-uid programs (sudo) work, as the
+  // sandbox's root.
   EXPECT_NE(::mkdir((root + "/usr/coppice-test").c_str(), 0755), 0);
   EXPECT_EQ(errno, EROFS);
+  const std::string usr = mountinfo_of(pid, "/usr");
+  ASSERT_FALSE(usr.empty());
+  EXPECT_EQ(usr.find("nosuid"), std::string::npos) << usr;
   // /tmp is no mount of its own but part of the writable layer: the
   // template has none, so the sandbox got one, world-writable and sticky.
   EXPECT_EQ(mountinfo_of(pid, "/tmp"), "");

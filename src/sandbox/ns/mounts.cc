@@ -99,13 +99,16 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
 
   // Host trees shared read-only (e.g. /usr for templates derived from the
   // host), idmapped for the same reason as the template. First, so the
-  // sandbox's own /dev, /proc, ... below win over a careless bind.
+  // sandbox's own /dev, /proc, ... below win over a careless bind. Set-uid
+  // programs there (sudo, su) work like the template's: through the id
+  // mapping a host-root-owned program runs as the sandbox's root, never as
+  // host root, and files of host ids outside the mapping grant nothing.
   for (const std::string& b : spec.ro_binds) {
     mountpoint(root + b, 0755);
     MountOp op{MountOp::kBindIdmapped};
     op.src = keep(b);
     op.dst = keep(root + b);
-    op.attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    op.attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
     op.recursive = true;
     ops_.push_back(op);
   }
