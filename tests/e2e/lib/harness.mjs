@@ -158,14 +158,30 @@ export function removeCgroupParents(stateDir) {
   }
 }
 
+// The host-wide registry entry of the gateway with this state dir
+// (sandbox/ns/uid_ranges.h): its path, and its range while it exists.
+export const uidRangeDir = '/run/coppice/uid-ranges';
+export function uidRangeEntry(stateDir) {
+  const real = fs.realpathSync(stateDir);
+  const file = path.join(uidRangeDir, sha256hex(real).slice(0, 16) + '.range');
+  let text = null;
+  try { text = fs.readFileSync(file, 'utf8'); } catch {}
+  if (text === null) return { file, range: null };
+  const [base, slots, pid] = text.trim().split(' ').map(Number);
+  return { file, range: { base, slots, end: base + slots * 65536, pid } };
+}
+
 // Starts coppiced on a free loopback port with a fresh state dir (or the one
 // given, for restart tests). Returns { url, proc, stateDir, opts, stop, kill9 }.
 export async function startGateway({ stateDir, keep = false, extraArgs = [] } = {}) {
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
+  // A test gateway needs few uid slots, so that several on one host (tests
+  // and a real gateway) find ranges clear of each other.
+  const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
   const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', dir,
-    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...extraArgs],
+    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: TEST_API_KEY } });
   let exited = false;
   proc.on('exit', () => { exited = true; });
