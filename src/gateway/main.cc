@@ -17,6 +17,7 @@
 #include "core/metrics.h"
 #include "core/sandbox_manager.h"
 #include "core/templates.h"
+#include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/ns_backend.h"
 #include "sandbox/ns/uid_ranges.h"
 #include "store/keys.h"
@@ -197,6 +198,17 @@ int main(int argc, char** argv) {
   nso.spare_limits.cpu_millicores = cfg.default_cpu_count * 1000;
   nso.spare_limits.memory_bytes = static_cast<uint64_t>(cfg.default_memory_mb) << 20;
   if (!default_state_dir) nso.cgroup_parent = "coppice-" + store::sha256_hex(canonical_state_dir).substr(0, 12);
+  // At exit, once the backend (declared below, so destroyed first) has
+  // removed its spares: the parent cgroups, unless sandboxes still run in
+  // them (those are adopted by the next start, which makes them again).
+  struct ParentCgroups {
+    std::string name;
+    ~ParentCgroups() {
+      if (auto s = sandbox::ns::CgroupManager::remove_parent_if_empty(name); !s) {
+        COPPICE_LOG(warn) << s.error().to_string();
+      }
+    }
+  } parent_cgroups{nso.cgroup_parent};
   auto backend = sandbox::make_ns_backend(nso);
   if (!backend) {
     COPPICE_LOG(error) << "namespace backend: " << backend.error().to_string();

@@ -1,6 +1,7 @@
 // Several gateways on one host: each hands its sandboxes host uids of its
 // own (a host-wide registry under /run/coppice refuses overlaps with running
-// gateways and ignores dead ones). Needs root.
+// gateways and ignores dead ones), and a gateway that stops leaves no parent
+// cgroup and no registry entry behind when no sandbox is left. Needs root.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -136,6 +137,22 @@ test(`[${sdkName}] a dead gateway's entry does not block another gateway`, opt, 
   const s = await Sandbox.create({ ...b.opts });
   assert.equal(await sandboxHostRoot(s), Number(base));
   await s.kill();
+});
+
+test(`[${sdkName}] a gateway stopped with no sandbox left leaves no parent cgroup and no uid range entry`, opt, async () => {
+  const dir = stateDir('gw-exit');
+  const gw = await started({ stateDir: dir });
+  const { Sandbox } = await loadSdk();
+  const s = await Sandbox.create({ ...gw.opts });
+  assert.ok(cgroupParentDirs(dir).some((d) => fs.existsSync(path.join(d, s.sandboxId))), 'the sandbox is under the parent');
+  await s.kill();
+  assert.ok(cgroupParentDirs(dir).some((d) => fs.existsSync(d)), 'the parent exists while the gateway runs');
+  const entry = uidRangeEntry(dir);
+  gw.proc.kill('SIGTERM');
+  await new Promise((r) => (gw.proc.exitCode !== null ? r() : gw.proc.on('exit', r)));
+  assert.deepEqual(cgroupParentDirs(dir).filter((d) => fs.existsSync(d)), [], 'no parent cgroup under any hierarchy');
+  assert.ok(entry.range, 'the gateway was registered');
+  assert.equal(fs.existsSync(entry.file), false, 'and its entry is gone');
 });
 
 test(`[${sdkName}] a gateway stopped with a sandbox running keeps its parent and range; the next start adopts it`, opt, async () => {

@@ -151,7 +151,7 @@ export function cgroupParentDirs(stateDir) {
 }
 
 // The per-state-dir parent cgroups a gateway made, removed once its
-// sandboxes are gone.
+// sandboxes are gone (a gateway removes them itself when it stops cleanly).
 export function removeCgroupParents(stateDir) {
   for (const d of cgroupParentDirs(stateDir)) {
     try { fs.rmdirSync(d); } catch {}
