@@ -10,6 +10,9 @@ PKGS=(
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
   libseccomp-dev libsqlite3-dev zlib1g-dev
   iproute2 procps attr curl ca-certificates
+  # the host-derived base template sees the host's /usr: sudo for its
+  # passwordless sudo, `python` as a name for python3 (as on E2B)
+  sudo python-is-python3
   # code interpreter: libzmq for coppice-interp; the Jupyter kernel and the
   # scientific stack, which the host-derived templates see through /usr
   libzmq3-dev python3-ipykernel python3-numpy python3-pandas python3-matplotlib

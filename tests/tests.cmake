@@ -3,7 +3,7 @@
 file(GLOB itest_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/integration/*_itest.cc)
 if(itest_srcs)
   add_executable(integration_tests ${itest_srcs})
-  target_link_libraries(integration_tests PRIVATE coppice_envd_lib ${COPPICE_GATEWAY_LIBS} GTest::gtest_main)
+  target_link_libraries(integration_tests PRIVATE coppice_envd_lib ${COPPICE_GATEWAY_LIBS} coppice_builder GTest::gtest_main)
   target_compile_definitions(integration_tests PRIVATE
     COPPICE_BUILD_DIR="${CMAKE_BINARY_DIR}" COPPICE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
   add_dependencies(integration_tests coppice-envd)

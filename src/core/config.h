@@ -43,8 +43,11 @@ struct GatewayConfig {
   int default_cpu_count = 1;
   int default_memory_mb = 512;
   int default_disk_mb = 1024;
-  // First host uid of the ranges sandbox user namespaces map to.
-  uint32_t uid_base = 1000000;
+  // First host uid of the ranges sandbox user namespaces map to. Default 0:
+  // chosen at start, clear of the other gateways on the host: 1000000 for
+  // the default state dir, a spot derived from the path for others
+  // (sandbox/ns/uid_ranges.h).
+  uint32_t uid_base = 0;
   // How many sandboxes can run at once: each takes a 65536-id range from
   // uid_base on. Default 16384 (ids up to ~1.07e9).
   uint32_t uid_slots = 16384;

@@ -15,7 +15,9 @@
 #include "common/log.h"
 #include "core/metrics.h"
 #include "core/sandbox_manager.h"
+#include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/ns_backend.h"
+#include "sandbox/ns/uid_ranges.h"
 #include "store/keys.h"
 #include "store/store.h"
 #include "sys/background.h"
@@ -76,8 +78,11 @@ int main(int argc, char** argv) {
   app.add_option("--default-timeout", cfg.default_timeout_s, "sandbox lifetime in seconds when none is asked")
       ->capture_default_str();
   app.add_option("--uid-slots", cfg.uid_slots, "sandboxes that can run at once (65536 host ids each)")
-      ->check(CLI::Range(1u, (0xffffffffu - cfg.uid_base) / 65536u))
+      ->check(CLI::Range(1u, uint32_t((sandbox::ns::kUidLimit - sandbox::ns::kUidFloor) / sandbox::ns::kIdsPerSlot)))
       ->capture_default_str();
+  app.add_option("--uid-base", cfg.uid_base,
+                 "first host uid of the sandboxes' ranges (default: chosen per state dir, clear of other gateways)")
+      ->check(CLI::Range(1u, uint32_t(sandbox::ns::kUidLimit - 1)));
   app.add_option("--spares", cfg.spares,
                  "host resources (cgroups, state dir layouts, network namespaces) kept ready for cold creates")
       ->check(CLI::Range(0u, 4096u))
@@ -153,6 +158,22 @@ int main(int argc, char** argv) {
   ::chmod(cfg.state_dir.c_str(), 0711);
   ::signal(SIGPIPE, SIG_IGN);
 
+  // One gateway per state dir, and host uids of its own (see
+  // sandbox/ns/uid_ranges.h): claimed before the store is opened.
+  const std::string canonical_state_dir = fs::weakly_canonical(cfg.state_dir).string();
+  const bool default_state_dir = canonical_state_dir == "/var/lib/coppice";
+  sandbox::ns::UidRangeClaim uid_claim;
+  uid_claim.state_dir = canonical_state_dir;
+  uid_claim.slots = cfg.uid_slots;
+  if (cfg.uid_base != 0) uid_claim.fixed_base = cfg.uid_base;
+  uid_claim.preferred_base = default_state_dir ? sandbox::ns::kUidFloor
+                                               : sandbox::ns::preferred_uid_base(canonical_state_dir, cfg.uid_slots);
+  auto uid_range = sandbox::ns::claim_uid_range(uid_claim);
+  if (!uid_range) {
+    COPPICE_LOG(error) << uid_range.error().to_string();
+    return 1;
+  }
+
   auto store = store::Store::open(store::db_path(cfg.state_dir));
   if (!store) {
     COPPICE_LOG(error) << "open store: " << store.error().to_string();
@@ -183,7 +204,7 @@ int main(int argc, char** argv) {
   // Kernel objects are named per state dir, so two gateways on one host (a
   // test beside the real one) never take each other's sandboxes for orphans.
   sandbox::NsOptions nso;
-  nso.uid_base = cfg.uid_base;
+  nso.uid_base = uid_range->range().base;
   nso.uid_slots = cfg.uid_slots;
   nso.registry_dir = cfg.state_dir + "/ns";
   nso.spares = cfg.spares;
@@ -191,8 +212,18 @@ int main(int argc, char** argv) {
   nso.spare_limits.cpu_millicores = cfg.default_cpu_count * 1000;
   nso.spare_limits.memory_bytes = static_cast<uint64_t>(cfg.default_memory_mb) << 20;
   nso.background = &background;
-  if (fs::weakly_canonical(cfg.state_dir) != fs::path("/var/lib/coppice"))
-    nso.cgroup_parent = "coppice-" + store::sha256_hex(fs::weakly_canonical(cfg.state_dir).string()).substr(0, 12);
+  if (!default_state_dir) nso.cgroup_parent = "coppice-" + store::sha256_hex(canonical_state_dir).substr(0, 12);
+  // At exit, once the backend (declared below, so destroyed first) has
+  // removed its spares: the parent cgroups, unless sandboxes still run in
+  // them (those are adopted by the next start, which makes them again).
+  struct ParentCgroups {
+    std::string name;
+    ~ParentCgroups() {
+      if (auto s = sandbox::ns::CgroupManager::remove_parent_if_empty(name); !s) {
+        COPPICE_LOG(warn) << s.error().to_string();
+      }
+    }
+  } parent_cgroups{nso.cgroup_parent};
   auto backend = sandbox::make_ns_backend(nso);
   if (!backend) {
     COPPICE_LOG(error) << "namespace backend: " << backend.error().to_string();
@@ -290,5 +321,12 @@ int main(int argc, char** argv) {
   for (auto& t : threads) t.join();
   workers.join();
   netns_pool.join();
+  // No sandbox left: the uid range goes back to the host. Otherwise the
+  // entry stays, so the next start takes the range its sandboxes use.
+  if (auto left = (*backend)->list_existing(); left && left->empty()) {
+    if (auto s = uid_range->withdraw(); !s) {
+      COPPICE_LOG(warn) << s.error().to_string();
+    }
+  }
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -235,6 +236,19 @@ Status remove_tree(const std::string& path) {
   }
   COPPICE_TRY_CTX(empty_dir_fd(fd, path), "remove " + path);
   return remove_dir(path);
+}
+
+Status lock_file(int fd, std::string_view what) {
+  while (::flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) return errno_error("lock " + std::string(what));
+  }
+  return ok();
+}
+
+Result<bool> try_lock_file(int fd, bool exclusive, std::string_view what) {
+  if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return true;
+  if (errno == EWOULDBLOCK) return false;
+  return errno_error("lock " + std::string(what));
 }
 
 Result<std::vector<std::string>> list_dir(const std::string& path) {

@@ -68,6 +68,13 @@ Status rename_path(const std::string& from, const std::string& to);
 // not exist.
 Status remove_tree(const std::string& path);
 
+// flock(2) on an open file. lock_file waits for an exclusive lock;
+// try_lock_file takes an exclusive or a shared one without waiting and
+// returns false when another open file description holds a conflicting one.
+// The kernel drops a process's locks when it dies, however it dies.
+Status lock_file(int fd, std::string_view what);
+Result<bool> try_lock_file(int fd, bool exclusive, std::string_view what);
+
 // Names in a directory, less "." and "..".
 Result<std::vector<std::string>> list_dir(const std::string& path);
 

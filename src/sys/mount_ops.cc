@@ -65,11 +65,14 @@ int ensure_mountpoint(const char* path, mode_t mode, bool file, uid_t uid, gid_t
     int fd = ::open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0) return errno;
     int err = ::fchown(fd, uid, gid) == 0 ? 0 : errno;
+    if (err == 0 && ::fchmod(fd, mode) != 0) err = errno;
     ::close(fd);
     return err;
   }
   if (::mkdir(path, mode) != 0) return errno;
   if (::lchown(path, uid, gid) != 0) return errno;
+  // After the chown, which clears set-id bits; the umask does not apply.
+  if (::chmod(path, mode) != 0) return errno;
   return 0;
 }
 

@@ -36,7 +36,9 @@ int bind_idmapped(const char* src, const char* dst, int userns_fd, uint64_t attr
 int pivot_into(const char* new_root);
 
 // Ensures a directory (or, with `file`, an empty regular file) exists at
-// `path` to mount on; returns 0 if it already exists.
+// `path`; returns 0 if something already exists there (left as it is). One it
+// creates is owned by uid/gid and has exactly `mode` (the umask does not
+// apply, so 01777 stays world-writable).
 int ensure_mountpoint(const char* path, mode_t mode, bool file, uid_t uid, gid_t gid);
 
 }  // namespace coppice::sys::mnt

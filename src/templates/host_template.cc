@@ -134,6 +134,33 @@ constexpr const char* kNsswitch =
     "rpc:       files\n"
     "netgroup:  files\n";
 
+// sudo for `user` without a password, as on E2B's base template: the
+// sandbox's root is an unprivileged host uid in the sandbox's own user
+// namespace, so this grants nothing that commands run as root through the
+// API do not have already. The host's own sudoers are never copied.
+// !fqdn: sudo does not look the host name up (the sandbox's id, in no
+// /etc/hosts, and no resolver to ask), which it would warn about on every
+// call; no rule here names a host.
+constexpr const char* kSudoers =
+    "Defaults\tenv_reset\n"
+    "Defaults\t!fqdn\n"
+    "Defaults\tsecure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n"
+    "root\tALL=(ALL:ALL) ALL\n"
+    "@includedir /etc/sudoers.d\n";
+constexpr const char* kSudoersUser = "user ALL=(ALL:ALL) NOPASSWD: ALL\n";
+
+// The template's only PAM policy: every service (sudo, su, runuser, ...)
+// falls back to "other". No account has a password, so nobody authenticates
+// with one; root switches users without one (su, runuser); sudo's NOPASSWD
+// rule above needs no authentication step. Only modules of libpam-modules,
+// which sudo and login depend on, and nothing that talks to host services.
+constexpr const char* kPamOther =
+    "auth\tsufficient\tpam_rootok.so\n"
+    "auth\trequired\tpam_deny.so\n"
+    "account\trequired\tpam_permit.so\n"
+    "password\trequired\tpam_deny.so\n"
+    "session\trequired\tpam_permit.so\n";
+
 // Used when the host has no /etc/profile of its own.
 constexpr const char* kFallbackProfile =
     "PATH=\"" COPPICE_DEFAULT_PATH "\"\n"
@@ -418,7 +445,12 @@ Status build_etc(const std::string& rootfs, const std::string& host_root) {
       // A fresh, empty id: systemd-style tools treat it as "not yet set",
       // and no sandbox learns (or shares) the host's.
       {"machine-id", "", 0444},
+      // sudo refuses sudoers files that others may write; 0440 is what it
+      // installs.
+      {"sudoers", kSudoers, 0440},              {"sudoers.d/user", kSudoersUser, 0440},
+      {"pam.d/other", kPamOther, 0644},
   };
+  for (const char* dir : {"sudoers.d", "pam.d"}) COPPICE_TRY_CTX(make_dir(join(etc, dir), 0755), "write /etc");
   for (const auto& g : generated) {
     COPPICE_TRY_CTX(write_file(join(etc, g.name), g.content, g.mode), "write /etc");
   }

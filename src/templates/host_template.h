@@ -7,6 +7,8 @@
 // loader cache, CA certificates, time zone, ...). Nothing that identifies or
 // authenticates the host is copied: no shadow files, sudoers, SSH or TLS
 // private keys, machine-id, or any file the host keeps from other users.
+// Its own sudoers give `user` passwordless sudo (as on E2B), with a PAM
+// policy of its own (etc/pam.d/other); sudo itself comes from the host's /usr.
 //
 // Layout produced under <templates_root>/base/:
 //   rootfs/            mount points (usr proc sys dev tmp run mnt opt srv var/*

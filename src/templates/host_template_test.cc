@@ -59,15 +59,32 @@ std::vector<fs::path> walk(const fs::path& root) {
 
 void expect_no_secrets(const fs::path& rootfs) {
   for (const auto& rel : walk(rootfs)) {
-    if (rel == "etc/machine-id") continue;  // our own, empty
+    // Our own: an empty machine-id and the sandbox's sudo rule.
+    if (rel == "etc/machine-id" || rel == "etc/sudoers" || rel == "etc/sudoers.d" || rel == "etc/sudoers.d/user") {
+      continue;
+    }
     EXPECT_FALSE(is_host_secret_name(rel.filename().string())) << "secret in template: " << rel;
   }
-  for (const char* p : {"etc/shadow", "etc/gshadow", "etc/sudoers", "etc/sudoers.d", "etc/ssh",
-                        "etc/ssl/private", "etc/shadow-", "etc/gshadow-"}) {
+  for (const char* p : {"etc/shadow", "etc/gshadow", "etc/ssh", "etc/ssl/private", "etc/shadow-", "etc/gshadow-"}) {
     EXPECT_FALSE(exists_nofollow(rootfs / p)) << p;
   }
   ASSERT_TRUE(fs::is_regular_file(rootfs / "etc/machine-id"));
   EXPECT_EQ(fs::file_size(rootfs / "etc/machine-id"), 0u);
+  // sudo: the sandbox's rule for `user`, nothing of the host's.
+  std::vector<fs::path> rules;
+  for (const auto& e : fs::directory_iterator(rootfs / "etc/sudoers.d")) rules.push_back(e.path().filename());
+  EXPECT_EQ(rules, std::vector<fs::path>{"user"});
+  EXPECT_EQ(read_file(rootfs / "etc/sudoers.d/user"), "user ALL=(ALL:ALL) NOPASSWD: ALL\n");
+  const std::string sudoers = read_file(rootfs / "etc/sudoers");
+  EXPECT_NE(sudoers.find("@includedir /etc/sudoers.d\n"), std::string::npos);
+  EXPECT_EQ(sudoers.find("admin"), std::string::npos);
+  for (const char* p : {"etc/sudoers", "etc/sudoers.d/user"}) {
+    EXPECT_EQ(lstat_of(rootfs / p).st_mode & 07777, 0440u) << p;
+  }
+  // PAM: the one generated policy, no host service's.
+  std::vector<fs::path> pam;
+  for (const auto& e : fs::directory_iterator(rootfs / "etc/pam.d")) pam.push_back(e.path().filename());
+  EXPECT_EQ(pam, std::vector<fs::path>{"other"});
 }
 
 Result<TomlDoc> load_toml(const fs::path& dir) {
@@ -146,7 +163,8 @@ TEST(HostTemplate, LayoutFromThisHost) {
       continue;
     }
     if (rel == "passwd" || rel == "group" || rel == "hosts" || rel == "resolv.conf" ||
-        rel == "hostname" || rel == "nsswitch.conf" || rel == "machine-id") {
+        rel == "hostname" || rel == "nsswitch.conf" || rel == "machine-id" || rel == "sudoers" ||
+        rel == "sudoers.d/user" || rel == "pam.d/other") {
       continue;  // generated
     }
     EXPECT_TRUE(st.st_mode & S_IROTH) << "copied a host file others cannot read: " << host;

@@ -161,7 +161,8 @@ class NsBackendTest : public ::testing::Test {
   // A tiny template: empty dirs the host's /usr is bound over, the usual
   // merged-/usr symlinks and an /etc/passwd with root and user.
   static void make_rootfs(const std::string& r) {
-    for (const char* d : {"", "/usr", "/etc", "/proc", "/dev", "/sys", "/tmp", "/root", "/home", "/home/user", "/var"}) {
+    // No /tmp: the sandbox makes one in its writable layer.
+    for (const char* d : {"", "/usr", "/etc", "/proc", "/dev", "/sys", "/root", "/home", "/home/user", "/var"}) {
       ASSERT_EQ(::mkdir((r + d).c_str(), 0755), 0) << d;
     }
     for (auto [link, target] : {std::pair{"bin", "usr/bin"}, {"lib", "usr/lib"}, {"lib64", "usr/lib64"}, {"sbin", "usr/sbin"}}) {
@@ -269,12 +270,13 @@ TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
   EXPECT_EQ(status_field(pid, "Uid"), std::to_string(out) + "\t" + std::to_string(out) + "\t" + std::to_string(out) +
                                           "\t" + std::to_string(out));
 
-  // Container-default capabilities, no_new_privs, a seccomp filter.
+  // Container-default capabilities and a seccomp filter; no no_new_privs,
+  // so that set-uid programs (sudo) work inside.
   char capbnd[32];
   std::snprintf(capbnd, sizeof capbnd, "%016llx", static_cast<unsigned long long>(sys::caps::kContainerDefault));
   EXPECT_EQ(status_field(pid, "CapBnd"), capbnd);
   EXPECT_EQ(status_field(pid, "CapEff"), capbnd);
-  EXPECT_EQ(status_field(pid, "NoNewPrivs"), "1");
+  EXPECT_EQ(status_field(pid, "NoNewPrivs"), "0");
   EXPECT_EQ(status_field(pid, "Seccomp"), "2");
 
   // Hostname is the id (read from inside its uts namespace).
@@ -300,9 +302,21 @@ TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
     f << "extra:x:5000:5000::/:/bin/false\n";
   }
   EXPECT_EQ(slurp(tmp_ + "/rootfs/etc/passwd").find("extra"), std::string::npos);
-  // /usr is read-only inside.
+  // /usr is read-only inside; its set-uid programs (sudo) work, as the
+  // sandbox's root.
   EXPECT_NE(::mkdir((root + "/usr/coppice-test").c_str(), 0755), 0);
   EXPECT_EQ(errno, EROFS);
+  const std::string usr = mountinfo_of(pid, "/usr");
+  ASSERT_FALSE(usr.empty());
+  EXPECT_EQ(usr.find("nosuid"), std::string::npos) << usr;
+  // /tmp is no mount of its own but part of the writable layer: the
+  // template has none, so the sandbox got one, world-writable and sticky.
+  EXPECT_EQ(mountinfo_of(pid, "/tmp"), "");
+  ASSERT_EQ(::stat((root + "/tmp").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 01777u);
+  EXPECT_EQ(st.st_uid, out);
+  ASSERT_TRUE(sys::write_new_file(root + "/tmp/written-by-test", "x").has_value());
+  EXPECT_TRUE(sys::path_exists(h->state_dir + "/upper/tmp/written-by-test"));
 
   // A symlink planted in run/ (writable by the sandbox) is not followed.
   ASSERT_EQ(::symlink(h->envd_socket.c_str(), (h->state_dir + "/run/evil.sock").c_str()), 0);

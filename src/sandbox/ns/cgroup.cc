@@ -419,6 +419,25 @@ Result<std::vector<std::string>> CgroupManager::list() const {
   return std::vector<std::string>(ids.begin(), ids.end());
 }
 
+Status CgroupManager::remove_parent_if_empty(const std::string& parent) {
+  if (parent.empty() || parent.find('/') != std::string::npos || parent == "." || parent == "..") {
+    return make_error(ErrorCode::kInvalidArgument, "cgroup parent must be a single name: " + parent);
+  }
+  auto mounts = sys::cgroupfs::discover();
+  if (!mounts) return std::unexpected(std::move(mounts.error()).context("remove parent cgroups"));
+  std::set<std::string> roots;
+  if (!mounts->v2.empty()) roots.insert(mounts->v2);
+  for (const auto& [ctrl, mount] : mounts->v1) roots.insert(mount);
+  for (const std::string& root : roots) {
+    const std::string dir = root + "/" + parent;
+    // rmdir removes a cgroup only when no cgroup is below it (EBUSY on v1
+    // and v2 otherwise) and none of its own processes is left.
+    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT || errno == EBUSY || errno == ENOTEMPTY) continue;
+    return errno_error("remove parent cgroup " + dir);
+  }
+  return ok();
+}
+
 Status CgroupManager::remove_parent() const {
   std::set<std::string> done;
   for (auto& [c, root] : roots_) {

@@ -109,6 +109,13 @@ class CgroupManager {
   // Removes the parent cgroups if empty (for tests that use their own parent).
   Status remove_parent() const;
 
+  // Removes <hierarchy>/<parent> in every mounted cgroup hierarchy (v1 and
+  // v2) where it exists and holds no cgroup; one that still holds sandboxes'
+  // cgroups stays, as does any that the kernel says is busy. For a gateway's
+  // exit: a parent the next start needs is made again by open(). Errors only
+  // for an invalid name or an unexpected kernel answer.
+  static Status remove_parent_if_empty(const std::string& parent);
+
  private:
   std::vector<std::string> dirs_for(const std::string& id) const;
   Status open_procs(SandboxCgroup& cg) const;

@@ -5,7 +5,7 @@
 #include <linux/close_range.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +32,7 @@ void ChildPlan::seal() {
 const char* child_step_name(ChildStep step) {
   switch (step) {
     case ChildStep::kFds: return "move fds";
+    case ChildStep::kPriority: return "normal scheduling";
     case ChildStep::kJoinCgroup: return "join cgroup";
     case ChildStep::kCgroupNs: return "unshare cgroup namespace";
     case ChildStep::kSignals: return "reset signal mask";
@@ -42,7 +43,6 @@ const char* child_step_name(ChildStep step) {
     case ChildStep::kUserns: return "enter user namespace";
     case ChildStep::kSetIds: return "become root of the user namespace";
     case ChildStep::kCaps: return "drop capabilities";
-    case ChildStep::kNoNewPrivs: return "set no_new_privs";
     case ChildStep::kStdio: return "set up stdio and ready fd";
     case ChildStep::kSeccomp: return "load seccomp filter";
     case ChildStep::kExec: return "exec envd";
@@ -96,6 +96,17 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
   int log = lift(p.log_fd, true);
   if (ready < 0 || (p.log_fd >= 0 && log < 0)) fail(ChildStep::kFds, errno);
 
+  // Normal scheduling, whatever thread cloned us: a warm pool's sandboxes
+  // are made at background priority (sys/background.h), and everything the
+  // sandbox runs later inherits from its PID 1. Done while still host root
+  // (lowering the nice value needs CAP_SYS_NICE in the host's namespace).
+  stamp(ChildStep::kPriority);
+  {
+    struct sched_param sp {};
+    if (::sched_setscheduler(0, SCHED_OTHER, &sp) != 0) fail(ChildStep::kPriority, errno, "sched_setscheduler");
+    if (::setpriority(PRIO_PROCESS, 0, 0) != 0) fail(ChildStep::kPriority, errno, "setpriority");
+  }
+
   // Move into the sandbox's cgroups before doing anything that allocates
   // kernel memory (the memory we use until exec is the parent's).
   stamp(ChildStep::kJoinCgroup);
@@ -143,10 +154,6 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
   if (sys::raw::setresgid_self(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresgid");
   if (sys::raw::setresuid_self(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresuid");
 
-  stamp(ChildStep::kCaps);
-  if (int err = sys::caps::limit_to(p.capabilities); err != 0) fail(ChildStep::kCaps, err);
-  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail(ChildStep::kNoNewPrivs, errno);
-
   // stdin from /dev/null, stdout/stderr to the log, the ready pipe at fd 3;
   // every other fd is closed by exec (CLOEXEC set on all of them, in case a
   // library in the parent opened one without it).
@@ -159,11 +166,22 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
   }
   if (sys::raw::close_range(kReadyFd + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(ChildStep::kStdio, errno, "close_range");
 
-  // Last: from here on the sandbox's syscall policy applies, to us too.
+  // From here on the sandbox's syscall policy applies, to us too. No
+  // no_new_privs: set-uid programs (sudo, su) work inside, and can never
+  // gain more than the sandbox's root has (an unprivileged host uid, its
+  // capabilities bounded below, the filter inherited across every exec).
+  // Without no_new_privs the kernel installs a filter only for a caller with
+  // CAP_SYS_ADMIN in its user namespace: we still have it here, so the
+  // filter goes in before the capabilities are cut. The policy refuses
+  // neither prctl, capset nor execve, which the steps below need.
   stamp(ChildStep::kSeccomp);
   if (p.seccomp.len > 0) {
     if (int err = sys::seccomp::load(p.seccomp); err != 0) fail(ChildStep::kSeccomp, err);
   }
+  // The bounding set caps what any later exec can give, set-uid root
+  // programs and file capabilities included.
+  stamp(ChildStep::kCaps);
+  if (int err = sys::caps::limit_to(p.capabilities); err != 0) fail(ChildStep::kCaps, err);
   // Signals stay blocked (the parent blocked them all around clone) until
   // here: a handler of the parent must not run on memory shared with it.
   // exec resets every handled signal to its default and keeps the mask, and

@@ -55,8 +55,8 @@ struct ChildPlan {
 };
 
 enum class ChildStep : int {
-  kFds = 1, kJoinCgroup, kCgroupNs, kNetns, kMount, kHostname, kLoopback, kUserns, kSetIds, kCaps,
-  kNoNewPrivs, kStdio, kSeccomp, kSignals, kExec,
+  kFds = 1, kPriority, kJoinCgroup, kCgroupNs, kNetns, kMount, kHostname, kLoopback, kUserns, kSetIds, kStdio,
+  kSeccomp, kCaps, kSignals, kExec,
 };
 constexpr int kChildStepCount = static_cast<int>(ChildStep::kExec) + 1;
 const char* child_step_name(ChildStep step);

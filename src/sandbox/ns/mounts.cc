@@ -20,6 +20,7 @@ const char* mount_op_name(const MountOp& op) {
     case MountOp::kBind: return "bind";
     case MountOp::kBindIdmapped: return "idmapped bind";
     case MountOp::kMountpoint: return "mountpoint";
+    case MountOp::kDir: return "mkdir";
     case MountOp::kSymlink: return "symlink";
     case MountOp::kWrite: return "write";
     case MountOp::kPivot: return "pivot_root";
@@ -98,13 +99,16 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
 
   // Host trees shared read-only (e.g. /usr for templates derived from the
   // host), idmapped for the same reason as the template. First, so the
-  // sandbox's own /dev, /proc, ... below win over a careless bind.
+  // sandbox's own /dev, /proc, ... below win over a careless bind. Set-uid
+  // programs there (sudo, su) work like the template's: through the id
+  // mapping a host-root-owned program runs as the sandbox's root, never as
+  // host root, and files of host ids outside the mapping grant nothing.
   for (const std::string& b : spec.ro_binds) {
     mountpoint(root + b, 0755);
     MountOp op{MountOp::kBindIdmapped};
     op.src = keep(b);
     op.dst = keep(root + b);
-    op.attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    op.attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
     op.recursive = true;
     ops_.push_back(op);
   }
@@ -140,8 +144,16 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
   mountpoint(root + "/sys", 0555);
   fs("sysfs", root + "/sys", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
 
-  mountpoint(root + "/tmp", 01777);
-  fs("tmpfs", root + "/tmp", MS_NOSUID | MS_NODEV, "mode=1777" + owner);
+  // /tmp is the template's, in the writable layer like the rest of the
+  // root (as on E2B): what a sandbox writes there is disk, not memory, so a
+  // large temporary file is not charged to the sandbox's memory limit. A
+  // template without one gets it, world-writable and sticky.
+  {
+    MountOp op{MountOp::kDir};
+    op.dst = keep(root + "/tmp");
+    op.mode = 01777;
+    ops_.push_back(op);
+  }
 
   // Ours, on a tmpfs so nothing of it lands in the writable layer.
   mountpoint(root + "/.coppice", 0755);
@@ -178,6 +190,7 @@ int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) co
         err = sys::mnt::bind_idmapped(op.src, op.dst, userns_fd, op.attrs, op.recursive);
         break;
       case MountOp::kMountpoint:
+      case MountOp::kDir:
         err = sys::mnt::ensure_mountpoint(op.dst, op.mode, op.file, host_root_, host_root_);
         break;
       case MountOp::kSymlink:

@@ -11,7 +11,7 @@
 //   /dev         tmpfs: null zero full random urandom tty (binds of the host's),
 //                pts (devpts newinstance), ptmx -> pts/ptmx, shm (tmpfs 1777), fd/std* links
 //   /sys         sysfs, read-only (shows only the sandbox's network namespace)
-//   /tmp         tmpfs 1777
+//   /tmp         the template's, in the overlay (made 1777 if the template has none)
 //   /.coppice    tmpfs: envd (read-only bind of the host binary), interp (the same, when the
 //                spec names one), run/ (bind of state_dir/run)
 //   <ro_binds>   each host path idmapped and read-only at the same path
@@ -30,7 +30,9 @@
 namespace coppice::sandbox::ns {
 
 struct MountOp {
-  enum Kind { kMakePrivate, kFs, kBind, kBindIdmapped, kMountpoint, kSymlink, kWrite, kPivot };
+  // kMountpoint: a directory or file to mount on; kDir: a directory the
+  // sandbox needs, made (with exactly `mode`) only if the template lacks it.
+  enum Kind { kMakePrivate, kFs, kBind, kBindIdmapped, kMountpoint, kDir, kSymlink, kWrite, kPivot };
   Kind kind;
   const char* src = nullptr;     // bind source; symlink target; data for kWrite
   const char* dst = nullptr;     // target path (absolute, in the child's mount namespace)
@@ -40,7 +42,7 @@ struct MountOp {
   uint64_t attrs = 0;            // kBindIdmapped: MOUNT_ATTR_*
   bool recursive = false;        // kBind, kBindIdmapped
   bool file = false;             // kMountpoint: a file rather than a directory
-  mode_t mode = 0755;            // kMountpoint
+  mode_t mode = 0755;            // kMountpoint, kDir
 };
 
 // What an operation does, for logs: its file system type, or "bind", "pivot_root", ...

@@ -5,6 +5,11 @@
 // limited to the docker default set, inside namespaces owned by the host: the
 // kernel already refuses most of what follows. The filter is a second wall
 // that also shrinks the kernel surface reachable by code that finds a bug.
+//
+// The sandbox child loads the filter before it drops its capabilities and
+// execs envd (child.cc): prctl, capset, rt_sigprocmask and execve must stay
+// allowed (seccomp_policy_test.cc checks). Set-uid programs in the sandbox
+// run under the same filter: it is inherited across every exec.
 #include "sandbox/ns/seccomp_policy.h"
 
 #include <cerrno>

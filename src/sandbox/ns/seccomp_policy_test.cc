@@ -3,8 +3,10 @@
 #include "sandbox/ns/seccomp_policy.h"
 
 #include <gtest/gtest.h>
+#include <linux/capability.h>
 #include <linux/sched.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -91,6 +93,52 @@ TEST(SeccompPolicy, RefusesMountEvenForRoot) {
   EXPECT_EQ(under_filter([&] { return errno_of(::mount("none", d.c_str(), "tmpfs", 0, nullptr)); }, private_ns), EPERM);
   EXPECT_EQ(under_filter([&] { return errno_of(::umount2("/", MNT_DETACH)); }, private_ns), EPERM);
   ::rmdir(dir);
+}
+
+// The sandbox child loads the filter first and then still drops its
+// capabilities, sets up stdio and execs (child.cc): none of that may be
+// refused, whoever edits the list.
+TEST(SeccompPolicy, LeavesTheChildsLastStepsAllowed) {
+  for (const auto& rule : default_seccomp_policy()) {
+    for (const char* needed : {"prctl", "capset", "capget", "execve", "rt_sigprocmask", "openat", "dup2", "dup3",
+                               "close_range", "close", "setresuid", "setresgid", "setgroups"}) {
+      EXPECT_STRNE(rule.syscall, needed);
+    }
+  }
+  EXPECT_EQ(under_filter([] {
+              if (::prctl(PR_CAPBSET_READ, CAP_CHOWN, 0, 0, 0) < 0) return 1;
+              if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return 2;
+              sigset_t none;
+              sigemptyset(&none);
+              if (::sigprocmask(SIG_SETMASK, &none, nullptr) != 0) return 3;
+              char* argv[] = {const_cast<char*>("true"), nullptr};
+              ::execve("/bin/true", argv, nullptr);
+              return 4;
+            }),
+            0);
+}
+
+// Without no_new_privs (which the sandbox does not set, so that set-uid
+// programs work) the kernel takes a filter only from a caller with
+// CAP_SYS_ADMIN: the child has it in its user namespace when it loads it.
+TEST(SeccompPolicy, LoadsWithoutNoNewPrivsOnlyWithCapSysAdmin) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to hold CAP_SYS_ADMIN";
+  auto prog = compile_default_seccomp_policy();
+  ASSERT_TRUE(prog.has_value()) << prog.error().to_string();
+  auto load_in_child = [&](bool drop_sys_admin) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (drop_sys_admin && ::prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0) _exit(200);
+      if (drop_sys_admin && ::setresuid(65534, 65534, 65534) != 0) _exit(201);  // drops every capability
+      if (::prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 0) _exit(202);
+      _exit(sys::seccomp::load(prog->fprog()));
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(load_in_child(false), 0);
+  EXPECT_EQ(load_in_child(true), EACCES);
 }
 
 TEST(SeccompPolicy, RefusesKeyringsBpfAndHandles) {

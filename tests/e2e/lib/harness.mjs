@@ -126,16 +126,49 @@ export function gatewaySkipReason() {
   return null;
 }
 
-// The per-state-dir parent cgroups a gateway made (see coppiced's main.cc),
-// removed once its sandboxes are gone.
-export function removeCgroupParents(stateDir) {
+const sha256hex = (s) => crypto.createHash('sha256').update(s).digest('hex');
+
+// The name of the per-state-dir parent cgroup a gateway makes under each
+// hierarchy (see coppiced's main.cc); null if the state dir is gone.
+export function cgroupParentName(stateDir) {
   let real;
-  try { real = fs.realpathSync(stateDir); } catch { return; }
-  const name = 'coppice-' + crypto.createHash('sha256').update(real).digest('hex').slice(0, 12);
-  for (const ctrl of fs.existsSync('/sys/fs/cgroup') ? fs.readdirSync('/sys/fs/cgroup') : []) {
-    const d = path.join('/sys/fs/cgroup', ctrl, name);
+  try { real = fs.realpathSync(stateDir); } catch { return null; }
+  return 'coppice-' + sha256hex(real).slice(0, 12);
+}
+
+// Where a gateway's parent cgroups are: <mount>/<name> for every cgroup
+// hierarchy (v1 controllers and the cgroup2 mount, wherever mounted).
+export function cgroupParentDirs(stateDir) {
+  const name = cgroupParentName(stateDir);
+  if (!name) return [];
+  const mounts = new Set();
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    const dash = f.indexOf('-');
+    if (dash > 0 && (f[dash + 1] === 'cgroup' || f[dash + 1] === 'cgroup2')) mounts.add(f[4]);
+  }
+  return [...mounts].map((m) => path.join(m, name));
+}
+
+// The per-state-dir parent cgroups a gateway made, removed once its
+// sandboxes are gone (a gateway removes them itself when it stops cleanly).
+export function removeCgroupParents(stateDir) {
+  for (const d of cgroupParentDirs(stateDir)) {
     try { fs.rmdirSync(d); } catch {}
   }
+}
+
+// The host-wide registry entry of the gateway with this state dir
+// (sandbox/ns/uid_ranges.h): its path, and its range while it exists.
+export const uidRangeDir = '/run/coppice/uid-ranges';
+export function uidRangeEntry(stateDir) {
+  const real = fs.realpathSync(stateDir);
+  const file = path.join(uidRangeDir, sha256hex(real).slice(0, 16) + '.range');
+  let text = null;
+  try { text = fs.readFileSync(file, 'utf8'); } catch {}
+  if (text === null) return { file, range: null };
+  const [base, slots, pid] = text.trim().split(' ').map(Number);
+  return { file, range: { base, slots, end: base + slots * 65536, pid } };
 }
 
 // Starts coppiced on a free loopback port with a fresh state dir (or the one
@@ -144,8 +177,11 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [] } = 
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
+  // A test gateway needs few uid slots, so that several on one host (tests
+  // and a real gateway) find ranges clear of each other.
+  const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
   const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', dir,
-    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...extraArgs],
+    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: TEST_API_KEY } });
   let exited = false;
   proc.on('exit', () => { exited = true; });
