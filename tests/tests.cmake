@@ -4,16 +4,29 @@ file(GLOB itest_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/integration/*_i
 if(itest_srcs)
   add_executable(integration_tests ${itest_srcs})
   target_link_libraries(integration_tests PRIVATE coppice_envd_lib ${COPPICE_GATEWAY_LIBS} coppice_builder GTest::gtest_main)
+  # The binaries they run (coppice-envd): this build's, or in a sanitizer
+  # build those of COPPICE_AGENTS_DIR.
+  if(COPPICE_SANITIZE)
+    set(itest_binaries ${COPPICE_AGENTS_DIR})
+  else()
+    set(itest_binaries ${CMAKE_BINARY_DIR})
+  endif()
   target_compile_definitions(integration_tests PRIVATE
-    COPPICE_BUILD_DIR="${CMAKE_BINARY_DIR}" COPPICE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
-  add_dependencies(integration_tests coppice-envd)
+    COPPICE_BUILD_DIR="${itest_binaries}" COPPICE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+  if(NOT COPPICE_SANITIZE)
+    add_dependencies(integration_tests coppice-envd)
+  endif()
   gtest_discover_tests(integration_tests DISCOVERY_TIMEOUT 60 PROPERTIES RUN_SERIAL TRUE TIMEOUT 300)
 endif()
 
 # End-to-end tests: the real E2B SDKs from npm (tests/e2e/node_modules, from
 # its package-lock.json) against the real binaries. Each file runs once per
 # pinned SDK version; COPPICE_SDK names the package to import.
+# (Not in a sanitizer build: that one is for the unit and integration tests.)
 file(GLOB e2e_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/e2e/*.test.mjs)
+if(COPPICE_SANITIZE)
+  set(e2e_tests "")
+endif()
 foreach(t ${e2e_tests})
   get_filename_component(n ${t} NAME_WE)
   foreach(sdk e2b e2b-245)

@@ -350,6 +350,8 @@ asio::awaitable<void> Api::handle(http::Exchange& ex) {
   mgr_.note_activity();
   if (auto t = proxy::route(ex, cfg_.domain)) {
     co_await proxy_.serve(ex, *t);
+  } else if (proxy::is_signed_file_request(ex)) {
+    co_await proxy_.serve_signed_file(ex);
   } else {
     co_await control(ex);
   }

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/file_signature.h"
 #include "core/testing/manager_fixture.h"
 #include "http/client.h"
 
@@ -239,6 +240,36 @@ TEST_F(ApiTest, ProxyRoutesByHeaderAndHostAndRefusesWhatItMust) {
   user.stop();
   ASSERT_EQ(call(verb::delete_, "/sandboxes/" + id).status, 204u);
   EXPECT_EQ(call(verb::get, "/x", "", {{"E2b-Sandbox-Id", id}}, false).status, 502u);
+}
+
+}  // namespace
+}  // namespace coppice::api
+
+namespace coppice::api {
+namespace {
+
+TEST_F(ApiTest, SignedFileUrlsFindTheirSandboxWithoutAnId) {
+  auto a = call(verb::post, "/v2/sandboxes", "{}");
+  auto b = call(verb::post, "/v2/sandboxes", "{}");
+  ASSERT_EQ(a.status, 201u);
+  ASSERT_EQ(b.status, 201u);
+  const std::string id_b = b.body["sandboxID"], token_b = b.body["envdAccessToken"];
+  auto sig = file_signature("/home/user/x.txt", "read", "user", token_b, std::nullopt);
+  auto r = call(verb::get, "/files?path=" + url_encode("/home/user/x.txt") + "&username=user&signature=" + url_encode(sig),
+                "", {}, false);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  EXPECT_EQ(r.body["sandbox"], id_b) << "routed to the sandbox whose token signed it";
+  // The operation is part of what is signed: the same signature does not write.
+  auto w = call(verb::post, "/files?path=" + url_encode("/home/user/x.txt") + "&username=user&signature=" +
+                               url_encode(sig), "x", {}, false);
+  EXPECT_EQ(w.status, 401u);
+  auto bad = call(verb::get, "/files?path=/etc/passwd&signature=v1_forged", "", {}, false);
+  EXPECT_EQ(bad.status, 401u);
+  EXPECT_EQ(bad.body["code"], 401);
+  // Paused sandboxes are not served.
+  ASSERT_EQ(call(verb::post, "/sandboxes/" + id_b + "/pause", "{}").status, 204u);
+  EXPECT_EQ(call(verb::get, "/files?path=" + url_encode("/home/user/x.txt") + "&username=user&signature=" + url_encode(sig),
+                 "", {}, false).status, 401u);
 }
 
 }  // namespace

@@ -23,7 +23,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string join(const std::string& a, const std::string& b) { return a.back() == '/' ? a + b : a + "/" + b; }
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -49,8 +48,8 @@ class BuildDir {
 // has no hash.
 std::string installed_hash(const std::string& dir) {
   struct stat st {};
-  if (::stat(join(dir, "rootfs").c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
-  auto doc = templates::parse_toml_file(join(dir, "template.toml"));
+  if (::stat(sys::join_path(dir, "rootfs").c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
+  auto doc = templates::parse_toml_file(sys::join_path(dir, "template.toml"));
   if (!doc) return "";
   auto h = doc->get_string("recipe_hash");
   return h ? *h : "";
@@ -73,7 +72,7 @@ void sweep(const std::string& root, const ProgressFn& progress) {
   auto names = sys::list_dir(root);
   if (!names) return;
   for (const auto& n : *names) {
-    const std::string path = join(root, n);
+    const std::string path = sys::join_path(root, n);
     bool stale = false;
     if (long pid = pid_suffix(n, "build")) {
       stale = pid == ::getpid() || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH);
@@ -104,7 +103,7 @@ Result<std::vector<std::string>> mirror_args(const Recipe& r, const BuildOptions
   auto text = sys::read_file(host);
   if (!text) return std::unexpected(std::move(text.error()).context("read apt sources"));
   const bool deb822 = host.ends_with(".sources");
-  const std::string copy = join(build_dir, deb822 ? "debian.sources" : "debian.list");
+  const std::string copy = sys::join_path(build_dir, deb822 ? "debian.sources" : "debian.list");
   COPPICE_TRY_CTX(sys::write_new_file(copy, retarget_sources(*text, deb822, r.suite), 0644), "apt sources");
   return std::vector<std::string>{copy};
 }
@@ -129,18 +128,7 @@ std::vector<std::string> mmdebstrap_argv(const Recipe& r, const BuildOptions& o,
   return argv;
 }
 
-Status fsync_path(const std::string& path, int flags) {
-  sys::UniqueFd fd(::open(path.c_str(), flags | O_RDONLY | O_CLOEXEC));
-  if (!fd) return errno_error("open " + path);
-  if (::fsync(fd.get()) != 0) return errno_error("fsync " + path);
-  return ok();
-}
 
-std::string toml_array(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + templates::toml_quote(items[i]);
-  return out + "]";
-}
 
 // Puts the finished `tmp` at `final_dir`. An existing template is swapped
 // out in one step (renameat2 RENAME_EXCHANGE) and moved to the retired
@@ -177,7 +165,7 @@ std::string template_toml(const Recipe& r, const std::string& hash, const std::s
   if (r.memory_mb) t += "memory_mb = " + std::to_string(r.memory_mb) + "\n";
   if (!r.start_cmd.empty()) t += "start_cmd = " + templates::toml_quote(r.start_cmd) + "\n";
   if (!r.ready_cmd.empty()) t += "ready_cmd = " + templates::toml_quote(r.ready_cmd) + "\n";
-  if (!r.env.empty()) t += "env = " + toml_array(r.env) + "\n";
+  if (!r.env.empty()) t += "env = " + templates::toml_array(r.env) + "\n";
   return t;
 }
 
@@ -199,7 +187,7 @@ Result<BuildResult> build_template(const BuildOptions& o) {
 
   BuildResult res;
   res.name = r.name;
-  res.path = join(o.templates_root, r.name);
+  res.path = sys::join_path(o.templates_root, r.name);
   res.recipe_hash = *hash;
   if (!o.force && installed_hash(res.path) == *hash) {
     res.cached = true;
@@ -213,11 +201,11 @@ Result<BuildResult> build_template(const BuildOptions& o) {
   const std::string step = "build template " + r.name;
   COPPICE_TRY_CTX(sys::make_dirs(o.templates_root, 0755), step);
   sweep(o.templates_root, o.progress);
-  const std::string tmp = join(o.templates_root, "." + r.name + ".build-" + std::to_string(::getpid()));
+  const std::string tmp = sys::join_path(o.templates_root, "." + r.name + ".build-" + std::to_string(::getpid()));
   if (::mkdir(tmp.c_str(), 0755) != 0) return std::unexpected(Error::from_errno(errno, "mkdir " + tmp).context(step));
   BuildDir owner(tmp);
   owner.on_error([&](std::string_view s) { say("warning: " + std::string(s)); });
-  const std::string rootfs = join(tmp, "rootfs");
+  const std::string rootfs = sys::join_path(tmp, "rootfs");
 
   auto mirrors = mirror_args(r, o, tmp);
   if (!mirrors) return std::unexpected(std::move(mirrors.error()).context(step));
@@ -243,21 +231,21 @@ Result<BuildResult> build_template(const BuildOptions& o) {
   const std::string build_id =
       sha256_hex(*hash + " " + std::to_string(std::chrono::system_clock::now().time_since_epoch().count()) + " " +
                  std::to_string(::getpid()));
-  const std::string toml_path = join(tmp, "template.toml");
+  const std::string toml_path = sys::join_path(tmp, "template.toml");
   COPPICE_TRY_CTX(sys::write_new_file(toml_path, template_toml(r, *hash, build_id), 0644), step);
-  for (const char* f : {"debian.sources", "debian.list"}) COPPICE_TRY_CTX(sys::remove_file(join(tmp, f)), step);
+  for (const char* f : {"debian.sources", "debian.list"}) COPPICE_TRY_CTX(sys::remove_file(sys::join_path(tmp, f)), step);
   // The tree can be rebuilt; the description that marks it complete is
   // forced to disk before the rename publishes it.
-  COPPICE_TRY_CTX(fsync_path(toml_path, 0), step);
+  COPPICE_TRY_CTX(sys::fsync_path(toml_path, 0), step);
   COPPICE_TRY_CTX(check_cancel(o), step);
 
   say("==> [4/4] installing as " + res.path);
   auto kept = install(tmp, res.path, o.templates_root, r.name);
   if (!kept) return std::unexpected(std::move(kept.error()).context(step));
   owner.release();
-  if (auto s = fsync_path(o.templates_root, O_DIRECTORY); !s) say("warning: " + s.error().to_string());
+  if (auto s = sys::fsync_path(o.templates_root, O_DIRECTORY); !s) say("warning: " + s.error().to_string());
   res.replaced_tree = *kept;
-  res.size_bytes = templates::tree_disk_usage(join(res.path, "rootfs"));
+  res.size_bytes = templates::tree_disk_usage(sys::join_path(res.path, "rootfs"));
   res.seconds = since(t0);
   return res;
 }

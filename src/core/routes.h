@@ -28,6 +28,7 @@ struct Route {
   SandboxState state = SandboxState::kRunning;
   sandbox::SandboxHandle handle;  // envd's socket, what the backend needs to reach a port
   std::string team;               // the owning team ("" before teams are checked)
+  std::string token;              // envd's access token ("" for an unsecured sandbox)
   bool running() const { return state == SandboxState::kRunning; }
 };
 
@@ -41,6 +42,17 @@ class RouteTable {
   // Owner only: removes the entry (no-op if absent).
   void remove(const std::string& id);
   size_t size() const { return size_.load(std::memory_order_relaxed); }
+  // The first entry for which pred(const Route&) holds, or null: a walk of a
+  // snapshot of every shard (O(n); for lookups that have no id).
+  template <typename Pred>
+  std::shared_ptr<const Route> find_if(Pred&& pred) const {
+    for (const auto& shard : shards_) {
+      auto map = shard.load(std::memory_order_acquire);
+      for (const auto& [id, r] : *map)
+        if (pred(*r)) return r;
+    }
+    return nullptr;
+  }
 
  private:
   static constexpr size_t kShards = 64;

@@ -179,7 +179,7 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
   count(to, +1);
   l.state = to;
   if (visible(to)) {
-    routes_.publish(Route{l.id, to, l.handle, ""});
+    routes_.publish(Route{l.id, to, l.handle, "", l.token});
   } else {
     routes_.remove(l.id);
   }

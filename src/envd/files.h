@@ -3,6 +3,7 @@
 // in both directions, X-Metadata-* headers as xattrs, and v1 URL signatures.
 #pragma once
 
+#include "common/file_signature.h"
 #include "envd/envd.h"
 
 namespace coppice::envd {
@@ -11,8 +12,6 @@ namespace coppice::envd {
 // token header or a valid signature).
 asio::awaitable<void> handle_files(Envd& envd, http::Exchange& ex);
 
-// "v1_" + base64(sha256("<path>:<read|write>:<user>:<token>[:<expiration>]")) without padding.
-std::string file_signature(std::string_view path, std::string_view operation, std::string_view user,
-                           std::string_view token, std::optional<int64_t> expiration);
+using coppice::file_signature;  // common/file_signature.h
 
 }  // namespace coppice::envd

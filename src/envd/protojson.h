@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/base64.h"
 #include "common/result.h"
 
 namespace coppice::pj {
@@ -41,8 +42,8 @@ Result<std::vector<std::string>> get_string_list(const json& msg, std::string_vi
 // A sub-message; nullptr when absent. Not an object -> error.
 Result<const json*> get_message(const json& msg, std::string_view name);
 
-std::string base64_encode(std::string_view data);
-Result<std::string> base64_decode(std::string_view text);
+using coppice::base64_decode;  // common/base64.h
+using coppice::base64_encode;
 
 // RFC 3339 with nanoseconds trimmed to 0, 3, 6 or 9 digits, as protobuf's Timestamp.
 std::string timestamp(const struct timespec& ts);

@@ -5,7 +5,9 @@
 
 #include <sys/socket.h>
 
+#include "common/file_signature.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "core/offload.h"
 #include "http/client.h"
 #include "http/tunnel.h"
@@ -108,6 +110,42 @@ bool is_internal_envd_path(std::string_view path) {
   for (auto i : kInternal)
     if (beast::iequals(p, i) || beast::iequals(p, std::string("/.") + std::string(i))) return true;
   return p.find("/./") != std::string::npos || p.find("/../") != std::string::npos;
+}
+
+bool is_signed_file_request(const http::Exchange& ex) {
+  if (ex.path() != "/files") return false;
+  if (ex.method() != bhttp::verb::get && ex.method() != bhttp::verb::post) return false;
+  return ex.query().find("signature=") != std::string_view::npos;
+}
+
+asio::awaitable<void> Proxy::serve_signed_file(http::Exchange& ex) {
+  const auto& q = ex.query_params();
+  auto param = [&](const char* name) -> std::string {
+    auto it = q.find(name);
+    return it == q.end() ? std::string() : it->second;
+  };
+  const std::string signature = param("signature"), path = param("path"), user = param("username");
+  const std::string operation = ex.method() == bhttp::verb::get ? "read" : "write";
+  std::optional<int64_t> expiration;
+  if (auto e = param("signature_expiration"); !e.empty()) {
+    char* end = nullptr;
+    long long v = std::strtoll(e.c_str(), &end, 10);
+    if (*end) {
+      co_await ex.respond_json(400, R"({"code":400,"message":"invalid signature_expiration"})");
+      co_return;
+    }
+    expiration = v;
+  }
+  auto route = routes_.find_if([&](const core::Route& r) {
+    return r.running() && !r.token.empty() &&
+           constant_time_equal(file_signature(path, operation, user, r.token, expiration), signature);
+  });
+  if (!route) {
+    co_await ex.respond_json(401, R"({"code":401,"message":"the URL's signature matches no running sandbox"})");
+    co_return;
+  }
+  Target t{route->id, kEnvdPort};
+  co_await serve(ex, t);
 }
 
 asio::awaitable<Result<http::Socket>> Proxy::connect_upstream(const core::Route& r, uint16_t port) {

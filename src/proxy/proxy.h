@@ -34,6 +34,10 @@ std::optional<Target> route(const http::Exchange& ex, const std::string& domain)
 // envd endpoints only the gateway may call.
 bool is_internal_envd_path(std::string_view path);
 
+// A GET or POST /files carrying a URL signature (uploadUrl/downloadUrl) and
+// no sandbox id: in single-port mode the SDK's signed URLs name no sandbox.
+bool is_signed_file_request(const http::Exchange& ex);
+
 // Resolves a sandbox from the route table (a lock-free snapshot the
 // sandbox owner publishes: a proxied request never waits on the control
 // plane) and relays the exchange to it.
@@ -46,6 +50,10 @@ class Proxy {
         core::metrics::GatewayMetrics& metrics)
       : routes_(routes), backend_(backend), netns_pool_(netns_pool), metrics_(metrics) {}
   asio::awaitable<void> serve(http::Exchange& ex, const Target& t);
+  // Serves a signed /files URL that names no sandbox: it goes to the running
+  // sandbox whose envd token the signature was made with (envd checks the
+  // signature again, expiry included); 401 when none matches.
+  asio::awaitable<void> serve_signed_file(http::Exchange& ex);
 
  private:
   // A connected socket to the sandbox's envd or to one of its ports.

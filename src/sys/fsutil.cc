@@ -264,4 +264,19 @@ Result<std::vector<std::string>> list_dir(const std::string& path) {
   return out;
 }
 
+Status fsync_path(const std::string& path, int flags) {
+  UniqueFd fd(::open(path.c_str(), flags | O_RDONLY | O_CLOEXEC));
+  if (!fd) return errno_error("open " + path);
+  if (::fsync(fd.get()) != 0) return errno_error("fsync " + path);
+  return ok();
+}
+
+std::string join_path(std::string_view dir, std::string_view name) {
+  std::string out(dir);
+  if (out.empty() || out.back() != '/') out += '/';
+  while (!name.empty() && name.front() == '/') name.remove_prefix(1);
+  out += name;
+  return out;
+}
+
 }  // namespace coppice::sys

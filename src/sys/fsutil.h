@@ -78,4 +78,11 @@ Result<bool> try_lock_file(int fd, bool exclusive, std::string_view what);
 // Names in a directory, less "." and "..".
 Result<std::vector<std::string>> list_dir(const std::string& path);
 
+// fsync(2) of a file, or of a directory with flags O_DIRECTORY (to make a
+// rename or a new entry in it durable).
+Status fsync_path(const std::string& path, int flags = 0);
+
+// `dir` + "/" + `name`, with exactly one '/' between them.
+std::string join_path(std::string_view dir, std::string_view name);
+
 }  // namespace coppice::sys

@@ -72,9 +72,10 @@ std::string find_in_path(const std::string& name, const std::string& path_var) {
   while (start <= path_var.size()) {
     size_t end = path_var.find(':', start);
     if (end == std::string::npos) end = path_var.size();
-    std::string dir = path_var.substr(start, end - start);
-    if (dir.empty()) dir = ".";
-    std::string cand = dir + "/" + name;
+    // Appended piece by piece: g++ 12 warns (-Wrestrict, a false positive,
+    // PR 105651) on the operator+ chain.
+    std::string cand = end > start ? path_var.substr(start, end - start) : std::string(".");
+    cand.append("/").append(name);
     struct stat st;
     if (::stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(cand.c_str(), X_OK) == 0) return cand;
     start = end + 1;

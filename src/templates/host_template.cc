@@ -169,13 +169,6 @@ constexpr const char* kFallbackProfile =
     "  . /etc/bash.bashrc\n"
     "fi\n";
 
-std::string join(std::string_view a, std::string_view b) {
-  std::string out(a);
-  if (out.empty() || out.back() != '/') out += '/';
-  while (!b.empty() && b.front() == '/') b.remove_prefix(1);
-  out += b;
-  return out;
-}
 
 std::string base_name(std::string_view path) {
   size_t slash = path.rfind('/');
@@ -286,7 +279,7 @@ Status copy_entry(const std::string& src, const std::string& dst, int depth) {
     if (depth >= kMaxCopyDepth) return ok();
     COPPICE_TRY_CTX(make_dir(dst, st.st_mode & 0755), "copy " + src);
     for (const auto& name : sorted_entries(src)) {
-      COPPICE_TRY_CTX(copy_entry(join(src, name), join(dst, name), depth + 1), "copy " + src);
+      COPPICE_TRY_CTX(copy_entry(sys::join_path(src, name), sys::join_path(dst, name), depth + 1), "copy " + src);
     }
     return ok();
   }
@@ -327,7 +320,7 @@ void remove_stale_builds(const std::string& root) {
     bool dead = pid == ::getpid() || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH);
     if (!dead) continue;
     std::error_code ec;
-    fs::remove_all(join(root, name), ec);
+    fs::remove_all(sys::join_path(root, name), ec);
   }
 }
 
@@ -336,7 +329,7 @@ void remove_stale_builds(const std::string& root) {
 // target. Times are left out so the same content gives the same id.
 Status describe_tree(const std::string& dir, const std::string& rel, std::string& out) {
   for (const auto& name : sorted_entries(dir)) {
-    const std::string path = join(dir, name);
+    const std::string path = sys::join_path(dir, name);
     const std::string rel_path = rel + "/" + name;
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) return errno_error("lstat " + path);
@@ -387,12 +380,12 @@ Result<TreeLayout> build_skeleton(const std::string& rootfs, const std::string& 
       {"var/cache", 0755}, {"var/lib", 0755}, {"root", 0700},    {"home", 0755},
       {"home/user", 0755}, {"etc", 0755},
   };
-  for (const auto& d : kDirs) COPPICE_TRY_CTX(make_dir(join(rootfs, d.path), d.mode), "skeleton");
+  for (const auto& d : kDirs) COPPICE_TRY_CTX(make_dir(sys::join_path(rootfs, d.path), d.mode), "skeleton");
   // Debian's compatibility links; both resolve inside the sandbox.
-  COPPICE_TRY_CTX(make_symlink("../run", join(rootfs, "var/run")), "skeleton");
-  COPPICE_TRY_CTX(make_symlink("../run/lock", join(rootfs, "var/lock")), "skeleton");
+  COPPICE_TRY_CTX(make_symlink("../run", sys::join_path(rootfs, "var/run")), "skeleton");
+  COPPICE_TRY_CTX(make_symlink("../run/lock", sys::join_path(rootfs, "var/lock")), "skeleton");
 
-  const std::string home = join(rootfs, "home/user");
+  const std::string home = sys::join_path(rootfs, "home/user");
   if (::chown(home.c_str(), kUserUid, kUserGid) != 0) {
     if (errno == EPERM && ::geteuid() != 0) {
       COPPICE_LOG(warn) << "host template: not root, leaving " << home
@@ -405,7 +398,7 @@ Result<TreeLayout> build_skeleton(const std::string& rootfs, const std::string& 
   // Merged /usr: recreate the host's /bin -> usr/bin style links. A host that
   // still has real /bin, /lib... gets them bound read-only instead.
   for (const char* name : kMergedUsrNames) {
-    const std::string host_path = join(host_root, name);
+    const std::string host_path = sys::join_path(host_root, name);
     struct stat st {};
     if (::lstat(host_path.c_str(), &st) != 0) continue;  // absent on this host
     if (S_ISLNK(st.st_mode)) {
@@ -415,13 +408,13 @@ Result<TreeLayout> build_skeleton(const std::string& rootfs, const std::string& 
       std::string_view t(target, static_cast<size_t>(n));
       const std::string want = std::string("usr/") + name;
       if (t == want || t == "/" + want) {
-        COPPICE_TRY_CTX(make_symlink(want, join(rootfs, name)), "skeleton");
+        COPPICE_TRY_CTX(make_symlink(want, sys::join_path(rootfs, name)), "skeleton");
       } else {
         COPPICE_LOG(warn) << "host template: /" << name << " -> " << t
                           << " is not a merged-usr link; leaving it out";
       }
     } else if (S_ISDIR(st.st_mode)) {
-      COPPICE_TRY_CTX(make_dir(join(rootfs, name), 0755), "skeleton");
+      COPPICE_TRY_CTX(make_dir(sys::join_path(rootfs, name), 0755), "skeleton");
       layout.ro_binds.push_back(std::string("/") + name);
     }
   }
@@ -431,8 +424,8 @@ Result<TreeLayout> build_skeleton(const std::string& rootfs, const std::string& 
 // The template's own /etc: identity files written here, harmless host
 // configuration copied through copy_entry's filters.
 Status build_etc(const std::string& rootfs, const std::string& host_root) {
-  const std::string etc = join(rootfs, "etc");
-  const std::string host_etc = join(host_root, "etc");
+  const std::string etc = sys::join_path(rootfs, "etc");
+  const std::string host_etc = sys::join_path(host_root, "etc");
   struct Generated {
     const char* name;
     const char* content;
@@ -450,11 +443,11 @@ Status build_etc(const std::string& rootfs, const std::string& host_root) {
       {"sudoers", kSudoers, 0440},              {"sudoers.d/user", kSudoersUser, 0440},
       {"pam.d/other", kPamOther, 0644},
   };
-  for (const char* dir : {"sudoers.d", "pam.d"}) COPPICE_TRY_CTX(make_dir(join(etc, dir), 0755), "write /etc");
+  for (const char* dir : {"sudoers.d", "pam.d"}) COPPICE_TRY_CTX(make_dir(sys::join_path(etc, dir), 0755), "write /etc");
   for (const auto& g : generated) {
-    COPPICE_TRY_CTX(write_file(join(etc, g.name), g.content, g.mode), "write /etc");
+    COPPICE_TRY_CTX(write_file(sys::join_path(etc, g.name), g.content, g.mode), "write /etc");
   }
-  COPPICE_TRY_CTX(make_symlink("../proc/self/mounts", join(etc, "mtab")), "write /etc");
+  COPPICE_TRY_CTX(make_symlink("../proc/self/mounts", sys::join_path(etc, "mtab")), "write /etc");
 
   std::vector<std::string> copies(std::begin(kHostEtcCopies), std::end(kHostEtcCopies));
   for (const auto& name : sorted_entries(host_etc)) {
@@ -463,41 +456,27 @@ Status build_etc(const std::string& rootfs, const std::string& host_root) {
   for (const auto& rel : copies) {
     // Parents of nested entries (etc/ssl for ssl/certs).
     for (size_t slash = rel.find('/'); slash != std::string::npos; slash = rel.find('/', slash + 1)) {
-      COPPICE_TRY_CTX(make_dir(join(etc, rel.substr(0, slash)), 0755), "write /etc");
+      COPPICE_TRY_CTX(make_dir(sys::join_path(etc, rel.substr(0, slash)), 0755), "write /etc");
     }
-    COPPICE_TRY_CTX(copy_entry(join(host_etc, rel), join(etc, rel), 0), "write /etc");
+    COPPICE_TRY_CTX(copy_entry(sys::join_path(host_etc, rel), sys::join_path(etc, rel), 0), "write /etc");
   }
 
   for (const char* name : {"profile", "bash.bashrc"}) {
     struct stat st {};
-    if (::lstat(join(etc, name).c_str(), &st) == 0) continue;
-    COPPICE_TRY_CTX(write_file(join(etc, name), name == std::string_view("profile") ? kFallbackProfile : "",
+    if (::lstat(sys::join_path(etc, name).c_str(), &st) == 0) continue;
+    COPPICE_TRY_CTX(write_file(sys::join_path(etc, name), name == std::string_view("profile") ? kFallbackProfile : "",
                                0644),
                     "write /etc");
   }
   return ok();
 }
 
-std::string toml_array(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i) out += ", ";
-    out += toml_quote(items[i]);
-  }
-  return out + "]";
-}
 
-Status fsync_path(const std::string& path, int flags) {
-  sys::UniqueFd fd(::open(path.c_str(), flags | O_RDONLY | O_CLOEXEC));
-  if (!fd) return errno_error("open " + path);
-  if (::fsync(fd.get()) != 0) return errno_error("fsync " + path);
-  return ok();
-}
 
 // True if `dir` holds a finished template.
 bool is_complete(const std::string& dir) {
   struct stat st {};
-  return ::lstat(join(dir, "template.toml").c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  return ::lstat(sys::join_path(dir, "template.toml").c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 }  // namespace
@@ -517,7 +496,7 @@ Result<std::string> ensure_host_template(const std::string& templates_root,
   std::lock_guard lock(build_mu);
 
   const std::string step = "create host template in " + templates_root;
-  const std::string final_dir = join(templates_root, kHostTemplateName);
+  const std::string final_dir = sys::join_path(templates_root, kHostTemplateName);
   if (is_complete(final_dir)) return final_dir;
   {
     struct stat st {};
@@ -532,11 +511,11 @@ Result<std::string> ensure_host_template(const std::string& templates_root,
   if (ec) return make_error(error_code_for_errno(ec.value()), step + ": mkdir: " + ec.message(), ec.value());
   remove_stale_builds(templates_root);
 
-  const std::string tmp = join(templates_root, ".base.tmp-" + std::to_string(::getpid()));
+  const std::string tmp = sys::join_path(templates_root, ".base.tmp-" + std::to_string(::getpid()));
   if (::mkdir(tmp.c_str(), 0755) != 0) return std::unexpected(Error::from_errno(errno, "mkdir " + tmp).context(step));
   TreeOwner owner(tmp);
   COPPICE_TRY_CTX(make_dir(tmp, 0755), step);
-  const std::string rootfs = join(tmp, "rootfs");
+  const std::string rootfs = sys::join_path(tmp, "rootfs");
   COPPICE_TRY_CTX(make_dir(rootfs, 0755), step);
 
   auto layout = build_skeleton(rootfs, opts.host_root);
@@ -558,11 +537,11 @@ Result<std::string> ensure_host_template(const std::string& templates_root,
       "memory_mb = 512\n"
       "source = \"host\"\n"
       "build_id = " + toml_quote(build_id) + "\n";
-  const std::string toml_path = join(tmp, "template.toml");
+  const std::string toml_path = sys::join_path(tmp, "template.toml");
   COPPICE_TRY_CTX(write_file(toml_path, toml, 0644), step);
   // The tree is derived and can be rebuilt, so only the description that
   // marks it complete is forced to disk before the rename publishes it.
-  COPPICE_TRY_CTX(fsync_path(toml_path, 0), step);
+  COPPICE_TRY_CTX(sys::fsync_path(toml_path, 0), step);
 
   if (::rename(tmp.c_str(), final_dir.c_str()) != 0) {
     int err = errno;
@@ -572,7 +551,7 @@ Result<std::string> ensure_host_template(const std::string& templates_root,
     return std::unexpected(Error::from_errno(err, "rename to " + final_dir).context(step));
   }
   owner.release();
-  if (auto r = fsync_path(templates_root, O_DIRECTORY); !r) {
+  if (auto r = sys::fsync_path(templates_root, O_DIRECTORY); !r) {
     COPPICE_LOG(warn) << "host template: " << r.error().to_string();
   }
   COPPICE_LOG(info) << "host template ready at " << final_dir << " (build " << build_id.substr(0, 12)

@@ -453,4 +453,13 @@ std::string toml_quote(std::string_view s) {
   return out;
 }
 
+std::string toml_array(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ", ";
+    out += toml_quote(items[i]);
+  }
+  return out + "]";
+}
+
 }  // namespace coppice::templates

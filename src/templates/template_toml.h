@@ -60,5 +60,7 @@ Result<TomlDoc> parse_toml_file(const std::string& path);
 // `s` as a TOML basic string, quotes included, escaped so parse_toml reads
 // back exactly `s`.
 std::string toml_quote(std::string_view s);
+// A TOML array of basic strings: ["a", "b"].
+std::string toml_array(const std::vector<std::string>& items);
 
 }  // namespace coppice::templates

@@ -77,6 +77,37 @@ test('list with state and metadata filters, and pages', opt, async () => {
   }
 });
 
+test(`[${sdkName}] signed file URLs work through the one port (no sandbox id in them)`, opt, async () => {
+  const sbx = await Sandbox.create({ ...gw.opts, secure: true });
+  const other = await Sandbox.create({ ...gw.opts, secure: true });
+  try {
+    await sbx.files.write('/home/user/signed.txt', 'via a signed URL');
+    const down = await sbx.downloadUrl('/home/user/signed.txt', { useSignatureExpiration: 600 });
+    assert.ok(!down.includes(sbx.sandboxId), down);
+    let r = await fetch(down);
+    assert.equal(r.status, 200);
+    assert.equal(await r.text(), 'via a signed URL');
+    const up = await sbx.uploadUrl('/home/user/up.txt');
+    const form = new FormData();
+    form.append('file', new Blob(['uploaded']), '/home/user/up.txt');
+    r = await fetch(up, { method: 'POST', body: form });
+    assert.equal(r.status, 200, await r.text());
+    assert.equal(await sbx.files.read('/home/user/up.txt'), 'uploaded');
+    assert.equal(await other.files.exists('/home/user/up.txt'), false, 'it went to the sandbox that signed it');
+    // A signature of nobody's token is refused, and so is an expired one.
+    r = await fetch(down.replace(/signature=[^&]+/, 'signature=v1_nobody'));
+    assert.equal(r.status, 401);
+    // (useSignatureExpiration is in seconds; an expiry equal to now still passes.)
+    const expired = await sbx.downloadUrl('/home/user/signed.txt', { useSignatureExpiration: 1 });
+    await new Promise((res) => setTimeout(res, 2100));
+    r = await fetch(expired);
+    assert.equal(r.status, 401);
+  } finally {
+    await sbx.kill();
+    await other.kill();
+  }
+});
+
 test('setTimeout and expiry', opt, async () => {
   const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 60_000 });
   await sbx.setTimeout(2_000);

@@ -74,6 +74,12 @@ test(`[${sdkName}] --pool fills at start; a create takes a warm sandbox that is 
   assert.match(a.sandboxId, /^[a-z0-9]{20}$/);
   // Its own id (hostname), env vars, metadata, token, a clean writable layer.
   assert.equal((await a.commands.run('hostname')).stdout.trim(), a.sandboxId);
+  // Made at background priority, but what runs in it is at normal priority:
+  // nice 0 and SCHED_OTHER (fields 19 and 41 of /proc/self/stat).
+  const stat = (await a.commands.run('cat /proc/self/stat')).stdout;
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  assert.equal(fields[19 - 3], '0', `nice: ${stat}`);
+  assert.equal(fields[41 - 3], '0', `policy: ${stat}`);
   assert.equal((await a.commands.run('echo $POOLED')).stdout, 'yes-a\n');
   assert.equal((await b.commands.run('echo $POOLED')).stdout, 'yes-b\n');
   assert.equal((await a.getInfo()).metadata.who, 'a');
