@@ -11,6 +11,7 @@
 #include <deque>
 #include <functional>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace coppice::sys {
@@ -19,9 +20,6 @@ namespace {
 
 // How a walk opens a directory: never through a symlink, never anything else.
 constexpr int kDirOpen = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-// Times a removal re-reads a directory that was not empty once it had been
-// read to its end (entries created meanwhile) before it gives up.
-constexpr int kMaxRereads = 3;
 // Files with several links remembered by disk_usage_below (16 bytes each).
 constexpr size_t kMaxLinkedFiles = 1 << 16;
 // Entries between two looks at the clock in disk_usage_below.
@@ -200,7 +198,14 @@ struct TreeRemover::State {
   DirId root;
   DirChain chain;
   DirReader reader;
-  int rereads = 0;
+  // Entries removed since a directory was last read again from its start. A
+  // directory still not empty once read to its end (entries created
+  // meanwhile, or an overlayfs directory whose offsets shifted when it was
+  // re-opened) is read again while the removal makes progress, and is an
+  // error when it does not.
+  uint64_t removed = 0;
+
+  bool may_reread() { return std::exchange(removed, 0) > 0; }
 
   Error fail(Error e) {
     phase = Phase::kDone;
@@ -256,7 +261,11 @@ Status TreeRemover::State::remove_entry(const DirReader::Entry& e) {
   };
   if (e.type != DT_DIR) {
     for (;;) {
-      if (::unlinkat(dir, name, 0) == 0 || errno == ENOENT) return ok();
+      if (::unlinkat(dir, name, 0) == 0) {
+        ++removed;
+        return ok();
+      }
+      if (errno == ENOENT) return ok();
       int err = errno;
       if (err == EISDIR) break;  // d_type did not say, or it was replaced by a directory
       if (!retry_writable(err)) return errno_error(std::string("unlink ") + name, err);
@@ -264,7 +273,11 @@ Status TreeRemover::State::remove_entry(const DirReader::Entry& e) {
   }
   // A directory: an empty one goes without being opened.
   for (;;) {
-    if (::unlinkat(dir, name, AT_REMOVEDIR) == 0 || errno == ENOENT) return ok();
+    if (::unlinkat(dir, name, AT_REMOVEDIR) == 0) {
+      ++removed;
+      return ok();
+    }
+    if (errno == ENOENT) return ok();
     int err = errno;
     if (err == ENOTEMPTY || err == EEXIST) break;
     if (err == ENOTDIR) {  // replaced by a file since it was read
@@ -312,12 +325,14 @@ Status TreeRemover::State::leave_dir() {
   left->fd.reset();
   bool made_writable = false;
   for (;;) {
-    if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0 || errno == ENOENT) break;
+    if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) == 0) {
+      ++removed;
+      break;
+    }
+    if (errno == ENOENT) break;
     int err = errno;
-    if ((err == ENOTEMPTY || err == EEXIST) && rereads < kMaxRereads) {
-      // Entries were created in it meanwhile: read its entry again, which
-      // descends into it once more.
-      ++rereads;
+    if ((err == ENOTEMPTY || err == EEXIST) && may_reread()) {
+      // Read its entry again, which descends into it once more.
       return reader.reset(parent, left->level.pos);
     }
     if (permission_error(err) && !made_writable) {
@@ -350,8 +365,7 @@ Result<bool> TreeRemover::step(size_t budget) {
       st = s.leave_dir();
     } else if (::rmdir(s.path.c_str()) == 0 || errno == ENOENT) {
       s.phase = State::Phase::kDone;
-    } else if ((errno == ENOTEMPTY || errno == EEXIST) && s.rereads < kMaxRereads) {
-      ++s.rereads;
+    } else if ((errno == ENOTEMPTY || errno == EEXIST) && s.may_reread()) {
       st = s.reader.reset(s.chain.fd(), 0);
     } else {
       st = errno_error("rmdir " + s.path);
