@@ -151,7 +151,10 @@ asio::awaitable<Status> DirWatcher::add_tree(std::string dir, bool is_root, bool
       // have rather than end the watch.
       if (!warned_) {
         warned_ = true;
-        COPPICE_LOG(warn) << "watch " << root_ << ": cannot watch " << d << ": " << Error::from_errno(err, "inotify_add_watch").message();
+        // A path past PATH_MAX is the usual cause: name only its start.
+        std::string shown = d.size() > 160 ? d.substr(0, 160) + "... (" + std::to_string(d.size()) + " bytes)" : d;
+        COPPICE_LOG(warn) << "watch " << root_ << ": cannot watch " << shown << ": "
+                          << Error::from_errno(err, "inotify_add_watch").message();
       }
       continue;
     }
