@@ -33,8 +33,8 @@ TEST(Trash, AStateDirGoesAsideAtOnceAndTheReaperEmptiesIt) {
   Scratch s;
   const std::string state = s / "sandboxes/sbx1";
   ASSERT_TRUE(sys::make_dirs(state + "/upper/wide", 0755));
-  make_chain(state + "/upper", 20000);
-  make_files(state + "/upper/wide", 20000);
+  make_chain(state + "/upper", 5000);
+  make_files(state + "/upper/wide", 5000);
   auto t0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(move_to_trash(state));
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -43,7 +43,7 @@ TEST(Trash, AStateDirGoesAsideAtOnceAndTheReaperEmptiesIt) {
   EXPECT_EQ(trash_dir_for(state), trash);
   ASSERT_TRUE(wait_trash_idle(trash, std::chrono::seconds(120)));
   EXPECT_TRUE(empty_dir(trash));
-  std::printf("[ figures  ] state dir with a 20,000-deep chain and 20,000 files moved aside in %lld us\n",
+  std::printf("[ figures  ] state dir with a 5,000-deep chain and 5,000 files moved aside in %lld us\n",
               static_cast<long long>(us));
   // Gone already: nothing to do.
   EXPECT_TRUE(move_to_trash(state));
@@ -77,7 +77,7 @@ TEST(UpperDiskBytes, BoundedAndCached) {
   // A tree too big for the budget costs the budget, not the tree.
   const std::string deep = s / "deep";
   ASSERT_TRUE(sys::make_dirs(deep + "/upper", 0755));
-  make_chain(deep + "/upper", 20000);
+  make_chain(deep + "/upper", 5000);
   auto t0 = std::chrono::steady_clock::now();
   auto bounded = upper_disk_bytes(deep);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
