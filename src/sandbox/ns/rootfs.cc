@@ -124,7 +124,7 @@ namespace {
 // A walk of the writable layer stops after this many entries or this long,
 // and its figure serves every request for the same state dir for a while.
 constexpr uint64_t kUpperWalkEntries = 200000;
-constexpr auto kUpperWalkTime = std::chrono::milliseconds(20);
+constexpr auto kUpperWalkTime = std::chrono::milliseconds(50);
 constexpr auto kUpperCacheTtl = std::chrono::seconds(5);
 // State dirs remembered at most; expired ones go first.
 constexpr size_t kUpperCacheMax = 4096;
