@@ -20,6 +20,9 @@ namespace {
 
 // How a walk opens a directory: never through a symlink, never anything else.
 constexpr int kDirOpen = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+// Times a removal starts again from its root after the directory it was in
+// was removed by someone else.
+constexpr int kMaxRestarts = 16;
 // Files with several links remembered by disk_usage_below (16 bytes each).
 constexpr size_t kMaxLinkedFiles = 1 << 16;
 // Entries between two looks at the clock in disk_usage_below.
@@ -206,6 +209,22 @@ struct TreeRemover::State {
   uint64_t removed = 0;
 
   bool may_reread() { return std::exchange(removed, 0) > 0; }
+  int restarts = 0;
+  bool current_dir_removed() const {
+    struct stat st;
+    return ::fstat(chain.fd(), &st) == 0 && st.st_nlink == 0;
+  }
+  // The directory being emptied was removed by someone else: its parent
+  // cannot be reached through "..", so start again from the root, whose path
+  // the caller gave (and which may well be gone too).
+  Status restart() {
+    if (++restarts > kMaxRestarts) {
+      return make_error(ErrorCode::kFailedPrecondition, "the tree keeps being removed under the walk");
+    }
+    chain = DirChain();
+    phase = Phase::kStart;
+    return ok();
+  }
 
   Error fail(Error e) {
     phase = Phase::kDone;
@@ -351,15 +370,22 @@ TreeRemover& TreeRemover::operator=(TreeRemover&&) noexcept = default;
 
 Result<bool> TreeRemover::step(size_t budget) {
   State& s = *s_;
-  if (s.phase == State::Phase::kStart) {
-    if (auto st = s.open_root(); !st) return std::unexpected(s.fail(std::move(st.error())));
-  }
-  for (size_t done = 0; s.phase == State::Phase::kWalk; ++done) {
+  for (size_t done = 0;; ++done) {
+    if (s.phase == State::Phase::kStart) {
+      if (auto st = s.open_root(); !st) return std::unexpected(s.fail(std::move(st.error())));
+    }
+    if (s.phase == State::Phase::kDone) return false;
     if (done >= budget) return true;
     auto e = s.reader.next();
-    if (!e) return std::unexpected(s.fail(std::move(e.error())));
+    // A directory removed by someone else (another removal of the same tree)
+    // reads as ENOENT, or as empty with no links left.
+    const bool gone = e ? !*e && s.current_dir_removed() : e.error().sys_errno() == ENOENT;
     Status st;
-    if (*e) {
+    if (gone) {
+      st = s.restart();
+    } else if (!e) {
+      st = std::unexpected(std::move(e.error()));
+    } else if (*e) {
       st = s.remove_entry(**e);
     } else if (s.chain.depth() > 1) {
       st = s.leave_dir();

@@ -70,7 +70,9 @@ class DirReader {
 // alone), and removes entries as it reads them. Directories the caller owns
 // but cannot read, search or write (mode 0000, 0500) are chmod'ed to 0700 so
 // their contents can go; root never needs that. If the tree changes under
-// the walk, the removal fails rather than touch anything outside the tree.
+// the walk, the removal fails rather than touch anything outside the tree;
+// a part of it removed meanwhile by someone else (two removals of one tree)
+// makes it start again from `path`.
 class TreeRemover {
  public:
   explicit TreeRemover(std::string path);

@@ -268,6 +268,26 @@ TEST(TreeRemover, ADirectoryMovedOutDuringTheWalkIsNotFollowedOut) {
   EXPECT_TRUE(path_exists(outside + "/moved"));
 }
 
+// Two removals of one tree, stepped in turns (as two Remove RPCs, or a
+// fixture and the trash reaper): both end, and the tree is gone.
+TEST(TreeRemover, TwoRemovalsOfOneTreeBothSucceed) {
+  Scratch s;
+  const std::string tree = s / "tree";
+  ASSERT_EQ(::mkdir(tree.c_str(), 0755), 0);
+  make_chain(tree, 200, true);
+  TreeRemover a(tree), b(tree);
+  Result<bool> more_a = true, more_b = true;
+  for (int i = 0; i < 100000 && ((more_a && *more_a) || (more_b && *more_b)); ++i) {
+    if (more_a && *more_a) more_a = a.step(7);
+    if (more_b && *more_b) more_b = b.step(5);
+  }
+  ASSERT_TRUE(more_a) << more_a.error().to_string();
+  ASSERT_TRUE(more_b) << more_b.error().to_string();
+  EXPECT_FALSE(*more_a);
+  EXPECT_FALSE(*more_b);
+  EXPECT_FALSE(path_exists(tree));
+}
+
 TEST(DirReader, ResumesWhereAnEntryEnded) {
   Scratch s;
   make_files(s.path(), 3000);
