@@ -19,6 +19,7 @@
 #include "envd/fs_ops.h"
 #include "envd/fs_watch.h"
 #include "envd/protojson.h"
+#include "sys/tree_walk.h"
 
 namespace coppice::envd {
 
@@ -231,7 +232,7 @@ void FilesystemService::register_routes(connect::Router& rpc) {
   rpc.unary("/filesystem.Filesystem/Remove", [envd](connect::CallContext& ctx, const json& req) -> UnaryResult {
     auto t = resolve(*envd, ctx, req, "path");
     if (!t) co_return std::unexpected(t.error());
-    TreeRemover remover(t->path);
+    sys::TreeRemover remover(t->path);
     for (;;) {
       auto more = remover.step(kStepBudget);
       if (!more) co_return std::unexpected(fs_error(more.error()));

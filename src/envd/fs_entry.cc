@@ -1,6 +1,6 @@
 #include "envd/fs_entry.h"
 
-#include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/xattr.h>
@@ -8,6 +8,8 @@
 #include <algorithm>
 
 #include "envd/protojson.h"
+#include "sys/fd.h"
+#include "sys/tree_walk.h"
 
 namespace coppice::envd {
 
@@ -189,37 +191,48 @@ std::string join_path(std::string_view dir, std::string_view name) {
   return out;
 }
 
-Result<std::vector<std::string>> sorted_names(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return errno_error("open directory " + dir);
+Result<std::vector<std::string>> sorted_names(const std::string& dir, size_t max) {
+  sys::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return errno_error("open directory " + dir);
+  sys::DirReader reader;
+  if (auto s = reader.reset(fd.get()); !s) return std::unexpected(std::move(s.error()).context(dir));
   std::vector<std::string> out;
-  errno = 0;
-  while (struct dirent* de = ::readdir(d)) {
-    std::string_view n(de->d_name);
-    if (n != "." && n != "..") out.emplace_back(n);
-    errno = 0;
+  for (;;) {
+    auto e = reader.next();
+    if (!e) return std::unexpected(std::move(e.error()).context(dir));
+    if (!*e) break;
+    if (out.size() >= max) {
+      return make_error(ErrorCode::kResourceExhausted, "directory " + dir + " holds too many entries to list (more than " +
+                                                           std::to_string(max) + ")");
+    }
+    out.emplace_back((*e)->name);
   }
-  int err = errno;
-  ::closedir(d);
-  if (err != 0) return errno_error("read directory " + dir, err);
   std::sort(out.begin(), out.end());
   return out;
 }
 
-TreeWalker::TreeWalker(std::string requested, std::string resolved, int depth)
-    : requested_(std::move(requested)), depth_(depth), root_(std::move(resolved)) {}
+TreeWalker::TreeWalker(std::string requested, std::string resolved, int depth, size_t max_entries)
+    : requested_(std::move(requested)), depth_(depth), max_entries_(max_entries), root_(std::move(resolved)) {}
 
-Status TreeWalker::push(std::string dir, std::string rel, int level) {
-  auto names = sorted_names(dir);
-  if (!names) return std::unexpected(names.error());
-  stack_.push_back(Frame{std::move(dir), std::move(rel), level, std::move(*names), 0});
+Status TreeWalker::push(size_t rel_len, int level) {
+  const std::string dir = rel_len == 0 ? root_ : join_path(root_, std::string_view(rel_).substr(0, rel_len));
+  auto names = sorted_names(dir, max_entries_ - names_read_);
+  if (!names) {
+    if (names.error().code() == ErrorCode::kResourceExhausted) {
+      return make_error(ErrorCode::kResourceExhausted,
+                        "more than " + std::to_string(max_entries_) + " entries to list; ask for a smaller depth");
+    }
+    return std::unexpected(names.error());
+  }
+  names_read_ += names->size();
+  stack_.push_back(Frame{rel_len, level, std::move(*names), 0});
   return ok();
 }
 
 Result<bool> TreeWalker::step(std::vector<EntryInfo>& out, size_t budget) {
   if (!started_) {
     started_ = true;
-    if (auto s = push(root_, "", 1); !s) return std::unexpected(s.error());
+    if (auto s = push(0, 1); !s) return std::unexpected(s.error());
   }
   size_t added = 0;
   while (!stack_.empty()) {
@@ -229,23 +242,32 @@ Result<bool> TreeWalker::step(std::vector<EntryInfo>& out, size_t budget) {
       stack_.pop_back();
       continue;
     }
-    const std::string& name = f.names[f.next++];
-    std::string disk = join_path(f.dir, name);
-    std::string rel = f.rel.empty() ? name : f.rel + "/" + name;
-    int level = f.level;
+    // rel_ holds the deepest directory pushed so far; this frame's own path
+    // is a prefix of it.
+    rel_.resize(f.rel_len);
+    if (!rel_.empty()) rel_ += '/';
+    rel_ += f.names[f.next++];
+    const int level = f.level;
+    std::string disk = join_path(root_, rel_);
+    if (disk.size() >= PATH_MAX || requested_.size() + 1 + rel_.size() >= PATH_MAX) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "an entry at level " + std::to_string(level) + " has a path longer than " +
+                            std::to_string(PATH_MAX) + " bytes",
+                        ENAMETOOLONG);
+    }
     auto e = stat_entry(disk);
     if (!e) {
       if (e.error().code() == ErrorCode::kNotFound) continue;  // removed while we walk
       return std::unexpected(std::move(e.error()));
     }
-    e->path = join_path(requested_, rel);
+    e->path = join_path(requested_, rel_);
     // A symlink reports its target's type but is never descended into.
     bool descend = level < depth_ && e->type == FileType::kDirectory && !e->symlink_target;
     out.push_back(std::move(*e));
     ++added;
     if (descend) {
       // `f` may dangle after push_back on the stack.
-      if (auto s = push(disk, rel, level + 1); !s) {
+      if (auto s = push(rel_.size(), level + 1); !s) {
         if (s.error().code() == ErrorCode::kNotFound) continue;
         return std::unexpected(s.error());
       }

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -97,31 +98,42 @@ std::string join_path(std::string_view dir, std::string_view name);
 // `resolved` (the same directory with symlinks resolved). Entries that vanish
 // during the walk are skipped. Works in steps so a caller on an event loop can
 // yield between them.
+//
+// Bounded whatever the tree: no recursion; names are read (and sorted) one
+// directory at a time and count against `max_entries`, past which the walk
+// fails with kResourceExhausted (the whole listing is one response, so its
+// size is what has to be bounded); a path longer than PATH_MAX fails with
+// kInvalidArgument (ENAMETOOLONG), which bounds the depth. One path string is
+// kept for the whole stack of directories.
 class TreeWalker {
  public:
-  TreeWalker(std::string requested, std::string resolved, int depth);
+  static constexpr size_t kMaxEntries = 100000;
+  TreeWalker(std::string requested, std::string resolved, int depth, size_t max_entries = kMaxEntries);
   // Appends at most `budget` entries to `out`. Returns true while there is
   // more to list, false once done.
   Result<bool> step(std::vector<EntryInfo>& out, size_t budget);
 
  private:
   struct Frame {
-    std::string dir;  // on disk
-    std::string rel;  // relative to the root, "" for the root
-    int level;        // of the entries in `names`
+    size_t rel_len;  // length of this directory's path relative to the root
+    int level;       // of the entries in `names`
     std::vector<std::string> names;
     size_t next = 0;
   };
-  Status push(std::string dir, std::string rel, int level);
+  Status push(size_t rel_len, int level);
 
   std::string requested_;
   int depth_;
+  size_t max_entries_;
+  size_t names_read_ = 0;
   std::vector<Frame> stack_;
+  std::string rel_;  // the directory being read, relative to the root ("" for the root)
   bool started_ = false;
   std::string root_;
 };
 
-// Sorted names in a directory, less "." and "..".
-Result<std::vector<std::string>> sorted_names(const std::string& dir);
+// Sorted names in a directory, less "." and ".."; kResourceExhausted when
+// there are more than `max` (read in bounded batches up to that point).
+Result<std::vector<std::string>> sorted_names(const std::string& dir, size_t max = SIZE_MAX);
 
 }  // namespace coppice::envd

@@ -9,6 +9,8 @@
 #include <fstream>
 
 #include "envd/fs_ops.h"
+#include "sys/tree_test_util.h"
+#include "sys/tree_walk.h"
 
 namespace coppice::envd {
 namespace {
@@ -196,6 +198,44 @@ TEST(TreeWalker, DepthLimitedLexicalDepthFirst) {
             (V{"/a", "/b", "/b/b1", "/b/b1/deep", "/b/b1/deep/f", "/b/b2", "/file1.txt", "/loop"}));
 }
 
+// A chain deeper than PATH_MAX allows paths for: the listing ends with an
+// error at the first path too long, without exhausting stack or memory.
+TEST(TreeWalker, DeepChainEndsWithABoundedDepthError) {
+  test_util::Scratch t;
+  test_util::make_chain(t.path(), 3000);
+  TreeWalker w("/req", t.path(), 1 << 30);
+  std::vector<EntryInfo> out;
+  Result<bool> more = true;
+  while (more && *more) more = w.step(out, 256);
+  ASSERT_FALSE(more);
+  EXPECT_EQ(more.error().sys_errno(), ENAMETOOLONG) << more.error().to_string();
+  EXPECT_GT(out.size(), 1000u);
+  EXPECT_LT(out.size(), 4096u);
+}
+
+TEST(TreeWalker, ListingsAreBoundedInEntries) {
+  test_util::Scratch t;
+  ASSERT_EQ(::mkdir((t / "sub").c_str(), 0755), 0);
+  test_util::make_files(t / "sub", 50);
+  test_util::make_files(t.path(), 20);
+  std::vector<EntryInfo> out;
+  TreeWalker fits("/req", t.path(), 2, 71);  // 21 at level 1, 50 at level 2
+  Result<bool> more = true;
+  while (more && *more) more = fits.step(out, 256);
+  ASSERT_TRUE(more) << more.error().to_string();
+  EXPECT_EQ(out.size(), 71u);
+  out.clear();
+  TreeWalker over("/req", t.path(), 2, 70);
+  more = true;
+  while (more && *more) more = over.step(out, 256);
+  ASSERT_FALSE(more);
+  EXPECT_EQ(more.error().code(), ErrorCode::kResourceExhausted);
+  // A single directory past the bound is refused before its names are all read.
+  auto names = sorted_names(t / "sub", 10);
+  ASSERT_FALSE(names);
+  EXPECT_EQ(names.error().code(), ErrorCode::kResourceExhausted);
+}
+
 TEST(TreeWalker, MissingRootIsNotFound) {
   TreeWalker w("/x", "/nonexistent/coppice", 1);
   std::vector<EntryInfo> out;
@@ -204,7 +244,9 @@ TEST(TreeWalker, MissingRootIsNotFound) {
   EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
 }
 
+// The Remove RPC's remover, stepped as the RPC steps it.
 TEST(TreeRemover, RemovesTreeButNotSymlinkTargets) {
+  using sys::TreeRemover;
   TempDir t;
   TempDir outside;
   write(outside / "keep", "x");

@@ -15,6 +15,8 @@
 
 #include "common/log.h"
 #include "envd/fs_entry.h"
+#include "sys/fd.h"
+#include "sys/tree_walk.h"
 
 namespace coppice::envd {
 
@@ -23,6 +25,10 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 // Directories scanned between two yields to the event loop while adding a tree.
 constexpr int kDirsPerYield = 64;
 constexpr size_t kReadBuffer = 64 * 1024;
+// Directories one recursive watch follows at most, watched and waiting to be
+// (each costs a path string here and an inotify watch in the kernel, which
+// has its own per-user limit, fs.inotify.max_user_watches).
+constexpr size_t kMaxWatches = 1 << 16;
 }  // namespace
 
 std::string_view event_type_name(EventType t) {
@@ -145,31 +151,46 @@ asio::awaitable<Status> DirWatcher::add_tree(std::string dir, bool is_root, bool
       // have rather than end the watch.
       if (!warned_) {
         warned_ = true;
-        COPPICE_LOG(warn) << "watch " << root_ << ": cannot watch " << d << ": " << Error::from_errno(err, "inotify_add_watch").message();
+        // A path past PATH_MAX is the usual cause: name only its start.
+        std::string shown = d.size() > 160 ? d.substr(0, 160) + "... (" + std::to_string(d.size()) + " bytes)" : d;
+        COPPICE_LOG(warn) << "watch " << root_ << ": cannot watch " << shown << ": "
+                          << Error::from_errno(err, "inotify_add_watch").message();
       }
       continue;
     }
     watches_[wd] = d;
     if (top) root_wd_ = wd;
     if (!recursive_ && !report) continue;
-    DIR* dp = ::opendir(d.c_str());
-    if (!dp) continue;  // removed meanwhile; its parent reports that
-    std::vector<std::pair<std::string, bool>> children;
-    while (struct dirent* de = ::readdir(dp)) {
-      std::string_view n(de->d_name);
-      if (n == "." || n == "..") continue;
-      bool is_dir = de->d_type == DT_DIR;
-      if (de->d_type == DT_UNKNOWN) {
+    // Below the root a directory is opened only if it still is one (a
+    // symlink swapped in since it was read is not followed). Its entries are
+    // read in bounded batches; only subdirectories are kept, as paths.
+    sys::UniqueFd dfd(::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (top ? 0 : O_NOFOLLOW)));
+    if (!dfd) continue;  // removed meanwhile; its parent reports that
+    sys::DirReader reader;
+    if (!reader.reset(dfd.get())) continue;
+    for (;;) {
+      auto de = reader.next();
+      if (!de || !*de) break;  // an unreadable rest is as good as gone
+      const auto& ent = **de;
+      bool is_dir = ent.type == DT_DIR;
+      if (ent.type == DT_UNKNOWN) {
         struct stat st;
-        is_dir = ::fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+        is_dir = ::fstatat(dfd.get(), ent.name.data(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
       }
-      children.emplace_back(std::string(n), is_dir);
-    }
-    ::closedir(dp);
-    for (auto& [name, is_dir] : children) {
-      std::string child = join_path(d, name);
+      std::string child = join_path(d, ent.name);
       if (report) push(child, EventType::kCreate);
-      if (recursive_ && is_dir) pending.push_back(std::move(child));
+      if (error_) co_return ok();  // too many events: the watch has failed
+      if (!recursive_ || !is_dir) continue;
+      if (watches_.size() + pending.size() >= kMaxWatches) {
+        if (!warned_) {
+          warned_ = true;
+          COPPICE_LOG(warn) << "watch " << root_ << ": more than " << kMaxWatches
+                            << " directories; the rest of the tree is not watched";
+        }
+        if (!report) break;  // nothing more to learn from this directory
+        continue;
+      }
+      pending.push_back(std::move(child));
     }
     if (++scanned % kDirsPerYield == 0) co_await asio::post(fd_.get_executor(), asio::use_awaitable);
   }

@@ -15,7 +15,10 @@
 // later. A directory created in the tree is scanned once its watch is in
 // place and what it already holds is reported as CREATE, so "mkdir -p a/b &&
 // touch a/b/f" is not lost to the time it takes to add the watches (such
-// entries may occasionally be reported twice).
+// entries may occasionally be reported twice). A recursive watch follows at
+// most 65,536 directories, and none whose path is longer than PATH_MAX
+// (inotify takes paths); past either bound the rest of the tree is not
+// watched and one warning is logged. Directories are read in bounded batches.
 #pragma once
 
 #include <sys/inotify.h>

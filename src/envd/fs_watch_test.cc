@@ -13,6 +13,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "sys/fsutil.h"
+#include "sys/tree_test_util.h"
+
 namespace coppice::envd {
 namespace {
 
@@ -72,8 +75,7 @@ class WatchTest : public ::testing::Test {
   }
   void TearDown() override {
     if (watcher_) watcher_->stop();
-    std::error_code ec;
-    stdfs::remove_all(dir_, ec);
+    EXPECT_TRUE(sys::remove_tree(dir_));
   }
 
   void start(bool recursive, DirWatcher::EntryFn fn = {}) {
@@ -160,6 +162,19 @@ TEST_F(WatchTest, RecursiveFollowsNewAndMovedDirectories) {
   std::ofstream(path("renamed/b")) << "x";
   EXPECT_TRUE(wait_for("renamed/b", ET::kCreate));
   for (auto& e : seen_) EXPECT_NE(e.name, "old/b");
+}
+
+// inotify takes paths: a chain deeper than PATH_MAX allows (2,035 levels of
+// "d/" below this root) is watched down to where its paths still fit,
+// without failing the watch.
+TEST_F(WatchTest, RecursiveWatchOfADeepChainIsBounded) {
+  test_util::make_chain(dir_, 3000);
+  start(true);
+  EXPECT_GT(watcher_->watch_count(), 1000u);
+  EXPECT_LT(watcher_->watch_count(), 4096u);
+  std::ofstream(path("d/f")) << "x";
+  EXPECT_TRUE(wait_for("d/f", ET::kCreate));
+  EXPECT_FALSE(watcher_->error());
 }
 
 TEST_F(WatchTest, EntryFunctionOnlyForSurvivingEntries) {

@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "common/sha256.h"
+#include "sys/tree_walk.h"
 
 namespace coppice::sys {
 
@@ -177,65 +178,13 @@ Status remove_dir(const std::string& path) {
   return ok();
 }
 
-namespace {
-// Empties the directory `dfd` (which it takes ownership of). Depth is bounded
-// by the kernel's path limits; each level holds one fd.
-Status empty_dir_fd(int dfd, const std::string& where) {
-  DIR* d = ::fdopendir(dfd);
-  if (!d) {
-    int e = errno;
-    ::close(dfd);
-    return errno_error("fdopendir " + where, e);
-  }
-  Status result = ok();
-  std::vector<std::pair<std::string, bool>> names;  // name, is_dir (DT_UNKNOWN resolved below)
-  errno = 0;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string_view n(e->d_name);
-    if (n == "." || n == "..") continue;
-    bool is_dir = e->d_type == DT_DIR;
-    if (e->d_type == DT_UNKNOWN) {
-      struct stat st;
-      if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) is_dir = S_ISDIR(st.st_mode);
-    }
-    names.emplace_back(std::string(n), is_dir);
-  }
-  for (auto& [name, is_dir] : names) {
-    if (is_dir) {
-      int sub = ::openat(::dirfd(d), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub < 0) {
-        if (errno == ENOENT) continue;
-        result = errno_error("open " + where + "/" + name);
-        break;
-      }
-      // A directory with mode 000 (overlay's work/work) is still readable by root.
-      if (auto s = empty_dir_fd(sub, where + "/" + name); !s) {
-        result = s;
-        break;
-      }
-      if (::unlinkat(::dirfd(d), name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-        result = errno_error("rmdir " + where + "/" + name);
-        break;
-      }
-    } else if (::unlinkat(::dirfd(d), name.c_str(), 0) != 0 && errno != ENOENT) {
-      result = errno_error("unlink " + where + "/" + name);
-      break;
-    }
-  }
-  ::closedir(d);
-  return result;
-}
-}  // namespace
-
 Status remove_tree(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return ok();
-    if (errno == ENOTDIR || errno == ELOOP) return remove_file(path);
-    return errno_error("open " + path);
+  TreeRemover remover(path);
+  for (;;) {
+    auto more = remover.step(4096);
+    if (!more) return std::unexpected(std::move(more.error()));
+    if (!*more) return ok();
   }
-  COPPICE_TRY_CTX(empty_dir_fd(fd, path), "remove " + path);
-  return remove_dir(path);
 }
 
 Status lock_file(int fd, std::string_view what) {

@@ -62,10 +62,14 @@ Status rename_noreplace(const std::string& from, const std::string& to);
 // kernfs refuses a rename onto an existing name with EEXIST on its own).
 Status rename_path(const std::string& from, const std::string& to);
 
-// Removes `path` and everything below it without following symlinks or
-// crossing into other mounts' contents by name (everything is resolved
-// relative to directory fds opened with O_NOFOLLOW). Succeeds if `path` does
-// not exist.
+// Removes `path` and everything below it (a file or symlink at `path` is
+// unlinked), as sys::TreeRemover does (tree_walk.h): no recursion, bounded
+// memory and fds whatever the depth, symlinks never followed, no other file
+// system or mount point entered (a mount inside the tree fails the removal
+// with kFailedPrecondition and is left alone). Succeeds if `path` does not
+// exist. Runs to completion on the calling thread: a tree a sandbox made can
+// be arbitrarily large, so callers that must not wait move it aside first
+// (sandbox/ns/trash.h).
 Status remove_tree(const std::string& path);
 
 // flock(2) on an open file. lock_file waits for an exclusive lock;

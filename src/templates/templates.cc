@@ -1,5 +1,6 @@
 #include "templates/templates.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,8 @@
 #include <utility>
 
 #include "common/log.h"
+#include "sys/fd.h"
+#include "sys/tree_walk.h"
 #include "templates/template_toml.h"
 
 namespace coppice::templates {
@@ -106,21 +109,12 @@ uint64_t tree_disk_usage(const std::string& root) {
   if (::stat(root.c_str(), &top) != 0) return 0;  // the root itself may be a symlink
   uint64_t total = static_cast<uint64_t>(top.st_blocks) * 512;
   if (!S_ISDIR(top.st_mode)) return total;
-  std::set<std::pair<dev_t, ino_t>> linked;  // files with several names, counted at the first
-  std::error_code ec;
-  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
-  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    struct stat st {};
-    if (::lstat(it->path().c_str(), &st) != 0) continue;
-    if (st.st_dev != top.st_dev) {
-      // A mount point inside the tree: its contents belong to another file system.
-      if (S_ISDIR(st.st_mode)) it.disable_recursion_pending();
-      continue;
-    }
-    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !linked.emplace(st.st_dev, st.st_ino).second) continue;
-    total += static_cast<uint64_t>(st.st_blocks) * 512;
-  }
-  return total;
+  // A tree built from a recipe can be any shape: the walk is iterative with
+  // bounded memory and fds (sys/tree_walk.h).
+  sys::UniqueFd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return total;
+  auto below = sys::disk_usage_below(fd.get());
+  return below ? total + below->bytes : total;
 }
 
 Status TemplateRegistry::reload() {

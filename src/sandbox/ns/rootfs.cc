@@ -1,13 +1,19 @@
 #include "sandbox/ns/rootfs.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
 #include "common/log.h"
+#include "sandbox/ns/trash.h"
 #include "sys/fd.h"
 #include "sys/fsutil.h"
+#include "sys/tree_walk.h"
 
 namespace coppice::sandbox::ns {
 
@@ -40,6 +46,16 @@ Result<mode_t> template_root_mode(const std::string& template_root) {
   return tst.st_mode & 07777;
 }
 
+// Whether `dir` is a directory with no entries (false when it cannot be read).
+bool dir_is_empty(const std::string& dir) {
+  sys::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return false;
+  sys::DirReader r;
+  if (!r.reset(fd.get())) return false;
+  auto e = r.next();
+  return e && !*e;
+}
+
 Status check_absolute(const std::string& dir) {
   if (dir.empty() || dir[0] != '/') return make_error(ErrorCode::kInvalidArgument, "state dir must be absolute: " + dir);
   return ok();
@@ -48,6 +64,7 @@ Status check_absolute(const std::string& dir) {
 
 Result<StateDir> StateDir::prepare(const std::string& dir, uid_t host_root, const std::string& template_root) {
   COPPICE_TRY_CTX(check_absolute(dir), "state dir");
+  start_trash_reaper(dir);
   auto mode = template_root_mode(template_root);
   if (!mode) return std::unexpected(mode.error());
 
@@ -57,8 +74,7 @@ Result<StateDir> StateDir::prepare(const std::string& dir, uid_t host_root, cons
     if (errno != EEXIST) return errno_error("mkdir " + dir);
     // An empty directory made by the caller is taken over; anything else may
     // belong to another sandbox.
-    auto names = sys::list_dir(dir);
-    if (!names || !names->empty()) {
+    if (!dir_is_empty(dir)) {
       return make_error(ErrorCode::kAlreadyExists, "state dir exists and is not empty: " + dir, EEXIST);
     }
   }
@@ -72,6 +88,7 @@ Result<StateDir> StateDir::prepare(const std::string& dir, uid_t host_root, cons
 Result<StateDir> StateDir::adopt(const std::string& skeleton, const std::string& dir, uid_t host_root,
                                  const std::string& template_root) {
   COPPICE_TRY_CTX(check_absolute(dir), "state dir");
+  start_trash_reaper(dir);
   auto mode = template_root_mode(template_root);
   if (!mode) return std::unexpected(mode.error());
   const StatePaths from(skeleton);
@@ -103,34 +120,64 @@ Result<StateDir> StateDir::adopt(const std::string& skeleton, const std::string&
 Status remove_state_dir(const std::string& dir) { return sys::remove_tree(dir); }
 
 namespace {
-uint64_t du_fd(int dfd, int depth) {
-  DIR* d = ::fdopendir(dfd);
-  if (!d) {
-    ::close(dfd);
-    return 0;
+
+// A walk of the writable layer stops after this many entries or this long,
+// and its figure serves every request for the same state dir for a while.
+constexpr uint64_t kUpperWalkEntries = 200000;
+constexpr auto kUpperWalkTime = std::chrono::milliseconds(50);
+constexpr auto kUpperCacheTtl = std::chrono::seconds(5);
+// State dirs remembered at most; expired ones go first.
+constexpr size_t kUpperCacheMax = 4096;
+
+// Figures by state dir. Process-wide like the trash (trash.h): the backend
+// interface asks usage() by id and holds no per-sandbox cache of its own.
+class UpperUsageCache {
+ public:
+  using Clock = std::chrono::steady_clock;
+  std::optional<uint64_t> get(const std::string& dir, Clock::time_point now) {
+    std::lock_guard lk(mu_);
+    auto it = by_dir_.find(dir);
+    if (it == by_dir_.end() || now - it->second.at >= kUpperCacheTtl) return std::nullopt;
+    return it->second.bytes;
   }
-  uint64_t total = 0;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string_view n(e->d_name);
-    if (n == "." || n == "..") continue;
-    struct stat st;
-    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    total += static_cast<uint64_t>(st.st_blocks) * 512;
-    if (S_ISDIR(st.st_mode) && depth < 256) {
-      int sub = ::openat(::dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub >= 0) total += du_fd(sub, depth + 1);
+  void put(const std::string& dir, uint64_t bytes, Clock::time_point now) {
+    std::lock_guard lk(mu_);
+    if (by_dir_.size() >= kUpperCacheMax) {
+      std::erase_if(by_dir_, [&](const auto& kv) { return now - kv.second.at >= kUpperCacheTtl; });
+      if (by_dir_.size() >= kUpperCacheMax) by_dir_.clear();
     }
+    by_dir_[dir] = Figure{bytes, now};
   }
-  ::closedir(d);
-  return total;
+
+ private:
+  struct Figure {
+    uint64_t bytes;
+    Clock::time_point at;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Figure> by_dir_;
+};
+
+UpperUsageCache& upper_cache() {
+  static UpperUsageCache c;
+  return c;
 }
+
 }  // namespace
 
 Result<uint64_t> upper_disk_bytes(const std::string& dir) {
+  const auto now = std::chrono::steady_clock::now();
+  if (auto cached = upper_cache().get(dir, now)) return *cached;
   std::string upper = dir + "/upper";
-  int fd = ::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return errno_error("open " + upper);
-  return du_fd(fd, 0);
+  sys::UniqueFd fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return errno_error("open " + upper);
+  sys::DiskUsageBudget budget;
+  budget.max_entries = kUpperWalkEntries;
+  budget.deadline = now + kUpperWalkTime;
+  auto du = sys::disk_usage_below(fd.get(), budget);
+  if (!du) return std::unexpected(std::move(du.error()).context(upper));
+  upper_cache().put(dir, du->bytes, now);
+  return du->bytes;
 }
 
 }  // namespace coppice::sandbox::ns

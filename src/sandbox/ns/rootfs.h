@@ -72,10 +72,18 @@ constexpr mode_t kSkeletonUpperMode = 0755;
 Status make_state_layout(const StatePaths& p, mode_t upper_mode, uid_t host_root);
 
 // Removes a state directory and everything in it (without following links
-// the sandbox may have planted in its upper layer).
+// the sandbox may have planted in its upper layer) on the calling thread, in
+// time that grows with what the sandbox wrote: for a fresh or failed create.
+// Teardown moves the dir into the trash instead (trash.h).
 Status remove_state_dir(const std::string& dir);
 
-// Bytes allocated to the sandbox's writable layer.
+// Bytes allocated to the sandbox's writable layer (its disk metric), bounded
+// because it runs on a request path: a walk stops after 200,000 entries or
+// 50 ms, whichever comes first (about 15,000 files here; past that the
+// figure is what it counted, a lower bound), and its result is served for
+// 5 s to every later call for the same state dir. Hard links count once, symlinks are not followed, mounts not
+// entered. Quota accounting (project quotas on the state dir's file system)
+// is to replace this walk: it knows the figure without looking at any file.
 Result<uint64_t> upper_disk_bytes(const std::string& dir);
 
 }  // namespace coppice::sandbox::ns

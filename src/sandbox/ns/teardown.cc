@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "sandbox/ns/registry.h"
 #include "sandbox/ns/rootfs.h"
+#include "sandbox/ns/trash.h"
 #include "sys/pidfd_owner.h"
 
 namespace coppice::sandbox::ns {
@@ -48,13 +49,18 @@ Status teardown(const CgroupManager& cgroups, const std::string& registry_dir, c
   }
   COPPICE_TRY_CTX(cgroups.remove(id), ctx);
   const auto t_cg = Clock::now();
-  // 3. The writable layer and the rest of the state dir.
+  // 3. The state dir, into the trash (its contents are removed in the background).
   if (state_dir.empty()) {
     auto recorded = registry_lookup(registry_dir, id);
     if (recorded) state_dir = *recorded;
     else if (recorded.error().code() != ErrorCode::kNotFound) return std::unexpected(std::move(recorded.error()).context(ctx));
   }
-  if (!state_dir.empty()) COPPICE_TRY_CTX(remove_state_dir(state_dir), ctx);
+  if (!state_dir.empty()) {
+    if (auto moved = move_to_trash(state_dir); !moved) {
+      COPPICE_LOG(warn).sandbox(id) << moved.error().to_string() << ": removing it in place";
+      COPPICE_TRY_CTX(remove_state_dir(state_dir), ctx);
+    }
+  }
   COPPICE_TRY_CTX(registry_remove(registry_dir, id), ctx);
   COPPICE_LOG(debug).sandbox(id) << "destroyed in " << us(Clock::now() - t0) << " us: kill+exit " << us(t_dead - t0)
                                  << ", cgroups " << us(t_cg - t_dead) << ", state dir " << us(Clock::now() - t_cg);
