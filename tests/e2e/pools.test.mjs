@@ -27,9 +27,12 @@ const api = (gw) => async (method, p, body) => {
   return { status: r.status, json, text };
 };
 
-// Sandboxes with anything on this host: one state dir each, pooled ones included.
+// Sandboxes with anything on this host: one state dir each, pooled ones included
+// (dot entries, such as the trash that teardown empties, are not sandboxes).
 const stateDirs = (stateDir) => {
-  try { return fs.readdirSync(path.join(stateDir, 'sandboxes')).sort(); } catch { return []; }
+  try {
+    return fs.readdirSync(path.join(stateDir, 'sandboxes')).filter((n) => !n.startsWith('.')).sort();
+  } catch { return []; }
 };
 
 async function waitFor(what, fn, ms = 20_000) {
