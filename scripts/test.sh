@@ -14,7 +14,11 @@ status=0
 if [ "${SANITIZE:-1}" != 0 ]; then
   SAN_DIR=${SAN_BUILD_DIR:-build-asan}
   echo "== unit and integration tests under ASan + UBSan ($SAN_DIR)"
-  cmake -S . -B "$SAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOPPICE_SANITIZE=ON \
+  launcher=()
+  if command -v ccache >/dev/null; then
+    launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  fi
+  cmake -S . -B "$SAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOPPICE_SANITIZE=ON "${launcher[@]}" \
     -DCOPPICE_AGENTS_DIR="$(realpath "$BUILD_DIR")" >/dev/null
   ninja -C "$SAN_DIR"
   (cd "$SAN_DIR" &&
