@@ -136,7 +136,7 @@ std::map<std::string, std::string> metadata_filter(const std::string& q) {
 // One pool in GET /pools and the pool routes' answers.
 json pool_json(const core::PoolView& p) {
   return json{{"template", p.template_id}, {"target", p.target}, {"available", p.available},
-              {"inUse", p.in_use}, {"filling", p.filling}};
+              {"inUse", p.in_use}, {"filling", p.filling}, {"hits", p.hits}, {"misses", p.misses}};
 }
 
 // The template shape of GET /templates. The E2B fields (templateID, buildID,

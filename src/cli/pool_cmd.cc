@@ -1,5 +1,5 @@
 // `coppice pool ...`: the gateway's warm pools.
-//   list [--json]                  every pool: target, available, in use, filling
+//   list [--json]                  every pool: target, available, in use, filling, hits, misses
 //   warm TEMPLATE COUNT [--wait]   keep COUNT sandboxes of TEMPLATE ready (--wait: until they are)
 //   drain TEMPLATE                 target 0, ready sandboxes removed
 #include <unistd.h>
@@ -14,10 +14,11 @@ namespace {
 
 std::vector<std::string> pool_row(const json& p) {
   auto num = [&](const char* k) { return p.contains(k) && p[k].is_number() ? std::to_string(p[k].get<int64_t>()) : "?"; };
-  return {p.value("template", std::string()), num("target"), num("available"), num("inUse"), num("filling")};
+  return {p.value("template", std::string()), num("target"), num("available"), num("inUse"), num("filling"),
+          num("hits"), num("misses")};
 }
 
-const std::vector<std::string> kHeader = {"TEMPLATE", "TARGET", "AVAILABLE", "IN USE", "FILLING"};
+const std::vector<std::string> kHeader = {"TEMPLATE", "TARGET", "AVAILABLE", "IN USE", "FILLING", "HITS", "MISSES"};
 
 int list_cmd(const Globals& g, bool as_json) {
   auto r = Client(g).call(verb::get, "/pools");

@@ -97,14 +97,14 @@ test('sandbox create on an unknown template prints the gateway\'s message', opt,
 test('pool warm --wait, list, drain; bad counts and templates are the gateway\'s message', opt, async () => {
   let r = await coppice(['pool', 'warm', 'base', '2', '--wait'], asUser());
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^TEMPLATE\s+TARGET\s+AVAILABLE\s+IN USE\s+FILLING$/m);
+  assert.match(r.stdout, /^TEMPLATE\s+TARGET\s+AVAILABLE\s+IN USE\s+FILLING\s+HITS\s+MISSES$/m);
   assert.match(r.stderr, /base: 2\/2 ready/);
 
   r = await coppice(['pool', 'list'], asUser());
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^base\s+2\s+2\s+0\s+0$/m);
+  assert.match(r.stdout, /^base\s+2\s+2\s+0\s+0\s+0\s+0$/m);
   r = await coppice(['pool', 'list', '--json'], asUser());
-  assert.deepEqual(JSON.parse(r.stdout), [{ template: 'base', target: 2, available: 2, inUse: 0, filling: 0 }]);
+  assert.deepEqual(JSON.parse(r.stdout), [{ template: 'base', target: 2, available: 2, inUse: 0, filling: 0, hits: 0, misses: 0 }]);
 
   r = await coppice(['pool', 'warm', 'base', '-5'], asUser());
   assert.notEqual(r.code, 0);
@@ -115,7 +115,7 @@ test('pool warm --wait, list, drain; bad counts and templates are the gateway\'s
 
   r = await coppice(['pool', 'drain', 'base'], asUser());
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^base\s+0\s+0\s+0\s+0$/m);
+  assert.match(r.stdout, /^base\s+0\s+0\s+0\s+0\s+0\s+0$/m);
 });
 
 test('a bad key, no key and an unreachable gateway are one-line errors', opt, async () => {

@@ -65,6 +65,7 @@ test(`[${sdkName}] --pool fills at start; a create takes a warm sandbox that is 
   const full = await waitFor('pool of 2', async () => { const p = await poolOf(call, 'base'); return p?.available === 2 && p; });
   assert.equal(full.target, 2);
   assert.equal(full.inUse, 0);
+  assert.deepEqual([full.hits, full.misses], [0, 0]);
   const pooledIds = stateDirs(gw.stateDir);
   assert.equal(pooledIds.length, 2, 'two sandboxes exist, invisible');
   assert.deepEqual((await call('GET', '/v2/sandboxes')).json, [], 'pooled sandboxes are not listed');
@@ -99,6 +100,7 @@ test(`[${sdkName}] --pool fills at start; a create takes a warm sandbox that is 
   assert.equal(await metric(gw, 'coppice_create_seconds_count', 'pool="hit"'), 2);
   const refilled = await waitFor('refill', async () => { const p = await poolOf(call, 'base'); return p.available === 2 && p; });
   assert.equal(refilled.inUse, 2);
+  assert.deepEqual([refilled.hits, refilled.misses], [2, 0], 'two creates, two pool hits');
   assert.equal(await metric(gw, 'coppice_pool_in_use', 'template="base"'), 2);
   await a.kill();
   await waitFor('inUse 1', async () => (await poolOf(call, 'base')).inUse === 1);
