@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "templates/template_toml.h"
+#include "templates/templates.h"
 
 namespace coppice::templates {
 namespace {
@@ -172,9 +173,11 @@ TEST(HostTemplate, LayoutFromThisHost) {
 
   auto doc = load_toml(base);
   ASSERT_TRUE(doc.has_value());
-  EXPECT_TRUE(doc->check_known_keys({"backend", "ro_binds", "cpu_count", "memory_mb", "source", "build_id"})
-                  .has_value());
+  EXPECT_TRUE(
+      doc->check_known_keys({"backend", "ro_binds", "cpu_count", "memory_mb", "source", "generation", "build_id"})
+          .has_value());
   EXPECT_EQ(*doc->get_string("backend"), "ns");
+  EXPECT_EQ(*doc->get_int("generation"), kHostTemplateGeneration);
   auto binds = doc->get_strings("ro_binds");
   ASSERT_TRUE(binds.has_value());
   ASSERT_FALSE(binds->empty());
@@ -221,6 +224,58 @@ TEST(HostTemplate, SecondCallIsANoOp) {
   EXPECT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
   EXPECT_EQ(read_file(toml), content);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+// A base made by an older coppiced (no `generation`: before sudo for
+// `user`) is generated again on start; the old tree is retired, not removed,
+// since sandboxes that outlived the restart may still run on it.
+TEST(HostTemplate, OlderGenerationIsGeneratedAgainAndTheOldTreeRetired) {
+  TempDir dir;
+  auto first = ensure_host_template(dir.path().string());
+  ASSERT_TRUE(first.has_value()) << first.error().to_string();
+  const fs::path toml = fs::path(*first) / "template.toml";
+  EXPECT_NE(read_file(toml).find("generation = " + std::to_string(kHostTemplateGeneration) + "\n"),
+            std::string::npos);
+  // Make it look like an old build: no generation key, no sudoers.
+  std::string old = read_file(toml);
+  old.erase(old.find("generation = "), old.find('\n', old.find("generation = ")) - old.find("generation = ") + 1);
+  { std::ofstream(toml, std::ios::trunc) << old; }
+  fs::remove(fs::path(*first) / "rootfs/etc/sudoers.d/user");
+  const std::string old_key = tree_key((fs::path(*first) / "rootfs").string());
+  ASSERT_FALSE(old_key.empty());
+
+  auto second = ensure_host_template(dir.path().string());
+  ASSERT_TRUE(second.has_value()) << second.error().to_string();
+  EXPECT_EQ(*second, *first);
+  EXPECT_TRUE(exists_nofollow(fs::path(*second) / "rootfs/etc/sudoers.d/user"));
+  EXPECT_NE(read_file(toml).find("generation = "), std::string::npos);
+  EXPECT_NE(tree_key((fs::path(*second) / "rootfs").string()), old_key);
+  auto retired = retired_trees(dir.path().string());
+  ASSERT_EQ(retired.size(), 1u);
+  EXPECT_EQ(retired[0].key, old_key) << "the old tree is kept, identity intact, for its sandboxes";
+
+  // The new one is current: a third start changes nothing.
+  auto third = ensure_host_template(dir.path().string());
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(retired_trees(dir.path().string()).size(), 1u);
+  // And the registry loads it (the generation key is known).
+  TemplateRegistry reg(dir.path().string());
+  ASSERT_TRUE(reg.reload().has_value());
+  auto got = reg.get("base");
+  ASSERT_TRUE(got.has_value()) << got.error().to_string();
+}
+
+// A `base` built from a recipe replaces the host-derived one; a start never
+// touches it, whatever generation it has.
+TEST(HostTemplate, RecipeBuiltBaseIsLeftAlone) {
+  TempDir dir;
+  fs::create_directories(dir.path() / "base/rootfs/etc");
+  { std::ofstream(dir.path() / "base/template.toml") << "backend = \"ns\"\nsource = \"debian\"\nbuild_id = \"x\"\n"; }
+  const std::string key = tree_key((dir.path() / "base/rootfs").string());
+  auto made = ensure_host_template(dir.path().string());
+  ASSERT_TRUE(made.has_value()) << made.error().to_string();
+  EXPECT_EQ(tree_key((dir.path() / "base/rootfs").string()), key);
+  EXPECT_TRUE(retired_trees(dir.path().string()).empty());
 }
 
 TEST(HostTemplate, RefusesForeignBaseDirectory) {

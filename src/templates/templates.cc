@@ -30,7 +30,7 @@ constexpr int64_t kMaxMemoryMb = int64_t{1} << 22;  // 4 TiB
 Status read_description(const std::string& toml_path, Template& t) {
   auto doc = parse_toml_file(toml_path);
   if (!doc) return std::unexpected(std::move(doc.error()));
-  if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "ro_binds", "build_id", "source",
+  if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "ro_binds", "build_id", "source", "generation",
                                       "start_cmd", "ready_cmd", "recipe_hash", "env"});
       !s)
     return std::unexpected(std::move(s.error()).context(toml_path));
