@@ -59,7 +59,8 @@ asio::awaitable<void> respond_error(http::Exchange& ex, unsigned status, std::st
 
 asio::awaitable<void> respond_error(http::Exchange& ex, const Error& e) {
   unsigned status = files_http_status(e);
-  if (status >= 500) {
+  // A full disk is the sandbox's state, not envd's failure.
+  if (status >= 500 && status != 507) {
     COPPICE_LOG_RATE(warn, 5) << ex.method_string() << " /files: " << e.to_string();
   }
   co_await ex.respond_json(status, rest_error(status, fs_error_message(e)));

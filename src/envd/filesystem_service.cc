@@ -71,20 +71,20 @@ std::expected<bool, RpcError> get_flag(const json& req, std::string_view name) {
   return v->value_or(false);
 }
 
-// The entry at `path` as `user` sees it.
-Result<EntryInfo> stat_as(const User& user, const std::string& path) {
-  return sys::run_as(user.credentials(), [&path] { return stat_entry(path); });
+// The entry at `path` as the user with `creds` sees it.
+Result<EntryInfo> stat_as(const sys::Credentials& creds, const std::string& path) {
+  return sys::run_as(creds, [&path] { return stat_entry(path); });
 }
 
 std::optional<json> entry_or_none(const Envd& envd, const sys::Credentials& creds, const std::string& path) {
-  auto e = sys::run_as(creds, [&path] { return stat_entry(path); });
+  auto e = stat_as(creds, path);
   if (!e) return std::nullopt;
   OwnerNames names(envd.users());
   return entry_json(*e, names);
 }
 
 std::expected<json, RpcError> entry_response(const Envd& envd, const User& user, const std::string& path) {
-  auto e = stat_as(user, path);
+  auto e = stat_as(user.credentials(), path);
   if (!e) return std::unexpected(fs_error(e.error()));
   OwnerNames names(envd.users());
   json out = json::object();

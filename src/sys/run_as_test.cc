@@ -1,6 +1,7 @@
 #include "sys/run_as.h"
 
 #include <fcntl.h>
+#include <sys/fsuid.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -89,7 +90,10 @@ TEST_F(RunAsRoot, TheKernelChecksPermissionsAndTheUserOwnsWhatIsCreated) {
   EXPECT_EQ(denied.error().sys_errno(), EACCES);
 
   // What the user creates is the user's without a chown.
-  std::string mine = path("mine");
+  std::string open_dir = path("open");
+  ASSERT_EQ(::mkdir(open_dir.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0777), 0);
+  std::string mine = open_dir + "/mine";
   auto made = run_as(c, [&]() -> Status {
     if (::mkdir(mine.c_str(), 0755) != 0) return errno_error("mkdir");
     return ok();

@@ -121,7 +121,7 @@ test(`[${sdkName}] files.read as user of root-only files fails, as root it works
   // A file user may read (0644 in a 0755 directory) is readable, link or not.
   assert.equal(await sbx.files.read(x.toSecret, { user: 'user' }), ROOT_TEXT);
   assert.equal(await sbx.files.read(x.shadow, { user: 'root' }), ROOT_TEXT);
-  assert.equal(await sbx.files.read(x.toBashrc, { user: 'root' }), ROOT_TEXT);
+  assert.equal(await sbx.files.read(path.join(world.userHome, x.toBashrc), { user: 'root' }), ROOT_TEXT);
 });
 
 test(`[${sdkName}] what user writes or makes is owned by user from the start`, opt, async (t) => {
