@@ -168,8 +168,9 @@ Status DirWatcher::scan_batch(std::vector<std::string>& pending, bool is_root, b
     if (wd < 0) {
       int err = errno;
       if (top) return errno_error("watch " + d, err);
-      // Gone again, or replaced by a non-directory: nothing to watch.
-      if (err == ENOENT || err == ENOTDIR) continue;
+      // Gone again, replaced by a non-directory, or not readable by the
+      // user: nothing to watch.
+      if (err == ENOENT || err == ENOTDIR || err == EACCES) continue;
       // Most likely the fs.inotify.max_user_watches limit: keep what we
       // have rather than end the watch.
       if (!warned_) {

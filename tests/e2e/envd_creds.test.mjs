@@ -149,6 +149,18 @@ test(`[${sdkName}] filesystem RPCs as user are checked as user`, opt, async (t) 
   // Listing a directory user cannot read fails; root lists it.
   await deniedAs(sbx.files.list(x.priv, { user: 'user' }));
   assert.deepEqual((await sbx.files.list(x.priv, { user: 'root' })).map((e) => e.name), ['.bashrc']);
+  // Deeper, such a directory is listed but not entered.
+  const names = async (user) => (await sbx.files.list(x.dir, { user, depth: 2 })).map((e) => e.name).sort();
+  assert.deepEqual(await names('user'), ['private', 'secret', 'shadow']);
+  assert.deepEqual(await names('root'), ['.bashrc', 'private', 'secret', 'shadow']);
+  // A recursive watch as user goes past it, too.
+  const events = [];
+  const w = await sbx.files.watchDir(x.dir, (e) => events.push(e.name), { user: 'user', recursive: true });
+  fs.writeFileSync(path.join(x.dir, 'new'), 'x');
+  for (let i = 0; i < 100 && !events.includes('new'); i++) await new Promise((r) => setTimeout(r, 20));
+  await w.stop();
+  fs.rmSync(path.join(x.dir, 'new'));
+  assert.ok(events.includes('new'), JSON.stringify(events));
   // Stat of an entry in it.
   await deniedAs(sbx.files.getInfo(x.bashrc, { user: 'user' }));
   assert.equal((await sbx.files.getInfo(x.bashrc, { user: 'root' })).name, '.bashrc');
