@@ -29,10 +29,13 @@
 #include "common/sha256.h"
 #include "common/strings.h"
 #include "common/url.h"
+#include "envd/fs_errors.h"
+#include "envd/fs_ops.h"
 #include "envd/gzip.h"
 #include "envd/multipart.h"
 #include "envd/protojson.h"
 #include "sys/fd.h"
+#include "sys/run_as.h"
 
 namespace coppice::envd {
 
@@ -50,36 +53,17 @@ constexpr std::string_view kMetadataHeaderPrefix = "x-metadata-";
 constexpr size_t kMaxMetadataKey = 255 - kXattrPrefix.size();
 constexpr size_t kMaxMetadataTotal = 4096;
 
-// The one mapping from an error's kind to the HTTP status of /files.
-unsigned http_status(const Error& e) {
-  switch (e.code()) {
-    case ErrorCode::kInvalidArgument:
-    case ErrorCode::kFailedPrecondition:
-    case ErrorCode::kAlreadyExists:
-      return 400;
-    case ErrorCode::kUnauthenticated: return 401;
-    case ErrorCode::kPermissionDenied: return 403;
-    case ErrorCode::kNotFound: return 404;
-    case ErrorCode::kTooLarge: return 413;
-    case ErrorCode::kResourceExhausted:
-      // No space or quota is "insufficient storage" (the SDK's
-      // NotEnoughSpaceError); other exhaustion (fds, memory) is ours.
-      return e.sys_errno() == ENOSPC || e.sys_errno() == EDQUOT ? 507 : 500;
-    case ErrorCode::kUnimplemented: return 501;
-    default: return 500;
-  }
-}
-
 asio::awaitable<void> respond_error(http::Exchange& ex, unsigned status, std::string_view message) {
   co_await ex.respond_json(status, rest_error(status, message));
 }
 
 asio::awaitable<void> respond_error(http::Exchange& ex, const Error& e) {
-  unsigned status = http_status(e);
-  if (status >= 500) {
+  unsigned status = files_http_status(e);
+  // A full disk is the sandbox's state, not envd's failure.
+  if (status >= 500 && status != 507) {
     COPPICE_LOG_RATE(warn, 5) << ex.method_string() << " /files: " << e.to_string();
   }
-  co_await ex.respond_json(status, rest_error(status, e.to_string()));
+  co_await ex.respond_json(status, rest_error(status, fs_error_message(e)));
 }
 
 const std::string* query_param(http::Exchange& ex, const std::string& name) {
@@ -286,29 +270,6 @@ Result<std::map<std::string, std::string>> metadata_from_headers(const http::Exc
   return md;
 }
 
-// Creates the missing directories of `dir` (absolute), each owned by the
-// user, as envd does. An existing non-directory on the way is an error.
-Status ensure_dirs(const std::string& dir, uid_t uid, gid_t gid) {
-  size_t i = 1;
-  while (i <= dir.size()) {
-    size_t j = dir.find('/', i);
-    if (j == std::string::npos) j = dir.size();
-    std::string sub = dir.substr(0, j);
-    i = j + 1;
-    if (sub.empty()) continue;
-    struct stat st {};
-    if (::stat(sub.c_str(), &st) == 0) {
-      if (!S_ISDIR(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, "path is a file: " + sub, ENOTDIR);
-      continue;
-    }
-    if (errno != ENOENT) return errno_error("stat " + sub);
-    if (::mkdir(sub.c_str(), 0755) != 0 && errno != EEXIST) return errno_error("mkdir " + sub);
-    // Chown even when someone else just created it: they may not have yet.
-    if (::chown(sub.c_str(), uid, gid) != 0) return errno_error("chown " + sub);
-  }
-  return ok();
-}
-
 std::string random_suffix() {
   unsigned char b[8];
   if (::getrandom(b, sizeof b, 0) != static_cast<ssize_t>(sizeof b)) {
@@ -325,55 +286,27 @@ std::string random_suffix() {
 // written in place.
 class UploadFile {
  public:
+  // Every path operation (parent directories, the look at the destination,
+  // the temp file, the rename, the clean-up) runs with the user's
+  // credentials (sys/run_as.h): the kernel decides what the user may write,
+  // and what is created is the user's. The data goes through the descriptor.
   static Result<std::unique_ptr<UploadFile>> open(const std::string& path, const User& user) {
     auto f = std::unique_ptr<UploadFile>(new UploadFile());
     f->path_ = path;
-    COPPICE_TRY_CTX(ensure_dirs(dir_name(path), user.uid, user.gid), "create parent directories");
-    struct stat st {};
-    std::optional<mode_t> keep_mode;
-    bool in_place = false;
-    if (::lstat(path.c_str(), &st) == 0) {
-      if (S_ISLNK(st.st_mode)) {
-        // Write through the link, as open(2) would: replace its target.
-        char real[PATH_MAX];
-        if (::realpath(path.c_str(), real) != nullptr) {
-          f->target_ = real;
-          if (::stat(real, &st) != 0) return errno_error("stat " + f->target_);
-        } else if (errno != ENOENT) {
-          return errno_error("resolve " + path);
-        } else {
-          st.st_mode = 0;  // dangling: the link itself is replaced
-        }
-      }
-      if (S_ISDIR(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, "path is a directory: " + path, EISDIR);
-      if (S_ISREG(st.st_mode)) keep_mode = st.st_mode & 07777;
-      else if (st.st_mode != 0) in_place = true;
-    } else if (errno != ENOENT) {
-      return errno_error("stat " + path);
-    }
-    if (f->target_.empty()) f->target_ = path;
-
-    if (in_place) {
-      f->fd_ = UniqueFd(::open(f->target_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NONBLOCK));
-      if (!f->fd_) return errno_error("open " + f->target_);
-      return f;
-    }
-    // ".<name>.upload-<16 hex>", the name cut so the whole stays under NAME_MAX.
-    f->tmp_ = dir_name(f->target_) + "/." + base_name(f->target_).substr(0, 200) + ".upload-" + random_suffix();
-    f->fd_ = UniqueFd(::open(f->tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
-    if (!f->fd_) {
-      int err = errno;
-      f->tmp_.clear();
-      return errno_error("create temp file in " + dir_name(f->target_), err);
-    }
-    // Owner first: chown clears set-id bits a copied mode might carry.
-    if (::fchown(f->fd_.get(), user.uid, user.gid) != 0) return errno_error("chown " + f->tmp_);
-    if (keep_mode && ::fchmod(f->fd_.get(), *keep_mode) != 0) return errno_error("chmod " + f->tmp_);
+    f->creds_ = user.credentials();
+    UploadFile* p = f.get();
+    COPPICE_TRY(sys::run_as(f->creds_, [p] { return p->open_as_user(); }));
     return f;
   }
 
   ~UploadFile() {
-    if (!tmp_.empty() && !committed_) ::unlink(tmp_.c_str());
+    if (!tmp_.empty() && !committed_) {
+      const std::string& tmp = tmp_;
+      auto s = sys::run_with_credentials(creds_, [&tmp] { ::unlink(tmp.c_str()); });
+      if (!s) {
+        COPPICE_LOG_RATE(warn, 5) << "remove " << tmp_ << ": " << s.error().to_string();
+      }
+    }
   }
 
   const std::string& path() const { return path_; }
@@ -383,12 +316,7 @@ class UploadFile {
       ssize_t n = ::write(fd_.get(), data.data(), data.size());
       if (n < 0) {
         if (errno == EINTR) continue;
-        int err = errno;
-        if (err == ENOSPC || err == EDQUOT) {
-          return std::unexpected(Error(ErrorCode::kResourceExhausted,
-                                       "not enough disk space available: write " + path_, err));
-        }
-        return errno_error("write " + path_, err);
+        return errno_error("write " + path_);
       }
       data.remove_prefix(static_cast<size_t>(n));
       written_ += static_cast<uint64_t>(n);
@@ -400,11 +328,59 @@ class UploadFile {
   // in place. Returns the metadata that was stored (none where the
   // filesystem has no xattrs).
   Result<std::map<std::string, std::string>> commit(const std::map<std::string, std::string>& metadata) {
+    return sys::run_as(creds_, [&] { return commit_as_user(metadata); });
+  }
+
+ private:
+  UploadFile() = default;
+
+  Status open_as_user() {
+    COPPICE_TRY_CTX(ensure_dirs(dir_name(path_)), "create parent directories");
+    struct stat st {};
+    bool in_place = false;
+    if (::lstat(path_.c_str(), &st) == 0) {
+      if (S_ISLNK(st.st_mode)) {
+        // Write through the link, as open(2) would: replace its target.
+        char real[PATH_MAX];
+        if (::realpath(path_.c_str(), real) != nullptr) {
+          target_ = real;
+          if (::stat(real, &st) != 0) return errno_error("stat " + target_);
+        } else if (errno != ENOENT) {
+          return errno_error("resolve " + path_);
+        } else {
+          st.st_mode = 0;  // dangling: the link itself is replaced
+        }
+      }
+      if (S_ISDIR(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, "path is a directory: " + path_, EISDIR);
+      if (S_ISREG(st.st_mode)) keep_mode_ = st.st_mode & 07777;
+      else if (st.st_mode != 0) in_place = true;
+    } else if (errno != ENOENT) {
+      return errno_error("stat " + path_);
+    }
+    if (target_.empty()) target_ = path_;
+
+    if (in_place) {
+      fd_ = UniqueFd(::open(target_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NONBLOCK));
+      if (!fd_) return errno_error("open " + target_);
+      return ok();
+    }
+    // ".<name>.upload-<16 hex>", the name cut so the whole stays under NAME_MAX.
+    std::string tmp = dir_name(target_) + "/." + base_name(target_).substr(0, 200) + ".upload-" + random_suffix();
+    fd_ = UniqueFd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
+    if (!fd_) return errno_error("create temp file in " + dir_name(target_));
+    tmp_ = std::move(tmp);
+    return ok();
+  }
+
+  Result<std::map<std::string, std::string>> commit_as_user(const std::map<std::string, std::string>& metadata) {
     std::map<std::string, std::string> stored;
+    // Metadata before the mode: a read-only destination mode would refuse it.
     auto md = set_metadata(metadata);
     if (!md) return std::unexpected(md.error());
     if (*md) stored = metadata;
     if (!tmp_.empty()) {
+      // A replaced file keeps its mode (a new one has 0666 less the umask).
+      if (keep_mode_ && ::fchmod(fd_.get(), *keep_mode_) != 0) return errno_error("chmod " + tmp_);
       if (::rename(tmp_.c_str(), target_.c_str()) != 0) return errno_error("rename into place " + path_);
       committed_ = true;
       // Watchers expect a write event on the destination's own name, as
@@ -418,9 +394,6 @@ class UploadFile {
     committed_ = true;
     return stored;
   }
-
- private:
-  UploadFile() = default;
 
   // True when the xattrs were written, false when the filesystem has none.
   Result<bool> set_metadata(const std::map<std::string, std::string>& metadata) {
@@ -446,9 +419,6 @@ class UploadFile {
           COPPICE_LOG_RATE(warn, 5) << "filesystem does not support xattrs; metadata of " << path_ << " not stored";
           return false;
         }
-        if (err == ENOSPC || err == EDQUOT) {
-          return std::unexpected(Error(ErrorCode::kResourceExhausted, "not enough space for file metadata", err));
-        }
         return errno_error("set metadata " + name + " on " + path_, err);
       }
     }
@@ -458,6 +428,8 @@ class UploadFile {
   std::string path_;    // the destination as resolved from the request
   std::string target_;  // where the data goes (through a symlink, its target)
   std::string tmp_;     // the temp file; empty when writing in place
+  sys::Credentials creds_;          // the user's, for every path operation
+  std::optional<mode_t> keep_mode_;  // the mode of the regular file replaced
   UniqueFd fd_;
   uint64_t written_ = 0;
   bool committed_ = false;
@@ -482,12 +454,19 @@ asio::awaitable<void> handle_download(Envd& envd, http::Exchange& ex) {
   if (!resolved) co_return co_await respond_error(ex, resolved.error());
   const std::string& path = *resolved;
 
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-  if (!fd) {
-    int err = errno;
+  // Opened with the user's credentials: the kernel decides what the user may
+  // read, also through symlinks.
+  auto opened = sys::run_as(user->credentials(), [&path]() -> Result<UniqueFd> {
+    UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!f) return errno_error("open '" + path + "'");
+    return f;
+  });
+  if (!opened) {
+    int err = opened.error().sys_errno();
     if (err == ENOENT || err == ENOTDIR) co_return co_await respond_error(ex, 404, "path '" + path + "' does not exist");
-    co_return co_await respond_error(ex, Error::from_errno(err, "open '" + path + "'"));
+    co_return co_await respond_error(ex, opened.error());
   }
+  UniqueFd fd = std::move(*opened);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) co_return co_await respond_error(ex, Error::from_errno(errno, "stat '" + path + "'"));
   if (S_ISDIR(st.st_mode)) co_return co_await respond_error(ex, 400, "path '" + path + "' is a directory");

@@ -1,6 +1,8 @@
-// filesystem.Filesystem as E2B's envd serves it. envd runs as root and acts
-// on any path (as in E2B); paths are resolved for the requesting user (home,
-// workdir, "~"), and what it creates is owned by that user.
+// filesystem.Filesystem as E2B's envd serves it. envd runs as root, but
+// every file-system operation of an RPC runs with the requesting user's
+// credentials (sys/run_as.h): the kernel decides what the user may see,
+// create, move or remove, and what is created is the user's. Paths are
+// resolved for that user (home, workdir, "~").
 #include "envd/filesystem_service.h"
 
 #include <limits.h>
@@ -16,9 +18,11 @@
 
 #include "common/log.h"
 #include "envd/fs_entry.h"
+#include "envd/fs_errors.h"
 #include "envd/fs_ops.h"
 #include "envd/fs_watch.h"
 #include "envd/protojson.h"
+#include "sys/run_as.h"
 #include "sys/tree_walk.h"
 
 namespace coppice::envd {
@@ -39,7 +43,7 @@ constexpr std::chrono::seconds kDefaultKeepalive{90};
 // Entries listed or removed between two yields to the event loop.
 constexpr size_t kStepBudget = 256;
 
-RpcError fs_error(const Error& e) { return rpc_error(connect::code_for(e.code()), e.message()); }
+RpcError fs_error(const Error& e) { return rpc_error(fs_rpc_code(e), fs_error_message(e)); }
 
 struct Target {
   User user;
@@ -67,15 +71,20 @@ std::expected<bool, RpcError> get_flag(const json& req, std::string_view name) {
   return v->value_or(false);
 }
 
-std::optional<json> entry_or_none(const Envd& envd, const std::string& path) {
-  auto e = stat_entry(path);
+// The entry at `path` as the user with `creds` sees it.
+Result<EntryInfo> stat_as(const sys::Credentials& creds, const std::string& path) {
+  return sys::run_as(creds, [&path] { return stat_entry(path); });
+}
+
+std::optional<json> entry_or_none(const Envd& envd, const sys::Credentials& creds, const std::string& path) {
+  auto e = stat_as(creds, path);
   if (!e) return std::nullopt;
   OwnerNames names(envd.users());
   return entry_json(*e, names);
 }
 
-std::expected<json, RpcError> entry_response(const Envd& envd, const std::string& path) {
-  auto e = stat_entry(path);
+std::expected<json, RpcError> entry_response(const Envd& envd, const User& user, const std::string& path) {
+  auto e = stat_as(user.credentials(), path);
   if (!e) return std::unexpected(fs_error(e.error()));
   OwnerNames names(envd.users());
   json out = json::object();
@@ -117,9 +126,9 @@ json event_json(const WatchEvent& ev) {
   return j;
 }
 
-DirWatcher::EntryFn entry_fn(const Envd* envd, bool include_entry) {
+DirWatcher::EntryFn entry_fn(const Envd* envd, const User& user, bool include_entry) {
   if (!include_entry) return {};
-  return [envd](const std::string& path) { return entry_or_none(*envd, path); };
+  return [envd, creds = user.credentials()](const std::string& path) { return entry_or_none(*envd, creds, path); };
 }
 
 std::string new_watcher_id() {
@@ -150,23 +159,25 @@ void FilesystemService::register_routes(connect::Router& rpc) {
   rpc.unary("/filesystem.Filesystem/Stat", [envd](connect::CallContext& ctx, const json& req) -> UnaryResult {
     auto t = resolve(*envd, ctx, req, "path");
     if (!t) co_return std::unexpected(t.error());
-    co_return entry_response(*envd, t->path);
+    co_return entry_response(*envd, t->user, t->path);
   });
 
   rpc.unary("/filesystem.Filesystem/MakeDir", [envd](connect::CallContext& ctx, const json& req) -> UnaryResult {
     auto t = resolve(*envd, ctx, req, "path");
     if (!t) co_return std::unexpected(t.error());
-    struct stat st;
-    if (::stat(t->path.c_str(), &st) == 0) {
-      if (S_ISDIR(st.st_mode))
-        co_return std::unexpected(rpc_error(Code::already_exists, "directory already exists: " + t->path));
-      co_return std::unexpected(
-          rpc_error(Code::invalid_argument, "path already exists but it is not a directory: " + t->path));
-    }
-    if (errno != ENOENT) co_return std::unexpected(fs_error(Error::from_errno(errno, "stat " + t->path)));
-    if (auto s = ensure_dirs(t->path, t->user.uid, t->user.gid); !s)
-      co_return std::unexpected(fs_error(s.error().context("make directory " + t->path)));
-    co_return entry_response(*envd, t->path);
+    const std::string& path = t->path;
+    auto made = sys::run_as(t->user.credentials(), [&path]() -> Status {
+      struct stat st;
+      if (::stat(path.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return make_error(ErrorCode::kAlreadyExists, "directory already exists: " + path);
+        return make_error(ErrorCode::kInvalidArgument, "path already exists but it is not a directory: " + path);
+      }
+      if (errno != ENOENT) return errno_error("stat " + path);
+      COPPICE_TRY_CTX(ensure_dirs(path), "make directory " + path);
+      return ok();
+    });
+    if (!made) co_return std::unexpected(fs_error(made.error()));
+    co_return entry_response(*envd, t->user, t->path);
   });
 
   rpc.unary("/filesystem.Filesystem/Move", [envd](connect::CallContext& ctx, const json& req) -> UnaryResult {
@@ -176,14 +187,18 @@ void FilesystemService::register_routes(connect::Router& rpc) {
     if (!dst) co_return std::unexpected(dst.error());
     // As E2B: the destination's missing parents are created for the user.
     // The moved entry keeps its owner.
-    if (auto s = ensure_dirs(parent_dir(dst->path), dst->user.uid, dst->user.gid); !s)
-      co_return std::unexpected(fs_error(s.error().context("move " + src->path + " to " + dst->path)));
-    if (::rename(src->path.c_str(), dst->path.c_str()) != 0) {
-      int err = errno;
-      if (err == ENOENT) co_return std::unexpected(rpc_error(Code::not_found, "source file not found: " + src->path));
-      co_return std::unexpected(fs_error(Error::from_errno(err, "move " + src->path + " to " + dst->path)));
-    }
-    co_return entry_response(*envd, dst->path);
+    const std::string& from = src->path;
+    const std::string& to = dst->path;
+    auto moved = sys::run_as(dst->user.credentials(), [&from, &to]() -> Status {
+      COPPICE_TRY_CTX(ensure_dirs(parent_dir(to)), "move " + from + " to " + to);
+      if (::rename(from.c_str(), to.c_str()) != 0) {
+        if (errno == ENOENT) return make_error(ErrorCode::kNotFound, "source file not found: " + from, ENOENT);
+        return errno_error("move " + from + " to " + to);
+      }
+      return ok();
+    });
+    if (!moved) co_return std::unexpected(fs_error(moved.error()));
+    co_return entry_response(*envd, dst->user, dst->path);
   });
 
   rpc.unary("/filesystem.Filesystem/ListDir", [envd](connect::CallContext& ctx, const json& req) -> UnaryResult {
@@ -197,26 +212,31 @@ void FilesystemService::register_routes(connect::Router& rpc) {
     if (d > INT_MAX) d = INT_MAX;
     // The walk reads the directory with symlinks resolved but reports paths
     // under the name the caller used.
-    char buf[PATH_MAX];
-    if (!::realpath(t->path.c_str(), buf)) {
-      int err = errno;
-      if (err == ENOENT) co_return std::unexpected(rpc_error(Code::not_found, "path not found: " + t->path));
-      if (err == ELOOP)
-        co_return std::unexpected(rpc_error(Code::failed_precondition, "cyclic symlink or chain >40 links at " + t->path));
-      co_return std::unexpected(fs_error(Error::from_errno(err, "resolve " + t->path)));
-    }
-    std::string resolved(buf);
-    struct stat st;
-    if (::stat(resolved.c_str(), &st) != 0) {
-      if (errno == ENOENT) co_return std::unexpected(rpc_error(Code::not_found, "directory not found: " + t->path));
-      co_return std::unexpected(fs_error(Error::from_errno(errno, "stat " + t->path)));
-    }
-    if (!S_ISDIR(st.st_mode))
-      co_return std::unexpected(rpc_error(Code::invalid_argument, "path is not a directory: " + t->path));
-    TreeWalker walker(t->path, resolved, static_cast<int>(d));
+    const sys::Credentials creds = t->user.credentials();
+    const std::string& path = t->path;
+    auto found = sys::run_as(creds, [&path]() -> Result<std::string> {
+      char buf[PATH_MAX];
+      if (!::realpath(path.c_str(), buf)) {
+        int err = errno;
+        if (err == ENOENT) return make_error(ErrorCode::kNotFound, "path not found: " + path, err);
+        if (err == ELOOP)
+          return make_error(ErrorCode::kFailedPrecondition, "cyclic symlink or chain >40 links at " + path, err);
+        return errno_error("resolve " + path, err);
+      }
+      std::string resolved(buf);
+      struct stat st;
+      if (::stat(resolved.c_str(), &st) != 0) {
+        if (errno == ENOENT) return make_error(ErrorCode::kNotFound, "directory not found: " + path, ENOENT);
+        return errno_error("stat " + path);
+      }
+      if (!S_ISDIR(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, "path is not a directory: " + path);
+      return resolved;
+    });
+    if (!found) co_return std::unexpected(fs_error(found.error()));
+    TreeWalker walker(t->path, *found, static_cast<int>(d));
     std::vector<EntryInfo> entries;
     for (;;) {
-      auto more = walker.step(entries, kStepBudget);
+      auto more = sys::run_as(creds, [&] { return walker.step(entries, kStepBudget); });
       if (!more) co_return std::unexpected(fs_error(more.error().context("list directory " + t->path)));
       if (!*more) break;
       co_await asio::post(ctx.ex.executor(), use_awaitable);
@@ -233,8 +253,9 @@ void FilesystemService::register_routes(connect::Router& rpc) {
     auto t = resolve(*envd, ctx, req, "path");
     if (!t) co_return std::unexpected(t.error());
     sys::TreeRemover remover(t->path);
+    const sys::Credentials creds = t->user.credentials();
     for (;;) {
-      auto more = remover.step(kStepBudget);
+      auto more = sys::run_as(creds, [&] { return remover.step(kStepBudget); });
       if (!more) co_return std::unexpected(fs_error(more.error()));
       if (!*more) break;
       co_await asio::post(ctx.ex.executor(), use_awaitable);
@@ -252,9 +273,13 @@ void FilesystemService::register_routes(connect::Router& rpc) {
     auto allow_net = get_flag(req, "allowNetworkMounts");
     for (auto* f : {&recursive, &include_entry, &allow_net})
       if (!*f) co_return f->error();
-    if (auto s = check_watch_dir(t->path, *allow_net); !s) co_return fs_error(s.error());
+    sys::Credentials creds = t->user.credentials();
+    const std::string& path = t->path;
+    bool allow = *allow_net;
+    if (auto s = sys::run_as(creds, [&] { return check_watch_dir(path, allow); }); !s) co_return fs_error(s.error());
     auto ex = ctx.ex.executor();
-    auto started = co_await DirWatcher::start(ex, t->path, *recursive, entry_fn(envd, *include_entry));
+    DirWatcher::EntryFn efn = entry_fn(envd, t->user, *include_entry);
+    auto started = co_await DirWatcher::start(ex, t->path, *recursive, creds, efn);
     if (!started) co_return fs_error(started.error());
     std::shared_ptr<DirWatcher> watcher = std::move(*started);
     asio::steady_timer wake(ex);
@@ -310,8 +335,14 @@ void FilesystemService::register_routes(connect::Router& rpc) {
     auto allow_net = get_flag(req, "allowNetworkMounts");
     for (auto* f : {&recursive, &include_entry, &allow_net})
       if (!*f) co_return std::unexpected(f->error());
-    if (auto s = check_watch_dir(t->path, *allow_net); !s) co_return std::unexpected(fs_error(s.error()));
-    auto started = co_await DirWatcher::start(ctx.ex.executor(), t->path, *recursive, entry_fn(envd, *include_entry));
+    sys::Credentials creds = t->user.credentials();
+    const std::string& path = t->path;
+    bool allow = *allow_net;
+    if (auto s = sys::run_as(creds, [&] { return check_watch_dir(path, allow); }); !s)
+      co_return std::unexpected(fs_error(s.error()));
+    auto ex = ctx.ex.executor();
+    DirWatcher::EntryFn efn = entry_fn(envd, t->user, *include_entry);
+    auto started = co_await DirWatcher::start(ex, t->path, *recursive, creds, efn);
     if (!started) co_return std::unexpected(fs_error(started.error()));
     std::string id = new_watcher_id();
     impl->watchers[id] = std::move(*started);

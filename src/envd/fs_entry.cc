@@ -268,7 +268,9 @@ Result<bool> TreeWalker::step(std::vector<EntryInfo>& out, size_t budget) {
     if (descend) {
       // `f` may dangle after push_back on the stack.
       if (auto s = push(rel_.size(), level + 1); !s) {
-        if (s.error().code() == ErrorCode::kNotFound) continue;
+        // Gone meanwhile, or one the requesting user may not read: listed
+        // but not descended into (as `ls -R` goes on past it).
+        if (s.error().code() == ErrorCode::kNotFound || s.error().code() == ErrorCode::kPermissionDenied) continue;
         return std::unexpected(s.error());
       }
     }

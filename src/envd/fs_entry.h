@@ -96,8 +96,9 @@ std::string join_path(std::string_view dir, std::string_view name);
 // `depth` are descended into, symlinks never. Entries report their path under
 // `requested` (the path as the caller named it), while the walk reads
 // `resolved` (the same directory with symlinks resolved). Entries that vanish
-// during the walk are skipped. Works in steps so a caller on an event loop can
-// yield between them.
+// during the walk are skipped; a subdirectory that cannot be read (the walk
+// runs with the requesting user's credentials) is listed but not descended
+// into. Works in steps so a caller on an event loop can yield between them.
 //
 // Bounded whatever the tree: no recursion; names are read (and sorted) one
 // directory at a time and count against `max_entries`, past which the walk

@@ -274,11 +274,11 @@ TEST(TreeRemover, RemovesTreeButNotSymlinkTargets) {
 
 TEST(EnsureDirs, CreatesParentsAndRejectsFiles) {
   TempDir t;
-  ASSERT_TRUE(ensure_dirs(t / "a/b/c", ::getuid(), ::getgid()));
+  ASSERT_TRUE(ensure_dirs(t / "a/b/c"));
   EXPECT_TRUE(stdfs::is_directory(t / "a/b/c"));
-  ASSERT_TRUE(ensure_dirs(t / "a/b/c", ::getuid(), ::getgid()));  // exists: fine
+  ASSERT_TRUE(ensure_dirs(t / "a/b/c"));  // exists: fine
   write(t / "file", "x");
-  auto s = ensure_dirs(t / "file/sub", ::getuid(), ::getgid());
+  auto s = ensure_dirs(t / "file/sub");
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(parent_dir("/a/b"), "/a");

@@ -13,7 +13,7 @@ std::string parent_dir(const std::string& path) {
   return path.substr(0, slash);
 }
 
-Status ensure_dirs(const std::string& path, uid_t uid, gid_t gid) {
+Status ensure_dirs(const std::string& path) {
   // Every prefix, outermost first: "/a", "/a/b", "/a/b/c".
   std::vector<std::string> prefixes;
   for (size_t i = 1; i <= path.size(); ++i) {
@@ -22,14 +22,11 @@ Status ensure_dirs(const std::string& path, uid_t uid, gid_t gid) {
   for (const auto& p : prefixes) {
     struct stat st;
     if (::stat(p.c_str(), &st) == 0) {
-      if (!S_ISDIR(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, "path is a file: " + p);
+      if (!S_ISDIR(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, "path is a file: " + p, ENOTDIR);
       continue;
     }
     if (errno != ENOENT) return errno_error("stat " + p);
     if (::mkdir(p.c_str(), 0755) != 0 && errno != EEXIST) return errno_error("create directory " + p);
-    // Also when another process made it first (EEXIST): it may not have
-    // chown'ed it yet, and chown is idempotent.
-    if (::chown(p.c_str(), uid, gid) != 0) return errno_error("chown " + p);
   }
   return ok();
 }

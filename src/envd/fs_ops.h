@@ -1,8 +1,8 @@
 // Directory creation for filesystem.Filesystem.
 //
 // envd runs as root; what it creates on a user's behalf must belong to that
-// user, as in E2B, so every directory made here is chown'ed to the
-// requesting user.
+// user, as in E2B. Callers run these with the user's credentials
+// (sys/run_as.h), so the kernel checks each step and makes the user the owner.
 #pragma once
 
 #include <sys/types.h>
@@ -13,10 +13,10 @@
 
 namespace coppice::envd {
 
-// mkdir -p with 0755 directories owned by uid:gid; existing directories are
-// left as they are. A component that exists but is no directory is
-// kInvalidArgument ("path is a file: ...").
-Status ensure_dirs(const std::string& path, uid_t uid, gid_t gid);
+// mkdir -p with 0755 directories (less the umask), owned by whoever runs it;
+// existing directories are left as they are. A component that exists but is
+// no directory is kInvalidArgument ("path is a file: ...", ENOTDIR).
+Status ensure_dirs(const std::string& path);
 
 // The parent directory of an absolute, clean path ("/" for "/a" and "/").
 std::string parent_dir(const std::string& path);

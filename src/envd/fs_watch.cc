@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "envd/fs_entry.h"
 #include "sys/fd.h"
+#include "sys/run_as.h"
 #include "sys/tree_walk.h"
 
 namespace coppice::envd {
@@ -74,8 +75,13 @@ bool event_carries_entry(EventType t) {
   return t == EventType::kCreate || t == EventType::kWrite || t == EventType::kChmod;
 }
 
-DirWatcher::DirWatcher(asio::any_io_executor ex, int fd, std::string root, bool recursive, EntryFn entry_fn)
-    : fd_(ex, fd), root_(std::move(root)), recursive_(recursive), entry_fn_(std::move(entry_fn)) {}
+DirWatcher::DirWatcher(asio::any_io_executor ex, int fd, std::string root, bool recursive, sys::Credentials creds,
+                       EntryFn entry_fn)
+    : fd_(ex, fd),
+      root_(std::move(root)),
+      recursive_(recursive),
+      creds_(std::move(creds)),
+      entry_fn_(std::move(entry_fn)) {}
 
 DirWatcher::~DirWatcher() {
   boost::system::error_code ignore;
@@ -83,10 +89,17 @@ DirWatcher::~DirWatcher() {
 }
 
 asio::awaitable<Result<std::shared_ptr<DirWatcher>>> DirWatcher::start(asio::any_io_executor ex, std::string root,
-                                                                       bool recursive, EntryFn entry_fn) {
-  int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd < 0) co_return errno_error("inotify_init1");
-  std::shared_ptr<DirWatcher> w(new DirWatcher(ex, fd, std::move(root), recursive, std::move(entry_fn)));
+                                                                       bool recursive, sys::Credentials creds,
+                                                                       EntryFn entry_fn) {
+  // The instance is the user's: its watches count against the user's limits.
+  auto made = sys::run_as(creds, []() -> Result<int> {
+    int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) return errno_error("inotify_init1");
+    return fd;
+  });
+  if (!made) co_return std::unexpected(std::move(made.error()));
+  std::shared_ptr<DirWatcher> w(
+      new DirWatcher(ex, *made, std::move(root), recursive, std::move(creds), std::move(entry_fn)));
   auto added = co_await w->add_tree(w->root_, true, false);
   if (!added) co_return std::unexpected(std::move(added.error()));
   asio::co_spawn(ex, [w]() -> asio::awaitable<void> { co_await w->read_loop(); }, asio::detached);
@@ -134,8 +147,18 @@ void DirWatcher::fail(Error e) {
 asio::awaitable<Status> DirWatcher::add_tree(std::string dir, bool is_root, bool report) {
   auto self = shared_from_this();
   std::vector<std::string> pending{std::move(dir)};
-  int scanned = 0;
   while (!pending.empty() && !stopped_) {
+    // A batch of directories with the user's credentials, then a yield.
+    auto batch = sys::run_as(creds_, [&] { return scan_batch(pending, is_root, report); });
+    if (!batch) co_return std::unexpected(std::move(batch.error()));
+    if (error_) co_return ok();  // too many events: the watch has failed
+    co_await asio::post(fd_.get_executor(), asio::use_awaitable);
+  }
+  co_return ok();
+}
+
+Status DirWatcher::scan_batch(std::vector<std::string>& pending, bool is_root, bool report) {
+  for (int scanned = 0; scanned < kDirsPerYield && !pending.empty(); ++scanned) {
     std::string d = std::move(pending.back());
     pending.pop_back();
     bool top = is_root && d == root_;
@@ -144,9 +167,10 @@ asio::awaitable<Status> DirWatcher::add_tree(std::string dir, bool is_root, bool
     int wd = ::inotify_add_watch(fd_.native_handle(), d.c_str(), mask);
     if (wd < 0) {
       int err = errno;
-      if (top) co_return errno_error("watch " + d, err);
-      // Gone again, or replaced by a non-directory: nothing to watch.
-      if (err == ENOENT || err == ENOTDIR) continue;
+      if (top) return errno_error("watch " + d, err);
+      // Gone again, replaced by a non-directory, or not readable by the
+      // user: nothing to watch.
+      if (err == ENOENT || err == ENOTDIR || err == EACCES) continue;
       // Most likely the fs.inotify.max_user_watches limit: keep what we
       // have rather than end the watch.
       if (!warned_) {
@@ -165,7 +189,7 @@ asio::awaitable<Status> DirWatcher::add_tree(std::string dir, bool is_root, bool
     // symlink swapped in since it was read is not followed). Its entries are
     // read in bounded batches; only subdirectories are kept, as paths.
     sys::UniqueFd dfd(::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (top ? 0 : O_NOFOLLOW)));
-    if (!dfd) continue;  // removed meanwhile; its parent reports that
+    if (!dfd) continue;  // removed meanwhile (its parent reports that), or not readable by the user
     sys::DirReader reader;
     if (!reader.reset(dfd.get())) continue;
     for (;;) {
@@ -179,7 +203,7 @@ asio::awaitable<Status> DirWatcher::add_tree(std::string dir, bool is_root, bool
       }
       std::string child = join_path(d, ent.name);
       if (report) push(child, EventType::kCreate);
-      if (error_) co_return ok();  // too many events: the watch has failed
+      if (error_) return ok();  // too many events: the watch has failed
       if (!recursive_ || !is_dir) continue;
       if (watches_.size() + pending.size() >= kMaxWatches) {
         if (!warned_) {
@@ -192,9 +216,8 @@ asio::awaitable<Status> DirWatcher::add_tree(std::string dir, bool is_root, bool
       }
       pending.push_back(std::move(child));
     }
-    if (++scanned % kDirsPerYield == 0) co_await asio::post(fd_.get_executor(), asio::use_awaitable);
   }
-  co_return ok();
+  return ok();
 }
 
 void DirWatcher::drop_watches_under(const std::string& dir) {

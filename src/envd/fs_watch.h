@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "sys/run_as.h"
 
 namespace coppice::envd {
 
@@ -86,11 +87,15 @@ class DirWatcher : public std::enable_shared_from_this<DirWatcher> {
   static constexpr size_t kMaxQueued = 1 << 16;
 
   // Opens an inotify instance, watches `root` (an absolute path to a
-  // directory; a symlink to one is followed) and starts reading. With
-  // `entry_fn`, CREATE, WRITE and CHMOD events carry the entry as it is when
-  // the event is read.
+  // directory; a symlink to one is followed) and starts reading. Everything
+  // that touches the file system (the instance, each watch, reading the
+  // directories of a recursive watch) runs with `creds` (sys/run_as.h), so
+  // only what that user can read is watched. With `entry_fn`, CREATE, WRITE
+  // and CHMOD events carry the entry as it is when the event is read
+  // (entry_fn takes care of its own credentials).
   static asio::awaitable<Result<std::shared_ptr<DirWatcher>>> start(asio::any_io_executor ex, std::string root,
-                                                                    bool recursive, EntryFn entry_fn = {});
+                                                                    bool recursive, sys::Credentials creds,
+                                                                    EntryFn entry_fn = {});
   ~DirWatcher();
   DirWatcher(const DirWatcher&) = delete;
   DirWatcher& operator=(const DirWatcher&) = delete;
@@ -105,12 +110,16 @@ class DirWatcher : public std::enable_shared_from_this<DirWatcher> {
   size_t watch_count() const { return watches_.size(); }
 
  private:
-  DirWatcher(asio::any_io_executor ex, int fd, std::string root, bool recursive, EntryFn entry_fn);
+  DirWatcher(asio::any_io_executor ex, int fd, std::string root, bool recursive, sys::Credentials creds,
+             EntryFn entry_fn);
   asio::awaitable<void> read_loop();
   asio::awaitable<void> handle(const RawEvent& ev);
   // Adds watches for `dir` and (recursive) every directory below it. With
   // `report`, entries found below `dir` are queued as CREATE.
   asio::awaitable<Status> add_tree(std::string dir, bool is_root, bool report);
+  // add_tree's work on up to kDirsPerYield directories of `pending`, run
+  // with the user's credentials.
+  Status scan_batch(std::vector<std::string>& pending, bool is_root, bool report);
   void drop_watches_under(const std::string& dir);
   void push(std::string path, EventType type);
   void fail(Error e);
@@ -119,6 +128,7 @@ class DirWatcher : public std::enable_shared_from_this<DirWatcher> {
   asio::posix::stream_descriptor fd_;
   std::string root_;
   bool recursive_;
+  sys::Credentials creds_;
   EntryFn entry_fn_;
   int root_wd_ = -1;
   std::map<int, std::string> watches_;  // wd -> directory path

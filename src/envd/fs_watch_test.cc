@@ -81,7 +81,8 @@ class WatchTest : public ::testing::Test {
   void start(bool recursive, DirWatcher::EntryFn fn = {}) {
     bool done = false;
     asio::co_spawn(io_, [&]() -> asio::awaitable<void> {
-      auto w = co_await DirWatcher::start(io_.get_executor(), dir_, recursive, fn);
+      sys::Credentials me = sys::own_credentials();
+      auto w = co_await DirWatcher::start(io_.get_executor(), dir_, recursive, me, fn);
       EXPECT_TRUE(w) << (w ? "" : w.error().message());
       if (w) watcher_ = *w;
       done = true;
@@ -208,7 +209,9 @@ TEST_F(WatchTest, RootRemovedIsReportedAsDot) {
 TEST_F(WatchTest, MissingDirectoryFails) {
   bool done = false;
   asio::co_spawn(io_, [&]() -> asio::awaitable<void> {
-    auto w = co_await DirWatcher::start(io_.get_executor(), dir_ + "/missing", false);
+    sys::Credentials me = sys::own_credentials();
+    std::string missing = dir_ + "/missing";
+    auto w = co_await DirWatcher::start(io_.get_executor(), missing, false, me);
     EXPECT_FALSE(w);
     if (!w) {
       EXPECT_EQ(w.error().code(), ErrorCode::kNotFound);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "sys/run_as.h"
 
 namespace coppice::envd {
 
@@ -19,6 +20,9 @@ struct User {
   std::string home;
   std::string shell;
   std::vector<gid_t> groups;  // supplementary groups, primary included
+
+  // The ids file operations for this user run with (sys/run_as.h).
+  sys::Credentials credentials() const { return {uid, gid, groups}; }
 };
 
 class UserDb {

@@ -7,6 +7,9 @@
 // bring the gateway down, and must not hold up other sandboxes; envd must
 // survive ListDir with depth and a recursive WatchDir over such a tree.
 //
+// Files as user: a symlink `user` plants towards /etc/shadow or /root/.bashrc
+// must not turn a write or read "as user" into one as the sandbox's root.
+//
 // The gateway tests need root; the envd test runs without.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -209,4 +212,45 @@ test(`[${sdkName}] deep tree: envd survives ListDir with depth and a recursive W
   await sbx.files.remove(deep, { requestTimeoutMs: 600_000 });
   assert.equal(fs.existsSync(deep), false);
   assert.ok(await healthy(envd.url));
+});
+
+// The files API as `user` in a real sandbox: envd is the sandbox's root, but
+// acts on files with the requesting user's ids, so a symlink `user` plants
+// towards a root-only file gets it nowhere.
+test(`[${sdkName}] files as user: a planted symlink to /etc/shadow or /root/.bashrc leads nowhere`, opt, async (t) => {
+  const { Sandbox, SandboxError, NotFoundError } = await loadSdk();
+  const gw = await startGateway({ stateDir: fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-escape-')) });
+  t.after(async () => {
+    await gw.stop();
+    await cleanUpAfter(gw.stateDir);
+  });
+  const sbx = await Sandbox.create({ ...gw.opts });
+  t.after(() => sbx.kill().catch(() => {}));
+  const SECRET = 'root:$6$secret:19000:0:99999:7:::\n';
+  const run = async (cmd, user) => {
+    const r = await sbx.commands.run(cmd, { user });
+    assert.equal(r.exitCode, 0, r.stderr);
+    return r.stdout;
+  };
+  await run(`printf '%s' '${SECRET}' > /etc/shadow && chmod 600 /etc/shadow && ` +
+            `printf '%s' '${SECRET}' > /root/.bashrc && chmod 700 /root`, 'root');
+  await run('ln -s /etc/shadow ~/shadow && ln -s /root/.bashrc ~/bashrc', 'user');
+  const denied = async (promise) => assert.rejects(promise, (e) => {
+    assert.ok(e instanceof SandboxError && !(e instanceof NotFoundError), `${e?.name}: ${e?.message}`);
+    assert.match(e.message, /EACCES|permission denied/i);
+    return true;
+  });
+  for (const p of ['shadow', 'bashrc', '/etc/shadow', '/root/.bashrc', '/root/new']) {
+    await denied(sbx.files.write(p, 'pwned', { user: 'user' }));
+  }
+  for (const p of ['shadow', 'bashrc', '/etc/shadow', '/root/.bashrc']) await denied(sbx.files.read(p, { user: 'user' }));
+  await denied(sbx.files.list('/root', { user: 'user' }));
+  await denied(sbx.files.remove('/etc/shadow', { user: 'user' }));
+  assert.equal(await run('cat /etc/shadow /root/.bashrc', 'root'), SECRET + SECRET);
+  assert.equal(await run('test -e /root/new || echo absent', 'root'), 'absent\n');
+  // Root may, and what user writes in its home is user's.
+  assert.equal(await sbx.files.read('/etc/shadow', { user: 'root' }), SECRET);
+  await sbx.files.write('/home/user/mine.txt', 'mine', { user: 'user' });
+  assert.equal(await run('stat -c %U:%G /home/user/mine.txt', 'root'), 'user:user\n');
+  assert.ok(await healthy(gw.url));
 });
