@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  startGateway, startEnvd, debugSandbox, gatewaySkipReason, removeCgroupParents, loadSdk, sdkName, sleep,
+  startGateway, startEnvd, debugSandbox, gatewaySkipReason, removeCgroupParents, loadSdk, sdkName, sleep, unmountUnder,
 } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
@@ -108,6 +108,7 @@ async function cleanUpAfter(stateDir) {
     for (const d of dirs) { try { fs.rmdirSync(d); } catch {} }
   }
   removeCgroupParents(stateDir);
+  unmountUnder(stateDir);
   removeAll(stateDir);
 }
 
