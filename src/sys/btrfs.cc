@@ -68,7 +68,9 @@ Status create_subvolume(int parent_fd, const std::string& name) {
 Result<uint64_t> subvolume_id(int fd) {
   struct btrfs_ioctl_get_subvol_info_args info;
   std::memset(&info, 0, sizeof info);
-  if (::ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, &info) != 0) return errno_error("BTRFS_IOC_GET_SUBVOL_INFO");
+  // Succeeds with 1 as well as 0 (a lookup's "not an exact match" leaks out
+  // of the kernel's implementation): only a negative answer is a failure.
+  if (::ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, &info) < 0) return errno_error("BTRFS_IOC_GET_SUBVOL_INFO");
   return static_cast<uint64_t>(info.treeid);
 }
 

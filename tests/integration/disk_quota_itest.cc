@@ -148,7 +148,9 @@ class DiskQuotaTest : public ::testing::Test {
     EXPECT_TRUE(fd.has_value());
     auto id = sys::btrfs::subvolume_id(fd->get());
     auto fsid = sys::btrfs::fsid(fd->get());
-    EXPECT_TRUE(id && fsid);
+    EXPECT_TRUE(id) << id.error().to_string();
+    EXPECT_TRUE(fsid) << fsid.error().to_string();
+    if (!id || !fsid) return "";
     return "/sys/fs/btrfs/" + *fsid + "/qgroups/0_" + std::to_string(*id);
   }
 
