@@ -46,6 +46,7 @@ Status resize_to_device(int fd);
 // Bytes charged to the quota group 0/`subvol`, from sysfs: what it refers to
 // as of the last transaction commit plus the data reserved for writes since
 // (the same sum the limit is checked against), so a write shows at once.
+// Between an extent's writeback and the next commit it is in neither.
 Result<uint64_t> charged_bytes(const std::string& fsid, uint64_t subvol);
 
 }  // namespace coppice::sys::btrfs

@@ -94,7 +94,14 @@ test(`[${sdkName}] metrics report the disk used and the cap`, opt, async () => {
   const sbx = await Sandbox.create({ ...gw.opts });
   try {
     await sbx.commands.run('head -c 8000000 /dev/urandom > /home/user/blob');
-    const last = (await sbx.getMetrics()).at(-1);
+    // Data written back but not yet committed is in neither of the quota's
+    // figures for up to a commit interval (5 s): ask again for a while.
+    let last;
+    for (const until = Date.now() + 15_000; ;) {
+      last = (await sbx.getMetrics()).at(-1);
+      if (last.diskUsed >= 8_000_000 || Date.now() > until) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
     assert.ok(last.diskUsed >= 8_000_000 && last.diskUsed < 20 * MiB, `diskUsed ${last.diskUsed}`);
     assert.equal(last.diskTotal, 20 * MiB);
   } finally {

@@ -70,7 +70,9 @@ class DiskQuota {
   Status set_limit(const std::string& state_dir, uint64_t bytes) const;
 
   // Bytes charged to `state_dir`'s quota (what it holds, writes not yet
-  // committed included), from quota accounting: no walk of its files.
+  // committed included), from quota accounting: no walk of its files. Data
+  // written back to the image but not yet committed is in neither figure, so
+  // the answer can fall short for up to a commit interval (5 s).
   Result<uint64_t> used(const std::string& state_dir) const;
 
   // kResourceExhausted (ENOSPC) naming the file system when less than

@@ -122,7 +122,11 @@ class NsBackend final : public Backend {
     if (!state.empty()) {
       // From the quota's accounting when there is one: no walk of the files.
       auto d = opts_.disk ? opts_.disk->used(state) : upper_disk_bytes(state);
-      if (d) u.disk_bytes = *d;
+      if (d) {
+        u.disk_bytes = *d;
+      } else {
+        COPPICE_LOG_RATE(warn, 60).sandbox(id) << "disk usage: " << d.error().to_string();
+      }
     }
     return u;
   }
