@@ -10,6 +10,8 @@ PKGS=(
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
   libseccomp-dev libsqlite3-dev zlib1g-dev
   iproute2 procps attr curl ca-certificates
+  # the sandboxes' writable layers: a btrfs image with per-sandbox quotas
+  btrfs-progs
   # the host-derived base template sees the host's /usr: sudo for its
   # passwordless sudo, `python` as a name for python3 (as on E2B)
   sudo python-is-python3

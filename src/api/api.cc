@@ -34,6 +34,11 @@ unsigned http_status(ErrorCode c) {
   return 500;
 }
 
+unsigned http_status(const Error& e) {
+  if (e.sys_errno() == ENOSPC || e.sys_errno() == EDQUOT) return 507;
+  return http_status(e.code());
+}
+
 namespace {
 
 std::string error_body(unsigned status, std::string_view message) {
@@ -327,7 +332,7 @@ asio::awaitable<void> Api::reply_json(http::Exchange& ex, unsigned status, std::
 }
 
 asio::awaitable<void> Api::error_response(http::Exchange& ex, const Error& e) {
-  unsigned st = http_status(e.code());
+  unsigned st = http_status(e);
   if (st >= 500) {
     COPPICE_LOG_RATE(error, 5) << ex.method_string() << " " << ex.path() << ": " << e.to_string();
   }

@@ -21,6 +21,10 @@ namespace asio = http::asio;
 
 // The HTTP status for an error category.
 unsigned http_status(ErrorCode c);
+// The HTTP status for an error: its category's, except that a full disk
+// (ENOSPC, EDQUOT: the host's or the sandboxes' storage) is 507 Insufficient
+// Storage rather than the 429 of other exhausted resources.
+unsigned http_status(const Error& e);
 
 // Checks X-API-KEY against the configured keys and the hashes in the store.
 class KeyChecker {

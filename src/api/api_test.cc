@@ -90,6 +90,22 @@ TEST_F(ApiTest, CreateAnswersTheSandboxShape) {
   EXPECT_FALSE(v1.body.contains("envdAccessToken"));
 }
 
+TEST_F(ApiTest, AFullDiskIs507NotALimitOrAPermission) {
+  backend_->fail_creates = 1;
+  backend_->fail_errno = ENOSPC;
+  auto full = call(verb::post, "/v2/sandboxes", R"({"templateID":"base"})");
+  EXPECT_EQ(full.status, 507u) << full.raw;
+  EXPECT_NE(full.body["message"].get<std::string>().find("create refused"), std::string::npos) << full.raw;
+  backend_->fail_creates = 1;
+  backend_->fail_errno = EDQUOT;
+  EXPECT_EQ(call(verb::post, "/v2/sandboxes", R"({"templateID":"base"})").status, 507u);
+  backend_->fail_creates = 1;
+  backend_->fail_errno = 0;  // another exhausted resource stays a 429
+  EXPECT_EQ(call(verb::post, "/v2/sandboxes", R"({"templateID":"base"})").status, 429u);
+  EXPECT_EQ(http_status(Error(ErrorCode::kPermissionDenied, "x", EROFS)), 403u);
+  EXPECT_EQ(http_status(Error(ErrorCode::kResourceExhausted, "x", ENOSPC)), 507u);
+}
+
 TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
   const char* refused[] = {
       R"({"allow_internet_access":true})",

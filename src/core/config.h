@@ -42,7 +42,12 @@ struct GatewayConfig {
   // Per-sandbox defaults when the template sets none.
   int default_cpu_count = 1;
   int default_memory_mb = 512;
+  // A sandbox's disk quota (diskSizeMB) when its template sets none.
   int default_disk_mb = 1024;
+  // Whether the backend enforces per-sandbox disk quotas (set at start from
+  // --disk-quota and what the host allows). Off: diskSizeMB is reported as 0,
+  // i.e. no cap.
+  bool disk_quota = false;
   // First host uid of the ranges sandbox user namespaces map to. Default 0:
   // chosen at start, clear of the other gateways on the host: 1000000 for
   // the default state dir, a spot derived from the path for others

@@ -220,7 +220,7 @@ std::shared_ptr<SandboxManager::Live> SandboxManager::new_live(const Template& t
   l->template_id = tmpl.name;
   l->cpu_count = tmpl.cpu_count > 0 ? tmpl.cpu_count : cfg_.default_cpu_count;
   l->memory_mb = tmpl.memory_mb > 0 ? tmpl.memory_mb : cfg_.default_memory_mb;
-  l->disk_mb = cfg_.default_disk_mb;
+  l->disk_mb = !cfg_.disk_quota ? 0 : tmpl.disk_mb > 0 ? tmpl.disk_mb : cfg_.default_disk_mb;
   l->build = build_of(tmpl);
   l->state_dir = cfg_.state_dir + "/sandboxes/" + l->id;
   return l;
@@ -237,6 +237,7 @@ sandbox::SandboxSpec SandboxManager::spec_for(const Live& l, const Template& tmp
   spec.init_json = envd_init_body(init);
   spec.limits.cpu_millicores = l.cpu_count * 1000;
   spec.limits.memory_bytes = static_cast<uint64_t>(l.memory_mb) << 20;
+  spec.disk_bytes = static_cast<uint64_t>(l.disk_mb) << 20;
   return spec;
 }
 

@@ -133,6 +133,29 @@ TEST_F(Manager, TimeoutsExpireAndCanBeMoved) {
   EXPECT_GT(run(mgr_->get(kept.id))->end_at, before);
 }
 
+TEST_F(Manager, DiskQuotaComesFromTheTemplateOrTheDefault) {
+  write_template("smalldisk", "disk_mb = 20\n");
+  ASSERT_TRUE(templates_->reload());
+  // Quotas off (the fixture's default): no cap asked, none reported.
+  auto off = run(mgr_->create(CreateParams{}));
+  ASSERT_TRUE(off) << off.error().to_string();
+  EXPECT_EQ(off->disk_mb, 0);
+  EXPECT_EQ(backend_->spec_of(off->id).disk_bytes, 0u);
+  // On: the template's diskSizeMB, else the gateway's default.
+  cfg_.disk_quota = true;
+  cfg_.default_disk_mb = 300;
+  auto dflt = run(mgr_->create(CreateParams{}));
+  ASSERT_TRUE(dflt);
+  EXPECT_EQ(dflt->disk_mb, 300);
+  EXPECT_EQ(backend_->spec_of(dflt->id).disk_bytes, 300ull << 20);
+  CreateParams p;
+  p.template_id = "smalldisk";
+  auto small = run(mgr_->create(p));
+  ASSERT_TRUE(small) << small.error().to_string();
+  EXPECT_EQ(small->disk_mb, 20);
+  EXPECT_EQ(backend_->spec_of(small->id).disk_bytes, 20ull << 20);
+}
+
 TEST_F(Manager, AFailedCreateLeavesNothing) {
   backend_->fail_creates = 1;
   auto r = run(mgr_->create(CreateParams{}));

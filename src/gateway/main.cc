@@ -16,6 +16,7 @@
 #include "core/metrics.h"
 #include "core/sandbox_manager.h"
 #include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/ns_backend.h"
 #include "sandbox/ns/uid_ranges.h"
 #include "store/keys.h"
@@ -97,6 +98,19 @@ int main(int argc, char** argv) {
                  "seconds between the usage samples kept per sandbox (0: none)")
       ->check(CLI::Range(0, 3600))
       ->capture_default_str();
+  std::string disk_quota = "on", disk_image_size;
+  app.add_option("--disk-quota", disk_quota,
+                 "on: cap each sandbox's writable layer at its diskSizeMB (btrfs, in place or on an image); "
+                 "off: no caps (for hosts that cannot)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  app.add_option("--disk-image-size", disk_image_size,
+                 "size of <state-dir>/disk.img, the sparse btrfs image holding the sandboxes' state when the "
+                 "state dir has no quotas, e.g. 20G (default: a quarter of the free space when it is made; "
+                 "bigger than the image: it grows)");
+  app.add_option("--default-disk-mb", cfg.default_disk_mb, "disk quota (diskSizeMB) of sandboxes whose template sets none")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
   app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   log::Level lvl;
@@ -138,6 +152,15 @@ int main(int argc, char** argv) {
     }
     cfg.pools[spec.substr(0, eq)] = n;
   }
+  uint64_t disk_image_bytes = 0;
+  if (!disk_image_size.empty()) {
+    auto b = sandbox::ns::parse_size(disk_image_size);
+    if (!b) {
+      std::fprintf(stderr, "--disk-image-size: %s\n", b.error().message().c_str());
+      return 2;
+    }
+    disk_image_bytes = *b;
+  }
   if (cfg.templates_dir.empty()) cfg.templates_dir = cfg.state_dir + "/templates";
   cfg.background_threads = cfg.pool_refill_parallel + 2;
   if (cfg.interp_path.empty()) {
@@ -174,6 +197,40 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // The sandboxes' state dirs on storage that caps each (disk_quota.h). The
+  // store stays on the state dir's own file system.
+  std::unique_ptr<sandbox::ns::DiskQuota> disk;
+  if (disk_quota == "on") {
+    sandbox::ns::DiskQuotaOptions dqo;
+    dqo.dir = cfg.state_dir + "/sandboxes";
+    dqo.image = cfg.state_dir + "/disk.img";
+    dqo.image_bytes = disk_image_bytes;
+    auto d = sandbox::ns::DiskQuota::open(dqo);
+    if (!d) {
+      COPPICE_LOG(error) << d.error().to_string() << " (--disk-quota=off runs without per-sandbox disk caps)";
+      return 1;
+    }
+    disk = std::move(*d);
+    cfg.disk_quota = true;
+    COPPICE_LOG(info) << "disk quotas: " << disk->describe();
+  } else {
+    COPPICE_LOG(warn) << "disk quotas are off: a sandbox can fill " << cfg.state_dir
+                      << " for everyone; diskSizeMB is reported as 0 (not enforced)";
+  }
+  // At exit, after the backend (declared below) has removed its spares: the
+  // image is unmounted when no sandbox is left (unmount_disk), else it stays
+  // mounted for the sandboxes, which outlive the gateway.
+  struct DiskUnmount {
+    sandbox::ns::DiskQuota* disk;
+    bool armed = false;
+    ~DiskUnmount() {
+      if (!armed || !disk) return;
+      if (auto s = disk->unmount(); !s) {
+        COPPICE_LOG(warn) << s.error().to_string();
+      }
+    }
+  } unmount_disk{disk.get()};
+
   auto store = store::Store::open(store::db_path(cfg.state_dir));
   if (!store) {
     COPPICE_LOG(error) << "open store: " << store.error().to_string();
@@ -208,7 +265,9 @@ int main(int argc, char** argv) {
   nso.uid_slots = cfg.uid_slots;
   nso.registry_dir = cfg.state_dir + "/ns";
   nso.spares = cfg.spares;
-  nso.spare_dir = cfg.state_dir + "/spare";  // beside sandboxes/: renamed into it
+  // In sandboxes/ (on the quota file system): skeletons are renamed into it.
+  nso.spare_dir = cfg.state_dir + "/sandboxes/.spare";
+  nso.disk = disk.get();
   nso.spare_limits.cpu_millicores = cfg.default_cpu_count * 1000;
   nso.spare_limits.memory_bytes = static_cast<uint64_t>(cfg.default_memory_mb) << 20;
   nso.background = &background;
@@ -327,6 +386,7 @@ int main(int argc, char** argv) {
     if (auto s = uid_range->withdraw(); !s) {
       COPPICE_LOG(warn) << s.error().to_string();
     }
+    unmount_disk.armed = true;
   }
   return 0;
 }

@@ -41,6 +41,10 @@ struct SandboxSpec {
   // that envd removes; empty: envd starts uninitialised.
   std::string init_json;
   Limits limits;
+  // Cap on what the sandbox's writable layer (its state dir) may hold, when
+  // the backend enforces disk quotas: a write past it fails with EDQUOT
+  // inside the sandbox. 0: no cap of its own.
+  uint64_t disk_bytes = 0;
 };
 
 struct SandboxHandle {
@@ -62,7 +66,7 @@ struct Usage {
   uint64_t cpu_ns = 0;     // CPU time used since create
   uint64_t mem_bytes = 0;  // memory charged now
   uint64_t mem_limit = 0;  // memory limit in force
-  uint64_t disk_bytes = 0; // bytes written to the writable layer (upper dir)
+  uint64_t disk_bytes = 0; // bytes the writable layer holds (its quota's figure, or a bounded walk)
 };
 
 class Backend {

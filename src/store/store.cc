@@ -185,6 +185,8 @@ Error sqlite_error(sqlite3* db, int rc, std::string_view step) {
   msg += ")";
   int sys_errno = db ? sqlite3_system_errno(db) : 0;
   if ((rc & 0xff) != SQLITE_IOERR && (rc & 0xff) != SQLITE_CANTOPEN) sys_errno = 0;
+  // "database or disk is full": said as ENOSPC, so it reads as a full disk (507).
+  if ((rc & 0xff) == SQLITE_FULL && sys_errno == 0) sys_errno = ENOSPC;
   return Error(code_for_sqlite(rc), std::move(msg), sys_errno);
 }
 

@@ -23,6 +23,7 @@ namespace {
 constexpr size_t kMaxNameLen = 128;
 constexpr int64_t kMaxCpuCount = 1024;
 constexpr int64_t kMaxMemoryMb = int64_t{1} << 22;  // 4 TiB
+constexpr int64_t kMaxDiskMb = int64_t{1} << 24;    // 16 TiB
 
 // Fills `t` from the description at `toml_path`. Absent keys keep their
 // defaults; a key of the wrong type or an unknown key is an error, because a
@@ -30,7 +31,8 @@ constexpr int64_t kMaxMemoryMb = int64_t{1} << 22;  // 4 TiB
 Status read_description(const std::string& toml_path, Template& t) {
   auto doc = parse_toml_file(toml_path);
   if (!doc) return std::unexpected(std::move(doc.error()));
-  if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "ro_binds", "build_id", "source", "generation",
+  if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "disk_mb", "ro_binds", "build_id", "source",
+                                      "generation",
                                       "start_cmd", "ready_cmd", "recipe_hash", "env"});
       !s)
     return std::unexpected(std::move(s.error()).context(toml_path));
@@ -60,6 +62,7 @@ Status read_description(const std::string& toml_path, Template& t) {
   }
   if (auto s = num("cpu_count", kMaxCpuCount, t.cpu_count); !s) return s;
   if (auto s = num("memory_mb", kMaxMemoryMb, t.memory_mb); !s) return s;
+  if (auto s = num("disk_mb", kMaxDiskMb, t.disk_mb); !s) return s;
   if (auto v = doc->get_strings("ro_binds")) t.ro_binds = std::move(*v);
   else if (v.error().code() != ErrorCode::kNotFound) return std::unexpected(std::move(v.error()).context(toml_path));
   if (auto v = doc->get_strings("env")) {

@@ -9,6 +9,7 @@
 // Description keys (all optional, strictly typed; any other key makes the
 // entry malformed, and a malformed entry is skipped with a warning):
 //   backend = "ns" | "vm"     cpu_count = 2         memory_mb = 512
+//   disk_mb = 1024            (cap on a sandbox's writable layer, its diskSizeMB)
 //   ro_binds = ["/usr"]       build_id = "..."      source = "host"
 //   start_cmd = "..."         ready_cmd = "..."     recipe_hash = "..."
 //   env = ["NAME=value"]      (every sandbox's environment; a create's envVars win)
@@ -33,6 +34,7 @@ struct Template {
   std::vector<std::string> ro_binds;    // host paths bound read-only at the same place
   int cpu_count = 0;                    // 0: the gateway's default
   int memory_mb = 0;                    // 0: the gateway's default
+  int disk_mb = 0;                      // 0: the gateway's default (its diskSizeMB)
   std::string build_id;
   std::string source;                   // "host", "debian", ...
   std::string start_cmd;                // run once the sandbox is up; empty: none

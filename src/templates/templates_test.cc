@@ -59,6 +59,7 @@ constexpr std::string_view kBaseToml =
     "ro_binds = [\"/usr\"]\n"
     "cpu_count = 2\n"
     "memory_mb = 768\n"
+    "disk_mb = 2048\n"
     "source = \"host\"\n"
     "build_id = \"abc123\"\n";
 
@@ -83,6 +84,7 @@ TEST(TemplateRegistry, DiscoversDirectoryTemplates) {
   EXPECT_EQ(base->ro_binds, (std::vector<std::string>{"/usr"}));
   EXPECT_EQ(base->cpu_count, 2);
   EXPECT_EQ(base->memory_mb, 768);
+  EXPECT_EQ(base->disk_mb, 2048);
   EXPECT_EQ(base->source, "host");
   EXPECT_EQ(base->build_id, "abc123");
   EXPECT_TRUE(base->start_cmd.empty());
@@ -91,6 +93,7 @@ TEST(TemplateRegistry, DiscoversDirectoryTemplates) {
   ASSERT_TRUE(web);
   EXPECT_EQ(web->backend, "ns");  // the default
   EXPECT_EQ(web->cpu_count, 0);
+  EXPECT_EQ(web->disk_mb, 0);  // the gateway's default
   EXPECT_EQ(web->start_cmd, "python3 -m http.server 8000");
   EXPECT_EQ(web->ready_cmd, "curl -sf localhost:8000");
   EXPECT_EQ(web->recipe_hash, "feed");

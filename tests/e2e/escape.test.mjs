@@ -19,7 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  startGateway, startEnvd, debugSandbox, gatewaySkipReason, removeCgroupParents, loadSdk, sdkName, sleep,
+  startGateway, startEnvd, debugSandbox, gatewaySkipReason, removeCgroupParents, loadSdk, sdkName, sleep, unmountUnder,
 } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
@@ -111,6 +111,7 @@ async function cleanUpAfter(stateDir) {
     for (const d of dirs) { try { fs.rmdirSync(d); } catch {} }
   }
   removeCgroupParents(stateDir);
+  unmountUnder(stateDir);
   removeAll(stateDir);
 }
 
@@ -142,7 +143,8 @@ test(`[${sdkName}] deep tree: killing the sandbox leaves the gateway up and othe
   assert.ok(await trashEmptied(gw.stateDir), 'the dead sandbox\'s state is removed in the background');
   t.diagnostic(`its state removed in the background within ${Date.now() - t0} ms`);
   assert.ok(await healthy(gw.url), 'the gateway answers /health after the removal');
-  assert.deepEqual(fs.readdirSync(path.join(gw.stateDir, 'sandboxes')).filter((n) => n !== '.trash'), []);
+  // Dot entries are the trash and the spare skeletons, not sandboxes.
+  assert.deepEqual(fs.readdirSync(path.join(gw.stateDir, 'sandboxes')).filter((n) => !n.startsWith('.')), []);
 });
 
 test(`[${sdkName}] deep tree: a gateway killed with -9 restarts over a dead sandbox's deep tree and serves`, opt, async (t) => {

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   startGateway, gatewaySkipReason, gatewayBin, loadSdk, sdkName, freePort, sleep, cgroupParentDirs, removeCgroupParents,
-  uidRangeEntry, uidRangeDir,
+  uidRangeEntry, uidRangeDir, removeStateDir,
 } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
@@ -46,7 +46,7 @@ function stateDir(prefix) {
     fs.rmSync(file, { force: true });
     await killLeftovers(dir);
     removeCgroupParents(dir);
-    fs.rmSync(dir, { recursive: true, force: true });
+    removeStateDir(dir);
   });
   return dir;
 }

@@ -6,20 +6,21 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, gatewayBin, gatewaySkipReason, removeCgroupParents, sdkName } from './lib/harness.mjs';
+import { freePort, gatewayBin, gatewaySkipReason, removeCgroupParents, removeStateDir, sdkName } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
 const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-keys-'));
 after(() => {
   removeCgroupParents(stateDir);
-  fs.rmSync(stateDir, { recursive: true, force: true });
+  removeStateDir(stateDir);
 });
 
 async function start(port) {
   const env = { ...process.env };
   delete env.COPPICE_API_KEYS;
-  const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--log-level', 'warn'],
+  const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--log-level', 'warn',
+    '--disk-image-size', '512M'],
     { stdio: ['ignore', 'pipe', 'inherit'], env });
   let out = '';
   proc.stdout.on('data', (d) => { out += d; });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, removeCgroupParents } from './lib/harness.mjs';
+import { startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, removeCgroupParents, removeStateDir } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
@@ -162,7 +162,7 @@ test(`[${sdkName}] SIGTERM drains the pools and keeps user sandboxes; kill -9 le
   cleanups.push(async () => {
     await gw.stop();
     removeCgroupParents(stateDir);
-    fs.rmSync(stateDir, { recursive: true, force: true });
+    removeStateDir(stateDir);
   });
   const call1 = api(gw);
   await waitFor('pool of 2', async () => (await poolOf(call1, 'base'))?.available === 2);

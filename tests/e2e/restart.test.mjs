@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { removeCgroupParents, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep } from './lib/harness.mjs';
+import { removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
@@ -15,7 +15,7 @@ let gw;
 after(async () => {
   await gw?.stop();
   removeCgroupParents(stateDir);
-  fs.rmSync(stateDir, { recursive: true, force: true });
+  removeStateDir(stateDir);
 });
 
 test(`[${sdkName}] kill -9 the gateway mid-life, start it again: every sandbox and file is there`, opt, async () => {

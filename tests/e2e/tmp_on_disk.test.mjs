@@ -13,8 +13,9 @@ let skip = gatewaySkipReason();
 let gw;
 before(async () => {
   if (skip) return;
-  gw = await startGateway();
-  // The file goes to the state dir's file system; leave it room to spare.
+  // The sandboxes' image (sparse) must hold the file: bigger than the tests' default.
+  gw = await startGateway({ extraArgs: ['--disk-image-size', '2G'] });
+  // The file goes to the state dir's file system (through the image); leave it room to spare.
   const st = fs.statfsSync(gw.stateDir);
   const free = st.bavail * st.bsize;
   if (free < (fileMiB + 512) * MiB) skip = `the state dir's file system has ${Math.floor(free / MiB)} MiB free, ${fileMiB + 512} needed`;

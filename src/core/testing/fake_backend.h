@@ -37,6 +37,7 @@ class FakeBackend final : public sandbox::Backend {
 
   // --- knobs (any thread) ---
   std::atomic<int> fail_creates{0};        // the next N creates fail
+  std::atomic<int> fail_errno{0};          // ...with this errno (0: none)
   std::atomic<int> create_delay_ms{0};     // each create sleeps this long
   std::atomic<bool> fail_destroy{false};
   std::atomic<bool> block_freeze{false};   // freeze waits until unblocked
@@ -90,7 +91,7 @@ class FakeBackend final : public sandbox::Backend {
     if (int d = create_delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(d));
     if (fail_creates.load() > 0) {
       --fail_creates;
-      return make_error(ErrorCode::kResourceExhausted, "fake: create refused");
+      return make_error(ErrorCode::kResourceExhausted, "fake: create refused", fail_errno.load());
     }
     ++creates_;
     std::string sock = dir_ + "/" + spec.id + ".sock";

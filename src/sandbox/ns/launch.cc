@@ -125,6 +125,8 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   auto slot = ctx.slots->acquire();
   if (!slot) return std::unexpected(std::move(slot.error()).context(ctxmsg));
   const uid_t host_root = slot->host_id();
+  // A full disk is said as such here, not as a failed mount in the child.
+  if (ctx.disk) COPPICE_TRY_CTX(ctx.disk->check_room(), ctxmsg);
   const auto t_slot = Clock::now();
 
   // Host resources made ahead of time, when some are ready (spares.h); the
@@ -150,11 +152,17 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
       if (adopted.error().code() == ErrorCode::kAlreadyExists) return adopted;
       COPPICE_LOG_RATE(warn, 60) << "spare state dir not usable, making one: " << adopted.error().to_string();
     }
-    return StateDir::prepare(spec.state_dir, host_root, spec.rootfs);
+    if (!ctx.disk) return StateDir::prepare(spec.state_dir, host_root, spec.rootfs);
+    // A subvolume of its own, which prepare() takes over (it is empty).
+    COPPICE_TRY(ctx.disk->make_layer(spec.state_dir));
+    auto made = StateDir::prepare(spec.state_dir, host_root, spec.rootfs);
+    if (!made) (void)remove_state_dir(spec.state_dir);
+    return made;
   };
   auto state = make_state();
   if (!state) return std::unexpected(std::move(state.error()).context(ctxmsg + ": state dir"));
   const StatePaths& paths = state->paths();
+  if (ctx.disk) COPPICE_TRY_CTX(ctx.disk->set_limit(spec.state_dir, spec.disk_bytes), ctxmsg);
   const auto t_state = Clock::now();
 
   // envd's /init, if the caller has it already: no round trip after start.

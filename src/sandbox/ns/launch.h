@@ -7,6 +7,7 @@
 #include "common/result.h"
 #include "sandbox/backend.h"
 #include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/rootfs.h"
 #include "sandbox/ns/spares.h"
 #include "sandbox/ns/uid_slots.h"
@@ -20,6 +21,7 @@ struct LaunchContext {
   const CgroupManager* cgroups = nullptr;
   UidSlots* slots = nullptr;
   Spares* spares = nullptr;  // optional: host resources made ahead of time
+  const DiskQuota* disk = nullptr;  // optional: state dirs are capped subvolumes
   const sys::seccomp::Program* seccomp = nullptr;
   std::string registry_dir;  // <registry_dir>/<id> -> state dir
   int ready_timeout_ms = 10000;
@@ -33,7 +35,8 @@ struct Launched {
   sys::Pidfd init;
 };
 
-// Validates the spec, then: uid slot → (spare) → state dir → registry record
+// Validates the spec, then: uid slot → (spare) → state dir (with its disk
+// quota) → registry record
 // → cgroups with limits → clone into new namespaces → child checklist → exec envd →
 // wait for envd's ready byte. Every step is undone if a later one fails.
 Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec);

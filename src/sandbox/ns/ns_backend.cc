@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/launch.h"
 #include "sandbox/ns/registry.h"
 #include "sandbox/ns/rootfs.h"
@@ -41,13 +42,14 @@ class NsBackend final : public Backend {
         own_pool_(opts_.background ? nullptr : std::make_unique<sys::BackgroundPool>(2)),
         slots_(opts_.uid_base, opts_.uid_slots, 64, 256, background()),
         seccomp_(std::move(seccomp)),
-        spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits, background()) {}
+        spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits, background(), opts_.disk) {}
 
   Result<SandboxHandle> create(const SandboxSpec& spec) override {
     LaunchContext ctx;
     ctx.cgroups = &cgroups_;
     ctx.slots = &slots_;
     ctx.spares = &spares_;
+    ctx.disk = opts_.disk;
     ctx.seccomp = &seccomp_;
     ctx.registry_dir = opts_.registry_dir;
     ctx.ready_timeout_ms = opts_.ready_timeout_ms;
@@ -118,7 +120,13 @@ class NsBackend final : public Backend {
       if (auto r = registry_lookup(opts_.registry_dir, id); r) state = *r;
     }
     if (!state.empty()) {
-      if (auto d = upper_disk_bytes(state); d) u.disk_bytes = *d;
+      // From the quota's accounting when there is one: no walk of the files.
+      auto d = opts_.disk ? opts_.disk->used(state) : upper_disk_bytes(state);
+      if (d) {
+        u.disk_bytes = *d;
+      } else {
+        COPPICE_LOG_RATE(warn, 60).sandbox(id) << "disk usage: " << d.error().to_string();
+      }
     }
     return u;
   }

@@ -12,6 +12,10 @@
 
 namespace coppice::sandbox {
 
+namespace ns {
+class DiskQuota;
+}
+
 struct NsOptions {
   // Name of the parent cgroup under each hierarchy (<mount>/<cgroup_parent>/<id>).
   std::string cgroup_parent = "coppice";
@@ -38,6 +42,10 @@ struct NsOptions {
   std::string spare_dir;
   // Limits the spare cgroups get until a create asks for others.
   Limits spare_limits;
+  // Per-sandbox disk quotas on the state dirs (ns/disk_quota.h); null: none
+  // (the disk figure is then a bounded walk of the upper layer). State dirs
+  // and spare_dir must be in its dir. Must outlive the backend.
+  const ns::DiskQuota* disk = nullptr;
   // Where ready user namespaces and spares are made (background priority);
   // null: the backend runs a pool of its own. Must outlive the backend.
   sys::BackgroundPool* background = nullptr;

@@ -26,9 +26,10 @@ RefillPolicy spare_policy(uint32_t target) {
 }  // namespace
 
 Spares::Spares(const CgroupManager* cgroups, std::string root, uint32_t target, Limits limits,
-               sys::BackgroundPool* background)
+               sys::BackgroundPool* background, const DiskQuota* disk)
     : cgroups_(cgroups && !cgroups->v2() ? cgroups : nullptr),
       root_(std::move(root)),
+      disk_(disk),
       limits_(limits),
       own_pool_(background ? nullptr : std::make_unique<sys::BackgroundPool>(1)),
       ready_([pool = background ? background : own_pool_.get()](std::function<void()> job) { pool->post(std::move(job)); },
@@ -45,9 +46,7 @@ Spares::Spares(const CgroupManager* cgroups, std::string root, uint32_t target, 
     }
   }
   if (!root_.empty()) {
-    if (auto s = sys::remove_tree(root_); !s) {
-      COPPICE_LOG(warn) << "spare dirs leftover: " << s.error().to_string();
-    }
+    remove_root();
     if (auto s = sys::make_dirs(root_, 0700); !s) {
       COPPICE_LOG(warn) << "spare dirs: " << s.error().to_string() << " (creates make their own)";
     }
@@ -57,7 +56,16 @@ Spares::Spares(const CgroupManager* cgroups, std::string root, uint32_t target, 
 
 Spares::~Spares() {
   ready_.stop();
-  if (!root_.empty()) (void)sys::remove_tree(root_);
+  if (!root_.empty()) remove_root();
+}
+
+void Spares::remove_root() const {
+  if (auto names = sys::list_dir(root_); names) {
+    for (const auto& n : *names) (void)sys::remove_tree(sys::join_path(root_, n));
+  }
+  if (auto s = sys::remove_tree(root_); !s) {
+    COPPICE_LOG(warn) << "spare dirs leftover: " << s.error().to_string();
+  }
 }
 
 std::optional<Spare> Spares::take(const Limits& limits) {
@@ -132,7 +140,7 @@ std::optional<Spare> Spares::make_one() {
   }
   if (!root_.empty()) {
     std::string dir = root_ + "/" + std::to_string(seq);
-    Status made = sys::make_dir(dir, 0700);
+    Status made = disk_ ? disk_->make_layer(dir) : sys::make_dir(dir, 0700);
     if (made) made = make_state_layout(StatePaths(dir), kSkeletonUpperMode, 0);
     if (made) {
       s.dir = std::move(dir);

@@ -25,6 +25,7 @@
 #include "common/refiller.h"
 #include "sandbox/backend.h"
 #include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/disk_quota.h"
 #include "sys/background.h"
 #include "sys/fd.h"
 
@@ -47,8 +48,10 @@ class Spares {
   // (no state dir skeletons; else a root-only dir on the same file system as
   // the sandboxes' state dirs, emptied now). `target` 0 makes nothing.
   // Refills run on `background` (or on a thread of its own when null).
+  // With `disk`, each skeleton is a subvolume of its own (disk_quota.h), so a
+  // create only sets its cap.
   Spares(const CgroupManager* cgroups, std::string root, uint32_t target, Limits limits,
-         sys::BackgroundPool* background = nullptr);
+         sys::BackgroundPool* background = nullptr, const DiskQuota* disk = nullptr);
   ~Spares();
   Spares(const Spares&) = delete;
   Spares& operator=(const Spares&) = delete;
@@ -71,8 +74,13 @@ class Spares {
  private:
   std::optional<Spare> make_one();
 
+  // Removes the root and what is in it, entry by entry (a subvolume is
+  // another file system to a tree walk from its parent).
+  void remove_root() const;
+
   const CgroupManager* cgroups_;
   const std::string root_;
+  const DiskQuota* disk_;
   mutable std::mutex mu_;  // limits_ and seq_
   Limits limits_;
   uint64_t seq_ = 0;

@@ -171,8 +171,36 @@ export function uidRangeEntry(stateDir) {
   return { file, range: { base, slots, end: base + slots * 65536, pid } };
 }
 
+// Mount points at or below `dir` (from /proc/self/mountinfo), deepest first.
+export function mountsUnder(dir) {
+  let real;
+  try { real = fs.realpathSync(dir); } catch { return []; }
+  const out = [];
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const mp = (line.split(' ')[4] || '').replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+    if (mp === real || mp.startsWith(real + '/')) out.push(mp);
+  }
+  return out.sort((a, b) => b.length - a.length);
+}
+
+// Unmounts what a gateway left mounted in its state dir (the sandboxes'
+// btrfs image, after a kill -9 or a stop with sandboxes left); the loop
+// device under it detaches by itself (autoclear) once nothing uses it.
+export function unmountUnder(dir) {
+  for (const mp of mountsUnder(dir)) {
+    try { execFileSync('umount', ['-l', mp]); } catch {}
+  }
+}
+
+// Removes a gateway's state dir, unmounting first what it left mounted there.
+export function removeStateDir(dir) {
+  unmountUnder(dir);
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
 // Starts coppiced on a free loopback port with a fresh state dir (or the one
 // given, for restart tests). Returns { url, proc, stateDir, opts, stop, kill9 }.
+// The sandboxes' disk image is small (--disk-image-size 512M) unless asked.
 export async function startGateway({ stateDir, keep = false, extraArgs = [] } = {}) {
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
   const port = await freePort();
@@ -180,8 +208,9 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [] } = 
   // A test gateway needs few uid slots, so that several on one host (tests
   // and a real gateway) find ranges clear of each other.
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
+  const image = extraArgs.some((a) => a.startsWith('--disk-')) ? [] : ['--disk-image-size', '512M'];
   const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', dir,
-    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...extraArgs],
+    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...image, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: TEST_API_KEY } });
   let exited = false;
   proc.on('exit', () => { exited = true; });
@@ -211,7 +240,7 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [] } = 
     }
     if (!keep && !stateDir) {
       removeCgroupParents(dir);
-      fs.rmSync(dir, { recursive: true, force: true });
+      removeStateDir(dir);
     }
   };
   const kill9 = async () => { proc.kill('SIGKILL'); await waitExit(); };
