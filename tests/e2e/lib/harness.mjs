@@ -172,8 +172,10 @@ export function uidRangeEntry(stateDir) {
 }
 
 // Starts coppiced on a free loopback port with a fresh state dir (or the one
-// given, for restart tests). Returns { url, proc, stateDir, opts, stop, kill9 }.
-export async function startGateway({ stateDir, keep = false, extraArgs = [] } = {}) {
+// given, for restart tests). `apiKeys` is its COPPICE_API_KEYS (default: the
+// bare TEST_API_KEY, the default team's admin key; keep it in any other list
+// so stop() can clean up). Returns { url, proc, stateDir, opts, stop, kill9 }.
+export async function startGateway({ stateDir, keep = false, extraArgs = [], apiKeys = TEST_API_KEY } = {}) {
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -182,7 +184,7 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [] } = 
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
   const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', dir,
     '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...extraArgs],
-  { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: TEST_API_KEY } });
+  { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: apiKeys } });
   let exited = false;
   proc.on('exit', () => { exited = true; });
   const until = Date.now() + 20000;
