@@ -741,8 +741,15 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
       co_await error_response(ex, 400, "timeout is required");
       co_return;
     }
-    auto s = action == "timeout" ? co_await mgr_.set_timeout(id, **t, team)
-                                 : co_await mgr_.refresh(id, t->value_or(cfg_.default_timeout_s), team);
+    // One co_await per statement: g++ 12 destroys the by-value arguments of
+    // a co_await inside a conditional expression twice.
+    const int seconds = action == "timeout" ? **t : t->value_or(cfg_.default_timeout_s);
+    Status s = ok();
+    if (action == "timeout") {
+      s = co_await mgr_.set_timeout(id, seconds, team);
+    } else {
+      s = co_await mgr_.refresh(id, seconds, team);
+    }
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
     co_return;
