@@ -3,7 +3,9 @@
 // sandbox looks exactly like one that does not exist. Needs root.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, gatewaySkipReason, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { startGateway, gatewaySkipReason, loadSdk, sdkName, buildDir, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
@@ -84,4 +86,35 @@ test(`[${sdkName}] an admin makes a team and a key; the key works for that team 
   assert.equal(await sdk.Sandbox.kill(sbx.sandboxId, { ...as(key) }), true);
   assert.equal((await api(TEST_API_KEY, '/admin/teams/team-c', { method: 'DELETE' })).status, 204);
   assert.equal((await api(key, '/v2/sandboxes')).status, 401, 'the team\'s keys went with it');
+});
+
+// The CLI over the same endpoints, with only the environment given.
+const coppice = (args, key) => new Promise((resolve) => {
+  execFile(path.join(buildDir, 'coppice'), args,
+    { env: { PATH: process.env.PATH, COPPICE_API_URL: gw.url, COPPICE_API_KEY: key }, timeout: 60_000 },
+    (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }));
+});
+
+test(`[${sdkName}] coppice team and key commands`, opt, async () => {
+  let r = await coppice(['team', 'create', 'team-d'], TEST_API_KEY);
+  assert.equal(r.code, 0, r.stderr);
+  r = await coppice(['key', 'create', 'ci', '--team', 'team-d'], TEST_API_KEY);
+  assert.equal(r.code, 0, r.stderr);
+  const key = r.stdout.trim();
+  assert.match(key, /^e2b_[0-9a-f]{40}$/);
+  r = await coppice(['key', 'list', '--json'], key);
+  assert.equal(r.code, 0, r.stderr);
+  const [own] = JSON.parse(r.stdout);
+  assert.equal(own.team, 'team-d');
+  assert.ok(!r.stdout.includes(key.slice(4)), 'the key is never listed');
+  r = await coppice(['team', 'list'], key);
+  assert.notEqual(r.code, 0, 'not an admin key');
+  assert.match(r.stderr, /not an admin key/);
+  r = await coppice(['key', 'delete', own.id], key);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await api(key, '/v2/sandboxes')).status, 401);
+  r = await coppice(['team', 'delete', 'team-d'], TEST_API_KEY);
+  assert.equal(r.code, 0, r.stderr);
+  r = await coppice(['team', 'list'], TEST_API_KEY);
+  assert.ok(!r.stdout.includes('team-d'));
 });
