@@ -282,23 +282,101 @@ Status check_create_options(const json& j, bool v1) {
   return ok();
 }
 
+// A key as the key endpoints show it: never the key itself nor its hash
+// (E2B's TeamAPIKey fields, plus the team and whether it is an admin key).
+json key_json(const store::ApiKeyRecord& k) {
+  auto at = [](int64_t ms) { return rfc3339(core::Clock::time_point(std::chrono::milliseconds(ms))); };
+  return json{{"id", std::to_string(k.id)},
+              {"name", k.name},
+              {"team", k.team},
+              {"admin", k.admin},
+              {"createdAt", at(k.created_at)},
+              {"createdBy", nullptr},
+              {"lastUsed", k.last_used_at ? json(at(k.last_used_at)) : json(nullptr)}};
+}
+
+json team_json(const store::TeamRecord& t) {
+  return json{{"name", t.name},
+              {"createdAt", rfc3339(core::Clock::time_point(std::chrono::milliseconds(t.created_at)))}};
+}
+
+// A key id from a URL: decimal digits that fit an int64; nullopt otherwise
+// (answered as a missing key).
+std::optional<int64_t> key_id(const std::string& s) {
+  if (s.empty() || s.size() > 18) return std::nullopt;
+  int64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
 }  // namespace
 
-bool KeyChecker::check(const std::string& key) {
-  if (key.empty() || key.size() > 256) return false;
-  bool ok = false;
-  for (const auto& k : cfg_.api_keys) ok |= constant_time_equal(k, key);
-  if (ok) return true;
+Result<std::vector<core::GatewayConfig::ApiKey>> parse_api_keys(std::string_view text) {
+  std::vector<core::GatewayConfig::ApiKey> out;
+  size_t n = 0;
+  while (!text.empty()) {
+    auto c = text.find(',');
+    auto part = text.substr(0, c);
+    ++n;
+    if (!part.empty()) {
+      core::GatewayConfig::ApiKey k;
+      auto colon = part.find(':');
+      if (colon == std::string_view::npos) {
+        k.key = std::string(part);
+        k.team = std::string(store::kDefaultTeam);
+        k.admin = true;
+      } else {
+        k.team = std::string(part.substr(0, colon));
+        k.key = std::string(part.substr(colon + 1));
+        if (!store::valid_team_name(k.team))
+          return make_error(ErrorCode::kInvalidArgument,
+                            "COPPICE_API_KEYS entry " + std::to_string(n) + ": \"" + k.team +
+                                "\" is not a team name (1-63 of a-z, 0-9, '-', '_')");
+        if (k.key.empty())
+          return make_error(ErrorCode::kInvalidArgument,
+                            "COPPICE_API_KEYS entry " + std::to_string(n) + ": team " + k.team + " has an empty key");
+      }
+      if (k.key.size() > 256)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "COPPICE_API_KEYS entry " + std::to_string(n) + ": a key is at most 256 bytes");
+      out.push_back(std::move(k));
+    }
+    if (c == std::string_view::npos) break;
+    text.remove_prefix(c + 1);
+  }
+  return out;
+}
+
+std::optional<Caller> KeyChecker::check(const std::string& key) {
+  if (key.empty() || key.size() > 256) return std::nullopt;
+  // Every configured key is compared (no early exit): the time taken does
+  // not tell which one matched.
+  const core::GatewayConfig::ApiKey* match = nullptr;
+  for (const auto& k : cfg_.api_keys)
+    if (constant_time_equal(k.key, key) && !match) match = &k;
+  if (match) return Caller{match->team, match->admin};
   std::string hash = store::sha256_hex(key);
+  uint64_t gen;
   {
     std::lock_guard lk(mu_);
-    if (known_hashes_.count(hash)) return true;
+    if (auto it = known_.find(hash); it != known_.end()) return it->second;
+    gen = generation_;
   }
   auto rec = store_.find_api_key(hash);
-  if (!rec) return false;
+  if (!rec) return std::nullopt;
+  Caller c{rec->team, rec->admin};
   std::lock_guard lk(mu_);
-  known_hashes_.insert(hash);
-  return true;
+  if (gen == generation_) known_.emplace(hash, c);
+  return c;
+}
+
+void KeyChecker::forget() {
+  std::lock_guard lk(mu_);
+  known_.clear();
+  ++generation_;
 }
 
 Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg, store::Store& store) {
@@ -308,7 +386,7 @@ Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg
   if (*n > 0) return std::optional<std::string>{};
   auto key = store::generate_api_key();
   if (!key) return std::unexpected(key.error());
-  auto r = store.add_api_key("default", store::sha256_hex(*key));
+  auto r = store.add_api_key("default", store::sha256_hex(*key), store::kDefaultTeam, /*admin=*/true);
   if (!r) return std::unexpected(r.error());
   return std::optional<std::string>(*key);
 }
@@ -317,7 +395,11 @@ Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::T
          store::Store& store, core::metrics::GatewayMetrics& metrics, sandbox::Backend& backend,
          asio::thread_pool& netns_pool)
     : cfg_(cfg), mgr_(mgr), templates_(templates), store_(store), metrics_(metrics), keys_(cfg, store),
-      proxy_(mgr.routes(), backend, netns_pool, metrics) {}
+      proxy_(mgr.routes(), backend, netns_pool, metrics, [this](const std::string& key) -> std::optional<std::string> {
+        auto c = keys_.check(key);
+        if (!c) return std::nullopt;
+        return c->team;
+      }) {}
 
 asio::awaitable<void> Api::reply(http::Exchange& ex, unsigned status, std::string_view body,
                                  std::string_view content_type, const http::Fields& extra) {
@@ -379,16 +461,39 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await reply(ex, 200, body, "text/plain; version=0.0.4; charset=utf-8");
     co_return;
   }
-  if (!keys_.check(ex.header("X-API-KEY"))) {
+  auto found = keys_.check(ex.header("X-API-KEY"));
+  if (!found) {
     co_await error_response(ex, 401, "invalid or missing API key (X-API-KEY)");
     co_return;
   }
+  const Caller caller = std::move(*found);
+  if (path == "/admin" || path.starts_with("/admin/")) {
+    if (!caller.admin) {
+      co_await error_response(ex, 403, "this API key is not an admin key");
+      co_return;
+    }
+    co_await admin_route(ex, path);
+    co_return;
+  }
+  if (path == "/api-keys" || path.starts_with("/api-keys/")) {
+    std::string rest = path.substr(9);
+    co_await keys_route(ex, caller.team, rest, caller);
+    co_return;
+  }
+  // Templates and pools are the host's, shared by every team: any key reads
+  // them, only an admin key changes them.
+  const bool operator_action = (path == "/templates/reload" && m == verb::post) ||
+                               (path.starts_with("/pools/") && m == verb::post);
+  if (operator_action && !caller.admin) {
+    co_await error_response(ex, 403, "only an admin key may reload templates or change pools");
+    co_return;
+  }
   if ((path == "/sandboxes" || path == "/v2/sandboxes") && m == verb::post) {
-    co_await create(ex);
+    co_await create(ex, caller);
     co_return;
   }
   if ((path == "/sandboxes" || path == "/v2/sandboxes") && m == verb::get) {
-    co_await list(ex, path == "/v2/sandboxes");
+    co_await list(ex, path == "/v2/sandboxes", caller);
     co_return;
   }
   if (path == "/templates" && m == verb::get) {
@@ -419,13 +524,13 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     size_t slash = rest.find('/');
     std::string id = rest.substr(0, slash);
     std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
-    co_await sandbox_route(ex, id, action);
+    co_await sandbox_route(ex, id, action, caller);
     co_return;
   }
   co_await not_implemented(ex);
 }
 
-asio::awaitable<void> Api::create(http::Exchange& ex) {
+asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
   auto body = co_await read_json(ex, cfg_.max_body_bytes);
   if (!body) {
     co_await error_response(ex, body.error());
@@ -453,6 +558,7 @@ asio::awaitable<void> Api::create(http::Exchange& ex) {
   p.timeout_s = *timeout;
   p.env_vars = *env;
   p.metadata = json(*meta);
+  p.team = caller.team;
   if (auto it = j.find("secure"); it != j.end() && it->is_boolean()) p.secure = it->get<bool>();
   if (auto s = check_create_options(j, ex.path() == "/sandboxes"); !s) {
     co_await error_response(ex, s.error());
@@ -466,9 +572,10 @@ asio::awaitable<void> Api::create(http::Exchange& ex) {
   co_await reply_json(ex, 201, sandbox_json(*v, cfg_).dump());
 }
 
-asio::awaitable<void> Api::list(http::Exchange& ex, bool v2) {
+asio::awaitable<void> Api::list(http::Exchange& ex, bool v2, const Caller& caller) {
   const auto& q = ex.query_params();
   core::ListFilter f;
+  f.team = caller.team;
   if (auto it = q.find("state"); it != q.end() && !it->second.empty()) {
     std::string_view st = it->second;
     while (!st.empty()) {
@@ -601,20 +708,24 @@ asio::awaitable<void> Api::pool_route(http::Exchange& ex, const std::string& tem
   co_await reply_json(ex, 200, pool_json(*v).dump());
 }
 
-asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action) {
+asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action,
+                                         const Caller& caller) {
   auto m = ex.method();
+  // Every call below is scoped to the caller's team: another team's sandbox
+  // is answered exactly as a missing one.
+  const core::TeamScope team = caller.team;
   if (!valid_sandbox_id(id)) {
     co_await error_response(ex, 404, "sandbox " + id + " not found");
     co_return;
   }
   if (action.empty() && m == verb::get) {
-    auto v = co_await mgr_.get(id);
+    auto v = co_await mgr_.get(id, team);
     if (!v) co_await error_response(ex, v.error());
     else co_await reply_json(ex, 200, detail_json(*v, cfg_).dump());
     co_return;
   }
   if (action.empty() && m == verb::delete_) {
-    auto s = co_await mgr_.kill(id);
+    auto s = co_await mgr_.kill(id, team);
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
     co_return;
@@ -635,8 +746,15 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
       co_await error_response(ex, 400, "timeout is required");
       co_return;
     }
-    auto s = action == "timeout" ? co_await mgr_.set_timeout(id, **t)
-                                 : co_await mgr_.refresh(id, t->value_or(cfg_.default_timeout_s));
+    // One co_await per statement: g++ 12 destroys the by-value arguments of
+    // a co_await inside a conditional expression twice.
+    const int seconds = action == "timeout" ? **t : t->value_or(cfg_.default_timeout_s);
+    Status s = ok();
+    if (action == "timeout") {
+      s = co_await mgr_.set_timeout(id, seconds, team);
+    } else {
+      s = co_await mgr_.refresh(id, seconds, team);
+    }
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
     co_return;
@@ -658,12 +776,12 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
       co_return;
     }
     if (action == "resume") {
-      auto v = co_await mgr_.resume(id, *t);
+      auto v = co_await mgr_.resume(id, *t, team);
       if (!v) co_await error_response(ex, v.error());
       else co_await reply_json(ex, 201, sandbox_json(*v, cfg_).dump());
       co_return;
     }
-    auto r = co_await mgr_.connect(id, *t);
+    auto r = co_await mgr_.connect(id, *t, team);
     if (!r) co_await error_response(ex, r.error());
     else co_await reply_json(ex, r->second ? 201 : 200, sandbox_json(r->first, cfg_).dump());
     co_return;
@@ -684,7 +802,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
         co_return;
       }
     }
-    auto s = co_await mgr_.pause(id);
+    auto s = co_await mgr_.pause(id, team);
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
     co_return;
@@ -707,7 +825,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
       range[i] = core::Clock::time_point(std::chrono::seconds(v) + (i == 1 ? std::chrono::milliseconds(999)
                                                                            : std::chrono::milliseconds(0)));
     }
-    auto r = co_await mgr_.metrics(id, range[0], range[1]);
+    auto r = co_await mgr_.metrics(id, range[0], range[1], team);
     if (!r) {
       co_await error_response(ex, r.error());
       co_return;
@@ -723,7 +841,7 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     co_return;
   }
   if (action == "logs" && m == verb::get) {
-    auto v = co_await mgr_.get(id);
+    auto v = co_await mgr_.get(id, team);
     if (!v) {
       co_await error_response(ex, v.error());
       co_return;
@@ -738,6 +856,165 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     }
     json out{{"logs", logs}, {"logEntries", entries}};
     co_await reply_json(ex, 200, out.dump());
+    co_return;
+  }
+  co_await not_implemented(ex);
+}
+
+// /admin/teams                    GET: every team; POST {"name"}: a new team
+// /admin/teams/{team}             GET: the team; DELETE: it and its keys (not
+//                                 while it has sandboxes, not the default team)
+// /admin/teams/{team}/keys[/{id}] as /api-keys, for that team (admin keys allowed)
+asio::awaitable<void> Api::admin_route(http::Exchange& ex, const std::string& path) {
+  auto m = ex.method();
+  const std::string prefix = "/admin/teams";
+  if (path == prefix && m == verb::get) {
+    auto teams = store_.list_teams();
+    if (!teams) {
+      co_await error_response(ex, teams.error());
+      co_return;
+    }
+    json out = json::array();
+    for (const auto& t : *teams) out.push_back(team_json(t));
+    co_await reply_json(ex, 200, out.dump());
+    co_return;
+  }
+  if (path == prefix && m == verb::post) {
+    auto body = co_await read_json(ex, cfg_.max_body_bytes);
+    if (!body) {
+      co_await error_response(ex, body.error());
+      co_return;
+    }
+    auto it = body->find("name");
+    if (it == body->end() || !it->is_string()) {
+      co_await error_response(ex, 400, "name must be a string");
+      co_return;
+    }
+    auto t = store_.add_team(it->get<std::string>());
+    if (!t) co_await error_response(ex, t.error());
+    else co_await reply_json(ex, 201, team_json(*t).dump());
+    co_return;
+  }
+  if (!path.starts_with(prefix + "/")) {
+    co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " + path);
+    co_return;
+  }
+  std::string rest = path.substr(prefix.size() + 1);
+  std::string team = rest.substr(0, rest.find('/'));
+  std::string tail = rest.size() > team.size() ? rest.substr(team.size()) : "";
+  auto found = store_.get_team(team);
+  if (!found) {
+    co_await error_response(ex, found.error());
+    co_return;
+  }
+  if (tail.empty() && m == verb::get) {
+    co_await reply_json(ex, 200, team_json(*found).dump());
+    co_return;
+  }
+  if (tail.empty() && m == verb::delete_) {
+    for (const auto& k : cfg_.api_keys) {
+      if (k.team == team) {
+        co_await error_response(ex, 409, "team " + team + " has keys in COPPICE_API_KEYS; remove them there first");
+        co_return;
+      }
+    }
+    auto d = store_.delete_team(team);
+    keys_.forget();
+    if (!d) co_await error_response(ex, d.error());
+    else co_await reply(ex, 204, "", "");
+    co_return;
+  }
+  if (tail == "/keys" || tail.starts_with("/keys/")) {
+    Caller admin{team, true};
+    std::string keys_rest = tail.substr(5);
+    co_await keys_route(ex, team, keys_rest, admin);
+    co_return;
+  }
+  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " + path);
+}
+
+// GET: the team's keys; POST {"name", "admin"?}: a new key, shown once;
+// DELETE /{id}: removes one. Only an admin caller may make or remove an
+// admin key.
+asio::awaitable<void> Api::keys_route(http::Exchange& ex, const std::string& team, const std::string& rest,
+                                      const Caller& caller) {
+  auto m = ex.method();
+  if (rest.empty() && m == verb::get) {
+    auto keys = store_.list_api_keys(team);
+    if (!keys) {
+      co_await error_response(ex, keys.error());
+      co_return;
+    }
+    json out = json::array();
+    for (const auto& k : *keys) out.push_back(key_json(k));
+    co_await reply_json(ex, 200, out.dump());
+    co_return;
+  }
+  if (rest.empty() && m == verb::post) {
+    auto body = co_await read_json(ex, cfg_.max_body_bytes);
+    if (!body) {
+      co_await error_response(ex, body.error());
+      co_return;
+    }
+    auto name = body->find("name");
+    if (name == body->end() || !name->is_string() || name->get<std::string>().empty() ||
+        name->get<std::string>().size() > 128) {
+      co_await error_response(ex, 400, "name must be a string of 1 to 128 bytes");
+      co_return;
+    }
+    bool admin = false;
+    if (auto a = body->find("admin"); a != body->end() && !a->is_null()) {
+      if (!a->is_boolean()) {
+        co_await error_response(ex, 400, "admin must be a boolean");
+        co_return;
+      }
+      admin = a->get<bool>();
+    }
+    if (admin && !caller.admin) {
+      co_await error_response(ex, 403, "only an admin key may make an admin key");
+      co_return;
+    }
+    auto key = store::generate_api_key();
+    if (!key) {
+      co_await error_response(ex, key.error());
+      co_return;
+    }
+    auto rec = store_.add_api_key(name->get<std::string>(), store::sha256_hex(*key), team, admin);
+    if (!rec) {
+      co_await error_response(ex, rec.error());
+      co_return;
+    }
+    json out = key_json(*rec);
+    out["key"] = *key;
+    co_await reply_json(ex, 201, out.dump());
+    co_return;
+  }
+  if (rest.starts_with("/") && rest.find('/', 1) == std::string::npos && m == verb::delete_) {
+    std::string id_text = rest.substr(1);
+    auto id = key_id(id_text);
+    std::optional<store::ApiKeyRecord> target;
+    if (id) {
+      auto keys = store_.list_api_keys(team);
+      if (!keys) {
+        co_await error_response(ex, keys.error());
+        co_return;
+      }
+      for (auto& k : *keys)
+        if (k.id == *id) target = std::move(k);
+    }
+    if (!target) {
+      co_await error_response(ex, 404, "API key " + id_text + " not found");
+      co_return;
+    }
+    if (target->admin && !caller.admin) {
+      co_await error_response(ex, 403, "only an admin key may remove an admin key");
+      co_return;
+    }
+    auto d = store_.delete_api_key(*id, team);
+    keys_.forget();
+    if (!d && d.error().code() == ErrorCode::kNotFound) co_await error_response(ex, 404, "API key " + id_text + " not found");
+    else if (!d) co_await error_response(ex, d.error());
+    else co_await reply(ex, 204, "", "");
     co_return;
   }
   co_await not_implemented(ex);

@@ -3,9 +3,11 @@
 // place (error_response) with the {code, message} body the SDK reads.
 #pragma once
 
+#include <map>
 #include <mutex>
-#include <set>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "core/metrics.h"
@@ -26,21 +28,37 @@ unsigned http_status(ErrorCode c);
 // Storage rather than the 429 of other exhausted resources.
 unsigned http_status(const Error& e);
 
+// Who a valid API key speaks for.
+struct Caller {
+  std::string team;    // every sandbox it sees and makes is this team's
+  bool admin = false;  // may use the /admin API, reload templates, change pools
+};
+
+// COPPICE_API_KEYS: comma-separated entries, each `team:key` (a key of that
+// team) or a bare `key` (the operator's: the default team, admin).
+// kInvalidArgument naming a bad team name or an empty key.
+Result<std::vector<core::GatewayConfig::ApiKey>> parse_api_keys(std::string_view text);
+
 // Checks X-API-KEY against the configured keys and the hashes in the store.
+// Any thread. Keys found in the store are remembered until forget() (called
+// when a key or team is deleted).
 class KeyChecker {
  public:
   KeyChecker(const core::GatewayConfig& cfg, store::Store& store) : cfg_(cfg), store_(store) {}
-  bool check(const std::string& key);
+  std::optional<Caller> check(const std::string& key);
+  void forget();
 
  private:
   const core::GatewayConfig& cfg_;
   store::Store& store_;
   std::mutex mu_;
-  std::set<std::string> known_hashes_;  // keys seen valid in the store
+  std::map<std::string, Caller> known_;  // key hash -> caller, for keys seen valid in the store
+  uint64_t generation_ = 0;              // bumped by forget(): a lookup racing it is not cached
 };
 
 // Makes sure at least one key is accepted: with none configured and none
-// stored, creates one, stores its hash and returns it (to be printed once).
+// stored, creates one (the default team's, admin), stores its hash and
+// returns it (to be printed once).
 Result<std::optional<std::string>> ensure_api_key(const core::GatewayConfig& cfg, store::Store& store);
 
 class Api {
@@ -55,9 +73,17 @@ class Api {
 
  private:
   asio::awaitable<void> control(http::Exchange& ex);
-  asio::awaitable<void> create(http::Exchange& ex);
-  asio::awaitable<void> list(http::Exchange& ex, bool v2);
-  asio::awaitable<void> sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action);
+  asio::awaitable<void> create(http::Exchange& ex, const Caller& caller);
+  asio::awaitable<void> list(http::Exchange& ex, bool v2, const Caller& caller);
+  asio::awaitable<void> sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action,
+                                      const Caller& caller);
+  // /admin/teams[/{team}[/keys[/{id}]]] (admin keys only).
+  asio::awaitable<void> admin_route(http::Exchange& ex, const std::string& path);
+  // The keys of `team`: GET lists, POST makes one, DELETE {id} removes one.
+  // `rest` is what follows the collection's path ("" or "/{id}"); `caller`
+  // decides whether admin keys may be made or removed.
+  asio::awaitable<void> keys_route(http::Exchange& ex, const std::string& team, const std::string& rest,
+                                   const Caller& caller);
   // GET /templates and POST /templates/reload.
   asio::awaitable<void> list_templates(http::Exchange& ex);
   asio::awaitable<void> reload_templates(http::Exchange& ex);

@@ -14,13 +14,18 @@ namespace {
 using json = nlohmann::json;
 using http::bhttp::verb;
 
-const std::string kKey = "e2b_" + std::string(40, 'a');
+const std::string kKey = "e2b_" + std::string(40, 'a');    // bare: the default team, admin
+const std::string kKeyA = "e2b_" + std::string(40, '1');   // team-a
+const std::string kKeyB = "e2b_" + std::string(40, '2');   // team-b
 
 class ApiTest : public core::testing::ManagerFixture {
  protected:
   void SetUp() override {
     ManagerFixture::SetUp();
-    cfg_.api_keys = {kKey};
+    auto keys = parse_api_keys(kKey + ",team-a:" + kKeyA + ",team-b:" + kKeyB);
+    ASSERT_TRUE(keys) << keys.error().to_string();
+    cfg_.api_keys = *keys;
+    for (const auto& k : cfg_.api_keys) ASSERT_TRUE(store_->ensure_team(k.team));
     make_manager();
     ASSERT_TRUE(run(mgr_->recover()));
     ASSERT_TRUE(run(mgr_->start()));
@@ -43,7 +48,12 @@ class ApiTest : public core::testing::ManagerFixture {
   };
   Answer call(verb m, const std::string& target, const std::string& body = "", http::Fields headers = {},
               bool with_key = true) {
-    if (with_key) headers.emplace_back("X-API-KEY", kKey);
+    return call_as(with_key ? kKey : "", m, target, body, std::move(headers));
+  }
+  // With `key` as X-API-KEY ("": none).
+  Answer call_as(const std::string& key, verb m, const std::string& target, const std::string& body = "",
+                 http::Fields headers = {}) {
+    if (!key.empty()) headers.emplace_back("X-API-KEY", key);
     if (!body.empty()) headers.emplace_back("Content-Type", "application/json");
     auto r = run(http::fetch(ep_, m, target, headers, body, std::chrono::seconds(10)));
     EXPECT_TRUE(r) << r.error().to_string();
@@ -286,6 +296,212 @@ TEST_F(ApiTest, SignedFileUrlsFindTheirSandboxWithoutAnId) {
   ASSERT_EQ(call(verb::post, "/sandboxes/" + id_b + "/pause", "{}").status, 204u);
   EXPECT_EQ(call(verb::get, "/files?path=" + url_encode("/home/user/x.txt") + "&username=user&signature=" + url_encode(sig),
                  "", {}, false).status, 401u);
+}
+
+}  // namespace
+}  // namespace coppice::api
+
+namespace coppice::api {
+namespace {
+
+TEST(ApiKeysEnv, BareKeysAreTheOperatorsAndTeamKeysAreTheirTeams) {
+  auto k = parse_api_keys("k1,team-a:k2,,default:k3");
+  ASSERT_TRUE(k) << k.error().to_string();
+  ASSERT_EQ(k->size(), 3u);
+  EXPECT_EQ((*k)[0].key, "k1");
+  EXPECT_EQ((*k)[0].team, "default");
+  EXPECT_TRUE((*k)[0].admin);
+  EXPECT_EQ((*k)[1].key, "k2");
+  EXPECT_EQ((*k)[1].team, "team-a");
+  EXPECT_FALSE((*k)[1].admin);
+  EXPECT_EQ((*k)[2].team, "default");
+  EXPECT_FALSE((*k)[2].admin) << "a key that names the default team is not admin";
+  for (const char* bad : {"Team:k", "team-a:", ":k", "a b:k"}) {
+    auto r = parse_api_keys(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.error().message().find("COPPICE_API_KEYS entry 1"), std::string::npos) << r.error().message();
+  }
+}
+
+// Team B's key on team A's sandbox: every control-plane route answers as for
+// a sandbox that does not exist, and nothing happens to it.
+TEST_F(ApiTest, AnotherTeamsSandboxIsMissingOnEveryRoute) {
+  auto made = call_as(kKeyA, verb::post, "/v2/sandboxes", "{}");
+  ASSERT_EQ(made.status, 201u) << made.raw;
+  const std::string id = made.body["sandboxID"], token = made.body["envdAccessToken"];
+  const std::string ghost = "zzzzzzzzzzzzzzzzzzzz";  // exists nowhere
+  struct Route {
+    verb m;
+    std::string path;  // "{id}" is replaced
+    std::string body;
+  };
+  const std::vector<Route> routes = {
+      {verb::get, "/sandboxes/{id}", ""},
+      {verb::get, "/v2/sandboxes/{id}", ""},
+      {verb::post, "/sandboxes/{id}/timeout", R"({"timeout":60})"},
+      {verb::post, "/sandboxes/{id}/refreshes", R"({"duration":60})"},
+      {verb::post, "/sandboxes/{id}/connect", R"({"timeout":60})"},
+      {verb::post, "/v2/sandboxes/{id}/connect", "{}"},
+      {verb::post, "/sandboxes/{id}/pause", "{}"},
+      {verb::post, "/sandboxes/{id}/resume", "{}"},
+      {verb::get, "/sandboxes/{id}/metrics", ""},
+      {verb::get, "/sandboxes/{id}/logs", ""},
+      {verb::get, "/v2/sandboxes/{id}/logs", ""},
+      {verb::delete_, "/sandboxes/{id}", ""},
+  };
+  auto with = [](std::string p, const std::string& v) { return p.replace(p.find("{id}"), 4, v); };
+  for (const auto& r : routes) {
+    auto theirs = call_as(kKeyB, r.m, with(r.path, id), r.body);
+    auto none = call_as(kKeyB, r.m, with(r.path, ghost), r.body);
+    EXPECT_EQ(theirs.status, 404u) << r.path << " " << theirs.raw;
+    EXPECT_EQ(none.status, 404u) << r.path << " " << none.raw;
+    // The same body, but for the id itself.
+    std::string as_missing = none.raw;
+    for (size_t at; (at = as_missing.find(ghost)) != std::string::npos;) as_missing.replace(at, ghost.size(), id);
+    EXPECT_EQ(theirs.raw, as_missing) << r.path;
+    EXPECT_EQ(theirs.raw.find(token), std::string::npos) << "the token never reaches another team";
+  }
+  // Lists: team B sees none of A's; A sees its own.
+  for (const char* l : {"/v2/sandboxes", "/sandboxes", "/v2/sandboxes?state=running,paused"}) {
+    auto b = call_as(kKeyB, verb::get, l);
+    ASSERT_EQ(b.status, 200u) << b.raw;
+    EXPECT_TRUE(b.body.empty()) << l << " " << b.raw;
+    auto a = call_as(kKeyA, verb::get, l);
+    ASSERT_EQ(a.body.size(), 1u) << l << " " << a.raw;
+    EXPECT_EQ(a.body[0]["sandboxID"], id);
+  }
+  EXPECT_TRUE(call(verb::get, "/v2/sandboxes").body.empty()) << "the admin key is of the default team";
+  // Nothing happened to it; team A does all of it.
+  auto got = call_as(kKeyA, verb::get, "/sandboxes/" + id);
+  ASSERT_EQ(got.status, 200u);
+  EXPECT_EQ(got.body["state"], "running");
+  EXPECT_EQ(got.body["envdAccessToken"], token);
+  EXPECT_EQ(call_as(kKeyA, verb::post, "/sandboxes/" + id + "/timeout", R"({"timeout":60})").status, 204u);
+  EXPECT_EQ(call_as(kKeyA, verb::post, "/sandboxes/" + id + "/refreshes", "{}").status, 204u);
+  EXPECT_EQ(call_as(kKeyA, verb::get, "/sandboxes/" + id + "/metrics").status, 200u);
+  EXPECT_EQ(call_as(kKeyA, verb::get, "/sandboxes/" + id + "/logs").status, 200u);
+  EXPECT_EQ(call_as(kKeyA, verb::post, "/sandboxes/" + id + "/pause", "{}").status, 204u);
+  // Paused: B still cannot resume or connect it.
+  EXPECT_EQ(call_as(kKeyB, verb::post, "/sandboxes/" + id + "/resume", "{}").status, 404u);
+  EXPECT_EQ(call_as(kKeyB, verb::post, "/sandboxes/" + id + "/connect", "{}").status, 404u);
+  EXPECT_EQ(call_as(kKeyA, verb::post, "/sandboxes/" + id + "/connect", "{}").status, 201u);
+  // The data plane: B's key is answered as for a missing sandbox, a bad key
+  // is 401, A's key or none reach envd (which checks the access token).
+  auto proxied = [&](const std::string& key, const std::string& sbx) {
+    return call_as(key, verb::get, "/hello", "", {{"E2b-Sandbox-Id", sbx}});
+  };
+  auto pb = proxied(kKeyB, id);
+  auto pg = proxied(kKeyB, ghost);
+  EXPECT_EQ(pb.status, 502u);
+  EXPECT_EQ(pb.body["message"], pg.body["message"]);
+  EXPECT_EQ(pb.body["code"], pg.body["code"]);
+  EXPECT_EQ(proxied("e2b_" + std::string(40, '9'), id).status, 401u);
+  EXPECT_EQ(proxied(kKeyA, id).status, 200u);
+  EXPECT_EQ(proxied("", id).status, 200u);
+  auto host = call_as(kKeyB, verb::get, "/x", "", {{"Host", "49983-" + id + ".example.test"}});
+  EXPECT_EQ(host.status, 502u);
+  EXPECT_EQ(call_as(kKeyA, verb::delete_, "/sandboxes/" + id).status, 204u);
+}
+
+TEST_F(ApiTest, AdminEndpointsAreForAdminKeysAndRefuseBadInput) {
+  // Not admin: 403 on every admin route and the operator's actions; no key: 401.
+  for (auto [m, t] : {std::pair{verb::get, "/admin/teams"}, std::pair{verb::post, "/admin/teams"},
+                      std::pair{verb::get, "/admin/teams/team-a"}, std::pair{verb::delete_, "/admin/teams/team-b"},
+                      std::pair{verb::get, "/admin/teams/team-a/keys"}, std::pair{verb::post, "/admin/teams/team-a/keys"},
+                      std::pair{verb::delete_, "/admin/teams/team-a/keys/1"}, std::pair{verb::post, "/templates/reload"},
+                      std::pair{verb::post, "/pools/base/warm"}, std::pair{verb::post, "/pools/base/drain"}}) {
+    auto a = call_as(kKeyA, m, t, "{}");
+    EXPECT_EQ(a.status, 403u) << t << " " << a.raw;
+    EXPECT_EQ(a.body["code"], 403);
+    EXPECT_FALSE(a.body.value("message", "").empty());
+    EXPECT_EQ(call_as("", m, t, "{}").status, 401u) << t;
+  }
+  EXPECT_EQ(call_as(kKeyA, verb::get, "/templates").status, 200u) << "templates are shared: any key reads them";
+  EXPECT_EQ(call_as(kKeyA, verb::get, "/pools").status, 200u);
+
+  // Teams.
+  auto made = call(verb::post, "/admin/teams", R"({"name":"team-c"})");
+  ASSERT_EQ(made.status, 201u) << made.raw;
+  EXPECT_EQ(made.body["name"], "team-c");
+  EXPECT_EQ(call(verb::post, "/admin/teams", R"({"name":"team-c"})").status, 409u);
+  for (const char* bad : {R"({"name":"Team C"})", R"({"name":""})", R"({"name":7})", "{}", "[1]", "not json"}) {
+    auto a = call(verb::post, "/admin/teams", bad);
+    EXPECT_EQ(a.status, 400u) << bad << " " << a.raw;
+    EXPECT_FALSE(a.body.value("message", "").empty()) << bad;
+  }
+  auto teams = call(verb::get, "/admin/teams");
+  ASSERT_EQ(teams.status, 200u);
+  std::vector<std::string> names;
+  for (const auto& t : teams.body) names.push_back(t["name"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"default", "team-a", "team-b", "team-c"}));
+  EXPECT_EQ(call(verb::get, "/admin/teams/team-c").status, 200u);
+  EXPECT_EQ(call(verb::get, "/admin/teams/nobody").status, 404u);
+  EXPECT_EQ(call(verb::get, "/admin/teams/nobody/keys").status, 404u);
+  EXPECT_EQ(call(verb::get, "/admin/nothing").status, 404u);
+
+  // A key for the new team, shown once; it acts for that team only.
+  auto key = call(verb::post, "/admin/teams/team-c/keys", R"({"name":"ci"})");
+  ASSERT_EQ(key.status, 201u) << key.raw;
+  const std::string kc = key.body["key"], kc_id = key.body["id"];
+  EXPECT_EQ(key.body["team"], "team-c");
+  EXPECT_EQ(key.body["admin"], false);
+  for (const char* bad : {R"({"name":""})", R"({})", R"({"name":"x","admin":"yes"})"})
+    EXPECT_EQ(call(verb::post, "/admin/teams/team-c/keys", bad).status, 400u) << bad;
+  auto listed = call(verb::get, "/admin/teams/team-c/keys");
+  ASSERT_EQ(listed.body.size(), 1u);
+  EXPECT_FALSE(listed.body[0].contains("key"));
+  EXPECT_EQ(listed.raw.find(kc.substr(4)), std::string::npos) << "the key is never listed";
+  auto sbx = call_as(kc, verb::post, "/v2/sandboxes", "{}");
+  ASSERT_EQ(sbx.status, 201u) << sbx.raw;
+  const std::string id = sbx.body["sandboxID"];
+  EXPECT_EQ(call_as(kKeyA, verb::get, "/sandboxes/" + id).status, 404u);
+  EXPECT_EQ(call_as(kc, verb::get, "/v2/sandboxes").body.size(), 1u);
+  EXPECT_EQ(call_as(kc, verb::get, "/admin/teams").status, 403u);
+
+  // A team with sandboxes stays; the default team and COPPICE_API_KEYS' teams stay.
+  EXPECT_EQ(call(verb::delete_, "/admin/teams/team-c").status, 409u);
+  EXPECT_EQ(call(verb::delete_, "/admin/teams/default").status, 409u);
+  EXPECT_EQ(call(verb::delete_, "/admin/teams/team-a").status, 409u);
+  EXPECT_EQ(call(verb::delete_, "/admin/teams/nobody").status, 404u);
+  ASSERT_EQ(call_as(kc, verb::delete_, "/sandboxes/" + id).status, 204u);
+
+  // A removed key stops working at once (it was remembered as valid).
+  EXPECT_EQ(call(verb::delete_, "/admin/teams/team-a/keys/" + kc_id).status, 404u) << "another team's key id";
+  EXPECT_EQ(call(verb::delete_, "/admin/teams/team-c/keys/x1").status, 404u);
+  EXPECT_EQ(call(verb::delete_, "/admin/teams/team-c/keys/" + kc_id).status, 204u);
+  EXPECT_EQ(call_as(kc, verb::get, "/v2/sandboxes").status, 401u);
+  auto k2 = call(verb::post, "/admin/teams/team-c/keys", R"({"name":"ops","admin":true})");
+  ASSERT_EQ(k2.status, 201u);
+  EXPECT_EQ(call_as(k2.body["key"].get<std::string>(), verb::get, "/admin/teams").status, 200u) << "an admin key of any team is admin";
+  EXPECT_EQ(call(verb::delete_, "/admin/teams/team-c").status, 204u);
+  EXPECT_EQ(call_as(k2.body["key"].get<std::string>(), verb::get, "/v2/sandboxes").status, 401u) << "its keys went with it";
+  EXPECT_EQ(call(verb::get, "/admin/teams/team-c").status, 404u);
+}
+
+TEST_F(ApiTest, ATeamManagesItsOwnKeysThroughApiKeys) {
+  auto made = call_as(kKeyA, verb::post, "/api-keys", R"({"name":"mine"})");
+  ASSERT_EQ(made.status, 201u) << made.raw;
+  const std::string mine = made.body["key"], mine_id = made.body["id"];
+  EXPECT_EQ(made.body["team"], "team-a");
+  EXPECT_EQ(call_as(kKeyA, verb::post, "/api-keys", R"({"name":"root","admin":true})").status, 403u);
+  EXPECT_EQ(call_as(kKeyA, verb::post, "/api-keys", R"({"name":5})").status, 400u);
+  // The new key acts for team a.
+  auto sbx = call_as(mine, verb::post, "/v2/sandboxes", "{}");
+  ASSERT_EQ(sbx.status, 201u);
+  EXPECT_EQ(call_as(kKeyA, verb::get, "/sandboxes/" + sbx.body["sandboxID"].get<std::string>()).status, 200u);
+  // Each team lists only its own stored keys.
+  EXPECT_EQ(call_as(kKeyA, verb::get, "/api-keys").body.size(), 1u);
+  EXPECT_TRUE(call_as(kKeyB, verb::get, "/api-keys").body.empty());
+  EXPECT_EQ(call_as(kKeyB, verb::delete_, "/api-keys/" + mine_id).status, 404u);
+  EXPECT_EQ(call_as(kKeyB, verb::delete_, "/api-keys/not-a-number").status, 404u);
+  EXPECT_EQ(call_as(mine, verb::get, "/v2/sandboxes").status, 200u);
+  EXPECT_EQ(call_as(kKeyA, verb::delete_, "/api-keys/" + mine_id).status, 204u);
+  EXPECT_EQ(call_as(mine, verb::get, "/v2/sandboxes").status, 401u);
+  // A team member cannot remove its team's admin key.
+  auto root = call(verb::post, "/admin/teams/team-a/keys", R"({"name":"root","admin":true})");
+  ASSERT_EQ(root.status, 201u);
+  EXPECT_EQ(call_as(kKeyA, verb::delete_, "/api-keys/" + root.body["id"].get<std::string>()).status, 403u);
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 //   coppice template reload [--json]      coppice sandbox create [--template T] [--timeout S]
 //   coppice template build RECIPE         coppice sandbox kill ID...
 //   coppice pool list [--json]            coppice pool warm TEMPLATE COUNT [--wait]
-//   coppice pool drain TEMPLATE
+//   coppice pool drain TEMPLATE           coppice team list|create NAME|delete NAME
+//   coppice key list|create NAME|delete ID [--team T]
 #include <cstdlib>
 
 #include "cli/cli.h"
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   add_template_commands(app, g);
   add_sandbox_commands(app, g);
   add_pool_commands(app, g);
+  add_team_commands(app, g);
   CLI11_PARSE(app, argc, argv);
   if (!g.run) return fail("no command given (see --help)");
   return g.run();

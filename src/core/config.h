@@ -37,8 +37,14 @@ struct GatewayConfig {
   // Threads running the HTTP server and proxy; threads doing backend work.
   int io_threads = 2;
   int worker_threads = 4;
-  // API keys accepted besides those in the store (COPPICE_API_KEYS).
-  std::vector<std::string> api_keys;
+  // API keys accepted besides those in the store (COPPICE_API_KEYS, parsed by
+  // api::parse_api_keys). Default: none.
+  struct ApiKey {
+    std::string key;
+    std::string team;    // the team it acts for
+    bool admin = false;  // may use the /admin API
+  };
+  std::vector<ApiKey> api_keys;
   // Per-sandbox defaults when the template sets none.
   int default_cpu_count = 1;
   int default_memory_mb = 512;

@@ -88,44 +88,47 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
   auto op = do_create(std::move(p));
   co_return co_await on_owner(std::move(op));
 }
-asio::awaitable<Result<SandboxView>> SandboxManager::get(std::string id) {
-  auto op = do_get(std::move(id));
+asio::awaitable<Result<SandboxView>> SandboxManager::get(std::string id, TeamScope team) {
+  auto op = do_get(std::move(id), std::move(team));
   co_return co_await on_owner(std::move(op));
 }
 asio::awaitable<std::vector<SandboxView>> SandboxManager::list(ListFilter f) {
   auto op = do_list(std::move(f));
   co_return co_await on_owner(std::move(op));
 }
-asio::awaitable<Status> SandboxManager::kill(std::string id) {
+asio::awaitable<Status> SandboxManager::kill(std::string id, TeamScope team) {
   std::string reason = "kill";
-  auto op = do_kill(std::move(id), std::move(reason));
+  auto op = do_kill(std::move(id), std::move(reason), std::move(team));
   co_return co_await on_owner(std::move(op));
 }
-asio::awaitable<Status> SandboxManager::set_timeout(std::string id, int timeout_s) {
-  auto op = do_set_timeout(std::move(id), timeout_s, false);
+asio::awaitable<Status> SandboxManager::set_timeout(std::string id, int timeout_s, TeamScope team) {
+  auto op = do_set_timeout(std::move(id), timeout_s, false, std::move(team));
   co_return co_await on_owner(std::move(op));
 }
-asio::awaitable<Status> SandboxManager::refresh(std::string id, int duration_s) {
-  auto op = do_set_timeout(std::move(id), duration_s, true);
+asio::awaitable<Status> SandboxManager::refresh(std::string id, int duration_s, TeamScope team) {
+  auto op = do_set_timeout(std::move(id), duration_s, true, std::move(team));
   co_return co_await on_owner(std::move(op));
 }
 asio::awaitable<Result<std::pair<SandboxView, bool>>> SandboxManager::connect(std::string id,
-                                                                               std::optional<int> timeout_s) {
-  auto op = do_connect(std::move(id), timeout_s);
+                                                                               std::optional<int> timeout_s,
+                                                                               TeamScope team) {
+  auto op = do_connect(std::move(id), timeout_s, std::move(team));
   co_return co_await on_owner(std::move(op));
 }
-asio::awaitable<Status> SandboxManager::pause(std::string id) {
-  auto op = do_pause(std::move(id));
+asio::awaitable<Status> SandboxManager::pause(std::string id, TeamScope team) {
+  auto op = do_pause(std::move(id), std::move(team));
   co_return co_await on_owner(std::move(op));
 }
-asio::awaitable<Result<SandboxView>> SandboxManager::resume(std::string id, std::optional<int> timeout_s) {
-  auto op = do_resume(std::move(id), timeout_s);
+asio::awaitable<Result<SandboxView>> SandboxManager::resume(std::string id, std::optional<int> timeout_s,
+                                                             TeamScope team) {
+  auto op = do_resume(std::move(id), timeout_s, std::move(team));
   co_return co_await on_owner(std::move(op));
 }
 asio::awaitable<Result<std::vector<MetricSample>>> SandboxManager::metrics(std::string id,
                                                                             std::optional<Clock::time_point> start,
-                                                                            std::optional<Clock::time_point> end) {
-  auto op = do_metrics(std::move(id), start, end);
+                                                                            std::optional<Clock::time_point> end,
+                                                                            TeamScope team) {
+  auto op = do_metrics(std::move(id), start, end, std::move(team));
   co_return co_await on_owner(std::move(op));
 }
 asio::awaitable<Result<PoolView>> SandboxManager::warm_pool(std::string template_id, int count) {
@@ -160,9 +163,10 @@ std::vector<store::EventRecord> SandboxManager::events(const std::string& id, si
 
 // --- the owner's helpers ---
 
-Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::find(const std::string& id) const {
+Result<std::shared_ptr<SandboxManager::Live>> SandboxManager::find(const std::string& id,
+                                                                    const TeamScope& team) const {
   auto it = live_.find(id);
-  if (it == live_.end() || !visible(it->second->state))
+  if (it == live_.end() || !visible(it->second->state) || (team && it->second->team != *team))
     return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
   return it->second;
 }
@@ -179,7 +183,7 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
   count(to, +1);
   l.state = to;
   if (visible(to)) {
-    routes_.publish(Route{l.id, to, l.handle, "", l.token});
+    routes_.publish(Route{l.id, to, l.handle, l.team, l.token});
   } else {
     routes_.remove(l.id);
   }
@@ -189,7 +193,7 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
 SandboxView SandboxManager::view(const Live& l) const {
   return SandboxView{l.id,       l.template_id, "",          l.state,      l.token,
                      l.metadata, l.cpu_count,   l.memory_mb, l.disk_mb,    l.started_at,
-                     l.end_at,   std::string(kEnvdVersion)};
+                     l.end_at,   std::string(kEnvdVersion), l.team};
 }
 
 store::SandboxRecord SandboxManager::record(const Live& l) const {
@@ -210,6 +214,7 @@ store::SandboxRecord SandboxManager::record(const Live& l) const {
   r.state_dir = l.state_dir;
   r.envd_version = std::string(kEnvdVersion);
   r.template_tree = l.tree;
+  r.team = l.team;
   return r;
 }
 
@@ -257,6 +262,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
                                                               bool pool_hit, std::chrono::steady_clock::time_point t0) {
   l->metadata = p.metadata;
   l->env_vars = json(p.env_vars);
+  l->team = p.team;  // before the Running transition publishes its route
   auto t1 = std::chrono::steady_clock::now();
   // Every sandbox got its token, its environment and defaults from the start
   // (a pooled one the template's environment: nobody could see it since), so
@@ -369,8 +375,8 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create(CreateParams p) {
 
 // --- read ---
 
-asio::awaitable<Result<SandboxView>> SandboxManager::do_get(std::string id) {
-  auto l = find(id);
+asio::awaitable<Result<SandboxView>> SandboxManager::do_get(std::string id, TeamScope team) {
+  auto l = find(id, team);
   if (!l) co_return std::unexpected(l.error());
   co_return view(**l);
 }
@@ -379,6 +385,7 @@ asio::awaitable<std::vector<SandboxView>> SandboxManager::do_list(ListFilter f) 
   std::vector<SandboxView> out;
   for (const auto& [id, l] : live_) {
     if (!visible(l->state)) continue;
+    if (f.team && l->team != *f.team) continue;
     if (!f.states.empty()) {
       bool match = false;
       for (auto s : f.states) match |= state_name(s) == state_name(l->state);
@@ -403,8 +410,8 @@ asio::awaitable<std::vector<SandboxView>> SandboxManager::do_list(ListFilter f) 
 
 // --- kill and timeouts ---
 
-asio::awaitable<Status> SandboxManager::do_kill(std::string id, std::string reason) {
-  auto found = find(id);
+asio::awaitable<Status> SandboxManager::do_kill(std::string id, std::string reason, TeamScope team) {
+  auto found = find(id, team);
   if (!found) co_return std::unexpected(found.error());
   auto l = *found;
   const SandboxState before = l->state;
@@ -439,8 +446,9 @@ asio::awaitable<Status> SandboxManager::do_kill(std::string id, std::string reas
   co_return ok();
 }
 
-asio::awaitable<Status> SandboxManager::do_set_timeout(std::string id, int timeout_s, bool only_extend) {
-  auto found = find(id);
+asio::awaitable<Status> SandboxManager::do_set_timeout(std::string id, int timeout_s, bool only_extend,
+                                                       TeamScope team) {
+  auto found = find(id, team);
   if (!found) co_return std::unexpected(found.error());
   Live& l = **found;
   auto want = Clock::now() + std::chrono::seconds(timeout_s);
@@ -454,20 +462,21 @@ asio::awaitable<Status> SandboxManager::do_set_timeout(std::string id, int timeo
 // --- connect, pause, resume ---
 
 asio::awaitable<Result<std::pair<SandboxView, bool>>> SandboxManager::do_connect(std::string id,
-                                                                                  std::optional<int> timeout_s) {
-  auto found = find(id);
+                                                                                  std::optional<int> timeout_s,
+                                                                                  TeamScope team) {
+  auto found = find(id, team);
   if (!found) co_return std::unexpected(found.error());
   if ((*found)->state == SandboxState::kPaused) {
-    auto v = co_await do_resume(id, timeout_s);
+    auto v = co_await do_resume(id, timeout_s, team);
     if (!v) co_return std::unexpected(v.error());
     co_return std::make_pair(*v, true);
   }
-  if (timeout_s) (void)co_await do_set_timeout(id, *timeout_s, true);
+  if (timeout_s) (void)co_await do_set_timeout(id, *timeout_s, true, team);
   co_return std::make_pair(view(**found), false);
 }
 
-asio::awaitable<Status> SandboxManager::do_pause(std::string id) {
-  auto found = find(id);
+asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team) {
+  auto found = find(id, team);
   if (!found) co_return std::unexpected(found.error());
   auto l = *found;
   COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));
@@ -489,8 +498,9 @@ asio::awaitable<Status> SandboxManager::do_pause(std::string id) {
   co_return ok();
 }
 
-asio::awaitable<Result<SandboxView>> SandboxManager::do_resume(std::string id, std::optional<int> timeout_s) {
-  auto found = find(id);
+asio::awaitable<Result<SandboxView>> SandboxManager::do_resume(std::string id, std::optional<int> timeout_s,
+                                                               TeamScope team) {
+  auto found = find(id, team);
   if (!found) co_return std::unexpected(found.error());
   auto l = *found;
   COPPICE_CO_TRY(transition(*l, SandboxState::kResuming));
@@ -542,8 +552,9 @@ void SandboxManager::sample_into(Live& l, const sandbox::Usage& u, Clock::time_p
 
 asio::awaitable<Result<std::vector<MetricSample>>> SandboxManager::do_metrics(std::string id,
                                                                               std::optional<Clock::time_point> start,
-                                                                              std::optional<Clock::time_point> end) {
-  auto found = find(id);
+                                                                              std::optional<Clock::time_point> end,
+                                                                              TeamScope team) {
+  auto found = find(id, team);
   if (!found) co_return std::unexpected(found.error());
   auto l = *found;
   auto now = Clock::now();
@@ -557,7 +568,7 @@ asio::awaitable<Result<std::vector<MetricSample>>> SandboxManager::do_metrics(st
     auto job = [this, id] { return backend_.usage(id, true); };
     auto u = co_await run_on(workers_, std::move(job));
     if (!u) co_return std::unexpected(u.error());
-    if (auto again = find(id); again && *again == l) {
+    if (auto again = find(id, std::nullopt); again && *again == l) {
       auto at = Clock::now();
       if (!l->samples.empty() && at - l->samples.back().at < std::chrono::seconds(1)) l->samples.pop_back();
       sample_into(*l, *u, at);

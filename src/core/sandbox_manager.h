@@ -66,8 +66,15 @@ using Clock = std::chrono::system_clock;
 using templates::Template;
 using templates::TemplateRegistry;
 
+// Which team's sandboxes an operation may see: a team name, or nullopt for
+// every team (the gateway's own calls and tests; the API always names one).
+// A sandbox of another team is reported exactly as a missing one (kNotFound,
+// the same message), so a team cannot learn that another's id exists.
+using TeamScope = std::optional<std::string>;
+
 struct CreateParams {
   std::string template_id = "base";
+  std::string team = std::string(store::kDefaultTeam);  // the team that will own it
   std::optional<int> timeout_s;
   json metadata = json::object();                 // string -> string
   std::map<std::string, std::string> env_vars;
@@ -88,6 +95,7 @@ struct SandboxView {
   Clock::time_point started_at;
   Clock::time_point end_at;
   std::string envd_version;
+  std::string team;
 };
 
 struct MetricSample {
@@ -114,6 +122,7 @@ struct ListFilter {
   std::string template_id;                        // "" or the template's id
   std::optional<Clock::time_point> started_after;   // inclusive
   std::optional<Clock::time_point> started_before;  // inclusive
+  TeamScope team;                                 // only this team's sandboxes
 };
 
 // Threads and pools the manager runs its work on (see the header comment).
@@ -131,23 +140,28 @@ class SandboxManager {
 
   // --- control plane (each runs on the owner strand) ---
   asio::awaitable<Result<SandboxView>> create(CreateParams p);
-  asio::awaitable<Result<SandboxView>> get(std::string id);
+  // Each operation on one sandbox takes the caller's TeamScope: a sandbox
+  // outside it is kNotFound, as a missing one.
+  asio::awaitable<Result<SandboxView>> get(std::string id, TeamScope team = std::nullopt);
   // Sorted oldest first (by start time, then id).
   asio::awaitable<std::vector<SandboxView>> list(ListFilter f);
-  asio::awaitable<Status> kill(std::string id);
+  asio::awaitable<Status> kill(std::string id, TeamScope team = std::nullopt);
   // Sets the end of life to now + timeout.
-  asio::awaitable<Status> set_timeout(std::string id, int timeout_s);
+  asio::awaitable<Status> set_timeout(std::string id, int timeout_s, TeamScope team = std::nullopt);
   // Moves the end of life to at least now + duration.
-  asio::awaitable<Status> refresh(std::string id, int duration_s);
+  asio::awaitable<Status> refresh(std::string id, int duration_s, TeamScope team = std::nullopt);
   // Running: extends the timeout, returns (view, false). Paused: resumes, returns (view, true).
-  asio::awaitable<Result<std::pair<SandboxView, bool>>> connect(std::string id, std::optional<int> timeout_s);
-  asio::awaitable<Status> pause(std::string id);
-  asio::awaitable<Result<SandboxView>> resume(std::string id, std::optional<int> timeout_s);
+  asio::awaitable<Result<std::pair<SandboxView, bool>>> connect(std::string id, std::optional<int> timeout_s,
+                                                                TeamScope team = std::nullopt);
+  asio::awaitable<Status> pause(std::string id, TeamScope team = std::nullopt);
+  asio::awaitable<Result<SandboxView>> resume(std::string id, std::optional<int> timeout_s,
+                                              TeamScope team = std::nullopt);
   // Samples kept for the sandbox (every GatewayConfig::metrics_interval_s, the
   // last kMetricsKept) between start and end (inclusive, either optional), and
   // a fresh one when the range reaches now and the newest is older than a second.
   asio::awaitable<Result<std::vector<MetricSample>>> metrics(std::string id, std::optional<Clock::time_point> start,
-                                                              std::optional<Clock::time_point> end);
+                                                              std::optional<Clock::time_point> end,
+                                                              TeamScope team = std::nullopt);
   static constexpr size_t kMetricsKept = 120;
   // Lifecycle events of a sandbox, from the store (any thread).
   std::vector<store::EventRecord> events(const std::string& id, size_t limit) const;
@@ -210,15 +224,16 @@ class SandboxManager {
 
   // --- on the owner ---
   asio::awaitable<Result<SandboxView>> do_create(CreateParams p);
-  asio::awaitable<Result<SandboxView>> do_get(std::string id);
+  asio::awaitable<Result<SandboxView>> do_get(std::string id, TeamScope team);
   asio::awaitable<std::vector<SandboxView>> do_list(ListFilter f);
-  asio::awaitable<Status> do_kill(std::string id, std::string reason);
-  asio::awaitable<Status> do_set_timeout(std::string id, int timeout_s, bool only_extend);
-  asio::awaitable<Result<std::pair<SandboxView, bool>>> do_connect(std::string id, std::optional<int> timeout_s);
-  asio::awaitable<Status> do_pause(std::string id);
-  asio::awaitable<Result<SandboxView>> do_resume(std::string id, std::optional<int> timeout_s);
+  asio::awaitable<Status> do_kill(std::string id, std::string reason, TeamScope team);
+  asio::awaitable<Status> do_set_timeout(std::string id, int timeout_s, bool only_extend, TeamScope team);
+  asio::awaitable<Result<std::pair<SandboxView, bool>>> do_connect(std::string id, std::optional<int> timeout_s,
+                                                                   TeamScope team);
+  asio::awaitable<Status> do_pause(std::string id, TeamScope team);
+  asio::awaitable<Result<SandboxView>> do_resume(std::string id, std::optional<int> timeout_s, TeamScope team);
   asio::awaitable<Result<std::vector<MetricSample>>> do_metrics(std::string id, std::optional<Clock::time_point> start,
-                                                                std::optional<Clock::time_point> end);
+                                                                std::optional<Clock::time_point> end, TeamScope team);
   asio::awaitable<Result<PoolView>> do_warm_pool(std::string template_id, int count);
   asio::awaitable<Result<PoolView>> do_drain_pool(std::string template_id);
   asio::awaitable<Status> do_recover();
@@ -228,8 +243,9 @@ class SandboxManager {
   asio::awaitable<void> reaper_loop();
   asio::awaitable<void> sampler_loop();
 
-  // The visible sandbox `id`, or kNotFound.
-  Result<std::shared_ptr<Live>> find(const std::string& id) const;
+  // The visible sandbox `id` within `team`, or kNotFound (the same error
+  // whether it is missing or another team's).
+  Result<std::shared_ptr<Live>> find(const std::string& id, const TeamScope& team) const;
   // The one place a sandbox's state changes: checks the move against the
   // lifecycle rules, applies it, and publishes what the data plane sees.
   Status transition(Live& l, SandboxState to);

@@ -12,6 +12,8 @@ namespace coppice::core {
 struct SandboxManager::Live {
   std::string id;
   std::string template_id;
+  // The owning team; a pooled sandbox gets its team when a create takes it.
+  std::string team = std::string(store::kDefaultTeam);
   SandboxState state = SandboxState::kCreating;
   std::string token;
   json metadata = json::object();

@@ -400,3 +400,64 @@ TEST_F(Manager, AReplacedTemplateBuildIsKeptUntilItsLastSandboxIsGone) {
 
 }  // namespace
 }  // namespace coppice::core
+
+namespace coppice::core {
+namespace {
+
+TEST_F(Manager, ATeamSeesOnlyItsOwnSandboxesAndAnotherTeamsIsMissing) {
+  CreateParams pa;
+  pa.team = "team-a";
+  auto a = create(pa);
+  CreateParams pb;
+  pb.team = "team-b";
+  auto b = create(pb);
+  EXPECT_EQ(a.team, "team-a");
+  // Team b on a's sandbox: the same error as for an id that does not exist.
+  TeamScope tb = std::string("team-b");
+  auto missing = run(mgr_->get("zzzzzzzzzzzzzzzzzzzz", tb));
+  auto other = run(mgr_->get(a.id, tb));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(other.error().message(), "sandbox " + a.id + " not found");
+  EXPECT_EQ(missing.error().message(), "sandbox zzzzzzzzzzzzzzzzzzzz not found");
+  EXPECT_EQ(run(mgr_->kill(a.id, tb)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(run(mgr_->pause(a.id, tb)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(run(mgr_->resume(a.id, std::nullopt, tb)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(run(mgr_->connect(a.id, 60, tb)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(run(mgr_->set_timeout(a.id, 60, tb)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(run(mgr_->refresh(a.id, 60, tb)).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(run(mgr_->metrics(a.id, std::nullopt, std::nullopt, tb)).error().code(), ErrorCode::kNotFound);
+  ListFilter f;
+  f.team = "team-b";
+  auto listed = run(mgr_->list(f));
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].id, b.id);
+  // The route the proxy reads names the team.
+  EXPECT_EQ(mgr_->routes().lookup(a.id)->team, "team-a");
+  // The team survives a restart.
+  EXPECT_EQ(store_->get_sandbox(a.id)->team, "team-a");
+  make_manager();
+  ASSERT_TRUE(run(mgr_->recover()));
+  ASSERT_TRUE(run(mgr_->start()));
+  TeamScope ta = std::string("team-a");
+  EXPECT_TRUE(run(mgr_->get(a.id, ta)));
+  EXPECT_FALSE(run(mgr_->get(a.id, tb)));
+  EXPECT_EQ(mgr_->routes().lookup(a.id)->team, "team-a");
+  EXPECT_TRUE(run(mgr_->kill(a.id, ta)));
+}
+
+TEST_F(Manager, APooledSandboxBelongsToTheTeamThatTakesIt) {
+  ASSERT_TRUE(run(mgr_->warm_pool("base", 1)));
+  ASSERT_TRUE(eventually([&] { return mgr_->pools()[0].available == 1; }));
+  CreateParams p;
+  p.team = "team-c";
+  auto v = create(p);
+  EXPECT_EQ(mgr_->pools()[0].hits, 1u) << "served from the pool";
+  EXPECT_EQ(v.team, "team-c");
+  EXPECT_EQ(mgr_->routes().lookup(v.id)->team, "team-c");
+  EXPECT_EQ(store_->get_sandbox(v.id)->team, "team-c");
+  EXPECT_FALSE(run(mgr_->get(v.id, TeamScope(std::string(store::kDefaultTeam)))));
+}
+
+}  // namespace
+}  // namespace coppice::core

@@ -36,6 +36,7 @@ asio::awaitable<Status> SandboxManager::do_recover() {
         auto l = std::make_shared<Live>();
         l->id = r.id;
         l->template_id = r.template_id;
+        l->team = r.team;
         l->state = SandboxState::kCreating;
         l->token = r.envd_access_token;
         l->metadata = r.metadata;
@@ -147,7 +148,7 @@ asio::awaitable<void> SandboxManager::reaper_loop() {
     // up the others, and a kill already under way refuses the second (409).
     for (auto& id : due) {
       std::string reason = "timeout";
-      asio::co_spawn(owner_, do_kill(std::move(id), std::move(reason)), asio::detached);
+      asio::co_spawn(owner_, do_kill(std::move(id), std::move(reason), std::nullopt), asio::detached);
     }
   }
 }

@@ -124,14 +124,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (const char* keys = std::getenv("COPPICE_API_KEYS")) {
-    std::string_view k(keys);
-    while (!k.empty()) {
-      auto c = k.find(',');
-      auto part = k.substr(0, c);
-      if (!part.empty()) cfg.api_keys.emplace_back(part);
-      if (c == std::string_view::npos) break;
-      k.remove_prefix(c + 1);
+    auto parsed = api::parse_api_keys(keys);
+    if (!parsed) {
+      std::fprintf(stderr, "%s\n", parsed.error().message().c_str());
+      return 2;
     }
+    cfg.api_keys = std::move(*parsed);
   }
   for (const auto& spec : pool_specs) {
     auto eq = spec.find('=');
@@ -235,6 +233,13 @@ int main(int argc, char** argv) {
   if (!store) {
     COPPICE_LOG(error) << "open store: " << store.error().to_string();
     return 1;
+  }
+  // The teams COPPICE_API_KEYS names exist from the start.
+  for (const auto& k : cfg.api_keys) {
+    if (auto t = store->ensure_team(k.team); !t) {
+      COPPICE_LOG(error) << "team " << k.team << ": " << t.error().to_string();
+      return 1;
+    }
   }
   auto key = api::ensure_api_key(cfg, *store);
   if (!key) {

@@ -192,7 +192,17 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
   }
   // Connect upstream.
   auto route = routes_.lookup(t.sandbox_id);
-  if (!route || !route->running()) {
+  // An API key, when sent, must be valid and of the sandbox's team; another
+  // team's sandbox is answered as a missing one.
+  std::optional<std::string> key_team;
+  if (team_of_key_ && ex.has_header("X-API-KEY")) {
+    key_team = team_of_key_(ex.header("X-API-KEY"));
+    if (!key_team) {
+      co_await ex.respond_json(401, R"({"code":401,"message":"X-API-KEY is not a valid API key"})");
+      co_return;
+    }
+  }
+  if (!route || !route->running() || (key_team && *key_team != route->team)) {
     metrics_.proxy_error(ProxyError::kNotFound).inc();
     co_await ex.respond_json(502, not_found_body(t.sandbox_id));
     co_return;

@@ -8,6 +8,7 @@
 // side closes, and is never used for HTTP again.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -43,12 +44,19 @@ bool is_signed_file_request(const http::Exchange& ex);
 // plane) and relays the exchange to it.
 class Proxy {
  public:
+  // The team of an API key, or nullopt for a key that is not valid.
+  using TeamOfKey = std::function<std::optional<std::string>(const std::string& key)>;
+
   // `metrics` counts requests, relayed body bytes and 502s. Sockets into a
   // sandbox's network are made on `netns_pool` (each entry into a network
-  // namespace is a few syscalls; off the io threads).
+  // namespace is a few syscalls; off the io threads). With `team_of_key`, a
+  // request that carries an X-API-KEY must carry a valid one (else 401) of
+  // the sandbox's team (else the answer is the one for a missing sandbox);
+  // requests without one are left to envd's access token, as E2B does.
   Proxy(const core::RouteTable& routes, sandbox::Backend& backend, asio::thread_pool& netns_pool,
-        core::metrics::GatewayMetrics& metrics)
-      : routes_(routes), backend_(backend), netns_pool_(netns_pool), metrics_(metrics) {}
+        core::metrics::GatewayMetrics& metrics, TeamOfKey team_of_key = {})
+      : routes_(routes), backend_(backend), netns_pool_(netns_pool), metrics_(metrics),
+        team_of_key_(std::move(team_of_key)) {}
   asio::awaitable<void> serve(http::Exchange& ex, const Target& t);
   // Serves a signed /files URL that names no sandbox: it goes to the running
   // sandbox whose envd token the signature was made with (envd checks the
@@ -63,6 +71,7 @@ class Proxy {
   sandbox::Backend& backend_;
   asio::thread_pool& netns_pool_;
   core::metrics::GatewayMetrics& metrics_;
+  TeamOfKey team_of_key_;
 };
 
 }  // namespace coppice::proxy

@@ -72,6 +72,24 @@ CREATE INDEX events_by_sandbox ON events (sandbox_id, id);
 ALTER TABLE sandboxes ADD COLUMN template_tree TEXT NOT NULL DEFAULT '';
 CREATE INDEX sandboxes_by_template_tree ON sandboxes (template_tree);
 )sql",
+    // 3: teams. Every key and sandbox belongs to one; what existed before
+    // belongs to the default team, and the keys stored so far (the
+    // first-start key: each could do everything) become admin keys. (No
+    // REFERENCES on the added columns: SQLite refuses a foreign key on an
+    // added column with a non-NULL default; the store keeps them consistent.)
+    R"sql(
+CREATE TABLE teams (
+  name       TEXT PRIMARY KEY NOT NULL CHECK (length(name) BETWEEN 1 AND 63),
+  created_at INTEGER NOT NULL
+) STRICT;
+INSERT INTO teams (name, created_at) VALUES ('default', 0);
+ALTER TABLE api_keys ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0 CHECK (admin IN (0, 1));
+UPDATE api_keys SET admin = 1;
+CREATE INDEX api_keys_by_team ON api_keys (team);
+ALTER TABLE sandboxes ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX sandboxes_by_team ON sandboxes (team);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -81,30 +99,31 @@ constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 constexpr const char* kPutSandbox =
     "INSERT INTO sandboxes (id, template_id, alias, state, envd_access_token, metadata, "
     "env_vars, cpu_count, memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, "
-    "state_dir, backend, envd_version, extra, template_tree) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) "
+    "state_dir, backend, envd_version, extra, template_tree, team) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) "
     "ON CONFLICT (id) DO UPDATE SET template_id = excluded.template_id, alias = excluded.alias, "
     "state = excluded.state, envd_access_token = excluded.envd_access_token, "
     "metadata = excluded.metadata, env_vars = excluded.env_vars, cpu_count = excluded.cpu_count, "
     "memory_mb = excluded.memory_mb, disk_size_mb = excluded.disk_size_mb, "
     "started_at = excluded.started_at, end_at = excluded.end_at, init_pid = excluded.init_pid, "
     "uid_base = excluded.uid_base, state_dir = excluded.state_dir, backend = excluded.backend, "
-    "envd_version = excluded.envd_version, extra = excluded.extra, template_tree = excluded.template_tree";
+    "envd_version = excluded.envd_version, extra = excluded.extra, template_tree = excluded.template_tree, "
+    "team = excluded.team";
 // (Not INSERT OR REPLACE: REPLACE deletes the old row first, which would
 // cascade to the sandbox's events.)
 
 constexpr const char* kGetSandbox =
     "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
     "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
-    "envd_version, extra, template_tree FROM sandboxes WHERE id = ?1";
+    "envd_version, extra, template_tree, team FROM sandboxes WHERE id = ?1";
 constexpr const char* kListLive =
     "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
     "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
-    "envd_version, extra, template_tree FROM sandboxes WHERE state != 'killed' ORDER BY started_at, id";
+    "envd_version, extra, template_tree, team FROM sandboxes WHERE state != 'killed' ORDER BY started_at, id";
 constexpr const char* kListAll =
     "SELECT id, template_id, alias, state, envd_access_token, metadata, env_vars, cpu_count, "
     "memory_mb, disk_size_mb, started_at, end_at, init_pid, uid_base, state_dir, backend, "
-    "envd_version, extra, template_tree FROM sandboxes ORDER BY started_at, id";
+    "envd_version, extra, template_tree, team FROM sandboxes ORDER BY started_at, id";
 constexpr const char* kTemplateTrees =
     "SELECT DISTINCT template_tree FROM sandboxes WHERE template_tree != ''";
 constexpr const char* kUpdateState = "UPDATE sandboxes SET state = ?2 WHERE id = ?1";
@@ -112,15 +131,27 @@ constexpr const char* kUpdateEndAt = "UPDATE sandboxes SET end_at = ?2 WHERE id 
 constexpr const char* kDeleteSandbox = "DELETE FROM sandboxes WHERE id = ?1";
 
 constexpr const char* kAddKey =
-    "INSERT INTO api_keys (name, hash, created_at) VALUES (?1, ?2, ?3) "
-    "RETURNING id, name, hash, created_at, last_used_at";
+    "INSERT INTO api_keys (name, hash, created_at, team, admin) VALUES (?1, ?2, ?3, ?4, ?5) "
+    "RETURNING id, name, hash, created_at, last_used_at, team, admin";
 constexpr const char* kFindKey =
-    "SELECT id, name, hash, created_at, last_used_at FROM api_keys WHERE hash = ?1";
+    "SELECT id, name, hash, created_at, last_used_at, team, admin FROM api_keys WHERE hash = ?1";
 constexpr const char* kListKeys =
-    "SELECT id, name, hash, created_at, last_used_at FROM api_keys ORDER BY id";
+    "SELECT id, name, hash, created_at, last_used_at, team, admin FROM api_keys ORDER BY id";
+constexpr const char* kListTeamKeys =
+    "SELECT id, name, hash, created_at, last_used_at, team, admin FROM api_keys WHERE team = ?1 ORDER BY id";
 constexpr const char* kCountKeys = "SELECT count(*) FROM api_keys";
 constexpr const char* kTouchKey = "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1";
 constexpr const char* kDeleteKey = "DELETE FROM api_keys WHERE id = ?1";
+constexpr const char* kDeleteTeamKey = "DELETE FROM api_keys WHERE id = ?1 AND team = ?2";
+constexpr const char* kDeleteKeysOfTeam = "DELETE FROM api_keys WHERE team = ?1";
+
+constexpr const char* kAddTeam = "INSERT INTO teams (name, created_at) VALUES (?1, ?2)";
+constexpr const char* kEnsureTeam = "INSERT OR IGNORE INTO teams (name, created_at) VALUES (?1, ?2)";
+constexpr const char* kGetTeam = "SELECT name, created_at FROM teams WHERE name = ?1";
+constexpr const char* kListTeams = "SELECT name, created_at FROM teams ORDER BY name";
+constexpr const char* kDeleteTeam = "DELETE FROM teams WHERE name = ?1";
+constexpr const char* kCountTeamSandboxes =
+    "SELECT count(*) FROM sandboxes WHERE team = ?1 AND state != 'killed'";
 
 constexpr const char* kAppendEvent =
     "INSERT INTO events (sandbox_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)";
@@ -273,6 +304,7 @@ Result<SandboxRecord> read_sandbox(sqlite3_stmt* s) {
   if (!extra) return std::unexpected(std::move(extra.error()).context("sandbox " + r.id));
   r.extra = std::move(*extra);
   r.template_tree = column_text(s, 18);
+  r.team = column_text(s, 19);
   return r;
 }
 
@@ -283,6 +315,8 @@ ApiKeyRecord read_key(sqlite3_stmt* s) {
   k.hash = column_text(s, 2);
   k.created_at = sqlite3_column_int64(s, 3);
   k.last_used_at = sqlite3_column_int64(s, 4);
+  k.team = column_text(s, 5);
+  k.admin = sqlite3_column_int64(s, 6) != 0;
   return k;
 }
 
@@ -294,6 +328,16 @@ bool is_lower_hex(std::string_view s) {
 }
 
 }  // namespace
+
+bool valid_team_name(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '-' && c != '_'))) return false;
+  }
+  return true;
+}
 
 std::string db_path(std::string_view state_dir) {
   std::string p(state_dir);
@@ -501,6 +545,9 @@ Status Store::put_sandbox(const SandboxRecord& rec, std::string_view event_kind,
   if (!valid_sandbox_id(rec.id)) {
     return make_error(ErrorCode::kInvalidArgument, step + ": malformed sandbox id");
   }
+  if (!valid_team_name(rec.team)) {
+    return make_error(ErrorCode::kInvalidArgument, step + ": malformed team name");
+  }
   if (!rec.metadata.is_object() || !rec.env_vars.is_object() || !rec.extra.is_object()) {
     return make_error(ErrorCode::kInvalidArgument,
                       step + ": metadata, env_vars and extra must be JSON objects");
@@ -533,6 +580,7 @@ Status Store::put_sandbox(const SandboxRecord& rec, std::string_view event_kind,
     bind_arg(s, 17, rec.envd_version);
     bind_arg(s, 18, extra);
     bind_arg(s, 19, rec.template_tree);
+    bind_arg(s, 20, rec.team);
   });
   if (!r) return std::unexpected(std::move(r.error()));
   if (event_kind.empty()) return ok();
@@ -621,26 +669,47 @@ Result<std::vector<SandboxRecord>> Store::list_sandboxes(bool include_killed) {
 
 // --- API keys ---
 
-Result<ApiKeyRecord> Store::add_api_key(std::string_view name, std::string_view hash) {
-  const std::string step = "add api key \"" + std::string(name) + "\"";
+Result<ApiKeyRecord> Store::add_api_key(std::string_view name, std::string_view hash, std::string_view team,
+                                        bool admin) {
+  const std::string step = "add api key \"" + std::string(name) + "\" to team " + std::string(team);
   if (hash.size() != 64 || !is_lower_hex(hash)) {
     return make_error(ErrorCode::kInvalidArgument, step + ": hash is not a lowercase hex SHA-256");
   }
+  if (!valid_team_name(team)) return make_error(ErrorCode::kInvalidArgument, step + ": malformed team name");
   const int64_t now = now_ms();
   std::lock_guard lock(impl_->mu);
-  auto s = impl_->stmt(kAddKey);
-  if (!s) return std::unexpected(std::move(s.error()).context(step));
-  StmtUse use(*s);
-  bind_arg(*s, 1, name);
-  bind_arg(*s, 2, hash);
-  bind_arg(*s, 3, now);
-  int rc = sqlite3_step(*s);
-  if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
-  ApiKeyRecord k = read_key(*s);
-  // RETURNING rows are produced before the statement finishes: step to the
-  // end so the insert is complete before the lock is released.
-  rc = sqlite3_step(*s);
-  if (rc != SQLITE_DONE) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+  // The team check and the insert are one transaction: a team deleted in
+  // between cannot be left with a key.
+  Transaction tx(*impl_);
+  COPPICE_TRY_CTX(tx.begin(), step);
+  {
+    auto t = impl_->stmt(kGetTeam);
+    if (!t) return std::unexpected(std::move(t.error()).context(step));
+    StmtUse use(*t);
+    bind_arg(*t, 1, team);
+    int rc = sqlite3_step(*t);
+    if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, step + ": no such team");
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+  }
+  ApiKeyRecord k;
+  {
+    auto s = impl_->stmt(kAddKey);
+    if (!s) return std::unexpected(std::move(s.error()).context(step));
+    StmtUse use(*s);
+    bind_arg(*s, 1, name);
+    bind_arg(*s, 2, hash);
+    bind_arg(*s, 3, now);
+    bind_arg(*s, 4, team);
+    bind_arg(*s, 5, int64_t{admin ? 1 : 0});
+    int rc = sqlite3_step(*s);
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+    k = read_key(*s);
+    // RETURNING rows are produced before the statement finishes: step to the
+    // end so the insert is complete before the commit.
+    rc = sqlite3_step(*s);
+    if (rc != SQLITE_DONE) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+  }
+  COPPICE_TRY_CTX(tx.commit(), step);
   return k;
 }
 
@@ -681,11 +750,12 @@ Result<int64_t> Store::count_api_keys() {
   return sqlite3_column_int64(*s, 0);
 }
 
-Result<std::vector<ApiKeyRecord>> Store::list_api_keys() {
+Result<std::vector<ApiKeyRecord>> Store::list_api_keys(std::string_view team) {
   std::lock_guard lock(impl_->mu);
-  auto s = impl_->stmt(kListKeys);
+  auto s = impl_->stmt(team.empty() ? kListKeys : kListTeamKeys);
   if (!s) return std::unexpected(std::move(s.error()).context("list api keys"));
   StmtUse use(*s);
+  if (!team.empty()) bind_arg(*s, 1, team);
   std::vector<ApiKeyRecord> out;
   for (;;) {
     int rc = sqlite3_step(*s);
@@ -708,14 +778,123 @@ Status Store::touch_api_key(int64_t id, int64_t at_ms) {
   return ok();
 }
 
-Status Store::delete_api_key(int64_t id) {
+Status Store::delete_api_key(int64_t id, std::string_view team) {
   const std::string step = "delete api key " + std::to_string(id);
   std::lock_guard lock(impl_->mu);
-  auto n = impl_->run(kDeleteKey, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, id); });
+  auto n = impl_->run(team.empty() ? kDeleteKey : kDeleteTeamKey, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, id);
+    if (!team.empty()) bind_arg(s, 2, team);
+  });
   if (!n) return std::unexpected(std::move(n.error()));
   if (*n == 0) return make_error(ErrorCode::kNotFound, step + ": no such key");
   return ok();
 }
+
+// --- teams ---
+
+namespace {
+// A single-row count query with one text argument. Caller holds the mutex.
+Result<int64_t> count_where(Store::Impl& impl, const char* sql, std::string_view arg, std::string_view step);
+}  // namespace
+
+Result<int64_t> Store::count_team_sandboxes(std::string_view team) {
+  std::lock_guard lock(impl_->mu);
+  return count_where(*impl_, kCountTeamSandboxes, team, "count sandboxes of team " + std::string(team));
+}
+
+Result<TeamRecord> Store::add_team(std::string_view name) {
+  const std::string step = "add team " + std::string(name);
+  if (!valid_team_name(name)) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      step + ": a team name is 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit");
+  }
+  TeamRecord t{std::string(name), now_ms()};
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kAddTeam, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, t.name);
+    bind_arg(s, 2, t.created_at);
+  });
+  if (!n) {
+    if (n.error().code() == ErrorCode::kAlreadyExists)
+      return make_error(ErrorCode::kAlreadyExists, step + ": the team exists");
+    return std::unexpected(std::move(n.error()));
+  }
+  return t;
+}
+
+Status Store::ensure_team(std::string_view name) {
+  const std::string step = "add team " + std::string(name);
+  if (!valid_team_name(name)) return make_error(ErrorCode::kInvalidArgument, step + ": malformed team name");
+  const int64_t now = now_ms();
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kEnsureTeam, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, name);
+    bind_arg(s, 2, now);
+  });
+  if (!n) return std::unexpected(std::move(n.error()));
+  return ok();
+}
+
+Result<TeamRecord> Store::get_team(std::string_view name) {
+  const std::string step = "load team " + std::string(name);
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kGetTeam);
+  if (!s) return std::unexpected(std::move(s.error()).context(step));
+  StmtUse use(*s);
+  bind_arg(*s, 1, name);
+  int rc = sqlite3_step(*s);
+  if (rc == SQLITE_DONE) return make_error(ErrorCode::kNotFound, "team " + std::string(name) + " not found");
+  if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+  return TeamRecord{column_text(*s, 0), sqlite3_column_int64(*s, 1)};
+}
+
+Result<std::vector<TeamRecord>> Store::list_teams() {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kListTeams);
+  if (!s) return std::unexpected(std::move(s.error()).context("list teams"));
+  StmtUse use(*s);
+  std::vector<TeamRecord> out;
+  for (;;) {
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, "list teams"));
+    out.push_back(TeamRecord{column_text(*s, 0), sqlite3_column_int64(*s, 1)});
+  }
+  return out;
+}
+
+Status Store::delete_team(std::string_view name) {
+  const std::string step = "delete team " + std::string(name);
+  if (name == kDefaultTeam) return make_error(ErrorCode::kFailedPrecondition, step + ": the default team stays");
+  std::lock_guard lock(impl_->mu);
+  Transaction tx(*impl_);
+  COPPICE_TRY_CTX(tx.begin(), step);
+  auto live = count_where(*impl_, kCountTeamSandboxes, name, step);
+  if (!live) return std::unexpected(std::move(live.error()));
+  if (*live > 0) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      step + ": it still has " + std::to_string(*live) + " sandbox(es); kill them first");
+  }
+  auto keys = impl_->run(kDeleteKeysOfTeam, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, name); });
+  if (!keys) return std::unexpected(std::move(keys.error()));
+  auto n = impl_->run(kDeleteTeam, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, name); });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, "team " + std::string(name) + " not found");
+  COPPICE_TRY_CTX(tx.commit(), step);
+  return ok();
+}
+
+namespace {
+Result<int64_t> count_where(Store::Impl& impl, const char* sql, std::string_view arg, std::string_view step) {
+  auto s = impl.stmt(sql);
+  if (!s) return std::unexpected(std::move(s.error()).context(step));
+  StmtUse use(*s);
+  bind_arg(*s, 1, arg);
+  int rc = sqlite3_step(*s);
+  if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl.db.get(), rc, step));
+  return sqlite3_column_int64(*s, 0);
+}
+}  // namespace
 
 // --- events ---
 

@@ -46,6 +46,15 @@ Result<BackendKind> parse_backend(std::string_view s);
 
 using coppice::valid_sandbox_id;  // common/ids.h
 
+// The team every sandbox and key belongs to unless another is named: keys
+// without a team (a bare COPPICE_API_KEYS entry, the first-start key) and
+// every row written before teams existed.
+inline constexpr std::string_view kDefaultTeam = "default";
+
+// Team names: 1-63 characters of [a-z0-9_-], starting with a letter or digit
+// (they appear in URLs and in COPPICE_API_KEYS, where ':' separates them).
+bool valid_team_name(std::string_view name);
+
 // One row of `sandboxes`. Times are unix milliseconds.
 struct SandboxRecord {
   std::string id;                 // [a-z0-9]{20}
@@ -70,6 +79,8 @@ struct SandboxRecord {
   // read-only layer was made from; "" if not known. A replaced template build
   // is kept while any sandbox names its tree (template_trees_in_use).
   std::string template_tree;
+  // The team that owns it: only that team's keys see or touch it.
+  std::string team = std::string(kDefaultTeam);
 
   bool operator==(const SandboxRecord&) const = default;
 };
@@ -81,6 +92,14 @@ struct ApiKeyRecord {
   std::string hash;          // lowercase hex SHA-256 of the key (64 characters)
   int64_t created_at = 0;    // unix ms
   int64_t last_used_at = 0;  // unix ms, 0 if never used
+  std::string team = std::string(kDefaultTeam);  // the team it acts for
+  bool admin = false;        // may manage teams and keys (the /admin API)
+};
+
+// One row of `teams`.
+struct TeamRecord {
+  std::string name;        // valid_team_name
+  int64_t created_at = 0;  // unix ms (0 for the default team)
 };
 
 // One lifecycle event of a sandbox (what GET /sandboxes/{id}/logs shows).
@@ -130,17 +149,40 @@ class Store {
   // (restart recovery also cleans up after sandboxes killed mid-teardown).
   Result<std::vector<SandboxRecord>> list_sandboxes(bool include_killed = false);
 
+  // Stored sandboxes (not killed) of a team.
+  Result<int64_t> count_team_sandboxes(std::string_view team);
+
+  // --- teams ---
+  // The default team always exists (the schema creates it).
+  // kInvalidArgument for a bad name, kAlreadyExists if there is one.
+  Result<TeamRecord> add_team(std::string_view name);
+  // Adds the team unless it exists; idempotent.
+  Status ensure_team(std::string_view name);
+  // kNotFound if there is no such team.
+  Result<TeamRecord> get_team(std::string_view name);
+  // Sorted by name.
+  Result<std::vector<TeamRecord>> list_teams();
+  // Removes the team and its keys in one transaction. kNotFound if there is
+  // no such team; kFailedPrecondition for the default team or a team that
+  // still has sandboxes.
+  Status delete_team(std::string_view name);
+
   // --- API keys ---
   // kInvalidArgument unless `hash` is 64 lowercase hex digits; kAlreadyExists
-  // if a key with that hash is already stored.
-  Result<ApiKeyRecord> add_api_key(std::string_view name, std::string_view hash);
+  // if a key with that hash is already stored; kNotFound if the team does
+  // not exist.
+  Result<ApiKeyRecord> add_api_key(std::string_view name, std::string_view hash,
+                                   std::string_view team = kDefaultTeam, bool admin = false);
   // kNotFound if no key has this hash.
   Result<ApiKeyRecord> find_api_key(std::string_view hash);
   Result<int64_t> count_api_keys();
-  Result<std::vector<ApiKeyRecord>> list_api_keys();
+  // Every key, or (team non-empty) those of one team; by id.
+  Result<std::vector<ApiKeyRecord>> list_api_keys(std::string_view team = "");
   // Records a successful authentication (kNotFound if the key is gone).
   Status touch_api_key(int64_t id, int64_t at_ms);
-  Status delete_api_key(int64_t id);
+  // kNotFound if there is no such key, or (team non-empty) it is another
+  // team's: a team cannot learn which ids other teams' keys have.
+  Status delete_api_key(int64_t id, std::string_view team = "");
 
   // --- events ---
   // Appends an event stamped with the current time. kNotFound if the sandbox

@@ -391,3 +391,86 @@ TEST(Keys, GeneratedKeysAreWellFormedAndDistinct) {
 
 }  // namespace
 }  // namespace coppice::store
+
+namespace coppice::store {
+namespace {
+
+TEST_F(StoreTest, TeamsOwnKeysAndSandboxes) {
+  Store s = open_store();
+  auto teams = s.list_teams();
+  ASSERT_TRUE(teams);
+  ASSERT_EQ(teams->size(), 1u);
+  EXPECT_EQ((*teams)[0].name, kDefaultTeam) << "the default team always exists";
+  ASSERT_OK(s.add_team("team-a"));
+  EXPECT_EQ(s.add_team("team-a").error().code(), ErrorCode::kAlreadyExists);
+  for (const char* bad : {"", "Team", "-lead", "a:b", "a b", "a/b"})
+    EXPECT_EQ(s.add_team(bad).error().code(), ErrorCode::kInvalidArgument) << bad;
+  EXPECT_EQ(s.add_team(std::string(64, 'a')).error().code(), ErrorCode::kInvalidArgument);
+  ASSERT_OK(s.ensure_team("team-a"));
+  ASSERT_OK(s.ensure_team("team-b"));
+  EXPECT_EQ(s.list_teams()->size(), 3u);
+
+  // Keys belong to a team that exists.
+  auto ka = s.add_api_key("a", sha256_hex("key-a"), "team-a");
+  ASSERT_TRUE(ka) << ka.error().to_string();
+  EXPECT_EQ(ka->team, "team-a");
+  EXPECT_FALSE(ka->admin);
+  auto kadm = s.add_api_key("root", sha256_hex("key-root"), kDefaultTeam, true);
+  ASSERT_TRUE(kadm);
+  EXPECT_TRUE(s.find_api_key(sha256_hex("key-root"))->admin);
+  EXPECT_EQ(s.find_api_key(sha256_hex("key-a"))->team, "team-a");
+  EXPECT_EQ(s.add_api_key("x", sha256_hex("key-x"), "nobody").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s.list_api_keys("team-a")->size(), 1u);
+  EXPECT_EQ(s.list_api_keys()->size(), 2u);
+  // A team cannot remove another team's key.
+  EXPECT_EQ(s.delete_api_key(kadm->id, "team-a").error().code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(s.find_api_key(sha256_hex("key-root")));
+
+  // Sandboxes carry their team; a team with sandboxes stays.
+  SandboxRecord r = sample(7);
+  r.team = "team-a";
+  ASSERT_OK(s.put_sandbox(r));
+  EXPECT_EQ(s.get_sandbox(r.id)->team, "team-a");
+  EXPECT_EQ(*s.count_team_sandboxes("team-a"), 1);
+  r.team = "Not A Team";
+  EXPECT_EQ(s.put_sandbox(r).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(s.delete_team("team-a").error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(s.delete_team(kDefaultTeam).error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(s.delete_team("nobody").error().code(), ErrorCode::kNotFound);
+  ASSERT_OK(s.delete_sandbox(r.id));
+  // Deleting a team removes its keys with it.
+  ASSERT_OK(s.delete_team("team-a"));
+  EXPECT_EQ(s.find_api_key(sha256_hex("key-a")).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s.get_team("team-a").error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(StoreTest, RowsFromBeforeTeamsMoveToTheDefaultTeamAndOldKeysStayAdmin) {
+  {
+    Store s = open_store();
+    SandboxRecord r = sample(3);
+    ASSERT_OK(s.put_sandbox(r));
+  }
+  // Take the database back to schema 2 (no teams) with a key stored then.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path().c_str(), &db), SQLITE_OK);
+  const std::string back = "DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
+                           "ALTER TABLE api_keys DROP COLUMN team; ALTER TABLE api_keys DROP COLUMN admin;"
+                           "ALTER TABLE sandboxes DROP COLUMN team;"
+                           "INSERT INTO api_keys (name, hash, created_at) VALUES ('default', '" +
+                           sha256_hex("old-key") + "', 1); PRAGMA user_version = 2;";
+  char* err = nullptr;
+  ASSERT_EQ(sqlite3_exec(db, back.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_close(db);
+
+  Store s = open_store();
+  EXPECT_EQ(*s.pragma("user_version"), std::to_string(Store::schema_version()));
+  auto k = s.find_api_key(sha256_hex("old-key"));
+  ASSERT_TRUE(k);
+  EXPECT_EQ(k->team, kDefaultTeam);
+  EXPECT_TRUE(k->admin) << "a key from before teams could do everything";
+  EXPECT_EQ(s.get_sandbox(make_id(3))->team, kDefaultTeam);
+  EXPECT_TRUE(s.get_team(kDefaultTeam));
+}
+
+}  // namespace
+}  // namespace coppice::store
