@@ -172,15 +172,17 @@ export function uidRangeEntry(stateDir) {
 }
 
 // Starts coppiced on a free loopback port with a fresh state dir (or the one
-// given, for restart tests). Returns { url, proc, stateDir, opts, stop, kill9 }.
-export async function startGateway({ stateDir, keep = false, extraArgs = [] } = {}) {
+// given, for restart tests). `prefix` runs it under another command (say,
+// prlimit with a lower fd limit). Returns { url, proc, stateDir, opts, stop, kill9 }.
+export async function startGateway({ stateDir, keep = false, extraArgs = [], prefix = [] } = {}) {
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   // A test gateway needs few uid slots, so that several on one host (tests
   // and a real gateway) find ranges clear of each other.
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
-  const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', dir,
+  const [cmd, ...pre] = [...prefix, gatewayBin];
+  const proc = spawn(cmd, [...pre, '--listen', `127.0.0.1:${port}`, '--state-dir', dir,
     '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: TEST_API_KEY } });
   let exited = false;
