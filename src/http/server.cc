@@ -368,9 +368,11 @@ std::optional<std::pair<unsigned, std::string>> framing_error(const bhttp::reque
   std::string te;
   for (const auto& f : h) {
     auto v = f.value();
-    // A folded line (obs-fold), a bare CR or LF, or NUL inside a value.
+    // A bare CR or LF, or NUL, inside a value. (Beast refuses most of these
+    // itself, and joins an obs-fold with a space, as RFC 9112 section 5.2
+    // allows: nothing is forwarded folded.)
     if (v.find_first_of(beast::string_view("\r\n\0", 3)) != beast::string_view::npos) {
-      return std::pair{400u, "header " + std::string(f.name_string()) + " holds a line break or NUL (obs-fold is not accepted)"};
+      return std::pair{400u, "header " + std::string(f.name_string()) + " holds a line break or NUL"};
     }
     if (f.name() == bhttp::field::content_length) ++lengths;
     if (f.name() == bhttp::field::transfer_encoding) {
