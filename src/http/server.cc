@@ -374,7 +374,14 @@ std::optional<std::pair<unsigned, std::string>> framing_error(const bhttp::reque
     if (v.find_first_of(beast::string_view("\r\n\0", 3)) != beast::string_view::npos) {
       return std::pair{400u, "header " + std::string(f.name_string()) + " holds a line break or NUL"};
     }
-    if (f.name() == bhttp::field::content_length) ++lengths;
+    if (f.name() == bhttp::field::content_length) {
+      ++lengths;
+      // Beast takes a list of equal values ("4, 4") as one, as RFC 9110
+      // allows; a peer that takes the first or the last could still differ.
+      if (v.empty() || v.find_first_not_of("0123456789") != beast::string_view::npos) {
+        return std::pair{400u, std::string("Content-Length is not one number")};
+      }
+    }
     if (f.name() == bhttp::field::transfer_encoding) {
       ++encodings;
       if (!te.empty()) te += ",";
