@@ -268,6 +268,62 @@ TEST_F(ApiTest, ProxyRoutesByHeaderAndHostAndRefusesWhatItMust) {
   EXPECT_EQ(call(verb::get, "/x", "", {{"E2b-Sandbox-Id", id}}, false).status, 502u);
 }
 
+
+TEST_F(ApiTest, ProxyRefusesIdsThatAreNotSandboxIds) {
+  ASSERT_FALSE(create_id().empty());
+  // Any bytes at all: a 400 that names the rule and echoes nothing back.
+  const std::string bad[] = {"\xff\xfe\xfd", "abc", std::string(20, 'A'), "aaaaaaaaaaaaaaaaaaa\xc0",
+                             "\xc0\xaf" + std::string(18, 'a'), std::string(21, 'a'), "aaaaaaaaa/aaaaaaaaaa"};
+  for (const auto& id : bad) {
+    auto a = call(verb::get, "/x", "", {{"E2b-Sandbox-Id", id}}, false);
+    EXPECT_EQ(a.status, 400u) << a.raw;
+    EXPECT_NE(a.body.value("message", "").find("[a-z0-9]"), std::string::npos) << a.raw;
+    auto h = call(verb::get, "/x", "", {{"Host", "49983-" + id + ".example.test"}}, false);
+    EXPECT_EQ(h.status, 400u) << h.raw;
+  }
+}
+
+TEST_F(ApiTest, ProxyForwardsNoGatewayCredentials) {
+  auto a = call(verb::post, "/v2/sandboxes", "{}");
+  ASSERT_EQ(a.status, 201u);
+  const std::string id = a.body["sandboxID"];
+  // To envd: no X-API-KEY, and Authorization only as Basic (the user envd acts as).
+  auto r = call(verb::get, "/x", "", {{"E2b-Sandbox-Id", id}, {"X-Access-Token", "tok"}, {"Authorization", "Bearer " + kKey}});
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  EXPECT_EQ(r.body["hasApiKey"], false) << r.raw;
+  EXPECT_EQ(r.body["authorization"], "") << r.raw;
+  EXPECT_EQ(r.body["token"], "tok");
+  r = call(verb::get, "/x", "", {{"E2b-Sandbox-Id", id}, {"x-api-key", kKey}, {"Authorization", "Basic dXNlcjo="}}, false);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  EXPECT_EQ(r.body["hasApiKey"], false) << r.raw;
+  EXPECT_EQ(r.body["authorization"], "Basic dXNlcjo=");
+  // To another port: no X-API-KEY, no Authorization carrying a key; the app's own Authorization passes.
+  http::Server user(io_, [](http::Exchange& ex) -> asio::awaitable<void> {
+    json j{{"hasApiKey", ex.has_header("X-API-KEY")}, {"authorization", ex.header("Authorization")}};
+    co_await ex.respond(200, j.dump(), "application/json");
+  });
+  auto up = user.listen_tcp("127.0.0.1", 0);
+  ASSERT_TRUE(up);
+  backend_->route_port(8080, *up);
+  const http::Fields port8080{{"E2b-Sandbox-Id", id}, {"E2b-Sandbox-Port", "8080"}};
+  auto with = [&](http::Fields extra) {
+    extra.insert(extra.end(), port8080.begin(), port8080.end());
+    return extra;
+  };
+  r = call(verb::get, "/", "", with({{"Authorization", "Bearer " + kKey}}));
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  EXPECT_EQ(r.body["hasApiKey"], false) << r.raw;
+  EXPECT_EQ(r.body["authorization"], "") << r.raw;
+  r = call(verb::get, "/", "", with({{"X-API-KEY", "custom-key"}, {"Authorization", "bearer  custom-key"}}), false);
+  EXPECT_EQ(r.body["hasApiKey"], false) << r.raw;
+  EXPECT_EQ(r.body["authorization"], "") << r.raw;
+  r = call(verb::get, "/", "", with({{"Authorization", "Bearer app-token"}}));
+  EXPECT_EQ(r.body["authorization"], "Bearer app-token") << r.raw;
+  r = call(verb::get, "/", "", with({{"Authorization", "Basic YTpi"}}));
+  EXPECT_EQ(r.body["authorization"], "Basic YTpi") << r.raw;
+  user.stop();
+}
+
 }  // namespace
 }  // namespace coppice::api
 

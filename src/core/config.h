@@ -32,6 +32,19 @@ struct GatewayConfig {
   // Sandbox lifetime (seconds) when a create names none, and the largest allowed.
   int default_timeout_s = 300;
   int max_timeout_s = 24 * 3600;
+  // Connections the gateway's port holds at once, all clients together;
+  // 0 (the default): from the fd limit, leaving a quarter of it (at least
+  // 256) for sandboxes and the control plane (http/conn_table.h). At a bound
+  // the connection idle longest gives way; when all are busy a new one gets 503.
+  size_t max_connections = 0;
+  // Connections held at once from one client address (capped at
+  // max_connections). Default 1024.
+  size_t max_connections_per_client = 1024;
+  // Seconds a request head may take to arrive whole (slow clients get 408).
+  // Default 20.
+  int header_timeout_s = 20;
+  // Seconds a kept-alive connection may wait for its next request. Default 60.
+  int idle_timeout_s = 60;
   // Largest control-plane request body.
   size_t max_body_bytes = 1u << 20;
   // Threads running the HTTP server and proxy; threads doing backend work.

@@ -1,7 +1,6 @@
 // coppiced: the Coppice gateway. One process per host: the E2B control-plane
 // API and the single-port data-plane proxy, owning every sandbox on the host.
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +21,7 @@
 #include "store/keys.h"
 #include "store/store.h"
 #include "sys/background.h"
+#include "sys/rlimit.h"
 #include "templates/host_template.h"
 #include "templates/templates.h"
 
@@ -51,17 +51,6 @@ bool split_listen(const std::string& s, core::GatewayConfig* cfg) {
   return true;
 }
 }  // namespace
-
-// Every sandbox costs the gateway file descriptors only while it is being
-// talked to, but thousands of concurrent streams need more than the usual
-// 1024: take the hard limit.
-static void raise_fd_limit() {
-  rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    (void)::setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
 
 int main(int argc, char** argv) {
   core::GatewayConfig cfg;
@@ -110,6 +99,19 @@ int main(int argc, char** argv) {
                  "bigger than the image: it grows)");
   app.add_option("--default-disk-mb", cfg.default_disk_mb, "disk quota (diskSizeMB) of sandboxes whose template sets none")
       ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  app.add_option("--max-connections", cfg.max_connections,
+                 "connections held at once (0: three quarters of the fd limit, two fds each)")
+      ->capture_default_str();
+  app.add_option("--max-connections-per-client", cfg.max_connections_per_client,
+                 "connections held at once from one client address")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 24))
+      ->capture_default_str();
+  app.add_option("--header-timeout", cfg.header_timeout_s, "seconds a request head may take to arrive")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--idle-timeout", cfg.idle_timeout_s, "seconds a kept-alive connection may wait for a request")
+      ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -167,7 +169,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "coppice-interp not found at %s\n", cfg.interp_path.c_str());
     return 1;
   }
-  raise_fd_limit();
+  // Thousands of concurrent streams need more than the usual 1024 fds: take
+  // the hard limit, and bound connections by it (http/conn_table.h).
+  auto fd_limit = sys::raise_fd_limit();
+  if (!fd_limit) {
+    COPPICE_LOG(error) << fd_limit.error().to_string();
+    return 1;
+  }
+  http::ServerOptions server_opts;
+  server_opts.header_timeout = std::chrono::seconds(cfg.header_timeout_s);
+  server_opts.idle_timeout = std::chrono::seconds(cfg.idle_timeout_s);
+  server_opts.drain_timeout = server_opts.header_timeout;
+  server_opts.limits.max_total =
+      cfg.max_connections ? cfg.max_connections : http::connections_for_fd_limit(*fd_limit);
+  server_opts.limits.max_per_client = std::min(cfg.max_connections_per_client, server_opts.limits.max_total);
   if (cfg.envd_path.empty()) cfg.envd_path = self_dir() + "/coppice-envd";
   if (::access(cfg.envd_path.c_str(), X_OK) != 0) {
     std::fprintf(stderr, "coppice-envd not found at %s (use --envd)\n", cfg.envd_path.c_str());
@@ -326,7 +341,7 @@ int main(int argc, char** argv) {
       "coppice_host_spares_ready",
       "Host-resource bundles (cgroups, state dir layout, network namespace) ready for cold creates.",
       [b = backend->get()] { return std::vector<core::metrics::Sample>{{{}, static_cast<double>(b->spares_ready())}}; });
-  http::Server server(io, [&](http::Exchange& ex) { return api.handle(ex); });
+  http::Server server(io, [&](http::Exchange& ex) { return api.handle(ex); }, server_opts);
 
   // Recover before serving, so the first request sees every sandbox.
   std::optional<Status> recovered;
@@ -346,7 +361,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   COPPICE_LOG(info) << "coppiced " << COPPICE_VERSION << " listening on " << cfg.listen_host << ":" << *port
-                    << ", state in " << cfg.state_dir << ", " << mgr.count() << " sandboxes recovered";
+                    << ", state in " << cfg.state_dir << ", " << mgr.count() << " sandboxes recovered; at most "
+                    << server_opts.limits.max_total << " connections (" << server_opts.limits.max_per_client
+                    << " per client), fd limit " << *fd_limit;
   std::optional<Status> started;
   http::asio::co_spawn(io, mgr.start(), [&](std::exception_ptr e, Status s) {
     started = e ? Status(make_error(ErrorCode::kInternal, "start threw")) : s;

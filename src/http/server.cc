@@ -1,7 +1,11 @@
 #include "http/server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+
+#include <sstream>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
@@ -222,8 +226,16 @@ asio::awaitable<void> Exchange::wait_peer_closed() {
   }
 }
 
+// A connection's eviction hook: a timer every wait of serve() races, on the
+// connection's strand; eviction cancels it.
+struct Server::Conn {
+  explicit Conn(asio::any_io_executor strand) : timer(strand) {}
+  asio::steady_timer timer;
+  ConnectionTable::Ticket ticket;
+};
+
 Server::Server(asio::io_context& io, Handler handler, ServerOptions opts)
-    : io_(io), handler_(std::move(handler)), opts_(opts) {}
+    : io_(io), handler_(std::move(handler)), opts_(opts), table_(std::make_shared<ConnectionTable>(opts.limits)) {}
 
 Result<uint16_t> Server::listen_tcp(const std::string& host, uint16_t port) {
   boost::system::error_code ec;
@@ -271,6 +283,130 @@ void Server::stop() {
   acceptors_.clear();
 }
 
+namespace {
+using Clock = std::chrono::steady_clock;
+constexpr size_t kDrainLimit = 64u << 20;
+// How long an answer the server makes up itself (400, 408, 503) may take to write.
+constexpr auto kErrorWriteTimeout = std::chrono::seconds(1);
+
+std::string error_json(unsigned status, std::string_view message) {
+  std::string out = "{\"code\":" + std::to_string(status) + ",\"message\":\"";
+  for (char c : message) {  // our own ASCII messages: only quotes and backslashes need escaping
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out + "\"}";
+}
+
+std::string error_response(unsigned status, std::string_view message, const Fields& extra = {}) {
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+  res.set(bhttp::field::content_type, "application/json");
+  for (const auto& [k, v] : extra) res.set(k, v);
+  res.keep_alive(false);
+  res.body() = error_json(status, message);
+  res.prepare_payload();
+  std::ostringstream os;
+  os << res;
+  return os.str();
+}
+
+// The peer's address, the key of the per-client connection bound: its IP for
+// TCP ("unix" for a unix socket peer, "?" when it cannot be told).
+std::string peer_address(Socket& sock) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(sock.native_handle(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char text[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, text, sizeof text);
+    return text;
+  }
+  if (ss.ss_family == AF_INET6) {
+    ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, text, sizeof text);
+    return text;
+  }
+  return ss.ss_family == AF_UNIX ? "unix" : "?";
+}
+
+// Reads, without waiting, what the peer has sent and nobody will read: a
+// socket closed with unread input sends a reset, which can destroy the
+// answer before the peer reads it.
+void discard_pending_input(Socket& sock) {
+  char tmp[4096];
+  for (int i = 0; i < 16; ++i) {
+    if (::recv(sock.native_handle(), tmp, sizeof tmp, MSG_DONTWAIT) <= 0) break;
+  }
+}
+
+void close_socket(Socket& sock) {
+  boost::system::error_code ignore;
+  sock.shutdown(Socket::shutdown_both, ignore);
+  sock.close(ignore);
+}
+
+// Writes a made-up answer and closes, giving the write kErrorWriteTimeout.
+asio::awaitable<void> answer_and_close(Socket& sock, asio::steady_timer& timer, std::string response) {
+  timer.expires_after(kErrorWriteTimeout);
+  co_await (asio::async_write(sock, asio::buffer(response), kTuple) || timer.async_wait(kTuple));
+  discard_pending_input(sock);
+  close_socket(sock);
+}
+
+// A connection over a bound: answered 503 and closed at once.
+asio::awaitable<void> refuse(Socket sock, std::string response) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  co_await answer_and_close(sock, timer, std::move(response));
+}
+
+// Framing the server refuses (RFC 9112 sections 5.2, 6.1, 6.3): anything a
+// peer before or after us could read differently, letting a second request
+// hide in the first one's body. Beast already refuses malformed and
+// conflicting Content-Length values and a Transfer-Encoding in a response.
+// Returns the status and the message, or nullopt when the framing is sound.
+std::optional<std::pair<unsigned, std::string>> framing_error(const bhttp::request_header<>& h) {
+  size_t lengths = 0, encodings = 0;
+  std::string te;
+  for (const auto& f : h) {
+    auto v = f.value();
+    // A bare CR or LF, or NUL, inside a value. (Beast refuses most of these
+    // itself, and joins an obs-fold with a space, as RFC 9112 section 5.2
+    // allows: nothing is forwarded folded.)
+    if (v.find_first_of(beast::string_view("\r\n\0", 3)) != beast::string_view::npos) {
+      return std::pair{400u, "header " + std::string(f.name_string()) + " holds a line break or NUL"};
+    }
+    if (f.name() == bhttp::field::content_length) {
+      ++lengths;
+      // Beast takes a list of equal values ("4, 4") as one, as RFC 9110
+      // allows; a peer that takes the first or the last could still differ.
+      if (v.empty() || v.find_first_not_of("0123456789") != beast::string_view::npos) {
+        return std::pair{400u, std::string("Content-Length is not one number")};
+      }
+    }
+    if (f.name() == bhttp::field::transfer_encoding) {
+      ++encodings;
+      if (!te.empty()) te += ",";
+      te += std::string(v);
+    }
+  }
+  if (lengths > 1) return std::pair{400u, std::string("more than one Content-Length")};
+  if (encodings == 0) return std::nullopt;
+  if (h.version() < 11) return std::pair{400u, std::string("Transfer-Encoding in an HTTP/1.0 request")};
+  if (lengths > 0) return std::pair{400u, std::string("both Content-Length and Transfer-Encoding")};
+  std::vector<std::string> codings;
+  for (auto c : bhttp::token_list{te}) codings.emplace_back(c);
+  if (codings.empty() || !beast::iequals(codings.back(), "chunked")) {
+    return std::pair{400u, std::string("Transfer-Encoding does not end in chunked")};
+  }
+  if (codings.size() > 1) {
+    for (size_t i = 0; i + 1 < codings.size(); ++i) {
+      if (beast::iequals(codings[i], "chunked")) return std::pair{400u, std::string("chunked applied twice")};
+    }
+    return std::pair{501u, "transfer coding " + codings.front() + " is not supported"};
+  }
+  return std::nullopt;
+}
+}  // namespace
+
 asio::awaitable<void> Server::accept_loop(std::shared_ptr<Acceptor> acc, bool tcp) {
   for (;;) {
     auto [ec, sock] = co_await acc->async_accept(kTuple);
@@ -288,39 +424,79 @@ asio::awaitable<void> Server::accept_loop(std::shared_ptr<Acceptor> acc, bool tc
     }
     // Each connection runs on its own strand: the coroutines of one exchange
     // (a proxy's watcher, say) never run at the same time on two threads.
-    asio::co_spawn(asio::make_strand(io_), serve(std::move(sock)), asio::detached);
+    auto strand = asio::make_strand(io_);
+    auto conn = std::make_shared<Conn>(strand);
+    const std::string client = peer_address(sock);
+    std::weak_ptr<Conn> weak = conn;
+    conn->ticket = table_->admit(client, [strand, weak] {
+      asio::post(strand, [weak] {
+        if (auto c = weak.lock()) c->timer.cancel();
+      });
+    });
+    if (!conn->ticket) {
+      const auto& lim = table_->limits();
+      const bool per_client = lim.max_per_client && table_->count(client) >= lim.max_per_client;
+      std::string message = per_client ? "too many connections from this address (" +
+                                             std::to_string(lim.max_per_client) + " are busy); try again later"
+                                       : "the server is at its connection limit (" + std::to_string(lim.max_total) +
+                                             " are busy); try again later";
+      COPPICE_LOG_RATE(warn, 1) << "refused a connection from " << client << ": " << message;
+      const Fields retry{{"Retry-After", "1"}};
+      auto response = error_response(503, message, retry);
+      asio::co_spawn(strand, refuse(std::move(sock), std::move(response)), asio::detached);
+      continue;
+    }
+    asio::co_spawn(strand, serve(std::move(sock), std::move(conn)), asio::detached);
   }
 }
 
-namespace {
-constexpr size_t kDrainLimit = 64u << 20;
-const char* kBadRequest = R"({"code":400,"message":"malformed HTTP request"})";
-}
-
-asio::awaitable<void> Server::serve(Socket sock) {
+asio::awaitable<void> Server::serve(Socket sock, std::shared_ptr<Conn> conn) {
+  asio::steady_timer& timer = conn->timer;
+  const ConnectionTable::Ticket& ticket = conn->ticket;
   beast::flat_buffer buf;
   buf.reserve(64 * 1024);  // reads are sized by free capacity: keep request bodies in large pieces
-  asio::steady_timer idle(sock.get_executor());
+  // The first request's head is due header_timeout after the accept.
+  Clock::time_point deadline = Clock::now() + opts_.header_timeout;
+  bool first = true;
   for (;;) {
     bhttp::request_parser<bhttp::buffer_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
     parser.body_limit(boost::none);  // handlers bound what they read
-    idle.expires_after(opts_.idle_timeout);
-    auto result = co_await (bhttp::async_read_header(sock, buf, parser, kTuple) || idle.async_wait(kTuple));
-    if (result.index() == 1) break;  // idle
+    if (!first) {
+      if (buf.size() == 0) {
+        // Kept alive: the next request may take idle_timeout to begin.
+        timer.expires_after(opts_.idle_timeout);
+        if (ticket->evicted) break;
+        auto waited = co_await (sock.async_wait(Socket::wait_read, kTuple) || timer.async_wait(kTuple));
+        if (waited.index() == 1 || std::get<0>(std::get<0>(waited))) break;
+      }
+      deadline = Clock::now() + opts_.header_timeout;
+    }
+    first = false;
+    timer.expires_at(deadline);
+    if (ticket->evicted) break;
+    auto result = co_await (bhttp::async_read_header(sock, buf, parser, kTuple) || timer.async_wait(kTuple));
+    if (result.index() == 1) {
+      // Out of time, or evicted to make room: a client that has sent part of
+      // a head is told why.
+      if (!ticket->evicted && (buf.size() > 0 || parser.got_some())) {
+        co_await answer_and_close(sock, timer, error_response(408, "request head not received in time"));
+      }
+      break;
+    }
     auto [ec, n] = std::get<0>(result);
     if (ec) {
       if (ec != bhttp::error::end_of_stream && ec != asio::error::eof && ec != asio::error::connection_reset &&
           ec != asio::error::operation_aborted) {
         unsigned status = ec == bhttp::error::header_limit ? 431 : 400;
-        std::string body = status == 431 ? R"({"code":431,"message":"request header too large"})" : kBadRequest;
-        bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
-        res.set(bhttp::field::content_type, "application/json");
-        res.keep_alive(false);
-        res.body() = body;
-        res.prepare_payload();
-        co_await bhttp::async_write(sock, res, kTuple);
+        std::string message = status == 431 ? "request header too large" : "malformed HTTP request: " + ec.message();
+        co_await answer_and_close(sock, timer, error_response(status, message));
       }
+      break;
+    }
+    if (!table_->mark_busy(ticket)) break;  // evicted just as the head came
+    if (auto bad = framing_error(parser.get().base())) {
+      co_await answer_and_close(sock, timer, error_response(bad->first, bad->second));
       break;
     }
     Exchange ex(sock, buf, parser);
@@ -332,7 +508,10 @@ asio::awaitable<void> Server::serve(Socket sock) {
       threw = true;
     }
     // The handler owns the connection now: nothing here may answer, drain or close it.
-    if (ex.taken_over()) co_return;
+    if (ex.taken_over()) {
+      table_->release(ticket);
+      co_return;
+    }
     if (threw) {
       if (!ex.responded()) {
         co_await ex.respond_json(500, R"({"code":500,"message":"internal error"})");
@@ -342,26 +521,31 @@ asio::awaitable<void> Server::serve(Socket sock) {
     }
     if (!ex.responded()) co_await ex.respond_json(500, R"({"code":500,"message":"no response"})");
     if (!ex.finished()) ex.set_close();
-    // Drain an unread request body (up to kDrainLimit) before anything else:
-    // closing a socket with unread input makes the kernel send a reset, which
-    // can destroy our response before the peer reads it; and a client still
-    // sending reads our answer instead of a broken pipe.
+    // Drain an unread request body (up to kDrainLimit, for up to
+    // drain_timeout) before anything else: closing a socket with unread
+    // input makes the kernel send a reset, which can destroy our response
+    // before the peer reads it; and a client still sending reads our answer
+    // instead of a broken pipe.
     bool drained_all = parser.is_done();
     if (!drained_all && !ex.close_requested()) {
-      char tmp[8192];
-      size_t drained = 0;
-      while (!parser.is_done() && drained < kDrainLimit) {
-        auto r = co_await ex.read_some(tmp);
-        if (!r || *r == 0) break;
-        drained += *r;
-      }
+      auto drain = [](Exchange& e, bhttp::request_parser<bhttp::buffer_body>& p) -> asio::awaitable<void> {
+        char tmp[8192];
+        size_t drained = 0;
+        while (!p.is_done() && drained < kDrainLimit) {
+          auto r = co_await e.read_some(tmp);
+          if (!r || *r == 0) break;
+          drained += *r;
+        }
+      };
+      timer.expires_after(opts_.drain_timeout);
+      co_await (drain(ex, parser) || timer.async_wait(kTuple));
       drained_all = parser.is_done();
     }
     if (!drained_all || ex.close_requested() || !ex.keep_alive()) break;
+    table_->mark_idle(ticket);
   }
-  boost::system::error_code ignore;
-  sock.shutdown(Socket::shutdown_both, ignore);
-  sock.close(ignore);
+  table_->release(ticket);
+  close_socket(sock);
 }
 
 }  // namespace coppice::http

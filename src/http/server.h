@@ -21,6 +21,7 @@
 
 #include "common/result.h"
 #include "common/url.h"
+#include "http/conn_table.h"
 
 namespace coppice::http {
 
@@ -141,8 +142,23 @@ using Handler = std::function<asio::awaitable<void>(Exchange&)>;
 
 struct ServerOptions {
   size_t max_header_bytes = 64 * 1024;
-  // Connections idle this long between requests are closed.
-  std::chrono::seconds idle_timeout{600};
+  // Time a request head may take to arrive whole: from the accept for a
+  // connection's first request, from its first byte for a later one. A head
+  // still incomplete then (one trickled in a byte at a time, or none at all)
+  // gets 408 and the connection is closed. Default 20 s.
+  std::chrono::steady_clock::duration header_timeout = std::chrono::seconds(20);
+  // A kept-alive connection with no new request this long is closed. Default 60 s.
+  std::chrono::steady_clock::duration idle_timeout = std::chrono::seconds(60);
+  // Once a handler runs, neither timeout applies: a response, a long-lived
+  // stream or a taken-over connection lasts as long as the handler wants.
+  // After a response, an unread request body is drained (so the peer reads
+  // the answer, not a reset) for at most this long, then the connection is
+  // closed. Default 20 s.
+  std::chrono::steady_clock::duration drain_timeout = std::chrono::seconds(20);
+  // Connections held at once, in total and per client address (TCP: the
+  // peer's IP; every unix socket peer counts as one client). Default: no
+  // bound (envd, the interpreter); the gateway sets them (conn_table.h).
+  ConnectionLimits limits;
 };
 
 class Server {
@@ -155,14 +171,18 @@ class Server {
   Status listen_unix(const std::string& path, unsigned mode = 0600);
   // Stops accepting; existing connections finish their work.
   void stop();
+  // Connections held now (admitted and not yet closed).
+  size_t connections() const { return table_->total(); }
 
  private:
+  struct Conn;
   asio::awaitable<void> accept_loop(std::shared_ptr<Acceptor> acc, bool tcp);
-  asio::awaitable<void> serve(Socket sock);
+  asio::awaitable<void> serve(Socket sock, std::shared_ptr<Conn> conn);
 
   asio::io_context& io_;
   Handler handler_;
   ServerOptions opts_;
+  std::shared_ptr<ConnectionTable> table_;
   std::vector<std::shared_ptr<Acceptor>> acceptors_;
 };
 

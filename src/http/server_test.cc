@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -183,6 +184,277 @@ TEST_F(ServerTest, AnyOtherAnswerToAnUpgradeRequestClosesTheConnection) {
   EXPECT_NE(got.find("\r\nConnection: close\r\n"), std::string::npos) << got;
   EXPECT_EQ(got.find("HTTP/1.1", 1), std::string::npos) << "a second response: " << got;
   ::close(fd);
+}
+
+
+// --- hostile clients: bounds, deadlines, framing ---
+
+using Clock = std::chrono::steady_clock;
+
+asio::awaitable<void> limited_handler(Exchange& ex) {
+  if (ex.path() == "/hold") {
+    // Busy until the client goes away.
+    co_await ex.wait_peer_closed();
+    co_await ex.respond(200, "held", "text/plain");
+    co_return;
+  }
+  if (ex.path() == "/stream") {
+    // Quiet gaps longer than the header and idle timeouts: a response in
+    // progress is never cut by them.
+    auto s = co_await ex.start(200, {}, std::nullopt);
+    if (!s) co_return;
+    asio::steady_timer t(ex.executor());
+    for (int i = 0; i < 4; ++i) {
+      t.expires_after(250ms);
+      co_await t.async_wait(kTuple);
+      auto w = co_await ex.write("tick;");
+      if (!w) co_return;
+    }
+    co_await ex.finish();
+    co_return;
+  }
+  co_await ex.respond(200, "plain", "text/plain");
+}
+
+ServerOptions limited_options() {
+  ServerOptions o;
+  o.limits.max_total = 3;
+  o.limits.max_per_client = 3;
+  o.header_timeout = 300ms;
+  o.idle_timeout = 300ms;
+  o.drain_timeout = 300ms;
+  return o;
+}
+
+class LimitedServerTest : public ServerTest {
+ protected:
+  // Waits until the server holds `n` connections.
+  bool wait_connections(Server& s, size_t n) {
+    for (auto until = Clock::now() + 5s; Clock::now() < until; std::this_thread::sleep_for(5ms)) {
+      if (s.connections() == n) return true;
+    }
+    return false;
+  }
+  static bool closed_by_peer(int fd) {
+    char c;
+    return ::read(fd, &c, 1) == 0;
+  }
+  static std::string whole(int fd) {
+    return read_until(fd, [](const std::string&) { return false; });
+  }
+  Server limited_{io_, limited_handler, limited_options()};
+  std::string lpath_;
+  int lconnect() {
+    std::swap(path_, lpath_);
+    int fd = connect();
+    std::swap(path_, lpath_);
+    return fd;
+  }
+  void SetUp() override {
+    lpath_ = (dir_.path() / "limited.sock").string();
+    ASSERT_TRUE(limited_.listen_unix(lpath_).has_value());
+    ServerTest::SetUp();
+  }
+};
+
+TEST(ConnectionTable, BoundsPerClientAndInTotalEvictingTheLongestIdle) {
+  ConnectionTable t({.max_total = 3, .max_per_client = 2});
+  int evicted_a1 = 0, evicted_b1 = 0;
+  auto a1 = t.admit("a", [&] { ++evicted_a1; });
+  auto a2 = t.admit("a", [] {});
+  ASSERT_TRUE(a1 && a2);
+  // At the per-client bound: a's longest-idle connection gives way.
+  auto a3 = t.admit("a", [] {});
+  ASSERT_TRUE(a3);
+  EXPECT_EQ(evicted_a1, 1);
+  EXPECT_TRUE(a1->evicted);
+  EXPECT_FALSE(t.mark_busy(a1));
+  EXPECT_EQ(t.count("a"), 2u);
+  auto b1 = t.admit("b", [&] { ++evicted_b1; });
+  ASSERT_TRUE(b1);
+  EXPECT_EQ(t.total(), 3u);
+  // At the total: the longest-idle of anyone gives way (a2), busy ones never.
+  ASSERT_TRUE(t.mark_busy(a3));
+  ASSERT_TRUE(t.mark_busy(b1));
+  auto c1 = t.admit("c", [] {});
+  ASSERT_TRUE(c1);
+  EXPECT_TRUE(a2->evicted);
+  EXPECT_FALSE(b1->evicted);
+  ASSERT_TRUE(t.mark_busy(c1));
+  // Everything busy: refused.
+  EXPECT_EQ(t.admit("d", [] {}), nullptr);
+  EXPECT_EQ(t.admit("a", [] {}), nullptr);
+  // Back to idle: evictable again, longest idle first.
+  t.mark_idle(b1);
+  t.mark_idle(a3);
+  auto d1 = t.admit("d", [] {});
+  ASSERT_TRUE(d1);
+  EXPECT_TRUE(b1->evicted);
+  EXPECT_EQ(evicted_b1, 1);
+  EXPECT_FALSE(a3->evicted);
+  t.release(a3);
+  t.release(a3);  // idempotent
+  t.release(c1);
+  t.release(d1);
+  t.release(a1);  // evicted before: already out of the counts
+  EXPECT_EQ(t.total(), 0u);
+  EXPECT_EQ(t.count("a"), 0u);
+}
+
+TEST(ConnectionTable, BoundFromTheFdLimit) {
+  EXPECT_EQ(connections_for_fd_limit(20000), 7500u);  // a quarter kept, two fds a connection
+  EXPECT_EQ(connections_for_fd_limit(1024), 384u);    // at least 256 kept
+  EXPECT_EQ(connections_for_fd_limit(100), 16u);
+  EXPECT_GT(connections_for_fd_limit(~uint64_t{0}), 100000u);
+}
+
+TEST_F(LimitedServerTest, ConnectionsOverTheBoundGet503WhileAllAreBusy) {
+  int held[3];
+  for (int& fd : held) {
+    fd = lconnect();
+    send_all(fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  }
+  ASSERT_TRUE(wait_connections(limited_, 3));
+  std::this_thread::sleep_for(50ms);  // the three heads are read: all busy
+  int extra = lconnect();
+  std::string got = whole(extra);  // answered at once and closed
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 503 ")) << got;
+  EXPECT_NE(got.find("connection"), std::string::npos) << got;
+  EXPECT_NE(got.find("Retry-After: 1"), std::string::npos) << got;
+  ::close(extra);
+  // A busy connection is not cut by the idle or header timeout.
+  std::this_thread::sleep_for(600ms);
+  EXPECT_EQ(limited_.connections(), 3u);
+  // One client leaves: the next one is served.
+  ::close(held[0]);
+  ASSERT_TRUE(wait_connections(limited_, 2));
+  int next = lconnect();
+  send_all(next, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+  got = read_until(next, [](const std::string& s) { return s.find("plain") != std::string::npos; });
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  ::close(next);
+  ::close(held[1]);
+  ::close(held[2]);
+  EXPECT_TRUE(wait_connections(limited_, 0));
+}
+
+TEST_F(LimitedServerTest, IdleConnectionsGiveWayToANewOne) {
+  // Three connections that send nothing fill the bound; a fourth is still
+  // served, and the one idle longest is closed to make room.
+  int idle[3];
+  for (int& fd : idle) {
+    fd = lconnect();
+    ASSERT_TRUE(wait_connections(limited_, static_cast<size_t>(&fd - idle) + 1));
+  }
+  int fresh = lconnect();
+  send_all(fresh, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string got = read_until(fresh, [](const std::string& s) { return s.find("plain") != std::string::npos; });
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  EXPECT_TRUE(closed_by_peer(idle[0]));
+  // A kept-alive connection between requests is idle too: it can still be
+  // used until it gives way.
+  send_all(fresh, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+  got = read_until(fresh, [](const std::string& s) { return s.find("plain") != std::string::npos; });
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  for (int fd : idle) ::close(fd);
+  ::close(fresh);
+  EXPECT_TRUE(wait_connections(limited_, 0));
+}
+
+TEST_F(LimitedServerTest, ASlowHeadIsCutAtTheDeadline) {
+  int fd = lconnect();
+  auto t0 = Clock::now();
+  send_all(fd, "GET /plain HTTP/1.1\r\n");
+  // A byte every 50 ms would take 5 s; the head is due in 300 ms.
+  std::string got;
+  for (int i = 0; i < 100; ++i) {
+    if (::send(fd, "X", 1, MSG_NOSIGNAL) != 1) break;
+    std::this_thread::sleep_for(50ms);
+    char tmp[512];
+    ssize_t n = ::recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+    if (n > 0) got.append(tmp, static_cast<size_t>(n));
+    if (n == 0) break;
+  }
+  got += whole(fd);
+  auto took = Clock::now() - t0;
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 408 ")) << got;
+  EXPECT_NE(got.find("not received in time"), std::string::npos) << got;
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 3s);
+  ::close(fd);
+  // A connection that never sends a byte is closed at the same deadline, unanswered.
+  fd = lconnect();
+  t0 = Clock::now();
+  EXPECT_EQ(whole(fd), "");
+  EXPECT_LT(Clock::now() - t0, 3s);
+  ::close(fd);
+  EXPECT_TRUE(wait_connections(limited_, 0));
+}
+
+TEST_F(LimitedServerTest, IdleKeepAliveIsClosedButStreamsAreNot) {
+  int fd = lconnect();
+  send_all(fd, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string got = read_until(fd, [](const std::string& s) { return s.find("plain") != std::string::npos; });
+  ASSERT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  auto t0 = Clock::now();
+  EXPECT_TRUE(closed_by_peer(fd));
+  EXPECT_GE(Clock::now() - t0, 250ms);
+  ::close(fd);
+  // A response that takes 1 s, with gaps longer than both timeouts.
+  fd = lconnect();
+  send_all(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
+  got = read_until(fd, [](const std::string& s) { return s.find("0\r\n\r\n") != std::string::npos; });
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  size_t ticks = 0;
+  for (size_t p = got.find("tick;"); p != std::string::npos; p = got.find("tick;", p + 1)) ++ticks;
+  EXPECT_EQ(ticks, 4u) << got;
+  ::close(fd);
+}
+
+TEST_F(LimitedServerTest, AnUnreadBodyIsDrainedForALimitedTime) {
+  int fd = lconnect();
+  // The handler answers without reading; the body never comes whole.
+  send_all(fd, "POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nsome");
+  auto t0 = Clock::now();
+  std::string got = whole(fd);
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  EXPECT_LT(Clock::now() - t0, 3s);
+  ::close(fd);
+}
+
+// Framing a peer before or after the server could read differently.
+TEST_F(ServerTest, AmbiguousFramingIsRefused) {
+  using namespace std::string_literals;  // "..."s keeps the NUL below
+  const std::pair<std::string, const char*> cases[] = {
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nbody"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nbody"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 4\r\n\r\nbody"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\nbody"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length : 4\r\n\r\nbody"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"s, "501"},
+      {"POST /plain HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"s, "400"},
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"s, "400"},
+      // obs-fold: Beast joins a folded value with one space (RFC 9112 section
+      // 5.2 allows that in place of a 400): a Transfer-Encoding folded into
+      // "identity chunked" is refused like any malformed one.
+      {"POST /plain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n chunked\r\n\r\n0\r\n\r\n"s, "400"},
+      {"GET /plain HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\n\r\n"s, "400"},
+      {"GET /plain HTTP/1.1\r\nHost: x\r\nX-Cr: a\rb\r\n\r\n"s, "400"},
+  };
+  for (const auto& [request, status] : cases) {
+    int fd = connect();
+    send_all(fd, request);
+    std::string got = read_until(fd, [](const std::string&) { return false; });  // to EOF: the connection is closed
+    EXPECT_TRUE(got.starts_with(std::string("HTTP/1.1 ") + status + " ")) << request << "\n-> " << got;
+    EXPECT_EQ(got.find("plain"), std::string::npos) << "the handler ran: " << request;
+    ::close(fd);
+  }
 }
 
 }  // namespace

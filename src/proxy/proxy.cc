@@ -6,11 +6,13 @@
 #include <sys/socket.h>
 
 #include "common/file_signature.h"
+#include "common/ids.h"
 #include "common/log.h"
 #include "common/strings.h"
 #include "core/offload.h"
 #include "http/client.h"
 #include "http/tunnel.h"
+#include "proxy/credentials.h"
 
 namespace coppice::proxy {
 
@@ -186,6 +188,12 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     co_await ex.respond_json(400, R"({"code":400,"message":"E2b-Sandbox-Port is not a valid port"})");
     co_return;
   }
+  // Never echoed: it may be any bytes at all.
+  if (!valid_sandbox_id(t.sandbox_id)) {
+    co_await ex.respond_json(
+        400, R"({"code":400,"message":"the sandbox id (E2b-Sandbox-Id, or the Host's <port>-<id>) is not 20 characters of [a-z0-9]"})");
+    co_return;
+  }
   if (t.port == kEnvdPort && is_internal_envd_path(ex.path())) {
     co_await ex.respond_json(403, R"({"code":403,"message":"this envd endpoint is internal to the gateway"})");
     co_return;
@@ -229,7 +237,9 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
   // Request head.
   bhttp::request<bhttp::empty_body> req{ex.method(), std::string(ex.target()), 11};
   for (const auto& f : ex.head()) {
-    if (hop_by_hop(std::string_view(f.name_string().data(), f.name_string().size()))) continue;
+    const std::string_view name(f.name_string().data(), f.name_string().size());
+    if (hop_by_hop(name)) continue;
+    if (is_gateway_credential(ex, name, std::string_view(f.value().data(), f.value().size()), t.port)) continue;
     req.insert(f.name_string(), f.value());
   }
   req.set(field::host, "localhost");

@@ -201,7 +201,8 @@ class FakeBackend final : public sandbox::Backend {
       co_await ex.respond(200, out, "application/connect+json");
     } else {
       nlohmann::json j{{"sandbox", id}, {"method", std::string(ex.method_string())}, {"target", target},
-                       {"token", ex.header("X-Access-Token")}, {"apiKey", ex.header("X-API-KEY")}};
+                       {"token", ex.header("X-Access-Token")}, {"apiKey", ex.header("X-API-KEY")},
+                       {"authorization", ex.header("Authorization")}, {"hasApiKey", ex.has_header("X-API-KEY")}};
       co_await ex.respond(200, j.dump(), "application/json");
     }
   }

@@ -201,9 +201,10 @@ export function removeStateDir(dir) {
 // Starts coppiced on a free loopback port with a fresh state dir (or the one
 // given, for restart tests). `apiKeys` is its COPPICE_API_KEYS (default: the
 // bare TEST_API_KEY, the default team's admin key; keep it in any other list
-// so stop() can clean up). Returns { url, proc, stateDir, opts, stop, kill9 }.
+// so stop() can clean up). `prefix` runs it under another command (say,
+// prlimit with a lower fd limit). Returns { url, proc, stateDir, opts, stop, kill9 }.
 // The sandboxes' disk image is small (--disk-image-size 512M) unless asked.
-export async function startGateway({ stateDir, keep = false, extraArgs = [], apiKeys = TEST_API_KEY } = {}) {
+export async function startGateway({ stateDir, keep = false, extraArgs = [], apiKeys = TEST_API_KEY, prefix = [] } = {}) {
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -211,7 +212,8 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [], api
   // and a real gateway) find ranges clear of each other.
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
   const image = extraArgs.some((a) => a.startsWith('--disk-')) ? [] : ['--disk-image-size', '512M'];
-  const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', dir,
+  const [cmd, ...pre] = [...prefix, gatewayBin];
+  const proc = spawn(cmd, [...pre, '--listen', `127.0.0.1:${port}`, '--state-dir', dir,
     '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...image, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: apiKeys } });
   let exited = false;
