@@ -399,8 +399,6 @@ asio::awaitable<void> SandboxManager::on_envd_exit(std::string id) {
   l->exit_watch.reset();
   COPPICE_LOG(warn).sandbox(id) << "envd (pid " << l->handle.init_pid << ") exited: removing the sandbox";
   metrics_.envd_errors.inc();
-  auto ev = [id](store::Store& st) { return st.append_event(id, "died", "envd exited"); };
-  store_q_.post(std::move(ev), "event died");
   // A pause or resume in flight finishes first (the kill would be a 409).
   asio::steady_timer wait(owner_);
   for (int tries = 0; tries < 600; ++tries) {

@@ -247,8 +247,9 @@ class SandboxManager {
   void sample_into(Live& l, const sandbox::Usage& u, Clock::time_point at);
   // Starts watching a visible sandbox's PID 1 with `fd` (Backend::exit_fd;
   // an invalid one: nothing to watch). When it exits on its own (killed, OOM)
-  // the sandbox is removed like a kill, with a "died" event: E2B knows no
-  // state for a dead sandbox, so clients see "not found" from then on.
+  // the sandbox is removed like a kill (a warning in the log, envd_errors
+  // counted): E2B knows no state for a dead sandbox, so clients see "not
+  // found" from then on.
   void watch_exit(const std::shared_ptr<Live>& l, sys::UniqueFd fd);
   asio::awaitable<void> on_envd_exit(std::string id);
 
