@@ -75,6 +75,19 @@ struct GatewayConfig {
   // How many sandboxes can run at once: each takes a 65536-id range from
   // uid_base on. Default 16384 (ids up to ~1.07e9).
   uint32_t uid_slots = 16384;
+  // Size of a sandbox's /dev/shm, in percent of its memory limit (tmpfs
+  // pages are charged to the sandbox): filling it ends in ENOSPC, not in its
+  // OOM killer. Default 25.
+  int shm_percent = 25;
+  // RLIMIT_NOFILE of sandbox processes: soft and hard (what a sandbox may
+  // raise it to), each capped at the gateway's own hard limit. Default
+  // 1024/65536.
+  uint64_t sandbox_nofile_soft = 1024;
+  uint64_t sandbox_nofile_hard = 65536;
+  // Processes + threads all sandboxes together may hold (pids.max of the
+  // gateway's parent cgroup). -1 (default): min(pid_max, threads-max) less a
+  // reserve for the host (an eighth, 2048..65536); 0: no cap.
+  int64_t total_pids_max = -1;
   // Host resources (cgroups, state dir layouts, network namespaces) kept made
   // ahead of cold creates; 0: every create makes its own.
   uint32_t spares = 32;

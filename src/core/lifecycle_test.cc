@@ -51,6 +51,19 @@ TEST(Lifecycle, InvisibleStatesAnswerNotFound) {
   EXPECT_FALSE(check_transition("abc", S::kGone, S::kRunning));
 }
 
+TEST(Lifecycle, ASandboxWhoseEnvdDiedLeavesThroughKillingFromEveryVisibleState) {
+  // E2B has no state for a dead sandbox: it is removed (Killing -> Gone) and
+  // clients get "not found". A pause or resume in flight finishes first.
+  for (S from : {S::kRunning, S::kPaused, S::kPausing, S::kResuming}) {
+    EXPECT_TRUE(check_transition("x", from, S::kKilling).has_value()) << state_label(from);
+  }
+  EXPECT_TRUE(check_transition("x", S::kKilling, S::kGone).has_value());
+  for (S from : {S::kCreating, S::kPooled, S::kKilling, S::kGone}) {
+    auto r = check_transition("x", from, S::kKilling);
+    EXPECT_FALSE(r.has_value()) << state_label(from) << ": nothing to remove twice";
+  }
+}
+
 TEST(Lifecycle, NamesAsE2BReportsThem) {
   EXPECT_EQ(state_name(S::kRunning), "running");
   EXPECT_EQ(state_name(S::kPausing), "running");

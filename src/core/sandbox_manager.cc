@@ -243,6 +243,7 @@ sandbox::SandboxSpec SandboxManager::spec_for(const Live& l, const Template& tmp
   spec.limits.cpu_millicores = l.cpu_count * 1000;
   spec.limits.memory_bytes = static_cast<uint64_t>(l.memory_mb) << 20;
   spec.disk_bytes = static_cast<uint64_t>(l.disk_mb) << 20;
+  spec.shm_bytes = spec.limits.memory_bytes / 100 * static_cast<uint64_t>(std::clamp(cfg_.shm_percent, 1, 100));
   return spec;
 }
 
@@ -293,6 +294,17 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
     if (!w) {
       s = std::unexpected(std::move(w.error()).context("store sandbox"));
       (void)transition(*l, SandboxState::kKilling);
+    }
+  }
+  if (s) {
+    // A pidfd_open (and a lookup under the backend's lock): no waiting.
+    auto fd = backend_.exit_fd(l->handle);
+    if (fd) {
+      watch_exit(l, std::move(*fd));
+    } else if (fd.error().code() == ErrorCode::kNotFound) {
+      // Died between its start and now: the watch fires at once.
+      COPPICE_LOG_RATE(warn, 5).sandbox(l->id) << "envd gone right after create: " << fd.error().to_string();
+      asio::co_spawn(owner_, on_envd_exit(l->id), asio::detached);
     }
   }
   if (!s) {
@@ -373,6 +385,42 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create(CreateParams p) {
   co_return v;
 }
 
+// --- a sandbox that dies on its own ---
+
+void SandboxManager::watch_exit(const std::shared_ptr<Live>& l, sys::UniqueFd fd) {
+  if (!fd) return;
+  l->exit_watch = std::make_unique<asio::posix::stream_descriptor>(owner_, fd.release());
+  std::weak_ptr<Live> weak = l;
+  l->exit_watch->async_wait(asio::posix::stream_descriptor::wait_read, [this, weak](const boost::system::error_code& ec) {
+    if (ec) return;  // cancelled: killed by us, or the gateway stops
+    auto live = weak.lock();
+    if (!live) return;
+    asio::co_spawn(owner_, on_envd_exit(live->id), asio::detached);
+  });
+}
+
+asio::awaitable<void> SandboxManager::on_envd_exit(std::string id) {
+  auto it = live_.find(id);
+  if (it == live_.end() || !visible(it->second->state)) co_return;
+  auto l = it->second;
+  l->exit_watch.reset();
+  COPPICE_LOG(warn).sandbox(id) << "envd (pid " << l->handle.init_pid << ") exited: removing the sandbox";
+  metrics_.envd_errors.inc();
+  // A pause or resume in flight finishes first (the kill would be a 409).
+  asio::steady_timer wait(owner_);
+  for (int tries = 0; tries < 600; ++tries) {
+    auto cur = live_.find(id);
+    if (cur == live_.end() || cur->second != l || !visible(l->state)) co_return;
+    std::string sid = id, reason = "its envd exited";
+    auto op = do_kill(std::move(sid), std::move(reason));
+    auto r = co_await std::move(op);
+    if (r || r.error().code() != ErrorCode::kFailedPrecondition) co_return;
+    wait.expires_after(std::chrono::milliseconds(100));
+    co_await wait.async_wait(asio::as_tuple(use_awaitable));
+  }
+  COPPICE_LOG(error).sandbox(id) << "envd exited and the sandbox could not be removed";
+}
+
 // --- read ---
 
 asio::awaitable<Result<SandboxView>> SandboxManager::do_get(std::string id, TeamScope team) {
@@ -416,6 +464,7 @@ asio::awaitable<Status> SandboxManager::do_kill(std::string id, std::string reas
   auto l = *found;
   const SandboxState before = l->state;
   COPPICE_CO_TRY(transition(*l, SandboxState::kKilling));  // 409 while pausing/resuming
+  l->exit_watch.reset();  // our own kill: no death to report (a failed one leaves it unwatched)
   auto job = [this, id] { return backend_.destroy(id); };
   auto r = co_await run_on(workers_, std::move(job));
   if (!r) {

@@ -261,6 +261,13 @@ class SandboxManager {
   // Removes a sandbox nobody saw (a failed create): kernel state and table entry.
   asio::awaitable<void> discard(std::shared_ptr<Live> l);
   void sample_into(Live& l, const sandbox::Usage& u, Clock::time_point at);
+  // Starts watching a visible sandbox's PID 1 with `fd` (Backend::exit_fd;
+  // an invalid one: nothing to watch). When it exits on its own (killed, OOM)
+  // the sandbox is removed like a kill (a warning in the log, envd_errors
+  // counted): E2B knows no state for a dead sandbox, so clients see "not
+  // found" from then on.
+  void watch_exit(const std::shared_ptr<Live>& l, sys::UniqueFd fd);
+  asio::awaitable<void> on_envd_exit(std::string id);
 
   // --- pools ---
   // A ready sandbox of the template's pool made from its current build, or null.

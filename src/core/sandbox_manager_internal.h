@@ -2,6 +2,8 @@
 // and the template commands run in a new sandbox. Private to src/core.
 #pragma once
 
+#include <boost/asio/posix/stream_descriptor.hpp>
+
 #include <deque>
 
 #include "core/sandbox_manager.h"
@@ -36,6 +38,10 @@ struct SandboxManager::Live {
   uint64_t last_cpu_ns = 0;
   std::chrono::steady_clock::time_point last_cpu_at{};
   uint64_t last_disk_bytes = 0;
+  // Readable once the sandbox's PID 1 (envd) has exited (Backend::exit_fd),
+  // registered with the owner strand while the sandbox is visible; null
+  // before hand-out, after a kill, or when the backend cannot watch.
+  std::unique_ptr<asio::posix::stream_descriptor> exit_watch;
 };
 
 struct SandboxManager::Pool {

@@ -116,6 +116,30 @@ TEST_F(Manager, ActionsDuringATransitionAre409) {
   EXPECT_TRUE(pausing.get());
 }
 
+TEST_F(Manager, ASandboxWhoseEnvdDiesIsRemovedAtOnce) {
+  CreateParams p;
+  p.timeout_s = 3600;
+  auto dies = create(p);
+  auto lives = create(p);
+  auto paused = create(p);
+  ASSERT_TRUE(run(mgr_->pause(paused.id)));
+  backend_->die(dies.id);
+  ASSERT_TRUE(eventually([&] { return mgr_->routes().lookup(dies.id) == nullptr; }, 2000))
+      << "still routed long after its envd died";
+  auto got = run(mgr_->get(dies.id));
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(eventually([&] { return !backend_->existing().count(dies.id); }, 2000)) << "its resources are freed";
+  EXPECT_FALSE(store_->get_sandbox(dies.id));
+  // The others are untouched; a paused one that dies goes too.
+  EXPECT_TRUE(run(mgr_->get(lives.id)));
+  backend_->die(paused.id);
+  ASSERT_TRUE(eventually([&] { return mgr_->routes().lookup(paused.id) == nullptr; }, 2000));
+  // A plain kill is no death.
+  ASSERT_TRUE(run(mgr_->kill(lives.id)));
+  EXPECT_EQ(mgr_->count_by_state().running, 0u);
+}
+
 TEST_F(Manager, TimeoutsExpireAndCanBeMoved) {
   CreateParams p;
   p.timeout_s = 1;

@@ -59,6 +59,11 @@ asio::awaitable<Status> SandboxManager::do_recover() {
         }
         adopted.insert(l->id);
         COPPICE_LOG(info).sandbox(l->id) << "adopted after restart (" << state_name(l->state) << ")";
+        if (auto fd = backend_.exit_fd(l->handle); fd) {
+          watch_exit(l, std::move(*fd));
+        } else if (fd.error().code() == ErrorCode::kNotFound) {
+          asio::co_spawn(owner_, on_envd_exit(l->id), asio::detached);
+        }
         continue;
       }
       COPPICE_LOG(warn).sandbox(id) << "not adopted, cleaning up: " << h.error().to_string();
@@ -187,6 +192,7 @@ asio::awaitable<void> SandboxManager::sampler_loop() {
 
 asio::awaitable<void> SandboxManager::do_shutdown() {
   stopping_ = true;
+  for (auto& [id, l] : live_) l->exit_watch.reset();  // running sandboxes stay; a restart watches them again
   if (reaper_timer_) reaper_timer_->cancel();
   if (sampler_timer_) sampler_timer_->cancel();
   std::vector<Refiller<Pooled>*> refillers;

@@ -8,6 +8,8 @@
 #include <termios.h>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <list>
@@ -15,6 +17,7 @@
 #include "common/log.h"
 #include "envd/paths.h"
 #include "envd/protojson.h"
+#include "sys/fsutil.h"
 #include "sys/spawn.h"
 
 namespace coppice::envd {
@@ -27,6 +30,17 @@ using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 namespace {
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
+
+// oom_score_adj of the processes envd starts: 500 above envd's own, within
+// the kernel's range (read once; envd's does not change).
+int user_oom_score_adj() {
+  static const int adj = [] {
+    int own = 0;
+    if (auto t = sys::read_file("/proc/self/oom_score_adj"); t) own = std::atoi(t->c_str());
+    return std::min(1000, own + 500);
+  }();
+  return adj;
+}
 constexpr std::chrono::seconds kDefaultKeepalive{90};
 constexpr size_t kReadChunk = 64 * 1024;
 }  // namespace
@@ -381,6 +395,10 @@ void ProcessService::register_routes(connect::Router& rpc) {
       }
     }
     so.env = envd->process_env(*user, extra);
+    // Under memory pressure the kernel kills the user's processes before
+    // envd, which the sandbox cannot be used without (they may lower theirs
+    // back to envd's level, never below: that takes CAP_SYS_RESOURCE).
+    so.oom_score_adj = user_oom_score_adj();
     auto pid = sys::spawn(so);
     if (!pid) {
       auto code = pid.error().code() == ErrorCode::kNotFound ? Code::not_found : Code::invalid_argument;

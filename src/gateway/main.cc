@@ -77,6 +77,22 @@ int main(int argc, char** argv) {
                  "host resources (cgroups, state dir layouts, network namespaces) kept ready for cold creates")
       ->check(CLI::Range(0u, 4096u))
       ->capture_default_str();
+  app.add_option("--total-pids-max", cfg.total_pids_max,
+                 "processes + threads all sandboxes together may hold (-1: the host's pid budget less a reserve; "
+                 "0: no cap)")
+      ->check(CLI::Range(int64_t(-1), int64_t(1) << 32))
+      ->capture_default_str();
+  app.add_option("--shm-percent", cfg.shm_percent, "size of a sandbox's /dev/shm in percent of its memory limit")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  app.add_option("--sandbox-nofile", cfg.sandbox_nofile_soft,
+                 "open files per sandbox process (soft RLIMIT_NOFILE; at most the gateway's hard limit)")
+      ->check(CLI::Range(uint64_t(64), uint64_t(1) << 20))
+      ->capture_default_str();
+  app.add_option("--sandbox-nofile-max", cfg.sandbox_nofile_hard,
+                 "the most a sandbox process may raise its open-file limit to (hard RLIMIT_NOFILE)")
+      ->check(CLI::Range(uint64_t(64), uint64_t(1) << 20))
+      ->capture_default_str();
   app.add_option("--workers", cfg.worker_threads, "threads doing sandbox work")->capture_default_str();
   cfg.pool_refill_parallel = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
   app.add_option("--pool-refill-parallel", cfg.pool_refill_parallel,
@@ -288,6 +304,9 @@ int main(int argc, char** argv) {
   // In sandboxes/ (on the quota file system): skeletons are renamed into it.
   nso.spare_dir = cfg.state_dir + "/sandboxes/.spare";
   nso.disk = disk.get();
+  nso.total_pids_max = cfg.total_pids_max;
+  nso.nofile_soft = std::min(cfg.sandbox_nofile_soft, cfg.sandbox_nofile_hard);
+  nso.nofile_hard = cfg.sandbox_nofile_hard;
   nso.spare_limits.cpu_millicores = cfg.default_cpu_count * 1000;
   nso.spare_limits.memory_bytes = static_cast<uint64_t>(cfg.default_memory_mb) << 20;
   nso.background = &background;

@@ -45,6 +45,10 @@ struct SandboxSpec {
   // the backend enforces disk quotas: a write past it fails with EDQUOT
   // inside the sandbox. 0: no cap of its own.
   uint64_t disk_bytes = 0;
+  // Size of the sandbox's /dev/shm (tmpfs: what is written there is memory
+  // charged to the sandbox). 0: a quarter of limits.memory_bytes, so that
+  // filling it ends in ENOSPC, not in the sandbox's OOM killer.
+  uint64_t shm_bytes = 0;
 };
 
 struct SandboxHandle {
@@ -98,6 +102,17 @@ class Backend {
   // Takes a running sandbox left by an earlier gateway process back under
   // management (finds its PID 1 from its cgroup). kNotFound if it is not running.
   virtual Result<SandboxHandle> adopt(const std::string& id, const std::string& state_dir) = 0;
+
+  // An fd that becomes readable once the sandbox's PID 1 (its envd) has
+  // exited, for the caller to register with its event loop (ns: a pidfd,
+  // checked to be the sandbox's PID 1 and not a process that reused its
+  // pid). The caller owns it; it holds no other resource. kNotFound when the
+  // sandbox is not running; kUnimplemented when the backend cannot tell.
+  // Quick (a few syscalls, no waiting).
+  virtual Result<sys::UniqueFd> exit_fd(const SandboxHandle& h) {
+    (void)h;
+    return make_error(ErrorCode::kUnimplemented, "this backend does not report a sandbox's exit");
+  }
 
   // Host-resource bundles ready for cold creates (spares); 0 if the backend
   // keeps none.

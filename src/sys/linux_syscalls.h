@@ -67,6 +67,17 @@ inline int setgroups_self(size_t n, const gid_t* groups) {
 inline int setresgid_self(gid_t r, gid_t e, gid_t s) { return static_cast<int>(::syscall(SYS_setresgid, r, e, s)); }
 inline int setresuid_self(uid_t r, uid_t e, uid_t s) { return static_cast<int>(::syscall(SYS_setresuid, r, e, s)); }
 
+// futex(2) on a word shared with a CLONE_VM child: wait while *word == expected
+// (returns at once otherwise); wake every waiter.
+inline int futex_wait(uint32_t* word, uint32_t expected) {
+  return static_cast<int>(::syscall(SYS_futex, word, 0 /* FUTEX_WAIT */, expected, nullptr, nullptr, 0));
+}
+inline int futex_wake(uint32_t* word) {
+  return static_cast<int>(::syscall(SYS_futex, word, 1 /* FUTEX_WAKE */, 0x7fffffff, nullptr, nullptr, 0));
+}
+
+inline int unshare_self(int flags) { return static_cast<int>(::syscall(SYS_unshare, flags)); }
+
 inline int close_range(unsigned first, unsigned last, unsigned flags) {
   return static_cast<int>(::syscall(SYS_close_range, first, last, flags));
 }

@@ -18,6 +18,8 @@ class Pidfd {
   static Result<Pidfd> open(pid_t pid);
 
   int get() const { return fd_.get(); }
+  // Gives up the fd (for an event loop to own); the Pidfd is empty after.
+  int release_fd() { return fd_.release(); }
   pid_t pid() const { return pid_; }
   bool valid() const { return fd_.valid(); }
 

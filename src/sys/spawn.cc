@@ -1,5 +1,7 @@
 #include "sys/spawn.h"
 
+#include <cstdio>
+
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -19,7 +21,7 @@ struct ChildFailure {
   int err;
 };
 
-enum Step { kOpenNull = 1, kDup, kSetsid, kCtty, kGroups, kGid, kUid, kChdir, kExec };
+enum Step { kOpenNull = 1, kDup, kSetsid, kCtty, kOomScore, kGroups, kGid, kUid, kChdir, kExec };
 
 const char* step_name(int step) {
   switch (step) {
@@ -27,6 +29,7 @@ const char* step_name(int step) {
     case kDup: return "dup2 standard streams";
     case kSetsid: return "setsid";
     case kCtty: return "set controlling terminal";
+    case kOomScore: return "set oom_score_adj";
     case kGroups: return "setgroups";
     case kGid: return "setgid";
     case kUid: return "setuid";
@@ -102,6 +105,11 @@ Result<pid_t> spawn(const SpawnOptions& opts) {
   for (const auto& e : opts.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
 
+  // Formatted here: the child must not allocate.
+  char oom[16] = {};
+  size_t oom_len = 0;
+  if (opts.oom_score_adj) oom_len = static_cast<size_t>(std::snprintf(oom, sizeof oom, "%d", *opts.oom_score_adj));
+
   auto report = make_pipe();
   if (!report) return std::unexpected(report.error());
   auto& [rd, wr] = *report;
@@ -131,6 +139,11 @@ Result<pid_t> spawn(const SpawnOptions& opts) {
     if (::dup2(tin, 0) < 0 || ::dup2(tout, 1) < 0 || ::dup2(terr, 2) < 0) fail(rfd, kDup);
     if (opts.new_session && ::setsid() < 0) fail(rfd, kSetsid);
     if (opts.controlling_tty && ::ioctl(0, TIOCSCTTY, 0) < 0) fail(rfd, kCtty);
+    if (oom_len > 0) {
+      int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+      if (fd < 0 || ::write(fd, oom, oom_len) != static_cast<ssize_t>(oom_len)) fail(rfd, kOomScore);
+      ::close(fd);
+    }
     if (opts.gid) {
       if (::setgroups(opts.groups.size(), opts.groups.data()) < 0) fail(rfd, kGroups);
       if (::setgid(*opts.gid) < 0) fail(rfd, kGid);

@@ -31,6 +31,9 @@ struct SpawnOptions {
   bool new_session = true;          // setsid()
   bool controlling_tty = false;     // make stdin (a pty slave) the controlling terminal
   bool reset_signals = true;        // default dispositions and an empty mask in the child
+  // /proc/self/oom_score_adj of the child, if set and above the caller's
+  // (raising needs no privilege; the child cannot go back below the caller's).
+  std::optional<int> oom_score_adj;
 };
 
 // Starts the child and returns its pid once exec has succeeded; an exec or

@@ -22,9 +22,27 @@ namespace {
 int hold_userns(void*) {
   for (;;) ::syscall(SYS_pause);
 }
+
+// The helper for a namespace owned by another uid: becomes that uid (its own
+// credentials only: raw setresuid, no glibc setxid broadcast), makes the
+// namespace, reports through the shared word and waits for SIGKILL.
+struct OwnedHelper {
+  uid_t owner = 0;
+  uint32_t state = 0;  // 0: working; 1: made; 2 + errno: failed
+};
+int hold_owned_userns(void* arg) {
+  auto* h = static_cast<OwnedHelper*>(arg);
+  uint32_t result = 1;
+  if (raw::setresuid_self(h->owner, h->owner, h->owner) != 0 || raw::unshare_self(CLONE_NEWUSER) != 0) {
+    result = 2 + static_cast<uint32_t>(errno);
+  }
+  __atomic_store_n(&h->state, result, __ATOMIC_RELEASE);
+  raw::futex_wake(&h->state);
+  for (;;) ::syscall(SYS_pause);
+}
 }  // namespace
 
-Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map) {
+Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map, uid_t owner) {
   // The helper shares our address space and fd table (CLONE_VM | CLONE_FILES):
   // no page-table copy of the gateway, no copy-on-write faults afterwards,
   // and it holds no copy of any other thread's in-flight descriptors, so the
@@ -39,8 +57,11 @@ Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map) {
   sigset_t all, old_mask;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old_mask);
-  pid_t pid = raw::clone_on_stack(hold_userns, static_cast<char*>(stack) + kStack,
-                                  CLONE_VM | CLONE_FILES | CLONE_NEWUSER | SIGCHLD, nullptr, nullptr);
+  OwnedHelper owned{owner, 0};
+  pid_t pid = owner == 0 ? raw::clone_on_stack(hold_userns, static_cast<char*>(stack) + kStack,
+                                               CLONE_VM | CLONE_FILES | CLONE_NEWUSER | SIGCHLD, nullptr, nullptr)
+                         : raw::clone_on_stack(hold_owned_userns, static_cast<char*>(stack) + kStack,
+                                               CLONE_VM | CLONE_FILES | SIGCHLD, &owned, nullptr);
   int clone_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   if (pid < 0) return errno_error("clone CLONE_NEWUSER", clone_errno);
@@ -55,6 +76,11 @@ Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map) {
       }
     }
   } reaper{pid};
+  if (owner != 0) {
+    uint32_t st;
+    while ((st = __atomic_load_n(&owned.state, __ATOMIC_ACQUIRE)) == 0) raw::futex_wait(&owned.state, 0);
+    if (st != 1) return errno_error("user namespace owned by uid " + std::to_string(owner), static_cast<int>(st - 2));
+  }
 
   std::string base = "/proc/" + std::to_string(pid);
   char line[64];

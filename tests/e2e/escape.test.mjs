@@ -256,3 +256,215 @@ test(`[${sdkName}] files as user: a planted symlink to /etc/shadow or /root/.bas
   assert.equal(await run('stat -c %U:%G /home/user/mine.txt', 'root'), 'user:user\n');
   assert.ok(await healthy(gw.url));
 });
+
+// The host pid of a sandbox's PID 1 (envd): the member of its cgroup whose
+// innermost pid is 1.
+function envdPid(stateDir, id) {
+  const [dir] = cgroupDirs(stateDir, id);
+  assert.ok(dir, `no cgroup of sandbox ${id}`);
+  for (const p of fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+    let status = '';
+    try { status = fs.readFileSync(`/proc/${p}/status`, 'utf8'); } catch { continue; }
+    const nspid = status.split('\n').find((l) => l.startsWith('NSpid:'));
+    if (nspid && nspid.trim().split(/\s+/).pop() === '1') return Number(p);
+  }
+  assert.fail(`no PID 1 in the cgroup of sandbox ${id}`);
+}
+
+// Runs python3 on the host, as the test's own user (root), and returns stdout.
+const hostPython = (code) => execFileSync('/usr/bin/python3', ['-c', code], { encoding: 'utf8' }).trim();
+
+// One gateway for the resource checks below.
+let shared = null;
+async function sharedGateway() {
+  if (!shared) {
+    shared = await startGateway({ stateDir: fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-escape-')) });
+  }
+  return shared;
+}
+after(async () => {
+  if (!shared) return;
+  await shared.stop();
+  await cleanUpAfter(shared.stateDir);
+});
+
+test(`[${sdkName}] a sandbox whose envd is killed is noticed at once and its resources freed`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 3_600_000 });
+  const other = await Sandbox.create({ ...gw.opts });
+  assert.equal((await sbx.commands.run('echo up')).stdout, 'up\n');
+  const id = sbx.sandboxId;
+  process.kill(envdPid(gw.stateDir, id), 'SIGKILL');
+  const t0 = Date.now();
+  let listed = true;
+  while (Date.now() - t0 < 3000) {
+    listed = (await Sandbox.list({ ...gw.opts }).nextItems()).some((s) => s.sandboxId === id);
+    if (!listed) break;
+    await sleep(50);
+  }
+  assert.equal(listed, false, 'still listed 3 s after its envd died');
+  await assert.rejects(Sandbox.getInfo(id, gw.opts), /not found/i);
+  await assert.rejects(sbx.commands.run('echo hi', { requestTimeoutMs: 10_000 }),
+    (e) => e.name === 'SandboxNotFoundError' && /not running/.test(e.message));
+  assert.deepEqual(cgroupDirs(gw.stateDir, id), [], 'its cgroups are removed');
+  assert.equal(fs.existsSync(path.join(gw.stateDir, 'sandboxes', id)), false, 'its state dir is released');
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  assert.equal(mounts.includes(id), false);
+  const logs = await fetch(`${gw.url}/sandboxes/${id}/logs`, { headers: { 'X-API-KEY': gw.opts.apiKey } });
+  assert.equal(logs.status, 404);
+  assert.equal((await other.commands.run('echo still')).stdout, 'still\n', 'the others are untouched');
+  await other.kill();
+});
+
+test(`[${sdkName}] a fork bomb in one sandbox leaves the others and the host able to start processes`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const bomb = await Sandbox.create({ ...gw.opts });
+  const other = await Sandbox.create({ ...gw.opts });
+  await bomb.files.write('/tmp/bomb.py', `
+import os, sys, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(120)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print(n, e.errno, flush=True)
+time.sleep(120)
+`);
+  await bomb.commands.run('setsid python3 /tmp/bomb.py >/tmp/bomb.out 2>&1 </dev/null &');
+  let out = '';
+  const end = Date.now() + 60_000;
+  while (!out && Date.now() < end) {
+    await sleep(200);
+    try { out = fs.readFileSync(path.join(gw.stateDir, 'sandboxes', bomb.sandboxId, 'upper', 'tmp', 'bomb.out'), 'utf8').trim(); } catch {}
+  }
+  const [forked, errno] = out.split(' ').map(Number);
+  assert.equal(errno, 11, `the bomb stops at the sandbox's own cap with EAGAIN: ${out}`);
+  assert.ok(forked > 100 && forked < 4096, `forked ${forked}`);
+  // The host's pids and the other sandbox are untouched.
+  assert.equal(hostPython('import os; print(os.getpid() > 0)'), 'True');
+  assert.equal((await other.commands.run('echo alive')).stdout, 'alive\n');
+  await bomb.kill();
+  await other.kill();
+});
+
+test(`[${sdkName}] inotify instances: one sandbox exhausting them leaves some for the host and the others`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const hog = await Sandbox.create({ ...gw.opts });
+  const other = await Sandbox.create({ ...gw.opts });
+  await hog.files.write('/tmp/hog.py', `
+import ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while True:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        break
+    fds.append(fd)
+print(len(fds), ctypes.get_errno(), flush=True)
+time.sleep(120)
+`);
+  await hog.commands.run('setsid python3 /tmp/hog.py >/tmp/hog.out 2>&1 </dev/null &');
+  let out = '';
+  const end = Date.now() + 30_000;
+  while (!out && Date.now() < end) {
+    await sleep(100);
+    try { out = fs.readFileSync(path.join(gw.stateDir, 'sandboxes', hog.sandboxId, 'upper', 'tmp', 'hog.out'), 'utf8').trim(); } catch {}
+  }
+  assert.ok(out, 'the hog reports');
+  const [taken, errno] = out.split(' ').map(Number);
+  assert.equal(errno, 24, `the hog runs into its limit (EMFILE): ${out}`);
+  const probe = 'import ctypes; l = ctypes.CDLL(None, use_errno=True); fd = l.inotify_init1(0); print("ok" if fd >= 0 else "errno %d" % ctypes.get_errno())';
+  assert.equal(hostPython(probe), 'ok', `host root gets an inotify instance after the sandbox took ${taken}`);
+  const r = await other.commands.run(`python3 -c '${probe}'`);
+  assert.equal(r.stdout.trim(), 'ok', 'another sandbox gets one');
+  await hog.kill();
+  await other.kill();
+});
+
+test(`[${sdkName}] seccomp: AF_VSOCK and other unneeded socket families are refused`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const sbx = await Sandbox.create({ ...gw.opts });
+  const r = await sbx.commands.run(`python3 -c '
+import errno, socket
+for fam in ("AF_VSOCK", "AF_ALG", "AF_TIPC", "AF_BLUETOOTH"):
+    try:
+        socket.socket(getattr(socket, fam), socket.SOCK_STREAM if fam != "AF_ALG" else socket.SOCK_SEQPACKET).close()
+        print(fam, "made")
+    except OSError as e:
+        print(fam, errno.errorcode.get(e.errno))
+for fam in ("AF_UNIX", "AF_INET", "AF_NETLINK"):
+    s = socket.socket(getattr(socket, fam), socket.SOCK_DGRAM)
+    s.close()
+    print(fam, "made")
+'`);
+  assert.deepEqual(r.stdout.trim().split('\n'), [
+    'AF_VSOCK EAFNOSUPPORT', 'AF_ALG EAFNOSUPPORT', 'AF_TIPC EAFNOSUPPORT', 'AF_BLUETOOTH EAFNOSUPPORT',
+    'AF_UNIX made', 'AF_INET made', 'AF_NETLINK made',
+  ]);
+  await sbx.kill();
+});
+
+test(`[${sdkName}] what containers mask is masked: kernel memory, keys, timers, command line, host block devices`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const sbx = await Sandbox.create({ ...gw.opts });
+  const r = await sbx.commands.run(`python3 -c '
+import os
+for f in ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/cmdline"):
+    if os.path.exists(f):
+        with open(f, "rb") as h:
+            print(f, len(h.read(4096)))
+for d in ("/proc/scsi", "/proc/acpi", "/sys/firmware", "/sys/block", "/sys/class/block", "/sys/dev/block", "/sys/devices/virtual/block"):
+    if os.path.exists(d):
+        print(d, len(os.listdir(d)))
+'`, { user: 'root' });
+  const seen = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(' ')).map(([k, v]) => [k, Number(v)]));
+  for (const p of ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/cmdline', '/sys/block', '/sys/class/block', '/sys/dev/block', '/sys/firmware']) {
+    assert.ok(p in seen || !fs.existsSync(p), `${p} is gone inside but the host has it`);
+  }
+  for (const [p, n] of Object.entries(seen)) assert.equal(n, 0, `${p} shows ${n} bytes/entries inside: ${r.stdout}`);
+  // The host's side of the same, so the test means something here.
+  assert.ok(fs.readFileSync('/proc/cmdline', 'utf8').length > 0);
+  assert.ok(fs.readdirSync('/sys/block').length > 0 || fs.readdirSync('/sys/class/block').length >= 0);
+  // Kernel tunables are read-only, even for the sandbox's root.
+  const w = await sbx.commands.run('echo 1 > /proc/sys/vm/drop_caches; echo 1 > /proc/sysrq-trigger', { user: 'root' }).catch((e) => e);
+  assert.match(String(w.stderr ?? w.result?.stderr ?? w), /Read-only file system/);
+  await sbx.kill();
+});
+
+test(`[${sdkName}] a full /dev/shm is ENOSPC, envd keeps answering, and user processes die first under OOM`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const sbx = await Sandbox.create({ ...gw.opts });
+  const r = await sbx.commands.run('dd if=/dev/zero of=/dev/shm/fill bs=1M 2>&1; echo rc=$?', { timeoutMs: 120_000 });
+  assert.match(r.stdout, /No space left on device/);
+  assert.match(r.stdout, /rc=1/);
+  const size = (await sbx.commands.run('stat -c %s /dev/shm/fill')).stdout.trim();
+  assert.ok(Number(size) <= 512 * 1024 * 1024 / 2, `/dev/shm took ${size} bytes of a 512 MiB sandbox`);
+  assert.equal((await sbx.commands.run('echo answering')).stdout, 'answering\n');
+  const adj = await sbx.commands.run('cat /proc/self/oom_score_adj /proc/1/oom_score_adj', { user: 'root' });
+  const [mine, envd] = adj.stdout.trim().split('\n').map(Number);
+  assert.ok(mine >= envd + 500 || mine === 1000, `a command's oom_score_adj ${mine}, envd's ${envd}`);
+  await sbx.kill();
+});
+
+test(`[${sdkName}] sandbox processes have their own open-file limit`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const sbx = await Sandbox.create({ ...gw.opts });
+  const r = await sbx.commands.run('ulimit -Sn; ulimit -Hn');
+  const [soft, hard] = r.stdout.trim().split('\n').map(Number);
+  assert.equal(soft, 1024);
+  const hostHard = Number(execFileSync('sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).trim());
+  assert.equal(hard, Math.min(65536, hostHard));
+  const raise = await sbx.commands.run(`ulimit -n ${hard + 1}`, { user: 'root' }).catch((e) => e);
+  assert.ok(raise instanceof Error, 'the sandbox cannot raise its hard limit');
+  await sbx.kill();
+});

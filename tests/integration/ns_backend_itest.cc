@@ -8,6 +8,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -690,6 +693,104 @@ TEST_F(NsBackendTest, SparesAreTakenRefilledAndRemoved) {
   ASSERT_TRUE(left.has_value());
   EXPECT_TRUE(left->empty()) << left->front();
   EXPECT_FALSE(sys::path_exists(spare_dir));
+}
+
+
+TEST_F(NsBackendTest, AllSandboxesTogetherHaveAPidsCapBelowTheHosts) {
+  auto host = [](const char* f) { return std::strtoull(slurp(f).c_str(), nullptr, 10); };
+  const uint64_t budget = std::min(host("/proc/sys/kernel/pid_max"), host("/proc/sys/kernel/threads-max"));
+  auto parent = cgroups_->parent_pids_max();
+  ASSERT_TRUE(parent.has_value()) << parent.error().to_string();
+  ASSERT_NE(*parent, "max") << "the sandboxes' parent cgroup has no pids cap";
+  const uint64_t cap = std::strtoull(parent->c_str(), nullptr, 10);
+  EXPECT_GT(cap, 0u);
+  EXPECT_LT(cap, budget) << "no reserve left for the host";
+  EXPECT_EQ(cap, ns::default_parent_pids_max());
+
+  // Each sandbox has its own cap below that.
+  const std::string id = "itestpids00000000001";
+  auto h = backend_->create(spec(id));
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  auto own = cgroups_->pids_max(id);
+  ASSERT_TRUE(own.has_value()) << own.error().to_string();
+  EXPECT_EQ(*own, "256");
+  ASSERT_TRUE(backend_->destroy(id).has_value());
+
+  // The flag's value wins; 0 lifts the cap.
+  NsOptions o = opts_;
+  o.total_pids_max = 5000;
+  auto b2 = make_ns_backend(o);
+  ASSERT_TRUE(b2.has_value()) << b2.error().to_string();
+  EXPECT_EQ(*cgroups_->parent_pids_max(), "5000");
+  b2->reset();
+  o.total_pids_max = 0;
+  auto b3 = make_ns_backend(o);
+  ASSERT_TRUE(b3.has_value()) << b3.error().to_string();
+  EXPECT_EQ(*cgroups_->parent_pids_max(), "max");
+}
+
+TEST_F(NsBackendTest, ExitFdFiresWhenEnvdDiesAndDestroyStillCleansUp) {
+  const std::string id = "itestexit00000000001";
+  auto h = backend_->create(spec(id));
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  auto fd = backend_->exit_fd(*h);
+  ASSERT_TRUE(fd.has_value()) << fd.error().to_string();
+  struct pollfd p{fd->get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 100), 0) << "readable while envd runs";
+  ASSERT_EQ(::kill(h->init_pid, SIGKILL), 0);
+  EXPECT_EQ(::poll(&p, 1, 2000), 1) << "not readable after envd was killed";
+  // Once dead, no new watch: kNotFound... or one that fires at once (a zombie).
+  if (auto again = backend_->exit_fd(*h); again) {
+    struct pollfd q{again->get(), POLLIN, 0};
+    EXPECT_EQ(::poll(&q, 1, 1000), 1);
+  } else {
+    EXPECT_EQ(again.error().code(), ErrorCode::kNotFound);
+  }
+  ASSERT_TRUE(backend_->destroy(id).has_value());
+  expect_gone(id, h->init_pid);
+}
+
+TEST_F(NsBackendTest, PortSocketNeverEntersTheNetworkOfAProcessThatReusedThePid) {
+  const std::string id = "itestportreuse000001";
+  auto h = backend_->create(spec(id));
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  ASSERT_NE(h->netns_cookie, 0u);
+  auto good = backend_->port_socket(*h, 8080);
+  ASSERT_TRUE(good.has_value()) << good.error().to_string();
+
+  // The sandbox's pid now names another process: the test itself (the host's
+  // network) ...
+  SandboxHandle reused = *h;
+  reused.init_pid = ::getpid();
+  auto r = backend_->port_socket(reused, 8080);
+  ASSERT_FALSE(r.has_value()) << "a socket in the host's network namespace";
+  EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
+
+  // ... or a process in a network namespace of its own.
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    char c = ::unshare(CLONE_NEWNET) == 0 ? 'y' : 'n';
+    (void)!::write(ready[1], &c, 1);
+    ::pause();
+    _exit(0);
+  }
+  ::close(ready[1]);
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  EXPECT_EQ(c, 'y');
+  reused.init_pid = child;
+  auto r2 = backend_->port_socket(reused, 8080);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_FALSE(r2.has_value()) << "a socket in another process's network namespace";
+  EXPECT_EQ(r2.error().code(), ErrorCode::kNotFound);
+
+  ASSERT_TRUE(backend_->destroy(id).has_value());
+  expect_gone(id, h->init_pid);
 }
 
 }  // namespace

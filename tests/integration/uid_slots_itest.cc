@@ -2,6 +2,8 @@
 // made again in the background. Needs root (user namespaces with a mapping
 // to other host ids).
 #include <gtest/gtest.h>
+#include <linux/nsfs.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -37,6 +39,26 @@ TEST(UidSlots, ReadyNamespacesAreMadeAgainAsTheyAreTaken) {
   held.clear();
   EXPECT_LE(slots.ready(), 4u);
   EXPECT_GE(slots.ready(), 2u);
+}
+
+// The kernel charges a user namespace's per-user counts (inotify instances
+// and watches, nested namespaces) one level up to the uid that owns it: each
+// slot's namespace is owned by the slot's own host uid, never by host root.
+TEST(UidSlots, EachNamespaceIsOwnedByItsSlotsHostUid) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (user namespaces mapping other host ids)";
+  UidSlots slots(3100000000u, 4, /*prepare=*/1, /*cache=*/2);
+  std::vector<SlotLease> held;
+  for (int i = 0; i < 2; ++i) {  // one ready, one made on the spot
+    auto l = slots.acquire();
+    ASSERT_TRUE(l) << l.error().to_string();
+    ASSERT_GE(l->userns_fd(), 0);
+    uid_t owner = 0;
+    ASSERT_EQ(::ioctl(l->userns_fd(), NS_GET_OWNER_UID, &owner), 0);
+    EXPECT_EQ(owner, l->host_id());
+    EXPECT_TRUE(UidSlots::is_slot_userns(l->userns_fd()));
+    held.push_back(std::move(*l));
+  }
+  EXPECT_EQ(::geteuid(), 0u) << "making them left our own credentials alone";
 }
 
 }  // namespace

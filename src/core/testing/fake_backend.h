@@ -7,6 +7,9 @@
 // recovery can be tested by making a second manager over the same backend.
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -80,6 +83,14 @@ class FakeBackend final : public sandbox::Backend {
     if (auto it = servers_.find(id); it != servers_.end()) it->second->stop();
     existing_.erase(id);
   }
+  // Its "PID 1" exits on its own: the fd exit_fd() gave becomes readable
+  // (EOF). The sandbox's resources stay until destroy(), as a dead process's
+  // cgroup and mounts do.
+  void die(const std::string& id) {
+    std::lock_guard lk(mu_);
+    if (auto it = servers_.find(id); it != servers_.end()) it->second->stop();
+    life_.erase(id);
+  }
   // Routes port_socket(.., port) of every sandbox to 127.0.0.1:`host_port`.
   void route_port(uint16_t port, uint16_t host_port) {
     std::lock_guard lk(mu_);
@@ -123,7 +134,23 @@ class FakeBackend final : public sandbox::Backend {
     }
     existing_.erase(id);
     frozen_.erase(id);
+    life_.erase(id);
     return ok();
+  }
+
+  Result<sys::UniqueFd> exit_fd(const sandbox::SandboxHandle& h) override {
+    std::lock_guard lk(mu_);
+    if (!existing_.count(h.id)) return make_error(ErrorCode::kNotFound, "fake: no sandbox " + h.id);
+    auto it = life_.find(h.id);
+    if (it == life_.end()) {
+      int p[2];
+      if (::pipe2(p, O_CLOEXEC) != 0) return make_error(ErrorCode::kInternal, "fake: pipe");
+      it = life_.emplace(h.id, std::make_pair(sys::UniqueFd(p[0]), sys::UniqueFd(p[1]))).first;
+    }
+    // Each caller gets its own read end; all see EOF once die() closes the write end.
+    int dup = ::fcntl(it->second.first.get(), F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) return make_error(ErrorCode::kInternal, "fake: dup");
+    return sys::UniqueFd(dup);
   }
 
   Status freeze(const std::string& id) override {
@@ -175,6 +202,8 @@ class FakeBackend final : public sandbox::Backend {
   }
 
  private:
+  // Per sandbox: a pipe whose write end stands for its live PID 1.
+  std::map<std::string, std::pair<sys::UniqueFd, sys::UniqueFd>> life_;
   http::asio::awaitable<void> serve(std::string id, http::Exchange& ex) {
     std::string target(ex.target());
     auto body = co_await ex.read_body(1 << 20);

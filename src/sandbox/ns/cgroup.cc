@@ -139,6 +139,35 @@ Result<CgroupManager> CgroupManager::open(const std::string& parent) {
   return m;
 }
 
+uint64_t default_parent_pids_max() {
+  uint64_t budget = 0;
+  for (const char* f : {"/proc/sys/kernel/pid_max", "/proc/sys/kernel/threads-max"}) {
+    auto text = sys::read_file(f);
+    if (!text) return 0;
+    uint64_t v = std::strtoull(text->c_str(), nullptr, 10);
+    if (v == 0) return 0;
+    budget = budget == 0 ? v : std::min(budget, v);
+  }
+  uint64_t reserve = std::clamp<uint64_t>(budget / 8, 2048, 65536);
+  return budget > reserve ? budget - reserve : 1;
+}
+
+Status CgroupManager::limit_parent_pids(uint64_t max) const {
+  const std::string dir = dir_of("pids", "");
+  COPPICE_TRY_CTX(sys::write_file(dir + "pids.max", max ? std::to_string(max) : "max"),
+                  "limit parent cgroup " + dir + " pids");
+  return ok();
+}
+
+Result<std::string> CgroupManager::parent_pids_max() const { return pids_max(""); }
+
+Result<std::string> CgroupManager::pids_max(const std::string& id) const {
+  auto text = sys::read_file(dir_of("pids", id) + (id.empty() ? "" : "/") + "pids.max");
+  if (!text) return std::unexpected(text.error());
+  while (!text->empty() && (text->back() == '\n' || text->back() == ' ')) text->pop_back();
+  return *text;
+}
+
 std::string CgroupManager::dir_of(const std::string& ctrl, const std::string& id) const {
   for (auto& [c, root] : roots_) {
     if (v2_ || c == ctrl) return root + "/" + id;

@@ -22,6 +22,12 @@ namespace coppice::sandbox::ns {
 
 class CgroupManager;
 
+// The host's task budget: min(kernel.pid_max, kernel.threads-max), minus a
+// reserve for the gateway and the rest of the host (an eighth, at least
+// 2048, at most 65536): what all sandboxes together may hold. 0 when the
+// limits cannot be read.
+uint64_t default_parent_pids_max();
+
 // The cgroups of one sandbox being created. Removes its directories when
 // destroyed unless release()d: a failed create leaves no cgroup behind.
 class SandboxCgroup {
@@ -105,6 +111,13 @@ class CgroupManager {
 
   // Sandbox ids with a cgroup directory under the parent, in any hierarchy.
   Result<std::vector<std::string>> list() const;
+
+  // Caps the processes + threads of all sandboxes together: pids.max of the
+  // parent cgroup. 0 writes "max". Idempotent.
+  Status limit_parent_pids(uint64_t max) const;
+  // pids.max of the parent cgroup ("max" or a number) and of sandbox `id`'s.
+  Result<std::string> parent_pids_max() const;
+  Result<std::string> pids_max(const std::string& id) const;
 
   // Removes the parent cgroups if empty (for tests that use their own parent).
   Status remove_parent() const;

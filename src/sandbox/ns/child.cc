@@ -33,6 +33,7 @@ const char* child_step_name(ChildStep step) {
   switch (step) {
     case ChildStep::kFds: return "move fds";
     case ChildStep::kPriority: return "normal scheduling";
+    case ChildStep::kRlimits: return "set resource limits";
     case ChildStep::kJoinCgroup: return "join cgroup";
     case ChildStep::kCgroupNs: return "unshare cgroup namespace";
     case ChildStep::kSignals: return "reset signal mask";
@@ -105,6 +106,14 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
     struct sched_param sp {};
     if (::sched_setscheduler(0, SCHED_OTHER, &sp) != 0) fail(ChildStep::kPriority, errno, "sched_setscheduler");
     if (::setpriority(PRIO_PROCESS, 0, 0) != 0) fail(ChildStep::kPriority, errno, "setpriority");
+  }
+
+  // Open files per process: a default the sandbox cannot raise past `hard`
+  // (lowering a hard limit needs no privilege; it stays lowered).
+  if (p.nofile_hard > 0) {
+    stamp(ChildStep::kRlimits);
+    struct rlimit rl {p.nofile_soft, p.nofile_hard};
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) fail(ChildStep::kRlimits, errno, "RLIMIT_NOFILE");
   }
 
   // Move into the sandbox's cgroups before doing anything that allocates

@@ -41,6 +41,9 @@ struct ChildPlan {
   std::vector<int> cgroup_procs_fds;  // cgroup.procs of each hierarchy, to write "0" to
   sock_fprog seccomp{};               // compiled filter; loaded last before exec
   uint64_t capabilities = 0;          // what the sandbox's root keeps
+  // RLIMIT_NOFILE of envd and so of everything the sandbox starts (hard: the
+  // most any of them can raise the soft one to); 0/0: inherited.
+  uint64_t nofile_soft = 0, nofile_hard = 0;
   int report_fd = -1;                 // write end of the report pipe
   int ready_fd = -1;                  // write end of the readiness pipe; becomes kReadyFd
   int log_fd = -1;                    // becomes stdout and stderr
@@ -55,7 +58,7 @@ struct ChildPlan {
 };
 
 enum class ChildStep : int {
-  kFds = 1, kPriority, kJoinCgroup, kCgroupNs, kNetns, kMount, kHostname, kLoopback, kUserns, kSetIds, kStdio,
+  kFds = 1, kPriority, kRlimits, kJoinCgroup, kCgroupNs, kNetns, kMount, kHostname, kLoopback, kUserns, kSetIds, kStdio,
   kSeccomp, kCaps, kSignals, kExec,
 };
 constexpr int kChildStepCount = static_cast<int>(ChildStep::kExec) + 1;

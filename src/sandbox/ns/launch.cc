@@ -5,10 +5,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -202,6 +204,12 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   for (const auto& fd : cg->procs_fds()) plan->cgroup_procs_fds.push_back(fd.get());
   if (ctx.seccomp && !ctx.seccomp->empty()) plan->seccomp = ctx.seccomp->fprog();
   plan->capabilities = sys::caps::kContainerDefault;
+  if (ctx.nofile_hard > 0) {
+    struct rlimit own {};
+    ::getrlimit(RLIMIT_NOFILE, &own);
+    plan->nofile_hard = std::min<uint64_t>(ctx.nofile_hard, own.rlim_max);
+    plan->nofile_soft = std::min<uint64_t>(ctx.nofile_soft, plan->nofile_hard);
+  }
   plan->exec_path = "/.coppice/envd";
   plan->args = {"/.coppice/envd", "--no-tcp", "--socket", "/.coppice/run/envd.sock", "--ready-fd",
                 std::to_string(kReadyFd)};

@@ -26,6 +26,9 @@ struct LaunchContext {
   std::string registry_dir;  // <registry_dir>/<id> -> state dir
   int ready_timeout_ms = 10000;
   bool envd_log = true;
+  // RLIMIT_NOFILE of every sandbox process (soft, hard), each capped at the
+  // gateway's own hard limit; 0/0: inherited.
+  uint64_t nofile_soft = 0, nofile_hard = 0;
 };
 
 // A sandbox launched and ready. Owns its uid slot and the pidfd of its PID 1.

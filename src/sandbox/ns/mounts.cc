@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -122,6 +123,23 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
   write(root + "/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
   write(root + "/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
 
+  // Read-only and masked parts of /proc (the OCI runtime spec's defaults,
+  // plus the kernel command line, which names the host's disks and boot
+  // options). Paths this kernel lacks are skipped.
+  for (const char* f : {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats",
+                        "/proc/timer_stats", "/proc/cmdline"}) {
+    bind("/dev/null", root + f, MS_RDONLY | MS_NOSUID | MS_NOEXEC);
+    ops_.back().optional = true;
+  }
+  for (const char* d : {"/proc/acpi", "/proc/asound", "/proc/scsi"}) {
+    fs("tmpfs", root + d, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555,size=4k");
+    ops_.back().optional = true;
+  }
+  for (const char* p : {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}) {
+    bind(root + p, root + p, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    ops_.back().optional = true;
+  }
+
   mountpoint(root + "/dev", 0755);
   fs("tmpfs", root + "/dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k" + owner);
   for (const char* dev : {"null", "zero", "full", "random", "urandom", "tty"}) {
@@ -135,7 +153,8 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
      "newinstance,ptmxmode=0666,mode=0620,gid=" + std::to_string(host_root + 5));
   symlink("pts/ptmx", root + "/dev/ptmx");
   mountpoint(root + "/dev/shm", 01777);
-  fs("tmpfs", root + "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777" + owner);
+  const uint64_t shm = spec.shm_bytes ? spec.shm_bytes : std::max<uint64_t>(spec.limits.memory_bytes / 4, 1 << 20);
+  fs("tmpfs", root + "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777,size=" + std::to_string(shm) + owner);
   symlink("/proc/self/fd", root + "/dev/fd");
   symlink("/proc/self/fd/0", root + "/dev/stdin");
   symlink("/proc/self/fd/1", root + "/dev/stdout");
@@ -143,6 +162,14 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
 
   mountpoint(root + "/sys", 0555);
   fs("sysfs", root + "/sys", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
+  // sysfs is not namespaced beyond the network: hide firmware tables, power
+  // capping and the host's block devices (their /sys/devices/... entries
+  // stay reachable by a walk of the device tree, read-only).
+  for (const char* d : {"/sys/firmware", "/sys/devices/virtual/powercap", "/sys/block", "/sys/class/block",
+                        "/sys/dev/block", "/sys/devices/virtual/block"}) {
+    fs("tmpfs", root + d, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=555,size=4k");
+    ops_.back().optional = true;
+  }
 
   // /tmp is the template's, in the writable layer like the rest of the
   // root (as on E2B): what a sandbox writes there is disk, not memory, so a
@@ -212,6 +239,7 @@ int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) co
         err = sys::mnt::pivot_into(op.dst);
         break;
     }
+    if (err == ENOENT && op.optional) err = 0;
     if (err != 0) {
       *failed = &op;
       return err;

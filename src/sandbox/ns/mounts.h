@@ -9,8 +9,13 @@
 //   /            overlay: template rootfs (idmapped, read-only) below, state_dir/upper above
 //   /proc        proc of the sandbox's pid namespace
 //   /dev         tmpfs: null zero full random urandom tty (binds of the host's),
-//                pts (devpts newinstance), ptmx -> pts/ptmx, shm (tmpfs 1777), fd/std* links
+//                pts (devpts newinstance), ptmx -> pts/ptmx, shm (tmpfs 1777, spec.shm_bytes), fd/std* links
 //   /sys         sysfs, read-only (shows only the sandbox's network namespace)
+//   masked       what OCI runtimes hide by default: /proc/{kcore,keys,timer_list,
+//                sched_debug,latency_stats,timer_stats,cmdline} read as /dev/null,
+//                /proc/{acpi,asound,scsi}, /sys/firmware, powercap and the host's block
+//                devices (/sys/block, /sys/class/block, /sys/dev/block) are empty;
+//                /proc/{bus,fs,irq,sys,sysrq-trigger} are read-only
 //   /tmp         the template's, in the overlay (made 1777 if the template has none)
 //   /.coppice    tmpfs: envd (read-only bind of the host binary), interp (the same, when the
 //                spec names one), run/ (bind of state_dir/run)
@@ -43,6 +48,7 @@ struct MountOp {
   bool recursive = false;        // kBind, kBindIdmapped
   bool file = false;             // kMountpoint: a file rather than a directory
   mode_t mode = 0755;            // kMountpoint, kDir
+  bool optional = false;         // kFs, kBind: a missing target (ENOENT) is skipped
 };
 
 // What an operation does, for logs: its file system type, or "bind", "pivot_root", ...

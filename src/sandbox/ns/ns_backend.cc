@@ -19,6 +19,7 @@
 #include "sandbox/ns/uid_slots.h"
 #include "sys/fsutil.h"
 #include "sys/netns.h"
+#include "sys/pidfd_owner.h"
 #include "sys/userns.h"
 
 namespace coppice::sandbox {
@@ -54,6 +55,8 @@ class NsBackend final : public Backend {
     ctx.registry_dir = opts_.registry_dir;
     ctx.ready_timeout_ms = opts_.ready_timeout_ms;
     ctx.envd_log = opts_.envd_log;
+    ctx.nofile_soft = opts_.nofile_soft;
+    ctx.nofile_hard = opts_.nofile_hard;
     auto launched = launch(ctx, spec);
     if (!launched) return std::unexpected(launched.error());
     // The namespace's identity, while the child is ours (unreaped: its pid
@@ -77,7 +80,10 @@ class NsBackend final : public Backend {
         live_.erase(it);
       }
     }
-    pid_t pid = live ? live->handle.init_pid : -1;
+    // Only our own (unreaped) child's pid is sure to be the sandbox's PID 1;
+    // an adopted one may have died and its pid been reused: teardown finds it
+    // through the cgroup then.
+    pid_t pid = live && live->own_child ? live->handle.init_pid : -1;
     std::string state = live ? live->handle.state_dir : std::string();
     if (live && live->own_child && pid > 0) {
       // The slot's user namespace, taken before its last process dies, serves
@@ -152,6 +158,31 @@ class NsBackend final : public Backend {
     return out;
   }
 
+  Result<sys::UniqueFd> exit_fd(const SandboxHandle& h) override {
+    const std::string ctx = "watch sandbox " + h.id;
+    COPPICE_TRY_CTX(validate_id(h.id), "watch sandbox");
+    bool own = false;
+    pid_t pid = -1;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = live_.find(h.id); it != live_.end()) {
+        own = it->second->own_child;
+        pid = it->second->handle.init_pid;
+      }
+    }
+    if (pid <= 0) return make_error(ErrorCode::kNotFound, ctx + ": not running here");
+    auto fd = sys::Pidfd::open(pid);
+    if (!fd) return make_error(ErrorCode::kNotFound, ctx + ": its PID 1 is gone");
+    // Our own child cannot have been reaped (so its pid cannot be reused)
+    // before destroy(). An adopted PID 1 is reaped by someone else: the
+    // process the pidfd names must be the one the sandbox's cgroup holds.
+    if (!own) {
+      auto init = cgroups_.find_init(h.id);
+      if (!init || *init != pid) return make_error(ErrorCode::kNotFound, ctx + ": its PID 1 is gone");
+    }
+    return sys::UniqueFd(fd->release_fd());
+  }
+
   size_t spares_ready() const override { return spares_.ready(); }
 
   Result<std::vector<std::string>> list_existing() override {
@@ -223,11 +254,15 @@ Result<std::unique_ptr<Backend>> make_ns_backend(const NsOptions& options) {
   }
   auto cgroups = CgroupManager::open(options.cgroup_parent);
   if (!cgroups) return std::unexpected(std::move(cgroups.error()).context("ns backend"));
+  const uint64_t total_pids =
+      options.total_pids_max < 0 ? default_parent_pids_max() : static_cast<uint64_t>(options.total_pids_max);
+  COPPICE_TRY_CTX(cgroups->limit_parent_pids(total_pids), "ns backend");
   COPPICE_TRY_CTX(sys::make_dirs(options.registry_dir, 0700), "ns backend: registry dir");
   auto seccomp = compile_default_seccomp_policy();
   if (!seccomp) return std::unexpected(std::move(seccomp.error()).context("ns backend"));
   COPPICE_LOG(info) << "ns backend: uids from " << options.uid_base << " (" << options.uid_slots
-                    << " slots), seccomp filter of " << seccomp->size() << " instructions";
+                    << " slots), seccomp filter of " << seccomp->size() << " instructions, all sandboxes together "
+                    << (total_pids ? "at most " + std::to_string(total_pids) + " tasks" : "without a task cap");
   return std::unique_ptr<Backend>(new NsBackend(options, std::move(*cgroups), std::move(*seccomp)));
 }
 

@@ -46,6 +46,16 @@ struct NsOptions {
   // (the disk figure is then a bounded walk of the upper layer). State dirs
   // and spare_dir must be in its dir. Must outlive the backend.
   const ns::DiskQuota* disk = nullptr;
+  // Processes + threads of all sandboxes together (pids.max of the parent
+  // cgroup), so that they cannot take the host's last pids however many
+  // fork at once. -1: the host's budget less a reserve
+  // (ns::default_parent_pids_max()); 0: no cap.
+  int64_t total_pids_max = -1;
+  // RLIMIT_NOFILE of every sandbox process: soft, and hard (the most a
+  // sandbox can raise it to); each capped at the gateway's own hard limit.
+  // 0/0: inherited from the gateway.
+  uint64_t nofile_soft = 1024;
+  uint64_t nofile_hard = 65536;
   // Where ready user namespaces and spares are made (background priority);
   // null: the backend runs a pool of its own. Must outlive the backend.
   sys::BackgroundPool* background = nullptr;

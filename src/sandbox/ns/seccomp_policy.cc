@@ -28,6 +28,14 @@ constexpr Rule deny(const char* name) { return Rule{name, Action::kErrno, EPERM}
 // (flags & bit) == bit). clone's flags are its first argument on x86-64 and i386.
 constexpr Rule deny_clone_flag(uint64_t bit) { return Rule{"clone", Action::kErrno, EPERM, 0, bit, bit}; }
 
+// socket(2)/socketpair(2) of an address family: EAFNOSUPPORT, as from a
+// kernel built without it. The family is an int: only its low 32 bits count
+// (the kernel ignores the rest, so must the rule).
+constexpr Rule deny_family(const char* call, uint64_t family) {
+  return Rule{call, Action::kErrno, EAFNOSUPPORT, 0, 0xffffffffull, family};
+}
+#define COPPICE_DENY_FAMILY(f) deny_family("socket", f), deny_family("socketpair", f)
+
 constexpr Rule kPolicy[] = {
     // File system topology: mounts would let a process hide or replace files
     // that envd trusts, and expose file systems' parsers.
@@ -71,12 +79,40 @@ constexpr Rule kPolicy[] = {
     deny("fanotify_init"), deny("move_pages"), deny("migrate_pages"),
     // Kernel symbol and module queries of old ABIs.
     deny("get_kernel_syms"), deny("query_module"),
+    // Socket families a sandbox has no use for. Kept: AF_UNIX, AF_INET,
+    // AF_INET6, AF_NETLINK (ip, ss, glibc's getaddrinfo/if_nameindex) and
+    // AF_PACKET (tcpdump, dhcp clients: CAP_NET_RAW, own netns only). Refused:
+    // AF_VSOCK reaches the hypervisor (a guest transport is loaded on our
+    // hosts), AF_ALG/AF_KEY are kernel crypto and IPsec key interfaces, the
+    // rest are protocol stacks rarely compiled in and rarely audited
+    // (AF_RDS, AF_TIPC, AF_CAN, AF_BLUETOOTH, AF_XDP, ...).
+    COPPICE_DENY_FAMILY(3 /* AF_AX25 */), COPPICE_DENY_FAMILY(4 /* AF_IPX */),
+    COPPICE_DENY_FAMILY(5 /* AF_APPLETALK */), COPPICE_DENY_FAMILY(6 /* AF_NETROM */),
+    COPPICE_DENY_FAMILY(7 /* AF_BRIDGE */), COPPICE_DENY_FAMILY(8 /* AF_ATMPVC */),
+    COPPICE_DENY_FAMILY(9 /* AF_X25 */), COPPICE_DENY_FAMILY(11 /* AF_ROSE */),
+    COPPICE_DENY_FAMILY(12 /* AF_DECnet */), COPPICE_DENY_FAMILY(13 /* AF_NETBEUI */),
+    COPPICE_DENY_FAMILY(14 /* AF_SECURITY */), COPPICE_DENY_FAMILY(15 /* AF_KEY */),
+    COPPICE_DENY_FAMILY(18 /* AF_ASH */), COPPICE_DENY_FAMILY(19 /* AF_ECONET */),
+    COPPICE_DENY_FAMILY(20 /* AF_ATMSVC */), COPPICE_DENY_FAMILY(21 /* AF_RDS */),
+    COPPICE_DENY_FAMILY(22 /* AF_SNA */), COPPICE_DENY_FAMILY(23 /* AF_IRDA */),
+    COPPICE_DENY_FAMILY(24 /* AF_PPPOX */), COPPICE_DENY_FAMILY(25 /* AF_WANPIPE */),
+    COPPICE_DENY_FAMILY(26 /* AF_LLC */), COPPICE_DENY_FAMILY(27 /* AF_IB */),
+    COPPICE_DENY_FAMILY(28 /* AF_MPLS */), COPPICE_DENY_FAMILY(29 /* AF_CAN */),
+    COPPICE_DENY_FAMILY(30 /* AF_TIPC */), COPPICE_DENY_FAMILY(31 /* AF_BLUETOOTH */),
+    COPPICE_DENY_FAMILY(32 /* AF_IUCV */), COPPICE_DENY_FAMILY(33 /* AF_RXRPC */),
+    COPPICE_DENY_FAMILY(34 /* AF_ISDN */), COPPICE_DENY_FAMILY(35 /* AF_PHONET */),
+    COPPICE_DENY_FAMILY(36 /* AF_IEEE802154 */), COPPICE_DENY_FAMILY(37 /* AF_CAIF */),
+    COPPICE_DENY_FAMILY(38 /* AF_ALG */), COPPICE_DENY_FAMILY(39 /* AF_NFC */),
+    COPPICE_DENY_FAMILY(40 /* AF_VSOCK */), COPPICE_DENY_FAMILY(41 /* AF_KCM */),
+    COPPICE_DENY_FAMILY(42 /* AF_QIPCRTR */), COPPICE_DENY_FAMILY(43 /* AF_SMC */),
+    COPPICE_DENY_FAMILY(44 /* AF_XDP */), COPPICE_DENY_FAMILY(45 /* AF_MCTP */),
     // ptrace is allowed (gdb/strace inside the sandbox): the pid namespace
     // limits it to the sandbox's own processes and the kernel's ptrace checks
     // apply. process_vm_readv/writev and kcmp follow the same access rules.
     // chroot is allowed: CAP_SYS_CHROOT is in the default set, and a chroot
     // cannot leave the sandbox's mount namespace.
 };
+#undef COPPICE_DENY_FAMILY
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -51,6 +52,34 @@ TEST(SeccompPolicy, Compiles) {
 TEST(SeccompPolicy, UnknownSyscallNameIsAnError) {
   sys::seccomp::Rule rules[] = {{"no_such_syscall_xyz"}};
   EXPECT_FALSE(sys::seccomp::compile(rules).has_value());
+}
+
+// socket(family, type, 0): 0 if made (and closed), else its errno.
+int socket_errno(long family, int type) {
+  // Through syscall(2), so the upper half of the family argument is ours to set.
+  long fd = ::syscall(SYS_socket, family, type, 0);
+  if (fd < 0) return errno;
+  ::close(static_cast<int>(fd));
+  return 0;
+}
+
+TEST(SeccompPolicy, RefusesUnneededSocketFamilies) {
+  for (int family : {AF_VSOCK, AF_ALG, AF_KEY, AF_RDS, AF_TIPC, AF_BLUETOOTH, AF_XDP, AF_CAN}) {
+    EXPECT_EQ(under_filter([family] { return socket_errno(family, SOCK_STREAM); }), EAFNOSUPPORT) << family;
+    EXPECT_EQ(under_filter([family] { return socket_errno(family, SOCK_DGRAM); }), EAFNOSUPPORT) << family;
+  }
+  // Bits above the int the kernel reads do not slip a family past the rule.
+  EXPECT_EQ(under_filter([] { return socket_errno((1L << 32) | AF_VSOCK, SOCK_STREAM); }), EAFNOSUPPORT);
+  EXPECT_EQ(under_filter([] {
+              int sv[2];
+              return ::socketpair(AF_VSOCK, SOCK_STREAM, 0, sv) == 0 ? 0 : errno;
+            }),
+            EAFNOSUPPORT);
+  // What envd, ip and the resolver use still works.
+  EXPECT_EQ(under_filter([] { return socket_errno(AF_UNIX, SOCK_STREAM); }), 0);
+  EXPECT_EQ(under_filter([] { return socket_errno(AF_INET, SOCK_STREAM); }), 0);
+  EXPECT_EQ(under_filter([] { return socket_errno(AF_INET6, SOCK_DGRAM); }), 0);
+  EXPECT_EQ(under_filter([] { return socket_errno(AF_NETLINK, SOCK_RAW); }), 0);
 }
 
 TEST(SeccompPolicy, AllowsOrdinaryCalls) {

@@ -78,7 +78,7 @@ std::optional<UidSlots::Ready> UidSlots::make_ready() {
   uint32_t slot = reserve_lowest();
   if (slot == UINT32_MAX) return std::nullopt;  // all held: nothing to prepare
   sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
-  auto fd = sys::make_userns(map, map);
+  auto fd = sys::make_userns(map, map, map.outside);
   if (!fd) {
     unreserve(slot);
     COPPICE_LOG_RATE(warn, 60) << "user namespace for uid slot " << slot << ": " << fd.error().to_string();
@@ -108,7 +108,7 @@ Result<SlotLease> UidSlots::acquire() {
     return make_error(ErrorCode::kResourceExhausted, "all " + std::to_string(used_.size()) + " uid slots are in use");
   }
   sys::IdRange map{0, base_ + slot * kIdsPerSlot, kIdsPerSlot};
-  auto fd = sys::make_userns(map, map);
+  auto fd = sys::make_userns(map, map, map.outside);
   if (!fd) {
     unreserve(slot);
     return std::unexpected(std::move(fd.error()).context("user namespace for uid slot " + std::to_string(slot)));
