@@ -15,7 +15,8 @@
 //               and cgroup2), spare ones counted apart
 //   netns       network namespaces the gateway accounts for (its fds, its descendants'
 //               and sandbox processes' namespaces, nsfs mounts under the state dir)
-//   fds         the gateway's open fds by kind, against the baseline (+ --fd-slack)
+//   fds         the gateway's open fds by kind, against the baseline (+ --fd-slack);
+//               connections the SDK keeps open to its port are shown, not counted
 //   uid slots   all held at once at the end; processes still running in the range
 //   state dir   entries in sandboxes/ (the trash once emptied), ns/ registry records
 //   processes   in the parent cgroups or under the gateway's uid range
@@ -163,18 +164,45 @@ function netns() {
   }
   return set.size;
 }
-// The gateway's open fds by kind (file, socket, pipe, anon_inode:..., net, user, ...).
+// Socket inodes by what they are: connections a client opened to the
+// gateway's port (the client's keep-alive pool decides how long those stay,
+// so they are counted apart from the gateway's own), other TCP, unix.
+function socketKinds() {
+  const kinds = new Map();
+  const port = gw.port.toString(16).toUpperCase().padStart(4, '0');
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try { text = fs.readFileSync(f, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length < 10) continue;
+      const client = c[1].endsWith(':' + port) && c[3] !== '0A';  // not the listener
+      kinds.set(c[9], client ? 'client-conn' : 'tcp');
+    }
+  }
+  try {
+    for (const line of fs.readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length >= 7) kinds.set(c[6], 'unix');
+    }
+  } catch {}
+  return kinds;
+}
+// The gateway's open fds by kind (file, unix, tcp, pipe, anon_inode, net,
+// user, ...); `own` leaves out client connections.
 function gatewayFds() {
   const kinds = {};
   let total = 0;
+  const sockets = socketKinds();
   for (const fd of readDir(`/proc/${gw.proc.pid}/fd`)) {
     const t = readLink(`/proc/${gw.proc.pid}/fd/${fd}`);
     if (t === null) continue;
     total++;
-    const kind = t.startsWith('/') ? 'file' : t.replace(/[:[].*$/, '') || t;
+    let kind = t.startsWith('/') ? 'file' : t.replace(/[:[].*$/, '') || t;
+    if (kind === 'socket') kind = sockets.get(t.slice(8, -1)) || 'socket';
     kinds[kind] = (kinds[kind] || 0) + 1;
   }
-  return { total, kinds };
+  return { total, own: total - (kinds['client-conn'] || 0), kinds };
 }
 function stateEntries() {
   const sb = path.join(stateDir, 'sandboxes');
@@ -219,7 +247,7 @@ async function settle(label) {
   let last = -1, steady = 0;
   for (;;) {
     const ready = await metric('coppice_host_spares_ready');
-    const fds = gatewayFds().total;
+    const fds = gatewayFds().own;
     const st = stateEntries();
     const quiet = (await apiSandboxes()) === 0 && st.trash.length === 0 && (ready === null || ready >= spares);
     steady = quiet && fds === last ? steady + 1 : 0;
@@ -265,7 +293,7 @@ async function runCycles(from, n) {
         reported = now;
         const done = next - from;
         console.log(`soak: ${done}/${n} cycles, ${(done / ((now - t0) / 1000)).toFixed(1)}/s, ` +
-          `${failures.length} failed, gateway fds ${gatewayFds().total}`);
+          `${failures.length} failed, gateway fds ${gatewayFds().own}`);
       }
     }
   };
@@ -310,8 +338,9 @@ try {
     cg.sandbox.slice(0, 2).join(' '));
   row('spare cgroups', before.spareCgroups, after.spareCgroups, after.spareCgroups > before.spareCgroups);
   row('network namespaces', before.netns, after.netns, after.netns > before.netns);
-  row('gateway fds', before.fds.total, after.fds.total, after.fds.total > before.fds.total + fdSlack,
-    Object.entries(after.fds.kinds).map(([k, v]) => `${k} ${before.fds.kinds[k] || 0}->${v}`).join(', '));
+  const kinds = [...new Set([...Object.keys(before.fds.kinds), ...Object.keys(after.fds.kinds)])];
+  row('gateway fds (client connections aside)', before.fds.own, after.fds.own, after.fds.own > before.fds.own + fdSlack,
+    kinds.map((k) => [k, after.fds.kinds[k] || 0]).map(([k, v]) => `${k} ${before.fds.kinds[k] || 0}->${v}`).join(', '));
   row('uid slots free at the end', uidSlots, uidSlots - slotFailures.length, slotFailures.length > 0,
     slotFailures[0] || '');
   row('processes in the uid range', before.rangePids, after.rangePids, after.rangePids > 0);
