@@ -75,9 +75,18 @@ struct World {
   }
 };
 
+World* the_world = nullptr;
+
 World& world() {
-  static World* w = new World();  // never destroyed: the io_context outlives every input
-  return *w;
+  if (!the_world) {
+    the_world = new World();  // never destroyed: the io_context outlives every input
+    // libFuzzer ends a run with exit(): remove the socket and its temp dir then.
+    std::atexit([] {
+      ::unlink(the_world->sock.c_str());
+      ::rmdir(the_world->dir.c_str());
+    });
+  }
+  return *the_world;
 }
 
 // Sends `request`, closes the sending side and reads the answer to the end.
