@@ -22,6 +22,8 @@ PKGS=(
   mmdebstrap
   # benchmark peers
   runc crun bubblewrap
+  # fuzz targets (scripts/fuzz.sh): clang 14 and its libFuzzer, ASan and UBSan runtimes
+  clang libclang-rt-14-dev
 )
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   PKGS+=(nodejs npm)

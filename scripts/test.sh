@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: dependencies, a build, then every unit, integration and
 # end-to-end test through CTest; then the unit and integration tests again,
-# built with AddressSanitizer and UndefinedBehaviorSanitizer. Tests that need
-# root skip visibly without it. SANITIZE=0 leaves out the sanitizer pass.
+# built with AddressSanitizer and UndefinedBehaviorSanitizer; then every fuzz
+# target for a short while (scripts/fuzz.sh). Tests that need root skip
+# visibly without it. SANITIZE=0 leaves out the sanitizer pass, FUZZ=0 the
+# fuzz pass (FUZZ_SECONDS per target, default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -25,5 +27,10 @@ if [ "${SANITIZE:-1}" != 0 ]; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j"$(nproc)" --timeout 900) || status=$?
+fi
+
+if [ "${FUZZ:-1}" != 0 ]; then
+  echo "== fuzz targets, ${FUZZ_SECONDS:-15} s each"
+  ./scripts/fuzz.sh "${FUZZ_SECONDS:-15}" || status=$?
 fi
 exit "$status"

@@ -73,6 +73,13 @@ RpcError rpc_error(Code code, std::string message) { return RpcError{code, std::
 
 json error_json(const RpcError& e) { return json{{"code", code_name(e.code)}, {"message", e.message}}; }
 
+namespace {
+// Error messages quote what a client sent (a request path) or found on disk
+// (a file name), which need not be UTF-8: invalid bytes become U+FFFD rather
+// than make the JSON encoder throw.
+std::string error_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+}  // namespace
+
 std::string envelope(std::string_view payload, uint8_t flags) {
   std::string out;
   out.reserve(5 + payload.size());
@@ -89,7 +96,7 @@ std::string envelope(std::string_view payload, uint8_t flags) {
 std::string end_stream(const RpcError* err) {
   if (!err) return envelope("{}", kFlagEndStream);
   json j{{"error", error_json(*err)}};
-  return envelope(j.dump(), kFlagEndStream);
+  return envelope(error_text(j), kFlagEndStream);
 }
 
 Result<std::optional<Envelope>> EnvelopeReader::next() {
@@ -171,7 +178,7 @@ std::optional<long long> parse_positive(const std::string& s) {
 }
 
 http::asio::awaitable<void> unary_error(http::Exchange& ex, const RpcError& e) {
-  co_await ex.respond_json(http_status(e.code), error_json(e).dump());
+  co_await ex.respond_json(http_status(e.code), error_text(error_json(e)));
 }
 }  // namespace
 
@@ -185,7 +192,7 @@ http::asio::awaitable<void> Router::serve(http::Exchange& ex) {
   }
   if (ex.method() != http::bhttp::verb::post) {
     const http::Fields allow{{"Allow", "POST"}};
-    co_await ex.respond_json(405, error_json(rpc_error(Code::unimplemented, "use POST for " + path)).dump(), allow);
+    co_await ex.respond_json(405, error_text(error_json(rpc_error(Code::unimplemented, "use POST for " + path))), allow);
     co_return;
   }
   CallContext ctx{ex, std::nullopt, std::nullopt};

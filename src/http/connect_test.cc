@@ -1,6 +1,15 @@
 #include "http/connect.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+
+#include <cstring>
+#include <thread>
+
+#include "common/test_temp_dir.h"
 
 namespace coppice::connect {
 namespace {
@@ -57,6 +66,51 @@ TEST(ConnectEnvelope, IncrementalReader) {
   auto b = r.next();
   ASSERT_TRUE(b && *b);
   EXPECT_EQ((*b)->flags, kFlagEndStream);
+}
+
+// Error messages may quote bytes that are not UTF-8 (a request path, a file
+// name): the frame is still JSON, with U+FFFD in their place, not an exception.
+TEST(ConnectEnvelope, EndStreamWithInvalidUtf8Message) {
+  RpcError err{Code::not_found, "no such file: /tmp/\xff\xfe.txt"};
+  std::string frame;
+  ASSERT_NO_THROW(frame = end_stream(&err));
+  auto j = nlohmann::json::parse(frame.substr(5), nullptr, false);
+  ASSERT_FALSE(j.is_discarded());
+  EXPECT_EQ(j["error"]["message"], "no such file: /tmp/\xef\xbf\xbd\xef\xbf\xbd.txt");
+}
+
+// A router behind the real server: an unknown method whose path is not UTF-8
+// gets Connect's answer for it (501 unimplemented), not a 500 from the server.
+TEST(ConnectRouter, UnknownMethodWithInvalidUtf8Path) {
+  test_util::TempDir dir{"coppice-connect"};
+  std::string path = (dir.path() / "s.sock").string();
+  http::asio::io_context io;
+  Router router;
+  router.unary("/svc.S/Known", [](CallContext&, const json&) -> http::asio::awaitable<std::expected<json, RpcError>> {
+    co_return json::object();
+  });
+  http::Server server(io, [&router](http::Exchange& ex) { return router.serve(ex); });
+  ASSERT_TRUE(server.listen_unix(path).has_value());
+  std::thread t([&io] { io.run(); });
+
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  std::string req = "POST /svc.S/\xff HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  std::string got;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) got.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  io.stop();
+  t.join();
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 501 ")) << got;
+  EXPECT_NE(got.find(R"("code":"unimplemented")"), std::string::npos) << got;
 }
 
 TEST(ConnectCodes, HttpStatusAndNames) {

@@ -59,6 +59,7 @@ std::optional<uint64_t> Exchange::content_length() const {
 
 asio::awaitable<Result<size_t>> Exchange::read_some(std::span<char> out) {
   if (parser_.is_done() || out.empty()) co_return size_t{0};
+  if (body_failed_) co_return make_error(ErrorCode::kInvalidArgument, "read request body: an earlier read failed");
   if (!sent_continue_ && beast::iequals(header("Expect"), "100-continue") && !response_started_) {
     sent_continue_ = true;
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -74,6 +75,7 @@ asio::awaitable<Result<size_t>> Exchange::read_some(std::span<char> out) {
     size_t got = out.size() - body.size;
     if (ec) {
       keep_alive_ = false;
+      body_failed_ = true;
       if (ec == bhttp::error::body_limit) co_return make_error(ErrorCode::kTooLarge, "request body too large");
       co_return make_error(ErrorCode::kInvalidArgument, "read request body: " + ec.message());
     }

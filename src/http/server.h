@@ -132,6 +132,9 @@ class Exchange {
   bool chunked_ = false;
   bool finished_ = false;
   bool sent_continue_ = false;
+  // A body read failed: the parser is spent and the peer may be gone (EOF
+  // already seen), so later reads fail at once without touching the socket.
+  bool body_failed_ = false;
   bool close_ = false;
   bool keep_alive_ = true;
   bool taken_over_ = false;

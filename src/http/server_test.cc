@@ -71,6 +71,15 @@ asio::awaitable<void> handler(Exchange& ex) {
     co_await echo(std::move(*conn));
     co_return;
   }
+  if (ex.path() == "/body") {
+    auto body = co_await ex.read_body(1 << 20);
+    if (!body) {
+      co_await ex.respond_json(400, body.error().message());
+      co_return;
+    }
+    co_await ex.respond(200, *body, "text/plain");
+    co_return;
+  }
   co_await ex.respond(200, "plain", "text/plain");
 }
 
@@ -453,6 +462,25 @@ TEST_F(ServerTest, AmbiguousFramingIsRefused) {
     std::string got = read_until(fd, [](const std::string&) { return false; });  // to EOF: the connection is closed
     EXPECT_TRUE(got.starts_with(std::string("HTTP/1.1 ") + status + " ")) << request << "\n-> " << got;
     EXPECT_EQ(got.find("plain"), std::string::npos) << "the handler ran: " << request;
+    ::close(fd);
+  }
+}
+
+// A client that stops sending in the middle of a body (its half of the
+// connection closed) gets a 400, and then the server closes the connection
+// instead of waiting forever on a socket that has already said EOF.
+TEST_F(ServerTest, BodyCutShortIsAnsweredAndTheConnectionClosed) {
+  for (std::string body : {std::string("Content-Length: 100\r\n\r\nhello"),
+                           std::string("Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n5\r\n")}) {
+    int fd = connect();
+    send_all(fd, "POST /body HTTP/1.1\r\nHost: x\r\n" + body);
+    ::shutdown(fd, SHUT_WR);
+    std::string got;
+    char tmp[4096];
+    ssize_t n;
+    while ((n = ::read(fd, tmp, sizeof tmp)) > 0) got.append(tmp, static_cast<size_t>(n));
+    EXPECT_EQ(n, 0) << "the connection was not closed (read: " << strerror(errno) << ")";
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 400 ")) << got;
     ::close(fd);
   }
 }

@@ -58,7 +58,8 @@ Result<TomlDoc> parse_toml(std::string_view text);
 Result<TomlDoc> parse_toml_file(const std::string& path);
 
 // `s` as a TOML basic string, quotes included, escaped so parse_toml reads
-// back exactly `s`.
+// back exactly `s` when `s` is UTF-8 (a TOML file is; other bytes are copied
+// as they are, and parse_toml refuses the line).
 std::string toml_quote(std::string_view s);
 // A TOML array of basic strings: ["a", "b"].
 std::string toml_array(const std::vector<std::string>& items);
