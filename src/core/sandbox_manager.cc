@@ -412,7 +412,8 @@ asio::awaitable<void> SandboxManager::on_envd_exit(std::string id) {
     auto cur = live_.find(id);
     if (cur == live_.end() || cur->second != l || !visible(l->state)) co_return;
     std::string sid = id, reason = "its envd exited";
-    auto op = do_kill(std::move(sid), std::move(reason));
+    TeamScope any_team;  // the gateway's own removal, whoever owns it
+    auto op = do_kill(std::move(sid), std::move(reason), std::move(any_team));
     auto r = co_await std::move(op);
     if (r || r.error().code() != ErrorCode::kFailedPrecondition) co_return;
     wait.expires_after(std::chrono::milliseconds(100));

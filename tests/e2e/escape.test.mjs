@@ -439,6 +439,20 @@ for d in ("/proc/scsi", "/proc/acpi", "/sys/firmware", "/sys/block", "/sys/class
   await sbx.kill();
 });
 
+test(`[${sdkName}] the sandbox's mount table names no host path: not the state dir, not the templates`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const sbx = await Sandbox.create({ ...gw.opts });
+  const info = (await sbx.commands.run('cat /proc/self/mountinfo', { user: 'root' })).stdout;
+  const root = info.split('\n').find((l) => l.split(' ')[4] === '/');
+  assert.ok(root && / - overlay /.test(root), `the root is the overlay: ${info}`);
+  assert.match(root, /lowerdir=lower,upperdir=upper,workdir=work/);
+  for (const host of [gw.stateDir, fs.realpathSync(gw.stateDir), 'templates', sbx.sandboxId + '/upper']) {
+    assert.ok(!info.includes(host), `mountinfo inside names ${host}:\n${info}`);
+  }
+  await sbx.kill();
+});
+
 test(`[${sdkName}] a full /dev/shm is ENOSPC, envd keeps answering, and user processes die first under OOM`, opt, async () => {
   const { Sandbox } = await loadSdk();
   const gw = await sharedGateway();

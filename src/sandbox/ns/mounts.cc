@@ -24,10 +24,18 @@ const char* mount_op_name(const MountOp& op) {
     case MountOp::kDir: return "mkdir";
     case MountOp::kSymlink: return "symlink";
     case MountOp::kWrite: return "write";
+    case MountOp::kChdir: return "chdir";
     case MountOp::kPivot: return "pivot_root";
   }
   return "op";
 }
+
+namespace {
+// `path` without the leading "<dir>/" (StatePaths names its layers so).
+std::string relative_to(const std::string& dir, const std::string& path) {
+  return path.starts_with(dir + "/") ? path.substr(dir.size() + 1) : path;
+}
+}  // namespace
 
 const char* MountPlan::keep(std::string s) {
   strings_.push_back(std::move(s));
@@ -95,8 +103,17 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
   // host file system of the upper dir, which made destroy take 30-150 ms. A
   // sandbox's writable layer need not survive a host crash; the kernel marks
   // work/ so that a volatile upper is never mounted again after one.
+  // The layers are named relative to the state dir (the child's working dir
+  // for this one mount): overlayfs shows its options as given in the
+  // sandbox's /proc/self/mountinfo, and host paths have no business there.
+  {
+    MountOp op{MountOp::kChdir};
+    op.dst = keep(paths.dir);
+    ops_.push_back(op);
+  }
   fs("overlay", root, MS_NODEV,
-     "lowerdir=" + paths.lower + ",upperdir=" + paths.upper + ",workdir=" + paths.work + ",volatile");
+     "lowerdir=" + relative_to(paths.dir, paths.lower) + ",upperdir=" + relative_to(paths.dir, paths.upper) +
+         ",workdir=" + relative_to(paths.dir, paths.work) + ",volatile");
 
   // Host trees shared read-only (e.g. /usr for templates derived from the
   // host), idmapped for the same reason as the template. First, so the
@@ -235,6 +252,9 @@ int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) co
         ::close(fd);
         break;
       }
+      case MountOp::kChdir:
+        if (::chdir(op.dst) != 0) err = errno;
+        break;
       case MountOp::kPivot:
         err = sys::mnt::pivot_into(op.dst);
         break;

@@ -37,10 +37,10 @@ namespace coppice::sandbox::ns {
 struct MountOp {
   // kMountpoint: a directory or file to mount on; kDir: a directory the
   // sandbox needs, made (with exactly `mode`) only if the template lacks it.
-  enum Kind { kMakePrivate, kFs, kBind, kBindIdmapped, kMountpoint, kDir, kSymlink, kWrite, kPivot };
+  enum Kind { kMakePrivate, kFs, kBind, kBindIdmapped, kMountpoint, kDir, kSymlink, kWrite, kChdir, kPivot };
   Kind kind;
   const char* src = nullptr;     // bind source; symlink target; data for kWrite
-  const char* dst = nullptr;     // target path (absolute, in the child's mount namespace)
+  const char* dst = nullptr;     // target path (absolute, in the child's mount namespace); kChdir: the dir
   const char* fstype = nullptr;  // kFs
   const char* data = nullptr;    // kFs mount options
   unsigned long flags = 0;       // kFs: MS_*; kBind: MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC
