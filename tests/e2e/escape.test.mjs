@@ -211,7 +211,9 @@ test(`[${sdkName}] deep tree: envd survives ListDir with depth and a recursive W
 
   // Remove (the RPC) copes with the depth as well. rmdir costs up to a few
   // ms on a loaded machine (GNU rm -rf takes a minute for this chain then).
-  await sbx.files.remove(deep, { requestTimeoutMs: 600_000 });
+  // As root: the tree is root's (made by this test), and envd removes with
+  // the requesting user's rights.
+  await sbx.files.remove(deep, { requestTimeoutMs: 600_000, user: 'root' });
   assert.equal(fs.existsSync(deep), false);
   assert.ok(await healthy(envd.url));
 });
