@@ -207,7 +207,7 @@ function gatewayFds() {
 function stateEntries() {
   const sb = path.join(stateDir, 'sandboxes');
   return {
-    sandboxes: readDir(sb).filter((n) => n !== '.trash'),
+    sandboxes: readDir(sb).filter((n) => n !== '.trash' && n !== '.spare'),
     trash: readDir(path.join(sb, '.trash')),
     registry: readDir(path.join(stateDir, 'ns')),
   };

@@ -209,6 +209,8 @@ GatewayMetrics::GatewayMetrics(Registry& r)
       proxy_bytes_out(r.counter("coppice_proxy_bytes_total", "", {{"direction", "out"}})),
       envd_errors(r.counter("coppice_envd_errors_total",
                             "envd /init failures during create and failed proxy connections to envd.")),
+      envd_spurious_wakes(r.counter("coppice_envd_exit_watch_spurious_total",
+                                    "Wake-ups of a sandbox's envd exit watch while envd still ran (ignored).")),
       http_2xx(r.counter("coppice_http_requests_total", "Control-plane responses by status class.",
                          {{"code_class", "2xx"}})),
       http_4xx(r.counter("coppice_http_requests_total", "", {{"code_class", "4xx"}})),

@@ -152,6 +152,8 @@ struct GatewayMetrics {
   std::array<Counter*, kProxyErrorCount> proxy_errors;
   // envd /init failures during create, and proxy connections to envd that failed.
   Counter& envd_errors;
+  // Wake-ups of a sandbox's exit watch while its envd still ran (ignored).
+  Counter& envd_spurious_wakes;
   // Control-plane responses by status class (1xx and 3xx are never sent).
   Counter& http_2xx;
   Counter& http_4xx;

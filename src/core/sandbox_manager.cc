@@ -3,7 +3,10 @@
 // reaper and the sampler in upkeep.cc.
 #include "core/sandbox_manager.h"
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <cstring>
 
 #include "common/constants.h"
 #include "common/ids.h"
@@ -403,8 +406,31 @@ asio::awaitable<void> SandboxManager::on_envd_exit(std::string id) {
   auto it = live_.find(id);
   if (it == live_.end() || !visible(it->second->state)) co_return;
   auto l = it->second;
+  // How it ended, when we are its parent: peeked (WNOWAIT), the backend reaps.
+  std::string how = "exited";
+  if (l->exit_watch) {
+    siginfo_t si{};
+    int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(l->exit_watch->native_handle()), &si,
+                      WEXITED | WNOWAIT | WNOHANG);
+    if (rc == 0 && si.si_pid == 0) {
+      // Our own child, and it has not exited: a wake-up without an exit
+      // (seen under heavy create/kill churn, ~1 in 1,000 sandboxes). Never
+      // remove a sandbox on that: watch again through a fresh pidfd.
+      COPPICE_LOG_RATE(warn, 5).sandbox(id) << "envd's exit watch woke while it runs; watching again";
+      metrics_.envd_spurious_wakes.inc();
+      l->exit_watch.reset();
+      auto again = backend_.exit_fd(l->handle);
+      if (again) {
+        watch_exit(l, std::move(*again));
+        co_return;
+      }
+    } else if (rc == 0) {
+      how = si.si_code == CLD_EXITED ? "exited with status " + std::to_string(si.si_status)
+                                     : std::string("was killed by signal ") + ::strsignal(si.si_status);
+    }
+  }
   l->exit_watch.reset();
-  COPPICE_LOG(warn).sandbox(id) << "envd (pid " << l->handle.init_pid << ") exited: removing the sandbox";
+  COPPICE_LOG(warn).sandbox(id) << "envd (pid " << l->handle.init_pid << ") " << how << ": removing the sandbox";
   metrics_.envd_errors.inc();
   // A pause or resume in flight finishes first (the kill would be a 409).
   asio::steady_timer wait(owner_);
