@@ -34,7 +34,7 @@ Pair make_socket_pair(asio::io_context& io) {
 beast::flat_buffer buffer_of(std::string_view s) {
   beast::flat_buffer b;
   auto dst = b.prepare(s.size());
-  std::memcpy(dst.data(), s.data(), s.size());
+  if (!s.empty()) std::memcpy(dst.data(), s.data(), s.size());
   b.commit(s.size());
   return b;
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sanitizer/asan_interface.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -50,9 +51,13 @@ Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map, uid_t owner) {
   constexpr size_t kStack = 16 << 10;
   void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) return errno_error("userns helper stack");
+  ASAN_UNPOISON_MEMORY_REGION(stack, kStack);  // see launch.cc: a stack that never unwinds
   struct StackOwner {
     void* p;
-    ~StackOwner() { ::munmap(p, kStack); }
+    ~StackOwner() {
+      ASAN_UNPOISON_MEMORY_REGION(p, kStack);
+      ::munmap(p, kStack);
+    }
   } stack_owner{stack};
   sigset_t all, old_mask;
   sigfillset(&all);

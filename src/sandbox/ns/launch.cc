@@ -1,5 +1,6 @@
 #include "sandbox/ns/launch.h"
 
+#include <sanitizer/asan_interface.h>
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <poll.h>
@@ -262,9 +263,16 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   constexpr size_t kChildStack = 256 << 10;
   void* stack = ::mmap(nullptr, kChildStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) return errno_error(ctxmsg + ": child stack");
+  // Under AddressSanitizer the child's frames poison this stack's shadow
+  // and it never unwinds (it execs): clear it both ways, or the next
+  // mapping at this address inherits stale poison. No-ops otherwise.
+  ASAN_UNPOISON_MEMORY_REGION(stack, kChildStack);
   struct StackOwner {
     void* p;
-    ~StackOwner() { ::munmap(p, kChildStack); }
+    ~StackOwner() {
+      ASAN_UNPOISON_MEMORY_REGION(p, kChildStack);
+      ::munmap(p, kChildStack);
+    }
   } stack_owner{stack};
   int pidfd = -1;
   const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
