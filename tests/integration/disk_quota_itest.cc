@@ -89,7 +89,16 @@ class DiskQuotaTest : public ::testing::Test {
         for (auto& id : *ids) EXPECT_TRUE(backend_->destroy(id).has_value()) << id;
       }
       backend_.reset();
-      if (auto cg = ns::CgroupManager::open(opts_.cgroup_parent); cg) (void)cg->remove_parent();
+    }
+    {
+      // The spares' cgroups may still be going away in the background.
+      bool removed = false;
+      for (int i = 0; i < 100 && !removed; ++i) {
+        auto cg = ns::CgroupManager::open(opts_.cgroup_parent);
+        removed = cg && cg->remove_parent().has_value();
+        if (!removed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      EXPECT_TRUE(removed) << "the test's parent cgroups " << opts_.cgroup_parent << " are left behind";
     }
     if (disk_) {
       EXPECT_TRUE(ns::wait_trash_idle(ns::trash_dir_for(dqo_.dir + "/x"), std::chrono::seconds(60)) ||
