@@ -3,6 +3,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "common/scope_exit.h"
 #include "core/offload.h"
 #include "core/sandbox_manager.h"
 #include "core/sandbox_manager_internal.h"
@@ -136,10 +137,7 @@ asio::awaitable<void> SandboxManager::do_collect_retired_templates() {
 
 asio::awaitable<void> SandboxManager::reaper_loop() {
   ++loops_running_;
-  struct Done {
-    int& n;
-    ~Done() { --n; }
-  } done{loops_running_};
+  ScopeExit done([this] { --loops_running_; });
   for (;;) {
     reaper_timer_->expires_after(std::chrono::milliseconds(250));
     (void)co_await reaper_timer_->async_wait(asio::as_tuple(use_awaitable));
@@ -160,10 +158,7 @@ asio::awaitable<void> SandboxManager::reaper_loop() {
 
 asio::awaitable<void> SandboxManager::sampler_loop() {
   ++loops_running_;
-  struct Done {
-    int& n;
-    ~Done() { --n; }
-  } done{loops_running_};
+  ScopeExit done([this] { --loops_running_; });
   for (;;) {
     sampler_timer_->expires_after(std::chrono::seconds(cfg_.metrics_interval_s));
     (void)co_await sampler_timer_->async_wait(asio::as_tuple(use_awaitable));
