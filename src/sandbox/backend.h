@@ -64,6 +64,10 @@ struct SandboxHandle {
   // reused while the host runs), taken at create/adopt and checked before
   // every use of the namespace; 0: unknown.
   uint64_t netns_cookie = 0;
+  // Its place on the gateway's network (net/network.h): IPv4 address (host
+  // byte order) and the host end of its veth; 0/"" when it has loopback only.
+  uint32_t net_addr = 0;
+  std::string net_link;
 };
 
 struct Usage {
@@ -71,6 +75,9 @@ struct Usage {
   uint64_t mem_bytes = 0;  // memory charged now
   uint64_t mem_limit = 0;  // memory limit in force
   uint64_t disk_bytes = 0; // bytes the writable layer holds (its quota's figure, or a bounded walk)
+  // Network traffic so far, the sandbox's view (tx: sent by it); all 0
+  // without a network.
+  uint64_t net_rx_bytes = 0, net_rx_packets = 0, net_tx_bytes = 0, net_tx_packets = 0;
 };
 
 class Backend {
@@ -112,6 +119,14 @@ class Backend {
   virtual Result<sys::UniqueFd> exit_fd(const SandboxHandle& h) {
     (void)h;
     return make_error(ErrorCode::kUnimplemented, "this backend does not report a sandbox's exit");
+  }
+
+  // Caps what the sandbox sends to `bytes_per_s` (0 removes the cap), in the
+  // kernel, effective at once. kFailedPrecondition without a network.
+  virtual Status set_egress_limit(const SandboxHandle& h, uint64_t bytes_per_s) {
+    (void)h;
+    (void)bytes_per_s;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot limit a sandbox's bandwidth");
   }
 
   // Host-resource bundles ready for cold creates (spares); 0 if the backend

@@ -90,6 +90,17 @@ CREATE INDEX api_keys_by_team ON api_keys (team);
 ALTER TABLE sandboxes ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
 CREATE INDEX sandboxes_by_team ON sandboxes (team);
 )sql",
+    // 4: the sandboxes' network addresses, so that a restart (even after
+    // kill -9) never hands one out twice: each row is an address in use or
+    // still held by kernel objects (owner: a sandbox id, or "spare").
+    R"sql(
+CREATE TABLE net_addrs (
+  addr  INTEGER PRIMARY KEY NOT NULL CHECK (addr BETWEEN 0 AND 4294967295),
+  owner TEXT NOT NULL,
+  link  TEXT NOT NULL,
+  since INTEGER NOT NULL
+) STRICT;
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -126,6 +137,12 @@ constexpr const char* kListAll =
     "envd_version, extra, template_tree, team FROM sandboxes ORDER BY started_at, id";
 constexpr const char* kTemplateTrees =
     "SELECT DISTINCT template_tree FROM sandboxes WHERE template_tree != ''";
+constexpr const char* kPutNetAddr =
+    "INSERT INTO net_addrs (addr, owner, link, since) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (addr) DO UPDATE SET owner = excluded.owner, link = excluded.link";
+constexpr const char* kAddNetAddr = "INSERT INTO net_addrs (addr, owner, link, since) VALUES (?1, ?2, ?3, ?4)";
+constexpr const char* kDeleteNetAddr = "DELETE FROM net_addrs WHERE addr = ?1";
+constexpr const char* kListNetAddrs = "SELECT addr, owner, link, since FROM net_addrs ORDER BY addr";
 constexpr const char* kUpdateState = "UPDATE sandboxes SET state = ?2 WHERE id = ?1";
 constexpr const char* kUpdateEndAt = "UPDATE sandboxes SET end_at = ?2 WHERE id = ?1";
 constexpr const char* kDeleteSandbox = "DELETE FROM sandboxes WHERE id = ?1";
@@ -788,6 +805,65 @@ Status Store::delete_api_key(int64_t id, std::string_view team) {
   if (!n) return std::unexpected(std::move(n.error()));
   if (*n == 0) return make_error(ErrorCode::kNotFound, step + ": no such key");
   return ok();
+}
+
+// --- network addresses ---
+
+Status Store::add_net_addr(const NetAddrRecord& r) {
+  const std::string step = "record network address " + std::to_string(r.addr);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kAddNetAddr, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, int64_t(r.addr));
+    bind_arg(s, 2, r.owner);
+    bind_arg(s, 3, r.link);
+    bind_arg(s, 4, r.since);
+  });
+  if (!n) {
+    if (n.error().code() == ErrorCode::kAlreadyExists) return make_error(ErrorCode::kAlreadyExists, step + ": the address is taken");
+    return std::unexpected(std::move(n.error()));
+  }
+  return ok();
+}
+
+Status Store::put_net_addr(const NetAddrRecord& r) {
+  const std::string step = "record network address " + std::to_string(r.addr);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kPutNetAddr, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, int64_t(r.addr));
+    bind_arg(s, 2, r.owner);
+    bind_arg(s, 3, r.link);
+    bind_arg(s, 4, r.since);
+  });
+  if (!n) return std::unexpected(std::move(n.error()));
+  return ok();
+}
+
+Status Store::delete_net_addr(uint32_t addr) {
+  const std::string step = "free network address " + std::to_string(addr);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kDeleteNetAddr, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, int64_t(addr)); });
+  if (!n) return std::unexpected(std::move(n.error()));
+  return ok();
+}
+
+Result<std::vector<NetAddrRecord>> Store::list_net_addrs() {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kListNetAddrs);
+  if (!s) return std::unexpected(std::move(s.error()).context("list network addresses"));
+  StmtUse use(*s);
+  std::vector<NetAddrRecord> out;
+  for (;;) {
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, "list network addresses"));
+    NetAddrRecord r;
+    r.addr = static_cast<uint32_t>(sqlite3_column_int64(*s, 0));
+    r.owner = reinterpret_cast<const char*>(sqlite3_column_text(*s, 1));
+    r.link = reinterpret_cast<const char*>(sqlite3_column_text(*s, 2));
+    r.since = sqlite3_column_int64(*s, 3);
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 // --- teams ---

@@ -102,6 +102,15 @@ struct TeamRecord {
   int64_t created_at = 0;  // unix ms (0 for the default team)
 };
 
+// One row of `net_addrs`: a sandbox network address that is taken.
+struct NetAddrRecord {
+  uint32_t addr = 0;   // IPv4, host byte order
+  std::string owner;   // the sandbox id, or "spare" (made ahead, not yet any sandbox's)
+  std::string link;    // the host end of its veth
+  int64_t since = 0;   // unix ms
+  bool operator==(const NetAddrRecord&) const = default;
+};
+
 // One lifecycle event of a sandbox (what GET /sandboxes/{id}/logs shows).
 struct EventRecord {
   int64_t id = 0;  // increases with time
@@ -183,6 +192,15 @@ class Store {
   // kNotFound if there is no such key, or (team non-empty) it is another
   // team's: a team cannot learn which ids other teams' keys have.
   Status delete_api_key(int64_t id, std::string_view team = "");
+
+  // --- network addresses ---
+  // kAlreadyExists when the address is taken.
+  Status add_net_addr(const NetAddrRecord& r);
+  // Inserts or replaces (a new owner or link for an address).
+  Status put_net_addr(const NetAddrRecord& r);
+  // Frees it (no-op when it is not taken).
+  Status delete_net_addr(uint32_t addr);
+  Result<std::vector<NetAddrRecord>> list_net_addrs();
 
   // --- events ---
   // Appends an event stamped with the current time. kNotFound if the sandbox

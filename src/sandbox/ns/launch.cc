@@ -196,12 +196,43 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   if (!cg) return std::unexpected(std::move(cg.error()).context(ctxmsg + ": cgroup"));
   const auto t_cg = Clock::now();
 
+  // 4b. Its network: the spare's namespace already on the gateway's bridge,
+  // or one made now. The address is the sandbox's (durably) from here on;
+  // on failure it is released once the namespace is gone.
+  sys::UniqueFd own_netns;
+  net::Attachment att;
+  struct NetGuard {
+    net::SandboxNetwork* network;
+    net::Attachment* att;
+    bool armed = true;
+    ~NetGuard() {
+      if (armed && network && att->valid()) network->release(*att);
+    }
+  } net_guard{ctx.network, &att};
+  if (ctx.network) {
+    if (spare && spare->netns.valid() && spare->net.valid()) {
+      att = std::exchange(spare->net, net::Attachment{});
+    } else {
+      own_netns = make_netns();
+      if (!own_netns) return make_error(ErrorCode::kInternal, ctxmsg + ": cannot make a network namespace (see the log)");
+      auto a = ctx.network->attach(own_netns.get());
+      if (!a) return std::unexpected(std::move(a.error()).context(ctxmsg));
+      att = *a;
+    }
+    COPPICE_TRY_CTX(ctx.network->claim(att, spec.id), ctxmsg);
+  }
+  const auto t_net = Clock::now();
+
   // 5. The child's plan, built here because the child must not allocate.
   auto plan = std::make_unique<ChildPlan>();
-  plan->mounts.build(spec, paths, host_root);
+  plan->mounts.build(spec, paths, host_root, ctx.network ? ctx.network->resolv_conf() : std::string());
   plan->hostname = spec.id;
   plan->userns_fd = slot->userns_fd();
-  if (spare && spare->netns.valid()) plan->netns_fd = spare->netns.get();
+  if (own_netns) {
+    plan->netns_fd = own_netns.get();
+  } else if (spare && spare->netns.valid()) {
+    plan->netns_fd = spare->netns.get();
+  }
   for (const auto& fd : cg->procs_fds()) plan->cgroup_procs_fds.push_back(fd.get());
   if (ctx.seccomp && !ctx.seccomp->empty()) plan->seccomp = ctx.seccomp->fprog();
   plan->capabilities = sys::caps::kContainerDefault;
@@ -295,6 +326,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   clone_guard.unlock();
   // The child has exec'd (vfork): it is in its network namespace already.
   if (spare) spare->netns.reset();
+  own_netns.reset();
 
   // 7. Wait for the child's verdict: a report on failure, EOF once exec succeeded.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx.ready_timeout_ms);
@@ -317,7 +349,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   auto us = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };
   COPPICE_LOG(debug).sandbox(spec.id) << "created in " << us(Clock::now() - t_start) << " us: prepare "
                                       << us(t_clone - t_start) << ", clone..exec " << us(t_exec - t_clone)
-                                      << ", envd start " << us(Clock::now() - t_exec) << " [slot " << us(t_slot - t_start) << " state " << us(t_state - t_slot) << " record " << us(t_record - t_state) << " cg " << us(t_cg - t_record) << " plan+pipes " << us(t_clone - t_cg) << "]";
+                                      << ", envd start " << us(Clock::now() - t_exec) << " [slot " << us(t_slot - t_start) << " state " << us(t_state - t_slot) << " record " << us(t_record - t_state) << " cg " << us(t_cg - t_record) << " net " << us(t_net - t_cg) << " plan+pipes " << us(t_clone - t_net) << "]";
   if (step_times) {
     std::string steps;
     uint64_t clone_ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(t_clone.time_since_epoch()).count());
@@ -346,6 +378,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
 
   // Ready: hand every resource over to the running sandbox.
   guard.armed = false;
+  net_guard.armed = false;
   cg->release();
   state->release();
   record->release();
@@ -355,6 +388,8 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   out.handle.envd_socket = paths.socket;
   out.handle.state_dir = spec.state_dir;
   out.handle.host_uid = host_root;
+  out.handle.net_addr = att.addr;
+  out.handle.net_link = att.link;
   slot->drop_userns();  // the sandbox's processes keep its user namespace alive now
   out.slot = std::move(*slot);
   out.init = std::move(init);

@@ -22,6 +22,7 @@ struct LaunchContext {
   UidSlots* slots = nullptr;
   Spares* spares = nullptr;  // optional: host resources made ahead of time
   const DiskQuota* disk = nullptr;  // optional: state dirs are capped subvolumes
+  net::SandboxNetwork* network = nullptr;  // optional: the gateway's network (else loopback only)
   const sys::seccomp::Program* seccomp = nullptr;
   std::string registry_dir;  // <registry_dir>/<id> -> state dir
   int ready_timeout_ms = 10000;
@@ -40,7 +41,7 @@ struct Launched {
 
 // Validates the spec, then: uid slot → (spare) → state dir (with its disk
 // quota) → registry record
-// → cgroups with limits → clone into new namespaces → child checklist → exec envd →
+// → cgroups with limits → network (veth, address) → clone into new namespaces → child checklist → exec envd →
 // wait for envd's ready byte. Every step is undone if a later one fails.
 Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec);
 

@@ -1,5 +1,6 @@
 #include "sandbox/ns/mounts.h"
 
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <sys/mount.h>
@@ -50,7 +51,7 @@ void MountPlan::mountpoint(const std::string& path, mode_t mode, bool file) {
   ops_.push_back(op);
 }
 
-void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root) {
+void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root, const std::string& resolv_conf) {
   host_root_ = host_root;
   const std::string root = paths.rootfs;
   const std::string h = std::to_string(host_root);
@@ -208,6 +209,14 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
     mountpoint(root + "/.coppice/interp", 0755, true);
     bind(spec.interp_path, root + "/.coppice/interp", MS_RDONLY | MS_NOSUID | MS_NODEV);
   }
+  if (!resolv_conf.empty()) {
+    // The sandbox's resolver is the gateway's (on its bridge address).
+    mountpoint(root + "/etc/resolv.conf", 0644, true);
+    ops_.back().optional = true;  // a template without /etc
+    bind(resolv_conf, root + "/etc/resolv.conf", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    ops_.back().optional = true;
+    ops_.back().regular_only = true;
+  }
   mountpoint(root + "/.coppice/run", 0700);
   bind(paths.run, root + "/.coppice/run", MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
@@ -227,9 +236,12 @@ int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) co
       case MountOp::kFs:
         err = sys::mnt::mount_fs(op.fstype, op.dst, op.flags, op.data);
         break;
-      case MountOp::kBind:
+      case MountOp::kBind: {
+        struct stat st;
+        if (op.regular_only && (::lstat(op.dst, &st) != 0 || !S_ISREG(st.st_mode))) break;
         err = sys::mnt::bind(op.src, op.dst, op.flags, op.recursive);
         break;
+      }
       case MountOp::kBindIdmapped:
         err = sys::mnt::bind_idmapped(op.src, op.dst, userns_fd, op.attrs, op.recursive);
         break;

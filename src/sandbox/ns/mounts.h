@@ -49,6 +49,7 @@ struct MountOp {
   bool file = false;             // kMountpoint: a file rather than a directory
   mode_t mode = 0755;            // kMountpoint, kDir
   bool optional = false;         // kFs, kBind: a missing target (ENOENT) is skipped
+  bool regular_only = false;     // kBind: skipped unless the target is a regular file (never a symlink)
 };
 
 // What an operation does, for logs: its file system type, or "bind", "pivot_root", ...
@@ -62,7 +63,10 @@ class MountPlan {
 
   // Plans the sandbox's mounts (see above). `host_root` is the host uid/gid of
   // the sandbox's root: owner of the tmpfs roots and mount points created.
-  void build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root);
+  // With `resolv_conf` (a host file), it is bound read-only over the
+  // template's /etc/resolv.conf (made if missing; left alone when the
+  // template's is a symlink).
+  void build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root, const std::string& resolv_conf = {});
 
   // Runs the plan. Async-signal-safe. Returns 0, or the errno of the failing
   // operation and sets *failed to it. With `op_times` (debug), the

@@ -17,6 +17,7 @@
 #include "sandbox/ns/spares.h"
 #include "sandbox/ns/teardown.h"
 #include "sandbox/ns/uid_slots.h"
+#include "net/network.h"
 #include "sys/fsutil.h"
 #include "sys/netns.h"
 #include "sys/pidfd_owner.h"
@@ -43,7 +44,8 @@ class NsBackend final : public Backend {
         own_pool_(opts_.background ? nullptr : std::make_unique<sys::BackgroundPool>(2)),
         slots_(opts_.uid_base, opts_.uid_slots, 64, 256, background()),
         seccomp_(std::move(seccomp)),
-        spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits, background(), opts_.disk) {}
+        spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits, background(), opts_.disk,
+                opts_.network) {}
 
   Result<SandboxHandle> create(const SandboxSpec& spec) override {
     LaunchContext ctx;
@@ -51,6 +53,7 @@ class NsBackend final : public Backend {
     ctx.slots = &slots_;
     ctx.spares = &spares_;
     ctx.disk = opts_.disk;
+    ctx.network = opts_.network;
     ctx.seccomp = &seccomp_;
     ctx.registry_dir = opts_.registry_dir;
     ctx.ready_timeout_ms = opts_.ready_timeout_ms;
@@ -98,6 +101,10 @@ class NsBackend final : public Backend {
       std::lock_guard lock(mu_);
       live_.emplace(id, live);
     }
+    if (s && live && live->handle.net_addr && opts_.network) {
+      // Its processes are gone: its namespace (and veth) follow.
+      opts_.network->release(net::Attachment{live->handle.net_addr, live->handle.net_link});
+    }
     return s;  // the slot returns to the pool with `live`
   }
 
@@ -116,12 +123,24 @@ class NsBackend final : public Backend {
     auto cg = cgroups_.usage(id);
     if (!cg) return std::unexpected(cg.error());
     Usage u{cg->cpu_ns, cg->mem_bytes, cg->mem_limit, 0};
-    if (!with_disk) return u;
     std::string state;
+    net::Attachment att;
     {
       std::lock_guard lock(mu_);
-      if (auto it = live_.find(id); it != live_.end()) state = it->second->handle.state_dir;
+      if (auto it = live_.find(id); it != live_.end()) {
+        state = it->second->handle.state_dir;
+        att = net::Attachment{it->second->handle.net_addr, it->second->handle.net_link};
+      }
     }
+    if (att.valid() && opts_.network) {
+      if (auto c = opts_.network->counters(att); c) {
+        u.net_rx_bytes = c->rx_bytes;
+        u.net_rx_packets = c->rx_packets;
+        u.net_tx_bytes = c->tx_bytes;
+        u.net_tx_packets = c->tx_packets;
+      }
+    }
+    if (!with_disk) return u;
     if (state.empty()) {
       if (auto r = registry_lookup(opts_.registry_dir, id); r) state = *r;
     }
@@ -156,6 +175,16 @@ class NsBackend final : public Backend {
     out.fd = std::move(*sock);
     out.port = port;
     return out;
+  }
+
+  Status set_egress_limit(const SandboxHandle& h, uint64_t bytes_per_s) override {
+    const std::string ctx = "bandwidth of sandbox " + h.id;
+    if (!opts_.network || !h.net_addr) {
+      return make_error(ErrorCode::kFailedPrecondition, ctx + ": the sandbox has no network");
+    }
+    auto ns = open_checked_netns(h);
+    if (!ns) return std::unexpected(std::move(ns.error()).context(ctx));
+    return opts_.network->set_egress_limit(ns->get(), bytes_per_s);
   }
 
   Result<sys::UniqueFd> exit_fd(const SandboxHandle& h) override {
@@ -225,6 +254,15 @@ class NsBackend final : public Backend {
     // before every later use of the namespace.
     if (auto ns = sys::open_netns_of(*pid); ns) {
       if (auto c = sys::netns_cookie(ns->get()); c) live->handle.netns_cookie = *c;
+      if (opts_.network) {
+        // Its address and veth, as the kernel has them.
+        if (auto a = opts_.network->adopt(ns->get(), id); a) {
+          live->handle.net_addr = a->addr;
+          live->handle.net_link = a->link;
+        } else {
+          COPPICE_LOG(warn).sandbox(id) << "adopt: no network: " << a.error().to_string();
+        }
+      }
     }
     live->slot = std::move(*slot);
     std::lock_guard lock(mu_);
@@ -233,6 +271,16 @@ class NsBackend final : public Backend {
   }
 
  private:
+  // The sandbox's network namespace, checked to be the one it was made with.
+  Result<sys::UniqueFd> open_checked_netns(const SandboxHandle& h) {
+    if (h.init_pid <= 0 || h.netns_cookie == 0) return make_error(ErrorCode::kNotFound, "its network namespace is not known");
+    auto ns = sys::open_netns_of(h.init_pid);
+    if (!ns) return make_error(ErrorCode::kNotFound, "the sandbox is gone");
+    auto c = sys::netns_cookie(ns->get());
+    if (!c || *c != h.netns_cookie) return make_error(ErrorCode::kNotFound, "the sandbox's network namespace is gone");
+    return std::move(*ns);
+  }
+
   sys::BackgroundPool* background() const { return opts_.background ? opts_.background : own_pool_.get(); }
 
   const NsOptions opts_;

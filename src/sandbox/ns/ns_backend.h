@@ -10,6 +10,10 @@
 #include "sandbox/backend.h"
 #include "sys/background.h"
 
+namespace coppice::net {
+class SandboxNetwork;
+}
+
 namespace coppice::sandbox {
 
 namespace ns {
@@ -59,6 +63,10 @@ struct NsOptions {
   // Where ready user namespaces and spares are made (background priority);
   // null: the backend runs a pool of its own. Must outlive the backend.
   sys::BackgroundPool* background = nullptr;
+  // The gateway's network (net/network.h): each sandbox gets a veth, an
+  // address and the gateway's resolver; null: loopback only. Must outlive
+  // the backend.
+  coppice::net::SandboxNetwork* network = nullptr;
 };
 
 // Detects the cgroup layout, creates the parent cgroups and the registry dir,

@@ -26,10 +26,11 @@ RefillPolicy spare_policy(uint32_t target) {
 }  // namespace
 
 Spares::Spares(const CgroupManager* cgroups, std::string root, uint32_t target, Limits limits,
-               sys::BackgroundPool* background, const DiskQuota* disk)
+               sys::BackgroundPool* background, const DiskQuota* disk, net::SandboxNetwork* network)
     : cgroups_(cgroups && !cgroups->v2() ? cgroups : nullptr),
       root_(std::move(root)),
       disk_(disk),
+      network_(network),
       limits_(limits),
       own_pool_(background ? nullptr : std::make_unique<sys::BackgroundPool>(1)),
       ready_([pool = background ? background : own_pool_.get()](std::function<void()> job) { pool->post(std::move(job)); },
@@ -84,15 +85,15 @@ void Spares::discard(Spare& s) const {
   }
   if (!s.dir.empty()) (void)sys::remove_tree(s.dir);
   s.netns.reset();
+  if (s.net.valid() && network_) network_->release(s.net);
+  s.net = {};
   s.cgroup.clear();
   s.dir.clear();
 }
 
-namespace {
-// A network namespace with loopback up, made by this thread: it enters a new
-// one, takes an fd to it and goes back to the one it came from (a thread
-// that cannot go back would do everything after in the wrong network: that
-// aborts, as in sys/netns.h).
+// Made by this thread: it enters a new network namespace, takes an fd to it
+// and goes back to the one it came from (a thread that cannot go back would
+// do everything after in the wrong network: that aborts, as in sys/netns.h).
 sys::UniqueFd make_netns() {
   sys::UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!home) {
@@ -116,7 +117,6 @@ sys::UniqueFd make_netns() {
   }
   return fd;
 }
-}  // namespace
 
 std::optional<Spare> Spares::make_one() {
   uint64_t seq;
@@ -150,6 +150,15 @@ std::optional<Spare> Spares::make_one() {
     }
   }
   s.netns = make_netns();
+  if (s.netns.valid() && network_) {
+    if (auto a = network_->attach(s.netns.get()); a) {
+      s.net = *a;
+    } else {
+      // A create makes its own then (and says why if it cannot either).
+      COPPICE_LOG_RATE(warn, 60) << "spare network: " << a.error().to_string();
+      s.netns.reset();
+    }
+  }
   if (s.cgroup.empty() && s.dir.empty() && !s.netns.valid()) return std::nullopt;  // backs off
   return s;
 }
