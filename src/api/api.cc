@@ -7,6 +7,7 @@
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "net/policy.h"
 #include "store/keys.h"
 
 namespace coppice::api {
@@ -89,6 +90,8 @@ json detail_json(const SandboxView& v, const core::GatewayConfig& cfg) {
   if (!v.envd_access_token.empty()) j["envdAccessToken"] = v.envd_access_token;
   j["domain"] = domain_json(cfg);
   j["lifecycle"] = json{{"onTimeout", "kill"}, {"autoResume", false}};
+  j["allowInternetAccess"] = v.network.internet;
+  j["network"] = net::to_e2b_json(v.network);
   return j;
 }
 
@@ -232,16 +235,12 @@ Status check_create_options(const json& j, bool v1) {
     auto it = obj.find(key);
     return it != obj.end() && it->is_boolean() && it->get<bool>();
   };
-  if (auto it = j.find("allow_internet_access"); it != j.end() && !it->is_null()) {
-    if (!it->is_boolean()) return make_error(ErrorCode::kInvalidArgument, "allow_internet_access must be a boolean");
-    // false is what every sandbox is today: honoured.
-    if (it->get<bool>() && !v1)
-      return unsupported("internet access (allow_internet_access: true; sandboxes have loopback only)");
-  }
+  (void)v1;
+  // allow_internet_access and network{...} are read by net::parse_create.
   if (set("network")) {
     const json& n = j["network"];
     if (!n.is_object()) return make_error(ErrorCode::kInvalidArgument, "network must be an object");
-    for (const char* key : {"allowOut", "denyOut", "maskRequestHost", "rules", "egressProxy", "httpsPorts"}) {
+    for (const char* key : {"maskRequestHost"}) {
       if (auto it = n.find(key); it != n.end() && !it->is_null()) return unsupported(std::string("network.") + key);
     }
     if (auto it = n.find("allowPublicTraffic"); it != n.end() && !it->is_null()) {
@@ -560,9 +559,24 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
   p.metadata = json(*meta);
   p.team = caller.team;
   if (auto it = j.find("secure"); it != j.end() && it->is_boolean()) p.secure = it->get<bool>();
-  if (auto s = check_create_options(j, ex.path() == "/sandboxes"); !s) {
+  const bool v1 = ex.path() == "/sandboxes";
+  if (auto s = check_create_options(j, v1); !s) {
     co_await error_response(ex, s.error());
     co_return;
+  }
+  {
+    auto n = j.find("network");
+    auto a = j.find("allow_internet_access");
+    auto net = net::parse_create(n == j.end() ? nullptr : &*n, a == j.end() ? nullptr : &*a);
+    if (!net) {
+      co_await error_response(ex, net.error());
+      co_return;
+    }
+    p.network = std::move(*net);
+    // SDKs up to 2.50 send allow_internet_access: true on every v1 create:
+    // there it is the default, not a request.
+    const bool explicit_internet = !v1 && a != j.end() && a->is_boolean() && a->get<bool>();
+    p.wants_network = explicit_internet || !p.network.allow_out.empty() || !p.network.deny_out.empty();
   }
   auto v = co_await mgr_.create(std::move(p));
   if (!v) {
@@ -724,6 +738,18 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     else co_await reply_json(ex, 200, detail_json(*v, cfg_).dump());
     co_return;
   }
+  if (action == "network" && m == verb::put) {
+    auto body = co_await read_json(ex, cfg_.max_body_bytes);
+    if (!body) {
+      co_await error_response(ex, body.error());
+      co_return;
+    }
+    json rules = std::move(*body);
+    auto s = co_await mgr_.update_network(id, rules, team);
+    if (!s) co_await error_response(ex, s.error());
+    else co_await reply(ex, 204, "", "");
+    co_return;
+  }
   if (action.empty() && m == verb::delete_) {
     auto s = co_await mgr_.kill(id, team);
     if (!s) co_await error_response(ex, s.error());
@@ -835,7 +861,9 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
       auto secs = std::chrono::duration_cast<std::chrono::seconds>(s.at.time_since_epoch()).count();
       out.push_back(json{{"timestamp", rfc3339(s.at)}, {"timestampUnix", secs}, {"cpuCount", s.cpu_count},
                          {"cpuUsedPct", s.cpu_used_pct}, {"memUsed", s.mem_used}, {"memTotal", s.mem_total},
-                         {"diskUsed", s.disk_used}, {"diskTotal", s.disk_total}});
+                         {"diskUsed", s.disk_used}, {"diskTotal", s.disk_total},
+                         {"netRxBytes", s.net_rx_bytes}, {"netTxBytes", s.net_tx_bytes},
+                         {"netRxPackets", s.net_rx_packets}, {"netTxPackets", s.net_tx_packets}});
     }
     co_await reply_json(ex, 200, out.dump());
     co_return;

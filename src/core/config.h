@@ -100,6 +100,9 @@ struct GatewayConfig {
   // Seconds between the usage samples kept per sandbox for
   // GET /sandboxes/{id}/metrics; 0: no sampling (each query measures once).
   int metrics_interval_s = 5;
+  // Why sandboxes have no network on this gateway ("--network off", or what
+  // the host lacks); "" when they have one.
+  std::string network_off_reason;
 };
 
 }  // namespace coppice::core

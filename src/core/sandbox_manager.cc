@@ -66,9 +66,10 @@ asio::awaitable<Status> run_template_commands(std::string socket, std::string to
 }
 
 SandboxManager::SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
-                               TemplateRegistry& templates, ManagerExecutors ex, metrics::GatewayMetrics& metrics)
+                               TemplateRegistry& templates, ManagerExecutors ex, metrics::GatewayMetrics& metrics,
+                               net::Network* network)
     : cfg_(cfg), store_(store), backend_(backend), templates_(templates), io_(ex.io), owner_(asio::make_strand(ex.io)),
-      workers_(*ex.workers), background_(*ex.background), metrics_(metrics), store_q_(store) {}
+      workers_(*ex.workers), background_(*ex.background), metrics_(metrics), net_(network), store_q_(store) {}
 
 SandboxManager::~SandboxManager() {
   // Pools must stop (their makes use this object) before members go.
@@ -120,6 +121,10 @@ asio::awaitable<Result<std::pair<SandboxView, bool>>> SandboxManager::connect(st
 }
 asio::awaitable<Status> SandboxManager::pause(std::string id, TeamScope team) {
   auto op = do_pause(std::move(id), std::move(team));
+  co_return co_await on_owner(std::move(op));
+}
+asio::awaitable<Status> SandboxManager::update_network(std::string id, json body, TeamScope team) {
+  auto op = do_update_network(std::move(id), std::move(body), std::move(team));
   co_return co_await on_owner(std::move(op));
 }
 asio::awaitable<Result<SandboxView>> SandboxManager::resume(std::string id, std::optional<int> timeout_s,
@@ -194,9 +199,12 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
 }
 
 SandboxView SandboxManager::view(const Live& l) const {
-  return SandboxView{l.id,       l.template_id, "",          l.state,      l.token,
-                     l.metadata, l.cpu_count,   l.memory_mb, l.disk_mb,    l.started_at,
-                     l.end_at,   std::string(kEnvdVersion), l.team};
+  SandboxView v{l.id,       l.template_id, "",          l.state,      l.token,
+                l.metadata, l.cpu_count,   l.memory_mb, l.disk_mb,    l.started_at,
+                l.end_at,   std::string(kEnvdVersion), l.team};
+  v.network = l.network;
+  if (l.handle.net_addr) v.address = net::ipv4_string(l.handle.net_addr);
+  return v;
 }
 
 store::SandboxRecord SandboxManager::record(const Live& l) const {
@@ -218,6 +226,7 @@ store::SandboxRecord SandboxManager::record(const Live& l) const {
   r.envd_version = std::string(kEnvdVersion);
   r.template_tree = l.tree;
   r.team = l.team;
+  r.extra["network"] = net::to_store_json(l.network);
   return r;
 }
 
@@ -267,6 +276,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
   l->metadata = p.metadata;
   l->env_vars = json(p.env_vars);
   l->team = p.team;  // before the Running transition publishes its route
+  l->network = p.network;
   auto t1 = std::chrono::steady_clock::now();
   // Every sandbox got its token, its environment and defaults from the start
   // (a pooled one the template's environment: nobody could see it since), so
@@ -279,6 +289,11 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
     init.env_vars = p.env_vars;
     s = co_await envd_init(ep, init);
     if (!s) metrics_.envd_errors.inc();
+  }
+  // Its egress rules hold before anyone can run code in it.
+  if (s) {
+    auto applying = apply_network(*l);
+    s = co_await std::move(applying);
   }
   auto t2 = std::chrono::steady_clock::now();
   if (s && stopping_) s = make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
@@ -339,6 +354,12 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create(CreateParams p) {
   if (tmpl->backend != "ns")
     co_return make_error(ErrorCode::kUnimplemented, "template '" + p.template_id + "' needs the " + tmpl->backend +
                                                         " backend, which this gateway does not run yet");
+  if (!net_ && (p.wants_network || p.network.egress_limit_bps)) {
+    co_return make_error(ErrorCode::kInvalidArgument,
+                         "this gateway runs sandboxes without a network (" +
+                             (cfg_.network_off_reason.empty() ? std::string("--network off") : cfg_.network_off_reason) +
+                             "): internet access and egress rules cannot be honoured");
+  }
   // Pool hit. One whose envd no longer answers is removed by hand_out; the
   // create then goes on down the cold path. Pooled sandboxes carry a token
   // from the start: one without is made cold.
@@ -551,6 +572,50 @@ asio::awaitable<Result<std::pair<SandboxView, bool>>> SandboxManager::do_connect
   co_return std::make_pair(view(**found), false);
 }
 
+asio::awaitable<Status> SandboxManager::apply_network(const Live& l) {
+  if (!net_ || !l.handle.net_addr) co_return ok();
+  const uint32_t addr = l.handle.net_addr;
+  const auto policy = net::compile(l.network);
+  const uint64_t limit = l.network.egress_limit_bps;
+  const sandbox::SandboxHandle h = l.handle;
+  auto job = [this, addr, policy, limit, h]() -> Status {
+    COPPICE_TRY_CTX(net_->apply(addr, policy), "network rules");
+    if (limit) COPPICE_TRY(backend_.set_egress_limit(h, limit));
+    return ok();
+  };
+  co_return co_await run_on(workers_, std::move(job));
+}
+
+asio::awaitable<Status> SandboxManager::do_update_network(std::string id, json body, TeamScope team) {
+  auto found = find(id, team);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  auto next = net::parse_update(l->network, body);
+  if (!next) co_return std::unexpected(next.error());
+  if (!net_ || !l->handle.net_addr) {
+    bool asks = next->internet != true || !next->allow_out.empty() || !next->deny_out.empty();
+    if (asks || !net_) {
+      co_return make_error(ErrorCode::kInvalidArgument,
+                           "sandbox " + id + " has no network on this gateway (" +
+                               (cfg_.network_off_reason.empty() ? std::string("--network off") : cfg_.network_off_reason) +
+                               "): its rules cannot be changed");
+    }
+  }
+  const net::NetworkConfig before = l->network;
+  l->network = *next;
+  auto applying = apply_network(*l);
+  auto s = co_await std::move(applying);
+  if (!s) {
+    l->network = before;
+    co_return std::unexpected(std::move(s.error()).context("update network of sandbox " + id));
+  }
+  auto rec = record(*l);
+  auto op = [rec](store::Store& st) { return st.put_sandbox(rec, "network", "rules replaced"); };
+  auto w = co_await store_q_.write(std::move(op));
+  if (!w) co_return std::unexpected(std::move(w.error()).context("store sandbox"));
+  co_return ok();
+}
+
 asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team) {
   auto found = find(id, team);
   if (!found) co_return std::unexpected(found.error());
@@ -622,7 +687,8 @@ void SandboxManager::sample_into(Live& l, const sandbox::Usage& u, Clock::time_p
   if (u.disk_bytes) l.last_disk_bytes = u.disk_bytes;
   l.samples.push_back(MetricSample{at, l.cpu_count, std::clamp(pct, 0.0, 100.0), u.mem_bytes,
                                    u.mem_limit ? u.mem_limit : static_cast<uint64_t>(l.memory_mb) << 20,
-                                   l.last_disk_bytes, static_cast<uint64_t>(l.disk_mb) << 20});
+                                   l.last_disk_bytes, static_cast<uint64_t>(l.disk_mb) << 20, u.net_rx_bytes,
+                                   u.net_tx_bytes, u.net_rx_packets, u.net_tx_packets});
   while (l.samples.size() > kMetricsKept) l.samples.pop_front();
 }
 

@@ -53,6 +53,8 @@
 #include "core/routes.h"
 #include "core/store_queue.h"
 #include "http/client.h"
+#include "net/network.h"
+#include "net/policy.h"
 #include "sandbox/backend.h"
 #include "store/store.h"
 #include "sys/background.h"
@@ -79,6 +81,10 @@ struct CreateParams {
   json metadata = json::object();                 // string -> string
   std::map<std::string, std::string> env_vars;
   bool secure = true;                             // give the sandbox an envd access token
+  net::NetworkConfig network;                     // allow_internet_access and network{...}
+  // The create asked for internet explicitly (allow_internet_access: true,
+  // or allowOut entries): refused where sandboxes have no network.
+  bool wants_network = false;
 };
 
 // What the API reports of a sandbox.
@@ -96,6 +102,8 @@ struct SandboxView {
   Clock::time_point end_at;
   std::string envd_version;
   std::string team;
+  net::NetworkConfig network;
+  std::string address;  // its IPv4 address on the gateway's network, "" without
 };
 
 struct MetricSample {
@@ -103,6 +111,8 @@ struct MetricSample {
   int cpu_count;
   double cpu_used_pct;
   uint64_t mem_used, mem_total, disk_used, disk_total;
+  // Traffic so far (the sandbox's view: tx = sent by it).
+  uint64_t net_rx_bytes = 0, net_tx_bytes = 0, net_rx_packets = 0, net_tx_packets = 0;
 };
 
 // A template's warm pool.
@@ -134,8 +144,11 @@ struct ManagerExecutors {
 
 class SandboxManager {
  public:
+  // `network`: the sandboxes' network (null: loopback only); must outlive
+  // the manager.
   SandboxManager(const GatewayConfig& cfg, store::Store& store, sandbox::Backend& backend,
-                 TemplateRegistry& templates, ManagerExecutors ex, metrics::GatewayMetrics& metrics);
+                 TemplateRegistry& templates, ManagerExecutors ex, metrics::GatewayMetrics& metrics,
+                 net::Network* network = nullptr);
   ~SandboxManager();
 
   // --- control plane (each runs on the owner strand) ---
@@ -154,6 +167,11 @@ class SandboxManager {
   asio::awaitable<Result<std::pair<SandboxView, bool>>> connect(std::string id, std::optional<int> timeout_s,
                                                                 TeamScope team = std::nullopt);
   asio::awaitable<Status> pause(std::string id, TeamScope team = std::nullopt);
+  // PUT /sandboxes/{id}/network: replaces its egress rules (net/policy.h
+  // parse_update); new connections see them when this returns.
+  // kFailedPrecondition when the gateway runs sandboxes without a network
+  // and the update asks for any.
+  asio::awaitable<Status> update_network(std::string id, json body, TeamScope team = std::nullopt);
   asio::awaitable<Result<SandboxView>> resume(std::string id, std::optional<int> timeout_s,
                                               TeamScope team = std::nullopt);
   // Samples kept for the sandbox (every GatewayConfig::metrics_interval_s, the
@@ -231,6 +249,9 @@ class SandboxManager {
   asio::awaitable<Result<std::pair<SandboxView, bool>>> do_connect(std::string id, std::optional<int> timeout_s,
                                                                    TeamScope team);
   asio::awaitable<Status> do_pause(std::string id, TeamScope team);
+  asio::awaitable<Status> do_update_network(std::string id, json body, TeamScope team);
+  // Enforces l's network config (firewall, resolver, bandwidth) on a worker.
+  asio::awaitable<Status> apply_network(const Live& l);
   asio::awaitable<Result<SandboxView>> do_resume(std::string id, std::optional<int> timeout_s, TeamScope team);
   asio::awaitable<Result<std::vector<MetricSample>>> do_metrics(std::string id, std::optional<Clock::time_point> start,
                                                                 std::optional<Clock::time_point> end, TeamScope team);
@@ -290,6 +311,7 @@ class SandboxManager {
   asio::thread_pool& workers_;
   sys::BackgroundPool& background_;
   metrics::GatewayMetrics& metrics_;
+  net::Network* net_;
   StoreQueue store_q_;
   RouteTable routes_;
 

@@ -42,6 +42,8 @@ struct SandboxManager::Live {
   // registered with the owner strand while the sandbox is visible; null
   // before hand-out, after a kill, or when the backend cannot watch.
   std::unique_ptr<asio::posix::stream_descriptor> exit_watch;
+  // Its network config (E2B's allow_internet_access and network{...}).
+  net::NetworkConfig network;
 };
 
 struct SandboxManager::Pool {

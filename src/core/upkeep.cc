@@ -50,6 +50,9 @@ asio::awaitable<Status> SandboxManager::do_recover() {
         l->state_dir = r.state_dir;
         l->tree = r.template_tree;
         l->handle = *h;
+        if (auto it = r.extra.find("network"); it != r.extra.end()) {
+          if (auto c = net::from_store_json(*it); c) l->network = *c;
+        }
         live_[l->id] = l;
         // Creating -> Running (-> Pausing -> Paused): the record's state,
         // through the same rules as any other change.
@@ -60,6 +63,13 @@ asio::awaitable<Status> SandboxManager::do_recover() {
         }
         adopted.insert(l->id);
         COPPICE_LOG(info).sandbox(l->id) << "adopted after restart (" << state_name(l->state) << ")";
+        // Its rules still hold in the kernel; this makes them ours again
+        // (and the resolver's).
+        auto applying = apply_network(*l);
+        auto applied = co_await std::move(applying);
+        if (!applied) {
+          COPPICE_LOG(warn).sandbox(l->id) << "network rules after restart: " << applied.error().to_string();
+        }
         if (auto fd = backend_.exit_fd(l->handle); fd) {
           watch_exit(l, std::move(*fd));
         } else if (fd.error().code() == ErrorCode::kNotFound) {
@@ -83,6 +93,12 @@ asio::awaitable<Status> SandboxManager::do_recover() {
     COPPICE_LOG(info).sandbox(id) << "orphaned kernel resources: cleaning up";
     auto job = [this, id] { return backend_.destroy(id); };
     (void)co_await run_on(workers_, std::move(job));
+  }
+  if (net_) {
+    // Addresses, veths and rules no adopted sandbox holds.
+    auto live = adopted;
+    auto job = [this, live] { net_->reconcile(live); };
+    co_await run_on(workers_, std::move(job));
   }
   co_return ok();
 }

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "core/metrics.h"
 #include "core/sandbox_manager.h"
+#include "net/network.h"
 #include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/ns_backend.h"
@@ -50,6 +51,33 @@ bool split_listen(const std::string& s, core::GatewayConfig* cfg) {
   }
   return true;
 }
+// The sandboxes' network addresses, kept in the store.
+class StoreLedger final : public net::AddressLedger {
+ public:
+  explicit StoreLedger(store::Store& st) : st_(st) {}
+  Status add(const Entry& e) override { return st_.add_net_addr(rec(e)); }
+  Status put(const Entry& e) override { return st_.put_net_addr(rec(e)); }
+  Status remove(uint32_t addr) override { return st_.delete_net_addr(addr); }
+  Result<std::vector<Entry>> list() override {
+    auto rows = st_.list_net_addrs();
+    if (!rows) return std::unexpected(rows.error());
+    std::vector<Entry> out;
+    for (auto& r : *rows) out.push_back(Entry{r.addr, std::move(r.owner), std::move(r.link)});
+    return out;
+  }
+
+ private:
+  static store::NetAddrRecord rec(const Entry& e) {
+    store::NetAddrRecord r;
+    r.addr = e.addr;
+    r.owner = e.owner;
+    r.link = e.link;
+    r.since = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return r;
+  }
+  store::Store& st_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -129,6 +157,24 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout", cfg.idle_timeout_s, "seconds a kept-alive connection may wait for a request")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  std::string network_mode = "auto", subnet_text;
+  net::NetworkOptions neto;
+  neto.bridge.clear();
+  app.add_option("--network", network_mode,
+                 "sandbox networking: on (fail to start if the host cannot), off (loopback only), auto (on when the "
+                 "host can)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+  app.add_option("--bridge", neto.bridge, "the sandboxes' bridge (default coppice0; per state dir for others)");
+  app.add_option("--subnet", subnet_text,
+                 "the sandboxes' IPv4 subnet; the bridge holds its first address (default 10.213.0.0/16; per state "
+                 "dir for others)");
+  app.add_option("--uplink", neto.uplink, "the one interface sandbox traffic may leave by (default: the default route's)");
+  app.add_option("--dns-upstream", neto.dns_upstreams,
+                 "DNS server the sandboxes' resolver asks, IP[:PORT] (repeatable; default: /etc/resolv.conf's)");
+  std::vector<std::string> open_ranges;
+  app.add_option("--open-range", open_ranges,
+                 "a CIDR sandboxes may reach although it is private, link-local or the host's (repeatable)");
   app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   log::Level lvl;
@@ -294,6 +340,54 @@ int main(int argc, char** argv) {
     COPPICE_LOG(error) << "templates: " << s.error().to_string();
     return 1;
   }
+  // The sandboxes' network (net/network.h): bridge, firewall, resolver.
+  // Before the backend, which puts every sandbox on it; after the backend
+  // at exit.
+  StoreLedger ledger(*store);
+  std::unique_ptr<net::Network> network;
+  if (network_mode != "off") {
+    const std::string tag = store::sha256_hex(canonical_state_dir).substr(0, 8);
+    if (neto.bridge.empty()) neto.bridge = default_state_dir ? "coppice0" : "cpb-" + tag;
+    if (default_state_dir) {
+      neto.table = "coppice";
+    } else {
+      neto.table = "coppice-" + tag;
+    }
+    if (subnet_text.empty()) {
+      // 10.213.0.0/16 for the default state dir; 10.160-239.0.0/16 by a hash for others.
+      subnet_text = default_state_dir ? "10.213.0.0/16"
+                                      : "10." + std::to_string(160 + std::stoul(tag.substr(0, 4), nullptr, 16) % 80) + ".0.0/16";
+    }
+    auto sn = net::parse_cidr4(subnet_text);
+    if (!sn) {
+      COPPICE_LOG(error) << "--subnet: " << sn.error().message();
+      return 2;
+    }
+    neto.subnet = *sn;
+    for (const auto& r : open_ranges) {
+      auto c = net::parse_cidr4(r);
+      if (!c) {
+        COPPICE_LOG(error) << "--open-range: " << c.error().message();
+        return 2;
+      }
+      neto.open_ranges.push_back(*c);
+    }
+    neto.run_dir = cfg.state_dir + "/net";
+    auto n = net::Network::open(neto, ledger);
+    if (n) {
+      network = std::move(*n);
+      COPPICE_LOG(info) << "network: " << network->describe();
+    } else if (network_mode == "on") {
+      COPPICE_LOG(error) << "network: " << n.error().message() << " (--network off runs loopback-only sandboxes)";
+      return 1;
+    } else {
+      cfg.network_off_reason = n.error().message();
+      COPPICE_LOG(warn) << "network: sandboxes get loopback only: " << n.error().message();
+    }
+  } else {
+    cfg.network_off_reason = "--network off";
+  }
+
   // Kernel objects are named per state dir, so two gateways on one host (a
   // test beside the real one) never take each other's sandboxes for orphans.
   sandbox::NsOptions nso;
@@ -310,6 +404,7 @@ int main(int argc, char** argv) {
   nso.spare_limits.cpu_millicores = cfg.default_cpu_count * 1000;
   nso.spare_limits.memory_bytes = static_cast<uint64_t>(cfg.default_memory_mb) << 20;
   nso.background = &background;
+  nso.network = network.get();
   if (!default_state_dir) nso.cgroup_parent = "coppice-" + store::sha256_hex(canonical_state_dir).substr(0, 12);
   // At exit, once the backend (declared below, so destroyed first) has
   // removed its spares: the parent cgroups, unless sandboxes still run in
@@ -335,7 +430,7 @@ int main(int argc, char** argv) {
   core::metrics::Registry registry;
   core::metrics::GatewayMetrics metrics(registry);
   core::SandboxManager mgr(cfg, *store, **backend, templates,
-                           core::ManagerExecutors{io.get_executor(), &workers, &background}, metrics);
+                           core::ManagerExecutors{io.get_executor(), &workers, &background}, metrics, network.get());
   api::Api api(cfg, mgr, templates, *store, metrics, **backend, netns_pool);
   // Figures computed at each scrape, from the live state rather than kept in step with it.
   registry.gauge_collector("coppice_sandboxes", "Sandboxes by state.", [&mgr] {
@@ -360,6 +455,21 @@ int main(int argc, char** argv) {
       "coppice_host_spares_ready",
       "Host-resource bundles (cgroups, state dir layout, network namespace) ready for cold creates.",
       [b = backend->get()] { return std::vector<core::metrics::Sample>{{{}, static_cast<double>(b->spares_ready())}}; });
+  if (network) {
+    auto traffic = [n = network.get()](bool bytes) {
+      auto t = n->totals();
+      return std::vector<core::metrics::Sample>{
+          {{{"direction", "egress"}}, static_cast<double>(bytes ? t.tx_bytes : t.tx_packets)},
+          {{{"direction", "ingress"}}, static_cast<double>(bytes ? t.rx_bytes : t.rx_packets)}};
+    };
+    registry.gauge_collector("coppice_sandbox_network_bytes_total",
+                             "Bytes sandboxes sent (egress) and received (ingress) on their network, all sandboxes "
+                             "together, those gone included.",
+                             [traffic] { return traffic(true); });
+    registry.gauge_collector("coppice_sandbox_network_packets_total",
+                             "Packets sandboxes sent (egress) and received (ingress), all together.",
+                             [traffic] { return traffic(false); });
+  }
   http::Server server(io, [&](http::Exchange& ex) { return api.handle(ex); }, server_opts);
 
   // Recover before serving, so the first request sees every sandbox.
@@ -428,6 +538,9 @@ int main(int argc, char** argv) {
       COPPICE_LOG(warn) << s.error().to_string();
     }
     unmount_disk.armed = true;
+  } else if (network) {
+    // Sandboxes still run: their rules stay in the kernel for the next start.
+    network->keep_in_kernel();
   }
   return 0;
 }

@@ -73,8 +73,7 @@ Network::Network(const NetworkOptions& o, AddressLedger& ledger) : opts_(o), led
   cursor_ = gateway_ + 1;
 }
 
-Result<std::unique_ptr<Network>> Network::open(const NetworkOptions& o, AddressLedger& ledger,
-                                               boost::asio::any_io_executor io) {
+Result<std::unique_ptr<Network>> Network::open(const NetworkOptions& o, AddressLedger& ledger) {
   if (o.subnet.prefix < 8 || o.subnet.prefix > 28) {
     return make_error(ErrorCode::kInvalidArgument, "--subnet " + to_string(o.subnet) + ": the prefix must be /8 to /28");
   }
@@ -140,7 +139,7 @@ Result<std::unique_ptr<Network>> Network::open(const NetworkOptions& o, AddressL
   }
   Network* self = n.get();
   n->resolver_ = std::make_unique<Resolver>(
-      io, n->gateway_, opts.dns_port, ups,
+      n->dns_io_.get_executor(), n->gateway_, opts.dns_port, ups,
       [self](uint32_t src) -> std::shared_ptr<const DnsPolicy> {
         std::lock_guard lk(self->mu_);
         auto it = self->dns_.find(src);
@@ -151,6 +150,7 @@ Result<std::unique_ptr<Network>> Network::open(const NetworkOptions& o, AddressL
         if (!s) COPPICE_LOG_RATE(warn, 10) << "resolver: open " << ipv4_string(ip) << ": " << s.error().to_string();
       });
   if (auto s = n->resolver_->start(); !s) return std::unexpected(std::move(s.error()).context("DNS resolver"));
+  n->dns_thread_ = std::thread([self] { self->dns_io_.run(); });
 
   // The resolv.conf every sandbox sees.
   if (!opts.run_dir.empty()) {
@@ -177,9 +177,17 @@ Network::~Network() {
   rel_cv_.notify_all();
   if (releaser_.joinable()) releaser_.join();
   if (resolver_) resolver_->stop();
+  dns_work_.reset();
+  dns_io_.stop();
+  if (dns_thread_.joinable()) dns_thread_.join();
+  resolver_.reset();
+  if (keep_) {
+    if (firewall_) firewall_->keep_in_kernel();
+    firewall_.reset();
+    return;
+  }
   firewall_.reset();  // removes the table, restores forwarding
-  // The bridge stays: removing it would cut the sandboxes left running for
-  // the next gateway process (a restart adopts them).
+  if (auto s = delete_link(opts_.bridge); !s) COPPICE_LOG(warn) << "network: " << s.error().to_string();
 }
 
 std::string Network::describe() const {

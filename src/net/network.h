@@ -16,7 +16,8 @@
 // Threading: every method may be called from any thread.
 #pragma once
 
-#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -105,9 +106,15 @@ class Network final : public SandboxNetwork {
   // Checks what the host can do (bridges, nftables), makes the bridge, the
   // firewall table and the resolver. kFailedPrecondition with one line
   // saying what is missing when the host cannot.
-  static Result<std::unique_ptr<Network>> open(const NetworkOptions& o, AddressLedger& ledger,
-                                               boost::asio::any_io_executor io);
-  ~Network() override;  // stops the resolver, removes the table and the bridge, restores forwarding
+  // The resolver runs on a thread of its own.
+  static Result<std::unique_ptr<Network>> open(const NetworkOptions& o, AddressLedger& ledger);
+  // Stops the resolver; removes the firewall table and the bridge and
+  // restores forwarding, unless keep_in_kernel() was called.
+  ~Network() override;
+
+  // Sandboxes outlive this process: their veths, rules, NAT and forwarding
+  // stay for the next gateway process, which adopts them.
+  void keep_in_kernel() { keep_ = true; }
 
   Result<Attachment> attach(int netns_fd) override;
   Status claim(const Attachment& a, const std::string& id) override;
@@ -149,7 +156,11 @@ class Network final : public SandboxNetwork {
   uint32_t gateway_ = 0;
   std::string link_prefix_;
   std::string resolv_conf_;
+  bool keep_ = false;
   std::unique_ptr<Firewall> firewall_;
+  boost::asio::io_context dns_io_{1};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> dns_work_{dns_io_.get_executor()};
+  std::thread dns_thread_;
   std::unique_ptr<Resolver> resolver_;
 
   mutable std::mutex mu_;
