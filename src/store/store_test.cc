@@ -474,3 +474,38 @@ TEST_F(StoreTest, RowsFromBeforeTeamsMoveToTheDefaultTeamAndOldKeysStayAdmin) {
 
 }  // namespace
 }  // namespace coppice::store
+
+namespace coppice::store {
+namespace {
+
+class NetAddrTest : public ::testing::Test {
+ protected:
+  TempDir dir_;
+};
+
+TEST_F(NetAddrTest, TakenAddressesSurviveReopenAndAreNeverTakenTwice) {
+  const std::string path = db_path(dir_.path().string());
+  {
+    auto s = Store::open(path);
+    ASSERT_TRUE(s) << s.error().to_string();
+    ASSERT_TRUE(s->add_net_addr({0x0AD50002, "spare", "c123000002", 1}));
+    ASSERT_TRUE(s->add_net_addr({0x0AD50003, "spare", "c123000003", 1}));
+    auto again = s->add_net_addr({0x0AD50002, "spare", "x", 2});
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+    ASSERT_TRUE(s->put_net_addr({0x0AD50002, "abcdefghij0123456789", "c123000002", 1}));
+    ASSERT_TRUE(s->delete_net_addr(0x0AD50003));
+    ASSERT_TRUE(s->delete_net_addr(0x0AD50003)) << "freeing a free address is a no-op";
+  }
+  auto s = Store::open(path);
+  ASSERT_TRUE(s);
+  auto rows = s->list_net_addrs();
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].addr, 0x0AD50002u);
+  EXPECT_EQ((*rows)[0].owner, "abcdefghij0123456789");
+  EXPECT_EQ((*rows)[0].link, "c123000002");
+}
+
+}  // namespace
+}  // namespace coppice::store
