@@ -61,7 +61,7 @@ async function started(args) {
 function refusedStart(args) {
   return new Promise(async (resolve, reject) => {
     const port = await freePort();
-    const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--log-level', 'warn', ...args],
+    const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--log-level', 'warn', '--network', 'off', ...args],
       { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     proc.stderr.on('data', (d) => { stderr += d; });

@@ -19,7 +19,7 @@ after(() => {
 async function start(port) {
   const env = { ...process.env };
   delete env.COPPICE_API_KEYS;
-  const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--log-level', 'warn',
+  const proc = spawn(gatewayBin, ['--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--log-level', 'warn', '--network', 'off',
     '--disk-image-size', '512M'],
     { stdio: ['ignore', 'pipe', 'inherit'], env });
   let out = '';

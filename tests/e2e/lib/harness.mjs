@@ -212,9 +212,13 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [], api
   // and a real gateway) find ranges clear of each other.
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
   const image = extraArgs.some((a) => a.startsWith('--disk-')) ? [] : ['--disk-image-size', '512M'];
+  // Sandboxes get a network only in tests that build their own world for it
+  // (tests/e2e/net/run.sh): nothing else touches the host's bridges,
+  // nftables or forwarding.
+  const network = extraArgs.includes('--network') ? [] : ['--network', 'off'];
   const [cmd, ...pre] = [...prefix, gatewayBin];
   const proc = spawn(cmd, [...pre, '--listen', `127.0.0.1:${port}`, '--state-dir', dir,
-    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...image, ...extraArgs],
+    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...image, ...network, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: apiKeys } });
   let exited = false;
   proc.on('exit', () => { exited = true; });
