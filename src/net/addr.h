@@ -29,6 +29,15 @@ Result<uint32_t> parse_ipv4(std::string_view s);
 Result<Cidr4> parse_cidr4(std::string_view s);
 
 std::string ipv4_string(uint32_t addr);
+inline std::string ipv4_to_string(uint32_t addr) { return ipv4_string(addr); }
 std::string to_string(const Cidr4& c);  // "a.b.c.d/n" (also for /32)
+
+// The same as free functions, for code that works on plain values.
+constexpr uint32_t prefix_mask(int prefix) {
+  return prefix <= 0 ? 0u : prefix >= 32 ? 0xffffffffu : ~((1u << (32 - prefix)) - 1u);
+}
+constexpr uint32_t first_address(Cidr4 c) { return c.addr & prefix_mask(c.prefix); }
+constexpr uint32_t last_address(Cidr4 c) { return first_address(c) | ~prefix_mask(c.prefix); }
+constexpr bool contains(Cidr4 net, uint32_t ip) { return (ip & prefix_mask(net.prefix)) == first_address(net); }
 
 }  // namespace coppice::net
