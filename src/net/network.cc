@@ -110,6 +110,9 @@ Result<std::unique_ptr<Network>> Network::open(const NetworkOptions& o, AddressL
   fc.subnet = o.subnet;
   fc.gateway_addr = n->gateway_;
   fc.open_always = opts.open_ranges;
+  // A restarted gateway keeps its sandboxes' rules: there is never a moment
+  // without them (reconcile() drops those of sandboxes gone since).
+  fc.keep_elements = true;
   for (const char* r : {"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
                         "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4"}) {
     fc.deny_always.push_back(*parse_cidr4(r));
@@ -182,7 +185,7 @@ Network::~Network() {
   if (dns_thread_.joinable()) dns_thread_.join();
   resolver_.reset();
   if (keep_) {
-    if (firewall_) firewall_->keep_in_kernel();
+    if (firewall_) firewall_->release();
     firewall_.reset();
     return;
   }
