@@ -184,11 +184,14 @@ class Socket {
     size_t pending = b.size();
     std::vector<char> buf(kRecvBuf);
     while (pending > 0) {
-      n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
+      n = ::recv(fd_.get(), buf.data(), buf.size(), MSG_TRUNC);
       if (n < 0) {
         if (errno == EINTR) continue;
         return errno_error("read netlink answer: " + b.step(0));
       }
+      // The kernel sizes dump pages to the reader's buffer, up to this one.
+      if (static_cast<size_t>(n) > buf.size())
+        return make_error(ErrorCode::kInternal, "read netlink answer: " + b.step(0) + ": message truncated");
       auto* nlh = static_cast<const nlmsghdr*>(static_cast<void*>(buf.data()));
       int left = static_cast<int>(n);
       for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
@@ -293,7 +296,7 @@ LinkInfo parse_link(const nlmsghdr* nlh) {
 }
 
 // RTM_GETLINK by name (or by index when `name` is empty). kNotFound if absent.
-Result<LinkInfo> get_link(Socket& s, const std::string& name, int index = 0) {
+Result<LinkInfo> get_link(Socket& s, const std::string& name, int index = 0, bool with_stats = false) {
   Batch b;
   std::string what = name.empty() ? "link #" + std::to_string(index) : "link " + name;
   nlmsghdr* nlh = b.add(RTM_GETLINK, NLM_F_ACK, "look up " + what);
@@ -301,6 +304,7 @@ Result<LinkInfo> get_link(Socket& s, const std::string& name, int index = 0) {
   ifm->ifi_family = AF_UNSPEC;
   ifm->ifi_index = index;
   if (!name.empty()) mnl_attr_put_strz(nlh, IFLA_IFNAME, name.c_str());
+  if (!with_stats) mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
   LinkInfo info;
   bool got = false;
   COPPICE_ASSIGN_OR_RETURN(auto acks, s.exchange(b, [&](size_t, const nlmsghdr* m) {
@@ -393,7 +397,8 @@ Status configure_sandbox_link(Socket& host, int netns_fd, const std::string& hos
     mnl_attr_nest_end(nlh, linkinfo);
     COPPICE_TRY(host.run(b));
   }
-  // Inside the namespace: lo up, then eth0's address and the default route.
+  // Inside the namespace: lo and eth0 up, then eth0's address and the
+  // default route.
   COPPICE_ASSIGN_OR_RETURN(auto inner, Socket::open(NETLINK_ROUTE, netns_fd));
   int eth0 = 0;
   {
@@ -401,12 +406,15 @@ Status configure_sandbox_link(Socket& host, int netns_fd, const std::string& hos
     nlmsghdr* lo = b.add(RTM_NEWLINK, NLM_F_ACK, "set lo up in the sandbox's namespace");
     put_up(lo, 0);
     mnl_attr_put_strz(lo, IFLA_IFNAME, "lo");
+    nlmsghdr* up = b.add(RTM_NEWLINK, NLM_F_ACK, "set eth0 up in the sandbox's namespace");
+    put_up(up, 0);
+    mnl_attr_put_strz(up, IFLA_IFNAME, "eth0");
     nlmsghdr* get = b.add(RTM_GETLINK, NLM_F_ACK, "look up eth0 in the sandbox's namespace");
     Batch::header<ifinfomsg>(get)->ifi_family = AF_UNSPEC;
     mnl_attr_put_strz(get, IFLA_IFNAME, "eth0");
     mnl_attr_put_u32(get, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     COPPICE_TRY(inner.run(b, [&](size_t i, const nlmsghdr* m) {
-      if (i == 1 && m->nlmsg_type == RTM_NEWLINK)
+      if (i == 2 && m->nlmsg_type == RTM_NEWLINK)
         eth0 = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(m))->ifi_index;
     }));
     if (eth0 == 0) return make_error(ErrorCode::kInternal, "eth0 missing in the sandbox's namespace");
@@ -541,7 +549,7 @@ Status make_sandbox_link(int netns_fd, const std::string& host_if, const std::st
     return make_error(ErrorCode::kFailedPrecondition, ctx + ": " + bridge + " is not a bridge");
 
   // The pair: host end enslaved (down until isolated), peer made directly in
-  // the sandbox's namespace as eth0, up.
+  // the sandbox's namespace as eth0.
   {
     Batch b;
     nlmsghdr* nlh = b.add(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -554,10 +562,9 @@ Status make_sandbox_link(int netns_fd, const std::string& host_if, const std::st
     mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "veth");
     nlattr* data = mnl_attr_nest_start(nlh, IFLA_INFO_DATA);
     nlattr* peer = mnl_attr_nest_start(nlh, VETH_INFO_PEER);
-    auto* pifm = Batch::header<ifinfomsg>(nlh);
-    pifm->ifi_family = AF_UNSPEC;
-    pifm->ifi_flags = IFF_UP;
-    pifm->ifi_change = IFF_UP;
+    // (Not up here: the kernel refuses IFF_UP on a peer made in another
+    // namespace with ENOTCONN; it is set up from inside below.)
+    Batch::header<ifinfomsg>(nlh)->ifi_family = AF_UNSPEC;
     mnl_attr_put_strz(nlh, IFLA_IFNAME, "eth0");
     mnl_attr_put_u32(nlh, IFLA_MTU, br->mtu);
     mnl_attr_put_u32(nlh, IFLA_NET_NS_FD, static_cast<uint32_t>(netns_fd));
@@ -593,7 +600,7 @@ bool link_exists(const std::string& name) {
 Result<LinkStats> link_stats(const std::string& name) {
   COPPICE_TRY(check_ifname(name));
   COPPICE_ASSIGN_OR_RETURN(auto s, Socket::open(NETLINK_ROUTE));
-  COPPICE_ASSIGN_OR_RETURN(auto link, get_link(s, name));
+  COPPICE_ASSIGN_OR_RETURN(auto link, get_link(s, name, 0, true));
   return link.stats;
 }
 
