@@ -2,36 +2,33 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <libmnl/libmnl.h>
 #include <linux/if.h>
 #include <linux/if_link.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
-#include <linux/netlink.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
-#include <functional>
-#include <time.h>
 
 #include "common/log.h"
+#include "net/nl_socket.h"
 #include "sys/fd.h"
-#include "sys/netns.h"
 
 namespace coppice::net {
 namespace {
 
-// Every message built here is far smaller than this; a batch of conntrack
-// deletes is flushed before it could fill it.
-constexpr size_t kSendBuf = 16384;
-constexpr size_t kMessageRoom = 1024;  // the most one message here takes
-constexpr size_t kRecvBuf = 32768;     // MNL_SOCKET_DUMP_SIZE: a dump's page
+using nl::Ack;
+using nl::attr_str;
+using nl::attr_u32;
+using nl::Batch;
+using nl::for_each_attr;
+using nl::for_each_nested;
+using nl::Socket;
 
 std::string ip4(uint32_t host_order) {
   char buf[INET_ADDRSTRLEN];
@@ -57,199 +54,6 @@ Status check_prefix(int prefix) {
   return ok();
 }
 
-// Attribute walking over const messages (libmnl's iteration macros assign
-// void* and are C only).
-template <typename F>
-void for_each_attr(const nlmsghdr* nlh, size_t header_len, F&& f) {
-  auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, header_len));
-  auto* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
-  while (mnl_attr_ok(a, static_cast<int>(tail - reinterpret_cast<const char*>(a)))) {
-    f(a);
-    a = mnl_attr_next(a);
-  }
-}
-
-template <typename F>
-void for_each_nested(const nlattr* nest, F&& f) {
-  auto* a = static_cast<const nlattr*>(mnl_attr_get_payload(nest));
-  int len = static_cast<int>(mnl_attr_get_payload_len(nest));
-  while (mnl_attr_ok(a, len)) {
-    f(a);
-    len -= static_cast<int>(MNL_ALIGN(a->nla_len));
-    a = mnl_attr_next(a);
-  }
-}
-
-bool attr_u32(const nlattr* a, uint32_t* out) {
-  if (mnl_attr_get_payload_len(a) < sizeof(uint32_t)) return false;
-  *out = mnl_attr_get_u32(a);
-  return true;
-}
-
-// Requests sent together in one sendmsg, each with its own sequence number
-// and a description of its step for error messages.
-class Batch {
- public:
-  Batch() : buf_(kSendBuf) {}
-
-  // A new message of `type` with NLM_F_REQUEST | `flags`, and its fixed
-  // header of `header_len` bytes (zeroed). Callers add attributes.
-  nlmsghdr* add(uint16_t type, uint16_t flags, std::string step) {
-    nlmsghdr* nlh = mnl_nlmsg_put_header(buf_.data() + tail());
-    nlh->nlmsg_type = type;
-    nlh->nlmsg_flags = NLM_F_REQUEST | flags;
-    offsets_.push_back(static_cast<const char*>(static_cast<void*>(nlh)) - buf_.data());
-    steps_.push_back(std::move(step));
-    return nlh;
-  }
-  template <typename T>
-  static T* header(nlmsghdr* nlh) {
-    return static_cast<T*>(mnl_nlmsg_put_extra_header(nlh, sizeof(T)));
-  }
-
-  bool full() const { return tail() + kMessageRoom > buf_.size(); }
-  bool empty() const { return offsets_.empty(); }
-  size_t size() const { return offsets_.size(); }
-  size_t tail() const {
-    if (offsets_.empty()) return 0;
-    return offsets_.back() + MNL_ALIGN(msg(offsets_.size() - 1)->nlmsg_len);
-  }
-  nlmsghdr* msg(size_t i) const {
-    return static_cast<nlmsghdr*>(static_cast<void*>(const_cast<char*>(buf_.data()) + offsets_[i]));
-  }
-  const std::string& step(size_t i) const { return steps_[i]; }
-  const char* data() const { return buf_.data(); }
-  void clear() {
-    offsets_.clear();
-    steps_.clear();
-  }
-
- private:
-  std::vector<char> buf_;
-  std::vector<size_t> offsets_;
-  std::vector<std::string> steps_;
-};
-
-// One request's outcome: 0 or an errno, with the kernel's extended-ACK text.
-struct Ack {
-  int err = 0;
-  std::string text;
-  bool done = false;
-};
-
-Error ack_error(const Ack& ack, const std::string& step) {
-  std::string what = step;
-  if (!ack.text.empty()) what += " (" + ack.text + ")";
-  return Error::from_errno(ack.err, what);
-}
-
-// A netlink socket of one namespace, used for one call.
-class Socket {
- public:
-  static Result<Socket> open(int protocol, int netns_fd = -1) {
-    sys::UniqueFd fd;
-    if (netns_fd < 0) {
-      fd.reset(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol));
-      if (!fd) return errno_error("open netlink socket");
-    } else {
-      COPPICE_ASSIGN_OR_RETURN(fd, sys::socket_in_netns(netns_fd, AF_NETLINK, SOCK_RAW, protocol));
-    }
-    int one = 1;
-    // The kernel's reason on errors, and ACKs without a copy of the request.
-    ::setsockopt(fd.get(), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
-    ::setsockopt(fd.get(), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
-    // The kernel always answers; this bounds a wait that would be a kernel bug.
-    timeval tv{10, 0};
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_nl local{};
-    local.nl_family = AF_NETLINK;
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
-      return errno_error("bind netlink socket");
-    return Socket(std::move(fd));
-  }
-
-  // Sends the batch and reads until every message is answered (an ACK or
-  // error for plain requests, NLMSG_DONE for dumps). Data messages go to
-  // `on_data` with the index of the request they answer.
-  Result<std::vector<Ack>> exchange(Batch& b, const std::function<void(size_t, const nlmsghdr*)>& on_data = {}) {
-    std::vector<Ack> acks(b.size());
-    if (b.empty()) return acks;
-    uint32_t first = next_seq_;
-    for (size_t i = 0; i < b.size(); ++i) b.msg(i)->nlmsg_seq = next_seq_++;
-    sockaddr_nl kernel{};
-    kernel.nl_family = AF_NETLINK;
-    ssize_t len = static_cast<ssize_t>(b.tail());
-    ssize_t n = ::sendto(fd_.get(), b.data(), len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel);
-    if (n != len) return errno_error("send netlink request: " + b.step(0), n < 0 ? errno : EMSGSIZE);
-    size_t pending = b.size();
-    std::vector<char> buf(kRecvBuf);
-    while (pending > 0) {
-      n = ::recv(fd_.get(), buf.data(), buf.size(), 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return errno_error("read netlink answer: " + b.step(0));
-      }
-      auto* nlh = static_cast<const nlmsghdr*>(static_cast<void*>(buf.data()));
-      int left = static_cast<int>(n);
-      for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
-        if (nlh->nlmsg_seq < first || nlh->nlmsg_seq >= first + b.size()) continue;
-        Ack& ack = acks[nlh->nlmsg_seq - first];
-        if (ack.done) continue;
-        if (nlh->nlmsg_type == NLMSG_ERROR) {
-          parse_error(nlh, &ack);
-          ack.done = true;
-          --pending;
-        } else if (nlh->nlmsg_type == NLMSG_DONE) {
-          if (mnl_nlmsg_get_payload_len(nlh) >= sizeof(int)) {
-            int e = *static_cast<const int*>(mnl_nlmsg_get_payload(nlh));
-            if (e < 0) ack.err = -e;
-          }
-          ack.done = true;
-          --pending;
-        } else if (on_data) {
-          on_data(nlh->nlmsg_seq - first, nlh);
-        }
-      }
-    }
-    return acks;
-  }
-
-  // exchange(), then the first failed step as the error.
-  Status run(Batch& b, const std::function<void(size_t, const nlmsghdr*)>& on_data = {}) {
-    COPPICE_ASSIGN_OR_RETURN(auto acks, exchange(b, on_data));
-    for (size_t i = 0; i < acks.size(); ++i)
-      if (acks[i].err != 0) return std::unexpected(ack_error(acks[i], b.step(i)));
-    return ok();
-  }
-
- private:
-  explicit Socket(sys::UniqueFd fd) : fd_(std::move(fd)) {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    next_seq_ = static_cast<uint32_t>(ts.tv_nsec) | 1;
-  }
-
-  static void parse_error(const nlmsghdr* nlh, Ack* ack) {
-    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nlmsgerr)) {
-      ack->err = EBADMSG;
-      return;
-    }
-    auto* e = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-    ack->err = -e->error;
-    if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return;
-    size_t offset = sizeof(nlmsgerr);
-    if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) offset += e->msg.nlmsg_len - sizeof(nlmsghdr);
-    for_each_attr(nlh, offset, [&](const nlattr* a) {
-      if (mnl_attr_get_type(a) == NLMSGERR_ATTR_MSG && mnl_attr_get_payload_len(a) > 0) {
-        auto* s = static_cast<const char*>(mnl_attr_get_payload(a));
-        ack->text.assign(s, strnlen(s, mnl_attr_get_payload_len(a)));
-      }
-    });
-  }
-
-  sys::UniqueFd fd_;
-  uint32_t next_seq_ = 1;
-};
 
 // ---- links ----
 
@@ -268,17 +72,11 @@ LinkInfo parse_link(const nlmsghdr* nlh) {
   info.flags = ifm->ifi_flags;
   for_each_attr(nlh, sizeof(ifinfomsg), [&](const nlattr* a) {
     switch (mnl_attr_get_type(a)) {
-      case IFLA_IFNAME: {
-        auto* s = static_cast<const char*>(mnl_attr_get_payload(a));
-        info.name.assign(s, strnlen(s, mnl_attr_get_payload_len(a)));
-        break;
-      }
+      case IFLA_IFNAME: info.name = attr_str(a); break;
       case IFLA_MTU: attr_u32(a, &info.mtu); break;
       case IFLA_LINKINFO:
         for_each_nested(a, [&](const nlattr* l) {
-          if (mnl_attr_get_type(l) != IFLA_INFO_KIND) return;
-          auto* s = static_cast<const char*>(mnl_attr_get_payload(l));
-          info.kind.assign(s, strnlen(s, mnl_attr_get_payload_len(l)));
+          if (mnl_attr_get_type(l) == IFLA_INFO_KIND) info.kind = attr_str(l);
         });
         break;
       case IFLA_STATS64: {
@@ -293,7 +91,7 @@ LinkInfo parse_link(const nlmsghdr* nlh) {
 }
 
 // RTM_GETLINK by name (or by index when `name` is empty). kNotFound if absent.
-Result<LinkInfo> get_link(Socket& s, const std::string& name, int index = 0) {
+Result<LinkInfo> get_link(Socket& s, const std::string& name, int index = 0, bool with_stats = false) {
   Batch b;
   std::string what = name.empty() ? "link #" + std::to_string(index) : "link " + name;
   nlmsghdr* nlh = b.add(RTM_GETLINK, NLM_F_ACK, "look up " + what);
@@ -301,6 +99,7 @@ Result<LinkInfo> get_link(Socket& s, const std::string& name, int index = 0) {
   ifm->ifi_family = AF_UNSPEC;
   ifm->ifi_index = index;
   if (!name.empty()) mnl_attr_put_strz(nlh, IFLA_IFNAME, name.c_str());
+  if (!with_stats) mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
   LinkInfo info;
   bool got = false;
   COPPICE_ASSIGN_OR_RETURN(auto acks, s.exchange(b, [&](size_t, const nlmsghdr* m) {
@@ -310,7 +109,7 @@ Result<LinkInfo> get_link(Socket& s, const std::string& name, int index = 0) {
   }));
   if (acks[0].err == ENODEV || (acks[0].err == 0 && !got))
     return make_error(ErrorCode::kNotFound, what + ": no such link", ENODEV);
-  if (acks[0].err != 0) return std::unexpected(ack_error(acks[0], b.step(0)));
+  if (acks[0].err != 0) return std::unexpected(nl::ack_error(acks[0], b.step(0)));
   return info;
 }
 
@@ -367,7 +166,7 @@ Status delete_link_by(Socket& s, const std::string& name) {
   Batch::header<ifinfomsg>(nlh)->ifi_family = AF_UNSPEC;
   mnl_attr_put_strz(nlh, IFLA_IFNAME, name.c_str());
   COPPICE_ASSIGN_OR_RETURN(auto acks, s.exchange(b));
-  if (acks[0].err != 0 && acks[0].err != ENODEV) return std::unexpected(ack_error(acks[0], b.step(0)));
+  if (acks[0].err != 0 && acks[0].err != ENODEV) return std::unexpected(nl::ack_error(acks[0], b.step(0)));
   return ok();
 }
 
@@ -393,7 +192,8 @@ Status configure_sandbox_link(Socket& host, int netns_fd, const std::string& hos
     mnl_attr_nest_end(nlh, linkinfo);
     COPPICE_TRY(host.run(b));
   }
-  // Inside the namespace: lo up, then eth0's address and the default route.
+  // Inside the namespace: lo and eth0 up, then eth0's address and the
+  // default route.
   COPPICE_ASSIGN_OR_RETURN(auto inner, Socket::open(NETLINK_ROUTE, netns_fd));
   int eth0 = 0;
   {
@@ -401,12 +201,15 @@ Status configure_sandbox_link(Socket& host, int netns_fd, const std::string& hos
     nlmsghdr* lo = b.add(RTM_NEWLINK, NLM_F_ACK, "set lo up in the sandbox's namespace");
     put_up(lo, 0);
     mnl_attr_put_strz(lo, IFLA_IFNAME, "lo");
+    nlmsghdr* up = b.add(RTM_NEWLINK, NLM_F_ACK, "set eth0 up in the sandbox's namespace");
+    put_up(up, 0);
+    mnl_attr_put_strz(up, IFLA_IFNAME, "eth0");
     nlmsghdr* get = b.add(RTM_GETLINK, NLM_F_ACK, "look up eth0 in the sandbox's namespace");
     Batch::header<ifinfomsg>(get)->ifi_family = AF_UNSPEC;
     mnl_attr_put_strz(get, IFLA_IFNAME, "eth0");
     mnl_attr_put_u32(get, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     COPPICE_TRY(inner.run(b, [&](size_t i, const nlmsghdr* m) {
-      if (i == 1 && m->nlmsg_type == RTM_NEWLINK)
+      if (i == 2 && m->nlmsg_type == RTM_NEWLINK)
         eth0 = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(m))->ifi_index;
     }));
     if (eth0 == 0) return make_error(ErrorCode::kInternal, "eth0 missing in the sandbox's namespace");
@@ -504,7 +307,7 @@ Status ensure_bridge(const std::string& name, uint32_t addr, int prefix) {
     mnl_attr_nest_end(nlh, linkinfo);
     COPPICE_ASSIGN_OR_RETURN(auto acks, s.exchange(b));
     // EEXIST: made by someone else meanwhile; checked below like any other.
-    if (acks[0].err != 0 && acks[0].err != EEXIST) return std::unexpected(ack_error(acks[0], b.step(0)));
+    if (acks[0].err != 0 && acks[0].err != EEXIST) return std::unexpected(nl::ack_error(acks[0], b.step(0)));
     link = get_link(s, name);
   }
   if (!link) return std::unexpected(std::move(link.error()).context(ctx));
@@ -522,7 +325,7 @@ Status ensure_bridge(const std::string& name, uint32_t addr, int prefix) {
   for (size_t i = 0; i < acks.size(); ++i) {
     // EEXIST on the address: it was added meanwhile.
     if (acks[i].err != 0 && !(acks[i].err == EEXIST && !has && i == 0))
-      return std::unexpected(ack_error(acks[i], b.step(i)));
+      return std::unexpected(nl::ack_error(acks[i], b.step(i)));
   }
   return ok();
 }
@@ -541,7 +344,7 @@ Status make_sandbox_link(int netns_fd, const std::string& host_if, const std::st
     return make_error(ErrorCode::kFailedPrecondition, ctx + ": " + bridge + " is not a bridge");
 
   // The pair: host end enslaved (down until isolated), peer made directly in
-  // the sandbox's namespace as eth0, up.
+  // the sandbox's namespace as eth0.
   {
     Batch b;
     nlmsghdr* nlh = b.add(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -554,10 +357,9 @@ Status make_sandbox_link(int netns_fd, const std::string& host_if, const std::st
     mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "veth");
     nlattr* data = mnl_attr_nest_start(nlh, IFLA_INFO_DATA);
     nlattr* peer = mnl_attr_nest_start(nlh, VETH_INFO_PEER);
-    auto* pifm = Batch::header<ifinfomsg>(nlh);
-    pifm->ifi_family = AF_UNSPEC;
-    pifm->ifi_flags = IFF_UP;
-    pifm->ifi_change = IFF_UP;
+    // (Not up here: the kernel refuses IFF_UP on a peer made in another
+    // namespace with ENOTCONN; it is set up from inside below.)
+    Batch::header<ifinfomsg>(nlh)->ifi_family = AF_UNSPEC;
     mnl_attr_put_strz(nlh, IFLA_IFNAME, "eth0");
     mnl_attr_put_u32(nlh, IFLA_MTU, br->mtu);
     mnl_attr_put_u32(nlh, IFLA_NET_NS_FD, static_cast<uint32_t>(netns_fd));
@@ -593,7 +395,7 @@ bool link_exists(const std::string& name) {
 Result<LinkStats> link_stats(const std::string& name) {
   COPPICE_TRY(check_ifname(name));
   COPPICE_ASSIGN_OR_RETURN(auto s, Socket::open(NETLINK_ROUTE));
-  COPPICE_ASSIGN_OR_RETURN(auto link, get_link(s, name));
+  COPPICE_ASSIGN_OR_RETURN(auto link, get_link(s, name, 0, true));
   return link.stats;
 }
 
@@ -642,7 +444,7 @@ Status set_egress_limit(int netns_fd, const std::string& ifname, uint64_t bytes_
     tcm->tcm_parent = TC_H_ROOT;
     COPPICE_ASSIGN_OR_RETURN(auto acks, s->exchange(b));
     // ENOENT: only the default qdisc is there (no limit).
-    if (acks[0].err != 0 && acks[0].err != ENOENT) return std::unexpected(ack_error(acks[0], b.step(0)));
+    if (acks[0].err != 0 && acks[0].err != ENOENT) return std::unexpected(nl::ack_error(acks[0], b.step(0)));
     return ok();
   }
   // Burst: 10 ms at the rate, but at least a few full frames (a smaller
@@ -691,7 +493,7 @@ Result<size_t> conntrack_flush_source(uint32_t addr) {
     COPPICE_ASSIGN_OR_RETURN(auto acks, s->exchange(b));
     for (size_t i = 0; i < acks.size(); ++i) {
       if (acks[i].err == 0) ++deleted;
-      else if (acks[i].err != ENOENT) return std::unexpected(ack_error(acks[i], b.step(i)).context(ctx));
+      else if (acks[i].err != ENOENT) return std::unexpected(nl::ack_error(acks[i], b.step(i)).context(ctx));
     }
     b.clear();
     return ok();
