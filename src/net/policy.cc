@@ -80,7 +80,7 @@ Status parse_rules(const json& allow, const json& deny, NetworkConfig& c) {
   for (const auto& s : *a) {
     auto e = parse_allow_entry(s);
     if (!e) return std::unexpected(e.error());
-    c.allow_out.push_back(e->cidr ? to_string(*e->cidr) : e->domain);
+    c.allow_out.push_back(s);  // as given (E2B echoes it); compile() reads it again
   }
   for (const auto& s : *d) {
     if (s.find_first_not_of("0123456789./") != std::string::npos && s.find(':') == std::string::npos) {
@@ -89,7 +89,7 @@ Status parse_rules(const json& allow, const json& deny, NetworkConfig& c) {
     if (s.find(':') != std::string::npos) return bad("denyOut entry " + quoted(s) + ": ports and IPv6 are not supported");
     auto cidr = parse_cidr4(s);
     if (!cidr) return bad("denyOut entry " + quoted(s) + ": " + cidr.error().message());
-    c.deny_out.push_back(to_string(*cidr));
+    c.deny_out.push_back(s);
   }
   return {};
 }

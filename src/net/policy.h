@@ -27,8 +27,8 @@ inline constexpr size_t kMaxRuleEntries = 4096;
 
 struct NetworkConfig {
   bool internet = true;                 // allow_internet_access
-  std::vector<std::string> allow_out;   // normalised: CIDRs "a.b.c.d/n", lowercase names
-  std::vector<std::string> deny_out;    // normalised CIDRs
+  std::vector<std::string> allow_out;   // as given (checked; compile() normalises)
+  std::vector<std::string> deny_out;    // as given (checked)
   bool allow_public_traffic = true;     // false: a traffic token is needed on the sandbox's ports
   std::string mask_request_host;        // "" or the Host sent to the sandbox (${PORT} replaced)
   uint64_t egress_limit_bps = 0;        // bytes/s out of the sandbox (extension: maxEgressMbps); 0: none

@@ -130,7 +130,7 @@ TEST(Policy, UpdateReplacesRulesAndKeepsInbound) {
   auto u = parse_update(*c, json{{"denyOut", {"8.8.8.8"}}});
   ASSERT_TRUE(u);
   EXPECT_TRUE(u->allow_out.empty()) << "omitted fields are cleared";
-  EXPECT_EQ(u->deny_out, std::vector<std::string>{"8.8.8.8/32"});
+  EXPECT_EQ(u->deny_out, std::vector<std::string>{"8.8.8.8"}) << "as given";
   EXPECT_FALSE(u->allow_public_traffic);
   u = parse_update(*c, json{{"allow_internet_access", false}});
   ASSERT_TRUE(u);
