@@ -11,13 +11,14 @@ import fs from 'node:fs';
 export const FAKENET = {
   uplink: 'up0',
   gwUplinkAddr: '198.18.0.1',   // B's end of the link (the gateway host's uplink address)
-  inetLinkAddr: '198.18.0.2',   // A's end
+  inetLinkAddr: '198.18.0.2',   // A's end (HTTP :80 there too)
   web: '203.0.113.10',          // HTTP :80 (JSON {host, client, server, path}; /bytes/<n>), UDP echo :5353,
                                 // TCP sink :9000 (answers the byte count after the client half-closes),
                                 // accept-and-close :9001
   web2: '203.0.113.11',         // HTTP :80
   dns: '198.51.100.53',         // dnsmasq: only the names below, NXDOMAIN for other *.fake.test, forwards nothing
   metadata: '169.254.169.254',  // HTTP :80, a fake cloud metadata server (reachable from B itself)
+  private: '10.99.0.10',        // HTTP :80 in a private range (refused to sandboxes unless --open-range)
   udpEchoPort: 5353,
   sinkPort: 9000,
   closePort: 9001,
@@ -58,6 +59,12 @@ export function linkNames() {
     .map((l) => l.split(':')[1].trim().split('@')[0]);
 }
 
+// Names of the links of one kind here (`ip -o link show type KIND`).
+export function linksOfType(kind) {
+  return execFileSync('ip', ['-o', 'link', 'show', 'type', kind], { encoding: 'utf8' }).trim().split('\n').filter(Boolean)
+    .map((l) => l.split(':')[1].trim().split('@')[0]);
+}
+
 export function conntrackAvailable() {
   try { execFileSync('conntrack', ['--version'], { stdio: 'pipe' }); return true; } catch { return false; }
 }
@@ -78,13 +85,21 @@ export function nftRuleset() {
   return JSON.parse(execFileSync('nft', ['-j', 'list', 'ruleset'], { encoding: 'utf8' })).nftables;
 }
 
-// Elements of every set of the tables other than those present before the
-// gateway started (`baseline`: a Set of "family name" strings), as strings.
-export function nftElements(baseline = new Set()) {
+// Elements of nft sets (any table) that name a sandbox address of `cidr`:
+// not the subnet's network, gateway (.1) or broadcast address, which the
+// gateway's always-refused set holds as a range. As "table/set: element".
+export function sandboxElements(cidr) {
+  const [netAddr, len] = cidr.split('/');
+  const base = ip4(netAddr);
+  const fixed = new Set([base, base + 1, base + 2 ** (32 - Number(len)) - 1]);
   const out = [];
   for (const o of nftRuleset()) {
-    if (!o.set || baseline.has(`${o.set.family} ${o.set.table}`)) continue;
-    for (const e of o.set.elem || []) out.push({ table: o.set.table, set: o.set.name, elem: JSON.stringify(e) });
+    if (!o.set) continue;
+    for (const e of o.set.elem || []) {
+      const s = JSON.stringify(e);
+      const addrs = s.match(/\d+\.\d+\.\d+\.\d+/g) || [];
+      if (addrs.some((a) => inCidr(a, cidr) && !fixed.has(ip4(a)))) out.push(`${o.set.table}/${o.set.name}: ${s}`);
+    }
   }
   return out;
 }

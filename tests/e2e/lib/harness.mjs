@@ -204,7 +204,10 @@ export function removeStateDir(dir) {
 // so stop() can clean up). `prefix` runs it under another command (say,
 // prlimit with a lower fd limit). Returns { url, proc, stateDir, opts, stop, kill9 }.
 // The sandboxes' disk image is small (--disk-image-size 512M) unless asked.
-export async function startGateway({ stateDir, keep = false, extraArgs = [], apiKeys = TEST_API_KEY, prefix = [] } = {}) {
+// `listenHost` is the address it listens on (the URLs still use 127.0.0.1,
+// so it must include loopback: 127.0.0.1 or 0.0.0.0).
+export async function startGateway({ stateDir, keep = false, extraArgs = [], apiKeys = TEST_API_KEY, prefix = [],
+  listenHost = '127.0.0.1' } = {}) {
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -213,7 +216,7 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [], api
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
   const image = extraArgs.some((a) => a.startsWith('--disk-')) ? [] : ['--disk-image-size', '512M'];
   const [cmd, ...pre] = [...prefix, gatewayBin];
-  const proc = spawn(cmd, [...pre, '--listen', `127.0.0.1:${port}`, '--state-dir', dir,
+  const proc = spawn(cmd, [...pre, '--listen', `${listenHost}:${port}`, '--state-dir', dir,
     '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...image, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: apiKeys } });
   let exited = false;

@@ -28,12 +28,12 @@ ok('host cgroups visible; /proc/sys/net is this namespace\'s');
 assert.equal(fs.readFileSync('/etc/resolv.conf', 'utf8').trim(), `nameserver ${FAKENET.dns}`);
 ok('/etc/resolv.conf names only the fake DNS server');
 
-for (const a of [FAKENET.web, FAKENET.web2, FAKENET.metadata]) {
+for (const a of [FAKENET.web, FAKENET.web2, FAKENET.metadata, FAKENET.private, FAKENET.inetLinkAddr]) {
   const r = await fetch(`http://${a}/hello`, { signal: AbortSignal.timeout(3000) });
   const j = await r.json();
   assert.deepEqual(j, { host: a, client: FAKENET.gwUplinkAddr, server: a, path: '/hello' });
 }
-ok('HTTP on 203.0.113.10, 203.0.113.11, 169.254.169.254 answers with the Host and client it saw');
+ok('HTTP on 203.0.113.10, 203.0.113.11, 169.254.169.254, 10.99.0.10, 198.18.0.2 answers with the Host and client it saw');
 const big = await (await fetch(`http://${FAKENET.web}/bytes/3000000`)).arrayBuffer();
 assert.equal(big.byteLength, 3000000);
 ok('GET /bytes/3000000 sends 3000000 bytes');

@@ -1,6 +1,6 @@
 // The fake internet's servers, run by tests/e2e/net/run.sh inside its "inet"
 // namespace (never on the host): on each web address (and the fake metadata
-// address) an HTTP server answering JSON {host, client, server, path};
+// address, a private one and the link's own) an HTTP server answering JSON {host, client, server, path};
 // GET /bytes/<n> sends n bytes. On the first web address also: a UDP echo
 // (port 5353), a TCP sink (port 9000: reads until the client half-closes,
 // then answers the byte count it saw) and a port that accepts and closes
@@ -11,7 +11,7 @@ import net from 'node:net';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 
-const WEB = ['203.0.113.10', '203.0.113.11', '169.254.169.254'];
+const WEB = ['203.0.113.10', '203.0.113.11', '169.254.169.254', '10.99.0.10', '198.18.0.2'];
 const chunk = Buffer.alloc(1 << 16, 0x61);
 
 const listen = (srv, port, host) => new Promise((res, rej) => { srv.once('error', rej); srv.listen(port, host, res); });

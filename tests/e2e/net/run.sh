@@ -4,7 +4,8 @@
 # resolver, even by accident:
 #
 #   netns "inet" (A): its loopback holds "public" TEST-NET addresses (203.0.113.10 and
-#     .11 web, 198.51.100.53 DNS, 169.254.169.254 a fake metadata server);
+#     .11 web, 198.51.100.53 DNS, 169.254.169.254 a fake metadata server,
+#     10.99.0.10 a server in a private range);
 #     tests/e2e/net/inet.mjs serves HTTP, a UDP echo, a TCP sink and an
 #     accept-and-close port there; dnsmasq answers the *.fake.test names and
 #     forwards nothing. A has no route but its link to B.
@@ -29,7 +30,7 @@ set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Keep in step with tests/e2e/lib/fakenet.mjs.
-B_UP=198.18.0.1 A_UP=198.18.0.2 WEB1=203.0.113.10 WEB2=203.0.113.11 DNS=198.51.100.53 META=169.254.169.254
+B_UP=198.18.0.1 A_UP=198.18.0.2 WEB1=203.0.113.10 WEB2=203.0.113.11 DNS=198.51.100.53 META=169.254.169.254 PRIV=10.99.0.10
 
 skip() { echo "SKIP: $*" >&2; exit 77; }
 
@@ -123,7 +124,7 @@ ip -n "$A" link set inet0 up
 ip -n "$B" route add default via "$A_UP" dev up0
 # The fake internet's public addresses, on A's loopback (kernels without the
 # dummy driver exist: this one has none).
-for a in "$WEB1" "$WEB2" "$DNS" "$META"; do ip -n "$A" addr add "$a/32" dev lo; done
+for a in "$WEB1" "$WEB2" "$DNS" "$META" "$PRIV"; do ip -n "$A" addr add "$a/32" dev lo; done
 
 # dnsmasq: the test names only; never forwards (no upstream, no hosts file).
 ip netns exec "$A" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
