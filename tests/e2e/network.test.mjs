@@ -365,7 +365,7 @@ test('the byte and packet counters grow with a download', opt, async () => {
   const total = async () => {
     const text = await (await fetch(`${gw.url}/metrics`)).text();
     const v = (name, dir) => {
-      const m = new RegExp(`^${name}\\{direction="${dir}"\\} (\\S+)$`, 'm').exec(text);
+      const m = new RegExp(`^${name}\\{[^}]*direction="${dir}"[^}]*\\} (\\S+)$`, 'm').exec(text);
       assert.ok(m, `${name}{direction="${dir}"} in /metrics`);
       return Number(m[1]);
     };
@@ -385,7 +385,7 @@ test('the byte and packet counters grow with a download', opt, async () => {
     await sleep(200);
   }
   assert.ok(last && last.netRxBytes >= size, `netRxBytes counts the download: ${JSON.stringify(last)}`);
-  assert.ok(last.netTxBytes > 0 && last.netRxPackets > size / 65536 && last.netTxPackets > 0, JSON.stringify(last));
+  assert.ok(last.netTxBytes > 0 && last.netRxPackets >= 10 && last.netTxPackets > 0, JSON.stringify(last));
   assert.ok(last.netTxBytes < last.netRxBytes, 'tx is what the sandbox sent (the request and ACKs)');
   const t1 = await total();
   assert.ok(t1.inB - t0.inB >= size, `ingress bytes total grew by the download: ${t0.inB} -> ${t1.inB}`);

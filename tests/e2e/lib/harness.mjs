@@ -126,6 +126,19 @@ export function gatewaySkipReason() {
   return null;
 }
 
+// Whether this coppiced has the --network flag (read once from its --help).
+let networkFlag;
+function gatewayHasNetworkFlag() {
+  if (networkFlag === undefined) {
+    try {
+      networkFlag = /^\s*--network[\s=]/m.test(execFileSync(gatewayBin, ['--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+    } catch {
+      networkFlag = false;
+    }
+  }
+  return networkFlag;
+}
+
 const sha256hex = (s) => crypto.createHash('sha256').update(s).digest('hex');
 
 // The name of the per-state-dir parent cgroup a gateway makes under each
@@ -215,9 +228,12 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [], api
   // and a real gateway) find ranges clear of each other.
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
   const image = extraArgs.some((a) => a.startsWith('--disk-')) ? [] : ['--disk-image-size', '512M'];
+  // Sandboxes have no network unless a test asks (`--network on`), and then
+  // only inside the fake internet of tests/e2e/net/run.sh.
+  const network = extraArgs.includes('--network') || !gatewayHasNetworkFlag() ? [] : ['--network', 'off'];
   const [cmd, ...pre] = [...prefix, gatewayBin];
   const proc = spawn(cmd, [...pre, '--listen', `${listenHost}:${port}`, '--state-dir', dir,
-    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...image, ...extraArgs],
+    '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...image, ...network, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: apiKeys } });
   let exited = false;
   proc.on('exit', () => { exited = true; });
@@ -227,8 +243,12 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [], api
       const r = await fetch(`${url}/health`);
       if (r.ok) break;
     } catch {}
-    if (exited) throw new Error('coppiced exited at start');
-    if (Date.now() > until) throw new Error('coppiced did not start');
+    if (exited || Date.now() > until) {
+      // Leaves nothing behind: the process, and the state dir if made here.
+      if (!exited) { proc.kill('SIGKILL'); await new Promise((r) => proc.on('exit', r)); }
+      if (!stateDir) { removeCgroupParents(dir); removeStateDir(dir); }
+      throw new Error(exited ? 'coppiced exited at start' : 'coppiced did not start');
+    }
     await sleep(25);
   }
   const opts = { apiKey: TEST_API_KEY, apiUrl: url, sandboxUrl: url };
