@@ -77,6 +77,46 @@ async function lookup(sbx, name) {
   return { code: r.code, addrs, ms: Date.now() - t };
 }
 
+// One DNS query (A, over UDP, 2 s) straight to the sandbox's nameserver:
+// { rcode (0 ok, 3 NXDOMAIN, 5 REFUSED, -1 no answer), answers: [{ addr, ttl }] }.
+const DNS_PY = `import json, socket, struct, sys
+name = sys.argv[1]
+server = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+q = struct.pack('>HHHHHH', 0x2b2b, 0x0100, 1, 0, 0, 0)
+q += b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\\0' + struct.pack('>HH', 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(q, (server, 53))
+try:
+    r = s.recv(4096)
+except OSError:
+    print(json.dumps({'rcode': -1, 'answers': [], 'server': server}))
+    sys.exit(0)
+def skip_name(i):
+    while True:
+        n = r[i]
+        if n == 0:
+            return i + 1
+        if n & 0xc0 == 0xc0:
+            return i + 2
+        i += n + 1
+i = skip_name(12) + 4
+out = []
+for _ in range(struct.unpack('>H', r[6:8])[0]):
+    i = skip_name(i)
+    typ, _cls, ttl, ln = struct.unpack('>HHIH', r[i:i + 10])
+    i += 10
+    if typ == 1:
+        out.append({'addr': socket.inet_ntoa(r[i:i + 4]), 'ttl': ttl})
+    i += ln
+print(json.dumps({'rcode': r[3] & 15, 'answers': out, 'server': server}))`;
+async function dnsQuery(sbx, name) {
+  await sbx.files.write('/tmp/dnsq.py', DNS_PY);
+  const r = await sh(sbx, `python3 /tmp/dnsq.py ${name}`);
+  assert.equal(r.code, 0, r.err);
+  return JSON.parse(r.out);
+}
+
 const UDP_PY = `import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(2)
@@ -106,6 +146,12 @@ test(`[${sdkName}] internet by default: an address in the subnet, HTTP by name, 
   assert.match((await sh(sbx, 'cat /etc/resolv.conf')).out, new RegExp(`^nameserver ${BRIDGE_ADDR.replace(/\./g, '\\.')}$`, 'm'));
   const l = await lookup(sbx, 'web.fake.test');
   assert.deepEqual([l.code, l.addrs], [0, [web]]);
+  const q = await dnsQuery(sbx, 'web.fake.test');
+  assert.equal(q.server, BRIDGE_ADDR);
+  assert.equal(q.rcode, 0);
+  assert.deepEqual(q.answers.map((a) => a.addr), [web]);
+  assert.ok(q.answers[0].ttl > 0 && q.answers[0].ttl <= 60, `the upstream's TTL (60 s) or less: ${q.answers[0].ttl}`);
+  assert.equal((await dnsQuery(sbx, 'nothere.fake.test')).rcode, 3, "the upstream's NXDOMAIN comes through");
   const r = await curl(sbx, 'http://web.fake.test/');
   assert.ok(r.ok, `curl failed: ${r.code} ${r.err}`);
   // Masqueraded to the uplink's address; the Host is what the sandbox sent.
@@ -125,6 +171,7 @@ test('allowInternetAccess: false blocks TCP, UDP and DNS', opt, async () => {
   assert.equal(await udpEcho(sbx), false, 'UDP is blocked');
   const l = await lookup(sbx, 'web.fake.test');
   assert.notEqual(l.code, 0, 'no DNS answer');
+  assert.equal((await dnsQuery(sbx, 'web.fake.test')).rcode, -1, 'the bridge does not answer DNS at all');
   assert.deepEqual(l.addrs, []);
   assert.ok(l.ms < 5000, `the lookup gave up within the 3 s bound (${l.ms} ms)`);
   assert.equal(await reaches(sbx, 'http://web.fake.test/'), false);
@@ -142,6 +189,8 @@ test('allowOut a name with denyOut 0.0.0.0/0: that name only', opt, async () => 
   assert.ok(r.ok, `allowed name: ${r.code} ${r.err}`);
   assert.equal(r.json.host, 'web.fake.test');
   // Another name on the same server: the resolver refuses the name.
+  assert.deepEqual(await dnsQuery(sbx, 'other.fake.test'), { rcode: 5, answers: [], server: BRIDGE_ADDR }, 'REFUSED');
+  assert.equal((await dnsQuery(sbx, 'nothere.fake.test')).rcode, 5, 'a name that does not exist is refused too');
   const other = await lookup(sbx, 'other.fake.test');
   assert.equal(other.code, 2, `other.fake.test is refused (${JSON.stringify(other)})`);
   assert.ok(other.ms < 2500, `refused at once, not timed out (${other.ms} ms)`);
