@@ -171,7 +171,8 @@ test('allowInternetAccess: false blocks TCP, UDP and DNS', opt, async () => {
   assert.equal(await udpEcho(sbx), false, 'UDP is blocked');
   const l = await lookup(sbx, 'web.fake.test');
   assert.notEqual(l.code, 0, 'no DNS answer');
-  assert.equal((await dnsQuery(sbx, 'web.fake.test')).rcode, -1, 'the bridge does not answer DNS at all');
+  const q = await dnsQuery(sbx, 'web.fake.test');
+  assert.ok(q.rcode === -1 || q.rcode === 5, `no answer, or REFUSED: ${JSON.stringify(q)}`);
   assert.deepEqual(l.addrs, []);
   assert.ok(l.ms < 5000, `the lookup gave up within the 3 s bound (${l.ms} ms)`);
   assert.equal(await reaches(sbx, 'http://web.fake.test/'), false);
@@ -481,7 +482,8 @@ test(`[${sdkName}] 1,000 create/kill cycles leave no veth, nft element or conntr
   // Alone on the namespace: the other gateways (and their spares) go first.
   for (const g of gateways.splice(0)) await g.stop();
   await gw.stop();
-  const cidr = '10.215.0.0/22';
+  // A /24: 253 addresses for 1,000 cycles, so an address never freed makes creates fail.
+  const cidr = '10.215.0.0/24';
   const bridge = 'cpt-lk0';
   const g = await startGateway({ extraArgs: [...gatewayNetArgs(), '--bridge', bridge, '--subnet', cidr, '--spares', '0'] });
   gateways.push(g);
