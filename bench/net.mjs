@@ -242,18 +242,18 @@ try {
 
   // The table.
   const f = (x) => x.toFixed(3).padStart(9);
-  console.log(`\n${'metric / config'.padEnd(72)} ${['p50', 'p95', 'p99', 'n'].map((h) => h.padStart(9)).join(' ')}   (ms)`);
+  console.log(`\n${'metric / config'.padEnd(84)} ${['p50', 'p95', 'p99', 'n'].map((h) => h.padStart(9)).join(' ')}   (ms)`);
   for (const r of rows) {
-    console.log(`${`${r.metric} / ${r.config}`.padEnd(72)} ${f(r.summary.p50)} ${f(r.summary.p95)} ${f(r.summary.p99)} ${String(r.summary.count).padStart(9)}`);
+    console.log(`${`${r.metric} / ${r.config}`.padEnd(84)} ${f(r.summary.p50)} ${f(r.summary.p95)} ${f(r.summary.p99)} ${String(r.summary.count).padStart(9)}`);
   }
   console.log('');
-  for (const [k, v] of Object.entries(tput)) console.log(`${`TCP throughput ${k}`.padEnd(72)} ${v.toFixed(1).padStart(9)} MB/s (${MB} MB)`);
+  for (const [k, v] of Object.entries(tput)) console.log(`${`TCP throughput ${k}`.padEnd(84)} ${v.toFixed(1).padStart(9)} MB/s (${MB} MB)`);
   if (tput['upload from the host']) {
-    console.log(`${'  sandbox / host, upload'.padEnd(72)} ${(100 * tput['upload from a sandbox'] / tput['upload from the host']).toFixed(1).padStart(9)} %`);
+    console.log(`${'  sandbox / host, upload'.padEnd(84)} ${(100 * tput['upload from a sandbox'] / tput['upload from the host']).toFixed(1).padStart(9)} %`);
   }
-  for (const [k, v] of Object.entries(mem)) console.log(`${`idle memory per sandbox, ${k}`.padEnd(72)} ${(v / 1024).toFixed(2).padStart(9)} MiB (${IDLE} sandboxes, MemAvailable)`);
+  for (const [k, v] of Object.entries(mem)) console.log(`${`idle memory per sandbox, ${k}`.padEnd(84)} ${(v / 1024).toFixed(2).padStart(9)} MiB (${IDLE} sandboxes, MemAvailable)`);
   if (mem['network on'] !== undefined) {
-    console.log(`${'  networking\'s share'.padEnd(72)} ${((mem['network on'] - mem['network off']) / 1024).toFixed(2).padStart(9)} MiB`);
+    console.log(`${'  networking\'s share'.padEnd(84)} ${((mem['network on'] - mem['network off']) / 1024).toFixed(2).padStart(9)} MiB`);
   }
 } finally {
   await stopAll();
