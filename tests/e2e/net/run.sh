@@ -77,10 +77,15 @@ for ns in $(ip netns list | awk '{print $1}' | grep -E '^cpt-(inet|gw)-[0-9]+$')
     ip netns del "$ns" 2>/dev/null && echo "fakenet: removed stale namespace $ns" >&2
   fi
 done
+for d in /tmp/coppice-fakenet-*-*; do
+  [[ -d "$d" ]] || continue
+  owner=${d#/tmp/coppice-fakenet-}; owner=${owner%%-*}
+  [[ "$owner" =~ ^[0-9]+$ ]] && ! kill -0 "$owner" 2>/dev/null && rm -rf "$d"
+done
 
 A=cpt-inet-$$
 B=cpt-gw-$$
-DIR=$(mktemp -d /tmp/coppice-fakenet-XXXXXX)
+DIR=$(mktemp -d /tmp/coppice-fakenet-$$-XXXXXX)
 PIDS=()
 
 cleanup() {
