@@ -18,7 +18,7 @@ import { FAKENET, gatewayNetArgs, fakenetSkipReason, linkNames, linksOfType, con
 
 const skip = gatewaySkipReason() || fakenetSkipReason();
 const opt = skip ? { skip } : {};
-const SUBNET = '10.213.0.0/16';   // the gateway's default --subnet
+const SUBNET = '10.213.0.0/16';   // the default --subnet, given explicitly (the main gateway's)
 const BRIDGE_ADDR = '10.213.0.1'; // every sandbox's gateway and DNS server
 const { web, web2, metadata } = FAKENET;
 
@@ -31,7 +31,8 @@ before(async () => {
   if (skip) return;
   Sandbox = (await loadSdk()).Sandbox;
   // On 0.0.0.0 so that the "gateway port is unreachable" check means it.
-  gw = await startGateway({ listenHost: '0.0.0.0', extraArgs: [...gatewayNetArgs(), '--metrics-interval', '1'] });
+  gw = await startGateway({ listenHost: '0.0.0.0', extraArgs: [...gatewayNetArgs(), '--bridge', 'coppice0', '--subnet', SUBNET,
+    '--metrics-interval', '1'] });
 });
 
 after(async () => {
