@@ -12,6 +12,9 @@ PKGS=(
   # sandbox networking: netlink
   libmnl-dev
   iproute2 procps attr curl ca-certificates
+  # the sandboxes' network: nftables; the network tests' fake internet: its DNS
+  # server (dnsmasq-base) and the conntrack CLI for their leak check
+  nftables dnsmasq-base conntrack
   # the sandboxes' writable layers: a btrfs image with per-sandbox quotas
   btrfs-progs
   # the host-derived base template sees the host's /usr: sudo for its

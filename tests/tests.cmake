@@ -24,6 +24,12 @@ endif()
 # pinned SDK version; COPPICE_SDK names the package to import.
 # (Not in a sanitizer build: that one is for the unit and integration tests.)
 file(GLOB e2e_tests CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/e2e/*.test.mjs)
+# Files that need the network run inside the fake internet of
+# tests/e2e/net/run.sh (registered below), never directly on the host.
+set(e2e_net_tests network)
+foreach(n ${e2e_net_tests})
+  list(REMOVE_ITEM e2e_tests ${CMAKE_SOURCE_DIR}/tests/e2e/${n}.test.mjs)
+endforeach()
 if(COPPICE_SANITIZE)
   set(e2e_tests "")
 endif()
@@ -37,3 +43,19 @@ foreach(t ${e2e_tests})
       RUN_SERIAL TRUE TIMEOUT 900 SKIP_RETURN_CODE 77)
   endforeach()
 endforeach()
+if(NOT COPPICE_SANITIZE)
+  # The fake internet itself (namespaces, fake HTTP/UDP/TCP servers, dnsmasq).
+  add_test(NAME e2e.fakenet_world COMMAND ${CMAKE_SOURCE_DIR}/tests/e2e/net/run.sh --check
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/e2e)
+  set_tests_properties(e2e.fakenet_world PROPERTIES RUN_SERIAL TRUE TIMEOUT 120 SKIP_RETURN_CODE 77)
+  foreach(n ${e2e_net_tests})
+    foreach(sdk e2b e2b-245)
+      add_test(NAME e2e.${n}.${sdk}
+               COMMAND ${CMAKE_SOURCE_DIR}/tests/e2e/net/run.sh ${CMAKE_SOURCE_DIR}/tests/e2e/${n}.test.mjs
+               WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/e2e)
+      set_tests_properties(e2e.${n}.${sdk} PROPERTIES
+        ENVIRONMENT "COPPICE_BUILD_DIR=${CMAKE_BINARY_DIR};COPPICE_SOURCE_DIR=${CMAKE_SOURCE_DIR};COPPICE_SDK=${sdk};COPPICE_NET_TIMEOUT=1700"
+        RUN_SERIAL TRUE TIMEOUT 1800 SKIP_RETURN_CODE 77)
+    endforeach()
+  endforeach()
+endif()

@@ -204,7 +204,10 @@ export function removeStateDir(dir) {
 // so stop() can clean up). `prefix` runs it under another command (say,
 // prlimit with a lower fd limit). Returns { url, proc, stateDir, opts, stop, kill9 }.
 // The sandboxes' disk image is small (--disk-image-size 512M) unless asked.
-export async function startGateway({ stateDir, keep = false, extraArgs = [], apiKeys = TEST_API_KEY, prefix = [] } = {}) {
+// `listenHost` is the address it listens on (the URLs still use 127.0.0.1,
+// so it must include loopback: 127.0.0.1 or 0.0.0.0).
+export async function startGateway({ stateDir, keep = false, extraArgs = [], apiKeys = TEST_API_KEY, prefix = [],
+  listenHost = '127.0.0.1' } = {}) {
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -212,12 +215,11 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [], api
   // and a real gateway) find ranges clear of each other.
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
   const image = extraArgs.some((a) => a.startsWith('--disk-')) ? [] : ['--disk-image-size', '512M'];
-  // Sandboxes get a network only in tests that build their own world for it
-  // (tests/e2e/net/run.sh): nothing else touches the host's bridges,
-  // nftables or forwarding.
+  // Sandboxes have no network unless a test asks (`--network on`), and then
+  // only inside the fake internet of tests/e2e/net/run.sh.
   const network = extraArgs.includes('--network') ? [] : ['--network', 'off'];
   const [cmd, ...pre] = [...prefix, gatewayBin];
-  const proc = spawn(cmd, [...pre, '--listen', `127.0.0.1:${port}`, '--state-dir', dir,
+  const proc = spawn(cmd, [...pre, '--listen', `${listenHost}:${port}`, '--state-dir', dir,
     '--log-level', process.env.COPPICE_LOG_LEVEL || 'warn', ...slots, ...image, ...network, ...extraArgs],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, COPPICE_API_KEYS: apiKeys } });
   let exited = false;
@@ -228,8 +230,12 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [], api
       const r = await fetch(`${url}/health`);
       if (r.ok) break;
     } catch {}
-    if (exited) throw new Error('coppiced exited at start');
-    if (Date.now() > until) throw new Error('coppiced did not start');
+    if (exited || Date.now() > until) {
+      // Leaves nothing behind: the process, and the state dir if made here.
+      if (!exited) { proc.kill('SIGKILL'); await new Promise((r) => proc.on('exit', r)); }
+      if (!stateDir) { removeCgroupParents(dir); removeStateDir(dir); }
+      throw new Error(exited ? 'coppiced exited at start' : 'coppiced did not start');
+    }
     await sleep(25);
   }
   const opts = { apiKey: TEST_API_KEY, apiUrl: url, sandboxUrl: url };
