@@ -310,7 +310,10 @@ Decision decide(State& st, uint32_t source, ByteView m) {
     st.n.malformed++;
     return header_answer(m, LDNS_RCODE_NOTIMPL);
   }
-  if (qdcount_of(m) != 1) {
+  // A query carries one question, no answer or authority records, and at
+  // most an OPT and a TSIG record: anything else is refused before ldns
+  // spends work on thousands of records.
+  if (qdcount_of(m) != 1 || get16(m, 6) != 0 || get16(m, 8) != 0 || get16(m, 10) > 2) {
     st.n.malformed++;
     return header_answer(m, *policy ? LDNS_RCODE_FORMERR : LDNS_RCODE_REFUSED);
   }

@@ -10,8 +10,9 @@
 //   - shorter than a DNS header, or a response (QR set): dropped.
 //   - PolicyOf(source) is null: REFUSED.  policy.allowed == false: dropped
 //     (a sandbox without internet gets no DNS at all).
-//   - opcode other than QUERY: NOTIMP.  Not exactly one question, or not
-//     parseable: FORMERR.  Class other than IN, or a zone transfer
+//   - opcode other than QUERY: NOTIMP.  Not exactly one question, answer or
+//     authority records, more than two additional records (OPT, TSIG), or
+//     not parseable: FORMERR.  Class other than IN, or a zone transfer
 //     (AXFR/IXFR): REFUSED.
 //   - the name is matched against policy.domains: "example.com" matches that
 //     name only, "*.example.com" any name strictly below example.com (not
