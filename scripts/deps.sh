@@ -9,8 +9,9 @@ PKGS=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
   libseccomp-dev libsqlite3-dev zlib1g-dev
-  # sandbox networking: netlink
-  libmnl-dev
+  # sandbox networking: netlink (libmnl), nftables (libnftables), the DNS
+  # forwarder's wire format (ldns)
+  libmnl-dev libnftables-dev libldns-dev
   iproute2 procps attr curl ca-certificates
   # the sandboxes' network: nftables; the network tests' fake internet: its DNS
   # server (dnsmasq-base) and the conntrack CLI for their leak check
