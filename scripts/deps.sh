@@ -12,6 +12,8 @@ PKGS=(
   iproute2 procps attr curl ca-certificates
   # the sandboxes' writable layers: a btrfs image with per-sandbox quotas
   btrfs-progs
+  # sandbox networking: the gateway's firewall table (libnftables) and nft
+  libnftables-dev nftables
   # the host-derived base template sees the host's /usr: sudo for its
   # passwordless sudo, `python` as a name for python3 (as on E2B)
   sudo python-is-python3
