@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <iterator>
 #include <optional>
@@ -18,24 +19,25 @@ namespace coppice::net {
 
 namespace {
 
-using Range = Firewall::Range;
-using SandboxElements = Firewall::SandboxElements;
 using Clock = std::chrono::steady_clock;
+
+// An inclusive address range, host byte order.
+struct Range {
+  uint32_t first = 0, last = 0;
+  friend auto operator<=>(const Range&, const Range&) = default;
+};
 
 constexpr size_t kMaxRulesPerList = 65536;
 constexpr std::chrono::seconds kMaxResolvedTtl{7 * 24 * 3600};
 // An allow_resolved element whose expiry (as estimated here) is this far in
-// the past is surely gone from the kernel; nearer ones may still be there.
-constexpr std::chrono::seconds kExpirySlack{2};
+// the past is surely gone from the kernel and is forgotten.
+constexpr std::chrono::seconds kExpirySlack{5};
 
 // Addresses nobody behind the bridge reaches, whatever the config says:
 // "this network", loopback, link-local (cloud metadata), multicast and the
 // reserved range with the limited broadcast.
 constexpr Cidr4 kBuiltinDenyAlways[] = {
     {0x00000000u, 8}, {0x7f000000u, 8}, {0xa9fe0000u, 16}, {0xe0000000u, 4}, {0xf0000000u, 4}};
-
-// The per-sandbox sets, in the order they are listed.
-constexpr const char* kSandboxSets[] = {"offline", "allow", "deny", "allow_dns"};
 
 bool valid_table_name(const std::string& s) {
   if (s.empty() || s.size() > 32) return false;
@@ -106,38 +108,6 @@ std::optional<Range> json_range(const nlohmann::json& j) {
   return std::nullopt;
 }
 
-struct ListedElement {
-  uint32_t sandbox = 0;
-  std::optional<Range> dest;        // concatenated sets only
-  std::optional<int64_t> expires_s;  // timed elements only
-};
-
-std::optional<ListedElement> json_element(const nlohmann::json& e) {
-  ListedElement out;
-  const nlohmann::json* val = &e;
-  if (e.is_object()) {
-    if (auto w = e.find("elem"); w != e.end() && w->is_object()) {
-      if (auto v = w->find("val"); v != w->end()) val = &*v;
-      if (auto x = w->find("expires"); x != w->end() && x->is_number_integer()) out.expires_s = x->get<int64_t>();
-    }
-  }
-  if (val->is_object()) {
-    if (auto c = val->find("concat"); c != val->end()) {
-      if (!c->is_array() || c->size() != 2) return std::nullopt;
-      auto s = json_range((*c)[0]);
-      auto d = json_range((*c)[1]);
-      if (!s || !d || s->first != s->last) return std::nullopt;
-      out.sandbox = s->first;
-      out.dest = d;
-      return out;
-    }
-  }
-  auto s = json_range(*val);
-  if (!s || s->first != s->last) return std::nullopt;
-  out.sandbox = s->first;
-  return out;
-}
-
 // The last line of nft's error output that says what failed, without the
 // echo of the (possibly huge) command and its caret line.
 std::string nft_error_text(const char* buf) {
@@ -196,54 +166,87 @@ Status write_forwarding(const std::string& ifname, bool on) {
   return ok();
 }
 
-// Appends "<verb> element inet T <set> { e1, e2 }\n" for non-empty `elems`.
-void append_elements(std::string* out, const char* verb, const std::string& table, const char* set,
-                     const std::vector<std::string>& elems) {
-  if (elems.empty()) return;
-  *out += verb;
-  *out += " element inet ";
-  *out += table;
-  *out += ' ';
-  *out += set;
-  *out += " { ";
-  for (size_t i = 0; i < elems.size(); ++i) {
-    if (i) *out += ", ";
-    *out += elems[i];
+
+std::string join_ranges(const std::vector<Range>& ranges) {
+  std::string out;
+  for (const Range& r : ranges) {
+    if (!out.empty()) out += ", ";
+    out += range_text(r);
   }
-  *out += " }\n";
-}
-
-std::vector<std::string> concat_elements(uint32_t sandbox, const std::vector<Range>& ranges) {
-  std::vector<std::string> out;
-  out.reserve(ranges.size());
-  std::string s = ipv4_to_string(sandbox) + " . ";
-  for (const Range& r : ranges) out.push_back(s + range_text(r));
   return out;
 }
 
-std::vector<Range> minus(const std::vector<Range>& a, const std::vector<Range>& b) {
-  std::vector<Range> out;
-  std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
-  return out;
+// The chain of one sandbox's explicit rules: "sb_0ad50002".
+std::string chain_of(uint32_t sandbox) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "sb_%08x", sandbox);
+  return buf;
 }
 
-// Appends the commands that turn `from` into `to` for one sandbox (explicit
-// elements; resolved ones only when `to` drops them, as clear() does).
-void append_diff(std::string* out, const std::string& table, uint32_t sandbox, const SandboxElements& from,
-                 const SandboxElements& to, Clock::time_point now) {
-  if (from.offline && !to.offline) append_elements(out, "delete", table, "offline", {ipv4_to_string(sandbox)});
-  append_elements(out, "delete", table, "allow", concat_elements(sandbox, minus(from.allow, to.allow)));
-  append_elements(out, "delete", table, "deny", concat_elements(sandbox, minus(from.deny, to.deny)));
-  std::vector<std::string> gone;
-  for (const auto& [ip, expiry] : from.resolved) {
-    if (!to.resolved.contains(ip) && expiry + kExpirySlack > now) {
-      gone.push_back(ipv4_to_string(sandbox) + " . " + ipv4_to_string(ip));
+// The commands removing the sandbox's by_sandbox element and chain, whether or
+// not they exist ("add; delete" in one transaction cannot fail on absence).
+std::string drop_rules_commands(const std::string& t, uint32_t sandbox) {
+  const std::string chain = chain_of(sandbox), addr = ipv4_to_string(sandbox);
+  return "add chain inet " + t + " " + chain + "\n" +
+         "add element inet " + t + " by_sandbox { " + addr + " : jump " + chain + " }\n" +
+         "delete element inet " + t + " by_sandbox { " + addr + " }\n" +
+         "flush chain inet " + t + " " + chain + "\n" +
+         "delete chain inet " + t + " " + chain + "\n";
+}
+
+std::string offline_commands(const std::string& t, uint32_t sandbox, bool offline) {
+  std::string e = " element inet " + t + " offline { " + ipv4_to_string(sandbox) + " }\n";
+  return offline ? "add" + e : "add" + e + "delete" + e;
+}
+
+// The "elem" array of a JSON listing of one set or map (empty when it has none).
+Result<nlohmann::json> listed_elements(const std::string& text, const char* kind) {
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("nftables") || !doc["nftables"].is_array()) {
+    return make_error(ErrorCode::kInternal, "nft: unreadable JSON listing");
+  }
+  for (const auto& item : doc["nftables"]) {
+    if (!item.is_object() || !item.contains(kind)) continue;
+    const auto& s = item[kind];
+    if (s.is_object() && s.contains("elem") && s["elem"].is_array()) return s["elem"];
+    return nlohmann::json::array();
+  }
+  return nlohmann::json::array();
+}
+
+// The first address of a `sandbox` or `sandbox . x` element (maps list
+// theirs as [key, value]); with the second part and its "expires".
+struct ListedElement {
+  uint32_t sandbox = 0;
+  std::optional<uint32_t> second;
+  std::optional<int64_t> expires_s;
+};
+
+std::optional<ListedElement> json_element(const nlohmann::json& e) {
+  ListedElement out;
+  const nlohmann::json* val = &e;
+  if (e.is_array() && e.size() == 2) val = &e[0];  // a map's [key, value]
+  if (val->is_object()) {
+    if (auto w = val->find("elem"); w != val->end() && w->is_object()) {
+      if (auto x = w->find("expires"); x != w->end() && x->is_number_integer()) out.expires_s = x->get<int64_t>();
+      if (auto v = w->find("val"); v != w->end()) val = &*v;
     }
   }
-  append_elements(out, "delete", table, "allow_dns", gone);
-  if (to.offline && !from.offline) append_elements(out, "add", table, "offline", {ipv4_to_string(sandbox)});
-  append_elements(out, "add", table, "allow", concat_elements(sandbox, minus(to.allow, from.allow)));
-  append_elements(out, "add", table, "deny", concat_elements(sandbox, minus(to.deny, from.deny)));
+  if (val->is_object()) {
+    if (auto c = val->find("concat"); c != val->end()) {
+      if (!c->is_array() || c->size() != 2) return std::nullopt;
+      auto a = json_range((*c)[0]);
+      auto b = json_range((*c)[1]);
+      if (!a || !b || a->first != a->last || b->first != b->last) return std::nullopt;
+      out.sandbox = a->first;
+      out.second = b->first;
+      return out;
+    }
+  }
+  auto a = json_range(*val);
+  if (!a || a->first != a->last) return std::nullopt;
+  out.sandbox = a->first;
+  return out;
 }
 
 }  // namespace
@@ -271,7 +274,7 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
   }
   for (auto* list : {&config.deny_always, &config.open_always}) {
     for (Cidr4& c : *list) {
-      if (c.prefix < 0 || c.prefix > 32) return invalid("bad prefix length in " + to_string(c));
+      if (c.prefix < 0 || c.prefix > 32) return invalid("bad prefix length " + std::to_string(c.prefix));
       c.addr = first_address(c);
     }
   }
@@ -289,23 +292,12 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
   std::unique_ptr<Firewall> fw(new Firewall(config, ctx));
   const std::string& t = fw->config_.table;
   std::lock_guard lock(fw->mu_);
-  // From here on the destructor would delete the table: only what this open
-  // made is ever removed, so an early failure must not remove a previous
-  // process's table (with its elements) either.
+  // Until the table is ours, a failure must not delete it (it may be a
+  // previous process's, with every sandbox's rules): drop the context only.
   auto abandon = ScopeExit([&] {
     nft_ctx_free(fw->ctx_);
     fw->ctx_ = nullptr;
   });
-
-  std::map<uint32_t, SandboxElements> kept;
-  if (config.keep_elements) {
-    auto old = fw->read_kernel_locked();
-    if (old) {
-      kept = std::move(*old);
-    } else if (old.error().code() != ErrorCode::kNotFound) {
-      return std::unexpected(std::move(old.error()).context("firewall: reading the previous table " + t));
-    }
-  }
 
   const std::string br = "\"" + config.bridge + "\"";
   const std::string up = "\"" + config.uplink + "\"";
@@ -313,36 +305,35 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
   const std::string gw = ipv4_to_string(config.gateway_addr);
   std::vector<Cidr4> deny_always(std::begin(kBuiltinDenyAlways), std::end(kBuiltinDenyAlways));
   deny_always.insert(deny_always.end(), config.deny_always.begin(), config.deny_always.end());
-  std::vector<std::string> deny_always_elems, open_always_elems;
-  for (Range r : normalize(deny_always)) deny_always_elems.push_back(range_text(r));
-  for (Range r : normalize(config.open_always)) open_always_elems.push_back(range_text(r));
+  const std::vector<Range> open_always = normalize(config.open_always);
 
-  std::string cmd;
-  // `add` then `delete` then the new table, all in one transaction: whether
-  // or not a table was there, the kernel swaps in the new one atomically.
-  cmd += "add table inet " + t + "\n";
-  cmd += "delete table inet " + t + "\n";
-  cmd += "add table inet " + t + "\n";
+  // One transaction. Without keep_elements: `add` then `delete` then a new
+  // table, so whether or not one was there the kernel swaps in the new one
+  // atomically. With it: every `add` below is a no-op for what exists, and
+  // only the base chains and the fixed sets are flushed and refilled.
+  std::string cmd = "add table inet " + t + "\n";
+  if (!config.keep_elements) cmd += "delete table inet " + t + "\nadd table inet " + t + "\n";
   cmd += "add set inet " + t + " deny_always { type ipv4_addr; flags interval; }\n";
+  cmd += "flush set inet " + t + " deny_always\n";
+  cmd += "add element inet " + t + " deny_always { " + join_ranges(normalize(deny_always)) + " }\n";
   cmd += "add set inet " + t + " open_always { type ipv4_addr; flags interval; }\n";
+  cmd += "flush set inet " + t + " open_always\n";
+  if (!open_always.empty()) cmd += "add element inet " + t + " open_always { " + join_ranges(open_always) + " }\n";
   cmd += "add set inet " + t + " offline { type ipv4_addr; }\n";
-  cmd += "add set inet " + t + " allow { type ipv4_addr . ipv4_addr; flags interval; }\n";
-  cmd += "add set inet " + t + " deny { type ipv4_addr . ipv4_addr; flags interval; }\n";
   cmd += "add set inet " + t + " allow_dns { type ipv4_addr . ipv4_addr; flags timeout; }\n";
-  append_elements(&cmd, "add", t, "deny_always", deny_always_elems);
-  append_elements(&cmd, "add", t, "open_always", open_always_elems);
+  cmd += "add map inet " + t + " by_sandbox { type ipv4_addr : verdict; }\n";
 
   const std::string fwd = "add rule inet " + t + " forward ";
   cmd += "add chain inet " + t + " forward { type filter hook forward priority filter; policy accept; }\n";
+  cmd += "flush chain inet " + t + " forward\n";
   cmd += fwd + "iifname " + br + " meta nfproto != ipv4 drop\n";
   cmd += fwd + "iifname " + br + " oifname != " + up + " drop\n";
   cmd += fwd + "iifname " + br + " ip saddr != " + subnet + " drop\n";
   cmd += fwd + "iifname " + br + " ip saddr @offline drop\n";
   cmd += fwd + "iifname " + br + " ct state established,related accept\n";
   cmd += fwd + "iifname " + br + " ip daddr @deny_always ip daddr != @open_always drop\n";
-  cmd += fwd + "iifname " + br + " ip saddr . ip daddr @allow accept\n";
   cmd += fwd + "iifname " + br + " ip saddr . ip daddr @allow_dns accept\n";
-  cmd += fwd + "iifname " + br + " ip saddr . ip daddr @deny drop\n";
+  cmd += fwd + "iifname " + br + " ip saddr vmap @by_sandbox\n";
   cmd += fwd + "iifname " + br + " accept\n";
   cmd += fwd + "oifname " + br + " ct state established,related accept\n";
   cmd += fwd + "oifname " + br + " drop\n";
@@ -351,6 +342,7 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
 
   const std::string in = "add rule inet " + t + " input ";
   cmd += "add chain inet " + t + " input { type filter hook input priority filter; policy accept; }\n";
+  cmd += "flush chain inet " + t + " input\n";
   // Replies to connections the host opened (the proxy to a sandbox's ports).
   cmd += in + "iifname " + br + " ct state established ct direction reply accept\n";
   cmd += in + "iifname " + br + " ct state related accept\n";
@@ -360,46 +352,56 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
   cmd += in + "iifname " + br + " drop\n";
 
   cmd += "add chain inet " + t + " postrouting { type nat hook postrouting priority srcnat; policy accept; }\n";
+  cmd += "flush chain inet " + t + " postrouting\n";
   cmd += "add rule inet " + t + " postrouting ip saddr " + subnet + " oifname " + up + " masquerade\n";
 
-  // The previous process's per-sandbox elements, with what is left of the
-  // resolved ones' timeouts.
-  const auto now = Clock::now();
-  std::vector<std::string> dns_elems;
-  for (auto& [sandbox, e] : kept) {
-    append_diff(&cmd, t, sandbox, SandboxElements{}, e, now);
-    for (const auto& [ip, expiry] : e.resolved) {
-      auto left = std::chrono::duration_cast<std::chrono::seconds>(expiry - now).count();
-      dns_elems.push_back(ipv4_to_string(sandbox) + " . " + ipv4_to_string(ip) + " timeout " +
-                          std::to_string(std::max<int64_t>(left, 1)) + "s");
+  if (auto st = fw->run_locked(cmd); !st) {
+    return std::unexpected(std::move(st.error()).context("firewall: setting up table " + t));
+  }
+  abandon.release();
+
+  auto fail = [&](Error err) {
+    (void)fw->close_locked();
+    return std::unexpected(std::move(err));
+  };
+  if (config.keep_elements) {
+    // What the resolver opened before, so clear() can remove it.
+    auto text = fw->list_json_locked("set allow_dns");
+    if (!text) return fail(std::move(text.error()).context("firewall: reading allow_dns"));
+    auto elems = listed_elements(*text, "set");
+    if (!elems) return fail(std::move(elems.error()).context("firewall: reading allow_dns"));
+    const auto now = Clock::now();
+    for (const auto& e : *elems) {
+      auto el = json_element(e);
+      if (!el || !el->second) continue;
+      fw->resolved_[el->sandbox][*el->second] = now + std::chrono::seconds(el->expires_s.value_or(0) + 1);
     }
   }
-  append_elements(&cmd, "add", t, "allow_dns", dns_elems);
-
-  if (auto st = fw->run_locked(cmd); !st) {
-    return std::unexpected(std::move(st.error()).context("firewall: creating table " + t));
-  }
-  fw->sandboxes_ = std::move(kept);
-  abandon.release();
 
   // Forwarding last: with the rules in place.
   for (const auto& [ifname, was_on] : {std::pair{config.bridge, bridge_fwd}, std::pair{config.uplink, uplink_fwd}}) {
     if (was_on) continue;
     if (auto st = write_forwarding(ifname, true); !st) {
-      auto err = std::move(st.error()).context("firewall: turning on forwarding on " + ifname);
-      (void)fw->close_locked();
-      return std::unexpected(std::move(err));
+      return fail(std::move(st.error()).context("firewall: turning on forwarding on " + ifname));
     }
     fw->forwarding_turned_on_.push_back(ifname);
   }
   COPPICE_LOG(info) << "firewall: table inet " << t << " ready (bridge " << config.bridge << ", uplink "
-                    << config.uplink << ", " << fw->sandboxes_.size() << " sandboxes kept)";
+                    << config.uplink << (config.keep_elements ? ", sandbox rules kept)" : ")");
   return fw;
 }
 
 Status Firewall::close() {
   std::lock_guard lock(mu_);
   return close_locked();
+}
+
+void Firewall::release() {
+  std::lock_guard lock(mu_);
+  if (ctx_) nft_ctx_free(ctx_);
+  ctx_ = nullptr;
+  forwarding_turned_on_.clear();
+  resolved_.clear();
 }
 
 Status Firewall::close_locked() {
@@ -418,7 +420,7 @@ Status Firewall::close_locked() {
     }
   }
   forwarding_turned_on_.clear();
-  sandboxes_.clear();
+  resolved_.clear();
   return result;
 }
 
@@ -434,103 +436,21 @@ Status Firewall::run_locked(const std::string& commands) {
   return ok();
 }
 
-Result<std::string> Firewall::list_json_locked(const std::string& set) {
+Result<std::string> Firewall::list_json_locked(const std::string& what) {
   if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
+  const std::string::size_type sp = what.find(' ');
   unsigned flags = nft_ctx_output_get_flags(ctx_);
   nft_ctx_output_set_flags(ctx_, flags | NFT_CTX_OUTPUT_JSON);
-  int rc = nft_run_cmd_from_buffer(ctx_, ("list set inet " + config_.table + " " + set + "\n").c_str());
+  int rc = nft_run_cmd_from_buffer(
+      ctx_, ("list " + what.substr(0, sp) + " inet " + config_.table + " " + what.substr(sp + 1) + "\n").c_str());
   nft_ctx_output_set_flags(ctx_, flags);
   std::string out = nft_ctx_get_output_buffer(ctx_);
   const char* err = nft_ctx_get_error_buffer(ctx_);
   if (rc != 0) {
     std::string text = nft_error_text(err);
-    return make_error(nft_error_code(text), "nft: list set " + set + ": " + text);
+    return make_error(nft_error_code(text), "nft: list " + what + ": " + text);
   }
   return out;
-}
-
-Result<std::map<uint32_t, SandboxElements>> Firewall::read_kernel_locked() {
-  std::map<uint32_t, SandboxElements> out;
-  const auto now = Clock::now();
-  for (const char* set : kSandboxSets) {
-    auto text = list_json_locked(set);
-    if (!text) {
-      // A table from an older layout may lack a set: nothing to keep from it.
-      if (text.error().code() == ErrorCode::kNotFound && std::strcmp(set, "offline") != 0) continue;
-      return std::unexpected(std::move(text.error()));
-    }
-    nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-    if (doc.is_discarded() || !doc.contains("nftables") || !doc["nftables"].is_array()) {
-      return make_error(ErrorCode::kInternal, std::string("nft: unreadable JSON listing of set ") + set);
-    }
-    for (const auto& item : doc["nftables"]) {
-      if (!item.is_object() || !item.contains("set")) continue;
-      const auto& s = item["set"];
-      if (!s.is_object() || !s.contains("elem") || !s["elem"].is_array()) continue;
-      for (const auto& e : s["elem"]) {
-        auto el = json_element(e);
-        if (!el) {
-          COPPICE_LOG_RATE(warn, 1) << "firewall: skipping an unexpected element in set " << set << ": " << e.dump();
-          continue;
-        }
-        SandboxElements& se = out[el->sandbox];
-        if (std::strcmp(set, "offline") == 0) {
-          se.offline = true;
-        } else if (!el->dest) {
-          continue;
-        } else if (std::strcmp(set, "allow") == 0) {
-          se.allow.push_back(*el->dest);
-        } else if (std::strcmp(set, "deny") == 0) {
-          se.deny.push_back(*el->dest);
-        } else if (el->dest->first == el->dest->last) {
-          se.resolved[el->dest->first] = now + std::chrono::seconds(el->expires_s.value_or(1));
-        }
-      }
-    }
-  }
-  for (auto& [sandbox, se] : out) {
-    std::sort(se.allow.begin(), se.allow.end());
-    std::sort(se.deny.begin(), se.deny.end());
-  }
-  return out;
-}
-
-// One transaction from `from` to `to`; when it fails (the bookkeeping and the
-// kernel disagree: a resolved element expired in between, or someone else
-// edited the table), the sandbox's elements are read back from the kernel
-// and the change is tried once more from there.
-Status Firewall::replace_locked(uint32_t sandbox, const SandboxElements& from, const SandboxElements& to) {
-  std::string cmd;
-  append_diff(&cmd, config_.table, sandbox, from, to, Clock::now());
-  if (cmd.empty()) {
-    sandboxes_[sandbox] = to;
-    if (to.empty()) sandboxes_.erase(sandbox);
-    return ok();
-  }
-  auto st = run_locked(cmd);
-  if (!st) {
-    auto kernel = read_kernel_locked();
-    if (!kernel) return std::unexpected(std::move(st.error()));
-    SandboxElements actual;
-    if (auto it = kernel->find(sandbox); it != kernel->end()) actual = std::move(it->second);
-    // What the caller keeps of the resolved elements is what is really there.
-    SandboxElements target = to;
-    if (!from.resolved.empty() && to.resolved == from.resolved) target.resolved = actual.resolved;
-    cmd.clear();
-    append_diff(&cmd, config_.table, sandbox, actual, target, Clock::now());
-    if (!cmd.empty()) {
-      if (auto again = run_locked(cmd); !again) {
-        sandboxes_[sandbox] = std::move(actual);
-        if (sandboxes_[sandbox].empty()) sandboxes_.erase(sandbox);
-        return std::unexpected(std::move(again.error()));
-      }
-    }
-    sandboxes_[sandbox] = std::move(target);
-  } else {
-    sandboxes_[sandbox] = to;
-  }
-  if (sandboxes_[sandbox].empty()) sandboxes_.erase(sandbox);
-  return ok();
 }
 
 Status Firewall::set_rules(uint32_t sandbox, const EgressRules& rules) {
@@ -550,24 +470,39 @@ Status Firewall::set_rules(uint32_t sandbox, const EgressRules& rules) {
       }
     }
   }
+  const std::string& t = config_.table;
+  const std::vector<Range> allow = normalize(rules.allow), deny = normalize(rules.deny);
+  std::string cmd = offline_commands(t, sandbox, !rules.internet);
+  if (allow.empty() && deny.empty()) {
+    cmd += drop_rules_commands(t, sandbox);
+  } else {
+    const std::string chain = chain_of(sandbox);
+    cmd += "add chain inet " + t + " " + chain + "\n";
+    cmd += "flush chain inet " + t + " " + chain + "\n";
+    // Allow first: allow wins over deny.
+    if (!allow.empty()) cmd += "add rule inet " + t + " " + chain + " ip daddr { " + join_ranges(allow) + " } accept\n";
+    if (!deny.empty()) cmd += "add rule inet " + t + " " + chain + " ip daddr { " + join_ranges(deny) + " } drop\n";
+    cmd += "add element inet " + t + " by_sandbox { " + ipv4_to_string(sandbox) + " : jump " + chain + " }\n";
+  }
   std::lock_guard lock(mu_);
-  SandboxElements from;
-  if (auto it = sandboxes_.find(sandbox); it != sandboxes_.end()) from = it->second;
-  SandboxElements to;
-  to.offline = !rules.internet;
-  to.allow = normalize(rules.allow);
-  to.deny = normalize(rules.deny);
-  to.resolved = from.resolved;
-  COPPICE_TRY_CTX(replace_locked(sandbox, from, to), "firewall: rules of " + ipv4_to_string(sandbox));
+  if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
+  COPPICE_TRY_CTX(run_locked(cmd), "firewall: rules of " + ipv4_to_string(sandbox));
   return ok();
 }
 
 Status Firewall::clear(uint32_t sandbox) {
+  const std::string& t = config_.table;
+  std::string cmd = offline_commands(t, sandbox, false) + drop_rules_commands(t, sandbox);
   std::lock_guard lock(mu_);
-  auto it = sandboxes_.find(sandbox);
-  if (it == sandboxes_.end()) return ok();
-  SandboxElements from = it->second;
-  COPPICE_TRY_CTX(replace_locked(sandbox, from, SandboxElements{}), "firewall: clearing " + ipv4_to_string(sandbox));
+  if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
+  if (auto it = resolved_.find(sandbox); it != resolved_.end()) {
+    for (const auto& [ip, expiry] : it->second) {
+      std::string e = " element inet " + t + " allow_dns { " + ipv4_to_string(sandbox) + " . " + ipv4_to_string(ip);
+      cmd += "add" + e + " timeout 1s }\ndelete" + e + " }\n";
+    }
+  }
+  COPPICE_TRY_CTX(run_locked(cmd), "firewall: clearing " + ipv4_to_string(sandbox));
+  resolved_.erase(sandbox);
   return ok();
 }
 
@@ -579,6 +514,7 @@ Status Firewall::allow_resolved(uint32_t sandbox, uint32_t ip, std::chrono::seco
     return make_error(ErrorCode::kInvalidArgument, "firewall: resolved-address timeout out of range");
   }
   std::lock_guard lock(mu_);
+  if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
   const auto now = Clock::now();
   // An existing element has its timeout refreshed by `add` (Linux >= 6.10;
   // older kernels keep the first timeout).
@@ -588,27 +524,58 @@ Status Firewall::allow_resolved(uint32_t sandbox, uint32_t ip, std::chrono::seco
     return std::unexpected(std::move(st.error()).context("firewall: opening " + ipv4_to_string(ip) + " for " +
                                                          ipv4_to_string(sandbox)));
   }
-  SandboxElements& se = sandboxes_[sandbox];
-  std::erase_if(se.resolved, [&](const auto& kv) { return kv.second + kExpirySlack < now; });
-  se.resolved[ip] = now + ttl;
+  auto& mine = resolved_[sandbox];
+  std::erase_if(mine, [&](const auto& kv) { return kv.second + kExpirySlack < now; });
+  auto& expiry = mine[ip];
+  expiry = std::max(expiry, now + ttl);
   return ok();
 }
 
 Result<std::set<uint32_t>> Firewall::sandboxes_with_elements() {
   std::lock_guard lock(mu_);
-  COPPICE_ASSIGN_OR_RETURN(auto kernel, read_kernel_locked());
+  if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
   std::set<uint32_t> out;
-  for (const auto& [sandbox, se] : kernel) out.insert(sandbox);
+  for (auto [what, kind] : {std::pair{"set offline", "set"}, std::pair{"map by_sandbox", "map"},
+                            std::pair{"set allow_dns", "set"}}) {
+    COPPICE_ASSIGN_OR_RETURN(std::string text, list_json_locked(what));
+    COPPICE_ASSIGN_OR_RETURN(nlohmann::json elems, listed_elements(text, kind));
+    for (const auto& e : elems) {
+      if (auto el = json_element(e)) out.insert(el->sandbox);
+    }
+  }
   return out;
 }
 
 Result<size_t> Firewall::element_count(uint32_t sandbox) {
   std::lock_guard lock(mu_);
-  COPPICE_ASSIGN_OR_RETURN(auto kernel, read_kernel_locked());
-  auto it = kernel.find(sandbox);
-  if (it == kernel.end()) return size_t{0};
-  const SandboxElements& se = it->second;
-  return size_t{se.offline ? 1u : 0u} + se.allow.size() + se.deny.size() + se.resolved.size();
+  if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
+  size_t n = 0;
+  for (const char* what : {"set offline", "set allow_dns"}) {
+    COPPICE_ASSIGN_OR_RETURN(std::string text, list_json_locked(what));
+    COPPICE_ASSIGN_OR_RETURN(nlohmann::json elems, listed_elements(text, "set"));
+    for (const auto& e : elems) {
+      if (auto el = json_element(e); el && el->sandbox == sandbox) ++n;
+    }
+  }
+  // The sandbox's chain: each `ip daddr { ... }` match counts its intervals.
+  auto text = list_json_locked("chain " + chain_of(sandbox));
+  if (!text) {
+    if (text.error().code() == ErrorCode::kNotFound) return n;
+    return std::unexpected(std::move(text.error()));
+  }
+  nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.contains("nftables") || !doc["nftables"].is_array()) {
+    return make_error(ErrorCode::kInternal, "nft: unreadable JSON listing of chain " + chain_of(sandbox));
+  }
+  for (const auto& item : doc["nftables"]) {
+    if (!item.is_object() || !item.contains("rule") || !item["rule"].contains("expr")) continue;
+    for (const auto& x : item["rule"]["expr"]) {
+      if (!x.is_object() || !x.contains("match")) continue;
+      const auto& right = x["match"].value("right", nlohmann::json());
+      n += (right.is_object() && right.contains("set") && right["set"].is_array()) ? right["set"].size() : 1;
+    }
+  }
+  return n;
 }
 
 }  // namespace coppice::net

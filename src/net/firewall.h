@@ -5,24 +5,23 @@
 // persistent nft_ctx):
 //
 //   sets   deny_always  ipv4 intervals nobody reaches: the config's list (host
-//                       addresses, LAN ranges, 169.254/16...) plus 0/8, 127/8,
-//                       169.254/16, 224/4 and 240/4 always
+//                       addresses, LAN ranges...) plus 0/8, 127/8, 169.254/16,
+//                       224/4 and 240/4 always
 //          open_always  ipv4 intervals opened by the operator out of deny_always
 //          offline      sandbox addresses with no network at all (no DNS either)
-//          allow, deny  `sandbox . destination` intervals, each sandbox's
-//                       explicit allowOut / denyOut CIDRs
 //          allow_dns    `sandbox . address` with a timeout: addresses the
-//                       resolver opened for an allowed domain (a hash set apart
-//                       from `allow`: the kernel refuses an interval element
-//                       that overlaps another, and a resolved /32 often lies in
-//                       an allowed range; in a hash set a re-resolution also
-//                       just refreshes the element's timeout)
+//                       resolver opened for an allowed domain
+//   map    by_sandbox   sandbox address -> `jump sb_<hex address>`, for the
+//                       sandboxes with allowOut/denyOut entries
+//   chain  sb_<hex>     one sandbox's explicit rules: `ip daddr { allow
+//                       intervals } accept`, `ip daddr { deny intervals } drop`
 //   forward  from the bridge: not IPv4, not to the uplink, or not from the
 //            subnet: drop; offline: drop; ct established,related: accept;
-//            deny_always (unless open_always): drop; allow, allow_dns: accept;
-//            deny: drop; accept.  To the bridge: established,related accept,
-//            else drop (nothing comes in).  From the uplink to anywhere else:
-//            drop, when this gateway turned the uplink's forwarding on.
+//            deny_always (unless open_always): drop; allow_dns: accept; the
+//            sandbox's chain (allow accept, deny drop); accept.  To the
+//            bridge: established,related accept, else drop (nothing comes
+//            in).  From the uplink to anywhere else: drop, when this gateway
+//            turned the uplink's forwarding on.
 //   input    from the bridge: replies to the host's own connections and
 //            related ICMP: accept; offline: drop; DNS (udp/tcp 53) to the
 //            bridge address: accept; everything else: drop.
@@ -31,9 +30,22 @@
 // So: allow beats deny; deny_always beats allow unless open_always; an
 // offline sandbox reaches nothing, the host's resolver included.
 //
+// Why a chain per sandbox rather than two shared `sandbox . destination`
+// interval sets: replacing a sandbox's rules is then "flush its chain, add
+// two rules" whatever was there before, and the kernel drops the old
+// anonymous sets whole. Deleting elements one by one from a concatenated
+// interval (pipapo) set costs ~0.2 ms each in the kernel (10,000: 2-6 s,
+// holding up every DNS answer meanwhile); this way 10,000 entries are
+// replaced in about the time it takes nft to parse them.
+//
+// Deletions are written as "add X; delete X" in the same transaction, which
+// succeeds whether or not X was there: the table is the truth, the memory
+// here only remembers which resolved addresses each sandbox has (read back
+// from the kernel by open() when keeping elements).
+//
 // Threading: every method may be called from any thread; one mutex guards
-// the nft_ctx and the per-sandbox bookkeeping (held across the nft call,
-// which is a netlink round trip, ~0.2 ms for a small change).
+// the nft_ctx and the bookkeeping (held across the nft call, which is a
+// netlink round trip, ~0.2 ms for a small change).
 //
 // Nothing from a request reaches nft's text unescaped: addresses are
 // formatted here from integers, names come from the validated config only.
@@ -77,9 +89,10 @@ struct FirewallConfig {
   // Ranges no sandbox reaches whatever its rules (host addresses, LAN
   // ranges...), and operator-opened exceptions to them.
   std::vector<Cidr4> deny_always, open_always;
-  // true: keep the per-sandbox elements (offline, allow, deny, allow_dns with
-  // their remaining timeouts) of a table left by a previous process, so a
-  // restarted gateway keeps every sandbox's rules; false: start empty.
+  // true: keep the per-sandbox state (offline, by_sandbox, the sb_* chains,
+  // allow_dns with its timeouts) of a table left by a previous process, so a
+  // restarted gateway keeps every sandbox's rules: open() then replaces only
+  // the base chains and deny_always/open_always. false: start empty.
   bool keep_elements = false;
 };
 
@@ -87,10 +100,11 @@ class Firewall {
  public:
   // Validates `config`, then replaces any table of that name with a fresh one
   // in ONE nft transaction (so there is never a moment without rules; with
-  // keep_elements the previous table's per-sandbox elements are read first
-  // and re-added in that same transaction), then turns on forwarding for the
-  // bridge and the uplink, remembering which it changed. A failure leaves no
-  // table and no sysctl changed. kInvalidArgument for a bad config.
+  // keep_elements the per-sandbox part stays and only the base chains and
+  // fixed sets are replaced), then turns on forwarding for the bridge and
+  // the uplink, remembering which it changed. A failure changes no sysctl
+  // and leaves whatever table was there as it was. kInvalidArgument for a
+  // bad config, kNotFound for a missing interface.
   static Result<std::unique_ptr<Firewall>> open(FirewallConfig config);
   // close(), logging a failure.
   ~Firewall();
@@ -101,9 +115,14 @@ class Firewall {
   // turned on. Idempotent; afterwards every other method fails with
   // kFailedPrecondition.
   Status close();
+  // Lets go of the table without deleting it and forgets the forwarding
+  // sysctls: for a gateway that stops to be restarted, whose next open() with
+  // keep_elements takes the rules over (the sandboxes never lose them).
+  // Afterwards every other method fails with kFailedPrecondition.
+  void release();
 
-  // Replaces the sandbox's explicit elements (offline, allow, deny) with those
-  // of `rules` in ONE transaction: no packet sees a mix of old and new.
+  // Replaces the sandbox's explicit rules (offline, allow, deny) with
+  // `rules` in ONE transaction: no packet sees a mix of old and new.
   // Elements added by allow_resolved stay. Overlapping CIDRs are merged.
   // kInvalidArgument when `sandbox` is not a sandbox address of the subnet;
   // kTooLarge above 65536 entries in a list.
@@ -114,41 +133,29 @@ class Firewall {
   // Lets `sandbox` reach `ip` for `ttl` (1 s .. 7 days): the resolver's
   // answer for an allowed domain. A repeat refreshes the timeout.
   Status allow_resolved(uint32_t sandbox, uint32_t ip, std::chrono::seconds ttl);
-  // Every sandbox address present in any per-sandbox set, read from the
-  // kernel (orphan cleanup after a restart with keep_elements).
+  // Every sandbox address with anything in the table (offline, by_sandbox or
+  // allow_dns), read from the kernel: orphan cleanup after a restart with
+  // keep_elements.
   Result<std::set<uint32_t>> sandboxes_with_elements();
-  // The number of kernel elements of the sandbox across all sets (leak checks).
+  // What the kernel holds for the sandbox: 1 if offline, + its allow and
+  // deny intervals, + its allow_dns elements (leak checks).
   Result<size_t> element_count(uint32_t sandbox);
 
   const FirewallConfig& config() const { return config_; }
-
-  // An inclusive address range, host byte order: one set element's
-  // destination part.
-  struct Range {
-    uint32_t first = 0, last = 0;
-    friend auto operator<=>(const Range&, const Range&) = default;
-  };
-  // What this object put in the kernel for one sandbox.
-  struct SandboxElements {
-    bool offline = false;
-    std::vector<Range> allow, deny;  // sorted, disjoint
-    std::map<uint32_t, std::chrono::steady_clock::time_point> resolved;  // ip -> expiry
-    bool empty() const { return !offline && allow.empty() && deny.empty() && resolved.empty(); }
-  };
 
  private:
   Firewall(FirewallConfig config, nft_ctx* ctx);
 
   Status run_locked(const std::string& commands);
-  Result<std::string> list_json_locked(const std::string& set);
-  Result<std::map<uint32_t, SandboxElements>> read_kernel_locked();
-  Status replace_locked(uint32_t sandbox, const SandboxElements& from, const SandboxElements& to);
+  Result<std::string> list_json_locked(const std::string& what);
   Status close_locked();
 
   const FirewallConfig config_;
   std::mutex mu_;
-  nft_ctx* ctx_;                                   // guarded by mu_; null once closed
-  std::map<uint32_t, SandboxElements> sandboxes_;  // guarded by mu_
+  nft_ctx* ctx_;  // guarded by mu_; null once closed or released
+  // Addresses allow_resolved opened per sandbox (ip -> expiry as estimated
+  // here), so clear() can remove them; guarded by mu_.
+  std::map<uint32_t, std::map<uint32_t, std::chrono::steady_clock::time_point>> resolved_;
   std::vector<std::string> forwarding_turned_on_;  // guarded by mu_
 };
 
