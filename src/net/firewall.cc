@@ -166,7 +166,6 @@ Status write_forwarding(const std::string& ifname, bool on) {
   return ok();
 }
 
-
 std::string join_ranges(const std::vector<Range>& ranges) {
   std::string out;
   for (const Range& r : ranges) {
@@ -257,7 +256,6 @@ std::optional<ListedElement> json_element(const nlohmann::json& e) {
   out.sandbox = a->first;
   return out;
 }
-
 
 // Appends "<verb> element inet T <set> { e1, e2 }\n" for non-empty `elems`.
 void append_elements(std::string* out, const char* verb, const std::string& table, const char* set,

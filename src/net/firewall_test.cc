@@ -218,10 +218,14 @@ class FirewallTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, nftables)";
     if (sh("command -v ip") != 0) GTEST_SKIP() << "needs iproute2's ip";
+    if (sh("command -v nft") != 0) GTEST_SKIP() << "needs nftables' nft (scripts/deps.sh)";
     std::string p = "cfw" + std::to_string(::getpid());
     h_ = p + "h", i_ = p + "i", s_ = p + "s", s2_ = p + "t", l_ = p + "l";
     for (auto* n : {&h_, &i_, &s_, &s2_, &l_}) {
-      ASSERT_EQ(sh("ip netns add " + *n), 0) << *n;
+      if (sh("ip netns add " + *n) != 0) {
+        if (made_.empty()) GTEST_SKIP() << "cannot create network namespaces here";
+        FAIL() << "ip netns add " << *n;
+      }
       made_.push_back(*n);
       ASSERT_EQ(sh("ip -n " + *n + " link set lo up"), 0);
     }
