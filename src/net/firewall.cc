@@ -21,13 +21,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// An inclusive address range, host byte order.
-struct Range {
-  uint32_t first = 0, last = 0;
-  friend auto operator<=>(const Range&, const Range&) = default;
-};
+using Range = Firewall::Range;
+using Entry = Firewall::Entry;
 
 constexpr size_t kMaxRulesPerList = 65536;
+// A sandbox with more allow+deny intervals than this gets a chain of its
+// own instead of elements in the shared allow/deny sets (see firewall.h).
+constexpr size_t kSharedSetLimit = 32;
 constexpr std::chrono::seconds kMaxResolvedTtl{7 * 24 * 3600};
 // An allow_resolved element whose expiry (as estimated here) is this far in
 // the past is surely gone from the kernel and is forgotten.
@@ -166,7 +166,6 @@ Status write_forwarding(const std::string& ifname, bool on) {
   return ok();
 }
 
-
 std::string join_ranges(const std::vector<Range>& ranges) {
   std::string out;
   for (const Range& r : ranges) {
@@ -176,22 +175,31 @@ std::string join_ranges(const std::vector<Range>& ranges) {
   return out;
 }
 
-// The chain of one sandbox's explicit rules: "sb_0ad50002".
-std::string chain_of(uint32_t sandbox) {
+// The chain and the two sets of a sandbox with long lists: "sb_0ad50002",
+// "sa_0ad50002" (allow), "sd_0ad50002" (deny).
+std::string name_of(const char* prefix, uint32_t sandbox) {
   char buf[16];
-  std::snprintf(buf, sizeof buf, "sb_%08x", sandbox);
+  std::snprintf(buf, sizeof buf, "%s_%08x", prefix, sandbox);
   return buf;
 }
+std::string chain_of(uint32_t sandbox) { return name_of("sb", sandbox); }
 
-// The commands removing the sandbox's by_sandbox element and chain, whether or
-// not they exist ("add; delete" in one transaction cannot fail on absence).
-std::string drop_rules_commands(const std::string& t, uint32_t sandbox) {
+// The commands removing a sandbox's chain, its sets and its by_sandbox
+// element, whether or not they exist ("add; delete" in one transaction
+// cannot fail on absence).
+std::string drop_chain_commands(const std::string& t, uint32_t sandbox) {
   const std::string chain = chain_of(sandbox), addr = ipv4_to_string(sandbox);
-  return "add chain inet " + t + " " + chain + "\n" +
-         "add element inet " + t + " by_sandbox { " + addr + " : jump " + chain + " }\n" +
-         "delete element inet " + t + " by_sandbox { " + addr + " }\n" +
-         "flush chain inet " + t + " " + chain + "\n" +
-         "delete chain inet " + t + " " + chain + "\n";
+  std::string cmd = "add chain inet " + t + " " + chain + "\n" +
+                    "add element inet " + t + " by_sandbox { " + addr + " : jump " + chain + " }\n" +
+                    "delete element inet " + t + " by_sandbox { " + addr + " }\n" +
+                    "flush chain inet " + t + " " + chain + "\n" +
+                    "delete chain inet " + t + " " + chain + "\n";
+  for (const char* prefix : {"sa", "sd"}) {
+    const std::string set = name_of(prefix, sandbox);
+    cmd += "add set inet " + t + " " + set + " { type ipv4_addr . ipv4_addr; flags interval; }\n";
+    cmd += "delete set inet " + t + " " + set + "\n";
+  }
+  return cmd;
 }
 
 std::string offline_commands(const std::string& t, uint32_t sandbox, bool offline) {
@@ -218,7 +226,7 @@ Result<nlohmann::json> listed_elements(const std::string& text, const char* kind
 // theirs as [key, value]); with the second part and its "expires".
 struct ListedElement {
   uint32_t sandbox = 0;
-  std::optional<uint32_t> second;
+  std::optional<Range> dest;
   std::optional<int64_t> expires_s;
 };
 
@@ -237,9 +245,9 @@ std::optional<ListedElement> json_element(const nlohmann::json& e) {
       if (!c->is_array() || c->size() != 2) return std::nullopt;
       auto a = json_range((*c)[0]);
       auto b = json_range((*c)[1]);
-      if (!a || !b || a->first != a->last || b->first != b->last) return std::nullopt;
+      if (!a || !b || a->first != a->last) return std::nullopt;
       out.sandbox = a->first;
-      out.second = b->first;
+      out.dest = b;
       return out;
     }
   }
@@ -247,6 +255,74 @@ std::optional<ListedElement> json_element(const nlohmann::json& e) {
   if (!a || a->first != a->last) return std::nullopt;
   out.sandbox = a->first;
   return out;
+}
+
+// Appends "<verb> element inet T <set> { e1, e2 }\n" for non-empty `elems`.
+void append_elements(std::string* out, const char* verb, const std::string& table, const char* set,
+                     const std::vector<std::string>& elems) {
+  if (elems.empty()) return;
+  *out += verb;
+  *out += " element inet " + table + " " + set + " { ";
+  for (size_t i = 0; i < elems.size(); ++i) {
+    if (i) *out += ", ";
+    *out += elems[i];
+  }
+  *out += " }\n";
+}
+
+std::vector<std::string> concat_elements(uint32_t sandbox, const std::vector<Range>& ranges) {
+  std::vector<std::string> out;
+  out.reserve(ranges.size());
+  const std::string s = ipv4_to_string(sandbox) + " . ";
+  for (const Range& r : ranges) out.push_back(s + range_text(r));
+  return out;
+}
+
+std::vector<Range> minus(const std::vector<Range>& a, const std::vector<Range>& b) {
+  std::vector<Range> out;
+  std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
+  return out;
+}
+
+// The commands that turn `from` into `to` for one sandbox, in one
+// transaction. Only the deletions from the shared sets can fail (when the
+// bookkeeping is wrong); everything else is written to succeed whatever is
+// there. Resolved elements are deleted when `to` lacks them (clear()); they
+// are added by allow_resolved only.
+std::string diff_commands(const std::string& t, uint32_t sandbox, const Entry& from,
+                          const Entry& to) {
+  std::string cmd = offline_commands(t, sandbox, to.offline);
+  append_elements(&cmd, "delete", t, "allow", concat_elements(sandbox, minus(from.allow, to.allow)));
+  append_elements(&cmd, "delete", t, "deny", concat_elements(sandbox, minus(from.deny, to.deny)));
+  append_elements(&cmd, "add", t, "allow", concat_elements(sandbox, minus(to.allow, from.allow)));
+  append_elements(&cmd, "add", t, "deny", concat_elements(sandbox, minus(to.deny, from.deny)));
+  if (to.chain) {
+    // The sandbox's own sets are made afresh (any old ones deleted whole,
+    // which the kernel does at once, unlike element by element). Named sets,
+    // not anonymous ones: nft fetches the elements of every anonymous set
+    // before each command. Concatenated with the sandbox address like the
+    // shared sets, so the kernel holds them in the same kind of set.
+    const std::string chain = chain_of(sandbox), sa = name_of("sa", sandbox), sd = name_of("sd", sandbox);
+    cmd += "add chain inet " + t + " " + chain + "\n";
+    cmd += "flush chain inet " + t + " " + chain + "\n";
+    for (const auto& [set, ranges] : {std::pair{sa, &to.chain_allow}, std::pair{sd, &to.chain_deny}}) {
+      const std::string def = "add set inet " + t + " " + set + " { type ipv4_addr . ipv4_addr; flags interval; }\n";
+      cmd += def + "delete set inet " + t + " " + set + "\n" + def;
+      append_elements(&cmd, "add", t, set.c_str(), concat_elements(sandbox, *ranges));
+    }
+    // Allow first: allow wins over deny.
+    cmd += "add rule inet " + t + " " + chain + " ip saddr . ip daddr @" + sa + " accept\n";
+    cmd += "add rule inet " + t + " " + chain + " ip saddr . ip daddr @" + sd + " drop\n";
+    cmd += "add element inet " + t + " by_sandbox { " + ipv4_to_string(sandbox) + " : jump " + chain + " }\n";
+  } else if (from.chain) {
+    cmd += drop_chain_commands(t, sandbox);
+  }
+  for (const auto& [ip, expiry] : from.resolved) {
+    if (to.resolved.contains(ip)) continue;
+    std::string e = " element inet " + t + " allow_dns { " + ipv4_to_string(sandbox) + " . " + ipv4_to_string(ip);
+    cmd += "add" + e + " timeout 1s }\ndelete" + e + " }\n";
+  }
+  return cmd;
 }
 
 }  // namespace
@@ -320,6 +396,8 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
   cmd += "flush set inet " + t + " open_always\n";
   if (!open_always.empty()) cmd += "add element inet " + t + " open_always { " + join_ranges(open_always) + " }\n";
   cmd += "add set inet " + t + " offline { type ipv4_addr; }\n";
+  cmd += "add set inet " + t + " allow { type ipv4_addr . ipv4_addr; flags interval; }\n";
+  cmd += "add set inet " + t + " deny { type ipv4_addr . ipv4_addr; flags interval; }\n";
   cmd += "add set inet " + t + " allow_dns { type ipv4_addr . ipv4_addr; flags timeout; }\n";
   cmd += "add map inet " + t + " by_sandbox { type ipv4_addr : verdict; }\n";
 
@@ -333,7 +411,10 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
   cmd += fwd + "iifname " + br + " ct state established,related accept\n";
   cmd += fwd + "iifname " + br + " ip daddr @deny_always ip daddr != @open_always drop\n";
   cmd += fwd + "iifname " + br + " ip saddr . ip daddr @allow_dns accept\n";
+  cmd += fwd + "iifname " + br + " ip saddr . ip daddr @allow accept\n";
+  // A sandbox is in the shared sets or has a chain, never both.
   cmd += fwd + "iifname " + br + " ip saddr vmap @by_sandbox\n";
+  cmd += fwd + "iifname " + br + " ip saddr . ip daddr @deny drop\n";
   cmd += fwd + "iifname " + br + " accept\n";
   cmd += fwd + "oifname " + br + " ct state established,related accept\n";
   cmd += fwd + "oifname " + br + " drop\n";
@@ -365,17 +446,9 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
     return std::unexpected(std::move(err));
   };
   if (config.keep_elements) {
-    // What the resolver opened before, so clear() can remove it.
-    auto text = fw->list_json_locked("set allow_dns");
-    if (!text) return fail(std::move(text.error()).context("firewall: reading allow_dns"));
-    auto elems = listed_elements(*text, "set");
-    if (!elems) return fail(std::move(elems.error()).context("firewall: reading allow_dns"));
-    const auto now = Clock::now();
-    for (const auto& e : *elems) {
-      auto el = json_element(e);
-      if (!el || !el->second) continue;
-      fw->resolved_[el->sandbox][*el->second] = now + std::chrono::seconds(el->expires_s.value_or(0) + 1);
-    }
+    auto kept = fw->read_kernel_locked();
+    if (!kept) return fail(std::move(kept.error()).context("firewall: reading the kept elements"));
+    fw->sandboxes_ = std::move(*kept);
   }
 
   // Forwarding last: with the rules in place.
@@ -401,7 +474,7 @@ void Firewall::release() {
   if (ctx_) nft_ctx_free(ctx_);
   ctx_ = nullptr;
   forwarding_turned_on_.clear();
-  resolved_.clear();
+  sandboxes_.clear();
 }
 
 Status Firewall::close_locked() {
@@ -420,7 +493,7 @@ Status Firewall::close_locked() {
     }
   }
   forwarding_turned_on_.clear();
-  resolved_.clear();
+  sandboxes_.clear();
   return result;
 }
 
@@ -453,6 +526,74 @@ Result<std::string> Firewall::list_json_locked(const std::string& what) {
   return out;
 }
 
+Result<std::map<uint32_t, Entry>> Firewall::read_kernel_locked() {
+  std::map<uint32_t, Entry> out;
+  const auto now = Clock::now();
+  for (auto [what, kind] : {std::pair{"set offline", "set"}, std::pair{"set allow", "set"},
+                            std::pair{"set deny", "set"}, std::pair{"set allow_dns", "set"},
+                            std::pair{"map by_sandbox", "map"}}) {
+    COPPICE_ASSIGN_OR_RETURN(std::string text, list_json_locked(what));
+    COPPICE_ASSIGN_OR_RETURN(nlohmann::json elems, listed_elements(text, kind));
+    const std::string_view w = what;
+    for (const auto& e : elems) {
+      auto el = json_element(e);
+      if (!el) {
+        COPPICE_LOG_RATE(warn, 1) << "firewall: skipping an unexpected element of " << what << ": " << e.dump();
+        continue;
+      }
+      Entry& entry = out[el->sandbox];
+      if (w == "set offline") {
+        entry.offline = true;
+      } else if (w == "map by_sandbox") {
+        entry.chain = true;
+      } else if (!el->dest) {
+        continue;
+      } else if (w == "set allow") {
+        entry.allow.push_back(*el->dest);
+      } else if (w == "set deny") {
+        entry.deny.push_back(*el->dest);
+      } else if (el->dest->first == el->dest->last) {
+        entry.resolved[el->dest->first] = now + std::chrono::seconds(el->expires_s.value_or(0) + 1);
+      }
+    }
+  }
+  for (auto& [sandbox, entry] : out) {
+    std::sort(entry.allow.begin(), entry.allow.end());
+    std::sort(entry.deny.begin(), entry.deny.end());
+  }
+  return out;
+}
+
+// One transaction from what the bookkeeping says is there to `to`. When it
+// fails (the bookkeeping and the kernel disagree: someone else edited the
+// table), the sandbox's elements are read back from the kernel and the
+// change is made once more from there.
+Status Firewall::replace_locked(uint32_t sandbox, const Entry& to) {
+  const std::string& t = config_.table;
+  Entry from;
+  if (auto it = sandboxes_.find(sandbox); it != sandboxes_.end()) from = it->second;
+  auto st = run_locked(diff_commands(t, sandbox, from, to));
+  if (!st) {
+    auto kernel = read_kernel_locked();
+    if (!kernel) return std::unexpected(std::move(st.error()));
+    Entry actual;
+    if (auto it = kernel->find(sandbox); it != kernel->end()) actual = std::move(it->second);
+    Entry target = to;
+    // set_rules keeps the resolved elements: those that really are there.
+    if (to.resolved == from.resolved) target.resolved = actual.resolved;
+    if (auto again = run_locked(diff_commands(t, sandbox, actual, target)); !again) {
+      sandboxes_[sandbox] = std::move(actual);
+      if (sandboxes_[sandbox].empty()) sandboxes_.erase(sandbox);
+      return std::unexpected(std::move(again.error()));
+    }
+    sandboxes_[sandbox] = std::move(target);
+  } else {
+    sandboxes_[sandbox] = to;
+  }
+  if (sandboxes_[sandbox].empty()) sandboxes_.erase(sandbox);
+  return ok();
+}
+
 Status Firewall::set_rules(uint32_t sandbox, const EgressRules& rules) {
   if (!contains(config_.subnet, sandbox) || sandbox == config_.gateway_addr ||
       sandbox == first_address(config_.subnet) || sandbox == last_address(config_.subnet)) {
@@ -470,39 +611,29 @@ Status Firewall::set_rules(uint32_t sandbox, const EgressRules& rules) {
       }
     }
   }
-  const std::string& t = config_.table;
-  const std::vector<Range> allow = normalize(rules.allow), deny = normalize(rules.deny);
-  std::string cmd = offline_commands(t, sandbox, !rules.internet);
-  if (allow.empty() && deny.empty()) {
-    cmd += drop_rules_commands(t, sandbox);
+  Entry to;
+  to.offline = !rules.internet;
+  std::vector<Range> allow = normalize(rules.allow), deny = normalize(rules.deny);
+  if (allow.size() + deny.size() > kSharedSetLimit) {
+    to.chain = true;
+    to.chain_allow = std::move(allow);
+    to.chain_deny = std::move(deny);
   } else {
-    const std::string chain = chain_of(sandbox);
-    cmd += "add chain inet " + t + " " + chain + "\n";
-    cmd += "flush chain inet " + t + " " + chain + "\n";
-    // Allow first: allow wins over deny.
-    if (!allow.empty()) cmd += "add rule inet " + t + " " + chain + " ip daddr { " + join_ranges(allow) + " } accept\n";
-    if (!deny.empty()) cmd += "add rule inet " + t + " " + chain + " ip daddr { " + join_ranges(deny) + " } drop\n";
-    cmd += "add element inet " + t + " by_sandbox { " + ipv4_to_string(sandbox) + " : jump " + chain + " }\n";
+    to.allow = std::move(allow);
+    to.deny = std::move(deny);
   }
   std::lock_guard lock(mu_);
   if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
-  COPPICE_TRY_CTX(run_locked(cmd), "firewall: rules of " + ipv4_to_string(sandbox));
+  if (auto it = sandboxes_.find(sandbox); it != sandboxes_.end()) to.resolved = it->second.resolved;
+  COPPICE_TRY_CTX(replace_locked(sandbox, to), "firewall: rules of " + ipv4_to_string(sandbox));
   return ok();
 }
 
 Status Firewall::clear(uint32_t sandbox) {
-  const std::string& t = config_.table;
-  std::string cmd = offline_commands(t, sandbox, false) + drop_rules_commands(t, sandbox);
   std::lock_guard lock(mu_);
   if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
-  if (auto it = resolved_.find(sandbox); it != resolved_.end()) {
-    for (const auto& [ip, expiry] : it->second) {
-      std::string e = " element inet " + t + " allow_dns { " + ipv4_to_string(sandbox) + " . " + ipv4_to_string(ip);
-      cmd += "add" + e + " timeout 1s }\ndelete" + e + " }\n";
-    }
-  }
-  COPPICE_TRY_CTX(run_locked(cmd), "firewall: clearing " + ipv4_to_string(sandbox));
-  resolved_.erase(sandbox);
+  if (!sandboxes_.contains(sandbox)) return ok();
+  COPPICE_TRY_CTX(replace_locked(sandbox, Entry{}), "firewall: clearing " + ipv4_to_string(sandbox));
   return ok();
 }
 
@@ -524,7 +655,7 @@ Status Firewall::allow_resolved(uint32_t sandbox, uint32_t ip, std::chrono::seco
     return std::unexpected(std::move(st.error()).context("firewall: opening " + ipv4_to_string(ip) + " for " +
                                                          ipv4_to_string(sandbox)));
   }
-  auto& mine = resolved_[sandbox];
+  auto& mine = sandboxes_[sandbox].resolved;
   std::erase_if(mine, [&](const auto& kv) { return kv.second + kExpirySlack < now; });
   auto& expiry = mine[ip];
   expiry = std::max(expiry, now + ttl);
@@ -534,46 +665,29 @@ Status Firewall::allow_resolved(uint32_t sandbox, uint32_t ip, std::chrono::seco
 Result<std::set<uint32_t>> Firewall::sandboxes_with_elements() {
   std::lock_guard lock(mu_);
   if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
+  COPPICE_ASSIGN_OR_RETURN(auto kernel, read_kernel_locked());
   std::set<uint32_t> out;
-  for (auto [what, kind] : {std::pair{"set offline", "set"}, std::pair{"map by_sandbox", "map"},
-                            std::pair{"set allow_dns", "set"}}) {
-    COPPICE_ASSIGN_OR_RETURN(std::string text, list_json_locked(what));
-    COPPICE_ASSIGN_OR_RETURN(nlohmann::json elems, listed_elements(text, kind));
-    for (const auto& e : elems) {
-      if (auto el = json_element(e)) out.insert(el->sandbox);
-    }
-  }
+  for (const auto& [sandbox, entry] : kernel) out.insert(sandbox);
   return out;
 }
 
 Result<size_t> Firewall::element_count(uint32_t sandbox) {
   std::lock_guard lock(mu_);
   if (!ctx_) return make_error(ErrorCode::kFailedPrecondition, "firewall is closed");
-  size_t n = 0;
-  for (const char* what : {"set offline", "set allow_dns"}) {
-    COPPICE_ASSIGN_OR_RETURN(std::string text, list_json_locked(what));
-    COPPICE_ASSIGN_OR_RETURN(nlohmann::json elems, listed_elements(text, "set"));
-    for (const auto& e : elems) {
-      if (auto el = json_element(e); el && el->sandbox == sandbox) ++n;
+  COPPICE_ASSIGN_OR_RETURN(auto kernel, read_kernel_locked());
+  auto it = kernel.find(sandbox);
+  if (it == kernel.end()) return size_t{0};
+  const Entry& e = it->second;
+  size_t n = (e.offline ? 1 : 0) + e.allow.size() + e.deny.size() + e.resolved.size();
+  if (!e.chain) return n;
+  for (const char* prefix : {"sa", "sd"}) {
+    auto text = list_json_locked("set " + name_of(prefix, sandbox));
+    if (!text) {
+      if (text.error().code() == ErrorCode::kNotFound) continue;
+      return std::unexpected(std::move(text.error()));
     }
-  }
-  // The sandbox's chain: each `ip daddr { ... }` match counts its intervals.
-  auto text = list_json_locked("chain " + chain_of(sandbox));
-  if (!text) {
-    if (text.error().code() == ErrorCode::kNotFound) return n;
-    return std::unexpected(std::move(text.error()));
-  }
-  nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.contains("nftables") || !doc["nftables"].is_array()) {
-    return make_error(ErrorCode::kInternal, "nft: unreadable JSON listing of chain " + chain_of(sandbox));
-  }
-  for (const auto& item : doc["nftables"]) {
-    if (!item.is_object() || !item.contains("rule") || !item["rule"].contains("expr")) continue;
-    for (const auto& x : item["rule"]["expr"]) {
-      if (!x.is_object() || !x.contains("match")) continue;
-      const auto& right = x["match"].value("right", nlohmann::json());
-      n += (right.is_object() && right.contains("set") && right["set"].is_array()) ? right["set"].size() : 1;
-    }
+    COPPICE_ASSIGN_OR_RETURN(nlohmann::json elems, listed_elements(*text, "set"));
+    n += elems.size();
   }
   return n;
 }

@@ -9,16 +9,18 @@
 //                       224/4 and 240/4 always
 //          open_always  ipv4 intervals opened by the operator out of deny_always
 //          offline      sandbox addresses with no network at all (no DNS either)
+//          allow, deny  `sandbox . destination` intervals: the allowOut /
+//                       denyOut CIDRs of sandboxes with up to 32 of them
 //          allow_dns    `sandbox . address` with a timeout: addresses the
 //                       resolver opened for an allowed domain
-//   map    by_sandbox   sandbox address -> `jump sb_<hex address>`, for the
-//                       sandboxes with allowOut/denyOut entries
-//   chain  sb_<hex>     one sandbox's explicit rules: `ip daddr { allow
-//                       intervals } accept`, `ip daddr { deny intervals } drop`
+//          sa_<hex>, sd_<hex>  the same for one sandbox with more than 32
+//                       entries (<hex>: its address): its allow and deny lists
+//   map    by_sandbox   sandbox address -> `jump sb_<hex>`, for those sandboxes
+//   chain  sb_<hex>     `ip saddr . ip daddr @sa_<hex> accept`, then `... @sd_<hex> drop`
 //   forward  from the bridge: not IPv4, not to the uplink, or not from the
 //            subnet: drop; offline: drop; ct established,related: accept;
-//            deny_always (unless open_always): drop; allow_dns: accept; the
-//            sandbox's chain (allow accept, deny drop); accept.  To the
+//            deny_always (unless open_always): drop; allow_dns: accept;
+//            allow: accept; the sandbox's chain; deny: drop; accept.  To the
 //            bridge: established,related accept, else drop (nothing comes
 //            in).  From the uplink to anywhere else: drop, when this gateway
 //            turned the uplink's forwarding on.
@@ -30,18 +32,26 @@
 // So: allow beats deny; deny_always beats allow unless open_always; an
 // offline sandbox reaches nothing, the host's resolver included.
 //
-// Why a chain per sandbox rather than two shared `sandbox . destination`
-// interval sets: replacing a sandbox's rules is then "flush its chain, add
-// two rules" whatever was there before, and the kernel drops the old
-// anonymous sets whole. Deleting elements one by one from a concatenated
-// interval (pipapo) set costs ~0.2 ms each in the kernel (10,000: 2-6 s,
-// holding up every DNS answer meanwhile); this way 10,000 entries are
-// replaced in about the time it takes nft to parse them.
+// Why two homes for a sandbox's lists (measured, nftables 1.0.6, Linux 6.18;
+// figures in firewall_test.cc's SetRulesCostBySize):
+//   - the kernel deletes elements of a concatenated interval (pipapo) set one
+//     by one at a cost that grows with the set's size: replacing 10,000
+//     entries in a shared set took ~6 s, holding up every DNS answer. A set
+//     of the sandbox's own is instead deleted whole and made afresh in the
+//     same transaction: 10,000 entries replaced in ~0.4-0.7 s (mostly nft
+//     parsing them), cleared in ~1 ms;
+//   - but nft refreshes its cache of the table's sets and chains before each
+//     command after a change, so sets and a chain per sandbox make every call
+//     (allow_resolved on the DNS path included) cost ~13 us more per such
+//     sandbox: with 2000 of them, ~26 ms a call instead of ~0.3 ms.
+// Short lists (the common case) therefore go in the shared sets; long ones
+// get sets and a chain of their own.
 //
-// Deletions are written as "add X; delete X" in the same transaction, which
-// succeeds whether or not X was there: the table is the truth, the memory
-// here only remembers which resolved addresses each sandbox has (read back
-// from the kernel by open() when keeping elements).
+// Deletions that need not know what is there are written as "add X; delete
+// X" in one transaction (it succeeds whether or not X existed). The
+// bookkeeping here (what each sandbox has in the shared sets and which
+// resolved addresses) is read back from the kernel by open() with
+// keep_elements and whenever a change fails because it was wrong.
 //
 // Threading: every method may be called from any thread; one mutex guards
 // the nft_ctx and the bookkeeping (held across the nft call, which is a
@@ -143,19 +153,37 @@ class Firewall {
 
   const FirewallConfig& config() const { return config_; }
 
+  // Bookkeeping (public for the implementation's helpers only).
+  // An inclusive address range, host byte order.
+  struct Range {
+    uint32_t first = 0, last = 0;
+    friend auto operator<=>(const Range&, const Range&) = default;
+  };
+  // What the table holds for one sandbox.
+  struct Entry {
+    bool offline = false;
+    std::vector<Range> allow, deny;              // in the shared sets: sorted, disjoint
+    bool chain = false;                          // large lists: in its own chain
+    std::vector<Range> chain_allow, chain_deny;  // what that chain holds (when known)
+    std::map<uint32_t, std::chrono::steady_clock::time_point> resolved;  // allow_dns: ip -> expiry
+    bool empty() const { return !offline && allow.empty() && deny.empty() && !chain && resolved.empty(); }
+  };
+
  private:
   Firewall(FirewallConfig config, nft_ctx* ctx);
 
   Status run_locked(const std::string& commands);
   Result<std::string> list_json_locked(const std::string& what);
+  Result<std::map<uint32_t, Entry>> read_kernel_locked();
+  Status replace_locked(uint32_t sandbox, const Entry& to);
   Status close_locked();
 
   const FirewallConfig config_;
   std::mutex mu_;
   nft_ctx* ctx_;  // guarded by mu_; null once closed or released
-  // Addresses allow_resolved opened per sandbox (ip -> expiry as estimated
-  // here), so clear() can remove them; guarded by mu_.
-  std::map<uint32_t, std::map<uint32_t, std::chrono::steady_clock::time_point>> resolved_;
+  // What the table holds per sandbox (read back from the kernel by open()
+  // with keep_elements, and whenever a change fails); guarded by mu_.
+  std::map<uint32_t, Entry> sandboxes_;
   std::vector<std::string> forwarding_turned_on_;  // guarded by mu_
 };
 
