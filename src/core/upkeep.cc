@@ -97,8 +97,11 @@ asio::awaitable<Status> SandboxManager::do_recover() {
   if (net_) {
     // Addresses, veths and rules no adopted sandbox holds.
     auto live = adopted;
-    auto job = [this, live] { net_->reconcile(live); };
-    co_await run_on(workers_, std::move(job));
+    auto job = [this, live] {
+      net_->reconcile(live);
+      return true;
+    };
+    (void)co_await run_on(workers_, std::move(job));
   }
   co_return ok();
 }

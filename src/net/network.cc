@@ -150,7 +150,9 @@ Result<std::unique_ptr<Network>> Network::open(const NetworkOptions& o, AddressL
       },
       [self](uint32_t src, uint32_t ip, uint32_t ttl) {
         auto s = self->firewall_->allow_resolved(src, ip, std::chrono::seconds(std::clamp<uint32_t>(ttl, 30, 3600)));
-        if (!s) COPPICE_LOG_RATE(warn, 10) << "resolver: open " << ipv4_string(ip) << ": " << s.error().to_string();
+        if (!s) {
+          COPPICE_LOG_RATE(warn, 10) << "resolver: open " << ipv4_string(ip) << ": " << s.error().to_string();
+        }
       });
   if (auto s = n->resolver_->start(); !s) return std::unexpected(std::move(s.error()).context("DNS resolver"));
   n->dns_thread_ = std::thread([self] { self->dns_io_.run(); });
@@ -190,7 +192,9 @@ Network::~Network() {
     return;
   }
   firewall_.reset();  // removes the table, restores forwarding
-  if (auto s = delete_link(opts_.bridge); !s) COPPICE_LOG(warn) << "network: " << s.error().to_string();
+  if (auto s = delete_link(opts_.bridge); !s) {
+    COPPICE_LOG(warn) << "network: " << s.error().to_string();
+  }
 }
 
 std::string Network::describe() const {
@@ -261,7 +265,9 @@ void Network::release(const Attachment& a) {
     std::lock_guard lk(mu_);
     dns_.erase(a.addr);
   }
-  if (auto s = firewall_->clear(a.addr); !s) COPPICE_LOG_RATE(warn, 10) << "network release: " << s.error().to_string();
+  if (auto s = firewall_->clear(a.addr); !s) {
+    COPPICE_LOG_RATE(warn, 10) << "network release: " << s.error().to_string();
+  }
   {
     std::lock_guard lk(rel_mu_);
     releases_.push_back({a, std::chrono::steady_clock::now()});
@@ -402,7 +408,9 @@ void Network::reconcile(const std::set<std::string>& live) {
     for (const auto& l : *links) {
       if (known.count(l)) continue;
       ++orphans;
-      if (auto s = delete_link(l); !s) COPPICE_LOG(warn) << "network reconcile: " << s.error().to_string();
+      if (auto s = delete_link(l); !s) {
+        COPPICE_LOG(warn) << "network reconcile: " << s.error().to_string();
+      }
     }
   }
   // Rules of addresses no sandbox holds.
@@ -420,7 +428,9 @@ void Network::reconcile(const std::set<std::string>& live) {
     }
   }
   rel_cv_.notify_all();
-  if (orphans) COPPICE_LOG(info) << "network: removed " << orphans << " leftovers of an earlier gateway";
+  if (orphans) {
+    COPPICE_LOG(info) << "network: removed " << orphans << " leftovers of an earlier gateway";
+  }
 }
 
 size_t Network::addresses_taken() const {

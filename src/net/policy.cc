@@ -11,7 +11,7 @@ namespace {
 
 Status bad(std::string msg) { return make_error(ErrorCode::kInvalidArgument, std::move(msg)); }
 
-std::string quoted(std::string_view s) {
+std::string quote_entry(std::string_view s) {
   std::string q = "\"";
   for (char c : s.substr(0, 80)) q += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
   if (s.size() > 80) q += "...";
@@ -31,7 +31,7 @@ Result<std::string> normalise_domain(std::string_view entry, std::string_view na
   std::transform(n.begin(), n.end(), n.begin(), [](char c) { return (c >= 'A' && c <= 'Z') ? char(c + 32) : c; });
   if (!n.empty() && n.back() == '.') n.pop_back();
   if (n.empty() || n.size() > 253) {
-    return make_error(ErrorCode::kInvalidArgument, "allowOut entry " + quoted(entry) + " is not a domain name");
+    return make_error(ErrorCode::kInvalidArgument, "allowOut entry " + quote_entry(entry) + " is not a domain name");
   }
   size_t start = 0;
   while (true) {
@@ -39,7 +39,7 @@ Result<std::string> normalise_domain(std::string_view entry, std::string_view na
     std::string_view label = std::string_view(n).substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (!valid_label(label)) {
       return make_error(ErrorCode::kInvalidArgument,
-                        "allowOut entry " + quoted(entry) +
+                        "allowOut entry " + quote_entry(entry) +
                             " is not a valid IP, CIDR block or domain name (letters, digits, '-' and '_' in "
                             "dot-separated labels of 1 to 63 characters; '*.' only as a prefix)");
     }
@@ -84,11 +84,11 @@ Status parse_rules(const json& allow, const json& deny, NetworkConfig& c) {
   }
   for (const auto& s : *d) {
     if (s.find_first_not_of("0123456789./") != std::string::npos && s.find(':') == std::string::npos) {
-      return bad("denyOut entry " + quoted(s) + " is not an IP or CIDR block (domain names are allowed in allowOut only)");
+      return bad("denyOut entry " + quote_entry(s) + " is not an IP or CIDR block (domain names are allowed in allowOut only)");
     }
-    if (s.find(':') != std::string::npos) return bad("denyOut entry " + quoted(s) + ": ports and IPv6 are not supported");
+    if (s.find(':') != std::string::npos) return bad("denyOut entry " + quote_entry(s) + ": ports and IPv6 are not supported");
     auto cidr = parse_cidr4(s);
-    if (!cidr) return bad("denyOut entry " + quoted(s) + ": " + cidr.error().message());
+    if (!cidr) return bad("denyOut entry " + quote_entry(s) + ": " + cidr.error().message());
     c.deny_out.push_back(s);
   }
   return {};
@@ -100,12 +100,12 @@ Result<RuleEntry> parse_allow_entry(std::string_view s) {
   if (s.empty()) return make_error(ErrorCode::kInvalidArgument, "allowOut has an empty entry");
   if (s.find(':') != std::string_view::npos) {
     return make_error(ErrorCode::kInvalidArgument,
-                      "allowOut entry " + quoted(s) + ": ports and IPv6 are not supported (an IPv4 address, CIDR block or domain)");
+                      "allowOut entry " + quote_entry(s) + ": ports and IPv6 are not supported (an IPv4 address, CIDR block or domain)");
   }
   RuleEntry r;
   if (looks_numeric(s)) {
     auto c = parse_cidr4(s);
-    if (!c) return make_error(ErrorCode::kInvalidArgument, "allowOut entry " + quoted(s) + ": " + c.error().message());
+    if (!c) return make_error(ErrorCode::kInvalidArgument, "allowOut entry " + quote_entry(s) + ": " + c.error().message());
     r.cidr = *c;
     return r;
   }
@@ -161,7 +161,7 @@ Result<NetworkConfig> parse_create(const json* network, const json* allow_intern
              ch == '-' || ch == '_' || ch == ':';
     });
     if (!ok) {
-      return make_error(ErrorCode::kInvalidArgument, "network.maskRequestHost " + quoted(c.mask_request_host) +
+      return make_error(ErrorCode::kInvalidArgument, "network.maskRequestHost " + quote_entry(c.mask_request_host) +
                                                          " is not a host[:port] (letters, digits, '.', '-', '_', ':' and ${PORT})");
     }
   }
