@@ -4,8 +4,19 @@
 
 namespace coppice::net {
 
+namespace {
+// The entry as the error shows it: at most 64 characters, control
+// characters as '?'.
+std::string shown(std::string_view s) {
+  std::string q = "\"";
+  for (char c : s.substr(0, 64)) q += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+  if (s.size() > 64) q += "...";
+  return q + "\"";
+}
+}  // namespace
+
 Result<uint32_t> parse_ipv4(std::string_view s) {
-  auto bad = [&] { return make_error(ErrorCode::kInvalidArgument, "\"" + std::string(s) + "\" is not an IPv4 address"); };
+  auto bad = [&] { return make_error(ErrorCode::kInvalidArgument, shown(s) + " is not an IPv4 address"); };
   uint32_t out = 0;
   size_t pos = 0;
   for (int part = 0; part < 4; ++part) {
@@ -30,7 +41,7 @@ Result<Cidr4> parse_cidr4(std::string_view s) {
   auto slash = s.find('/');
   auto addr = parse_ipv4(s.substr(0, slash));
   if (!addr) {
-    return make_error(ErrorCode::kInvalidArgument, "\"" + std::string(s) + "\" is not an IPv4 address or CIDR block");
+    return make_error(ErrorCode::kInvalidArgument, shown(s) + " is not an IPv4 address or CIDR block");
   }
   Cidr4 c;
   if (slash != std::string_view::npos) {
@@ -39,8 +50,7 @@ Result<Cidr4> parse_cidr4(std::string_view s) {
     auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), prefix);
     if (p.empty() || p.size() > 2 || ec != std::errc() || end != p.data() + p.size() || prefix < 0 || prefix > 32 ||
         (p.size() > 1 && p[0] == '0')) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "\"" + std::string(s) + "\" has a bad prefix length (0 to 32 after the '/')");
+      return make_error(ErrorCode::kInvalidArgument, shown(s) + " has a bad prefix length (0 to 32 after the '/')");
     }
     c.prefix = prefix;
   }

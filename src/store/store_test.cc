@@ -453,7 +453,7 @@ TEST_F(StoreTest, RowsFromBeforeTeamsMoveToTheDefaultTeamAndOldKeysStayAdmin) {
   // Take the database back to schema 2 (no teams) with a key stored then.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path().c_str(), &db), SQLITE_OK);
-  const std::string back = "DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
+  const std::string back = "DROP TABLE net_addrs; DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
                            "ALTER TABLE api_keys DROP COLUMN team; ALTER TABLE api_keys DROP COLUMN admin;"
                            "ALTER TABLE sandboxes DROP COLUMN team;"
                            "INSERT INTO api_keys (name, hash, created_at) VALUES ('default', '" +
