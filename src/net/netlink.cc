@@ -320,7 +320,14 @@ Status ensure_bridge(const std::string& name, uint32_t addr, int prefix) {
   });
   Batch b;
   if (!has) put_addr(b, link->index, addr, prefix, name);
-  put_up(b.add(RTM_NEWLINK, NLM_F_ACK, "set bridge " + name + " up"), link->index);
+  // A bridge without an address of its own takes the lowest of its ports,
+  // so it would change whenever the sandbox holding it went, and every
+  // sandbox's ARP entry for its gateway would point at a MAC nobody
+  // answers for: a fixed, locally administered one, derived from `addr`.
+  nlmsghdr* up = b.add(RTM_NEWLINK, NLM_F_ACK, "set bridge " + name + " address and up");
+  put_up(up, link->index);
+  const uint8_t mac[6] = {0x02, 0xc0, uint8_t(addr >> 24), uint8_t(addr >> 16), uint8_t(addr >> 8), uint8_t(addr)};
+  mnl_attr_put(up, IFLA_ADDRESS, sizeof mac, mac);
   COPPICE_ASSIGN_OR_RETURN(auto acks, s.exchange(b));
   for (size_t i = 0; i < acks.size(); ++i) {
     // EEXIST on the address: it was added meanwhile.

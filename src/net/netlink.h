@@ -30,7 +30,9 @@ struct LinkStats {
 };
 
 // Creates the bridge `name` if there is none, adds `addr`/`prefix` to it if
-// it lacks that address (other addresses are left alone) and sets it up.
+// it lacks that address (other addresses are left alone), gives it a fixed
+// MAC derived from `addr` (02:c0:<addr>: a bridge left to pick its own
+// takes its lowest port's, which changes as ports come and go) and sets it up.
 // Idempotent. kFailedPrecondition when a link of that name exists and is not
 // a bridge; kInvalidArgument for a bad name or prefix.
 Status ensure_bridge(const std::string& name, uint32_t addr, int prefix);

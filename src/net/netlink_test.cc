@@ -134,6 +134,24 @@ TEST_F(NetlinkTest, BridgeIsCreatedAdoptedAndRefusedWhenNotABridge) {
   EXPECT_EQ(ensure_bridge(kBridge, kGw, 33).error().code(), ErrorCode::kInvalidArgument);
 }
 
+TEST_F(NetlinkTest, BridgeKeepsItsMacWhilePortsComeAndGo) {
+  bridge();
+  // kGw is 10.99.0.1.
+  const char* has_mac = "ip link show dev tbr0 | grep -q 'link/ether 02:c0:0a:63:00:01'";
+  EXPECT_EQ(run(has_mac), 0) << "the bridge's MAC is its own";
+  // A port with a lower MAC joins and leaves: a bridge that picks its own
+  // MAC would take that port's and then change again.
+  ASSERT_EQ(run("ip link add tlow type veth peer name tlow-p && ip link set tlow address 00:00:00:00:00:01 && "
+                "ip link set tlow master tbr0 && ip link set tlow up"),
+            0);
+  EXPECT_EQ(run(has_mac), 0) << "a new port changed the bridge's MAC";
+  ASSERT_EQ(run("ip link del tlow"), 0);
+  EXPECT_EQ(run(has_mac), 0) << "a port leaving changed the bridge's MAC";
+  // Adopting an existing bridge keeps it.
+  ASSERT_TRUE(ensure_bridge(kBridge, kGw, 24));
+  EXPECT_EQ(run(has_mac), 0);
+}
+
 TEST_F(NetlinkTest, SandboxLinkReachesTheBridgeAddressAndHasItsRoute) {
   bridge();
   ASSERT_EQ(run("ip link set dev tbr0 mtu 1400"), 0);

@@ -162,8 +162,8 @@ Result<std::unique_ptr<Network>> Network::open(const NetworkOptions& o, AddressL
     COPPICE_TRY_CTX(sys::make_dirs(opts.run_dir, 0755), "network run dir");
     n->resolv_conf_ = sys::join_path(opts.run_dir, "resolv.conf");
     std::string body = "nameserver " + ipv4_string(n->gateway_) + "\noptions timeout:2 attempts:2\n";
-    COPPICE_TRY_CTX(sys::write_file(n->resolv_conf_, body), "sandbox resolv.conf");
-    if (::chmod(n->resolv_conf_.c_str(), 0644) != 0) return errno_error("chmod " + n->resolv_conf_);
+    // Rewritten in place: running sandboxes have this inode bound.
+    COPPICE_TRY_CTX(sys::write_new_file(n->resolv_conf_, body, 0644), "sandbox resolv.conf");
   }
 
   // Addresses an earlier process recorded stay taken until reconcile().

@@ -70,6 +70,9 @@ export function conntrackAvailable() {
 }
 
 // Conntrack entries whose original source lies in an IPv4 subnet (a.b.c.d/nn).
+// Entries whose original source is a sandbox of `cidr`: the first address
+// is the bridge's own (the host's IGMP reports and its own flows are not a
+// sandbox's).
 export function conntrackFrom(cidr) {
   let out = '';
   try {
@@ -77,7 +80,9 @@ export function conntrackFrom(cidr) {
   } catch (e) {
     out = e.stdout || '';
   }
-  return out.split('\n').filter((l) => l.includes('src='));
+  const [base] = cidr.split('/');
+  const bridge = base.replace(/\.\d+$/, (m) => `.${Number(m.slice(1)) + 1}`);
+  return out.split('\n').filter((l) => l.includes('src=') && !l.includes(` src=${bridge} `));
 }
 
 // The nft ruleset as parsed JSON (`nft -j list ruleset`).
