@@ -277,6 +277,12 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
   l->env_vars = json(p.env_vars);
   l->team = p.team;  // before the Running transition publishes its route
   l->network = p.network;
+  if (!l->network.egress_limit_bps && net_) {
+    // The template's cap, unless the create set one.
+    if (auto t = templates_.get(l->template_id); t && t->egress_mbps > 0) {
+      l->network.egress_limit_bps = static_cast<uint64_t>(t->egress_mbps) * 1000000 / 8;
+    }
+  }
   auto t1 = std::chrono::steady_clock::now();
   // Every sandbox got its token, its environment and defaults from the start
   // (a pooled one the template's environment: nobody could see it since), so

@@ -418,8 +418,13 @@ Result<std::unique_ptr<Firewall>> Firewall::open(FirewallConfig config) {
   cmd += fwd + "iifname " + br + " accept\n";
   cmd += fwd + "oifname " + br + " ct state established,related accept\n";
   cmd += fwd + "oifname " + br + " drop\n";
-  // The host does not become a router for the uplink's network because of us.
-  if (!uplink_fwd) cmd += fwd + "iifname " + up + " drop\n";
+  // The host does not become a router for the uplink's network because of
+  // us: nothing new is forwarded from it. Replies pass, whichever bridge
+  // they go to (another gateway's on this host shares the uplink).
+  if (!uplink_fwd) {
+    cmd += fwd + "iifname " + up + " ct state established,related accept\n";
+    cmd += fwd + "iifname " + up + " drop\n";
+  }
 
   const std::string in = "add rule inet " + t + " input ";
   cmd += "add chain inet " + t + " input { type filter hook input priority filter; policy accept; }\n";

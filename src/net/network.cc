@@ -86,6 +86,9 @@ Result<std::unique_ptr<Network>> Network::open(const NetworkOptions& o, AddressL
                         "no uplink: the host has no IPv4 default route (" + up.error().message() + "); name one with --uplink");
     }
     opts.uplink = *up;
+  } else if (!link_exists(opts.uplink)) {
+    // Checked before anything is made: a host that cannot is left as it was.
+    return make_error(ErrorCode::kFailedPrecondition, "uplink " + opts.uplink + ": no such interface");
   }
   // The subnet must be this gateway's alone.
   auto nets = host_ipv4_networks();

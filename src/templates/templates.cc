@@ -31,7 +31,7 @@ constexpr int64_t kMaxDiskMb = int64_t{1} << 24;    // 16 TiB
 Status read_description(const std::string& toml_path, Template& t) {
   auto doc = parse_toml_file(toml_path);
   if (!doc) return std::unexpected(std::move(doc.error()));
-  if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "disk_mb", "ro_binds", "build_id", "source",
+  if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "disk_mb", "egress_mbps", "ro_binds", "build_id", "source",
                                       "generation",
                                       "start_cmd", "ready_cmd", "recipe_hash", "env"});
       !s)
@@ -63,6 +63,7 @@ Status read_description(const std::string& toml_path, Template& t) {
   if (auto s = num("cpu_count", kMaxCpuCount, t.cpu_count); !s) return s;
   if (auto s = num("memory_mb", kMaxMemoryMb, t.memory_mb); !s) return s;
   if (auto s = num("disk_mb", kMaxDiskMb, t.disk_mb); !s) return s;
+  if (auto s = num("egress_mbps", 100000, t.egress_mbps); !s) return s;
   if (auto v = doc->get_strings("ro_binds")) t.ro_binds = std::move(*v);
   else if (v.error().code() != ErrorCode::kNotFound) return std::unexpected(std::move(v.error()).context(toml_path));
   if (auto v = doc->get_strings("env")) {

@@ -10,6 +10,7 @@
 // entry malformed, and a malformed entry is skipped with a warning):
 //   backend = "ns" | "vm"     cpu_count = 2         memory_mb = 512
 //   disk_mb = 1024            (cap on a sandbox's writable layer, its diskSizeMB)
+//   egress_mbps = 100         (cap on what a sandbox sends; a create's network.maxEgressMbps wins)
 //   ro_binds = ["/usr"]       build_id = "..."      source = "host"
 //   start_cmd = "..."         ready_cmd = "..."     recipe_hash = "..."
 //   env = ["NAME=value"]      (every sandbox's environment; a create's envVars win)
@@ -35,6 +36,7 @@ struct Template {
   int cpu_count = 0;                    // 0: the gateway's default
   int memory_mb = 0;                    // 0: the gateway's default
   int disk_mb = 0;                      // 0: the gateway's default (its diskSizeMB)
+  int egress_mbps = 0;                  // 0: no cap on what its sandboxes send
   std::string build_id;
   std::string source;                   // "host", "debian", ...
   std::string start_cmd;                // run once the sandbox is up; empty: none

@@ -60,6 +60,7 @@ constexpr std::string_view kBaseToml =
     "cpu_count = 2\n"
     "memory_mb = 768\n"
     "disk_mb = 2048\n"
+    "egress_mbps = 80\n"
     "source = \"host\"\n"
     "build_id = \"abc123\"\n";
 
@@ -85,6 +86,7 @@ TEST(TemplateRegistry, DiscoversDirectoryTemplates) {
   EXPECT_EQ(base->cpu_count, 2);
   EXPECT_EQ(base->memory_mb, 768);
   EXPECT_EQ(base->disk_mb, 2048);
+  EXPECT_EQ(base->egress_mbps, 80);
   EXPECT_EQ(base->source, "host");
   EXPECT_EQ(base->build_id, "abc123");
   EXPECT_TRUE(base->start_cmd.empty());
@@ -94,6 +96,7 @@ TEST(TemplateRegistry, DiscoversDirectoryTemplates) {
   EXPECT_EQ(web->backend, "ns");  // the default
   EXPECT_EQ(web->cpu_count, 0);
   EXPECT_EQ(web->disk_mb, 0);  // the gateway's default
+  EXPECT_EQ(web->egress_mbps, 0);  // no cap
   EXPECT_EQ(web->start_cmd, "python3 -m http.server 8000");
   EXPECT_EQ(web->ready_cmd, "curl -sf localhost:8000");
   EXPECT_EQ(web->recipe_hash, "feed");
