@@ -9,6 +9,8 @@ PKGS=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
   libseccomp-dev libsqlite3-dev zlib1g-dev
+  # TLS on the gateway's port (--tls-cert/--tls-key); the e2e tests make certificates with openssl
+  libssl-dev openssl
   iproute2 procps attr curl ca-certificates
   # the sandboxes' writable layers: a btrfs image with per-sandbox quotas
   btrfs-progs

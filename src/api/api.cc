@@ -61,7 +61,8 @@ json domain_json(const core::GatewayConfig& cfg) { return cfg.domain.empty() ? j
 // The `Sandbox` shape (create / connect / resume).
 json sandbox_json(const SandboxView& v, const core::GatewayConfig& cfg) {
   json j{{"sandboxID", v.id},   {"templateID", v.template_id}, {"clientID", "coppice"},
-         {"envdVersion", v.envd_version}, {"domain", domain_json(cfg)}, {"trafficAccessToken", nullptr}};
+         {"envdVersion", v.envd_version}, {"domain", domain_json(cfg)},
+         {"trafficAccessToken", v.traffic_access_token.empty() ? json(nullptr) : json(v.traffic_access_token)}};
   if (!v.envd_access_token.empty()) j["envdAccessToken"] = v.envd_access_token;
   if (!v.alias.empty()) j["alias"] = v.alias;
   return j;
@@ -87,6 +88,7 @@ json listed_json(const SandboxView& v) {
 json detail_json(const SandboxView& v, const core::GatewayConfig& cfg) {
   json j = listed_json(v);
   if (!v.envd_access_token.empty()) j["envdAccessToken"] = v.envd_access_token;
+  if (!v.traffic_access_token.empty()) j["trafficAccessToken"] = v.traffic_access_token;
   j["domain"] = domain_json(cfg);
   j["lifecycle"] = json{{"onTimeout", "kill"}, {"autoResume", false}};
   return j;
@@ -241,12 +243,14 @@ Status check_create_options(const json& j, bool v1) {
   if (set("network")) {
     const json& n = j["network"];
     if (!n.is_object()) return make_error(ErrorCode::kInvalidArgument, "network must be an object");
-    for (const char* key : {"allowOut", "denyOut", "maskRequestHost", "rules", "egressProxy", "httpsPorts"}) {
+    for (const char* key : {"allowOut", "denyOut", "rules", "egressProxy", "httpsPorts"}) {
       if (auto it = n.find(key); it != n.end() && !it->is_null()) return unsupported(std::string("network.") + key);
     }
-    if (auto it = n.find("allowPublicTraffic"); it != n.end() && !it->is_null()) {
-      if (!it->is_boolean()) return make_error(ErrorCode::kInvalidArgument, "network.allowPublicTraffic must be a boolean");
-      if (!it->get<bool>()) return unsupported("network.allowPublicTraffic: false (traffic access tokens)");
+    if (auto it = n.find("allowPublicTraffic"); it != n.end() && !it->is_null() && !it->is_boolean())
+      return make_error(ErrorCode::kInvalidArgument, "network.allowPublicTraffic must be a boolean");
+    if (auto it = n.find("maskRequestHost"); it != n.end() && !it->is_null()) {
+      if (!it->is_string()) return make_error(ErrorCode::kInvalidArgument, "network.maskRequestHost must be a string");
+      COPPICE_TRY(proxy::validate_mask_host(it->get<std::string>()));
     }
   }
   if (is_true(j, "autoPause")) return unsupported("autoPause (pause on timeout)");
@@ -564,6 +568,11 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
     co_await error_response(ex, s.error());
     co_return;
   }
+  // Inbound policy (checked above).
+  if (auto n = j.find("network"); n != j.end() && n->is_object()) {
+    if (auto a = n->find("allowPublicTraffic"); a != n->end() && a->is_boolean()) p.public_traffic = a->get<bool>();
+    if (auto m = n->find("maskRequestHost"); m != n->end() && m->is_string()) p.mask_request_host = m->get<std::string>();
+  }
   auto v = co_await mgr_.create(std::move(p));
   if (!v) {
     co_await error_response(ex, v.error());
@@ -708,6 +717,59 @@ asio::awaitable<void> Api::pool_route(http::Exchange& ex, const std::string& tem
   co_await reply_json(ex, 200, pool_json(*v).dump());
 }
 
+asio::awaitable<void> Api::preview_url(http::Exchange& ex, const std::string& id, const core::TeamScope& team) {
+  if (!signer_) {
+    co_await error_response(ex, 501, "preview URLs are not enabled on this gateway");
+    co_return;
+  }
+  auto body = co_await read_json(ex, cfg_.max_body_bytes);
+  if (!body) {
+    co_await error_response(ex, body.error());
+    co_return;
+  }
+  auto port = body->find("port");
+  if (port == body->end() || !port->is_number_integer() || port->get<int64_t>() < 1 || port->get<int64_t>() > 65535 ||
+      port->get<int64_t>() == kEnvdPort) {
+    co_await error_response(ex, 400,
+                            "port must be a number from 1 to 65535 other than envd's " + std::to_string(kEnvdPort));
+    co_return;
+  }
+  int64_t seconds = 3600;
+  if (auto e = body->find("expiresInSeconds"); e != body->end() && !e->is_null()) {
+    if (!e->is_number_integer() || e->get<int64_t>() < proxy::kPreviewMinSeconds ||
+        e->get<int64_t>() > proxy::kPreviewMaxSeconds) {
+      co_await error_response(ex, 400, "expiresInSeconds must be a whole number from 1 to " +
+                                           std::to_string(proxy::kPreviewMaxSeconds) + " (7 days)");
+      co_return;
+    }
+    seconds = e->get<int64_t>();
+  }
+  auto v = co_await mgr_.get(id, team);
+  if (!v) {
+    co_await error_response(ex, v.error());
+    co_return;
+  }
+  const auto p = static_cast<uint16_t>(port->get<int64_t>());
+  const auto now = std::chrono::floor<std::chrono::seconds>(core::Clock::now());
+  const int64_t expires = now.time_since_epoch().count() + seconds;
+  // The host as the client reached us keeps its port (the gateway may be
+  // published on another port than it listens on).
+  std::string host_port;
+  if (std::string h = ex.header("Host"); cfg_.domain.find(':') == std::string::npos && !h.empty() && h.back() != ']') {
+    if (size_t colon = h.rfind(':'); colon != std::string::npos) host_port = h.substr(colon);
+  }
+  // Without --domain, Host routing takes any domain: "localhost" names the
+  // host the browser runs on (RFC 6761), which is right for a local gateway.
+  const std::string domain = cfg_.domain.empty() ? "localhost" : cfg_.domain;
+  const std::string url = std::string(tls_ ? "https" : "http") + "://" + std::to_string(p) + "-" + id + "." + domain +
+                          host_port + "/?" + std::string(proxy::kPreviewParam) + "=" + signer_->sign(id, p, expires);
+  json out{{"url", url},
+           {"expiresAt", rfc3339(core::Clock::time_point(std::chrono::seconds(expires)))},
+           {"sandboxID", id},
+           {"port", p}};
+  co_await reply_json(ex, 201, out.dump());
+}
+
 asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action,
                                          const Caller& caller) {
   auto m = ex.method();
@@ -722,6 +784,10 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     auto v = co_await mgr_.get(id, team);
     if (!v) co_await error_response(ex, v.error());
     else co_await reply_json(ex, 200, detail_json(*v, cfg_).dump());
+    co_return;
+  }
+  if (action == "preview-url" && m == verb::post) {
+    co_await preview_url(ex, id, team);
     co_return;
   }
   if (action.empty() && m == verb::delete_) {

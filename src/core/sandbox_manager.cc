@@ -186,7 +186,7 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
   count(to, +1);
   l.state = to;
   if (visible(to)) {
-    routes_.publish(Route{l.id, to, l.handle, l.team, l.token});
+    routes_.publish(Route{l.id, to, l.handle, l.team, l.token, l.traffic_token, l.mask_host});
   } else {
     routes_.remove(l.id);
   }
@@ -194,7 +194,7 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
 }
 
 SandboxView SandboxManager::view(const Live& l) const {
-  return SandboxView{l.id,       l.template_id, "",          l.state,      l.token,
+  return SandboxView{l.id,       l.template_id, "",          l.state,      l.token, l.traffic_token,
                      l.metadata, l.cpu_count,   l.memory_mb, l.disk_mb,    l.started_at,
                      l.end_at,   std::string(kEnvdVersion), l.team};
 }
@@ -218,6 +218,8 @@ store::SandboxRecord SandboxManager::record(const Live& l) const {
   r.envd_version = std::string(kEnvdVersion);
   r.template_tree = l.tree;
   r.team = l.team;
+  if (!l.traffic_token.empty()) r.extra["trafficAccessToken"] = l.traffic_token;
+  if (!l.mask_host.empty()) r.extra["maskRequestHost"] = l.mask_host;
   return r;
 }
 
@@ -267,6 +269,8 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
   l->metadata = p.metadata;
   l->env_vars = json(p.env_vars);
   l->team = p.team;  // before the Running transition publishes its route
+  l->traffic_token = p.public_traffic ? "" : new_token();
+  l->mask_host = p.mask_request_host;
   auto t1 = std::chrono::steady_clock::now();
   // Every sandbox got its token, its environment and defaults from the start
   // (a pooled one the template's environment: nobody could see it since), so

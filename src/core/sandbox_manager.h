@@ -79,6 +79,8 @@ struct CreateParams {
   json metadata = json::object();                 // string -> string
   std::map<std::string, std::string> env_vars;
   bool secure = true;                             // give the sandbox an envd access token
+  bool public_traffic = true;                     // false: its ports want a traffic access token
+  std::string mask_request_host;                  // network.maskRequestHost, validated by the API
 };
 
 // What the API reports of a sandbox.
@@ -88,6 +90,7 @@ struct SandboxView {
   std::string alias;
   SandboxState state;
   std::string envd_access_token;
+  std::string traffic_access_token;  // "" unless allowPublicTraffic was false
   json metadata;
   int cpu_count;
   int memory_mb;

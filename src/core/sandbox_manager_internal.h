@@ -18,6 +18,9 @@ struct SandboxManager::Live {
   std::string team = std::string(store::kDefaultTeam);
   SandboxState state = SandboxState::kCreating;
   std::string token;
+  // Inbound policy (Route::traffic_token / mask_host); kept in the record's extra.
+  std::string traffic_token;
+  std::string mask_host;
   json metadata = json::object();
   json env_vars = json::object();
   int cpu_count = 1, memory_mb = 512, disk_mb = 1024;

@@ -40,6 +40,10 @@ asio::awaitable<Status> SandboxManager::do_recover() {
         l->team = r.team;
         l->state = SandboxState::kCreating;
         l->token = r.envd_access_token;
+        if (auto t = r.extra.find("trafficAccessToken"); t != r.extra.end() && t->is_string())
+          l->traffic_token = t->get<std::string>();
+        if (auto m = r.extra.find("maskRequestHost"); m != r.extra.end() && m->is_string())
+          l->mask_host = m->get<std::string>();
         l->metadata = r.metadata;
         l->env_vars = r.env_vars;
         l->cpu_count = static_cast<int>(r.cpu_count);
