@@ -40,11 +40,14 @@ if (!process.env.TLS_BENCH_DIR) {
       '-days', '1', '-extfile', 'ext.cnf');
     fs.writeFileSync(path.join(dir, 'preload.mjs'), `
 import dns from 'node:dns';
+import net from 'node:net';
 dns.lookup = (host, opts, cb) => {
   if (typeof opts === 'function') { cb = opts; opts = {}; }
-  if (!/(^|\\.)coppice\\.test$/i.test(host)) return process.nextTick(cb, Object.assign(new Error('no DNS for ' + host), { code: 'ENOTFOUND' }));
-  if (opts && opts.all) return process.nextTick(cb, null, [{ address: '127.0.0.1', family: 4 }]);
-  process.nextTick(cb, null, '127.0.0.1', 4);
+  const literal = net.isIP(host);
+  if (!literal && !/(^|\\.)coppice\\.test$/i.test(host)) return process.nextTick(cb, Object.assign(new Error('no DNS for ' + host), { code: 'ENOTFOUND' }));
+  const address = literal ? host : '127.0.0.1', family = literal || 4;
+  if (opts && opts.all) return process.nextTick(cb, null, [{ address, family }]);
+  process.nextTick(cb, null, address, family);
 };`);
     const r = spawnSync(process.execPath, ['--import', path.join(dir, 'preload.mjs'), ...process.argv.slice(1)], {
       stdio: 'inherit', env: { ...process.env, TLS_BENCH_DIR: dir, NODE_EXTRA_CA_CERTS: path.join(dir, 'ca.pem') } });

@@ -244,18 +244,21 @@ function makeCerts(dir) {
 // every other name fails without a query.
 const PRELOAD = `
 import dns from 'node:dns';
+import net from 'node:net';
 function answer(host, opts, cb) {
   if (typeof opts === 'function') { cb = opts; opts = {}; }
   if (typeof opts === 'number') opts = { family: opts };
   opts ||= {};
-  if (!/(^|\\.)coppice\\.test$/i.test(host)) {
+  const literal = net.isIP(host);
+  if (!literal && !/(^|\\.)coppice\\.test$/i.test(host)) {
     const e = new Error('test resolver: no DNS for ' + host);
     e.code = 'ENOTFOUND';
     return process.nextTick(cb, e);
   }
-  globalThis.__lookups = (globalThis.__lookups || 0) + 1;
-  if (opts.all) return process.nextTick(cb, null, [{ address: '127.0.0.1', family: 4 }]);
-  process.nextTick(cb, null, '127.0.0.1', 4);
+  if (!literal) globalThis.__lookups = (globalThis.__lookups || 0) + 1;
+  const address = literal ? host : '127.0.0.1', family = literal || 4;
+  if (opts.all) return process.nextTick(cb, null, [{ address, family }]);
+  process.nextTick(cb, null, address, family);
 }
 dns.lookup = answer;
 dns.promises.lookup = (host, opts) => new Promise((res, rej) => answer(host, opts || {}, (e, a, f) => e ? rej(e) : res(opts && opts.all ? a : { address: a, family: f })));
@@ -291,6 +294,8 @@ out.sandboxId = sbx.sandboxId;
 out.trafficAccessToken = sbx.trafficAccessToken;
 out.lookups = globalThis.__lookups;
 console.log(JSON.stringify(out));
+// The background command's stream would keep this process alive; the server goes on without it.
+process.exit(0);
 `;
 
 test('TLS: the unmodified SDK in its default mode, WebSocket-style upgrade, hostile clients', opt, async () => {
