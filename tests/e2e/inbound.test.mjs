@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
-import { startGateway, gatewaySkipReason, gatewayBin, loadSdk, sdkName, sleep, freePort, TEST_API_KEY, tlsFetch } from './lib/harness.mjs';
+import { startGateway, gatewaySkipReason, removeCgroupParents, removeStateDir, gatewayBin, loadSdk, sdkName, sleep, freePort, TEST_API_KEY, tlsFetch } from './lib/harness.mjs';
 
 let skip = gatewaySkipReason();
 try {
@@ -92,10 +92,11 @@ function request(port, { path: p = '/', host, headers = {}, method = 'GET' } = {
   });
 }
 
+const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-inbound-'));
 let gw, sbx, open;
 before(async () => {
   if (skip) return;
-  gw = await startGateway();
+  gw = await startGateway({ stateDir });
   const { Sandbox } = await loadSdk();
   sbx = await Sandbox.create({ ...gw.opts, network: { allowPublicTraffic: false, maskRequestHost: MASK } });
   open = await Sandbox.create({ ...gw.opts });
@@ -104,7 +105,11 @@ before(async () => {
   }));
   await startServer(open, () => request(gw.port, { headers: { 'E2b-Sandbox-Id': open.sandboxId, 'E2b-Sandbox-Port': String(PORT) } }));
 });
-after(async () => { await gw?.stop(); });
+after(async () => {
+  await gw?.stop();
+  removeCgroupParents(stateDir);
+  removeStateDir(stateDir);
+});
 
 const routeHeaders = (s, port = PORT) => ({ 'E2b-Sandbox-Id': s.sandboxId, 'E2b-Sandbox-Port': String(port) });
 
@@ -130,12 +135,22 @@ test('allowPublicTraffic: false: the traffic token is required on ports, not on 
   assert.equal((await request(gw.port, { headers: routeHeaders(open) })).status, 200);
 });
 
-test('the traffic token survives a restart of the gateway', opt, async () => {
-  // Checked through the store: GET /sandboxes/{id} after a restart is the
-  // restart test's business; here the record's field is what a restart reads.
-  const rows = execFileSync('sqlite3', [path.join(gw.stateDir, 'coppice.db'), `SELECT extra FROM sandboxes WHERE id='${sbx.sandboxId}'`],
-    { encoding: 'utf8' }).trim();
-  assert.equal(JSON.parse(rows).trafficAccessToken, sbx.trafficAccessToken);
+test('after kill -9 and a restart: the token, the mask and preview links still hold', opt, async () => {
+  const made = await (await previewUrl(sbx.sandboxId, PORT, 600)).json();
+  const link = new URL(made.url);
+  await gw.kill9();
+  gw = await startGateway({ stateDir });
+  const info = await (await fetch(`${gw.url}/sandboxes/${sbx.sandboxId}`, { headers: { 'X-API-KEY': TEST_API_KEY } })).json();
+  assert.equal(info.trafficAccessToken, sbx.trafficAccessToken);
+  assert.equal((await request(gw.port, { headers: routeHeaders(sbx) })).status, 403);
+  const ok = await request(gw.port, { headers: { ...routeHeaders(sbx), 'e2b-traffic-access-token': sbx.trafficAccessToken } });
+  assert.equal(ok.status, 200);
+  assert.match(ok.body, new RegExp(`^host=masked\\.example:${PORT}\\|`));
+  // The signing secret is kept in the state dir: links made before the restart still open.
+  const first = await request(gw.port, { host: `${PORT}-${sbx.sandboxId}.localhost`, path: link.pathname + link.search });
+  assert.equal(first.status, 302);
+  const mode = fs.statSync(path.join(stateDir, 'preview.key')).mode & 0o777;
+  assert.equal(mode, 0o600);
 });
 
 test('maskRequestHost: the sandbox sees the masked Host with the port filled in', opt, async () => {
