@@ -222,6 +222,9 @@ std::optional<core::Clock::time_point> parse_rfc3339(const std::string& s) {
 // `v1`: POST /sandboxes, which SDKs up to 2.50 call with
 // allow_internet_access: true on every create whether the user set it or not;
 // there it cannot be told from the default and is not refused.
+// The most entries network.httpsPorts may have.
+constexpr size_t kMaxHttpsPorts = 64;
+
 Status check_create_options(const json& j, bool v1) {
   auto unsupported = [](const std::string& what) {
     return make_error(ErrorCode::kInvalidArgument, what + " is not supported by this gateway yet");
@@ -243,7 +246,7 @@ Status check_create_options(const json& j, bool v1) {
   if (set("network")) {
     const json& n = j["network"];
     if (!n.is_object()) return make_error(ErrorCode::kInvalidArgument, "network must be an object");
-    for (const char* key : {"allowOut", "denyOut", "rules", "egressProxy", "httpsPorts"}) {
+    for (const char* key : {"allowOut", "denyOut", "rules", "egressProxy"}) {
       if (auto it = n.find(key); it != n.end() && !it->is_null()) return unsupported(std::string("network.") + key);
     }
     if (auto it = n.find("allowPublicTraffic"); it != n.end() && !it->is_null() && !it->is_boolean())
@@ -251,6 +254,16 @@ Status check_create_options(const json& j, bool v1) {
     if (auto it = n.find("maskRequestHost"); it != n.end() && !it->is_null()) {
       if (!it->is_string()) return make_error(ErrorCode::kInvalidArgument, "network.maskRequestHost must be a string");
       COPPICE_TRY(proxy::validate_mask_host(it->get<std::string>()));
+    }
+    if (auto it = n.find("httpsPorts"); it != n.end() && !it->is_null()) {
+      if (!it->is_array() || it->size() > kMaxHttpsPorts)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "network.httpsPorts must be a list of at most " + std::to_string(kMaxHttpsPorts) + " ports");
+      for (const auto& p : *it) {
+        if (!p.is_number_integer() || p.get<int64_t>() < 1 || p.get<int64_t>() > 65535 || p.get<int64_t>() == kEnvdPort)
+          return make_error(ErrorCode::kInvalidArgument, "network.httpsPorts: " + p.dump() +
+                                                             " is not a port from 1 to 65535 other than envd's");
+      }
     }
   }
   if (is_true(j, "autoPause")) return unsupported("autoPause (pause on timeout)");
@@ -572,6 +585,9 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
   if (auto n = j.find("network"); n != j.end() && n->is_object()) {
     if (auto a = n->find("allowPublicTraffic"); a != n->end() && a->is_boolean()) p.public_traffic = a->get<bool>();
     if (auto m = n->find("maskRequestHost"); m != n->end() && m->is_string()) p.mask_request_host = m->get<std::string>();
+    if (auto h = n->find("httpsPorts"); h != n->end() && h->is_array()) {
+      for (const auto& port : *h) p.https_ports.push_back(static_cast<uint16_t>(port.get<int64_t>()));
+    }
   }
   auto v = co_await mgr_.create(std::move(p));
   if (!v) {

@@ -7,6 +7,10 @@
 #include "common/file_signature.h"
 #include "core/testing/manager_fixture.h"
 #include "http/client.h"
+#include "tls/test_cert.h"
+#include "tls/tls_front.h"
+
+#include <fstream>
 
 namespace coppice::api {
 namespace {
@@ -680,6 +684,45 @@ TEST_F(InboundTest, PreviewUrlsOpenOnePortUntilTheyExpire) {
   EXPECT_EQ(call(verb::post, "/sandboxes/bbbbbbbbbbbbbbbbbbbb/preview-url", R"({"port":80})").status, 404u);
   EXPECT_EQ(call_as(kKeyA, verb::post, "/sandboxes/" + id + "/preview-url", R"({"port":80})").status, 404u)
       << "another team's sandbox is a missing one";
+}
+
+}  // namespace
+}  // namespace coppice::api
+
+namespace coppice::api {
+namespace {
+
+// network.httpsPorts: the proxy speaks TLS to those ports, without checking
+// the certificate (a sandbox's own).
+TEST_F(InboundTest, HttpsPortsAreReachedOverTls) {
+  test_util::TempDir dir{"coppice-https-port"};
+  const std::string cert = (dir.path() / "c.pem").string(), key = (dir.path() / "k.pem").string();
+  std::ofstream(cert) << tls::testing::kTestCert;
+  std::ofstream(key) << tls::testing::kTestKey;
+  auto ctx = tls::load_server_context(cert, key);
+  ASSERT_TRUE(ctx) << ctx.error().to_string();
+  http::Server inner(io_, [](http::Exchange& ex) -> asio::awaitable<void> {
+    co_await ex.respond(200, "over tls, host " + ex.header("Host"), "text/plain");
+  });
+  tls::TlsFront front(io_, inner, *ctx, std::chrono::seconds(2));
+  auto port = front.listen_tcp("127.0.0.1", 0);
+  ASSERT_TRUE(port);
+  backend_->route_port(8443, *port);
+  const std::string id = create_id(R"({"network":{"httpsPorts":[8443],"maskRequestHost":"app.example"}})");
+  auto r = call(verb::get, "/", "", {{"E2b-Sandbox-Id", id}, {"E2b-Sandbox-Port", "8443"}}, false);
+  EXPECT_EQ(r.status, 200u) << r.raw;
+  EXPECT_EQ(r.raw, "over tls, host app.example");
+  // Not listed: the proxy speaks plain HTTP to it, which the port does not answer as HTTP.
+  const std::string plain = create_id();
+  EXPECT_EQ(call(verb::get, "/", "", {{"E2b-Sandbox-Id", plain}, {"E2b-Sandbox-Port", "8443"}}, false).status, 502u);
+  for (const char* bad : {R"({"network":{"httpsPorts":[0]}})", R"({"network":{"httpsPorts":[49983]}})",
+                          R"({"network":{"httpsPorts":["443"]}})", R"({"network":{"httpsPorts":443}})"}) {
+    auto a = call(verb::post, "/v2/sandboxes", bad);
+    EXPECT_EQ(a.status, 400u) << bad;
+    EXPECT_NE(a.body.value("message", "").find("network.httpsPorts"), std::string::npos) << a.raw;
+  }
+  front.stop();
+  inner.stop();
 }
 
 }  // namespace

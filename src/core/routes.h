@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "core/lifecycle.h"
 #include "sandbox/backend.h"
@@ -35,6 +36,8 @@ struct Route {
   // network.maskRequestHost: the Host sent to the sandbox's ports, "${PORT}"
   // standing for the port ("" = the proxy's default).
   std::string mask_host;
+  // network.httpsPorts: ports the proxy reaches over TLS (few; searched linearly).
+  std::vector<uint16_t> https_ports;
   bool running() const { return state == SandboxState::kRunning; }
 };
 

@@ -186,7 +186,7 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
   count(to, +1);
   l.state = to;
   if (visible(to)) {
-    routes_.publish(Route{l.id, to, l.handle, l.team, l.token, l.traffic_token, l.mask_host});
+    routes_.publish(Route{l.id, to, l.handle, l.team, l.token, l.traffic_token, l.mask_host, l.https_ports});
   } else {
     routes_.remove(l.id);
   }
@@ -220,6 +220,7 @@ store::SandboxRecord SandboxManager::record(const Live& l) const {
   r.team = l.team;
   if (!l.traffic_token.empty()) r.extra["trafficAccessToken"] = l.traffic_token;
   if (!l.mask_host.empty()) r.extra["maskRequestHost"] = l.mask_host;
+  if (!l.https_ports.empty()) r.extra["httpsPorts"] = l.https_ports;
   return r;
 }
 
@@ -271,6 +272,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
   l->team = p.team;  // before the Running transition publishes its route
   l->traffic_token = p.public_traffic ? "" : new_token();
   l->mask_host = p.mask_request_host;
+  l->https_ports = p.https_ports;
   auto t1 = std::chrono::steady_clock::now();
   // Every sandbox got its token, its environment and defaults from the start
   // (a pooled one the template's environment: nobody could see it since), so

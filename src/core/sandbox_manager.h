@@ -81,6 +81,7 @@ struct CreateParams {
   bool secure = true;                             // give the sandbox an envd access token
   bool public_traffic = true;                     // false: its ports want a traffic access token
   std::string mask_request_host;                  // network.maskRequestHost, validated by the API
+  std::vector<uint16_t> https_ports;              // network.httpsPorts, validated by the API
 };
 
 // What the API reports of a sandbox.

@@ -21,6 +21,7 @@ struct SandboxManager::Live {
   // Inbound policy (Route::traffic_token / mask_host); kept in the record's extra.
   std::string traffic_token;
   std::string mask_host;
+  std::vector<uint16_t> https_ports;
   json metadata = json::object();
   json env_vars = json::object();
   int cpu_count = 1, memory_mb = 512, disk_mb = 1024;

@@ -5,6 +5,8 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "common/file_signature.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -13,6 +15,7 @@
 #include "http/client.h"
 #include "http/tunnel.h"
 #include "proxy/credentials.h"
+#include "tls/tls_front.h"
 
 namespace coppice::proxy {
 
@@ -244,6 +247,14 @@ asio::awaitable<Result<http::Socket>> Proxy::connect_upstream(const core::Route&
     co_return make_error(ErrorCode::kUnavailable,
                          "connect to port " + std::to_string(port) + " in sandbox " + r.id + ": " + cec.message());
   tcp.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (std::find(r.https_ports.begin(), r.https_ports.end(), port) != r.https_ports.end()) {
+    // network.httpsPorts: the port speaks TLS; its certificate is not checked.
+    std::string sni = r.mask_host.empty() ? std::string() : masked_host(r.mask_host, port);
+    sni = sni.substr(0, sni.find(':'));
+    const std::chrono::steady_clock::duration handshake = std::chrono::seconds(5);
+    auto secured = co_await tls::connect_tls_upstream(std::move(tcp), std::move(sni), handshake);
+    co_return secured;
+  }
   co_return http::Socket(std::move(tcp));
 }
 

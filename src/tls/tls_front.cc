@@ -34,7 +34,8 @@ std::string openssl_error() {
 
 using TlsStream = ssl::stream<tcp::socket>;
 
-// Client -> server: TLS records in, plaintext out. At the client's end of
+// TLS records in, plaintext out (the front: client -> server; an upstream:
+// sandbox port -> proxy). At the client's end of
 // input the pair's write side is shut, so the server sees EOF and finishes.
 asio::awaitable<void> client_to_server(TlsStream& tls, Socket& plain) {
   auto buf = std::make_unique_for_overwrite<char[]>(kChunk);
@@ -50,7 +51,8 @@ asio::awaitable<void> client_to_server(TlsStream& tls, Socket& plain) {
   plain.shutdown(Socket::shutdown_send, ig);
 }
 
-// Server -> client. When the server closes its end the client's reader is
+// Plaintext in, TLS records out (the front: server -> client). When the
+// plaintext side closes its end the client's reader is
 // cancelled: the connection is over.
 asio::awaitable<void> server_to_client(TlsStream& tls, Socket& plain) {
   auto buf = std::make_unique_for_overwrite<char[]>(kChunk);
@@ -88,7 +90,46 @@ asio::awaitable<void> relay(std::shared_ptr<ssl::context> ctx, tcp::socket sock,
   co_await (tls.async_shutdown(kTuple) || timer.async_wait(kTuple));
   tls.next_layer().close(ig);
 }
+
+// An established upstream TLS stream relayed to `plain` until either side ends.
+asio::awaitable<void> relay_upstream(std::shared_ptr<TlsStream> tls, Socket plain) {
+  co_await (client_to_server(*tls, plain) && server_to_client(*tls, plain));
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(kShutdownTimeout);
+  co_await (tls->async_shutdown(kTuple) || timer.async_wait(kTuple));
+  boost::system::error_code ig;
+  tls->next_layer().close(ig);
+}
 }  // namespace
+
+asio::awaitable<Result<Socket>> connect_tls_upstream(tcp::socket tcp_sock, std::string sni,
+                                                     std::chrono::steady_clock::duration timeout) {
+  // Made once; no verification: a sandbox's own certificate is whatever it made.
+  static const std::shared_ptr<ssl::context> ctx = [] {
+    auto c = std::make_shared<ssl::context>(ssl::context::tls_client);
+    c->set_verify_mode(ssl::verify_none);
+    return c;
+  }();
+  auto tls = std::make_shared<TlsStream>(std::move(tcp_sock), *ctx);
+  if (!sni.empty()) SSL_set_tlsext_host_name(tls->native_handle(), sni.c_str());
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer timer(ex);
+  timer.expires_after(timeout);
+  auto hs = co_await (tls->async_handshake(ssl::stream_base::client, kTuple) || timer.async_wait(kTuple));
+  if (hs.index() == 1) co_return make_error(ErrorCode::kUnavailable, "TLS handshake with the port timed out");
+  if (auto ec = std::get<0>(std::get<0>(hs)))
+    co_return make_error(ErrorCode::kUnavailable, "TLS handshake with the port: " + ec.message());
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0)
+    co_return make_error(ErrorCode::kResourceExhausted, std::string("socketpair: ") + std::strerror(errno), errno);
+  const asio::generic::stream_protocol unix_proto(AF_UNIX, 0);
+  boost::system::error_code ec;
+  Socket mine(ex), theirs(ex);
+  mine.assign(unix_proto, fds[0], ec);
+  theirs.assign(unix_proto, fds[1], ec);
+  asio::co_spawn(ex, relay_upstream(std::move(tls), std::move(theirs)), asio::detached);
+  co_return mine;
+}
 
 TlsFront::TlsFront(asio::io_context& io, Server& server, Context ctx, std::chrono::steady_clock::duration timeout)
     : io_(io), server_(server), handshake_timeout_(timeout), ctx_(std::move(ctx)) {}

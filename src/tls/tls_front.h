@@ -38,6 +38,14 @@ using Context = std::shared_ptr<asio::ssl::context>;
 // saying which file is wrong. Called at start, before anything else is set up.
 Result<Context> load_server_context(const std::string& cert_file, const std::string& key_file);
 
+// The client side for a sandbox port served over TLS (network.httpsPorts):
+// a TLS handshake on the connected `tcp` (server name `sni` when not empty;
+// the certificate is not verified: it is the sandbox's own), then a socket
+// whose plaintext is relayed both ways through it. kUnavailable when the
+// handshake fails or takes longer than `timeout`.
+asio::awaitable<Result<Socket>> connect_tls_upstream(asio::ip::tcp::socket tcp, std::string sni,
+                                                     std::chrono::steady_clock::duration timeout);
+
 class TlsFront {
  public:
   // Connections accepted here are served by `server` once decrypted.
