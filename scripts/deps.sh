@@ -12,6 +12,8 @@ PKGS=(
   # sandbox networking: netlink (libmnl), nftables (libnftables), the DNS
   # forwarder's wire format (ldns)
   libmnl-dev libnftables-dev libldns-dev
+  # TLS on the gateway's port (--tls-cert/--tls-key); the e2e tests make certificates with openssl
+  libssl-dev openssl
   iproute2 procps attr curl ca-certificates
   # the sandboxes' network: nftables; the network tests' fake internet: its DNS
   # server (dnsmasq-base) and the conntrack CLI for their leak check

@@ -62,7 +62,8 @@ json domain_json(const core::GatewayConfig& cfg) { return cfg.domain.empty() ? j
 // The `Sandbox` shape (create / connect / resume).
 json sandbox_json(const SandboxView& v, const core::GatewayConfig& cfg) {
   json j{{"sandboxID", v.id},   {"templateID", v.template_id}, {"clientID", "coppice"},
-         {"envdVersion", v.envd_version}, {"domain", domain_json(cfg)}, {"trafficAccessToken", nullptr}};
+         {"envdVersion", v.envd_version}, {"domain", domain_json(cfg)},
+         {"trafficAccessToken", v.traffic_access_token.empty() ? json(nullptr) : json(v.traffic_access_token)}};
   if (!v.envd_access_token.empty()) j["envdAccessToken"] = v.envd_access_token;
   if (!v.alias.empty()) j["alias"] = v.alias;
   return j;
@@ -88,6 +89,7 @@ json listed_json(const SandboxView& v) {
 json detail_json(const SandboxView& v, const core::GatewayConfig& cfg) {
   json j = listed_json(v);
   if (!v.envd_access_token.empty()) j["envdAccessToken"] = v.envd_access_token;
+  if (!v.traffic_access_token.empty()) j["trafficAccessToken"] = v.traffic_access_token;
   j["domain"] = domain_json(cfg);
   j["lifecycle"] = json{{"onTimeout", "kill"}, {"autoResume", false}};
   j["allowInternetAccess"] = v.network.internet;
@@ -223,6 +225,9 @@ std::optional<core::Clock::time_point> parse_rfc3339(const std::string& s) {
 // `v1`: POST /sandboxes, which SDKs up to 2.50 call with
 // allow_internet_access: true on every create whether the user set it or not;
 // there it cannot be told from the default and is not refused.
+// The most entries network.httpsPorts may have.
+constexpr size_t kMaxHttpsPorts = 64;
+
 Status check_create_options(const json& j, bool v1) {
   auto unsupported = [](const std::string& what) {
     return make_error(ErrorCode::kInvalidArgument, what + " is not supported by this gateway yet");
@@ -240,12 +245,24 @@ Status check_create_options(const json& j, bool v1) {
   if (set("network")) {
     const json& n = j["network"];
     if (!n.is_object()) return make_error(ErrorCode::kInvalidArgument, "network must be an object");
-    for (const char* key : {"maskRequestHost"}) {
+    for (const char* key : {"rules", "egressProxy"}) {
       if (auto it = n.find(key); it != n.end() && !it->is_null()) return unsupported(std::string("network.") + key);
     }
-    if (auto it = n.find("allowPublicTraffic"); it != n.end() && !it->is_null()) {
-      if (!it->is_boolean()) return make_error(ErrorCode::kInvalidArgument, "network.allowPublicTraffic must be a boolean");
-      if (!it->get<bool>()) return unsupported("network.allowPublicTraffic: false (traffic access tokens)");
+    if (auto it = n.find("allowPublicTraffic"); it != n.end() && !it->is_null() && !it->is_boolean())
+      return make_error(ErrorCode::kInvalidArgument, "network.allowPublicTraffic must be a boolean");
+    if (auto it = n.find("maskRequestHost"); it != n.end() && !it->is_null()) {
+      if (!it->is_string()) return make_error(ErrorCode::kInvalidArgument, "network.maskRequestHost must be a string");
+      COPPICE_TRY(proxy::validate_mask_host(it->get<std::string>()));
+    }
+    if (auto it = n.find("httpsPorts"); it != n.end() && !it->is_null()) {
+      if (!it->is_array() || it->size() > kMaxHttpsPorts)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "network.httpsPorts must be a list of at most " + std::to_string(kMaxHttpsPorts) + " ports");
+      for (const auto& p : *it) {
+        if (!p.is_number_integer() || p.get<int64_t>() < 1 || p.get<int64_t>() > 65535 || p.get<int64_t>() == kEnvdPort)
+          return make_error(ErrorCode::kInvalidArgument, "network.httpsPorts: " + p.dump() +
+                                                             " is not a port from 1 to 65535 other than envd's");
+      }
     }
   }
   if (is_true(j, "autoPause")) return unsupported("autoPause (pause on timeout)");
@@ -578,6 +595,14 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
     const bool explicit_internet = !v1 && a != j.end() && a->is_boolean() && a->get<bool>();
     p.wants_network = explicit_internet || !p.network.allow_out.empty() || !p.network.deny_out.empty();
   }
+  // Inbound policy (checked above).
+  if (auto n = j.find("network"); n != j.end() && n->is_object()) {
+    if (auto a = n->find("allowPublicTraffic"); a != n->end() && a->is_boolean()) p.public_traffic = a->get<bool>();
+    if (auto m = n->find("maskRequestHost"); m != n->end() && m->is_string()) p.mask_request_host = m->get<std::string>();
+    if (auto h = n->find("httpsPorts"); h != n->end() && h->is_array()) {
+      for (const auto& port : *h) p.https_ports.push_back(static_cast<uint16_t>(port.get<int64_t>()));
+    }
+  }
   auto v = co_await mgr_.create(std::move(p));
   if (!v) {
     co_await error_response(ex, v.error());
@@ -722,6 +747,59 @@ asio::awaitable<void> Api::pool_route(http::Exchange& ex, const std::string& tem
   co_await reply_json(ex, 200, pool_json(*v).dump());
 }
 
+asio::awaitable<void> Api::preview_url(http::Exchange& ex, const std::string& id, const core::TeamScope& team) {
+  if (!signer_) {
+    co_await error_response(ex, 501, "preview URLs are not enabled on this gateway");
+    co_return;
+  }
+  auto body = co_await read_json(ex, cfg_.max_body_bytes);
+  if (!body) {
+    co_await error_response(ex, body.error());
+    co_return;
+  }
+  auto port = body->find("port");
+  if (port == body->end() || !port->is_number_integer() || port->get<int64_t>() < 1 || port->get<int64_t>() > 65535 ||
+      port->get<int64_t>() == kEnvdPort) {
+    co_await error_response(ex, 400,
+                            "port must be a number from 1 to 65535 other than envd's " + std::to_string(kEnvdPort));
+    co_return;
+  }
+  int64_t seconds = 3600;
+  if (auto e = body->find("expiresInSeconds"); e != body->end() && !e->is_null()) {
+    if (!e->is_number_integer() || e->get<int64_t>() < proxy::kPreviewMinSeconds ||
+        e->get<int64_t>() > proxy::kPreviewMaxSeconds) {
+      co_await error_response(ex, 400, "expiresInSeconds must be a whole number from 1 to " +
+                                           std::to_string(proxy::kPreviewMaxSeconds) + " (7 days)");
+      co_return;
+    }
+    seconds = e->get<int64_t>();
+  }
+  auto v = co_await mgr_.get(id, team);
+  if (!v) {
+    co_await error_response(ex, v.error());
+    co_return;
+  }
+  const auto p = static_cast<uint16_t>(port->get<int64_t>());
+  const auto now = std::chrono::floor<std::chrono::seconds>(core::Clock::now());
+  const int64_t expires = now.time_since_epoch().count() + seconds;
+  // The host as the client reached us keeps its port (the gateway may be
+  // published on another port than it listens on).
+  std::string host_port;
+  if (std::string h = ex.header("Host"); cfg_.domain.find(':') == std::string::npos && !h.empty() && h.back() != ']') {
+    if (size_t colon = h.rfind(':'); colon != std::string::npos) host_port = h.substr(colon);
+  }
+  // Without --domain, Host routing takes any domain: "localhost" names the
+  // host the browser runs on (RFC 6761), which is right for a local gateway.
+  const std::string domain = cfg_.domain.empty() ? "localhost" : cfg_.domain;
+  const std::string url = std::string(tls_ ? "https" : "http") + "://" + std::to_string(p) + "-" + id + "." + domain +
+                          host_port + "/?" + std::string(proxy::kPreviewParam) + "=" + signer_->sign(id, p, expires);
+  json out{{"url", url},
+           {"expiresAt", rfc3339(core::Clock::time_point(std::chrono::seconds(expires)))},
+           {"sandboxID", id},
+           {"port", p}};
+  co_await reply_json(ex, 201, out.dump());
+}
+
 asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& id, const std::string& action,
                                          const Caller& caller) {
   auto m = ex.method();
@@ -748,6 +826,10 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     auto s = co_await mgr_.update_network(id, rules, team);
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
+    co_return;
+  }
+  if (action == "preview-url" && m == verb::post) {
+    co_await preview_url(ex, id, team);
     co_return;
   }
   if (action.empty() && m == verb::delete_) {

@@ -68,6 +68,14 @@ class Api {
   Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::TemplateRegistry& templates,
       store::Store& store, core::metrics::GatewayMetrics& metrics, sandbox::Backend& backend,
       asio::thread_pool& netns_pool);
+  // Signed preview URLs (POST /sandboxes/{id}/preview-url and the proxy's
+  // check of them) with this signer; `tls`: the gateway's port speaks TLS
+  // (https URLs, Secure cookies). Without a call the endpoint answers 501.
+  void set_preview(const proxy::PreviewSigner* signer, bool tls) {
+    signer_ = signer;
+    tls_ = tls;
+    proxy_.set_preview(signer, tls);
+  }
   // Serves one request: the data plane when it names a sandbox, else the control plane.
   asio::awaitable<void> handle(http::Exchange& ex);
 
@@ -87,6 +95,7 @@ class Api {
   // GET /templates and POST /templates/reload.
   asio::awaitable<void> list_templates(http::Exchange& ex);
   asio::awaitable<void> reload_templates(http::Exchange& ex);
+  asio::awaitable<void> preview_url(http::Exchange& ex, const std::string& id, const core::TeamScope& team);
   asio::awaitable<void> pool_route(http::Exchange& ex, const std::string& template_id, const std::string& action);
   // Every control-plane response goes through these, so each is counted by status class.
   asio::awaitable<void> reply(http::Exchange& ex, unsigned status, std::string_view body,
@@ -105,6 +114,8 @@ class Api {
   core::metrics::GatewayMetrics& metrics_;
   KeyChecker keys_;
   proxy::Proxy proxy_;
+  const proxy::PreviewSigner* signer_ = nullptr;
+  bool tls_ = false;
   // A reload walks every template's tree to measure it: that file system
   // work runs here, not on an API thread, one reload at a time.
   asio::thread_pool reload_pool_{1};

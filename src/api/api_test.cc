@@ -7,6 +7,10 @@
 #include "common/file_signature.h"
 #include "core/testing/manager_fixture.h"
 #include "http/client.h"
+#include "tls/test_cert.h"
+#include "tls/tls_front.h"
+
+#include <fstream>
 
 namespace coppice::api {
 namespace {
@@ -121,8 +125,6 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
       R"({"allow_internet_access":true})",
       R"({"network":{"allowOut":["1.2.3.4"]}})",
       R"({"network":{"denyOut":["0.0.0.0/0"]}})",
-      R"({"network":{"allowPublicTraffic":false}})",
-      R"({"network":{"maskRequestHost":"x"}})",
       R"({"autoPause":true})",
       R"({"autoResume":{"enabled":true}})",
       R"({"lifecycle":{"onTimeout":"pause"}})",
@@ -139,6 +141,7 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
   EXPECT_EQ(call(verb::post, "/sandboxes", R"({"allow_internet_access":true,"secure":true})").status, 201u);
   // What is honoured passes: no internet, public traffic, kill on timeout.
   for (const char* body : {R"({"allow_internet_access":false})", R"({"network":{"allowPublicTraffic":true}})",
+                           R"({"network":{"allowPublicTraffic":false,"maskRequestHost":"x.example:${PORT}"}})",
                            R"({"autoPause":false})", R"({"lifecycle":{"onTimeout":"kill"}})", R"({"volumeMounts":[]})"}) {
     EXPECT_EQ(call(verb::post, "/v2/sandboxes", body).status, 201u) << body;
   }
@@ -564,6 +567,162 @@ TEST_F(ApiTest, ATeamManagesItsOwnKeysThroughApiKeys) {
   auto root = call(verb::post, "/admin/teams/team-a/keys", R"({"name":"root","admin":true})");
   ASSERT_EQ(root.status, 201u);
   EXPECT_EQ(call_as(kKeyA, verb::delete_, "/api-keys/" + root.body["id"].get<std::string>()).status, 403u);
+}
+
+}  // namespace
+}  // namespace coppice::api
+
+namespace coppice::api {
+namespace {
+
+// A port of a sandbox that answers with what reached it.
+class InboundTest : public ApiTest {
+ protected:
+  void SetUp() override {
+    ApiTest::SetUp();
+    auto up = user_.listen_tcp("127.0.0.1", 0);
+    ASSERT_TRUE(up);
+    backend_->route_port(8080, *up);
+    api_->set_preview(&signer_, false);
+  }
+  void TearDown() override {
+    user_.stop();
+    ApiTest::TearDown();
+  }
+  Answer to_port(const std::string& id, http::Fields extra = {}, const std::string& target = "/") {
+    extra.emplace_back("E2b-Sandbox-Id", id);
+    extra.emplace_back("E2b-Sandbox-Port", "8080");
+    return call(verb::get, target, "", extra, false);
+  }
+  proxy::PreviewSigner signer_{std::string(32, 's')};
+  http::Server user_{io_, [](http::Exchange& ex) -> asio::awaitable<void> {
+                       json j{{"host", ex.header("Host")},
+                              {"token", ex.header("E2B-Traffic-Access-Token")},
+                              {"target", std::string(ex.target())}};
+                       co_await ex.respond(200, j.dump(), "application/json");
+                     }};
+};
+
+TEST_F(InboundTest, TrafficTokenGuardsPortsButNotEnvd) {
+  auto a = call(verb::post, "/v2/sandboxes", R"({"network":{"allowPublicTraffic":false}})");
+  ASSERT_EQ(a.status, 201u) << a.raw;
+  ASSERT_TRUE(a.body["trafficAccessToken"].is_string()) << a.raw;
+  const std::string id = a.body["sandboxID"], token = a.body["trafficAccessToken"];
+  EXPECT_EQ(token.size(), 48u);
+  EXPECT_EQ(call(verb::get, "/sandboxes/" + id).body["trafficAccessToken"], token);
+  auto none = to_port(id);
+  EXPECT_EQ(none.status, 403u) << none.raw;
+  EXPECT_NE(none.body.value("message", "").find("e2b-traffic-access-token"), std::string::npos) << none.raw;
+  EXPECT_EQ(to_port(id, {{"e2b-traffic-access-token", token + "x"}}).status, 403u);
+  EXPECT_EQ(to_port(id, {{"e2b-traffic-access-token", ""}}).status, 403u);
+  auto ok = to_port(id, {{"E2B-Traffic-Access-Token", token}});
+  ASSERT_EQ(ok.status, 200u) << ok.raw;
+  EXPECT_EQ(ok.body["token"], "") << "the token is the gateway's and is not forwarded";
+  EXPECT_EQ(ok.body["host"], "localhost");
+  // envd keeps its own rule.
+  EXPECT_EQ(call(verb::get, "/x", "", {{"E2b-Sandbox-Id", id}}, false).status, 200u);
+  // A public sandbox has no token (null, as E2B answers) and needs none.
+  auto pub = call(verb::post, "/v2/sandboxes", "{}");
+  EXPECT_TRUE(pub.body["trafficAccessToken"].is_null()) << pub.raw;
+  EXPECT_EQ(to_port(pub.body["sandboxID"]).status, 200u);
+  // The record keeps it: a restart publishes it again.
+  auto rec = store_->get_sandbox(id);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->extra.value("trafficAccessToken", ""), token);
+}
+
+TEST_F(InboundTest, MaskRequestHostIsWhatThePortSees) {
+  const std::string id = create_id(R"({"network":{"maskRequestHost":"app.example:${PORT}"}})");
+  auto r = to_port(id);
+  ASSERT_EQ(r.status, 200u) << r.raw;
+  EXPECT_EQ(r.body["host"], "app.example:8080");
+  for (const char* bad : {R"({"network":{"maskRequestHost":"a b"}})", R"({"network":{"maskRequestHost":5}})",
+                          R"({"network":{"maskRequestHost":"x:70000"}})", R"({"network":{"allowPublicTraffic":"no"}})"}) {
+    auto a = call(verb::post, "/v2/sandboxes", bad);
+    EXPECT_EQ(a.status, 400u) << bad;
+    EXPECT_NE(a.body.value("message", "").find("network."), std::string::npos) << a.raw;
+  }
+}
+
+TEST_F(InboundTest, PreviewUrlsOpenOnePortUntilTheyExpire) {
+  auto a = call(verb::post, "/v2/sandboxes", R"({"network":{"allowPublicTraffic":false}})");
+  const std::string id = a.body["sandboxID"];
+  // The link keeps the port the client reached the gateway on.
+  auto made = call(verb::post, "/sandboxes/" + id + "/preview-url", R"({"port":8080,"expiresInSeconds":60})",
+                   {{"Host", "gw.local:" + std::to_string(ep_.port)}});
+  ASSERT_EQ(made.status, 201u) << made.raw;
+  const std::string url = made.body["url"];
+  const std::string prefix = "http://8080-" + id + ".localhost:" + std::to_string(ep_.port) + "/?coppice_preview=";
+  ASSERT_EQ(url.substr(0, prefix.size()), prefix) << url;
+  const std::string value = url.substr(prefix.size());
+  // The link: a redirect without the parameter, and the cookie.
+  auto first = to_port(id, {}, "/app?x=1&coppice_preview=" + value + "&y=2");
+  ASSERT_EQ(first.status, 302u) << first.raw;
+  EXPECT_EQ(std::string(first.headers["Location"]), "/app?x=1&y=2");
+  const std::string cookie(first.headers["Set-Cookie"]);
+  EXPECT_EQ(cookie.substr(0, cookie.find(';')), "coppice_preview=" + value);
+  EXPECT_NE(cookie.find("; HttpOnly; SameSite=Lax"), std::string::npos) << cookie;
+  EXPECT_EQ(cookie.find("Secure"), std::string::npos) << cookie;
+  auto with = to_port(id, {{"Cookie", "a=b; coppice_preview=" + value}}, "/app");
+  EXPECT_EQ(with.status, 200u) << with.raw;
+  // Forged, or for another port or sandbox, or expired: 403.
+  std::string forged = value;
+  forged.back() = forged.back() == '0' ? '1' : '0';
+  EXPECT_EQ(to_port(id, {{"Cookie", "coppice_preview=" + forged}}).status, 403u);
+  EXPECT_EQ(to_port(id, {}, "/?coppice_preview=" + forged).status, 403u);
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_EQ(to_port(id, {{"Cookie", "coppice_preview=" + signer_.sign(id, 8080, now - 1)}}).status, 403u);
+  EXPECT_EQ(to_port(id, {{"Cookie", "coppice_preview=" + signer_.sign(id, 8081, now + 60)}}).status, 403u);
+  auto other = create_id(R"({"network":{"allowPublicTraffic":false}})");
+  EXPECT_EQ(to_port(other, {{"Cookie", "coppice_preview=" + value}}).status, 403u);
+  // Bad requests.
+  for (const char* body : {R"({"port":0})", R"({"port":49983})", R"({"port":70000})", R"({"port":"80"})",
+                           R"({"port":80,"expiresInSeconds":0})", R"({"port":80,"expiresInSeconds":604801})"}) {
+    EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/preview-url", body).status, 400u) << body;
+  }
+  EXPECT_EQ(call(verb::post, "/sandboxes/bbbbbbbbbbbbbbbbbbbb/preview-url", R"({"port":80})").status, 404u);
+  EXPECT_EQ(call_as(kKeyA, verb::post, "/sandboxes/" + id + "/preview-url", R"({"port":80})").status, 404u)
+      << "another team's sandbox is a missing one";
+}
+
+}  // namespace
+}  // namespace coppice::api
+
+namespace coppice::api {
+namespace {
+
+// network.httpsPorts: the proxy speaks TLS to those ports, without checking
+// the certificate (a sandbox's own).
+TEST_F(InboundTest, HttpsPortsAreReachedOverTls) {
+  test_util::TempDir dir{"coppice-https-port"};
+  const std::string cert = (dir.path() / "c.pem").string(), key = (dir.path() / "k.pem").string();
+  std::ofstream(cert) << tls::testing::kTestCert;
+  std::ofstream(key) << tls::testing::kTestKey;
+  auto ctx = tls::load_server_context(cert, key);
+  ASSERT_TRUE(ctx) << ctx.error().to_string();
+  http::Server inner(io_, [](http::Exchange& ex) -> asio::awaitable<void> {
+    co_await ex.respond(200, "over tls, host " + ex.header("Host"), "text/plain");
+  });
+  tls::TlsFront front(io_, inner, *ctx, std::chrono::seconds(2));
+  auto port = front.listen_tcp("127.0.0.1", 0);
+  ASSERT_TRUE(port);
+  backend_->route_port(8443, *port);
+  const std::string id = create_id(R"({"network":{"httpsPorts":[8443],"maskRequestHost":"app.example"}})");
+  auto r = call(verb::get, "/", "", {{"E2b-Sandbox-Id", id}, {"E2b-Sandbox-Port", "8443"}}, false);
+  EXPECT_EQ(r.status, 200u) << r.raw;
+  EXPECT_EQ(r.raw, "over tls, host app.example");
+  // Not listed: the proxy speaks plain HTTP to it, which the port does not answer as HTTP.
+  const std::string plain = create_id();
+  EXPECT_EQ(call(verb::get, "/", "", {{"E2b-Sandbox-Id", plain}, {"E2b-Sandbox-Port", "8443"}}, false).status, 502u);
+  for (const char* bad : {R"({"network":{"httpsPorts":[0]}})", R"({"network":{"httpsPorts":[49983]}})",
+                          R"({"network":{"httpsPorts":["443"]}})", R"({"network":{"httpsPorts":443}})"}) {
+    auto a = call(verb::post, "/v2/sandboxes", bad);
+    EXPECT_EQ(a.status, 400u) << bad;
+    EXPECT_NE(a.body.value("message", "").find("network.httpsPorts"), std::string::npos) << a.raw;
+  }
+  front.stop();
+  inner.stop();
 }
 
 }  // namespace

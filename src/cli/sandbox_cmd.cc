@@ -2,6 +2,7 @@
 //   list [--json]                          running and paused sandboxes, newest first
 //   create [--template T] [--timeout S]    prints the new sandbox's id
 //   kill ID...                             kills each; fails if any could not be killed
+//   preview ID PORT [--expires 1h]         prints a signed URL that opens PORT until it expires
 #include <strings.h>
 
 #include <cstdio>
@@ -76,6 +77,34 @@ int kill_cmd(const Globals& g, const std::vector<std::string>& ids) {
   return status;
 }
 
+// "90", "90s", "15m", "1h", "7d" as seconds; nullopt when malformed.
+std::optional<int64_t> parse_duration(const std::string& s) {
+  if (s.empty() || s.size() > 12) return std::nullopt;
+  int64_t unit = 1;
+  std::string digits = s;
+  switch (s.back()) {
+    case 's': unit = 1; digits.pop_back(); break;
+    case 'm': unit = 60; digits.pop_back(); break;
+    case 'h': unit = 3600; digits.pop_back(); break;
+    case 'd': unit = 86400; digits.pop_back(); break;
+    default: break;
+  }
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return std::stoll(digits) * unit;
+}
+
+int preview_cmd(const Globals& g, const std::string& id, int port, const std::string& expires, bool as_json) {
+  auto secs = parse_duration(expires);
+  if (!secs) return fail("--expires wants a duration like 90s, 15m, 1h or 7d, got " + expires);
+  json body{{"port", port}, {"expiresInSeconds", *secs}};
+  auto r = Client(g).call(verb::post, "/sandboxes/" + url_encode(id) + "/preview-url", body.dump(),
+                          std::chrono::seconds(30));
+  if (!r) return fail(r.error().message());
+  if (as_json) std::printf("%s\n", r->dump(2).c_str());
+  else std::printf("%s\n", str_field(*r, "url").c_str());
+  return 0;
+}
+
 // The options of the sandbox subcommands, alive until the chosen one runs.
 struct SandboxOptions {
   bool list_json = false;
@@ -83,13 +112,17 @@ struct SandboxOptions {
   std::string tmpl;
   std::optional<int> timeout_s;
   std::vector<std::string> ids;
+  std::string preview_id;
+  int preview_port = 0;
+  std::string expires = "1h";
+  bool preview_json = false;
 };
 
 }  // namespace
 
 void add_sandbox_commands(CLI::App& app, Globals& g) {
   auto o = std::make_shared<SandboxOptions>();
-  auto* group = app.add_subcommand("sandbox", "list, create and kill sandboxes");
+  auto* group = app.add_subcommand("sandbox", "list, create and kill sandboxes; preview URLs");
   group->require_subcommand(1);
   group->fallthrough();
 
@@ -110,6 +143,17 @@ void add_sandbox_commands(CLI::App& app, Globals& g) {
   kill->add_option("id", o->ids, "sandbox ids")->required();
   kill->fallthrough();
   kill->callback([&g, o] { g.run = [&g, o] { return kill_cmd(g, o->ids); }; });
+
+  auto* preview = group->add_subcommand("preview", "print a signed URL that opens one port of a sandbox until it expires");
+  preview->add_option("id", o->preview_id, "sandbox id")->required();
+  // The gateway checks the range and says why.
+  preview->add_option("port", o->preview_port, "port in the sandbox")->required();
+  preview->add_option("--expires", o->expires, "lifetime: 90s, 15m, 1h, 7d (at most 7 days)")->capture_default_str();
+  preview->add_flag("--json", o->preview_json, "print the gateway's JSON (url, expiresAt) instead of the URL");
+  preview->fallthrough();
+  preview->callback([&g, o] {
+    g.run = [&g, o] { return preview_cmd(g, o->preview_id, o->preview_port, o->expires, o->preview_json); };
+  });
 }
 
 }  // namespace coppice::cli

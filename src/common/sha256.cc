@@ -120,4 +120,24 @@ std::string to_hex(const uint8_t* data, size_t len) {
   return out;
 }
 
+Sha256Digest hmac_sha256(std::string_view key, std::string_view message) {
+  std::array<uint8_t, 64> k{};
+  if (key.size() > k.size()) {
+    auto d = sha256(key);
+    std::copy(d.begin(), d.end(), k.begin());
+  } else {
+    std::copy(key.begin(), key.end(), k.begin());
+  }
+  std::array<uint8_t, 64> pad;
+  Sha256 h;
+  for (size_t i = 0; i < pad.size(); ++i) pad[i] = k[i] ^ 0x36;
+  h.update(pad.data(), pad.size());
+  h.update(message);
+  auto inner = h.final();
+  for (size_t i = 0; i < pad.size(); ++i) pad[i] = k[i] ^ 0x5c;
+  h.update(pad.data(), pad.size());
+  h.update(inner.data(), inner.size());
+  return h.final();
+}
+
 }  // namespace coppice

@@ -37,6 +37,9 @@ class Sha256 {
 
 Sha256Digest sha256(std::string_view data);
 
+// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+Sha256Digest hmac_sha256(std::string_view key, std::string_view message);
+
 // Lowercase hex of any byte string (64 characters for a digest).
 std::string to_hex(const uint8_t* data, size_t len);
 inline std::string to_hex(const Sha256Digest& d) { return to_hex(d.data(), d.size()); }

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "core/lifecycle.h"
 #include "sandbox/backend.h"
@@ -29,6 +30,14 @@ struct Route {
   sandbox::SandboxHandle handle;  // envd's socket, what the backend needs to reach a port
   std::string team;               // the owning team ("" before teams are checked)
   std::string token;              // envd's access token ("" for an unsecured sandbox)
+  // network.allowPublicTraffic: false: the e2b-traffic-access-token every
+  // request to a port other than envd's must carry ("" = ports are public).
+  std::string traffic_token;
+  // network.maskRequestHost: the Host sent to the sandbox's ports, "${PORT}"
+  // standing for the port ("" = the proxy's default).
+  std::string mask_host;
+  // network.httpsPorts: ports the proxy reaches over TLS (few; searched linearly).
+  std::vector<uint16_t> https_ports;
   bool running() const { return state == SandboxState::kRunning; }
 };
 

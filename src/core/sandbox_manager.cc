@@ -191,7 +191,7 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
   count(to, +1);
   l.state = to;
   if (visible(to)) {
-    routes_.publish(Route{l.id, to, l.handle, l.team, l.token});
+    routes_.publish(Route{l.id, to, l.handle, l.team, l.token, l.traffic_token, l.mask_host, l.https_ports});
   } else {
     routes_.remove(l.id);
   }
@@ -199,7 +199,7 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
 }
 
 SandboxView SandboxManager::view(const Live& l) const {
-  SandboxView v{l.id,       l.template_id, "",          l.state,      l.token,
+  SandboxView v{l.id,       l.template_id, "",          l.state,      l.token, l.traffic_token,
                 l.metadata, l.cpu_count,   l.memory_mb, l.disk_mb,    l.started_at,
                 l.end_at,   std::string(kEnvdVersion), l.team};
   v.network = l.network;
@@ -227,6 +227,9 @@ store::SandboxRecord SandboxManager::record(const Live& l) const {
   r.template_tree = l.tree;
   r.team = l.team;
   r.extra["network"] = net::to_store_json(l.network);
+  if (!l.traffic_token.empty()) r.extra["trafficAccessToken"] = l.traffic_token;
+  if (!l.mask_host.empty()) r.extra["maskRequestHost"] = l.mask_host;
+  if (!l.https_ports.empty()) r.extra["httpsPorts"] = l.https_ports;
   return r;
 }
 
@@ -283,6 +286,9 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
       l->network.egress_limit_bps = static_cast<uint64_t>(t->egress_mbps) * 1000000 / 8;
     }
   }
+  l->traffic_token = p.public_traffic ? "" : new_token();
+  l->mask_host = p.mask_request_host;
+  l->https_ports = p.https_ports;
   auto t1 = std::chrono::steady_clock::now();
   // Every sandbox got its token, its environment and defaults from the start
   // (a pooled one the template's environment: nobody could see it since), so

@@ -85,6 +85,9 @@ struct CreateParams {
   // The create asked for internet explicitly (allow_internet_access: true,
   // or allowOut entries): refused where sandboxes have no network.
   bool wants_network = false;
+  bool public_traffic = true;                     // false: its ports want a traffic access token
+  std::string mask_request_host;                  // network.maskRequestHost, validated by the API
+  std::vector<uint16_t> https_ports;              // network.httpsPorts, validated by the API
 };
 
 // What the API reports of a sandbox.
@@ -94,6 +97,7 @@ struct SandboxView {
   std::string alias;
   SandboxState state;
   std::string envd_access_token;
+  std::string traffic_access_token;  // "" unless allowPublicTraffic was false
   json metadata;
   int cpu_count;
   int memory_mb;

@@ -18,6 +18,10 @@ struct SandboxManager::Live {
   std::string team = std::string(store::kDefaultTeam);
   SandboxState state = SandboxState::kCreating;
   std::string token;
+  // Inbound policy (Route::traffic_token / mask_host); kept in the record's extra.
+  std::string traffic_token;
+  std::string mask_host;
+  std::vector<uint16_t> https_ports;
   json metadata = json::object();
   json env_vars = json::object();
   int cpu_count = 1, memory_mb = 512, disk_mb = 1024;

@@ -486,3 +486,36 @@ TEST_F(Manager, APooledSandboxBelongsToTheTeamThatTakesIt) {
 
 }  // namespace
 }  // namespace coppice::core
+
+namespace coppice::core {
+namespace {
+
+// The inbound policy is published in the route and survives a restart.
+TEST_F(Manager, TrafficTokenAndMaskAreRoutedAndKeptAcrossARestart) {
+  CreateParams p;
+  p.public_traffic = false;
+  p.mask_request_host = "app.example:${PORT}";
+  auto v = run(mgr_->create(p));
+  ASSERT_TRUE(v) << v.error().to_string();
+  ASSERT_EQ(v->traffic_access_token.size(), 48u);
+  auto r = mgr_->routes().lookup(v->id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->traffic_token, v->traffic_access_token);
+  EXPECT_EQ(r->mask_host, "app.example:${PORT}");
+  auto open = create();
+  EXPECT_EQ(open.traffic_access_token, "");
+  make_manager();
+  ASSERT_TRUE(run(mgr_->recover()));
+  ASSERT_TRUE(run(mgr_->start()));
+  r = mgr_->routes().lookup(v->id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->traffic_token, v->traffic_access_token);
+  EXPECT_EQ(r->mask_host, "app.example:${PORT}");
+  auto again = run(mgr_->get(v->id));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->traffic_access_token, v->traffic_access_token);
+  EXPECT_EQ(mgr_->routes().lookup(open.id)->traffic_token, "");
+}
+
+}  // namespace
+}  // namespace coppice::core

@@ -40,6 +40,15 @@ asio::awaitable<Status> SandboxManager::do_recover() {
         l->team = r.team;
         l->state = SandboxState::kCreating;
         l->token = r.envd_access_token;
+        if (auto t = r.extra.find("trafficAccessToken"); t != r.extra.end() && t->is_string())
+          l->traffic_token = t->get<std::string>();
+        if (auto m = r.extra.find("maskRequestHost"); m != r.extra.end() && m->is_string())
+          l->mask_host = m->get<std::string>();
+        if (auto h = r.extra.find("httpsPorts"); h != r.extra.end() && h->is_array()) {
+          for (const auto& port : *h)
+            if (port.is_number_unsigned() && port.get<uint64_t>() >= 1 && port.get<uint64_t>() <= 65535)
+              l->https_ports.push_back(static_cast<uint16_t>(port.get<uint64_t>()));
+        }
         l->metadata = r.metadata;
         l->env_vars = r.env_vars;
         l->cpu_count = static_cast<int>(r.cpu_count);

@@ -23,6 +23,7 @@
 #include "store/store.h"
 #include "sys/background.h"
 #include "sys/rlimit.h"
+#include "tls/tls_front.h"
 #include "templates/host_template.h"
 #include "templates/templates.h"
 
@@ -86,7 +87,9 @@ int main(int argc, char** argv) {
   CLI::App app{"coppiced: the Coppice gateway (E2B-compatible API and sandbox proxy)"};
   app.add_option("--listen", listen, "address:port for the API and the proxy")->capture_default_str();
   app.add_option("--state-dir", cfg.state_dir, "store, templates and sandbox state")->capture_default_str();
-  app.add_option("--domain", cfg.domain, "domain for <port>-<id>.<domain> routing");
+  app.add_option("--domain", cfg.domain,
+                 "domain for <port>-<id>.<domain> routing, with :port when clients reach the gateway on another "
+                 "port than 443 (https) or 80");
   app.add_option("--templates", cfg.templates_dir, "templates root (default <state-dir>/templates)");
   app.add_option("--envd", cfg.envd_path, "path of the static coppice-envd (default: beside coppiced)");
   app.add_option("--interp", cfg.interp_path,
@@ -175,6 +178,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> open_ranges;
   app.add_option("--open-range", open_ranges,
                  "a CIDR sandboxes may reach although it is private, link-local or the host's (repeatable)");
+  std::string tls_cert, tls_key;
+  app.add_option("--tls-cert", tls_cert,
+                 "PEM certificate chain for TLS on the port (a wildcard for *.<domain> plus <domain> and "
+                 "api.<domain>); with --tls-key the port speaks only TLS");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
   app.add_option("--log-level", level, "debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   log::Level lvl;
@@ -186,6 +194,20 @@ int main(int argc, char** argv) {
   if (!split_listen(listen, &cfg)) {
     std::fprintf(stderr, "--listen wants address:port, got %s\n", listen.c_str());
     return 2;
+  }
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::fprintf(stderr, "--tls-cert and --tls-key go together\n");
+    return 2;
+  }
+  // A bad certificate or key stops the start here, in one line.
+  tls::Context tls_context;
+  if (!tls_cert.empty()) {
+    auto c = tls::load_server_context(tls_cert, tls_key);
+    if (!c) {
+      std::fprintf(stderr, "coppiced: TLS: %s\n", c.error().message().c_str());
+      return 1;
+    }
+    tls_context = std::move(*c);
   }
   if (const char* keys = std::getenv("COPPICE_API_KEYS")) {
     auto parsed = api::parse_api_keys(keys);
@@ -244,6 +266,9 @@ int main(int argc, char** argv) {
   server_opts.drain_timeout = server_opts.header_timeout;
   server_opts.limits.max_total =
       cfg.max_connections ? cfg.max_connections : http::connections_for_fd_limit(*fd_limit);
+  // A TLS connection holds three fds (the TCP socket and the pair to the
+  // server, tls_front.h) where a plain one holds one.
+  if (!tls_cert.empty() && !cfg.max_connections) server_opts.limits.max_total = std::max<size_t>(16, server_opts.limits.max_total / 2);
   server_opts.limits.max_per_client = std::min(cfg.max_connections_per_client, server_opts.limits.max_total);
   if (cfg.envd_path.empty()) cfg.envd_path = self_dir() + "/coppice-envd";
   if (::access(cfg.envd_path.c_str(), X_OK) != 0) {
@@ -471,6 +496,16 @@ int main(int argc, char** argv) {
                              [traffic] { return traffic(false); });
   }
   http::Server server(io, [&](http::Exchange& ex) { return api.handle(ex); }, server_opts);
+  std::unique_ptr<tls::TlsFront> tls_front;
+  if (tls_context) tls_front = std::make_unique<tls::TlsFront>(io, server, tls_context, server_opts.header_timeout);
+  // Preview URLs are signed with a secret the gateway keeps in its state dir.
+  auto preview_secret = proxy::load_or_make_secret(cfg.state_dir + "/preview.key");
+  if (!preview_secret) {
+    COPPICE_LOG(error) << preview_secret.error().to_string();
+    return 1;
+  }
+  const proxy::PreviewSigner preview_signer(std::move(*preview_secret));
+  api.set_preview(&preview_signer, tls_front != nullptr);
 
   // Recover before serving, so the first request sees every sandbox.
   std::optional<Status> recovered;
@@ -484,12 +519,13 @@ int main(int argc, char** argv) {
     COPPICE_LOG(error) << "recover: " << (recovered ? recovered->error().to_string() : "did not finish");
     return 1;
   }
-  auto port = server.listen_tcp(cfg.listen_host, cfg.listen_port);
+  auto port = tls_front ? tls_front->listen_tcp(cfg.listen_host, cfg.listen_port)
+                       : server.listen_tcp(cfg.listen_host, cfg.listen_port);
   if (!port) {
     COPPICE_LOG(error) << port.error().to_string();
     return 1;
   }
-  COPPICE_LOG(info) << "coppiced " << COPPICE_VERSION << " listening on " << cfg.listen_host << ":" << *port
+  COPPICE_LOG(info) << "coppiced " << COPPICE_VERSION << " listening on " << cfg.listen_host << ":" << *port << (tls_front ? " (TLS)" : "")
                     << ", state in " << cfg.state_dir << ", " << mgr.count() << " sandboxes recovered; at most "
                     << server_opts.limits.max_total << " connections (" << server_opts.limits.max_per_client
                     << " per client), fd limit " << *fd_limit;
@@ -521,6 +557,7 @@ int main(int argc, char** argv) {
     stopping = true;
     COPPICE_LOG(info) << "signal " << sig << ": stopping (sandboxes keep running; draining pools)";
     server.stop();
+    if (tls_front) tls_front->stop();
     signals.async_wait(on_signal);
     http::asio::co_spawn(io, mgr.shutdown(), [&](std::exception_ptr) { io.stop(); });
   };

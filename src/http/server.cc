@@ -424,32 +424,38 @@ asio::awaitable<void> Server::accept_loop(std::shared_ptr<Acceptor> acc, bool tc
       boost::system::error_code ignore;
       sock.set_option(asio::ip::tcp::no_delay(true), ignore);
     }
-    // Each connection runs on its own strand: the coroutines of one exchange
-    // (a proxy's watcher, say) never run at the same time on two threads.
-    auto strand = asio::make_strand(io_);
-    auto conn = std::make_shared<Conn>(strand);
     const std::string client = peer_address(sock);
-    std::weak_ptr<Conn> weak = conn;
-    conn->ticket = table_->admit(client, [strand, weak] {
-      asio::post(strand, [weak] {
-        if (auto c = weak.lock()) c->timer.cancel();
-      });
-    });
-    if (!conn->ticket) {
-      const auto& lim = table_->limits();
-      const bool per_client = lim.max_per_client && table_->count(client) >= lim.max_per_client;
-      std::string message = per_client ? "too many connections from this address (" +
-                                             std::to_string(lim.max_per_client) + " are busy); try again later"
-                                       : "the server is at its connection limit (" + std::to_string(lim.max_total) +
-                                             " are busy); try again later";
-      COPPICE_LOG_RATE(warn, 1) << "refused a connection from " << client << ": " << message;
-      const Fields retry{{"Retry-After", "1"}};
-      auto response = error_response(503, message, retry);
-      asio::co_spawn(strand, refuse(std::move(sock), std::move(response)), asio::detached);
-      continue;
-    }
-    asio::co_spawn(strand, serve(std::move(sock), std::move(conn)), asio::detached);
+    admit_and_serve(std::move(sock), client);
   }
+}
+
+void Server::adopt(Socket sock, const std::string& client) { admit_and_serve(std::move(sock), client); }
+
+void Server::admit_and_serve(Socket sock, const std::string& client) {
+  // Each connection runs on its own strand: the coroutines of one exchange
+  // (a proxy's watcher, say) never run at the same time on two threads.
+  auto strand = asio::make_strand(io_);
+  auto conn = std::make_shared<Conn>(strand);
+  std::weak_ptr<Conn> weak = conn;
+  conn->ticket = table_->admit(client, [strand, weak] {
+    asio::post(strand, [weak] {
+      if (auto c = weak.lock()) c->timer.cancel();
+    });
+  });
+  if (!conn->ticket) {
+    const auto& lim = table_->limits();
+    const bool per_client = lim.max_per_client && table_->count(client) >= lim.max_per_client;
+    std::string message = per_client ? "too many connections from this address (" +
+                                           std::to_string(lim.max_per_client) + " are busy); try again later"
+                                     : "the server is at its connection limit (" + std::to_string(lim.max_total) +
+                                           " are busy); try again later";
+    COPPICE_LOG_RATE(warn, 1) << "refused a connection from " << client << ": " << message;
+    const Fields retry{{"Retry-After", "1"}};
+    auto response = error_response(503, message, retry);
+    asio::co_spawn(strand, refuse(std::move(sock), std::move(response)), asio::detached);
+    return;
+  }
+  asio::co_spawn(strand, serve(std::move(sock), std::move(conn)), asio::detached);
 }
 
 asio::awaitable<void> Server::serve(Socket sock, std::shared_ptr<Conn> conn) {

@@ -172,6 +172,10 @@ class Server {
   Result<uint16_t> listen_tcp(const std::string& host, uint16_t port);
   // Binds a unix socket at `path` (an existing socket file is replaced).
   Status listen_unix(const std::string& path, unsigned mode = 0600);
+  // Serves a connection accepted elsewhere (the TLS front's plaintext side),
+  // counting it against the limits as one from `client` (its real peer's
+  // address): admitted and served exactly like one this server accepted.
+  void adopt(Socket sock, const std::string& client);
   // Stops accepting; existing connections finish their work.
   void stop();
   // Connections held now (admitted and not yet closed).
@@ -180,6 +184,7 @@ class Server {
  private:
   struct Conn;
   asio::awaitable<void> accept_loop(std::shared_ptr<Acceptor> acc, bool tcp);
+  void admit_and_serve(Socket sock, const std::string& client);
   asio::awaitable<void> serve(Socket sock, std::shared_ptr<Conn> conn);
 
   asio::io_context& io_;

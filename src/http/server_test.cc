@@ -487,3 +487,45 @@ TEST_F(ServerTest, BodyCutShortIsAnsweredAndTheConnectionClosed) {
 
 }  // namespace
 }  // namespace coppice::http
+
+namespace coppice::http {
+namespace {
+
+// Connections accepted elsewhere (the TLS front's plaintext ends) count as
+// the client they are adopted for: per-client bounds hold across them.
+TEST_F(LimitedServerTest, AdoptedConnectionsCountAsTheirClient) {
+  ServerOptions o = limited_options();
+  o.limits.max_total = 10;
+  o.limits.max_per_client = 1;
+  Server s{io_, limited_handler, o};
+  auto adopt = [&](const std::string& client) {
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    timeval tv{5, 0};
+    ::setsockopt(fds[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    asio::post(io_, [&s, &io = io_, fd = fds[0], client] {
+      Socket sock(io);
+      boost::system::error_code ec;
+      sock.assign(asio::generic::stream_protocol(AF_UNIX, 0), fd, ec);
+      s.adopt(std::move(sock), client);
+    });
+    return fds[1];
+  };
+  int held = adopt("192.0.2.1");
+  send_all(held, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(wait_connections(s, 1));
+  std::this_thread::sleep_for(50ms);  // its head is read: busy
+  int same = adopt("192.0.2.1");
+  std::string got = whole(same);
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 503 ")) << got;
+  EXPECT_NE(got.find("from this address"), std::string::npos) << got;
+  int other = adopt("192.0.2.2");
+  send_all(other, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+  got = read_until(other, [](const std::string& r) { return r.find("plain") != std::string::npos; });
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  for (int fd : {held, same, other}) ::close(fd);
+  EXPECT_TRUE(wait_connections(s, 0));
+}
+
+}  // namespace
+}  // namespace coppice::http

@@ -139,9 +139,12 @@ Result<NetworkConfig> parse_create(const json* network, const json* allow_intern
     return it == network->end() ? kNull : *it;
   };
   for (const auto& [k, v] : network->items()) {
-    if (k == "allowOut" || k == "denyOut" || k == "allowPublicTraffic" || k == "maskRequestHost" || k == "maxEgressMbps") continue;
+    // httpsPorts is the proxy's (checked by the API).
+    if (k == "allowOut" || k == "denyOut" || k == "allowPublicTraffic" || k == "maskRequestHost" || k == "maxEgressMbps" ||
+        k == "httpsPorts")
+      continue;
     if (v.is_null()) continue;
-    if (k == "egressProxy" || k == "rules" || k == "httpsPorts") {
+    if (k == "egressProxy" || k == "rules") {
       return make_error(ErrorCode::kInvalidArgument, "network." + k + " is not supported by this gateway yet");
     }
     return make_error(ErrorCode::kInvalidArgument, "network." + k + " is not a known field");

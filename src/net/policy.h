@@ -58,8 +58,8 @@ Result<RuleEntry> parse_allow_entry(std::string_view s);
 bool domain_matches(std::string_view pattern, std::string_view name);
 
 // Create: `allow_internet_access` (absent: true) and `network` (absent or
-// null: defaults). Fields coppiced cannot honour yet (egressProxy, rules,
-// httpsPorts) and unknown ones are refused by name. kInvalidArgument with
+// null: defaults). Fields coppiced cannot honour yet (egressProxy, rules)
+// and unknown ones are refused by name; httpsPorts is left to the caller. kInvalidArgument with
 // a message naming the bad field or entry.
 Result<NetworkConfig> parse_create(const nlohmann::json* network, const nlohmann::json* allow_internet_access);
 

@@ -88,7 +88,7 @@ TEST(Policy, CreateDefaultsAndE2bSemantics) {
 }
 
 TEST(Policy, CreateRefusesWhatItCannotHonour) {
-  for (const char* field : {"egressProxy", "rules", "httpsPorts"}) {
+  for (const char* field : {"egressProxy", "rules"}) {
     json n = {{field, json::object({{"x", 1}})}};
     auto c = parse_create(&n, nullptr);
     ASSERT_FALSE(c) << field;

@@ -16,7 +16,7 @@ std::string_view trim(std::string_view s) {
 }  // namespace
 
 bool is_gateway_credential(const http::Exchange& ex, std::string_view name, std::string_view value, uint16_t port) {
-  if (beast::iequals(name, "X-API-KEY")) return true;
+  if (beast::iequals(name, "X-API-KEY") || beast::iequals(name, "E2B-Traffic-Access-Token")) return true;
   if (!beast::iequals(name, "Authorization")) return false;
   value = trim(value);
   const size_t sp = value.find_first_of(" \t");

@@ -13,7 +13,7 @@ namespace coppice::proxy {
 
 // True when the header `name: value` of `ex` is a gateway credential and must
 // not be forwarded to port `port` of a sandbox:
-//  - X-API-KEY, always (only the gateway reads it);
+//  - X-API-KEY and E2B-Traffic-Access-Token, always (only the gateway reads them);
 //  - Authorization to envd unless its scheme is Basic: envd reads only
 //    `Basic base64(user:)`, the user a request acts as (its own secret is
 //    X-Access-Token, which passes);

@@ -5,6 +5,8 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "common/file_signature.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -13,6 +15,7 @@
 #include "http/client.h"
 #include "http/tunnel.h"
 #include "proxy/credentials.h"
+#include "tls/tls_front.h"
 
 namespace coppice::proxy {
 
@@ -36,6 +39,40 @@ bool parse_port(std::string_view s, uint16_t* out) {
   if (v == 0 || v > 65535) return false;
   *out = static_cast<uint16_t>(v);
   return true;
+}
+
+// The value of cookie `name` in a Cookie header, or "".
+std::string cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    size_t semi = header.find(';');
+    std::string_view pair = header.substr(0, semi);
+    header = semi == std::string_view::npos ? std::string_view{} : header.substr(semi + 1);
+    while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
+    size_t eq = pair.find('=');
+    if (eq != std::string_view::npos && pair.substr(0, eq) == name) return std::string(pair.substr(eq + 1));
+  }
+  return {};
+}
+
+// The request target without the preview parameter.
+std::string target_without_preview(const http::Exchange& ex) {
+  std::string out(ex.path());
+  std::string_view q = ex.query();
+  char sep = '?';
+  while (!q.empty()) {
+    size_t amp = q.find('&');
+    std::string_view item = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view{} : q.substr(amp + 1);
+    if (item.empty() || item.substr(0, item.find('=')) == kPreviewParam) continue;
+    out.push_back(sep);
+    out.append(item);
+    sep = '&';
+  }
+  return out;
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string not_found_body(const std::string& id) {
@@ -91,7 +128,8 @@ std::optional<Target> route(const http::Exchange& ex, const std::string& domain)
   size_t dot = host.find('.');
   if (dash == std::string::npos || dot == std::string::npos || dash > dot) return std::nullopt;
   std::string rest = host.substr(dot + 1);
-  if (!domain.empty() && !beast::iequals(rest, domain)) return std::nullopt;
+  // A domain may name the port the gateway is published on ("example.com:8443").
+  if (!domain.empty() && !beast::iequals(rest, domain.substr(0, domain.find(':')))) return std::nullopt;
   Target t;
   if (!parse_port(std::string_view(host).substr(0, dash), &t.port)) return std::nullopt;
   t.sandbox_id = host.substr(dash + 1, dot - dash - 1);
@@ -150,6 +188,43 @@ asio::awaitable<void> Proxy::serve_signed_file(http::Exchange& ex) {
   co_await serve(ex, t);
 }
 
+asio::awaitable<bool> Proxy::admit(http::Exchange& ex, const core::Route& r, const Target& t) {
+  const int64_t now = unix_now();
+  // A preview link's first visit: checked, then the browser gets the same
+  // signed value as a cookie for this host and is sent to the URL without it.
+  if (signer_) {
+    const auto& q = ex.query_params();
+    if (auto it = q.find(std::string(kPreviewParam)); it != q.end()) {
+      if (!signer_->verify(r.id, t.port, it->second, now)) {
+        co_await ex.respond_json(403, R"({"code":403,"message":"the preview link is not valid for this port or has expired"})");
+        co_return false;
+      }
+      if (ex.method() != bhttp::verb::get && ex.method() != bhttp::verb::head) co_return true;
+      const int64_t expires = std::stoll(it->second.substr(0, it->second.find('.')));
+      std::string cookie = std::string(kPreviewCookie) + "=" + it->second + "; Path=/; Max-Age=" +
+                           std::to_string(expires - now) + "; HttpOnly; SameSite=Lax" + (secure_cookie_ ? "; Secure" : "");
+      const http::Fields headers{{"Location", target_without_preview(ex)}, {"Set-Cookie", cookie},
+                                 {"Cache-Control", "no-store"}};
+      ex.set_close();  // the request's body, if any, is not read
+      co_await ex.respond(302, "", "", headers);
+      co_return false;
+    }
+  }
+  if (r.traffic_token.empty()) co_return true;
+  const std::string sent = ex.header("E2B-Traffic-Access-Token");
+  if (!sent.empty() && constant_time_equal(sent, r.traffic_token)) co_return true;
+  const std::string cookie = signer_ ? cookie_value(ex.header("Cookie"), kPreviewCookie) : std::string();
+  if (!cookie.empty() && signer_->verify(r.id, t.port, cookie, now)) co_return true;
+  if (!cookie.empty()) {
+    co_await ex.respond_json(403, R"({"code":403,"message":"the preview link is not valid for this port or has expired"})");
+  } else if (!sent.empty()) {
+    co_await ex.respond_json(403, R"({"code":403,"message":"the e2b-traffic-access-token header does not match this sandbox's traffic access token"})");
+  } else {
+    co_await ex.respond_json(403, R"j({"code":403,"message":"this sandbox's ports need the e2b-traffic-access-token header (it was created with network.allowPublicTraffic: false)"})j");
+  }
+  co_return false;
+}
+
 asio::awaitable<Result<http::Socket>> Proxy::connect_upstream(const core::Route& r, uint16_t port) {
   if (port == kEnvdPort) {
     const http::Endpoint ep{r.handle.envd_socket, "", 0};
@@ -172,6 +247,14 @@ asio::awaitable<Result<http::Socket>> Proxy::connect_upstream(const core::Route&
     co_return make_error(ErrorCode::kUnavailable,
                          "connect to port " + std::to_string(port) + " in sandbox " + r.id + ": " + cec.message());
   tcp.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (std::find(r.https_ports.begin(), r.https_ports.end(), port) != r.https_ports.end()) {
+    // network.httpsPorts: the port speaks TLS; its certificate is not checked.
+    std::string sni = r.mask_host.empty() ? std::string() : masked_host(r.mask_host, port);
+    sni = sni.substr(0, sni.find(':'));
+    const std::chrono::steady_clock::duration handshake = std::chrono::seconds(5);
+    auto secured = co_await tls::connect_tls_upstream(std::move(tcp), std::move(sni), handshake);
+    co_return secured;
+  }
   co_return http::Socket(std::move(tcp));
 }
 
@@ -215,6 +298,10 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     co_await ex.respond_json(502, not_found_body(t.sandbox_id));
     co_return;
   }
+  if (!to_envd) {
+    const bool admitted = co_await admit(ex, *route, t);
+    if (!admitted) co_return;
+  }
   auto connected = co_await connect_upstream(*route, t.port);
   if (!connected) {
     if (connected.error().code() == ErrorCode::kNotFound) {
@@ -242,7 +329,9 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
     if (is_gateway_credential(ex, name, std::string_view(f.value().data(), f.value().size()), t.port)) continue;
     req.insert(f.name_string(), f.value());
   }
-  req.set(field::host, "localhost");
+  // The sandbox's own servers see "localhost", or the sandbox's
+  // maskRequestHost on its ports.
+  req.set(field::host, to_envd || route->mask_host.empty() ? std::string("localhost") : masked_host(route->mask_host, t.port));
   auto cl = ex.content_length();
   bool chunked_up = false;
   if (cl) {

@@ -16,6 +16,7 @@
 #include "core/metrics.h"
 #include "core/routes.h"
 #include "http/server.h"
+#include "proxy/inbound.h"
 #include "sandbox/backend.h"
 
 namespace coppice::proxy {
@@ -28,7 +29,8 @@ struct Target {
 };
 
 // Routes by the E2b-Sandbox-Id / E2b-Sandbox-Port headers, else by a Host of
-// the form <port>-<id>.<domain> (any domain when `domain` is empty). nullopt:
+// the form <port>-<id>.<domain> (any domain when `domain` is empty; a
+// ":port" in `domain` is not compared). nullopt:
 // not a data-plane request. A malformed port gives port 0 (refused later).
 std::optional<Target> route(const http::Exchange& ex, const std::string& domain);
 
@@ -57,6 +59,13 @@ class Proxy {
         core::metrics::GatewayMetrics& metrics, TeamOfKey team_of_key = {})
       : routes_(routes), backend_(backend), netns_pool_(netns_pool), metrics_(metrics),
         team_of_key_(std::move(team_of_key)) {}
+  // Preview URLs are accepted only once a signer is set (before serving);
+  // `secure_cookie`: the gateway's port speaks TLS, so the preview cookie is
+  // marked Secure.
+  void set_preview(const PreviewSigner* signer, bool secure_cookie) {
+    signer_ = signer;
+    secure_cookie_ = secure_cookie;
+  }
   asio::awaitable<void> serve(http::Exchange& ex, const Target& t);
   // Serves a signed /files URL that names no sandbox: it goes to the running
   // sandbox whose envd token the signature was made with (envd checks the
@@ -66,12 +75,18 @@ class Proxy {
  private:
   // A connected socket to the sandbox's envd or to one of its ports.
   asio::awaitable<Result<http::Socket>> connect_upstream(const core::Route& r, uint16_t port);
+  // The inbound policy for a port other than envd's: true when the request
+  // may go on; otherwise it has been answered (403, or the preview link's
+  // redirect that sets its cookie).
+  asio::awaitable<bool> admit(http::Exchange& ex, const core::Route& r, const Target& t);
 
   const core::RouteTable& routes_;
   sandbox::Backend& backend_;
   asio::thread_pool& netns_pool_;
   core::metrics::GatewayMetrics& metrics_;
   TeamOfKey team_of_key_;
+  const PreviewSigner* signer_ = nullptr;
+  bool secure_cookie_ = false;
 };
 
 }  // namespace coppice::proxy

@@ -64,6 +64,20 @@ test('Sandbox.create() uses code-interpreter-v1 and runCode(1+1) answers 2 at on
   assert.equal(exec.results[0].isMainResult, true);
 });
 
+test('allowPublicTraffic: false: runCode sends the traffic token to port 49999; without it the port is closed', opt, async () => {
+  const priv = await Sandbox.create({ ...gw.opts, network: { allowPublicTraffic: false } });
+  try {
+    assert.match(priv.trafficAccessToken, /^[0-9a-f]{48}$/);
+    assert.equal((await priv.runCode('2+3')).text, '5');
+    const headers = { 'E2b-Sandbox-Id': priv.sandboxId, 'E2b-Sandbox-Port': '49999' };
+    assert.equal((await fetch(`${gw.url}/contexts`, { headers })).status, 403);
+    const ok = await fetch(`${gw.url}/contexts`, { headers: { ...headers, 'E2B-Traffic-Access-Token': priv.trafficAccessToken } });
+    assert.equal(ok.status, 200);
+  } finally {
+    await priv.kill();
+  }
+});
+
 test('state persists; stdout and stderr callbacks; an exception with name, value and traceback', opt, async () => {
   await sbx.runCode('items = [1, 2]');
   await sbx.runCode('items.append(3)');

@@ -4,6 +4,7 @@
 // /etc (passwd, group) and homes in a temp dir, and imports the SDK build
 // named by COPPICE_SDK (e2b = latest pinned, e2b-245 = 2.45.0).
 import { spawn, execFileSync } from 'node:child_process';
+import https from 'node:https';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -206,11 +207,15 @@ export function removeStateDir(dir) {
 // The sandboxes' disk image is small (--disk-image-size 512M) unless asked.
 // `listenHost` is the address it listens on (the URLs still use 127.0.0.1,
 // so it must include loopback: 127.0.0.1 or 0.0.0.0).
+// `port`: listen there (default: a free one). `tls` ({ ca, host }): the
+// gateway speaks TLS (its --tls-* flags are in extraArgs); the harness's own
+// calls trust `ca` and name `host` (SNI and Host), and `url` is https.
 export async function startGateway({ stateDir, keep = false, extraArgs = [], apiKeys = TEST_API_KEY, prefix = [],
-  listenHost = '127.0.0.1' } = {}) {
+  listenHost = '127.0.0.1', port: wantPort, tls } = {}) {
   const dir = stateDir || fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-gw-'));
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const port = wantPort || await freePort();
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const fetch = tls ? (u, init) => tlsFetch(u, init, tls) : globalThis.fetch;
   // A test gateway needs few uid slots, so that several on one host (tests
   // and a real gateway) find ranges clear of each other.
   const slots = extraArgs.includes('--uid-slots') ? [] : ['--uid-slots', '256'];
@@ -259,4 +264,25 @@ export async function startGateway({ stateDir, keep = false, extraArgs = [], api
   };
   const kill9 = async () => { proc.kill('SIGKILL'); await waitExit(); };
   return { url, port, proc, stateDir: dir, opts, stop, kill9 };
+}
+
+// A small fetch over TLS to 127.0.0.1 trusting `ca` and naming `host` (SNI
+// and Host): no name is ever resolved. Answers { ok, status, json(), text() }.
+export function tlsFetch(u, init = {}, { ca, host }) {
+  const target = new URL(u);
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port: target.port, path: target.pathname + target.search,
+      method: init.method || 'GET', ca, servername: host,
+      headers: { ...(init.headers || {}), Host: `${host}:${target.port}` } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const body = Buffer.concat(chunks).toString();
+        resolve({ ok: res.statusCode < 300, status: res.statusCode, headers: res.headers, text: async () => body,
+          json: async () => JSON.parse(body) });
+      });
+    });
+    req.on('error', reject);
+    req.end(init.body);
+  });
 }
