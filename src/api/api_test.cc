@@ -122,9 +122,8 @@ TEST_F(ApiTest, AFullDiskIs507NotALimitOrAPermission) {
 
 TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
   const char* refused[] = {
-      R"({"allow_internet_access":true})",
-      R"({"network":{"allowOut":["1.2.3.4"]}})",
-      R"({"network":{"denyOut":["0.0.0.0/0"]}})",
+      R"({"network":{"rules":{"a.com":[]}}})",
+      R"({"network":{"egressProxy":{"address":"p:1080"}}})",
       R"({"autoPause":true})",
       R"({"autoResume":{"enabled":true}})",
       R"({"lifecycle":{"onTimeout":"pause"}})",
@@ -136,6 +135,18 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
     EXPECT_EQ(a.status, 400u) << body << " -> " << a.raw;
     EXPECT_NE(a.body.value("message", "").find("not supported"), std::string::npos) << a.raw;
   }
+  // This gateway runs sandboxes without a network: a create that asks for
+  // internet or names rules is told so.
+  for (const char* body : {R"({"allow_internet_access":true})", R"({"network":{"allowOut":["1.2.3.4"]}})",
+                           R"({"network":{"denyOut":["0.0.0.0/0"]}})", R"({"network":{"maxEgressMbps":10}})"}) {
+    auto a = call(verb::post, "/v2/sandboxes", body);
+    EXPECT_EQ(a.status, 400u) << body << " -> " << a.raw;
+    EXPECT_NE(a.body.value("message", "").find("without a network"), std::string::npos) << a.raw;
+  }
+  // Malformed rules are a 400 naming the entry, network or not.
+  auto malformed = call(verb::post, "/v2/sandboxes", R"({"network":{"allowOut":["10.0.0.0/33"]}})");
+  EXPECT_EQ(malformed.status, 400u);
+  EXPECT_NE(malformed.body.value("message", "").find("10.0.0.0/33"), std::string::npos) << malformed.raw;
   EXPECT_EQ(mgr_->count(), 0u) << "nothing was made for a refused request";
   // SDKs up to 2.50 send allow_internet_access: true on every v1 create.
   EXPECT_EQ(call(verb::post, "/sandboxes", R"({"allow_internet_access":true,"secure":true})").status, 201u);
@@ -151,8 +162,7 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
 
 TEST_F(ApiTest, UnknownEndpointsAre501NotAMissingSandbox) {
   auto id = create_id();
-  for (auto [m, t] : {std::pair{verb::put, "/sandboxes/" + id + "/network"},
-                      std::pair{verb::post, "/sandboxes/" + id + "/fork"},
+  for (auto [m, t] : {std::pair{verb::post, "/sandboxes/" + id + "/fork"},
                       std::pair{verb::post, "/sandboxes/" + id + "/snapshots"}, std::pair{verb::get, std::string("/volumes")},
                       std::pair{verb::post, std::string("/v3/templates")}}) {
     auto a = call(m, t, "{}");
@@ -163,6 +173,12 @@ TEST_F(ApiTest, UnknownEndpointsAre501NotAMissingSandbox) {
   auto missing = call(verb::get, "/sandboxes/aaaaaaaaaaaaaaaaaaaa");
   EXPECT_EQ(missing.status, 404u);
   EXPECT_EQ(missing.body["code"], 404);
+  // Network updates exist; a sandbox without a network says so.
+  auto net = call(verb::put, "/sandboxes/" + id + "/network", R"({"denyOut":["0.0.0.0/0"]})");
+  EXPECT_EQ(net.status, 400u) << net.raw;
+  EXPECT_NE(net.body.value("message", "").find("no network"), std::string::npos) << net.raw;
+  EXPECT_EQ(call(verb::put, "/sandboxes/aaaaaaaaaaaaaaaaaaaa/network", "{}").status, 404u);
+  EXPECT_EQ(call(verb::put, "/sandboxes/" + id + "/network", R"({"allowOut":["a b"]})").status, 400u);
 }
 
 TEST_F(ApiTest, PauseResumeAndTheirConflicts) {
