@@ -445,6 +445,28 @@ test('the byte and packet counters grow with a download', opt, async () => {
   await kill(sbx);
 });
 
+test(`[${sdkName}] a sandbox's root cannot change its network: addresses, routes, qdiscs, raw sockets, nftables, sysctls`, opt, async () => {
+  const sbx = await create({ network: { denyOut: [web] } });
+  const before = await eth0Addr(sbx);
+  const attempts = {
+    'address': 'sudo ip addr add 10.213.99.99/16 dev eth0',
+    'link down': 'sudo ip link set eth0 down',
+    'route': 'sudo ip route replace default via 10.213.0.1 dev eth0 metric 5',
+    'qdisc': 'sudo tc qdisc add dev eth0 root tbf rate 1mbit burst 10k latency 50ms',
+    'raw socket (spoofing)': `sudo python3 -c "import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)"`,
+    'nftables': 'sudo nft flush ruleset',
+    'forwarding sysctl': 'sudo sh -c "echo 1 > /proc/sys/net/ipv4/conf/all/forwarding"',
+  };
+  for (const [what, cmd] of Object.entries(attempts)) {
+    const r = await sh(sbx, cmd);
+    assert.notEqual(r.code, 0, `${what}: ${cmd} succeeded: ${r.out} ${r.err}`);
+  }
+  assert.equal(await eth0Addr(sbx), before, 'its address is unchanged');
+  assert.equal(await reaches(sbx, `http://${web}/`), false, 'its deny rule still holds');
+  assert.ok(await reaches(sbx, `http://${web2}/`), 'and its network still works');
+  await kill(sbx);
+});
+
 test(`[${sdkName}] kill -9 and restart: the sandbox keeps its address and its rules`, opt, async () => {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-net-restart-'));
   stateDirs.push(stateDir);
