@@ -590,6 +590,11 @@ asio::awaitable<Status> SandboxManager::apply_network(const Live& l) {
   const auto policy = net::compile(l.network);
   const uint64_t limit = l.network.egress_limit_bps;
   const sandbox::SandboxHandle h = l.handle;
+  if (net::is_default(policy) && !limit && (l.state == SandboxState::kCreating || l.state == SandboxState::kPooled)) {
+    // A new sandbox with E2B's default: no firewall change (Network::apply
+    // only records its resolver policy), so a pool hit stays a pool hit.
+    co_return net_->apply(addr, policy);
+  }
   auto job = [this, addr, policy, limit, h]() -> Status {
     COPPICE_TRY_CTX(net_->apply(addr, policy), "network rules");
     if (limit) COPPICE_TRY(backend_.set_egress_limit(h, limit));

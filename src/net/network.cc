@@ -231,6 +231,7 @@ void Network::free_address(uint32_t addr) {
   taken_.erase(addr);
   mine_.erase(addr);
   dns_.erase(addr);
+  ruled_.erase(addr);
 }
 
 Result<Attachment> Network::attach(int netns_fd) {
@@ -327,6 +328,7 @@ Result<Attachment> Network::adopt(int netns_fd, const std::string& id) {
     std::lock_guard lk(mu_);
     taken_.insert(a.addr);
     mine_.insert(a.addr);
+    ruled_.insert(a.addr);  // it may have rules from the process before
   }
   COPPICE_TRY(ledger_.put({a.addr, id, a.link}));
   return a;
@@ -366,11 +368,22 @@ LinkCounters Network::totals() {
 }
 
 Status Network::apply(uint32_t addr, const EgressPolicy& p) {
-  EgressRules r;
-  r.internet = !p.offline;
-  r.allow = p.allow;
-  r.deny = p.deny;
-  COPPICE_TRY(firewall_->set_rules(addr, r));
+  bool ruled;
+  {
+    std::lock_guard lk(mu_);
+    ruled = ruled_.count(addr) > 0;
+  }
+  // A fresh address has no elements (release() cleared them): the default
+  // policy is already what the firewall does.
+  if (ruled || !is_default(p)) {
+    EgressRules r;
+    r.internet = !p.offline;
+    r.allow = p.allow;
+    r.deny = p.deny;
+    COPPICE_TRY(firewall_->set_rules(addr, r));
+    std::lock_guard lk(mu_);
+    ruled_.insert(addr);
+  }
   auto d = std::make_shared<DnsPolicy>();
   d->allowed = !p.offline;
   d->default_deny = p.default_deny;

@@ -125,7 +125,9 @@ class Network final : public SandboxNetwork {
   Result<LinkCounters> counters(const Attachment& a) override;
 
   // Enforces `p` for the sandbox at `addr` (firewall and resolver): new
-  // connections see it when this returns.
+  // connections see it when this returns. The default policy on an address
+  // that never had rules needs no firewall change: then it only takes a
+  // mutex (quick enough for the caller's event loop).
   Status apply(uint32_t addr, const EgressPolicy& p);
 
   // After restart recovery: every address, veth and rule that no sandbox in
@@ -168,6 +170,7 @@ class Network final : public SandboxNetwork {
   std::set<uint32_t> mine_;      // attached or adopted by this process
   uint32_t cursor_ = 0;          // next-fit: an address freed is not reused at once
   std::map<uint32_t, std::shared_ptr<const DnsPolicy>> dns_;  // per sandbox address
+  std::set<uint32_t> ruled_;     // addresses whose firewall rules were set since they were taken
   LinkCounters retired_;         // traffic of sandboxes gone
 
   struct Pending {

@@ -69,6 +69,11 @@ Result<NetworkConfig> parse_update(const NetworkConfig& current, const nlohmann:
 
 EgressPolicy compile(const NetworkConfig& c);
 
+// True for E2B's default: everything allowed, no rule at all.
+inline bool is_default(const EgressPolicy& p) {
+  return !p.offline && !p.default_deny && p.allow.empty() && p.deny.empty() && p.domains.empty();
+}
+
 // E2B's SandboxDetail.network object.
 nlohmann::json to_e2b_json(const NetworkConfig& c);
 // Stored form (the sandbox record's extra) and back.
