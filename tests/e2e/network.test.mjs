@@ -467,6 +467,38 @@ test(`[${sdkName}] a sandbox's root cannot change its network: addresses, routes
   await kill(sbx);
 });
 
+test(`[${sdkName}] network.maxEgressMbps caps what a sandbox sends, in the kernel`, opt, async () => {
+  // An extension: the SDK sends only E2B's fields, so through the raw API.
+  const r = await api(gw, '/sandboxes', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ templateID: 'base', network: { maxEgressMbps: 8 } }),
+  });
+  const body = await r.json();
+  assert.equal(r.status, 201, JSON.stringify(body));
+  const sbx = await Sandbox.connect(body.sandboxID, gw.opts);
+  made.add(sbx);
+  const info = await (await api(gw, `/sandboxes/${sbx.sandboxId}`)).json();
+  assert.equal(info.network.maxEgressMbps, 8);
+  const q = await sh(sbx, '/usr/sbin/tc qdisc show dev eth0');
+  assert.match(q.out, /tbf/, q.out + q.err);
+  // 3 MB at 1 MB/s: at least ~2 s whatever the machine (a lower bound only).
+  const send = `python3 -c "
+import socket, time
+s = socket.create_connection(('${FAKENET.web}', ${FAKENET.sinkPort}), timeout=30)
+t = time.time(); s.sendall(b'x' * 3000000); s.shutdown(socket.SHUT_WR); s.recv(64)
+print(time.time() - t)"`;
+  const t = await sh(sbx, send, { timeoutMs: 60_000 });
+  assert.equal(t.code, 0, t.err);
+  const secs = Number(t.out.trim());
+  assert.ok(secs >= 2, `3 MB went out in ${secs} s at an 8 Mbit/s cap`);
+  const bad = await api(gw, '/sandboxes', {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ templateID: 'base', network: { maxEgressMbps: -1 } }),
+  });
+  assert.equal(bad.status, 400);
+  await kill(sbx);
+});
+
 test(`[${sdkName}] kill -9 and restart: the sandbox keeps its address and its rules`, opt, async () => {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-net-restart-'));
   stateDirs.push(stateDir);
