@@ -189,6 +189,30 @@ Pkt matching_answer(ByteView a, uint16_t id, const ldns_rr* question) {
   return p;
 }
 
+// The A records (class IN) of an answer's answer section, CNAME chain
+// included: (address in host order, TTL as received).
+std::vector<std::pair<uint32_t, uint32_t>> a_records_of(const ldns_pkt* p) {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  const ldns_rr_list* an = ldns_pkt_answer(p);
+  for (size_t i = 0; an && i < ldns_rr_list_rr_count(an); ++i) {
+    const ldns_rr* rr = ldns_rr_list_rr(an, i);
+    if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_A || ldns_rr_get_class(rr) != LDNS_RR_CLASS_IN ||
+        ldns_rr_rd_count(rr) < 1) {
+      continue;
+    }
+    const ldns_rdf* rd = ldns_rr_rdf(rr, 0);
+    if (!rd || ldns_rdf_size(rd) != 4) continue;
+    const uint8_t* ip = ldns_rdf_data(rd);
+    out.emplace_back(uint32_t{ip[0]} << 24 | uint32_t{ip[1]} << 16 | uint32_t{ip[2]} << 8 | ip[3], ldns_rr_ttl(rr));
+  }
+  return out;
+}
+
+struct Counts {
+  std::atomic<uint64_t> queries{0}, refused{0}, dropped{0}, malformed{0}, forwarded{0}, upstream_failures{0},
+      overloaded{0}, tcp_rejected{0};
+};
+
 }  // namespace
 
 bool dns_name_matches(std::string_view name, std::string_view pattern) {
@@ -233,10 +257,7 @@ struct Resolver::State {
   size_t tcp_conns = 0;
   std::unordered_map<uint32_t, size_t> tcp_by_source;
 
-  struct {
-    std::atomic<uint64_t> queries{0}, refused{0}, dropped{0}, malformed{0}, forwarded{0}, upstream_failures{0},
-        overloaded{0}, tcp_rejected{0};
-  } n;
+  Counts n;
   std::atomic<size_t> live{0};
 
   // nullopt: stopped (the caller drops the query).
@@ -291,57 +312,60 @@ struct Query {
 struct Drop {};
 using Decision = std::variant<Drop, Bytes, Query>;
 
-Decision decide(State& st, uint32_t source, ByteView m) {
+// `lookup()` gives the source's policy (nullopt: the resolver is stopping),
+// asked only for a message that looks like a query.
+template <typename Lookup>
+Decision decide(Counts& n, uint32_t source, Lookup&& lookup, ByteView m) {
   if (m.size() < kHeaderSize) {
-    st.n.malformed++;
+    n.malformed++;
     return Drop{};
   }
   if (is_response(m)) {
-    st.n.dropped++;
+    n.dropped++;
     return Drop{};
   }
-  st.n.queries++;
-  auto policy = st.policy(source);
+  n.queries++;
+  auto policy = lookup();
   if (!policy || (*policy && !(*policy)->allowed)) {
-    st.n.dropped++;
+    n.dropped++;
     return Drop{};
   }
   if (opcode_of(m) != LDNS_PACKET_QUERY) {
-    st.n.malformed++;
+    n.malformed++;
     return header_answer(m, LDNS_RCODE_NOTIMPL);
   }
   // A query carries one question, no answer or authority records, and at
   // most an OPT and a TSIG record: anything else is refused before ldns
   // spends work on thousands of records.
   if (qdcount_of(m) != 1 || get16(m, 6) != 0 || get16(m, 8) != 0 || get16(m, 10) > 2) {
-    st.n.malformed++;
+    n.malformed++;
     return header_answer(m, *policy ? LDNS_RCODE_FORMERR : LDNS_RCODE_REFUSED);
   }
   ldns_pkt* raw = nullptr;
   if (ldns_wire2pkt(&raw, m.data(), m.size()) != LDNS_STATUS_OK || raw == nullptr) {
     ldns_pkt_free(raw);
-    st.n.malformed++;
+    n.malformed++;
     return header_answer(m, *policy ? LDNS_RCODE_FORMERR : LDNS_RCODE_REFUSED);
   }
   Pkt pkt(raw);
   const ldns_rr* q = question_of(pkt.get());
   if (!q) {
-    st.n.malformed++;
+    n.malformed++;
     return header_answer(m, LDNS_RCODE_FORMERR);
   }
   if (!*policy) {
-    st.n.refused++;
+    n.refused++;
     return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
   }
   ldns_rr_type type = ldns_rr_get_type(q);
   if (ldns_rr_get_class(q) != LDNS_RR_CLASS_IN || type == LDNS_RR_TYPE_AXFR || type == LDNS_RR_TYPE_IXFR) {
-    st.n.refused++;
+    n.refused++;
     return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
   }
   const ldns_rdf* owner = ldns_rr_owner(q);
   auto labels = owner ? wire_labels(ldns_rdf_data(owner), ldns_rdf_size(owner)) : std::nullopt;
   if (!labels) {
-    st.n.malformed++;
+    n.malformed++;
     return question_answer(m, pkt.get(), LDNS_RCODE_FORMERR);
   }
   bool matched = false;
@@ -352,7 +376,7 @@ Decision decide(State& st, uint32_t source, ByteView m) {
     }
   }
   if (!matched && (*policy)->default_deny) {
-    st.n.refused++;
+    n.refused++;
     return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
   }
   return Query{source, Bytes(m.begin(), m.end()), std::move(pkt), matched};
@@ -477,18 +501,8 @@ asio::awaitable<std::optional<Bytes>> forward(std::shared_ptr<State> st, const Q
       // firewall opens them before the sandbox can use them.
       std::lock_guard lock(st->cb_mu);
       if (st->stopped) co_return std::nullopt;
-      const ldns_rr_list* an = ldns_pkt_answer(pkt.get());
-      for (size_t i = 0; an && i < ldns_rr_list_rr_count(an); ++i) {
-        const ldns_rr* rr = ldns_rr_list_rr(an, i);
-        if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_A || ldns_rr_get_class(rr) != LDNS_RR_CLASS_IN ||
-            ldns_rr_rd_count(rr) < 1) {
-          continue;
-        }
-        const ldns_rdf* rd = ldns_rr_rdf(rr, 0);
-        if (!rd || ldns_rdf_size(rd) != 4) continue;
-        const uint8_t* ip = ldns_rdf_data(rd);
-        uint32_t addr = uint32_t{ip[0]} << 24 | uint32_t{ip[1]} << 16 | uint32_t{ip[2]} << 8 | ip[3];
-        if (st->on_allowed) st->on_allowed(q.source, addr, ldns_rr_ttl(rr));
+      for (auto [addr, ttl] : a_records_of(pkt.get())) {
+        if (st->on_allowed) st->on_allowed(q.source, addr, ttl);
       }
     }
     answer[0] = q.raw[0];
@@ -532,7 +546,7 @@ asio::awaitable<void> udp_loop(std::shared_ptr<State> st) {
     if (ec) continue;  // a passing error of one datagram
     try {
       uint32_t source = v4_of(from.address());
-      Decision d = decide(*st, source, ByteView(buf.data(), n));
+      Decision d = decide(st->n, source, [&] { return st->policy(source); }, ByteView(buf.data(), n));
       if (auto* answer = std::get_if<Bytes>(&d)) {
         send_udp(*st, *answer, from);
       } else if (auto* q = std::get_if<Query>(&d)) {
@@ -573,7 +587,7 @@ asio::awaitable<void> tcp_conn(std::shared_ptr<State> st, tcp::socket sock, uint
       Bytes msg(n);
       auto b = co_await (asio::async_read(sock, asio::buffer(msg), kTuple) || timer.async_wait(kTuple));
       if (b.index() != 0 || std::get<0>(std::get<0>(b)) || st->closed) break;
-      Decision d = decide(*st, source, msg);
+      Decision d = decide(st->n, source, [&] { return st->policy(source); }, msg);
       std::optional<Bytes> answer;
       if (auto* a = std::get_if<Bytes>(&d)) {
         answer = std::move(*a);
@@ -634,6 +648,38 @@ asio::awaitable<void> accept_loop(std::shared_ptr<State> st) {
 }
 
 }  // namespace
+
+DnsVerdict judge_dns_query(std::span<const uint8_t> msg, const DnsPolicy* policy) {
+  Counts n;
+  // A non-owning pointer in the shape the lookup gives.
+  std::shared_ptr<const DnsPolicy> p(std::shared_ptr<const DnsPolicy>{}, policy);
+  Decision d = decide(n, 0, [&] { return std::optional{p}; }, msg);
+  DnsVerdict v;
+  if (auto* a = std::get_if<Bytes>(&d)) {
+    v.action = DnsVerdict::Action::kAnswer;
+    v.answer = std::move(*a);
+  } else if (auto* q = std::get_if<Query>(&d)) {
+    v.action = DnsVerdict::Action::kForward;
+    v.matched = q->matched;
+    v.upstream_query = upstream_query(q->pkt.get(), 0).value_or(Bytes{});
+  }
+  return v;
+}
+
+std::optional<std::vector<std::pair<uint32_t, uint32_t>>> check_upstream_answer(std::span<const uint8_t> query,
+                                                                                std::span<const uint8_t> answer) {
+  ldns_pkt* raw = nullptr;
+  if (query.size() < kHeaderSize || ldns_wire2pkt(&raw, query.data(), query.size()) != LDNS_STATUS_OK) {
+    ldns_pkt_free(raw);
+    return std::nullopt;
+  }
+  Pkt q(raw);
+  const ldns_rr* question = question_of(q.get());
+  if (!question) return std::nullopt;
+  Pkt a = matching_answer(answer, get16(query, 0), question);
+  if (!a) return std::nullopt;
+  return a_records_of(a.get());
+}
 
 Resolver::Resolver(asio::any_io_executor ex, uint32_t listen_addr, uint16_t port,
                    std::vector<asio::ip::udp::endpoint> upstreams, PolicyOf policy_of, OnAllowed on_allowed,

@@ -47,8 +47,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -73,6 +76,24 @@ struct DnsPolicy {
 // domain entry `pattern` by the rules above. Exposed for tests and for the
 // glue's validation of entries.
 bool dns_name_matches(std::string_view name, std::string_view pattern);
+
+// The resolver's verdict on one message from a sandbox whose policy is
+// `policy` (null: an unknown source), with no sockets and no upstream: for
+// tests and the fuzz target.
+struct DnsVerdict {
+  enum class Action { kDrop, kAnswer, kForward };
+  Action action = Action::kDrop;
+  std::vector<uint8_t> answer;          // kAnswer: the bytes sent back
+  std::vector<uint8_t> upstream_query;  // kForward: what goes upstream (id 0 here, random in service)
+  bool matched = false;                 // kForward: the name matched an allowed domain
+};
+DnsVerdict judge_dns_query(std::span<const uint8_t> msg, const DnsPolicy* policy);
+
+// Whether `answer` answers `query` (as sent upstream: the same id, QR, the
+// same question) and, if so, its A records as (address in host order, TTL):
+// what OnAllowed would get. For tests and the fuzz target.
+std::optional<std::vector<std::pair<uint32_t, uint32_t>>> check_upstream_answer(std::span<const uint8_t> query,
+                                                                                std::span<const uint8_t> answer);
 
 struct ResolverOptions {
   // Time one upstream has to answer before the next one is asked. Default 2 s.

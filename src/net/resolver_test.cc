@@ -390,6 +390,72 @@ TEST(DnsNameMatches, ExactAndWildcard) {
   EXPECT_FALSE(dns_name_matches("example.com", "*."));
 }
 
+TEST(JudgeDnsQuery, VerdictsWithoutSockets) {
+  DnsPolicy deny;
+  deny.default_deny = true;
+  deny.domains = {"*.example.com"};
+  Bytes q = make_query("www.Example.com", 0x0102);
+  auto v = judge_dns_query(q, &deny);
+  ASSERT_EQ(v.action, DnsVerdict::Action::kForward);
+  EXPECT_TRUE(v.matched);
+  // The upstream query is built fresh: same question, no id of the client's.
+  Pkt up = parse(v.upstream_query);
+  ASSERT_TRUE(up);
+  EXPECT_EQ(ldns_pkt_id(up.get()), 0);
+  EXPECT_EQ(ldns_pkt_qdcount(up.get()), 1);
+  EXPECT_FALSE(ldns_pkt_edns(up.get()));
+
+  auto r = judge_dns_query(make_query("example.com", 3), &deny);
+  ASSERT_EQ(r.action, DnsVerdict::Action::kAnswer);
+  EXPECT_EQ(rcode(r.answer), LDNS_RCODE_REFUSED);
+  EXPECT_EQ(judge_dns_query(q, nullptr).action, DnsVerdict::Action::kAnswer);
+  DnsPolicy off;
+  off.allowed = false;
+  EXPECT_EQ(judge_dns_query(q, &off).action, DnsVerdict::Action::kDrop);
+
+  // EDNS: the buffer size and DO bit go upstream.
+  Pkt e(ldns_pkt_query_new(ldns_dname_new_frm_str("a.example.com"), LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD));
+  ldns_pkt_set_edns_udp_size(e.get(), 1232);
+  ldns_pkt_set_edns_do(e.get(), true);
+  auto ev = judge_dns_query(wire(e.get()), &deny);
+  ASSERT_EQ(ev.action, DnsVerdict::Action::kForward);
+  Pkt eu = parse(ev.upstream_query);
+  ASSERT_TRUE(eu);
+  EXPECT_EQ(ldns_pkt_edns_udp_size(eu.get()), 1232);
+  EXPECT_TRUE(ldns_pkt_edns_do(eu.get()));
+}
+
+TEST(CheckUpstreamAnswer, OnlyTheMatchingAnswerCounts) {
+  Bytes q = make_query("www.example.com", 0x0a0b);
+  auto answer = [&](uint16_t id, const char* name, std::vector<const char*> rrs) {
+    Pkt p(ldns_pkt_new());
+    ldns_pkt_set_id(p.get(), id);
+    ldns_pkt_set_qr(p.get(), true);
+    ldns_rr* question = nullptr;
+    ldns_rr_new_question_frm_str(&question, (std::string(name) + " IN A").c_str(), nullptr, nullptr);
+    ldns_pkt_push_rr(p.get(), LDNS_SECTION_QUESTION, question);
+    for (const char* t : rrs) {
+      ldns_rr* rr = nullptr;
+      EXPECT_EQ(ldns_rr_new_frm_str(&rr, t, 0, nullptr, nullptr), LDNS_STATUS_OK) << t;
+      ldns_pkt_push_rr(p.get(), LDNS_SECTION_ANSWER, rr);
+    }
+    return wire(p.get());
+  };
+  auto good = check_upstream_answer(
+      q, answer(0x0a0b, "WWW.example.com.",
+                {"www.example.com. 10 IN CNAME b.example.net.", "b.example.net. 20 IN A 192.0.2.1",
+                 "b.example.net. 30 IN AAAA 2001:db8::1", "b.example.net. 40 IN A 192.0.2.2"}));
+  ASSERT_TRUE(good);
+  std::vector<std::pair<uint32_t, uint32_t>> want = {{ip("192.0.2.1"), 20}, {ip("192.0.2.2"), 40}};
+  EXPECT_EQ(*good, want);
+  EXPECT_FALSE(check_upstream_answer(q, answer(0x0a0c, "www.example.com.", {})));
+  EXPECT_FALSE(check_upstream_answer(q, answer(0x0a0b, "www.example.org.", {})));
+  Bytes not_response = answer(0x0a0b, "www.example.com.", {});
+  not_response[2] &= 0x7f;
+  EXPECT_FALSE(check_upstream_answer(q, not_response));
+  EXPECT_FALSE(check_upstream_answer(q, Bytes(5, 0)));
+}
+
 TEST_F(ResolverTest, ForwardsWithAFreshIdAndRestoresTheClientsId) {
   StartWithFake();
   std::set<uint16_t> upstream_ids;
