@@ -330,6 +330,20 @@ Decision decide(Counts& n, uint32_t source, Lookup&& lookup, ByteView m) {
     n.dropped++;
     return Drop{};
   }
+  if (!*policy) {
+    // An unknown source is refused whatever it sent (with its question when
+    // that is one well-formed question).
+    n.refused++;
+    ldns_pkt* raw = nullptr;
+    bool plain = opcode_of(m) == LDNS_PACKET_QUERY && qdcount_of(m) == 1 && get16(m, 6) == 0 && get16(m, 8) == 0 &&
+                 get16(m, 10) <= 2;
+    if (!plain || ldns_wire2pkt(&raw, m.data(), m.size()) != LDNS_STATUS_OK || raw == nullptr) {
+      ldns_pkt_free(raw);
+      return header_answer(m, LDNS_RCODE_REFUSED);
+    }
+    Pkt pkt(raw);
+    return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
+  }
   if (opcode_of(m) != LDNS_PACKET_QUERY) {
     n.malformed++;
     return header_answer(m, LDNS_RCODE_NOTIMPL);
@@ -339,23 +353,19 @@ Decision decide(Counts& n, uint32_t source, Lookup&& lookup, ByteView m) {
   // spends work on thousands of records.
   if (qdcount_of(m) != 1 || get16(m, 6) != 0 || get16(m, 8) != 0 || get16(m, 10) > 2) {
     n.malformed++;
-    return header_answer(m, *policy ? LDNS_RCODE_FORMERR : LDNS_RCODE_REFUSED);
+    return header_answer(m, LDNS_RCODE_FORMERR);
   }
   ldns_pkt* raw = nullptr;
   if (ldns_wire2pkt(&raw, m.data(), m.size()) != LDNS_STATUS_OK || raw == nullptr) {
     ldns_pkt_free(raw);
     n.malformed++;
-    return header_answer(m, *policy ? LDNS_RCODE_FORMERR : LDNS_RCODE_REFUSED);
+    return header_answer(m, LDNS_RCODE_FORMERR);
   }
   Pkt pkt(raw);
   const ldns_rr* q = question_of(pkt.get());
   if (!q) {
     n.malformed++;
     return header_answer(m, LDNS_RCODE_FORMERR);
-  }
-  if (!*policy) {
-    n.refused++;
-    return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
   }
   ldns_rr_type type = ldns_rr_get_type(q);
   if (ldns_rr_get_class(q) != LDNS_RR_CLASS_IN || type == LDNS_RR_TYPE_AXFR || type == LDNS_RR_TYPE_IXFR) {

@@ -8,8 +8,9 @@
 //
 // Per query, in order:
 //   - shorter than a DNS header, or a response (QR set): dropped.
-//   - PolicyOf(source) is null: REFUSED.  policy.allowed == false: dropped
-//     (a sandbox without internet gets no DNS at all).
+//   - PolicyOf(source) is null: REFUSED, whatever the message holds.
+//     policy.allowed == false: dropped (a sandbox without internet gets no
+//     DNS at all).
 //   - opcode other than QUERY: NOTIMP.  Not exactly one question, answer or
 //     authority records, more than two additional records (OPT, TSIG), or
 //     not parseable: FORMERR.  Class other than IN, or a zone transfer

@@ -540,6 +540,12 @@ TEST_F(ResolverTest, UnknownSourceIsRefused) {
   ASSERT_TRUE(a);
   EXPECT_EQ(rcode(*a), LDNS_RCODE_REFUSED);
   EXPECT_EQ(id_of(*a), 15);
+  // Whatever it sends.
+  Bytes two = make_query("other.test", 16);
+  two[5] = 2;
+  auto b = udp_ask("127.0.0.4", port_, two);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(rcode(*b), LDNS_RCODE_REFUSED);
   EXPECT_TRUE(fake_.names().empty());
 }
 
