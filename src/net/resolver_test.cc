@@ -916,6 +916,20 @@ TEST_F(ResolverTest, StopClosesEverythingAndCallsNothingMore) {
   EXPECT_TRUE(Allowed().empty());
 }
 
+TEST_F(ResolverTest, DestroyedRightAfterStopWhileBusy) {
+  StartWithFake();
+  Fd s = bound_socket(SOCK_DGRAM, "127.0.0.5");
+  auto to = sa("127.0.0.1", port_);
+  Bytes q = make_query("silent.test", 1);
+  ::sendto(s.fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  Fd c = tcp_connect("127.0.0.5", port_);
+  std::this_thread::sleep_for(50ms);
+  resolver_->stop();
+  resolver_.reset();  // the coroutines still winding down own what they touch
+  EXPECT_TRUE(closed_by_peer(c.fd));
+  std::this_thread::sleep_for(100ms);
+}
+
 // Not a check: prints the forward latency over loopback next to a direct
 // query to the fake upstream.
 TEST_F(ResolverTest, ForwardLatency) {
