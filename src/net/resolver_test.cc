@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -66,12 +67,19 @@ uint16_t local_port(int fd) {
   return ntohs(s.sin_port);
 }
 
-Fd bound_socket(int type, const char* addr, uint16_t port = 0) {
+// A socket bound to addr:port; fd -1 when the bind fails.
+Fd try_bound_socket(int type, const char* addr, uint16_t port = 0) {
   Fd f(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
   int one = 1;
   if (type == SOCK_STREAM) setsockopt(f.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   auto s = sa(addr, port);
-  if (::bind(f.fd, reinterpret_cast<sockaddr*>(&s), sizeof s) != 0) ADD_FAILURE() << "bind " << addr;
+  if (::bind(f.fd, reinterpret_cast<sockaddr*>(&s), sizeof s) != 0) return Fd();
+  return f;
+}
+
+Fd bound_socket(int type, const char* addr, uint16_t port = 0) {
+  Fd f = try_bound_socket(type, addr, port);
+  if (f.fd < 0) ADD_FAILURE() << "bind " << addr << ":" << port << ": " << strerror(errno);
   return f;
 }
 
@@ -126,9 +134,14 @@ std::vector<std::string> a_records(const ldns_pkt* p) {
 class FakeUpstream {
  public:
   FakeUpstream() {
-    udp_ = bound_socket(SOCK_DGRAM, "127.0.0.1");
-    port_ = local_port(udp_.fd);
-    tcp_ = bound_socket(SOCK_STREAM, "127.0.0.1", port_);
+    // The UDP port picked first; TCP may hold it already (another test's
+    // connection): then another.
+    for (int i = 0; i < 20 && tcp_.fd < 0; ++i) {
+      udp_ = bound_socket(SOCK_DGRAM, "127.0.0.1");
+      port_ = local_port(udp_.fd);
+      tcp_ = try_bound_socket(SOCK_STREAM, "127.0.0.1", port_);
+    }
+    EXPECT_GE(tcp_.fd, 0) << "no port free on both UDP and TCP";
     ::listen(tcp_.fd, 16);
     int p[2];
     EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
