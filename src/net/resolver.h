@@ -146,15 +146,16 @@ class Resolver {
 
   // Binds UDP and TCP and starts serving. Fails (kUnavailable with the
   // errno) when either cannot be bound, leaving nothing open; kInvalidArgument
-  // with no upstreams; kFailedPrecondition when already started.
+  // with no upstreams; kFailedPrecondition when already started or stopped.
   Status start();
   // The port bound (useful with port 0); 0 before start().
   uint16_t port() const { return port_; }
   // Stops serving. Once it returns, PolicyOf and OnAllowed are never called
   // again and none is running (if one is running on another thread, stop()
   // waits for it to return; so neither may call stop()). Every socket and
-  // timer is closed on the strand: at once when stop() runs on a thread of
-  // the executor, otherwise as soon as the executor runs it. Coroutines
+  // timer is closed on the resolver's strand: at once when stop() is called
+  // on that strand, otherwise posted to it (done as soon as the executor
+  // runs it; a test waits for live_coroutines() to reach 0). Coroutines
   // still winding down then touch only state they share-own, never this
   // object, which may be destroyed right away. Idempotent.
   void stop();
