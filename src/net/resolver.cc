@@ -1,9 +1,6 @@
 #include "net/resolver.h"
 
-#include <stdbool.h>  // before ldns, whose common.h would otherwise define bool as a macro
 #include <sys/random.h>
-
-#include <ldns/ldns.h>
 
 #include <array>
 #include <cstring>
@@ -18,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/scope_exit.h"
+#include "net/dns_wire.h"
 
 namespace coppice::net {
 
@@ -26,119 +24,8 @@ using asio::ip::udp;
 using namespace asio::experimental::awaitable_operators;
 namespace {
 
+using namespace dns_wire;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
-using Bytes = std::vector<uint8_t>;
-using ByteView = std::span<const uint8_t>;
-
-constexpr size_t kHeaderSize = 12;
-constexpr size_t kMaxMessage = 65535;
-
-struct PktFree {
-  void operator()(ldns_pkt* p) const { ldns_pkt_free(p); }
-};
-using Pkt = std::unique_ptr<ldns_pkt, PktFree>;
-
-// --- the raw header: the only bytes read without ldns, all behind a size check ---
-
-uint16_t get16(ByteView b, size_t off) { return static_cast<uint16_t>(b[off] << 8 | b[off + 1]); }
-bool is_response(ByteView m) { return (m[2] & 0x80) != 0; }
-unsigned opcode_of(ByteView m) { return (m[2] >> 3) & 0x0f; }
-uint16_t qdcount_of(ByteView m) { return get16(m, 4); }
-
-// An answer of only a header: the query's id, opcode and RD, QR set and
-// `rcode`, every count 0. For queries that could not be parsed.
-Bytes header_answer(ByteView q, uint8_t rcode) {
-  Bytes a(kHeaderSize, 0);
-  a[0] = q[0];
-  a[1] = q[1];
-  a[2] = static_cast<uint8_t>(0x80 | (q[2] & 0x79));  // QR, opcode, RD
-  a[3] = static_cast<uint8_t>(0x80 | (rcode & 0x0f));  // RA
-  return a;
-}
-
-std::optional<Bytes> to_wire(const ldns_pkt* p) {
-  uint8_t* wire = nullptr;
-  size_t n = 0;
-  if (ldns_pkt2wire(&wire, p, &n) != LDNS_STATUS_OK || wire == nullptr) {
-    free(wire);
-    return std::nullopt;
-  }
-  Bytes out(wire, wire + n);
-  free(wire);
-  return out;
-}
-
-const ldns_rr* question_of(const ldns_pkt* p) {
-  if (ldns_pkt_qdcount(p) != 1) return nullptr;
-  return ldns_rr_list_rr(ldns_pkt_question(p), 0);
-}
-
-// An answer with the query's question and `rcode`, no records.
-Bytes question_answer(ByteView raw, const ldns_pkt* q, uint8_t rcode) {
-  const ldns_rr* question = question_of(q);
-  Pkt a(ldns_pkt_new());
-  if (!a || !question) return header_answer(raw, rcode);
-  ldns_pkt_set_id(a.get(), ldns_pkt_id(q));
-  ldns_pkt_set_qr(a.get(), true);
-  ldns_pkt_set_opcode(a.get(), LDNS_PACKET_QUERY);
-  ldns_pkt_set_rd(a.get(), ldns_pkt_rd(q));
-  ldns_pkt_set_ra(a.get(), true);
-  ldns_pkt_set_rcode(a.get(), rcode);
-  ldns_pkt_push_rr(a.get(), LDNS_SECTION_QUESTION, ldns_rr_clone(question));
-  auto wire = to_wire(a.get());
-  return wire ? std::move(*wire) : header_answer(raw, rcode);
-}
-
-// The labels of an uncompressed wire-format name, lower-cased (ASCII);
-// nullopt when the bytes are not exactly one well-formed name.
-std::optional<std::vector<std::string>> wire_labels(const uint8_t* d, size_t n) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < n) {
-    size_t len = d[i];
-    if (len == 0) {
-      if (i + 1 != n) return std::nullopt;
-      return out;
-    }
-    if (len > 63 || i + 1 + len > n) return std::nullopt;
-    std::string label(reinterpret_cast<const char*>(d + i + 1), len);
-    for (char& c : label) {
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    out.push_back(std::move(label));
-    i += 1 + len;
-  }
-  return std::nullopt;
-}
-
-// The labels of a domain written as text ("a.b.c", a trailing dot
-// dropped), lower-cased; nullopt for an empty label.
-std::optional<std::vector<std::string>> text_labels(std::string_view s) {
-  if (!s.empty() && s.back() == '.') s.remove_suffix(1);
-  std::vector<std::string> out;
-  if (s.empty()) return out;  // the root
-  size_t start = 0;
-  for (;;) {
-    size_t dot = s.find('.', start);
-    std::string label(s.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
-    if (label.empty() || label.size() > 63) return std::nullopt;
-    for (char& c : label) {
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    out.push_back(std::move(label));
-    if (dot == std::string_view::npos) return out;
-    start = dot + 1;
-  }
-}
-
-bool labels_match(const std::vector<std::string>& name, std::string_view pattern) {
-  bool wildcard = pattern.starts_with("*.");
-  if (wildcard) pattern.remove_prefix(2);
-  auto want = text_labels(pattern);
-  if (!want || want->empty()) return false;
-  if (wildcard ? name.size() <= want->size() : name.size() != want->size()) return false;
-  return std::equal(want->begin(), want->end(), name.end() - static_cast<std::ptrdiff_t>(want->size()));
-}
 
 uint16_t random_id() {
   uint16_t id = 0;
@@ -151,50 +38,12 @@ uint16_t random_id() {
   return id;
 }
 
-// The query sent upstream: the client's question, RD and CD, and its EDNS
-// buffer size and DO bit, under a new id. Built fresh, so nothing else the
-// client put in its message reaches the upstream.
-std::optional<Bytes> upstream_query(const ldns_pkt* client, uint16_t id) {
-  const ldns_rr* question = question_of(client);
-  Pkt q(ldns_pkt_new());
-  if (!q || !question) return std::nullopt;
-  ldns_pkt_set_id(q.get(), id);
-  ldns_pkt_set_opcode(q.get(), LDNS_PACKET_QUERY);
-  ldns_pkt_set_rd(q.get(), ldns_pkt_rd(client));
-  ldns_pkt_set_cd(q.get(), ldns_pkt_cd(client));
-  ldns_pkt_push_rr(q.get(), LDNS_SECTION_QUESTION, ldns_rr_clone(question));
-  if (ldns_pkt_edns(client)) {
-    ldns_pkt_set_edns_udp_size(q.get(), std::max<uint16_t>(512, ldns_pkt_edns_udp_size(client)));
-    ldns_pkt_set_edns_do(q.get(), ldns_pkt_edns_do(client));
-  }
-  return to_wire(q.get());
-}
-
-// The upstream's answer parsed, when it answers our query: id, QR, exactly
-// our question (the name compared case-insensitively).
-Pkt matching_answer(ByteView a, uint16_t id, const ldns_rr* question) {
-  if (a.size() < kHeaderSize || get16(a, 0) != id || !is_response(a) || qdcount_of(a) != 1) return nullptr;
-  ldns_pkt* raw = nullptr;
-  if (ldns_wire2pkt(&raw, a.data(), a.size()) != LDNS_STATUS_OK) {
-    ldns_pkt_free(raw);
-    return nullptr;
-  }
-  Pkt p(raw);
-  const ldns_rr* q = question_of(p.get());
-  if (!q || ldns_rr_get_type(q) != ldns_rr_get_type(question) ||
-      ldns_rr_get_class(q) != ldns_rr_get_class(question) ||
-      ldns_dname_compare(ldns_rr_owner(q), ldns_rr_owner(question)) != 0) {
-    return nullptr;
-  }
-  return p;
-}
+struct Counts {
+  std::atomic<uint64_t> queries{0}, refused{0}, dropped{0}, malformed{0}, forwarded{0}, upstream_failures{0},
+      overloaded{0}, tcp_rejected{0};
+};
 
 }  // namespace
-
-bool dns_name_matches(std::string_view name, std::string_view pattern) {
-  auto labels = text_labels(name);
-  return labels && labels_match(*labels, pattern);
-}
 
 // Everything the coroutines use; they share-own it, so it outlives the
 // Resolver while they wind down. Fields marked "strand" are touched only on
@@ -233,10 +82,7 @@ struct Resolver::State {
   size_t tcp_conns = 0;
   std::unordered_map<uint32_t, size_t> tcp_by_source;
 
-  struct {
-    std::atomic<uint64_t> queries{0}, refused{0}, dropped{0}, malformed{0}, forwarded{0}, upstream_failures{0},
-        overloaded{0}, tcp_rejected{0};
-  } n;
+  Counts n;
   std::atomic<size_t> live{0};
 
   // nullopt: stopped (the caller drops the query).
@@ -291,57 +137,70 @@ struct Query {
 struct Drop {};
 using Decision = std::variant<Drop, Bytes, Query>;
 
-Decision decide(State& st, uint32_t source, ByteView m) {
+// `lookup()` gives the source's policy (nullopt: the resolver is stopping),
+// asked only for a message that looks like a query.
+template <typename Lookup>
+Decision decide(Counts& n, uint32_t source, Lookup&& lookup, ByteView m) {
   if (m.size() < kHeaderSize) {
-    st.n.malformed++;
+    n.malformed++;
     return Drop{};
   }
   if (is_response(m)) {
-    st.n.dropped++;
+    n.dropped++;
     return Drop{};
   }
-  st.n.queries++;
-  auto policy = st.policy(source);
+  n.queries++;
+  auto policy = lookup();
   if (!policy || (*policy && !(*policy)->allowed)) {
-    st.n.dropped++;
+    n.dropped++;
     return Drop{};
+  }
+  if (!*policy) {
+    // An unknown source is refused whatever it sent (with its question when
+    // that is one well-formed question).
+    n.refused++;
+    ldns_pkt* raw = nullptr;
+    bool plain = opcode_of(m) == LDNS_PACKET_QUERY && qdcount_of(m) == 1 && get16(m, 6) == 0 && get16(m, 8) == 0 &&
+                 get16(m, 10) <= 2;
+    if (!plain || ldns_wire2pkt(&raw, m.data(), m.size()) != LDNS_STATUS_OK || raw == nullptr) {
+      ldns_pkt_free(raw);
+      return header_answer(m, LDNS_RCODE_REFUSED);
+    }
+    Pkt pkt(raw);
+    return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
   }
   if (opcode_of(m) != LDNS_PACKET_QUERY) {
-    st.n.malformed++;
+    n.malformed++;
     return header_answer(m, LDNS_RCODE_NOTIMPL);
   }
   // A query carries one question, no answer or authority records, and at
   // most an OPT and a TSIG record: anything else is refused before ldns
   // spends work on thousands of records.
   if (qdcount_of(m) != 1 || get16(m, 6) != 0 || get16(m, 8) != 0 || get16(m, 10) > 2) {
-    st.n.malformed++;
-    return header_answer(m, *policy ? LDNS_RCODE_FORMERR : LDNS_RCODE_REFUSED);
+    n.malformed++;
+    return header_answer(m, LDNS_RCODE_FORMERR);
   }
   ldns_pkt* raw = nullptr;
   if (ldns_wire2pkt(&raw, m.data(), m.size()) != LDNS_STATUS_OK || raw == nullptr) {
     ldns_pkt_free(raw);
-    st.n.malformed++;
-    return header_answer(m, *policy ? LDNS_RCODE_FORMERR : LDNS_RCODE_REFUSED);
+    n.malformed++;
+    return header_answer(m, LDNS_RCODE_FORMERR);
   }
   Pkt pkt(raw);
   const ldns_rr* q = question_of(pkt.get());
   if (!q) {
-    st.n.malformed++;
+    n.malformed++;
     return header_answer(m, LDNS_RCODE_FORMERR);
-  }
-  if (!*policy) {
-    st.n.refused++;
-    return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
   }
   ldns_rr_type type = ldns_rr_get_type(q);
   if (ldns_rr_get_class(q) != LDNS_RR_CLASS_IN || type == LDNS_RR_TYPE_AXFR || type == LDNS_RR_TYPE_IXFR) {
-    st.n.refused++;
+    n.refused++;
     return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
   }
   const ldns_rdf* owner = ldns_rr_owner(q);
   auto labels = owner ? wire_labels(ldns_rdf_data(owner), ldns_rdf_size(owner)) : std::nullopt;
   if (!labels) {
-    st.n.malformed++;
+    n.malformed++;
     return question_answer(m, pkt.get(), LDNS_RCODE_FORMERR);
   }
   bool matched = false;
@@ -352,7 +211,7 @@ Decision decide(State& st, uint32_t source, ByteView m) {
     }
   }
   if (!matched && (*policy)->default_deny) {
-    st.n.refused++;
+    n.refused++;
     return question_answer(m, pkt.get(), LDNS_RCODE_REFUSED);
   }
   return Query{source, Bytes(m.begin(), m.end()), std::move(pkt), matched};
@@ -477,18 +336,8 @@ asio::awaitable<std::optional<Bytes>> forward(std::shared_ptr<State> st, const Q
       // firewall opens them before the sandbox can use them.
       std::lock_guard lock(st->cb_mu);
       if (st->stopped) co_return std::nullopt;
-      const ldns_rr_list* an = ldns_pkt_answer(pkt.get());
-      for (size_t i = 0; an && i < ldns_rr_list_rr_count(an); ++i) {
-        const ldns_rr* rr = ldns_rr_list_rr(an, i);
-        if (ldns_rr_get_type(rr) != LDNS_RR_TYPE_A || ldns_rr_get_class(rr) != LDNS_RR_CLASS_IN ||
-            ldns_rr_rd_count(rr) < 1) {
-          continue;
-        }
-        const ldns_rdf* rd = ldns_rr_rdf(rr, 0);
-        if (!rd || ldns_rdf_size(rd) != 4) continue;
-        const uint8_t* ip = ldns_rdf_data(rd);
-        uint32_t addr = uint32_t{ip[0]} << 24 | uint32_t{ip[1]} << 16 | uint32_t{ip[2]} << 8 | ip[3];
-        if (st->on_allowed) st->on_allowed(q.source, addr, ldns_rr_ttl(rr));
+      for (auto [addr, ttl] : a_records_of(pkt.get())) {
+        if (st->on_allowed) st->on_allowed(q.source, addr, ttl);
       }
     }
     answer[0] = q.raw[0];
@@ -532,7 +381,7 @@ asio::awaitable<void> udp_loop(std::shared_ptr<State> st) {
     if (ec) continue;  // a passing error of one datagram
     try {
       uint32_t source = v4_of(from.address());
-      Decision d = decide(*st, source, ByteView(buf.data(), n));
+      Decision d = decide(st->n, source, [&] { return st->policy(source); }, ByteView(buf.data(), n));
       if (auto* answer = std::get_if<Bytes>(&d)) {
         send_udp(*st, *answer, from);
       } else if (auto* q = std::get_if<Query>(&d)) {
@@ -573,7 +422,7 @@ asio::awaitable<void> tcp_conn(std::shared_ptr<State> st, tcp::socket sock, uint
       Bytes msg(n);
       auto b = co_await (asio::async_read(sock, asio::buffer(msg), kTuple) || timer.async_wait(kTuple));
       if (b.index() != 0 || std::get<0>(std::get<0>(b)) || st->closed) break;
-      Decision d = decide(*st, source, msg);
+      Decision d = decide(st->n, source, [&] { return st->policy(source); }, msg);
       std::optional<Bytes> answer;
       if (auto* a = std::get_if<Bytes>(&d)) {
         answer = std::move(*a);
@@ -634,6 +483,38 @@ asio::awaitable<void> accept_loop(std::shared_ptr<State> st) {
 }
 
 }  // namespace
+
+DnsVerdict judge_dns_query(std::span<const uint8_t> msg, const DnsPolicy* policy) {
+  Counts n;
+  // A non-owning pointer in the shape the lookup gives.
+  std::shared_ptr<const DnsPolicy> p(std::shared_ptr<const DnsPolicy>{}, policy);
+  Decision d = decide(n, 0, [&] { return std::optional{p}; }, msg);
+  DnsVerdict v;
+  if (auto* a = std::get_if<Bytes>(&d)) {
+    v.action = DnsVerdict::Action::kAnswer;
+    v.answer = std::move(*a);
+  } else if (auto* q = std::get_if<Query>(&d)) {
+    v.action = DnsVerdict::Action::kForward;
+    v.matched = q->matched;
+    v.upstream_query = upstream_query(q->pkt.get(), 0).value_or(Bytes{});
+  }
+  return v;
+}
+
+std::optional<std::vector<std::pair<uint32_t, uint32_t>>> check_upstream_answer(std::span<const uint8_t> query,
+                                                                                std::span<const uint8_t> answer) {
+  ldns_pkt* raw = nullptr;
+  if (query.size() < kHeaderSize || ldns_wire2pkt(&raw, query.data(), query.size()) != LDNS_STATUS_OK) {
+    ldns_pkt_free(raw);
+    return std::nullopt;
+  }
+  Pkt q(raw);
+  const ldns_rr* question = question_of(q.get());
+  if (!question) return std::nullopt;
+  Pkt a = matching_answer(answer, get16(query, 0), question);
+  if (!a) return std::nullopt;
+  return a_records_of(a.get());
+}
 
 Resolver::Resolver(asio::any_io_executor ex, uint32_t listen_addr, uint16_t port,
                    std::vector<asio::ip::udp::endpoint> upstreams, PolicyOf policy_of, OnAllowed on_allowed,

@@ -8,8 +8,9 @@
 //
 // Per query, in order:
 //   - shorter than a DNS header, or a response (QR set): dropped.
-//   - PolicyOf(source) is null: REFUSED.  policy.allowed == false: dropped
-//     (a sandbox without internet gets no DNS at all).
+//   - PolicyOf(source) is null: REFUSED, whatever the message holds.
+//     policy.allowed == false: dropped (a sandbox without internet gets no
+//     DNS at all).
 //   - opcode other than QUERY: NOTIMP.  Not exactly one question, answer or
 //     authority records, more than two additional records (OPT, TSIG), or
 //     not parseable: FORMERR.  Class other than IN, or a zone transfer
@@ -47,8 +48,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -73,6 +77,24 @@ struct DnsPolicy {
 // domain entry `pattern` by the rules above. Exposed for tests and for the
 // glue's validation of entries.
 bool dns_name_matches(std::string_view name, std::string_view pattern);
+
+// The resolver's verdict on one message from a sandbox whose policy is
+// `policy` (null: an unknown source), with no sockets and no upstream: for
+// tests and the fuzz target.
+struct DnsVerdict {
+  enum class Action { kDrop, kAnswer, kForward };
+  Action action = Action::kDrop;
+  std::vector<uint8_t> answer;          // kAnswer: the bytes sent back
+  std::vector<uint8_t> upstream_query;  // kForward: what goes upstream (id 0 here, random in service)
+  bool matched = false;                 // kForward: the name matched an allowed domain
+};
+DnsVerdict judge_dns_query(std::span<const uint8_t> msg, const DnsPolicy* policy);
+
+// Whether `answer` answers `query` (as sent upstream: the same id, QR, the
+// same question) and, if so, its A records as (address in host order, TTL):
+// what OnAllowed would get. For tests and the fuzz target.
+std::optional<std::vector<std::pair<uint32_t, uint32_t>>> check_upstream_answer(std::span<const uint8_t> query,
+                                                                                std::span<const uint8_t> answer);
 
 struct ResolverOptions {
   // Time one upstream has to answer before the next one is asked. Default 2 s.
@@ -124,15 +146,16 @@ class Resolver {
 
   // Binds UDP and TCP and starts serving. Fails (kUnavailable with the
   // errno) when either cannot be bound, leaving nothing open; kInvalidArgument
-  // with no upstreams; kFailedPrecondition when already started.
+  // with no upstreams; kFailedPrecondition when already started or stopped.
   Status start();
   // The port bound (useful with port 0); 0 before start().
   uint16_t port() const { return port_; }
   // Stops serving. Once it returns, PolicyOf and OnAllowed are never called
   // again and none is running (if one is running on another thread, stop()
   // waits for it to return; so neither may call stop()). Every socket and
-  // timer is closed on the strand: at once when stop() runs on a thread of
-  // the executor, otherwise as soon as the executor runs it. Coroutines
+  // timer is closed on the resolver's strand: at once when stop() is called
+  // on that strand, otherwise posted to it (done as soon as the executor
+  // runs it; a test waits for live_coroutines() to reach 0). Coroutines
   // still winding down then touch only state they share-own, never this
   // object, which may be destroyed right away. Idempotent.
   void stop();

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -66,12 +67,19 @@ uint16_t local_port(int fd) {
   return ntohs(s.sin_port);
 }
 
-Fd bound_socket(int type, const char* addr, uint16_t port = 0) {
+// A socket bound to addr:port; fd -1 when the bind fails.
+Fd try_bound_socket(int type, const char* addr, uint16_t port = 0) {
   Fd f(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
   int one = 1;
   if (type == SOCK_STREAM) setsockopt(f.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   auto s = sa(addr, port);
-  if (::bind(f.fd, reinterpret_cast<sockaddr*>(&s), sizeof s) != 0) ADD_FAILURE() << "bind " << addr;
+  if (::bind(f.fd, reinterpret_cast<sockaddr*>(&s), sizeof s) != 0) return Fd();
+  return f;
+}
+
+Fd bound_socket(int type, const char* addr, uint16_t port = 0) {
+  Fd f = try_bound_socket(type, addr, port);
+  if (f.fd < 0) ADD_FAILURE() << "bind " << addr << ":" << port << ": " << strerror(errno);
   return f;
 }
 
@@ -126,9 +134,14 @@ std::vector<std::string> a_records(const ldns_pkt* p) {
 class FakeUpstream {
  public:
   FakeUpstream() {
-    udp_ = bound_socket(SOCK_DGRAM, "127.0.0.1");
-    port_ = local_port(udp_.fd);
-    tcp_ = bound_socket(SOCK_STREAM, "127.0.0.1", port_);
+    // The UDP port picked first; TCP may hold it already (another test's
+    // connection): then another.
+    for (int i = 0; i < 20 && tcp_.fd < 0; ++i) {
+      udp_ = bound_socket(SOCK_DGRAM, "127.0.0.1");
+      port_ = local_port(udp_.fd);
+      tcp_ = try_bound_socket(SOCK_STREAM, "127.0.0.1", port_);
+    }
+    EXPECT_GE(tcp_.fd, 0) << "no port free on both UDP and TCP";
     ::listen(tcp_.fd, 16);
     int p[2];
     EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
@@ -390,6 +403,72 @@ TEST(DnsNameMatches, ExactAndWildcard) {
   EXPECT_FALSE(dns_name_matches("example.com", "*."));
 }
 
+TEST(JudgeDnsQuery, VerdictsWithoutSockets) {
+  DnsPolicy deny;
+  deny.default_deny = true;
+  deny.domains = {"*.example.com"};
+  Bytes q = make_query("www.Example.com", 0x0102);
+  auto v = judge_dns_query(q, &deny);
+  ASSERT_EQ(v.action, DnsVerdict::Action::kForward);
+  EXPECT_TRUE(v.matched);
+  // The upstream query is built fresh: same question, no id of the client's.
+  Pkt up = parse(v.upstream_query);
+  ASSERT_TRUE(up);
+  EXPECT_EQ(ldns_pkt_id(up.get()), 0);
+  EXPECT_EQ(ldns_pkt_qdcount(up.get()), 1);
+  EXPECT_FALSE(ldns_pkt_edns(up.get()));
+
+  auto r = judge_dns_query(make_query("example.com", 3), &deny);
+  ASSERT_EQ(r.action, DnsVerdict::Action::kAnswer);
+  EXPECT_EQ(rcode(r.answer), LDNS_RCODE_REFUSED);
+  EXPECT_EQ(judge_dns_query(q, nullptr).action, DnsVerdict::Action::kAnswer);
+  DnsPolicy off;
+  off.allowed = false;
+  EXPECT_EQ(judge_dns_query(q, &off).action, DnsVerdict::Action::kDrop);
+
+  // EDNS: the buffer size and DO bit go upstream.
+  Pkt e(ldns_pkt_query_new(ldns_dname_new_frm_str("a.example.com"), LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, LDNS_RD));
+  ldns_pkt_set_edns_udp_size(e.get(), 1232);
+  ldns_pkt_set_edns_do(e.get(), true);
+  auto ev = judge_dns_query(wire(e.get()), &deny);
+  ASSERT_EQ(ev.action, DnsVerdict::Action::kForward);
+  Pkt eu = parse(ev.upstream_query);
+  ASSERT_TRUE(eu);
+  EXPECT_EQ(ldns_pkt_edns_udp_size(eu.get()), 1232);
+  EXPECT_TRUE(ldns_pkt_edns_do(eu.get()));
+}
+
+TEST(CheckUpstreamAnswer, OnlyTheMatchingAnswerCounts) {
+  Bytes q = make_query("www.example.com", 0x0a0b);
+  auto answer = [&](uint16_t id, const char* name, std::vector<const char*> rrs) {
+    Pkt p(ldns_pkt_new());
+    ldns_pkt_set_id(p.get(), id);
+    ldns_pkt_set_qr(p.get(), true);
+    ldns_rr* question = nullptr;
+    ldns_rr_new_question_frm_str(&question, (std::string(name) + " IN A").c_str(), nullptr, nullptr);
+    ldns_pkt_push_rr(p.get(), LDNS_SECTION_QUESTION, question);
+    for (const char* t : rrs) {
+      ldns_rr* rr = nullptr;
+      EXPECT_EQ(ldns_rr_new_frm_str(&rr, t, 0, nullptr, nullptr), LDNS_STATUS_OK) << t;
+      ldns_pkt_push_rr(p.get(), LDNS_SECTION_ANSWER, rr);
+    }
+    return wire(p.get());
+  };
+  auto good = check_upstream_answer(
+      q, answer(0x0a0b, "WWW.example.com.",
+                {"www.example.com. 10 IN CNAME b.example.net.", "b.example.net. 20 IN A 192.0.2.1",
+                 "b.example.net. 30 IN AAAA 2001:db8::1", "b.example.net. 40 IN A 192.0.2.2"}));
+  ASSERT_TRUE(good);
+  std::vector<std::pair<uint32_t, uint32_t>> want = {{ip("192.0.2.1"), 20}, {ip("192.0.2.2"), 40}};
+  EXPECT_EQ(*good, want);
+  EXPECT_FALSE(check_upstream_answer(q, answer(0x0a0c, "www.example.com.", {})));
+  EXPECT_FALSE(check_upstream_answer(q, answer(0x0a0b, "www.example.org.", {})));
+  Bytes not_response = answer(0x0a0b, "www.example.com.", {});
+  not_response[2] &= 0x7f;
+  EXPECT_FALSE(check_upstream_answer(q, not_response));
+  EXPECT_FALSE(check_upstream_answer(q, Bytes(5, 0)));
+}
+
 TEST_F(ResolverTest, ForwardsWithAFreshIdAndRestoresTheClientsId) {
   StartWithFake();
   std::set<uint16_t> upstream_ids;
@@ -474,6 +553,12 @@ TEST_F(ResolverTest, UnknownSourceIsRefused) {
   ASSERT_TRUE(a);
   EXPECT_EQ(rcode(*a), LDNS_RCODE_REFUSED);
   EXPECT_EQ(id_of(*a), 15);
+  // Whatever it sends.
+  Bytes two = make_query("other.test", 16);
+  two[5] = 2;
+  auto b = udp_ask("127.0.0.4", port_, two);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(rcode(*b), LDNS_RCODE_REFUSED);
   EXPECT_TRUE(fake_.names().empty());
 }
 
@@ -842,6 +927,20 @@ TEST_F(ResolverTest, StopClosesEverythingAndCallsNothingMore) {
   Fd u = bound_socket(SOCK_DGRAM, "127.0.0.1", port_);
   Fd t = bound_socket(SOCK_STREAM, "127.0.0.1", port_);
   EXPECT_TRUE(Allowed().empty());
+}
+
+TEST_F(ResolverTest, DestroyedRightAfterStopWhileBusy) {
+  StartWithFake();
+  Fd s = bound_socket(SOCK_DGRAM, "127.0.0.5");
+  auto to = sa("127.0.0.1", port_);
+  Bytes q = make_query("silent.test", 1);
+  ::sendto(s.fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  Fd c = tcp_connect("127.0.0.5", port_);
+  std::this_thread::sleep_for(50ms);
+  resolver_->stop();
+  resolver_.reset();  // the coroutines still winding down own what they touch
+  EXPECT_TRUE(closed_by_peer(c.fd));
+  std::this_thread::sleep_for(100ms);
 }
 
 // Not a check: prints the forward latency over loopback next to a direct
