@@ -11,6 +11,7 @@
 #include "common/constants.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/scope_exit.h"
 #include "core/offload.h"
 #include "core/sandbox_manager_internal.h"
 
@@ -436,6 +437,10 @@ void SandboxManager::watch_exit(const std::shared_ptr<Live>& l, sys::UniqueFd fd
 }
 
 asio::awaitable<void> SandboxManager::on_envd_exit(std::string id) {
+  // Counted like the timers' loops: shutdown() waits for it (it resumes on
+  // this object after the backend's work).
+  ++loops_running_;
+  ScopeExit done([this] { --loops_running_; });
   auto it = live_.find(id);
   if (it == live_.end() || !visible(it->second->state)) co_return;
   auto l = it->second;

@@ -321,7 +321,7 @@ class SandboxManager {
 
   std::map<std::string, std::shared_ptr<Live>> live_;  // owner
   bool stopping_ = false;                              // owner
-  int loops_running_ = 0;                              // owner: reaper, sampler
+  int loops_running_ = 0;                              // owner: reaper, sampler, exit handlers
   std::unique_ptr<asio::steady_timer> reaper_timer_, sampler_timer_;  // owner
   mutable std::mutex pools_mu_;                        // the map's structure; written on the owner
   std::map<std::string, std::unique_ptr<Pool>> pools_;
