@@ -1,5 +1,8 @@
 #include "envd/protojson.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include <cstring>
 
 namespace coppice::pj {
@@ -44,10 +47,17 @@ Result<std::optional<std::string>> get_string(const json& msg, std::string_view 
 Result<std::optional<int64_t>> get_int(const json& msg, std::string_view name) {
   const json* f = field(msg, name);
   if (!f) return std::optional<int64_t>{};
+  if (f->is_number_unsigned() && f->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    return type_error(name, "a 64-bit integer");
+  }
   if (f->is_number_integer()) return std::optional<int64_t>(f->get<int64_t>());
   if (f->is_number_float()) {
     double d = f->get<double>();
-    if (d != static_cast<double>(static_cast<int64_t>(d))) return type_error(name, "an integer");
+    // In range before the cast: a float beyond int64 does not convert.
+    if (!std::isfinite(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0) {
+      return type_error(name, "a 64-bit integer");
+    }
+    if (d != std::trunc(d)) return type_error(name, "an integer");
     return std::optional<int64_t>(static_cast<int64_t>(d));
   }
   if (f->is_string()) {
