@@ -65,10 +65,12 @@ uint32_t fnv1a(std::string_view s) {
 
 Network::Network(const NetworkOptions& o, AddressLedger& ledger) : opts_(o), ledger_(ledger) {
   gateway_ = opts_.subnet.addr + 1;
-  // Veth names: 4 characters naming this gateway's bridge, then the host
+  // Veth names: 8 characters naming this gateway's bridge (28 bits of its
+  // name's hash, so two gateways on a host do not take each other's veths
+  // for orphans), then the host
   // part of the address in hex (at most 15 characters in all).
-  char tag[8];
-  std::snprintf(tag, sizeof tag, "c%03x", fnv1a(opts_.bridge) & 0xfff);
+  char tag[12];
+  std::snprintf(tag, sizeof tag, "c%07x", fnv1a(opts_.bridge) & 0xfffffff);
   link_prefix_ = tag;
   cursor_ = gateway_ + 1;
 }
