@@ -1,14 +1,15 @@
 // net: what networking costs a sandbox, side by side in one run, inside the
 // fake internet of tests/e2e/net/run.sh (it refuses to run anywhere else):
 //
-//   tests/e2e/net/run.sh --bench bench/net.mjs [--quick] [--n N] [--idle N] [--mb N] [--json out.jsonl]
+//   tests/e2e/net/run.sh --bench bench/net.mjs [--quick] [--n N] [--idle N] [--mb N] [--reps N] [--json out.jsonl]
 //
 // 1. cold create p50/p95/p99, a gateway with --network on beside one with
 //    --network off (no warm pools; creates alternate between the two), then
 //    the same two with a warm pool (client clock);
 // 2. TCP connect latency (p50/p99, to an accept-and-close port in the fake
-//    internet) and throughput (--mb MB sent to a sink there; the same
-//    downloaded with curl), from a sandbox and from the gateway's host itself;
+//    internet) and throughput (--mb MB sent to a sink there, from a sandbox,
+//    from the host and from the host in a cgroup with the sandbox's one-CPU
+//    quota; the same downloaded with curl; --reps interleaved rounds, medians);
 // 3. a rule update applied: PUT /sandboxes/{id}/network, then the time until a
 //    new connection from the sandbox sees the change (a watcher in the
 //    sandbox connects every ~2 ms and notes when the outcome flips);
@@ -31,7 +32,8 @@ const flag = (name, def) => { const i = argv.indexOf(name); return i >= 0 ? argv
 const quick = argv.includes('--quick');
 const N = Number(flag('--n', quick ? 30 : 200));
 const IDLE = Number(flag('--idle', quick ? 20 : 100));
-const MB = Number(flag('--mb', quick ? 50 : 200));
+const MB = Number(flag('--mb', quick ? 500 : 2000));
+const REPS = Number(flag('--reps', quick ? 3 : 7));
 const UPDATES = quick ? 20 : 100;
 const jsonOut = flag('--json', null);
 const command = `tests/e2e/net/run.sh --bench bench/net.mjs ${argv.join(' ')}`.trim();
@@ -168,19 +170,52 @@ try {
   await inSbx(`${FAKENET.web} connect 50 ${FAKENET.closePort}`);
   record('TCP connect to the fake internet', 'from a sandbox', JSON.parse(await inSbx(`${FAKENET.web} connect ${nConnect} ${FAKENET.closePort}`)));
   record('TCP connect to the fake internet', 'from the host', JSON.parse(onHost(FAKENET.web, 'connect', String(nConnect), String(FAKENET.closePort))));
+  // Throughput: REPS rounds, each sending MB from the sandbox (one CPU, its
+  // cgroup's quota), from the host unconfined and from the host in a cgroup
+  // with the same one-CPU quota (a fair sender), then downloading the same
+  // with curl both ways; medians over the rounds. Rounds interleave so that
+  // load from elsewhere on the machine hits every config alike.
   const bytes = MB * 1_000_000;
-  const tput = {};
-  for (const [who, run] of [['from a sandbox', () => inSbx(`${FAKENET.web} send ${bytes} ${FAKENET.sinkPort}`)],
-    ['from the host', async () => onHost(FAKENET.web, 'send', String(bytes), String(FAKENET.sinkPort))]]) {
-    const r = JSON.parse(await run());
-    if (r.bytes !== bytes) throw new Error(`the sink saw ${r.bytes} of ${bytes} bytes`);
-    tput[`upload ${who}`] = (r.bytes / r.seconds) / 1e6;
+  const cpuCg = fs.existsSync('/sys/fs/cgroup/cpu/tasks') ? '/sys/fs/cgroup/cpu/coppice-netbench'
+    : fs.existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup/coppice-netbench' : null;
+  if (cpuCg) {
+    fs.mkdirSync(cpuCg, { recursive: true });
+    if (cpuCg.includes('/cpu/')) {
+      fs.writeFileSync(`${cpuCg}/cpu.cfs_period_us`, '100000');
+      fs.writeFileSync(`${cpuCg}/cpu.cfs_quota_us`, '100000');
+    } else {
+      fs.writeFileSync(`${cpuCg}/cpu.max`, '100000 100000');
+    }
+  }
+  const procsFile = cpuCg && (cpuCg.includes('/cpu/') ? `${cpuCg}/tasks` : `${cpuCg}/cgroup.procs`);
+  const senders = [
+    ['upload from a sandbox (1 CPU)', async () => inSbx(`${FAKENET.web} send ${bytes} ${FAKENET.sinkPort}`)],
+    ['upload from the host', async () => onHost(FAKENET.web, 'send', String(bytes), String(FAKENET.sinkPort))],
+  ];
+  if (procsFile) {
+    senders.push(['upload from the host in a 1-CPU cgroup', async () => execFileSync('sh', ['-c',
+      `echo $$ > ${procsFile}; exec ${hostPython} ${pyFile} ${FAKENET.web} send ${bytes} ${FAKENET.sinkPort}`],
+    { encoding: 'utf8' })]);
   }
   const curlDown = `curl -sS -o /dev/null -w '%{speed_download}' http://${FAKENET.web}/bytes/${bytes}`;
-  tput['download from a sandbox'] = Number((await sbx.commands.run(curlDown, { timeoutMs: 600_000 })).stdout) / 1e6;
-  tput['download from the host'] = Number(execFileSync('sh', ['-c', curlDown], { encoding: 'utf8' })) / 1e6;
-  for (const [k, v] of Object.entries(tput)) {
-    const line = JSON.stringify({ metric: 'TCP throughput (MB/s)', config: k, value: v, bytes, command, runAt });
+  const runs = {};
+  try {
+    for (let rep = 0; rep < REPS; rep++) {
+      for (const [who, run] of senders) {
+        const r = JSON.parse(await run());
+        if (r.bytes !== bytes) throw new Error(`the sink saw ${r.bytes} of ${bytes} bytes`);
+        (runs[who] ||= []).push((r.bytes / r.seconds) / 1e6);
+      }
+      (runs['download from a sandbox (1 CPU)'] ||= []).push(Number((await sbx.commands.run(curlDown, { timeoutMs: 600_000 })).stdout) / 1e6);
+      (runs['download from the host'] ||= []).push(Number(execFileSync('sh', ['-c', curlDown], { encoding: 'utf8' })) / 1e6);
+    }
+  } finally {
+    if (cpuCg) fs.rmdirSync(cpuCg);
+  }
+  const tput = {};
+  for (const [k, v] of Object.entries(runs)) {
+    tput[k] = summary(v).p50;
+    const line = JSON.stringify({ metric: 'TCP throughput (MB/s)', config: k, summary: summary(v), values: v, bytes, command, runAt });
     console.log(line);
     if (jsonOut) fs.appendFileSync(jsonOut, line + '\n');
   }
@@ -247,9 +282,10 @@ try {
     console.log(`${`${r.metric} / ${r.config}`.padEnd(84)} ${f(r.summary.p50)} ${f(r.summary.p95)} ${f(r.summary.p99)} ${String(r.summary.count).padStart(9)}`);
   }
   console.log('');
-  for (const [k, v] of Object.entries(tput)) console.log(`${`TCP throughput ${k}`.padEnd(84)} ${v.toFixed(1).padStart(9)} MB/s (${MB} MB)`);
-  if (tput['upload from the host']) {
-    console.log(`${'  sandbox / host, upload'.padEnd(84)} ${(100 * tput['upload from a sandbox'] / tput['upload from the host']).toFixed(1).padStart(9)} %`);
+  for (const [k, v] of Object.entries(tput)) console.log(`${`TCP throughput ${k}, median of ${REPS}`.padEnd(84)} ${v.toFixed(1).padStart(9)} MB/s (${MB} MB)`);
+  for (const base of ['upload from the host', 'upload from the host in a 1-CPU cgroup']) {
+    if (!tput[base]) continue;
+    console.log(`${`  sandbox / ${base.slice(12)}, upload`.padEnd(84)} ${(100 * tput['upload from a sandbox (1 CPU)'] / tput[base]).toFixed(1).padStart(9)} %`);
   }
   for (const [k, v] of Object.entries(mem)) console.log(`${`idle memory per sandbox, ${k}`.padEnd(84)} ${(v / 1024).toFixed(2).padStart(9)} MiB (${IDLE} sandboxes, MemAvailable)`);
   if (mem['network on'] !== undefined) {
