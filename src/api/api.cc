@@ -900,17 +900,15 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
       co_await error_response(ex, body.error());
       co_return;
     }
+    bool memory = true;
     if (auto mem = body->find("memory"); mem != body->end() && !mem->is_null()) {
       if (!mem->is_boolean()) {
         co_await error_response(ex, 400, "memory must be a boolean");
         co_return;
       }
-      if (!mem->get<bool>()) {
-        co_await error_response(ex, 400, "pause without memory (\"memory\": false, files only) is not supported yet");
-        co_return;
-      }
+      memory = mem->get<bool>();
     }
-    auto s = co_await mgr_.pause(id, team);
+    auto s = co_await mgr_.pause(id, team, memory);
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
     co_return;

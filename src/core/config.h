@@ -103,6 +103,14 @@ struct GatewayConfig {
   // Why sandboxes have no network on this gateway ("--network off", or what
   // the host lacks); "" when they have one.
   std::string network_off_reason;
+  // A pause without memory (E2B's keepMemory: false) writes the sandbox to
+  // disk: its processes end, its kernel objects are freed, its state dir
+  // (files) and uid range are kept (Backend::suspend); it survives a gateway
+  // restart. A pause with memory freezes its cgroups. False: the backend
+  // cannot suspend, and such a pause is refused.
+  bool pause_to_disk = false;
+  // Why a pause without memory is refused (empty when pause_to_disk).
+  std::string pause_to_disk_off_reason = "this backend pauses by freezing only";
 };
 
 }  // namespace coppice::core

@@ -170,7 +170,9 @@ class SandboxManager {
   // Running: extends the timeout, returns (view, false). Paused: resumes, returns (view, true).
   asio::awaitable<Result<std::pair<SandboxView, bool>>> connect(std::string id, std::optional<int> timeout_s,
                                                                 TeamScope team = std::nullopt);
-  asio::awaitable<Status> pause(std::string id, TeamScope team = std::nullopt);
+  // memory: false writes only the files (a resume starts the template
+  // afresh on them); it needs pause_to_disk (else kInvalidArgument).
+  asio::awaitable<Status> pause(std::string id, TeamScope team = std::nullopt, bool memory = true);
   // PUT /sandboxes/{id}/network: replaces its egress rules (net/policy.h
   // parse_update); new connections see them when this returns.
   // kFailedPrecondition when the gateway runs sandboxes without a network
@@ -252,7 +254,9 @@ class SandboxManager {
   asio::awaitable<Status> do_set_timeout(std::string id, int timeout_s, bool only_extend, TeamScope team);
   asio::awaitable<Result<std::pair<SandboxView, bool>>> do_connect(std::string id, std::optional<int> timeout_s,
                                                                    TeamScope team);
-  asio::awaitable<Status> do_pause(std::string id, TeamScope team);
+  asio::awaitable<Status> do_pause(std::string id, TeamScope team, bool memory);
+  asio::awaitable<Status> pause_to_disk(std::shared_ptr<Live> l, bool memory);
+  asio::awaitable<Status> resume_from_disk(std::shared_ptr<Live> l);
   asio::awaitable<Status> do_update_network(std::string id, json body, TeamScope team);
   // Enforces l's network config (firewall, resolver, bandwidth) on a worker.
   asio::awaitable<Status> apply_network(const Live& l);
@@ -275,6 +279,7 @@ class SandboxManager {
   // lifecycle rules, applies it, and publishes what the data plane sees.
   Status transition(Live& l, SandboxState to);
   SandboxView view(const Live& l) const;
+  std::shared_ptr<Live> live_from_record(const store::SandboxRecord& r) const;
   store::SandboxRecord record(const Live& l) const;
   // A new Live for `tmpl` with a fresh id and token (not yet in live_).
   std::shared_ptr<Live> new_live(const Template& tmpl, bool secure) const;

@@ -48,6 +48,12 @@ struct SandboxManager::Live {
   std::unique_ptr<asio::posix::stream_descriptor> exit_watch;
   // Its network config (E2B's allow_internet_access and network{...}).
   net::NetworkConfig network;
+  // Paused to disk (GatewayConfig::pause_to_disk): its processes are gone,
+  // its state dir holds its writable layer and, with `disk_memory`, its
+  // checkpoint; the backend keeps its uid range (disk_host_root).
+  bool on_disk = false;
+  bool disk_memory = false;
+  uint32_t disk_host_root = 0;
 };
 
 struct SandboxManager::Pool {

@@ -17,6 +17,38 @@ namespace {
 Clock::time_point from_ms(int64_t ms) { return Clock::time_point(std::chrono::milliseconds(ms)); }
 }  // namespace
 
+// A Live for a stored sandbox (state Creating; no handle yet).
+std::shared_ptr<SandboxManager::Live> SandboxManager::live_from_record(const store::SandboxRecord& r) const {
+  auto l = std::make_shared<Live>();
+  l->id = r.id;
+  l->template_id = r.template_id;
+  l->team = r.team;
+  l->state = SandboxState::kCreating;
+  l->token = r.envd_access_token;
+  if (auto t = r.extra.find("trafficAccessToken"); t != r.extra.end() && t->is_string())
+    l->traffic_token = t->get<std::string>();
+  if (auto m = r.extra.find("maskRequestHost"); m != r.extra.end() && m->is_string())
+    l->mask_host = m->get<std::string>();
+  if (auto h = r.extra.find("httpsPorts"); h != r.extra.end() && h->is_array()) {
+    for (const auto& port : *h)
+      if (port.is_number_unsigned() && port.get<uint64_t>() >= 1 && port.get<uint64_t>() <= 65535)
+        l->https_ports.push_back(static_cast<uint16_t>(port.get<uint64_t>()));
+  }
+  l->metadata = r.metadata;
+  l->env_vars = r.env_vars;
+  l->cpu_count = static_cast<int>(r.cpu_count);
+  l->memory_mb = static_cast<int>(r.memory_mb);
+  l->disk_mb = static_cast<int>(r.disk_size_mb);
+  l->started_at = from_ms(r.started_at);
+  l->end_at = from_ms(r.end_at);
+  l->state_dir = r.state_dir;
+  l->tree = r.template_tree;
+  if (auto it = r.extra.find("network"); it != r.extra.end()) {
+    if (auto c = net::from_store_json(*it); c) l->network = *c;
+  }
+  return l;
+}
+
 asio::awaitable<Status> SandboxManager::do_recover() {
   auto records = store_.list_sandboxes(true);
   if (!records) co_return std::unexpected(std::move(records.error()).context("recover: list sandboxes"));
@@ -29,39 +61,36 @@ asio::awaitable<Status> SandboxManager::do_recover() {
     bool expired = r.state == store::SandboxState::kRunning && from_ms(r.end_at) <= now;
     bool killed = r.state == store::SandboxState::kKilled;
     const std::string id = r.id;
-    if (!expired && !killed) {
+    // Paused to disk: no processes to adopt; its uid range is reserved
+    // again and it waits, paused, for a resume.
+    const auto disk = r.extra.find("pausedToDisk");
+    const bool on_disk = r.state == store::SandboxState::kPaused && disk != r.extra.end() && disk->is_object();
+    if (!killed && on_disk) {
+      const uint32_t host_root = disk->value("hostRoot", 0u);
+      auto reserve_job = [this, id, host_root] { return backend_.reserve_suspended(id, host_root); };
+      auto reserved = co_await run_on(workers_, std::move(reserve_job));
+      if (reserved) {
+        auto l = live_from_record(r);
+        l->on_disk = true;
+        l->disk_memory = disk->value("memory", false);
+        l->disk_host_root = host_root;
+        live_[l->id] = l;
+        (void)transition(*l, SandboxState::kRunning);
+        (void)transition(*l, SandboxState::kPausing);
+        (void)transition(*l, SandboxState::kPaused);
+        adopted.insert(l->id);
+        COPPICE_LOG(info).sandbox(l->id) << "paused to disk: kept after restart";
+        continue;
+      }
+      COPPICE_LOG(warn).sandbox(id) << "paused to disk but its uid range is taken, removing it: "
+                                    << reserved.error().to_string();
+    } else if (!expired && !killed) {
       auto dir = r.state_dir;
       auto adopt_job = [this, id, dir] { return backend_.adopt(id, dir); };
       auto h = co_await run_on(workers_, std::move(adopt_job));
       if (h) {
-        auto l = std::make_shared<Live>();
-        l->id = r.id;
-        l->template_id = r.template_id;
-        l->team = r.team;
-        l->state = SandboxState::kCreating;
-        l->token = r.envd_access_token;
-        if (auto t = r.extra.find("trafficAccessToken"); t != r.extra.end() && t->is_string())
-          l->traffic_token = t->get<std::string>();
-        if (auto m = r.extra.find("maskRequestHost"); m != r.extra.end() && m->is_string())
-          l->mask_host = m->get<std::string>();
-        if (auto h = r.extra.find("httpsPorts"); h != r.extra.end() && h->is_array()) {
-          for (const auto& port : *h)
-            if (port.is_number_unsigned() && port.get<uint64_t>() >= 1 && port.get<uint64_t>() <= 65535)
-              l->https_ports.push_back(static_cast<uint16_t>(port.get<uint64_t>()));
-        }
-        l->metadata = r.metadata;
-        l->env_vars = r.env_vars;
-        l->cpu_count = static_cast<int>(r.cpu_count);
-        l->memory_mb = static_cast<int>(r.memory_mb);
-        l->disk_mb = static_cast<int>(r.disk_size_mb);
-        l->started_at = from_ms(r.started_at);
-        l->end_at = from_ms(r.end_at);
-        l->state_dir = r.state_dir;
-        l->tree = r.template_tree;
+        auto l = live_from_record(r);
         l->handle = *h;
-        if (auto it = r.extra.find("network"); it != r.extra.end()) {
-          if (auto c = net::from_store_json(*it); c) l->network = *c;
-        }
         live_[l->id] = l;
         // Creating -> Running (-> Pausing -> Paused): the record's state,
         // through the same rules as any other change.

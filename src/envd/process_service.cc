@@ -3,6 +3,7 @@
 #include <pty.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -234,6 +235,7 @@ asio::awaitable<std::optional<RpcError>> pump(connect::CallContext& ctx, connect
     co_return std::nullopt;
   }
   auto keepalive = ctx.keepalive.value_or(kDefaultKeepalive);
+  bool watch_peer = true;
   // Start streams end when the process ends (its deadline kills it);
   // Connect streams may have their own deadline.
   std::optional<std::chrono::steady_clock::time_point> stream_deadline;
@@ -252,7 +254,26 @@ asio::awaitable<std::optional<RpcError>> pump(connect::CallContext& ctx, connect
     auto next = std::chrono::steady_clock::now() + keepalive;
     if (stream_deadline && *stream_deadline < next) next = *stream_deadline;
     wake.expires_at(next);
-    auto [ec] = co_await wake.async_wait(kTuple);
+    boost::system::error_code ec;
+    if (watch_peer) {
+      // Also wake when the client goes: its connection must not outlive it
+      // (a checkpoint ends the gateway's connections this way, and a stream
+      // of a quiet process would otherwise notice only at its keepalive).
+      auto& sock = ctx.ex.socket();
+      auto r = co_await (wake.async_wait(kTuple) || sock.async_wait(asio::socket_base::wait_read, kTuple));
+      if (r.index() == 1) {
+        char c;
+        ssize_t n = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+          co_return std::nullopt;  // client gone; process lives on
+        }
+        watch_peer = false;  // bytes of a next request: leave them to the server
+        continue;
+      }
+      ec = std::get<0>(std::get<0>(r));
+    } else {
+      std::tie(ec) = co_await wake.async_wait(kTuple);
+    }
     if (ec == asio::error::operation_aborted) continue;  // new events
     if (stream_deadline && std::chrono::steady_clock::now() >= *stream_deadline)
       co_return rpc_error(Code::deadline_exceeded, "stream deadline exceeded");

@@ -413,6 +413,11 @@ int main(int argc, char** argv) {
     cfg.network_off_reason = "--network off";
   }
 
+  // The namespace backend suspends a sandbox (files only) for a pause
+  // without memory.
+  cfg.pause_to_disk = true;
+  cfg.pause_to_disk_off_reason.clear();
+
   // Kernel objects are named per state dir, so two gateways on one host (a
   // test beside the real one) never take each other's sandboxes for orphans.
   sandbox::NsOptions nso;

@@ -54,6 +54,10 @@ struct SandboxSpec {
   // network as any create does, and the checkpointed tree (envd and its
   // processes, memory included) resumes in them. Empty: a fresh envd.
   std::string restore_from;
+  // The state dir exists already (a sandbox paused to disk, backend.suspend()):
+  // its writable layer and run dir are used as they are, and a failed
+  // create leaves them in place.
+  bool reuse_state_dir = false;
 };
 
 struct SandboxHandle {
@@ -113,6 +117,23 @@ class Backend {
     (void)images_dir;
     (void)leave_running;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot checkpoint a sandbox");
+  }
+
+  // After checkpoint(): removes what the sandbox holds in the kernel
+  // (processes, cgroups, network) but keeps its state dir (writable layer,
+  // checkpoint) and its uid range, for a create with reuse_state_dir (and
+  // restore_from) under the same id. destroy() removes the rest.
+  virtual Status suspend(const std::string& id) {
+    (void)id;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot suspend a sandbox");
+  }
+
+  // After a gateway restart: keeps the uid range that maps root to
+  // `host_root` for suspended sandbox `id` (whose state dir is `state_dir`).
+  virtual Status reserve_suspended(const std::string& id, uint32_t host_root) {
+    (void)id;
+    (void)host_root;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot suspend a sandbox");
   }
 
   // CPU and memory from the sandbox's cgroups; with `with_disk`, also the

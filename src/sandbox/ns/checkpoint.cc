@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -208,6 +210,66 @@ Status run_criu(const HelperSpec& h) {
   return make_error(ErrorCode::kInternal, ctx + ": criu failed (" + std::to_string(code) + "): " + log_tail(h.log_path));
 }
 
+// Inodes of the sockets of `pid`'s network namespace, per /proc/<pid>/net.
+std::set<std::string> netns_socket_inodes(pid_t pid) {
+  std::set<std::string> out;
+  for (const char* table : {"unix", "tcp", "tcp6", "udp", "udp6", "raw", "raw6", "netlink", "packet"}) {
+    std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/net/" + table));
+    std::string line;
+    std::getline(in, line);  // header
+    // The inode's column: unix 6, packet 8, the rest (tcp, udp, raw, netlink) 9.
+    const std::string t = table;
+    const int col = t == "unix" ? 6 : t == "packet" ? 8 : 9;
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string v;
+      for (int i = 0; i <= col && (f >> v); ++i) {
+      }
+      if (!v.empty()) out.insert(v);
+    }
+  }
+  return out;
+}
+
+// envd's fds that are sockets of another network namespace: connections
+// the gateway opened to envd's unix socket (the kernel puts the accepted end
+// in the connecting side's namespace), which criu cannot see to dump.
+std::vector<int> foreign_sockets(pid_t pid) {
+  auto local = netns_socket_inodes(pid);
+  std::vector<int> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  auto names = sys::list_dir(dir);
+  if (!names) return out;
+  for (const auto& n : *names) {
+    auto link = sys::read_symlink(dir + "/" + n);
+    if (!link || link->rfind("socket:[", 0) != 0) continue;
+    std::string ino = link->substr(8, link->size() - 9);
+    if (!local.count(ino)) out.push_back(std::atoi(n.c_str()));
+  }
+  return out;
+}
+
+// Ends those connections (shutdown through a copy of envd's fd: envd sees
+// EOF and closes them) and waits up to `ms` for envd to let go of them.
+void end_foreign_connections(pid_t pid, int ms) {
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return;
+  for (int i = 0; i * 10 < ms; ++i) {
+    auto fds = foreign_sockets(pid);
+    if (fds.empty()) break;
+    if (i == 0) {
+      for (int fd : fds) {
+        int copy = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0));
+        if (copy < 0) continue;
+        ::shutdown(copy, SHUT_RDWR);
+        ::close(copy);
+      }
+    }
+    ::usleep(10000);
+  }
+  ::close(pidfd);
+}
+
 Result<sys::UniqueFd> open_images(const std::string& dir, bool make, const std::string& ctx) {
   if (make) {
     // 0755, files 0644 (criu's): the restored tree runs as the sandbox's
@@ -268,6 +330,8 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   if (pipe && pipe->rfind("pipe:[", 0) == 0) sidecar += "logpipe " + *pipe + "\n";
   COPPICE_TRY_CTX(sys::write_new_file(images_dir + "/" + kSidecar, sidecar, 0600), ctx);
 
+  end_foreign_connections(envd_host, 2000);
+
   HelperSpec h;
   h.cgroups = &cgroups;
   h.id = id;
@@ -327,6 +391,14 @@ Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t i
   const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
   h.criu_args = {"restore", "-D", d, "-W", d, "-o", "restore.log", "-v2", "--restore-detached",
                  "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--tcp-close"};
+  // The tree goes into the sandbox's own user namespace (the init's): the
+  // one that owns nothing criu has to make, so that its tasks can still
+  // fork at their pids.
+  auto userns = sys::open_file("/proc/" + std::to_string(init) + "/ns/user", O_RDONLY | O_CLOEXEC);
+  if (!userns) return std::unexpected(std::move(userns.error()).context(ctx));
+  h.pass_fds.push_back(userns->get());
+  h.criu_args.push_back("--join-ns");
+  h.criu_args.push_back("user:/proc/self/fd/" + std::to_string(userns->get()) + ",0,0");
   // envd's stdout and stderr: the new init's log pipe in place of the old.
   sys::UniqueFd log;
   if (!pipe.empty()) {

@@ -14,9 +14,9 @@
 // restores the tree, not the namespaces. A restore goes into a fresh
 // sandbox made by launch() (new namespaces, cgroups, veth, the same or
 // another writable layer) whose PID 1 waits in --pid1-restore
-// (envd/pid1.h); the tree gets a user namespace of its own with the
-// checkpoint's uid map (the sandbox's uid range, which the caller keeps
-// reserved).
+// (envd/pid1.h); the tree joins that sandbox's user namespace (our criu
+// patch join-ns-not-cloned), so it must map the checkpoint's uids: the same
+// uid range, which the caller keeps reserved.
 //
 // How criu gets in: a helper forks from the caller, joins the sandbox's
 // cgroups and namespaces, and starts criu with the host's dynamic loader
@@ -25,6 +25,15 @@
 // criu and no libraries of the host. For a restore criu is placed at a pid
 // above every pid of the checkpoint (clone3 with set_tid), so none of its own
 // processes takes a pid the tree needs.
+//
+// Not yet: a tree of more than one process. The restored tasks join the
+// sandbox's user namespace (--join-ns user) and fork their children at
+// their old pids (clone3 set_tid), which needs CAP_CHECKPOINT_RESTORE over
+// the pid namespace's owner; a sandbox's pid namespace belongs to the host's
+// user namespace, so that fork fails (EPERM). A restore-mode sandbox whose
+// pid namespace its user namespace owns needs its /proc mounted from inside
+// (a pid namespace cannot be named before its init exists), hence its mount
+// namespace owned by that user namespace too: the next step.
 //
 // This machine's hardware breakpoints do not fire for ptrace (criu's
 // parasite would never be seen leaving): criu runs with its documented

@@ -20,6 +20,7 @@
 #include "common/ids.h"
 #include "common/log.h"
 #include "sandbox/ns/checkpoint.h"
+#include "sys/userns.h"
 #include "sandbox/ns/child.h"
 #include "sandbox/ns/registry.h"
 #include "sandbox/ns/spares.h"
@@ -126,9 +127,23 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   const auto t_start = Clock::now();
 
   // 1. A host uid range for the sandbox's users (root = the slot's base).
-  auto slot = ctx.slots->acquire();
+  Result<SlotLease> slot = ctx.slot ? Result<SlotLease>(std::move(*ctx.slot)) : ctx.slots->acquire();
   if (!slot) return std::unexpected(std::move(slot.error()).context(ctxmsg));
+  struct SlotBack {
+    SlotLease* to;
+    Result<SlotLease>* from;
+    ~SlotBack() {
+      if (to && *from) *to = std::move(**from);
+    }
+  } slot_back{ctx.slot, &slot};
   const uid_t host_root = slot->host_id();
+  if (slot->userns_fd() < 0) {
+    // A slot held across a suspend: its namespace went with its processes.
+    sys::IdRange map{0, host_root, kIdsPerSlot};
+    auto ns = sys::make_userns(map, map, map.outside);
+    if (!ns) return std::unexpected(std::move(ns.error()).context(ctxmsg + ": user namespace"));
+    slot->keep_userns(std::move(*ns));
+  }
   // A full disk is said as such here, not as a failed mount in the child.
   if (ctx.disk) COPPICE_TRY_CTX(ctx.disk->check_room(), ctxmsg);
   const auto t_slot = Clock::now();
@@ -136,7 +151,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   // Host resources made ahead of time, when some are ready (spares.h); the
   // pieces not used here are removed on return.
   std::optional<Spare> spare;
-  if (ctx.spares) spare = ctx.spares->take(spec.limits);
+  if (ctx.spares && !spec.reuse_state_dir) spare = ctx.spares->take(spec.limits);
   struct SpareGuard {
     Spares* owner;
     std::optional<Spare>* spare;
@@ -147,6 +162,17 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
 
   // 2. The state dir: overlay upper/work, run/ for envd's socket.
   auto make_state = [&]() -> Result<StateDir> {
+    if (spec.reuse_state_dir) {
+      if (!sys::path_exists(spec.state_dir + "/upper")) {
+        return make_error(ErrorCode::kNotFound, "no writable layer at " + spec.state_dir);
+      }
+      auto d = StateDir::existing(spec.state_dir);
+      // overlayfs refuses a "volatile" upper whose work dir a previous mount
+      // marked; the work dir holds nothing else worth keeping.
+      COPPICE_TRY(remove_state_dir(d.paths().work));
+      COPPICE_TRY(sys::make_dir(d.paths().work, 0700));
+      return d;
+    }
     if (spare && !spare->dir.empty()) {
       auto adopted = StateDir::adopt(spare->dir, spec.state_dir, host_root, spec.rootfs);
       if (adopted) {
@@ -177,8 +203,14 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   }
 
   // 3. The registry record, so the sandbox can be found after a restart.
-  auto record = RegistryEntry::create(ctx.registry_dir, spec.id, spec.state_dir);
-  if (!record) return std::unexpected(std::move(record.error()).context(ctxmsg));
+  std::optional<RegistryEntry> record;
+  if (spec.reuse_state_dir) {
+    COPPICE_TRY_CTX(registry_put(ctx.registry_dir, spec.id, spec.state_dir), ctxmsg);
+  } else {
+    auto r = RegistryEntry::create(ctx.registry_dir, spec.id, spec.state_dir);
+    if (!r) return std::unexpected(std::move(r.error()).context(ctxmsg));
+    record.emplace(std::move(*r));
+  }
 
   // 4. cgroups with cpu, memory and pids limits.
   const auto t_record = Clock::now();
@@ -394,16 +426,17 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   net_guard.armed = false;
   cg->release();
   state->release();
-  record->release();
+  if (record) record->release();
   Launched out;
   out.handle.id = spec.id;
-  out.handle.init_pid = pid;
+  out.handle.init_pid = init.pid();
   out.handle.envd_socket = paths.socket;
   out.handle.state_dir = spec.state_dir;
   out.handle.host_uid = host_root;
   out.handle.net_addr = att.addr;
   out.handle.net_link = att.link;
   slot->drop_userns();  // the sandbox's processes keep its user namespace alive now
+  slot_back.to = nullptr;
   out.slot = std::move(*slot);
   out.init = std::move(init);
   return out;

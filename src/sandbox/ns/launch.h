@@ -30,6 +30,9 @@ struct LaunchContext {
   // RLIMIT_NOFILE of every sandbox process (soft, hard), each capped at the
   // gateway's own hard limit; 0/0: inherited.
   uint64_t nofile_soft = 0, nofile_hard = 0;
+  // A uid slot the sandbox holds already (a suspended one's): used instead
+  // of a new one, and put back here if the launch fails.
+  SlotLease* slot = nullptr;
 };
 
 // A sandbox launched and ready. Owns its uid slot and the pidfd of its PID 1.

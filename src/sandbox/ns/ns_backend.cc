@@ -61,8 +61,22 @@ class NsBackend final : public Backend {
     ctx.envd_log = opts_.envd_log;
     ctx.nofile_soft = opts_.nofile_soft;
     ctx.nofile_hard = opts_.nofile_hard;
+    // A suspended sandbox starts again with its own uid range.
+    std::shared_ptr<SlotLease> held;
+    if (spec.reuse_state_dir) {
+      std::lock_guard lock(mu_);
+      if (auto it = suspended_.find(spec.id); it != suspended_.end()) held = it->second;
+    }
+    if (spec.reuse_state_dir && !held) {
+      return make_error(ErrorCode::kFailedPrecondition, "create sandbox " + spec.id + ": it is not suspended here");
+    }
+    ctx.slot = held.get();
     auto launched = launch(ctx, spec);
     if (!launched) return std::unexpected(launched.error());
+    if (held) {
+      std::lock_guard lock(mu_);
+      suspended_.erase(spec.id);
+    }
     // The namespace's identity, while the child is ours (unreaped: its pid
     // cannot have been reused).
     if (auto ns = sys::open_netns_of(launched->handle.init_pid); ns) {
@@ -74,11 +88,53 @@ class NsBackend final : public Backend {
     return live->handle;
   }
 
-  Status destroy(const std::string& id) override {
-    COPPICE_TRY_CTX(validate_id(id), "destroy sandbox");
+  Status suspend(const std::string& id) override {
+    COPPICE_TRY_CTX(validate_id(id), "suspend sandbox");
     std::shared_ptr<Live> live;
     {
       std::lock_guard lock(mu_);
+      if (auto it = live_.find(id); it != live_.end()) live = it->second;
+    }
+    if (!live) return make_error(ErrorCode::kNotFound, "suspend sandbox " + id + ": not running here");
+    pid_t pid = live->own_child ? live->handle.init_pid : -1;
+    if (pid > 0) {
+      // Its namespace serves its resume (or the slot's next sandbox).
+      auto ns = sys::open_file("/proc/" + std::to_string(pid) + "/ns/user", O_RDONLY);
+      if (ns && UidSlots::is_slot_userns(ns->get())) live->slot.keep_userns(std::move(*ns));
+    }
+    COPPICE_TRY(teardown(cgroups_, opts_.registry_dir, id, pid, live->handle.state_dir, /*keep_state=*/true));
+    if (live->handle.net_addr && opts_.network) {
+      opts_.network->release(net::Attachment{live->handle.net_addr, live->handle.net_link});
+    }
+    std::lock_guard lock(mu_);
+    live_.erase(id);
+    suspended_[id] = std::make_shared<SlotLease>(std::move(live->slot));
+    return ok();
+  }
+
+  Status reserve_suspended(const std::string& id, uint32_t host_root) override {
+    COPPICE_TRY_CTX(validate_id(id), "reserve sandbox");
+    {
+      std::lock_guard lock(mu_);
+      if (suspended_.count(id)) return ok();
+    }
+    auto slot = slots_.claim(host_root);
+    if (!slot) return std::unexpected(std::move(slot.error()).context("suspended sandbox " + id));
+    std::lock_guard lock(mu_);
+    suspended_[id] = std::make_shared<SlotLease>(std::move(*slot));
+    return ok();
+  }
+
+  Status destroy(const std::string& id) override {
+    COPPICE_TRY_CTX(validate_id(id), "destroy sandbox");
+    std::shared_ptr<Live> live;
+    std::shared_ptr<SlotLease> suspended;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = suspended_.find(id); it != suspended_.end()) {
+        suspended = it->second;
+        suspended_.erase(it);
+      }
       if (auto it = live_.find(id); it != live_.end()) {
         live = it->second;
         live_.erase(it);
@@ -101,6 +157,10 @@ class NsBackend final : public Backend {
       // Keep managing it (and its uid slot) so a retry can finish the job.
       std::lock_guard lock(mu_);
       live_.emplace(id, live);
+    }
+    if (!s && suspended) {
+      std::lock_guard lock(mu_);
+      suspended_.emplace(id, suspended);
     }
     if (s && live && live->handle.net_addr && opts_.network) {
       // Its processes are gone: its namespace (and veth) follow.
@@ -301,6 +361,8 @@ class NsBackend final : public Backend {
   Spares spares_;  // uses cgroups_: declared after it
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Live>> live_;
+  // Suspended sandboxes (no processes; state dir kept): their uid slots.
+  std::map<std::string, std::shared_ptr<SlotLease>> suspended_;
 };
 
 }  // namespace

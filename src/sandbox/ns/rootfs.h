@@ -55,6 +55,14 @@ class StateDir {
   static Result<StateDir> adopt(const std::string& skeleton, const std::string& dir, uid_t host_root,
                                 const std::string& template_root);
 
+  // An existing state dir (of a suspended sandbox), never removed by this
+  // owner.
+  static StateDir existing(const std::string& dir) {
+    StateDir d;
+    d.paths_ = std::make_unique<StatePaths>(dir);
+    return d;
+  }
+
   const StatePaths& paths() const { return *paths_; }
   void release() { armed_ = false; }
 

@@ -17,7 +17,7 @@ constexpr int kExitTimeoutMs = 10000;
 }
 
 Status teardown(const CgroupManager& cgroups, const std::string& registry_dir, const std::string& id,
-                pid_t init_pid, std::string state_dir) {
+                pid_t init_pid, std::string state_dir, bool keep_state) {
   const std::string ctx = "destroy sandbox " + id;
   using Clock = std::chrono::steady_clock;
   auto us = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };
@@ -49,6 +49,7 @@ Status teardown(const CgroupManager& cgroups, const std::string& registry_dir, c
   }
   COPPICE_TRY_CTX(cgroups.remove(id), ctx);
   const auto t_cg = Clock::now();
+  if (keep_state) return ok();
   // 3. The state dir, into the trash (its contents are removed in the background).
   if (state_dir.empty()) {
     auto recorded = registry_lookup(registry_dir, id);

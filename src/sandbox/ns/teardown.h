@@ -27,7 +27,8 @@ namespace coppice::sandbox::ns {
 //
 // The sandbox's mounts live only in its own mount namespace, which the
 // kernel frees with its last process.
+// With `keep_state`, the state dir and the registry record stay (suspend).
 Status teardown(const CgroupManager& cgroups, const std::string& registry_dir, const std::string& id,
-                pid_t init_pid, std::string state_dir);
+                pid_t init_pid, std::string state_dir, bool keep_state = false);
 
 }  // namespace coppice::sandbox::ns

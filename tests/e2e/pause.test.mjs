@@ -1,0 +1,102 @@
+// Pause to disk (files only) with the real SDK: pause({ keepMemory: false })
+// ends every process and frees the sandbox's kernel objects, keeps its
+// files, environment and token, survives a gateway killed with SIGKILL, and
+// a resume cold-boots it; another team's key cannot pause or resume it; a
+// paused sandbox can be killed; a pause with memory still freezes. Needs root.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
+
+const skip = gatewaySkipReason();
+const opt = skip ? { skip } : {};
+const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-pause-'));
+const OTHER_KEY = 'e2b_' + 'beef'.repeat(10);
+let gw;
+after(async () => {
+  await gw?.stop();
+  removeCgroupParents(stateDir);
+  removeStateDir(stateDir);
+});
+
+// Host processes in a cgroup named after the sandbox.
+function processesOf(id) {
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try { return fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(id); } catch { return false; }
+  });
+}
+
+const start = () => startGateway({ stateDir, apiKeys: `${TEST_API_KEY},other:${OTHER_KEY}` });
+
+test(`[${sdkName}] pause without memory: no process left, files kept across kill -9 of the gateway, cold boot`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000, envs: { KEPT: 'env' }, metadata: { who: 'me' } });
+  await sbx.files.write('/home/user/file.txt', 'kept');
+  await sbx.commands.run('sleep 600', { background: true, timeoutMs: 0 });
+  assert.ok(processesOf(sbx.sandboxId).length >= 3);
+
+  // Another team sees nothing to pause.
+  const other = await fetch(`${gw.url}/sandboxes/${sbx.sandboxId}/pause`, { method: 'POST', headers: { 'X-API-KEY': OTHER_KEY, 'content-type': 'application/json' }, body: '{"memory":false}' });
+  assert.equal(other.status, 404);
+
+  assert.equal(await sbx.pause({ keepMemory: false }), true);
+  assert.equal((await sbx.getInfo()).state, 'paused');
+  assert.deepEqual(processesOf(sbx.sandboxId), [], 'no process is left');
+  const sbxDir = path.join(stateDir, 'sandboxes', sbx.sandboxId);
+  assert.equal(fs.readFileSync(path.join(sbxDir, 'upper/home/user/file.txt'), 'utf8'), 'kept');
+  // A second pause of a paused sandbox is a conflict, not a crash.
+  const again = await fetch(`${gw.url}/sandboxes/${sbx.sandboxId}/pause`, { method: 'POST', headers: { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' }, body: '{"memory":false}' });
+  assert.equal(again.status, 409);
+
+  await gw.kill9();
+  gw = await start();
+  const listed = await Sandbox.list({ ...gw.opts }).nextItems();
+  assert.equal(listed.find((s) => s.sandboxId === sbx.sandboxId)?.state, 'paused');
+  const resumeOther = await fetch(`${gw.url}/sandboxes/${sbx.sandboxId}/resume`, { method: 'POST', headers: { 'X-API-KEY': OTHER_KEY, 'content-type': 'application/json' }, body: '{}' });
+  assert.equal(resumeOther.status, 404);
+
+  const back = await Sandbox.connect(sbx.sandboxId, gw.opts);
+  const info = await back.getInfo();
+  assert.equal(info.state, 'running');
+  assert.deepEqual(info.metadata, { who: 'me' });
+  assert.equal(await back.files.read('/home/user/file.txt'), 'kept');
+  assert.equal((await back.commands.run('pgrep -x sleep || echo none')).stdout.trim(), 'none', 'a cold boot');
+  assert.equal((await back.commands.run('echo $KEPT')).stdout, 'env\n');
+
+  // Cycles lose nothing.
+  for (let i = 0; i < 5; i++) {
+    await back.files.write('/home/user/file.txt', `kept ${i}`);
+    assert.equal(await back.pause({ keepMemory: false }), true);
+    const b2 = await Sandbox.connect(sbx.sandboxId, gw.opts);
+    assert.equal(await b2.files.read('/home/user/file.txt'), `kept ${i}`);
+  }
+  await back.kill();
+  assert.equal(fs.existsSync(sbxDir), false, 'kill removes its state dir');
+});
+
+test(`[${sdkName}] a sandbox paused to disk can be killed; a pause with memory freezes`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const a = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  assert.equal(await a.pause({ keepMemory: false }), true);
+  await Sandbox.kill(a.sandboxId, gw.opts);
+  assert.equal(fs.existsSync(path.join(stateDir, 'sandboxes', a.sandboxId)), false);
+  const listed = await Sandbox.list({ ...gw.opts }).nextItems();
+  assert.equal(listed.find((s) => s.sandboxId === a.sandboxId), undefined);
+
+  const b = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await b.commands.run('sleep 600', { background: true, timeoutMs: 0 });
+  assert.equal(await b.pause(), true);
+  assert.ok(processesOf(b.sandboxId).length >= 3, 'frozen, not ended');
+  const b2 = await Sandbox.connect(b.sandboxId, gw.opts);
+  assert.notEqual((await b2.commands.run('pgrep -x sleep || echo none')).stdout.trim(), 'none');
+  await b2.kill();
+  // A bad memory value is a 400.
+  const c = await Sandbox.create({ ...gw.opts });
+  const bad = await fetch(`${gw.url}/sandboxes/${c.sandboxId}/pause`, { method: 'POST', headers: { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' }, body: '{"memory":"no"}' });
+  assert.equal(bad.status, 400);
+  await c.kill();
+});
