@@ -100,3 +100,39 @@ test(`[${sdkName}] a sandbox paused to disk can be killed; a pause with memory f
   assert.equal(bad.status, 400);
   await c.kill();
 });
+
+// envd's host pid: the sandbox's process whose innermost pid is 2.
+function envdPid(id) {
+  for (const p of processesOf(id)) {
+    const ns = /NSpid:\s+(.*)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1].trim().split(/\s+/);
+    if (ns && ns.at(-1) === '2') return Number(p);
+  }
+  return 0;
+}
+// envd's connections from outside the sandbox's network namespace (the
+// gateway's): sockets of its fd table that its namespace does not list.
+function outsideConnections(pid) {
+  const local = new Set(fs.readFileSync(`/proc/${pid}/net/unix`, 'utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/)[6]));
+  return fs.readdirSync(`/proc/${pid}/fd`).map((f) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ''; } })
+    .filter((l) => l.startsWith('socket:[') && !local.has(l.slice(8, -1))).length;
+}
+
+test(`[${sdkName}] envd lets go of the stream of a quiet process once its client has gone`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const pid = envdPid(sbx.sandboxId);
+  assert.ok(pid > 0);
+  const before = outsideConnections(pid);
+  const h = await sbx.commands.run('sleep 600', { background: true, timeoutMs: 0 });
+  assert.ok(outsideConnections(pid) > before, 'the stream holds a connection');
+  await h.disconnect();
+  let now = outsideConnections(pid);
+  for (let i = 0; i < 50 && now > before; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    now = outsideConnections(pid);
+  }
+  assert.ok(now <= before, `envd still holds ${now - before} connection(s) of gone clients`);
+  assert.notEqual((await sbx.commands.run('pgrep -x sleep || echo none')).stdout.trim(), 'none', 'the process lives on');
+  await sbx.kill();
+});
