@@ -48,6 +48,10 @@ struct SandboxManager::Live {
   std::unique_ptr<asio::posix::stream_descriptor> exit_watch;
   // Its network config (E2B's allow_internet_access and network{...}).
   net::NetworkConfig network;
+  // What happens at its timeout (E2B's lifecycle); kept in the record's extra.
+  LifecyclePolicy lifecycle;
+  // A resize of it is under way (one at a time).
+  bool resizing = false;
 };
 
 struct SandboxManager::Pool {

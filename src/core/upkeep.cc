@@ -59,6 +59,7 @@ asio::awaitable<Status> SandboxManager::do_recover() {
         l->state_dir = r.state_dir;
         l->tree = r.template_tree;
         l->handle = *h;
+        if (auto it = r.extra.find("lifecycle"); it != r.extra.end()) l->lifecycle = lifecycle_from_store_json(*it);
         if (auto it = r.extra.find("network"); it != r.extra.end()) {
           if (auto c = net::from_store_json(*it); c) l->network = *c;
         }

@@ -130,6 +130,17 @@ int main(int argc, char** argv) {
                  "warm-pool refills at once while a pool is below half its target")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  cfg.max_cpu_count = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  cfg.max_memory_mb = static_cast<int>(std::min<uint64_t>(
+      uint64_t(std::max(0L, ::sysconf(_SC_PHYS_PAGES))) * uint64_t(std::max(0L, ::sysconf(_SC_PAGESIZE))) >> 20,
+      INT32_MAX));
+  app.add_option("--max-cpu-count", cfg.max_cpu_count, "the most CPUs a resize may give a sandbox (default: the host's)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--max-memory-mb", cfg.max_memory_mb,
+                 "the most memory (MiB) a resize may give a sandbox (default: the host's)")
+      ->check(CLI::Range(1, INT32_MAX))
+      ->capture_default_str();
   app.add_option("--metrics-interval", cfg.metrics_interval_s,
                  "seconds between the usage samples kept per sandbox (0: none)")
       ->check(CLI::Range(0, 3600))
