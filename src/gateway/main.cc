@@ -17,11 +17,13 @@
 #include "net/network.h"
 #include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/disk_quota.h"
+#include "sandbox/ns/layer_copy.h"
 #include "sandbox/ns/ns_backend.h"
 #include "sandbox/ns/uid_ranges.h"
 #include "store/keys.h"
 #include "store/store.h"
 #include "sys/background.h"
+#include "sys/fsutil.h"
 #include "sys/rlimit.h"
 #include "tls/tls_front.h"
 #include "templates/host_template.h"
@@ -327,6 +329,12 @@ int main(int argc, char** argv) {
   } else {
     COPPICE_LOG(warn) << "disk quotas are off: a sandbox can fill " << cfg.state_dir
                       << " for everyone; diskSizeMB is reported as 0 (not enforced)";
+  }
+  {
+    // How writable layers are copied (snapshots, pause to disk, fork).
+    const std::string sandboxes = cfg.state_dir + "/sandboxes";
+    const auto kind = sandbox::ns::layer_copy_kind(disk.get(), sys::path_exists(sandboxes) ? sandboxes : cfg.state_dir);
+    COPPICE_LOG(info) << "layer copies: " << sandbox::ns::describe(kind);
   }
   // At exit, after the backend (declared below) has removed its spares: the
   // image is unmounted when no sandbox is left (unmount_disk), else it stays
