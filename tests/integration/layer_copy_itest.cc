@@ -167,6 +167,18 @@ TEST_F(LayerSnapshotTest, ASnapshotIsALayerOfItsOwnWithItsOwnQuota) {
               (unsigned long long)(a_shared_gone >> 10));
   EXPECT_GE(a_shared_gone, 12 * kMiB - kMiB);
 
+  // Once the copy is gone, so is the charge for what only it still held
+  // (the kernel frees the extents in the background, then commits).
+  ASSERT_TRUE(sys::remove_tree(b).has_value());
+  uint64_t a_alone = used(a);
+  for (int i = 0; i < 300 && a_alone > 6 * kMiB; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    a_alone = used(a);
+  }
+  std::printf("[ figures  ] used() of the source once the copy is removed: %llu KiB\n",
+              (unsigned long long)(a_alone >> 10));
+  EXPECT_LT(a_alone, 6 * kMiB);
+
   // A read-only snapshot refuses writes.
   ASSERT_TRUE(disk_->snapshot_layer(a, c, true).has_value());
   EXPECT_EQ(::open((c + "/upper/x").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), -1);
@@ -174,7 +186,9 @@ TEST_F(LayerSnapshotTest, ASnapshotIsALayerOfItsOwnWithItsOwnQuota) {
   EXPECT_EQ(sys::read_file(c + "/upper/home/note").value_or(""), "hello");
 
   // Refused: a taken name; a directory that is not a layer's root.
-  EXPECT_EQ(disk_->snapshot_layer(a, b, false).error().sys_errno(), EEXIST);
+  auto taken = disk_->snapshot_layer(a, c, false);
+  ASSERT_FALSE(taken.has_value());
+  EXPECT_EQ(taken.error().sys_errno(), EEXIST);
   auto inner = disk_->snapshot_layer(a + "/upper", dqo_.dir + "/layerd", false);
   ASSERT_FALSE(inner.has_value());
   EXPECT_EQ(inner.error().code(), ErrorCode::kFailedPrecondition);
