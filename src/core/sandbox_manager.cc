@@ -716,11 +716,12 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_resize(std::string id, s
   ScopeExit done([resizing] { resizing->resizing = false; });
   auto job = [this, id, cpu, mem] { return backend_.set_limits(id, cpu * 1000, static_cast<uint64_t>(mem) << 20); };
   auto r = co_await run_on(workers_, std::move(job));
-  if (!r) co_return std::unexpected(std::move(r.error()).context("resize sandbox " + id));
-  // Killed (or gone) while the kernel work ran: its record must not come back.
+  // Killed (or gone) while the kernel work ran: its record must not come
+  // back, and a failure to write to its vanished cgroups is no error of ours.
   if (auto again = find(id, std::nullopt); !again || *again != l) {
     co_return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
   }
+  if (!r) co_return std::unexpected(std::move(r.error()).context("resize sandbox " + id));
   l->cpu_count = cpu;
   l->memory_mb = mem;
   auto rec = record(*l);

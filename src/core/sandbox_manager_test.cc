@@ -560,5 +560,23 @@ TEST_F(Manager, AResizeIsKeptInTheRecordAndAcrossARestart) {
   EXPECT_EQ(run(mgr_->get(v.id))->state, SandboxState::kPaused);
 }
 
+TEST_F(Manager, ASandboxKilledDuringItsResizeStaysGone) {
+  auto v = create();
+  backend_->block_set_limits = true;
+  auto resizing = asio::co_spawn(io_, mgr_->resize(v.id, 2, 1024), asio::use_future);
+  ASSERT_TRUE(eventually([&] { return backend_->set_limits_waiting.load() == 1; }));
+  // One at a time.
+  auto second = run(mgr_->resize(v.id, 1, std::nullopt));
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().message().find("being resized"), std::string::npos) << second.error().to_string();
+  ASSERT_TRUE(run(mgr_->kill(v.id)));
+  backend_->unblock_set_limits();
+  auto r = resizing.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(store_->get_sandbox(v.id)) << "the resize wrote no record back";
+  EXPECT_FALSE(run(mgr_->get(v.id)));
+}
+
 }  // namespace
 }  // namespace coppice::core

@@ -46,10 +46,17 @@ class FakeBackend final : public sandbox::Backend {
   std::atomic<bool> block_freeze{false};   // freeze waits until unblocked
   // Memory every sandbox "cannot give back": set_limits below it is refused.
   std::atomic<uint64_t> held_memory{64u << 20};
+  std::atomic<bool> block_set_limits{false};  // set_limits waits until unblocked
+  std::atomic<int> set_limits_waiting{0};     // calls waiting there now
   // Exit code Process/Start reports for a command containing the key.
   void set_exit_code(const std::string& needle, int code) {
     std::lock_guard lk(mu_);
     exit_codes_[needle] = code;
+  }
+  void unblock_set_limits() {
+    block_set_limits = false;
+    std::lock_guard lk(mu_);
+    cv_.notify_all();
   }
   void unblock_freeze() {
     block_freeze = false;
@@ -175,7 +182,10 @@ class FakeBackend final : public sandbox::Backend {
   }
 
   Status set_limits(const std::string& id, int cpu_millicores, uint64_t memory_bytes) override {
-    std::lock_guard lk(mu_);
+    std::unique_lock lk(mu_);
+    ++set_limits_waiting;
+    cv_.wait(lk, [&] { return !block_set_limits.load(); });
+    --set_limits_waiting;
     if (!existing_.count(id)) return make_error(ErrorCode::kNotFound, "fake: no sandbox " + id);
     if (memory_bytes < held_memory.load()) {
       return make_error(ErrorCode::kFailedPrecondition, "fake: sandbox " + id + " holds more memory than that");
