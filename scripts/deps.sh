@@ -53,4 +53,7 @@ if [ ! -d tests/e2e/node_modules/e2b ] || [ tests/e2e/package-lock.json -nt test
   echo "deps: npm ci (tests/e2e)"
   npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
 fi
+# CRIU 4.x for checkpoints (pause to disk, snapshots, fork): Debian 13's
+# source built here against Debian 12's libraries, with our patches.
+./scripts/criu.sh
 ./scripts/test-debs.sh  # local packages for the template builder tests, which use no network

@@ -5,13 +5,18 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string_view>
 
 #include "common/log.h"
 #include "envd/envd.h"
+#include "envd/pid1.h"
 
 using namespace coppice;
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && (std::string_view(argv[1]) == "--pid1" || std::string_view(argv[1]) == "--pid1-restore")) {
+    return envd::run_pid1(argc, argv);
+  }
   envd::Config cfg;
   std::string level = "info";
   bool no_tcp = false;

@@ -49,6 +49,11 @@ struct SandboxSpec {
   // charged to the sandbox). 0: a quarter of limits.memory_bytes, so that
   // filling it ends in ENOSPC, not in the sandbox's OOM killer.
   uint64_t shm_bytes = 0;
+  // A checkpoint (images dir, sandbox/ns/checkpoint.h) to restore instead of
+  // starting envd: the sandbox gets its own new namespaces, cgroups and
+  // network as any create does, and the checkpointed tree (envd and its
+  // processes, memory included) resumes in them. Empty: a fresh envd.
+  std::string restore_from;
 };
 
 struct SandboxHandle {
@@ -97,6 +102,18 @@ class Backend {
   // Pause/resume every process of the sandbox (cgroup freezer).
   virtual Status freeze(const std::string& id) = 0;
   virtual Status thaw(const std::string& id) = 0;
+
+  // Writes the sandbox's processes (envd's tree, memory included) to
+  // `images_dir` (made; must be empty). Unless `leave_running`, they are
+  // killed once written and the sandbox ends as if envd had exited; its
+  // writable layer and state dir stay until destroy(). A create whose spec
+  // has restore_from = `images_dir` resumes them (ns: checkpoint.h).
+  virtual Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running) {
+    (void)id;
+    (void)images_dir;
+    (void)leave_running;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot checkpoint a sandbox");
+  }
 
   // CPU and memory from the sandbox's cgroups; with `with_disk`, also the
   // bytes its writable layer holds (which may cost a walk of its files).

@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "sandbox/backend.h"
 #include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/checkpoint.h"
 #include "sandbox/ns/ns_backend.h"
 #include "sandbox/ns/trash.h"
 #include "sys/caps.h"
@@ -355,6 +356,94 @@ TEST_F(NsBackendTest, CreateIsIsolatedAndDestroyLeavesNothing) {
   expect_gone(id, pid);
   // Idempotent.
   EXPECT_TRUE(backend_->destroy(id).has_value());
+}
+
+// GET `path` with envd's access token; returns the status line's code and
+// the body.
+std::pair<int, std::string> envd_get(const std::string& socket_path, const std::string& path,
+                                     const std::string& token) {
+  auto conn = sys::connect_unix_nofollow(socket_path);
+  if (!conn) return {-1, conn.error().to_string()};
+  int fd = conn->release();
+  struct timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: sandbox\r\nX-Access-Token: " + token +
+                    "\r\nConnection: close\r\n\r\n";
+  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return {-1, "write"};
+  }
+  std::string resp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) resp.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  if (resp.rfind("HTTP/1.1 ", 0) != 0) return {-1, resp};
+  size_t body = resp.find("\r\n\r\n");
+  return {std::atoi(resp.c_str() + 9), body == std::string::npos ? "" : resp.substr(body + 4)};
+}
+
+// Checkpoint → the sandbox ends → restore into a new sandbox: envd comes
+// back at pid 2 with what only its memory held (the access token and env
+// vars of its init file, which it deleted), answering on the new sandbox's
+// socket; the images hold its memory; both sandboxes go away cleanly.
+TEST_F(NsBackendTest, CheckpointAndRestoreEnvdsTreeIntoANewSandbox) {
+  if (auto why = ns::checkpoint_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+  const std::string a = "itestckpta0000000001", b = "itestckptb0000000001";
+  const std::string token = "tok-" + std::to_string(::getpid());
+  auto sa = spec(a);
+  sa.init_json = R"({"accessToken":")" + token + R"(","envVars":{"KEPT":"in-memory"}})";
+  auto h = backend_->create(sa);
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  ASSERT_EQ(envd_get(h->envd_socket, "/envs", token).first, 200);
+  // PID 1 is the init, envd its child.
+  auto members = cgroups_->pids(a);
+  ASSERT_TRUE(members.has_value());
+  EXPECT_EQ(members->size(), 2u);
+  const std::string images = tmp_ + "/images-" + a;
+  auto t0 = std::chrono::steady_clock::now();
+  auto c = backend_->checkpoint(a, images, false);
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  double dump_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  // The tree was killed once written: the init follows envd.
+  for (int i = 0; i < 200 && process_alive(h->init_pid) && status_field(h->init_pid, "State")[0] != 'Z'; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(!process_alive(h->init_pid) || status_field(h->init_pid, "State")[0] == 'Z');
+  EXPECT_TRUE(sys::path_exists(images + "/pstree.img"));
+  ASSERT_TRUE(backend_->destroy(a).has_value());
+
+  auto sb = spec(b);
+  sb.restore_from = images;
+  t0 = std::chrono::steady_clock::now();
+  auto hb = backend_->create(sb);
+  ASSERT_TRUE(hb.has_value()) << hb.error().to_string() << "\n" << slurp(images + "/restore.log").substr(0, 200000);
+  double restore_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ns] checkpoint %.1f ms, restore (create included) %.1f ms\n", dump_ms, restore_ms);
+  auto [code, body] = envd_get(hb->envd_socket, "/envs", token);
+  EXPECT_EQ(code, 200) << body;
+  EXPECT_NE(body.find("in-memory"), std::string::npos) << body;
+  EXPECT_EQ(envd_get(hb->envd_socket, "/envs", "wrong").first, 401);
+  EXPECT_EQ(hostname_of(hb->init_pid), b);
+  ASSERT_TRUE(backend_->destroy(b).has_value());
+  expect_gone(b, hb->init_pid);
+  sys::remove_tree(images);
+}
+
+// A restore from something that is not a checkpoint fails and leaves
+// nothing behind.
+TEST_F(NsBackendTest, RestoreFromANonCheckpointFailsCleanly) {
+  if (auto why = ns::checkpoint_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+  const std::string id = "itestckptbad00000001";
+  const std::string images = tmp_ + "/not-images";
+  ASSERT_TRUE(sys::make_dirs(images, 0700).has_value());
+  auto sp = spec(id);
+  sp.restore_from = images;
+  auto h = backend_->create(sp);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.error().to_string().find("not a checkpoint"), std::string::npos) << h.error().to_string();
+  EXPECT_FALSE(cgroups_->exists(id));
+  EXPECT_FALSE(sys::path_exists(tmp_ + "/state/" + id));
 }
 
 TEST_F(NsBackendTest, FreezeAndThaw) {

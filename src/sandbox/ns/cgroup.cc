@@ -469,6 +469,13 @@ Result<CgroupUsage> CgroupManager::usage(const std::string& id) const {
   return u;
 }
 
+Status CgroupManager::join(const std::string& id, pid_t pid) const {
+  for (const auto& d : dirs_for(id)) {
+    COPPICE_TRY_CTX(sys::write_file(d + "/cgroup.procs", std::to_string(pid)), "join cgroup of " + id);
+  }
+  return ok();
+}
+
 Status CgroupManager::remove(const std::string& id) const {
   auto dirs = dirs_for(id);
   for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) COPPICE_TRY_CTX(rmdir_retry(*it), "remove cgroup of " + id);

@@ -96,6 +96,10 @@ class CgroupManager {
   // SIGKILL each pid, thaw). Does not wait for them to exit.
   Status kill_all(const std::string& id) const;
 
+  // Moves process `pid` (host pid) into the sandbox's cgroups, in every
+  // hierarchy: e.g. a helper whose children must be charged to the sandbox.
+  Status join(const std::string& id, pid_t pid) const;
+
   // Pids in the sandbox's cgroup (host pids).
   Result<std::vector<pid_t>> pids(const std::string& id) const;
 

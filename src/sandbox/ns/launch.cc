@@ -19,6 +19,7 @@
 #include "common/constants.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "sandbox/ns/checkpoint.h"
 #include "sandbox/ns/child.h"
 #include "sandbox/ns/registry.h"
 #include "sandbox/ns/spares.h"
@@ -242,12 +243,18 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     plan->nofile_hard = std::min<uint64_t>(ctx.nofile_hard, own.rlim_max);
     plan->nofile_soft = std::min<uint64_t>(ctx.nofile_soft, plan->nofile_hard);
   }
+  // PID 1 is envd's init (envd/pid1.h), envd its first child: a checkpoint
+  // takes envd's tree, a restore puts it back under a fresh init.
   plan->exec_path = "/.coppice/envd";
-  plan->args = {"/.coppice/envd", "--no-tcp", "--socket", "/.coppice/run/envd.sock", "--ready-fd",
-                std::to_string(kReadyFd)};
-  if (!spec.init_json.empty()) {
-    plan->args.push_back("--init-file");
-    plan->args.push_back("/.coppice/run/init.json");
+  if (!spec.restore_from.empty()) {
+    plan->args = {"/.coppice/envd", "--pid1-restore"};
+  } else {
+    plan->args = {"/.coppice/envd", "--pid1", "--", "/.coppice/envd", "--no-tcp", "--socket", "/.coppice/run/envd.sock",
+                  "--ready-fd", std::to_string(kReadyFd)};
+    if (!spec.init_json.empty()) {
+      plan->args.push_back("--init-file");
+      plan->args.push_back("/.coppice/run/init.json");
+    }
   }
   plan->env = {"PATH=" + std::string(kDefaultPath), "HOME=/root", "LANG=C.UTF-8"};
   plan->seal();
@@ -344,6 +351,12 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   } while (n < 0 && errno == EINTR);
   if (n != 1) {
     return make_error(ErrorCode::kInternal, ctxmsg + ": envd exited before it was ready (see " + paths.log + ")");
+  }
+  if (!spec.restore_from.empty()) {
+    // 9. The init waits; put envd's tree back (checkpoint.h). A socket file
+    // left by the checkpointed envd in this run dir would stop its bind.
+    (void)::unlink(paths.socket.c_str());
+    COPPICE_TRY_CTX(restore_tree(*ctx.cgroups, spec.id, init.pid(), spec.restore_from), ctxmsg);
   }
 
   auto us = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };

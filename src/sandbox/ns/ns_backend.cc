@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/checkpoint.h"
 #include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/launch.h"
 #include "sandbox/ns/registry.h"
@@ -111,6 +112,15 @@ class NsBackend final : public Backend {
   Status freeze(const std::string& id) override {
     COPPICE_TRY_CTX(validate_id(id), "freeze sandbox");
     return cgroups_.freeze(id);
+  }
+
+  Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running) override {
+    COPPICE_TRY_CTX(validate_id(id), "checkpoint sandbox");
+    auto init = cgroups_.find_init(id);
+    if (!init) return std::unexpected(std::move(init.error()).context("checkpoint of sandbox " + id));
+    CheckpointOptions o;
+    o.leave_running = leave_running;
+    return checkpoint_tree(cgroups_, id, *init, images_dir, o);
   }
 
   Status thaw(const std::string& id) override {

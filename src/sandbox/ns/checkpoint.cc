@@ -1,0 +1,352 @@
+#include "sandbox/ns/checkpoint.h"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
+#include "common/log.h"
+#include "sys/fsutil.h"
+
+namespace coppice::sandbox::ns {
+namespace {
+
+constexpr const char* kDefaultCriu = "/usr/local/lib/coppice/criu/sbin/criu";
+constexpr const char* kLoader = "/lib64/ld-linux-x86-64.so.2";
+constexpr const char* kLibDir = "/lib/x86_64-linux-gnu";
+// Beside the images: what the restore needs to know of the tree.
+constexpr const char* kSidecar = "coppice-checkpoint";
+constexpr int kEnvdPid = 2;  // envd/pid1.h
+constexpr int kRestoreLogFd = 4;
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The innermost pid of host pid `p` (the last NSpid field), 0 if gone.
+pid_t ns_pid_of(pid_t p) {
+  std::istringstream in(slurp("/proc/" + std::to_string(p) + "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("NSpid:", 0) != 0) continue;
+    std::istringstream f(line.substr(6));
+    pid_t v = 0, last = 0;
+    while (f >> v) last = v;
+    return last;
+  }
+  return 0;
+}
+
+// The tail of criu's log, for an error message.
+std::string log_tail(const std::string& path) {
+  std::string text = slurp(path);
+  std::vector<std::string> errs;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("Error") != std::string::npos && line.find("tun: Unable") == std::string::npos &&
+        line.find("RLIMIT_NOFILE for self") == std::string::npos) {
+      errs.push_back(line);
+    }
+  }
+  if (errs.size() > 3) errs.erase(errs.begin(), errs.end() - 3);
+  std::string out;
+  for (const auto& e : errs) out += (out.empty() ? "" : " | ") + e;
+  return out.empty() ? "see " + path : out;
+}
+
+struct HelperSpec {
+  const CgroupManager* cgroups = nullptr;
+  std::string id;
+  pid_t init = -1;
+  int images_fd = -1;
+  std::vector<std::string> criu_args;  // after the binary
+  pid_t want_pid = 0;                  // 0: any
+  std::vector<int> pass_fds;           // kept open across exec (besides images_fd)
+  int timeout_ms = 120000;
+  std::string log_path;  // host path of criu's log, for errors
+  std::string what;      // "checkpoint" | "restore"
+};
+
+// Forks the helper described in the header and waits for criu's exit.
+Status run_criu(const HelperSpec& h) {
+  const std::string ctx = h.what + " of sandbox " + h.id;
+  // Everything the child needs, opened and built before fork: after fork
+  // only async-signal-safe calls.
+  std::vector<sys::UniqueFd> ns;
+  std::vector<int> ns_types;
+  for (auto [name, type] : {std::pair{"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
+                            {"cgroup", CLONE_NEWCGROUP}, {"pid", CLONE_NEWPID}, {"mnt", CLONE_NEWNS}}) {
+    auto fd = sys::open_file("/proc/" + std::to_string(h.init) + "/ns/" + name, O_RDONLY | O_CLOEXEC);
+    if (!fd) return std::unexpected(std::move(fd.error()).context(ctx + ": the sandbox is not running"));
+    ns.push_back(std::move(*fd));
+    ns_types.push_back(type);
+  }
+  auto loader = sys::open_file(kLoader, O_PATH | O_CLOEXEC);
+  if (!loader) return std::unexpected(std::move(loader.error()).context(ctx));
+  auto libdir = sys::open_file(kLibDir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (!libdir) return std::unexpected(std::move(libdir.error()).context(ctx));
+  auto criu = sys::open_file(criu_path(), O_RDONLY | O_CLOEXEC);
+  if (!criu) return std::unexpected(std::move(criu.error()).context(ctx + ": criu"));
+  std::vector<int> keep = h.pass_fds;
+  keep.push_back(h.images_fd);
+  keep.push_back(libdir->get());
+  keep.push_back(criu->get());
+
+  std::vector<std::string> args = {"criu", "--argv0", "criu", "--library-path",
+                                   "/proc/self/fd/" + std::to_string(libdir->get()),
+                                   "/proc/self/fd/" + std::to_string(criu->get())};
+  args.insert(args.end(), h.criu_args.begin(), h.criu_args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string env0 = "CRIU_FAULT=130", env1 = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", env2 = "LANG=C";
+  char* envp[] = {env0.data(), env1.data(), env2.data(), nullptr};
+
+  int go[2];
+  if (::pipe2(go, O_CLOEXEC) != 0) return errno_error(ctx + ": pipe");
+  sys::UniqueFd go_r(go[0]), go_w(go[1]);
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t child = ::fork();
+  if (child == 0) {
+    // The helper: wait until it is in the sandbox's cgroups, enter the
+    // namespaces, start criu at the wanted pid and pass on its status.
+    char b;
+    if (::read(go_r.get(), &b, 1) != 1) ::_exit(120);
+    for (size_t i = 0; i < ns.size(); ++i) {
+      if (::setns(ns[i].get(), ns_types[i]) != 0) ::_exit(121);
+    }
+    if (::chdir("/") != 0) ::_exit(122);
+    pid_t g;
+    if (h.want_pid > 0) {
+      pid_t tid[1] = {h.want_pid};
+      struct clone_args ca {};
+      ca.exit_signal = SIGCHLD;
+      ca.set_tid = reinterpret_cast<uint64_t>(tid);
+      ca.set_tid_size = 1;
+      g = static_cast<pid_t>(::syscall(SYS_clone3, &ca, sizeof ca));
+      if (g < 0 && errno == EEXIST) g = ::fork();  // taken: any pid (a clash then fails the restore, not silently)
+    } else {
+      g = ::fork();
+    }
+    if (g < 0) ::_exit(123);
+    if (g == 0) {
+      for (int fd : keep) ::fcntl(fd, F_SETFD, 0);
+      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      ::syscall(SYS_execveat, loader->get(), "", argv.data(), envp, AT_EMPTY_PATH);
+      ::_exit(124);
+    }
+    int st = 0;
+    while (::waitpid(g, &st, 0) < 0 && errno == EINTR) {
+    }
+    ::_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 125);
+  }
+  int fork_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (child < 0) return errno_error(ctx + ": fork", fork_errno);
+  auto reap = [&](bool kill) {
+    if (kill) ::kill(child, SIGKILL);
+    int st = 0;
+    while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
+    }
+    return st;
+  };
+  go_r.reset();
+  if (auto s = h.cgroups->join(h.id, child); !s) {
+    reap(true);
+    return std::unexpected(std::move(s.error()).context(ctx));
+  }
+  if (::write(go_w.get(), "g", 1) != 1) {
+    reap(true);
+    return errno_error(ctx + ": start the helper");
+  }
+  go_w.reset();
+  // Wait with a deadline: a pidfd of the helper.
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+  if (pidfd >= 0) {
+    struct pollfd p{pidfd, POLLIN, 0};
+    int r;
+    do {
+      r = ::poll(&p, 1, h.timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    ::close(pidfd);
+    if (r == 0) {
+      // criu itself is in the sandbox's cgroups: the caller's kill of the
+      // sandbox ends it; the helper goes now.
+      reap(true);
+      return make_error(ErrorCode::kDeadlineExceeded,
+                        ctx + ": criu did not finish in " + std::to_string(h.timeout_ms / 1000) + " s");
+    }
+  }
+  int st = reap(false);
+  int code = WIFEXITED(st) ? WEXITSTATUS(st) : 126;
+  if (code == 0) return ok();
+  static const char* const helper_steps[] = {"wait for its cgroups", "enter the sandbox's namespaces",
+                                             "chdir", "fork criu", "exec criu", "criu was killed"};
+  if (code >= 120 && code <= 125) {
+    return make_error(ErrorCode::kInternal, ctx + ": the helper could not " + helper_steps[code - 120]);
+  }
+  return make_error(ErrorCode::kInternal, ctx + ": criu failed (" + std::to_string(code) + "): " + log_tail(h.log_path));
+}
+
+Result<sys::UniqueFd> open_images(const std::string& dir, bool make, const std::string& ctx) {
+  if (make) {
+    // 0755, files 0644 (criu's): the restored tree runs as the sandbox's
+    // host uids and reads its images (and works in that dir) itself. Keep images inside a private
+    // (0700) dir: the gateway's state dir.
+    if (auto s = sys::make_dirs(dir, 0755); !s) return std::unexpected(std::move(s.error()).context(ctx));
+    if (::chmod(dir.c_str(), 0755) != 0) return errno_error(ctx + ": chmod " + dir);
+  }
+  auto fd = sys::open_file(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (!fd) return std::unexpected(std::move(fd.error()).context(ctx));
+  return fd;
+}
+
+}  // namespace
+
+std::string criu_path() {
+  const char* env = std::getenv("COPPICE_CRIU");
+  return env && *env ? std::string(env) : std::string(kDefaultCriu);
+}
+
+std::string checkpoint_unavailable_reason() {
+  static std::once_flag once;
+  static std::string reason;
+  std::call_once(once, [] {
+    const std::string criu = criu_path();
+    if (::access(criu.c_str(), X_OK) != 0) {
+      reason = "no criu at " + criu + " (scripts/criu.sh installs it)";
+    } else if (::access(kLoader, R_OK) != 0 || ::access(kLibDir, R_OK) != 0) {
+      reason = std::string("no dynamic loader at ") + kLoader;
+    } else if (::geteuid() != 0) {
+      reason = "checkpoints need root";
+    }
+  });
+  return reason;
+}
+
+Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_t init, const std::string& images_dir,
+                       const CheckpointOptions& opts) {
+  const std::string ctx = "checkpoint of sandbox " + id;
+  if (auto why = checkpoint_unavailable_reason(); !why.empty()) {
+    return make_error(ErrorCode::kFailedPrecondition, ctx + ": " + why);
+  }
+  auto dir = open_images(images_dir, true, ctx);
+  if (!dir) return std::unexpected(dir.error());
+  // The tree's pids (for the restore's choice of criu's own) and envd's log
+  // pipe (which the restore connects to the new init's).
+  auto pids = cgroups.pids(id);
+  if (!pids) return std::unexpected(std::move(pids.error()).context(ctx));
+  pid_t max_pid = 0, envd_host = 0;
+  for (pid_t p : *pids) {
+    pid_t n = ns_pid_of(p);
+    max_pid = std::max(max_pid, n);
+    if (n == kEnvdPid) envd_host = p;
+  }
+  if (envd_host == 0) return make_error(ErrorCode::kFailedPrecondition, ctx + ": envd is not running");
+  auto pipe = sys::read_symlink("/proc/" + std::to_string(envd_host) + "/fd/1");
+  std::string sidecar = "maxpid " + std::to_string(max_pid) + "\n";
+  if (pipe && pipe->rfind("pipe:[", 0) == 0) sidecar += "logpipe " + *pipe + "\n";
+  COPPICE_TRY_CTX(sys::write_new_file(images_dir + "/" + kSidecar, sidecar, 0600), ctx);
+
+  HelperSpec h;
+  h.cgroups = &cgroups;
+  h.id = id;
+  h.init = init;
+  h.images_fd = dir->get();
+  h.timeout_ms = opts.timeout_ms;
+  h.log_path = images_dir + "/dump.log";
+  h.what = "checkpoint";
+  const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
+  h.criu_args = {"dump", "-t", std::to_string(kEnvdPid), "-D", d, "-W", d, "-o", "dump.log", "-v2",
+                 "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--network-lock", "skip"};
+  if (opts.tcp_established) h.criu_args.push_back("--tcp-established");
+  // Not killed by criu: once envd dies the init exits and the kernel kills
+  // what is left in the pid namespace, criu included, maybe before it is
+  // done. Stopped, then killed here once criu has exited.
+  h.criu_args.push_back(opts.leave_running ? "--leave-running" : "--leave-stopped");
+  const auto t0 = std::chrono::steady_clock::now();
+  COPPICE_TRY(run_criu(h));
+  if (!opts.leave_running) COPPICE_TRY_CTX(cgroups.kill_all(id), ctx);
+  COPPICE_LOG(info).sandbox(id) << "checkpoint written in "
+                                << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::steady_clock::now() - t0)
+                                       .count()
+                                << " ms";
+  return ok();
+}
+
+Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t init, const std::string& images_dir,
+                    int timeout_ms) {
+  const std::string ctx = "restore of sandbox " + id;
+  if (auto why = checkpoint_unavailable_reason(); !why.empty()) {
+    return make_error(ErrorCode::kFailedPrecondition, ctx + ": " + why);
+  }
+  auto dir = open_images(images_dir, false, ctx);
+  if (!dir) return std::unexpected(dir.error());
+  auto side = sys::read_file(images_dir + "/" + kSidecar);
+  if (!side) return std::unexpected(std::move(side.error()).context(ctx + ": not a checkpoint"));
+  pid_t max_pid = 0;
+  std::string pipe;
+  {
+    std::istringstream in(*side);
+    std::string key, value;
+    while (in >> key >> value) {
+      if (key == "maxpid") std::from_chars(value.data(), value.data() + value.size(), max_pid);
+      if (key == "logpipe") pipe = value;
+    }
+  }
+  HelperSpec h;
+  h.cgroups = &cgroups;
+  h.id = id;
+  h.init = init;
+  h.images_fd = dir->get();
+  h.timeout_ms = timeout_ms;
+  h.log_path = images_dir + "/restore.log";
+  h.what = "restore";
+  h.want_pid = max_pid + 1;
+  const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
+  h.criu_args = {"restore", "-D", d, "-W", d, "-o", "restore.log", "-v2", "--restore-detached",
+                 "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--tcp-close"};
+  // envd's stdout and stderr: the new init's log pipe in place of the old.
+  sys::UniqueFd log;
+  if (!pipe.empty()) {
+    auto fd = sys::open_file("/proc/" + std::to_string(init) + "/fd/" + std::to_string(kRestoreLogFd),
+                             O_WRONLY | O_CLOEXEC);
+    if (fd) {
+      log = std::move(*fd);
+      h.pass_fds.push_back(log.get());
+      h.criu_args.push_back("--inherit-fd");
+      h.criu_args.push_back("fd[" + std::to_string(log.get()) + "]:" + pipe);
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  COPPICE_TRY(run_criu(h));
+  COPPICE_LOG(info).sandbox(id) << "restored in "
+                                << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::steady_clock::now() - t0)
+                                       .count()
+                                << " ms";
+  return ok();
+}
+
+}  // namespace coppice::sandbox::ns
