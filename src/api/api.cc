@@ -1,4 +1,6 @@
 #include "api/api.h"
+#include "api/lifecycle_options.h"
+#include "api/resize_request.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -91,7 +93,7 @@ json detail_json(const SandboxView& v, const core::GatewayConfig& cfg) {
   if (!v.envd_access_token.empty()) j["envdAccessToken"] = v.envd_access_token;
   if (!v.traffic_access_token.empty()) j["trafficAccessToken"] = v.traffic_access_token;
   j["domain"] = domain_json(cfg);
-  j["lifecycle"] = json{{"onTimeout", "kill"}, {"autoResume", false}};
+  j["lifecycle"] = core::to_e2b_json(v.lifecycle);
   j["allowInternetAccess"] = v.network.internet;
   j["network"] = net::to_e2b_json(v.network);
   return j;
@@ -236,10 +238,6 @@ Status check_create_options(const json& j, bool v1) {
     auto it = j.find(key);
     return it != j.end() && !it->is_null();
   };
-  auto is_true = [&](const json& obj, const char* key) {
-    auto it = obj.find(key);
-    return it != obj.end() && it->is_boolean() && it->get<bool>();
-  };
   (void)v1;
   // allow_internet_access and network{...} are read by net::parse_create.
   if (set("network")) {
@@ -265,23 +263,7 @@ Status check_create_options(const json& j, bool v1) {
       }
     }
   }
-  if (is_true(j, "autoPause")) return unsupported("autoPause (pause on timeout)");
-  if (set("autoPauseMemory")) return unsupported("autoPauseMemory");
-  if (set("autoResume")) {
-    const json& a = j["autoResume"];
-    if ((a.is_boolean() && a.get<bool>()) || (a.is_object() && is_true(a, "enabled")))
-      return unsupported("autoResume");
-  }
-  if (set("lifecycle")) {
-    const json& l = j["lifecycle"];
-    if (!l.is_object()) return make_error(ErrorCode::kInvalidArgument, "lifecycle must be an object");
-    if (auto it = l.find("onTimeout"); it != l.end() && !it->is_null()) {
-      if (!it->is_string() || (*it != "kill" && *it != "pause"))
-        return make_error(ErrorCode::kInvalidArgument, "lifecycle.onTimeout must be \"kill\" or \"pause\"");
-      if (*it == "pause") return unsupported("lifecycle.onTimeout: \"pause\"");
-    }
-    if (is_true(l, "autoResume")) return unsupported("lifecycle.autoResume");
-  }
+  // autoPause, autoPauseMemory, autoResume and lifecycle: parse_lifecycle.
   if (set("volumeMounts")) {
     const json& v = j["volumeMounts"];
     if (!v.is_array()) return make_error(ErrorCode::kInvalidArgument, "volumeMounts must be an array");
@@ -581,6 +563,12 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
     co_await error_response(ex, s.error());
     co_return;
   }
+  if (auto l = parse_lifecycle(j); !l) {
+    co_await error_response(ex, l.error());
+    co_return;
+  } else {
+    p.lifecycle = *l;
+  }
   {
     auto n = j.find("network");
     auto a = j.find("allow_internet_access");
@@ -812,6 +800,23 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
   }
   if (action.empty() && m == verb::get) {
     auto v = co_await mgr_.get(id, team);
+    if (!v) co_await error_response(ex, v.error());
+    else co_await reply_json(ex, 200, detail_json(*v, cfg_).dump());
+    co_return;
+  }
+  if (action.empty() && m == verb::patch) {
+    // Live resize (an extension): {"cpuCount", "memoryMB"}; answers the new detail.
+    auto body = co_await read_json(ex, cfg_.max_body_bytes);
+    if (!body) {
+      co_await error_response(ex, body.error());
+      co_return;
+    }
+    auto req = parse_resize(*body, cfg_.max_cpu_count, cfg_.max_memory_mb);
+    if (!req) {
+      co_await error_response(ex, req.error());
+      co_return;
+    }
+    auto v = co_await mgr_.resize(id, req->cpu_count, req->memory_mb, team);
     if (!v) co_await error_response(ex, v.error());
     else co_await reply_json(ex, 200, detail_json(*v, cfg_).dump());
     co_return;

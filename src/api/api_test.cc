@@ -125,7 +125,7 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
       R"({"network":{"rules":{"a.com":[]}}})",
       R"({"network":{"egressProxy":{"address":"p:1080"}}})",
       R"({"autoPause":true})",
-      R"({"autoResume":{"enabled":true}})",
+      R"({"autoPause":true,"autoResume":{"enabled":true}})",
       R"({"lifecycle":{"onTimeout":"pause"}})",
       R"({"volumeMounts":[{"name":"v","path":"/data"}]})",
       R"({"mcp":{"x":{}}})",
@@ -191,6 +191,82 @@ TEST_F(ApiTest, PauseResumeAndTheirConflicts) {
   EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/resume", "{}").status, 201u);
   EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/resume", "{}").status, 409u);
   EXPECT_EQ(call(verb::post, "/v2/sandboxes/" + id + "/connect", "{}").status, 200u);
+}
+
+TEST_F(ApiTest, ResizeChangesTheLimitsAndWhatInfoSays) {
+  cfg_.max_cpu_count = 4;
+  cfg_.max_memory_mb = 4096;
+  auto id = create_id();
+  auto a = call(verb::patch, "/sandboxes/" + id, R"({"cpuCount":2,"memoryMB":1024})");
+  ASSERT_EQ(a.status, 200u) << a.raw;
+  EXPECT_EQ(a.body["cpuCount"], 2);
+  EXPECT_EQ(a.body["memoryMB"], 1024);
+  EXPECT_EQ(backend_->limits_of(id), (std::pair<int, uint64_t>{2000, 1ull << 30}));
+  auto info = call(verb::get, "/sandboxes/" + id);
+  EXPECT_EQ(info.body["cpuCount"], 2);
+  EXPECT_EQ(info.body["memoryMB"], 1024);
+  // One of the two; the other stays.
+  ASSERT_EQ(call(verb::patch, "/sandboxes/" + id, R"({"memoryMB":256})").status, 200u);
+  EXPECT_EQ(backend_->limits_of(id), (std::pair<int, uint64_t>{2000, 256ull << 20}));
+  // Below what the sandbox holds (the fake holds 64 MiB): 409 saying so, nothing changes.
+  auto below = call(verb::patch, "/sandboxes/" + id, R"({"cpuCount":1,"memoryMB":32})");
+  EXPECT_EQ(below.status, 409u) << below.raw;
+  EXPECT_NE(below.body.value("message", "").find("holds more memory"), std::string::npos) << below.raw;
+  info = call(verb::get, "/v2/sandboxes/" + id);
+  EXPECT_EQ(info.body["cpuCount"], 2);
+  EXPECT_EQ(info.body["memoryMB"], 256);
+  // A paused sandbox can be resized too, and stays paused.
+  ASSERT_EQ(call(verb::post, "/sandboxes/" + id + "/pause", "{}").status, 204u);
+  auto paused = call(verb::patch, "/sandboxes/" + id, R"({"cpuCount":4})");
+  EXPECT_EQ(paused.status, 200u) << paused.raw;
+  EXPECT_EQ(paused.body["state"], "paused");
+  EXPECT_EQ(backend_->limits_of(id).first, 4000);
+  // Bad input: a 400 that names the problem; nothing changes.
+  struct Bad {
+    const char* body;
+    const char* says;
+  } bad[] = {
+      {"{}", "needs cpuCount and/or memoryMB"},
+      {R"({"cpuCount":0})", "cpuCount must be a whole number"},
+      {R"({"cpuCount":-2})", "cpuCount must be a whole number"},
+      {R"({"cpuCount":1.5})", "cpuCount must be a whole number"},
+      {R"({"cpuCount":"2"})", "cpuCount must be a whole number"},
+      {R"({"cpuCount":5})", "from 1 to 4 (this gateway's maximum)"},
+      {R"({"memoryMB":true})", "memoryMB must be a whole number"},
+      {R"({"memoryMB":8192})", "from 1 to 4096"},
+      {R"({"memoryMB":18446744073709551615})", "memoryMB must be a whole number"},
+      {R"({"memoryMB":null})", "memoryMB must be a whole number"},
+      {R"({"cpuCount":2,"diskSizeMB":10})", "unknown field \"diskSizeMB\""},
+      {"[1]", "JSON object"},
+      {"not json", "not valid JSON"},
+  };
+  for (const auto& b : bad) {
+    auto r = call(verb::patch, "/sandboxes/" + id, b.body);
+    EXPECT_EQ(r.status, 400u) << b.body << " -> " << r.raw;
+    EXPECT_NE(r.body.value("message", "").find(b.says), std::string::npos) << b.body << " -> " << r.raw;
+  }
+  EXPECT_EQ(backend_->limits_of(id), (std::pair<int, uint64_t>{4000, 256ull << 20}));
+  EXPECT_EQ(call(verb::patch, "/sandboxes/zzzzzzzzzzzzzzzzzzzz", R"({"cpuCount":1})").status, 404u);
+}
+
+TEST_F(ApiTest, LifecycleFieldsAreKeptAndReportedInE2bsShape) {
+  // As e2b 2.51 (v2) and 2.45 (v1) send lifecycle {onTimeout: 'kill', autoResume: false}.
+  for (const char* path : {"/v2/sandboxes", "/sandboxes"}) {
+    auto made = call(verb::post, path, R"({"templateID":"base","autoPause":false,"autoResume":{"enabled":false}})");
+    ASSERT_EQ(made.status, 201u) << made.raw;
+    auto info = call(verb::get, "/sandboxes/" + made.body["sandboxID"].get<std::string>());
+    EXPECT_EQ(info.body["lifecycle"], json::parse(R"({"onTimeout":"kill","autoResume":false})")) << info.raw;
+  }
+  auto plain = call(verb::get, "/sandboxes/" + create_id());
+  EXPECT_EQ(plain.body["lifecycle"], json::parse(R"({"onTimeout":"kill","autoResume":false})"));
+  // E2B refuses autoResume with a files-only pause; bad types are 400s naming the field.
+  auto both = call(verb::post, "/v2/sandboxes", R"({"autoPause":true,"autoPauseMemory":false,"autoResume":{"enabled":true}})");
+  EXPECT_EQ(both.status, 400u);
+  EXPECT_NE(both.body.value("message", "").find("autoPauseMemory: false"), std::string::npos) << both.raw;
+  auto type = call(verb::post, "/sandboxes", R"({"autoPause":"yes"})");
+  EXPECT_EQ(type.status, 400u);
+  EXPECT_NE(type.body.value("message", "").find("autoPause must be a boolean"), std::string::npos) << type.raw;
+  EXPECT_EQ(mgr_->count(), 3u);
 }
 
 TEST_F(ApiTest, ListHonoursTemplateTimesOrderAndPages) {
@@ -429,6 +505,7 @@ TEST_F(ApiTest, AnotherTeamsSandboxIsMissingOnEveryRoute) {
       {verb::get, "/sandboxes/{id}/metrics", ""},
       {verb::get, "/sandboxes/{id}/logs", ""},
       {verb::get, "/v2/sandboxes/{id}/logs", ""},
+      {verb::patch, "/sandboxes/{id}", R"({"memoryMB":1024})"},
       {verb::delete_, "/sandboxes/{id}", ""},
   };
   auto with = [](std::string p, const std::string& v) { return p.replace(p.find("{id}"), 4, v); };
@@ -458,6 +535,7 @@ TEST_F(ApiTest, AnotherTeamsSandboxIsMissingOnEveryRoute) {
   ASSERT_EQ(got.status, 200u);
   EXPECT_EQ(got.body["state"], "running");
   EXPECT_EQ(got.body["envdAccessToken"], token);
+  EXPECT_EQ(got.body["memoryMB"], 512);
   EXPECT_EQ(call_as(kKeyA, verb::post, "/sandboxes/" + id + "/timeout", R"({"timeout":60})").status, 204u);
   EXPECT_EQ(call_as(kKeyA, verb::post, "/sandboxes/" + id + "/refreshes", "{}").status, 204u);
   EXPECT_EQ(call_as(kKeyA, verb::get, "/sandboxes/" + id + "/metrics").status, 200u);

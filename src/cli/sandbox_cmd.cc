@@ -3,6 +3,7 @@
 //   create [--template T] [--timeout S]    prints the new sandbox's id
 //   kill ID...                             kills each; fails if any could not be killed
 //   preview ID PORT [--expires 1h]         prints a signed URL that opens PORT until it expires
+//   resize ID [--cpu N] [--memory 1G]      changes a running or paused sandbox's CPU and memory limits
 #include <strings.h>
 
 #include <cstdio>
@@ -105,6 +106,45 @@ int preview_cmd(const Globals& g, const std::string& id, int port, const std::st
   return 0;
 }
 
+// "1G", "512M", "1536" (MiB) as MiB; nullopt when malformed, zero or not a
+// whole number of MiB.
+std::optional<int64_t> parse_mib(const std::string& s) {
+  if (s.empty() || s.size() > 12) return std::nullopt;
+  std::string digits = s;
+  int64_t kib = 1024;  // KiB per unit
+  switch (s.back()) {
+    case 'K': case 'k': kib = 1; digits.pop_back(); break;
+    case 'M': case 'm': kib = 1024; digits.pop_back(); break;
+    case 'G': case 'g': kib = 1024 * 1024; digits.pop_back(); break;
+    case 'T': case 't': kib = 1024 * 1024 * 1024; digits.pop_back(); break;
+    default: break;
+  }
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  int64_t total = std::stoll(digits) * kib;
+  if (total <= 0 || total % 1024 != 0) return std::nullopt;
+  return total / 1024;
+}
+
+int resize_cmd(const Globals& g, const std::string& id, std::optional<int> cpu, const std::string& memory,
+               bool as_json) {
+  json body = json::object();
+  if (cpu) body["cpuCount"] = *cpu;
+  if (!memory.empty()) {
+    auto mib = parse_mib(memory);
+    if (!mib) return fail("--memory wants a size like 512M, 2G or 1536 (MiB), got " + memory);
+    body["memoryMB"] = *mib;
+  }
+  if (body.empty()) return fail("resize needs --cpu and/or --memory");
+  auto r = Client(g).call(verb::patch, "/sandboxes/" + url_encode(id), body.dump(), std::chrono::minutes(1));
+  if (!r) return fail(r.error().message());
+  if (as_json) {
+    std::printf("%s\n", r->dump(2).c_str());
+  } else {
+    std::printf("%s: %d CPU, %d MiB\n", id.c_str(), r->value("cpuCount", 0), r->value("memoryMB", 0));
+  }
+  return 0;
+}
+
 // The options of the sandbox subcommands, alive until the chosen one runs.
 struct SandboxOptions {
   bool list_json = false;
@@ -116,13 +156,17 @@ struct SandboxOptions {
   int preview_port = 0;
   std::string expires = "1h";
   bool preview_json = false;
+  std::string resize_id;
+  std::optional<int> resize_cpu;
+  std::string resize_memory;
+  bool resize_json = false;
 };
 
 }  // namespace
 
 void add_sandbox_commands(CLI::App& app, Globals& g) {
   auto o = std::make_shared<SandboxOptions>();
-  auto* group = app.add_subcommand("sandbox", "list, create and kill sandboxes; preview URLs");
+  auto* group = app.add_subcommand("sandbox", "list, create, resize and kill sandboxes; preview URLs");
   group->require_subcommand(1);
   group->fallthrough();
 
@@ -153,6 +197,17 @@ void add_sandbox_commands(CLI::App& app, Globals& g) {
   preview->fallthrough();
   preview->callback([&g, o] {
     g.run = [&g, o] { return preview_cmd(g, o->preview_id, o->preview_port, o->expires, o->preview_json); };
+  });
+
+  auto* resize = group->add_subcommand("resize", "change a running or paused sandbox's CPU and memory limits, at once");
+  resize->add_option("id", o->resize_id, "sandbox id")->required();
+  // The gateway checks the ranges (it knows its maximums) and says why.
+  resize->add_option("--cpu", o->resize_cpu, "CPUs");
+  resize->add_option("--memory", o->resize_memory, "memory: 512M, 2G, or MiB without a suffix");
+  resize->add_flag("--json", o->resize_json, "print the gateway's JSON (the sandbox's detail)");
+  resize->fallthrough();
+  resize->callback([&g, o] {
+    g.run = [&g, o] { return resize_cmd(g, o->resize_id, o->resize_cpu, o->resize_memory, o->resize_json); };
   });
 }
 

@@ -61,6 +61,11 @@ struct GatewayConfig {
   // Per-sandbox defaults when the template sets none.
   int default_cpu_count = 1;
   int default_memory_mb = 512;
+  // The most a resize (PATCH /sandboxes/{id}) may give a sandbox: CPUs and
+  // MiB of memory; 0: no bound. coppiced sets them to the host's CPU count
+  // and memory (--max-cpu-count, --max-memory-mb change that).
+  int max_cpu_count = 0;
+  int max_memory_mb = 0;
   // A sandbox's disk quota (diskSizeMB) when its template sets none.
   int default_disk_mb = 1024;
   // Whether the backend enforces per-sandbox disk quotas (set at start from

@@ -136,6 +136,11 @@ asio::awaitable<Result<SandboxView>> SandboxManager::resume(std::string id, std:
   auto op = do_resume(std::move(id), timeout_s, std::move(team));
   co_return co_await on_owner(std::move(op));
 }
+asio::awaitable<Result<SandboxView>> SandboxManager::resize(std::string id, std::optional<int> cpu_count,
+                                                             std::optional<int> memory_mb, TeamScope team) {
+  auto op = do_resize(std::move(id), cpu_count, memory_mb, std::move(team));
+  co_return co_await on_owner(std::move(op));
+}
 asio::awaitable<Result<std::vector<MetricSample>>> SandboxManager::metrics(std::string id,
                                                                             std::optional<Clock::time_point> start,
                                                                             std::optional<Clock::time_point> end,
@@ -207,6 +212,7 @@ SandboxView SandboxManager::view(const Live& l) const {
                 l.metadata, l.cpu_count,   l.memory_mb, l.disk_mb,    l.started_at,
                 l.end_at,   std::string(kEnvdVersion), l.team};
   v.network = l.network;
+  v.lifecycle = l.lifecycle;
   if (l.handle.net_addr) v.address = net::ipv4_string(l.handle.net_addr);
   return v;
 }
@@ -235,6 +241,7 @@ store::SandboxRecord SandboxManager::record(const Live& l) const {
   if (!l.mask_host.empty()) r.extra["maskRequestHost"] = l.mask_host;
   if (!l.https_ports.empty()) r.extra["httpsPorts"] = l.https_ports;
   if (l.on_disk) r.extra["pausedToDisk"] = json{{"memory", l.disk_memory}, {"hostRoot", l.disk_host_root}};
+  r.extra["lifecycle"] = to_store_json(l.lifecycle);
   return r;
 }
 
@@ -294,6 +301,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
   l->traffic_token = p.public_traffic ? "" : new_token();
   l->mask_host = p.mask_request_host;
   l->https_ports = p.https_ports;
+  l->lifecycle = p.lifecycle;
   auto t1 = std::chrono::steady_clock::now();
   // Every sandbox got its token, its environment and defaults from the start
   // (a pooled one the template's environment: nobody could see it since), so
@@ -813,6 +821,47 @@ asio::awaitable<Status> SandboxManager::resume_from_disk(std::shared_ptr<Live> l
   };
   (void)co_await run_on(workers_, std::move(drop));
   co_return ok();
+}
+
+// --- resize ---
+
+asio::awaitable<Result<SandboxView>> SandboxManager::do_resize(std::string id, std::optional<int> cpu_count,
+                                                               std::optional<int> memory_mb, TeamScope team) {
+  auto found = find(id, team);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  if (l->state != SandboxState::kRunning && l->state != SandboxState::kPaused) {
+    co_return make_error(ErrorCode::kFailedPrecondition,
+                         "sandbox " + id + " is " + std::string(state_label(l->state)) + "; try again");
+  }
+  if (l->resizing) co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is being resized; try again");
+  const int cpu = cpu_count.value_or(l->cpu_count);
+  const int mem = memory_mb.value_or(l->memory_mb);
+  l->resizing = true;
+  Live* resizing = l.get();  // `l` outlives the guard; a plain pointer keeps the frame simple for g++ 12
+  ScopeExit done([resizing] { resizing->resizing = false; });
+  // Paused to disk: nothing runs; the new limits apply at its resume.
+  const bool on_disk = l->on_disk;
+  auto job = [this, id, cpu, mem, on_disk]() -> Status {
+    if (on_disk) return ok();
+    return backend_.set_limits(id, cpu * 1000, static_cast<uint64_t>(mem) << 20);
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  // Killed (or gone) while the kernel work ran: its record must not come
+  // back, and a failure to write to its vanished cgroups is no error of ours.
+  if (auto again = find(id, std::nullopt); !again || *again != l) {
+    co_return make_error(ErrorCode::kNotFound, "sandbox " + id + " not found");
+  }
+  if (!r) co_return std::unexpected(std::move(r.error()).context("resize sandbox " + id));
+  l->cpu_count = cpu;
+  l->memory_mb = mem;
+  auto rec = record(*l);
+  std::string detail = "cpu " + std::to_string(cpu) + ", memory " + std::to_string(mem) + " MiB";
+  COPPICE_LOG(info).sandbox(id) << "resized: " << detail;
+  auto op = [rec, detail](store::Store& st) { return st.put_sandbox(rec, "resized", detail); };
+  auto w = co_await store_q_.write(std::move(op));
+  if (!w) co_return std::unexpected(std::move(w.error()).context("store sandbox"));
+  co_return view(*l);
 }
 
 // --- metrics ---

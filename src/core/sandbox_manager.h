@@ -49,6 +49,7 @@
 #include "core/config.h"
 #include "core/envd_client.h"
 #include "core/lifecycle.h"
+#include "core/lifecycle_policy.h"
 #include "core/metrics.h"
 #include "core/routes.h"
 #include "core/store_queue.h"
@@ -88,6 +89,7 @@ struct CreateParams {
   bool public_traffic = true;                     // false: its ports want a traffic access token
   std::string mask_request_host;                  // network.maskRequestHost, validated by the API
   std::vector<uint16_t> https_ports;              // network.httpsPorts, validated by the API
+  LifecyclePolicy lifecycle;                      // autoPause & co., validated by the API
 };
 
 // What the API reports of a sandbox.
@@ -108,6 +110,7 @@ struct SandboxView {
   std::string team;
   net::NetworkConfig network;
   std::string address;  // its IPv4 address on the gateway's network, "" without
+  LifecyclePolicy lifecycle;
 };
 
 struct MetricSample {
@@ -180,6 +183,14 @@ class SandboxManager {
   asio::awaitable<Status> update_network(std::string id, json body, TeamScope team = std::nullopt);
   asio::awaitable<Result<SandboxView>> resume(std::string id, std::optional<int> timeout_s,
                                               TeamScope team = std::nullopt);
+  // Changes a running or paused sandbox's CPU count and/or memory (MiB; an
+  // unset one stays) in the kernel at once, then in its record, so info and
+  // a restart report the new figures. The values are the API's to bound.
+  // kFailedPrecondition when the sandbox holds more memory than asked for
+  // and cannot give it back (nothing changes then), while it is pausing or
+  // resuming, or while another resize of it runs.
+  asio::awaitable<Result<SandboxView>> resize(std::string id, std::optional<int> cpu_count,
+                                              std::optional<int> memory_mb, TeamScope team = std::nullopt);
   // Samples kept for the sandbox (every GatewayConfig::metrics_interval_s, the
   // last kMetricsKept) between start and end (inclusive, either optional), and
   // a fresh one when the range reaches now and the newest is older than a second.
@@ -261,6 +272,8 @@ class SandboxManager {
   // Enforces l's network config (firewall, resolver, bandwidth) on a worker.
   asio::awaitable<Status> apply_network(const Live& l);
   asio::awaitable<Result<SandboxView>> do_resume(std::string id, std::optional<int> timeout_s, TeamScope team);
+  asio::awaitable<Result<SandboxView>> do_resize(std::string id, std::optional<int> cpu_count,
+                                                 std::optional<int> memory_mb, TeamScope team);
   asio::awaitable<Result<std::vector<MetricSample>>> do_metrics(std::string id, std::optional<Clock::time_point> start,
                                                                 std::optional<Clock::time_point> end, TeamScope team);
   asio::awaitable<Result<PoolView>> do_warm_pool(std::string template_id, int count);

@@ -54,6 +54,10 @@ struct SandboxManager::Live {
   bool on_disk = false;
   bool disk_memory = false;
   uint32_t disk_host_root = 0;
+  // What happens at its timeout (E2B's lifecycle); kept in the record's extra.
+  LifecyclePolicy lifecycle;
+  // A resize of it is under way (one at a time).
+  bool resizing = false;
 };
 
 struct SandboxManager::Pool {

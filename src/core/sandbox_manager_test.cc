@@ -517,5 +517,66 @@ TEST_F(Manager, TrafficTokenAndMaskAreRoutedAndKeptAcrossARestart) {
   EXPECT_EQ(mgr_->routes().lookup(open.id)->traffic_token, "");
 }
 
+TEST_F(Manager, AResizeIsKeptInTheRecordAndAcrossARestart) {
+  CreateParams p;
+  p.lifecycle.pause = true;  // core keeps what the API lets through, whatever it is
+  p.lifecycle.keep_memory = false;
+  auto v = create(p);
+  auto r = run(mgr_->resize(v.id, 3, 2048));
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->cpu_count, 3);
+  EXPECT_EQ(r->memory_mb, 2048);
+  EXPECT_EQ(backend_->limits_of(v.id), (std::pair<int, uint64_t>{3000, 2048ull << 20}));
+  auto rec = store_->get_sandbox(v.id);
+  ASSERT_TRUE(rec);
+  EXPECT_EQ(rec->cpu_count, 3);
+  EXPECT_EQ(rec->memory_mb, 2048);
+  // Refused by the kernel: nothing changes anywhere.
+  auto low = run(mgr_->resize(v.id, std::nullopt, 16));
+  ASSERT_FALSE(low);
+  EXPECT_EQ(low.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(run(mgr_->get(v.id))->memory_mb, 2048);
+  // Another team's sandbox is missing.
+  EXPECT_EQ(run(mgr_->resize(v.id, 1, std::nullopt, TeamScope("other"))).error().code(), ErrorCode::kNotFound);
+  make_manager();
+  ASSERT_TRUE(run(mgr_->recover()));
+  ASSERT_TRUE(run(mgr_->start()));
+  auto again = run(mgr_->get(v.id));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->cpu_count, 3);
+  EXPECT_EQ(again->memory_mb, 2048);
+  EXPECT_EQ(again->lifecycle, p.lifecycle);
+  // While pausing it is a 409, not a half-done change.
+  backend_->block_freeze = true;
+  auto pausing = asio::co_spawn(io_, mgr_->pause(v.id), asio::use_future);
+  ASSERT_TRUE(eventually([&] { return mgr_->routes().lookup(v.id)->state == SandboxState::kPausing; }));
+  auto during = run(mgr_->resize(v.id, 1, std::nullopt));
+  ASSERT_FALSE(during);
+  EXPECT_EQ(during.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(during.error().message().find("pausing"), std::string::npos) << during.error().to_string();
+  backend_->unblock_freeze();
+  EXPECT_TRUE(pausing.get());
+  EXPECT_TRUE(run(mgr_->resize(v.id, 1, std::nullopt)));
+  EXPECT_EQ(run(mgr_->get(v.id))->state, SandboxState::kPaused);
+}
+
+TEST_F(Manager, ASandboxKilledDuringItsResizeStaysGone) {
+  auto v = create();
+  backend_->block_set_limits = true;
+  auto resizing = asio::co_spawn(io_, mgr_->resize(v.id, 2, 1024), asio::use_future);
+  ASSERT_TRUE(eventually([&] { return backend_->set_limits_waiting.load() == 1; }));
+  // One at a time.
+  auto second = run(mgr_->resize(v.id, 1, std::nullopt));
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().message().find("being resized"), std::string::npos) << second.error().to_string();
+  ASSERT_TRUE(run(mgr_->kill(v.id)));
+  backend_->unblock_set_limits();
+  auto r = resizing.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(store_->get_sandbox(v.id)) << "the resize wrote no record back";
+  EXPECT_FALSE(run(mgr_->get(v.id)));
+}
+
 }  // namespace
 }  // namespace coppice::core

@@ -46,6 +46,7 @@ std::shared_ptr<SandboxManager::Live> SandboxManager::live_from_record(const sto
   if (auto it = r.extra.find("network"); it != r.extra.end()) {
     if (auto c = net::from_store_json(*it); c) l->network = *c;
   }
+  if (auto it = r.extra.find("lifecycle"); it != r.extra.end()) l->lifecycle = lifecycle_from_store_json(*it);
   return l;
 }
 

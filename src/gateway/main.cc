@@ -17,11 +17,13 @@
 #include "net/network.h"
 #include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/disk_quota.h"
+#include "sandbox/ns/layer_copy.h"
 #include "sandbox/ns/ns_backend.h"
 #include "sandbox/ns/uid_ranges.h"
 #include "store/keys.h"
 #include "store/store.h"
 #include "sys/background.h"
+#include "sys/fsutil.h"
 #include "sys/rlimit.h"
 #include "tls/tls_front.h"
 #include "templates/host_template.h"
@@ -129,6 +131,17 @@ int main(int argc, char** argv) {
   app.add_option("--pool-refill-parallel", cfg.pool_refill_parallel,
                  "warm-pool refills at once while a pool is below half its target")
       ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cfg.max_cpu_count = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  cfg.max_memory_mb = static_cast<int>(std::min<uint64_t>(
+      uint64_t(std::max(0L, ::sysconf(_SC_PHYS_PAGES))) * uint64_t(std::max(0L, ::sysconf(_SC_PAGESIZE))) >> 20,
+      INT32_MAX));
+  app.add_option("--max-cpu-count", cfg.max_cpu_count, "the most CPUs a resize may give a sandbox (default: the host's)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--max-memory-mb", cfg.max_memory_mb,
+                 "the most memory (MiB) a resize may give a sandbox (default: the host's)")
+      ->check(CLI::Range(1, INT32_MAX))
       ->capture_default_str();
   app.add_option("--metrics-interval", cfg.metrics_interval_s,
                  "seconds between the usage samples kept per sandbox (0: none)")
@@ -316,6 +329,12 @@ int main(int argc, char** argv) {
   } else {
     COPPICE_LOG(warn) << "disk quotas are off: a sandbox can fill " << cfg.state_dir
                       << " for everyone; diskSizeMB is reported as 0 (not enforced)";
+  }
+  {
+    // How writable layers are copied (snapshots, pause to disk, fork).
+    const std::string sandboxes = cfg.state_dir + "/sandboxes";
+    const auto kind = sandbox::ns::layer_copy_kind(disk.get(), sys::path_exists(sandboxes) ? sandboxes : cfg.state_dir);
+    COPPICE_LOG(info) << "layer copies: " << sandbox::ns::describe(kind);
   }
   // At exit, after the backend (declared below) has removed its spares: the
   // image is unmounted when no sandbox is left (unmount_disk), else it stays

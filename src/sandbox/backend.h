@@ -159,6 +159,18 @@ class Backend {
     return make_error(ErrorCode::kUnimplemented, "this backend does not report a sandbox's exit");
   }
 
+  // Changes the CPU bandwidth (millicores) and memory limit of a running or
+  // paused sandbox, effective at once (pids_max and the disk cap stay).
+  // kFailedPrecondition, with nothing changed, when the sandbox holds more
+  // memory than `memory_bytes` and cannot give it back; kNotFound when it is
+  // gone. Blocking kernel work (it may reclaim memory): call on a worker.
+  virtual Status set_limits(const std::string& id, int cpu_millicores, uint64_t memory_bytes) {
+    (void)id;
+    (void)cpu_millicores;
+    (void)memory_bytes;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot change a sandbox's limits");
+  }
+
   // Caps what the sandbox sends to `bytes_per_s` (0 removes the cap), in the
   // kernel, effective at once. kFailedPrecondition without a network.
   virtual Status set_egress_limit(const SandboxHandle& h, uint64_t bytes_per_s) {

@@ -65,6 +65,19 @@ Status create_subvolume(int parent_fd, const std::string& name) {
   return ok();
 }
 
+Status snapshot_subvolume(int src_fd, int parent_fd, const std::string& name, bool readonly) {
+  struct btrfs_ioctl_vol_args_v2 a;
+  std::memset(&a, 0, sizeof a);
+  if (name.empty() || name.size() > BTRFS_SUBVOL_NAME_MAX || name.find('/') != std::string::npos) {
+    return make_error(ErrorCode::kInvalidArgument, "bad subvolume name \"" + name + "\"");
+  }
+  a.fd = src_fd;
+  a.flags = readonly ? BTRFS_SUBVOL_RDONLY : 0;
+  std::memcpy(a.name, name.data(), name.size());
+  if (::ioctl(parent_fd, BTRFS_IOC_SNAP_CREATE_V2, &a) != 0) return errno_error("snapshot subvolume as " + name);
+  return ok();
+}
+
 Result<uint64_t> subvolume_id(int fd) {
   struct btrfs_ioctl_get_subvol_info_args info;
   std::memset(&info, 0, sizeof info);

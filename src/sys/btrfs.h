@@ -32,6 +32,14 @@ Status enable_simple_quota(int fd);
 // owned by root with mode 0755; EEXIST if the name is taken.
 Status create_subvolume(int parent_fd, const std::string& name);
 
+// Makes `name` (one path component) in directory `parent_fd` a snapshot of
+// the subvolume whose root is `src_fd` (BTRFS_IOC_SNAP_CREATE_V2): O(1),
+// every extent shared until either side writes; read-only when `readonly`.
+// The snapshot is a subvolume of its own (a quota group of its own when
+// quotas are on). Data the source has not yet written back is flushed
+// first. EEXIST if the name is taken; EXDEV across file systems.
+Status snapshot_subvolume(int src_fd, int parent_fd, const std::string& name, bool readonly);
+
 // Id of the subvolume holding `fd` (5 for the top level).
 Result<uint64_t> subvolume_id(int fd);
 

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sanitizer/asan_interface.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -17,26 +18,44 @@
 namespace coppice::sys {
 
 namespace {
+// What the helper is told: the namespace's owner (0: ours), the gateway's
+// pid, and the word it reports through (owned helpers only).
+struct Helper {
+  uid_t owner = 0;
+  pid_t parent = 0;
+  uint32_t state = 0;  // 0: working; 1: made; 2 + errno: failed
+};
+
+// Dies with the thread that made it. The helper shares the gateway's memory
+// and fd table; a gateway killed (kill -9) while one runs would otherwise
+// leave it paused forever, holding the gateway's listening socket and its
+// uid-range lock, so that no gateway could start on that state dir again.
+// Set last: a change of credentials (setresuid, a new user namespace)
+// clears the parent-death signal.
+void die_with_parent(pid_t parent) {
+  ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (::syscall(SYS_getppid) != parent) ::syscall(SYS_exit, 0);  // already gone
+}
+
 // The helper's whole life: wait for SIGKILL. It shares our memory and fd
-// table, so it must touch nothing but its own stack: every signal is blocked
-// (it inherits the mask set around clone) and pause(2) never returns.
-int hold_userns(void*) {
+// table, so it must touch nothing but its own stack (and the Helper it is
+// given): every signal is blocked (it inherits the mask set around clone)
+// and pause(2) never returns.
+int hold_userns(void* arg) {
+  die_with_parent(static_cast<Helper*>(arg)->parent);
   for (;;) ::syscall(SYS_pause);
 }
 
 // The helper for a namespace owned by another uid: becomes that uid (its own
 // credentials only: raw setresuid, no glibc setxid broadcast), makes the
 // namespace, reports through the shared word and waits for SIGKILL.
-struct OwnedHelper {
-  uid_t owner = 0;
-  uint32_t state = 0;  // 0: working; 1: made; 2 + errno: failed
-};
 int hold_owned_userns(void* arg) {
-  auto* h = static_cast<OwnedHelper*>(arg);
+  auto* h = static_cast<Helper*>(arg);
   uint32_t result = 1;
   if (raw::setresuid_self(h->owner, h->owner, h->owner) != 0 || raw::unshare_self(CLONE_NEWUSER) != 0) {
     result = 2 + static_cast<uint32_t>(errno);
   }
+  die_with_parent(h->parent);
   __atomic_store_n(&h->state, result, __ATOMIC_RELEASE);
   raw::futex_wake(&h->state);
   for (;;) ::syscall(SYS_pause);
@@ -62,9 +81,9 @@ Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map, uid_t owner) {
   sigset_t all, old_mask;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old_mask);
-  OwnedHelper owned{owner, 0};
+  Helper owned{owner, ::getpid(), 0};
   pid_t pid = owner == 0 ? raw::clone_on_stack(hold_userns, static_cast<char*>(stack) + kStack,
-                                               CLONE_VM | CLONE_FILES | CLONE_NEWUSER | SIGCHLD, nullptr, nullptr)
+                                               CLONE_VM | CLONE_FILES | CLONE_NEWUSER | SIGCHLD, &owned, nullptr)
                          : raw::clone_on_stack(hold_owned_userns, static_cast<char*>(stack) + kStack,
                                                CLONE_VM | CLONE_FILES | SIGCHLD, &owned, nullptr);
   int clone_errno = errno;

@@ -44,10 +44,19 @@ class FakeBackend final : public sandbox::Backend {
   std::atomic<int> create_delay_ms{0};     // each create sleeps this long
   std::atomic<bool> fail_destroy{false};
   std::atomic<bool> block_freeze{false};   // freeze waits until unblocked
+  // Memory every sandbox "cannot give back": set_limits below it is refused.
+  std::atomic<uint64_t> held_memory{64u << 20};
+  std::atomic<bool> block_set_limits{false};  // set_limits waits until unblocked
+  std::atomic<int> set_limits_waiting{0};     // calls waiting there now
   // Exit code Process/Start reports for a command containing the key.
   void set_exit_code(const std::string& needle, int code) {
     std::lock_guard lk(mu_);
     exit_codes_[needle] = code;
+  }
+  void unblock_set_limits() {
+    block_set_limits = false;
+    std::lock_guard lk(mu_);
+    cv_.notify_all();
   }
   void unblock_freeze() {
     block_freeze = false;
@@ -71,6 +80,12 @@ class FakeBackend final : public sandbox::Backend {
     std::lock_guard lk(mu_);
     auto it = inits_.find(id);
     return it == inits_.end() ? "" : it->second;
+  }
+  // The limits set_limits last gave `id` ({0, 0}: never called).
+  std::pair<int, uint64_t> limits_of(const std::string& id) const {
+    std::lock_guard lk(mu_);
+    auto it = limits_.find(id);
+    return it == limits_.end() ? std::pair<int, uint64_t>{0, 0} : it->second;
   }
   // The spec of the last create of `id`.
   sandbox::SandboxSpec spec_of(const std::string& id) const {
@@ -166,6 +181,19 @@ class FakeBackend final : public sandbox::Backend {
     return ok();
   }
 
+  Status set_limits(const std::string& id, int cpu_millicores, uint64_t memory_bytes) override {
+    std::unique_lock lk(mu_);
+    ++set_limits_waiting;
+    cv_.wait(lk, [&] { return !block_set_limits.load(); });
+    --set_limits_waiting;
+    if (!existing_.count(id)) return make_error(ErrorCode::kNotFound, "fake: no sandbox " + id);
+    if (memory_bytes < held_memory.load()) {
+      return make_error(ErrorCode::kFailedPrecondition, "fake: sandbox " + id + " holds more memory than that");
+    }
+    limits_[id] = {cpu_millicores, memory_bytes};
+    return ok();
+  }
+
   Result<sandbox::Usage> usage(const std::string& id, bool with_disk) override {
     std::lock_guard lk(mu_);
     if (!existing_.count(id)) return make_error(ErrorCode::kNotFound, "fake: no sandbox " + id);
@@ -246,6 +274,7 @@ class FakeBackend final : public sandbox::Backend {
   std::map<std::string, sandbox::SandboxSpec> specs_;
   std::map<std::string, std::string> inits_;
   std::map<std::string, int> exit_codes_;
+  std::map<std::string, std::pair<int, uint64_t>> limits_;
   std::map<uint16_t, uint16_t> ports_;
   std::atomic<size_t> creates_{0}, destroys_{0};
   uint64_t usage_calls_ = 0;

@@ -226,25 +226,40 @@ Status CgroupManager::open_procs(SandboxCgroup& cg) const {
 }
 
 Status CgroupManager::write_limits(const std::string& id, const Limits& limits) const {
-  const uint64_t period = 100000;
-  std::string quota = limits.cpu_millicores > 0 ? std::to_string(uint64_t(limits.cpu_millicores) * period / 1000)
-                                                : std::string(v2_ ? "max" : "-1");
-  std::string mem = std::to_string(limits.memory_bytes);
+  COPPICE_TRY(write_cpu(id, limits.cpu_millicores));
+  COPPICE_TRY(write_memory(id, limits.memory_bytes));
   std::string pids = limits.pids_max > 0 ? std::to_string(limits.pids_max) : "max";
+  COPPICE_TRY_CTX(sys::write_file(dir_of(v2_ ? "" : "pids", id) + "/pids.max", pids), "cgroup pids limit");
+  return ok();
+}
+
+Status CgroupManager::write_cpu(const std::string& id, int cpu_millicores) const {
+  const uint64_t period = 100000;
+  std::string quota = cpu_millicores > 0 ? std::to_string(uint64_t(cpu_millicores) * period / 1000)
+                                         : std::string(v2_ ? "max" : "-1");
+  if (v2_) {
+    COPPICE_TRY_CTX(sys::write_file(dir_of("", id) + "/cpu.max", quota + " " + std::to_string(period)),
+                    "cgroup cpu limit");
+    return ok();
+  }
+  const std::string cpu = dir_of("cpu", id);
+  COPPICE_TRY_CTX(sys::write_file(cpu + "/cpu.cfs_period_us", std::to_string(period)), "cgroup cpu period");
+  COPPICE_TRY_CTX(sys::write_file(cpu + "/cpu.cfs_quota_us", quota), "cgroup cpu limit");
+  return ok();
+}
+
+Status CgroupManager::write_memory(const std::string& id, uint64_t bytes) const {
+  const std::string mem = std::to_string(bytes);
   if (v2_) {
     const std::string d = dir_of("", id);
-    COPPICE_TRY_CTX(sys::write_file(d + "/cpu.max", quota + " " + std::to_string(period)), "cgroup cpu limit");
     COPPICE_TRY_CTX(sys::write_file(d + "/memory.max", mem), "cgroup memory limit");
     // Swap would let a sandbox exceed its memory limit: none.
     if (sys::path_exists(d + "/memory.swap.max")) {
       COPPICE_TRY_CTX(sys::write_file(d + "/memory.swap.max", "0"), "cgroup swap limit");
     }
-    COPPICE_TRY_CTX(sys::write_file(d + "/pids.max", pids), "cgroup pids limit");
     return ok();
   }
-  std::string cpu = dir_of("cpu", id), memory = dir_of("memory", id), pidsd = dir_of("pids", id);
-  COPPICE_TRY_CTX(sys::write_file(cpu + "/cpu.cfs_period_us", std::to_string(period)), "cgroup cpu period");
-  COPPICE_TRY_CTX(sys::write_file(cpu + "/cpu.cfs_quota_us", quota), "cgroup cpu limit");
+  const std::string memory = dir_of("memory", id);
   // memory+swap never below memory: lowering both writes memsw after memory,
   // raising them writes it first (the kernel refuses memory > memsw).
   const bool memsw = sys::path_exists(memory + "/memory.memsw.limit_in_bytes");
@@ -253,17 +268,67 @@ Status CgroupManager::write_limits(const std::string& id, const Limits& limits) 
     return sys::write_file(memory + "/memory.memsw.limit_in_bytes", mem);
   };
   bool raised = false;
+  std::string before;
   if (memsw) {
     if (auto cur = sys::read_file(memory + "/memory.limit_in_bytes"); cur) {
-      raised = std::strtoull(cur->c_str(), nullptr, 10) < limits.memory_bytes;
+      before = *cur;
+      raised = std::strtoull(cur->c_str(), nullptr, 10) < bytes;
     }
   }
   if (raised) COPPICE_TRY_CTX(write_memsw(), "cgroup memory+swap limit");
   COPPICE_TRY_CTX(sys::write_file(memory + "/memory.limit_in_bytes", mem), "cgroup memory limit");
   // memory+swap no higher than memory: no swapping past the limit (only
   // present when the kernel accounts swap).
-  if (!raised) COPPICE_TRY_CTX(write_memsw(), "cgroup memory+swap limit");
-  COPPICE_TRY_CTX(sys::write_file(pidsd + "/pids.max", pids), "cgroup pids limit");
+  if (!raised) {
+    if (auto s = write_memsw(); !s) {
+      // Leave memory as it was, so a refused change changes nothing.
+      if (!before.empty()) (void)sys::write_file(memory + "/memory.limit_in_bytes", before);
+      return std::unexpected(std::move(s.error()).context("cgroup memory+swap limit"));
+    }
+  }
+  return ok();
+}
+
+Status CgroupManager::resize(const std::string& id, int cpu_millicores, uint64_t memory_bytes) const {
+  const std::string ctx = "resize cgroup of " + id;
+  if (cpu_millicores <= 0 || memory_bytes == 0) {
+    return make_error(ErrorCode::kInvalidArgument, ctx + ": CPU and memory must be positive");
+  }
+  if (!exists(id)) return make_error(ErrorCode::kNotFound, ctx + ": no such cgroup");
+  auto before = usage(id);
+  if (!before) return std::unexpected(std::move(before.error()).context(ctx));
+  auto refused = [&](uint64_t held) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "sandbox " + id + " holds " + std::to_string(held >> 20) +
+                          " MiB of memory it cannot give back now; its memory limit cannot go below that (asked " +
+                          std::to_string(memory_bytes >> 20) + " MiB)");
+  };
+  if (v2_ && memory_bytes < before->mem_limit) {
+    // memory.high reclaims down to it (or tries to) and at worst throttles;
+    // memory.max below what cannot be reclaimed would call the OOM killer.
+    const std::string d = dir_of("", id);
+    COPPICE_TRY_CTX(sys::write_file(d + "/memory.high", std::to_string(memory_bytes)), ctx);
+    auto cur = sys::read_file(d + "/memory.current");
+    const uint64_t held = cur ? parse_u64(*cur) : UINT64_MAX;
+    if (held > memory_bytes) {
+      (void)sys::write_file(d + "/memory.high", "max");
+      if (!cur) return std::unexpected(std::move(cur.error()).context(ctx));
+      return refused(held);
+    }
+  }
+  Status mem = write_memory(id, memory_bytes);
+  if (v2_) (void)sys::write_file(dir_of("", id) + "/memory.high", "max");
+  if (!mem) {
+    if (mem.error().sys_errno() == EBUSY) {
+      auto now = usage(id);
+      return refused(now ? now->mem_bytes : before->mem_bytes);
+    }
+    return std::unexpected(std::move(mem.error()).context(ctx));
+  }
+  if (auto s = write_cpu(id, cpu_millicores); !s) {
+    (void)write_memory(id, before->mem_limit);  // all or nothing
+    return std::unexpected(std::move(s.error()).context(ctx));
+  }
   return ok();
 }
 

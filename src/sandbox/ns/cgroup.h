@@ -78,6 +78,16 @@ class CgroupManager {
   // Writes cpu, memory and pids limits to the sandbox's cgroups.
   Status write_limits(const std::string& id, const Limits& limits) const;
 
+  // Changes the CPU bandwidth (millicores, > 0) and memory limit of a
+  // sandbox's cgroups, running or frozen, effective at once; pids.max stays.
+  // Memory goes first, as it is the step the kernel may refuse: lowering the
+  // limit reclaims what the sandbox can give back (page cache; never an OOM
+  // kill: on v2 through memory.high before memory.max, on v1 the limit write
+  // itself, which fails with EBUSY), and when it still holds more than
+  // `memory_bytes` the answer is kFailedPrecondition saying how much it
+  // holds, with nothing changed. kNotFound when the sandbox has no cgroup.
+  Status resize(const std::string& id, int cpu_millicores, uint64_t memory_bytes) const;
+
   Status freeze(const std::string& id) const;
   Status thaw(const std::string& id) const;
   bool frozen(const std::string& id) const;
@@ -137,6 +147,9 @@ class CgroupManager {
   std::vector<std::string> dirs_for(const std::string& id) const;
   Status open_procs(SandboxCgroup& cg) const;
   std::string dir_of(const std::string& ctrl_or_v2, const std::string& id) const;
+  // The pieces of write_limits().
+  Status write_cpu(const std::string& id, int cpu_millicores) const;
+  Status write_memory(const std::string& id, uint64_t bytes) const;
 
   bool v2_ = false;
   std::string parent_;

@@ -300,6 +300,27 @@ Status DiskQuota::make_layer(const std::string& state_dir) const {
   return ok();
 }
 
+Status DiskQuota::snapshot_layer(const std::string& src_state_dir, const std::string& dst_state_dir,
+                                 bool readonly) const {
+  const std::string ctx = "snapshot " + src_state_dir + " as " + dst_state_dir;
+  size_t slash = dst_state_dir.find_last_of('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 >= dst_state_dir.size()) {
+    return make_error(ErrorCode::kInvalidArgument, ctx + ": bad state dir");
+  }
+  COPPICE_ASSIGN_OR_RETURN(auto src, sys::open_dir(src_state_dir));
+  COPPICE_ASSIGN_OR_RETURN(uint64_t id, btrfs::subvolume_id(src.get()));
+  struct stat st;
+  if (::fstat(src.get(), &st) != 0) return errno_error(ctx + ": stat");
+  // A subvolume's root directory is inode 256 (BTRFS_FIRST_FREE_OBJECTID);
+  // the ioctl would snapshot the whole subvolume around any other directory.
+  if (id == 5 || st.st_ino != 256) {
+    return make_error(ErrorCode::kFailedPrecondition, ctx + ": the source is not a layer of its own");
+  }
+  COPPICE_ASSIGN_OR_RETURN(auto parent, sys::open_dir(dst_state_dir.substr(0, slash)));
+  COPPICE_TRY_CTX(btrfs::snapshot_subvolume(src.get(), parent.get(), dst_state_dir.substr(slash + 1), readonly), ctx);
+  return ok();
+}
+
 Status DiskQuota::set_limit(const std::string& state_dir, uint64_t bytes) const {
   COPPICE_ASSIGN_OR_RETURN(auto fd, sys::open_dir(state_dir));
   COPPICE_TRY_CTX(btrfs::set_limit(fd.get(), bytes), "disk quota of " + state_dir);

@@ -65,6 +65,25 @@ class DiskQuota {
   // usage counts against its own quota. EEXIST if the name is taken.
   Status make_layer(const std::string& state_dir) const;
 
+  // Makes `dst_state_dir` (in `dir`, must not exist: EEXIST) a copy of the
+  // layer `src_state_dir` (made by make_layer or by this) as a btrfs
+  // snapshot: one ioctl, O(1) whatever the layer holds, read-only when
+  // `readonly`. The copy is a subvolume with a quota group of its own, so
+  // what it writes from then on counts against its own quota; it has no cap
+  // until set_limit gives it one. Copy a layer nobody writes to meanwhile
+  // (a frozen sandbox's) for one consistent moment.
+  //
+  // What used() says afterwards, under simple quotas (measured in
+  // tests/integration/layer_copy_itest.cc): an extent stays charged to the
+  // subvolume that wrote it. So the snapshot starts near 0 however much the
+  // source holds, and then counts only what it writes itself; the source
+  // keeps its figure, and keeps it even after it deletes or overwrites
+  // files the snapshot still shares (the space is still in use). The
+  // source's charge falls once no copy refers to those extents any more.
+  // (With full quota groups, `btrfs quota enable`, both would show the
+  // shared bytes as referenced.)
+  Status snapshot_layer(const std::string& src_state_dir, const std::string& dst_state_dir, bool readonly) const;
+
   // Caps `state_dir` (made by make_layer, perhaps renamed since) at `bytes`;
   // 0 removes the cap. One ioctl.
   Status set_limit(const std::string& state_dir, uint64_t bytes) const;

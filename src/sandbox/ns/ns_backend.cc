@@ -188,6 +188,11 @@ class NsBackend final : public Backend {
     return cgroups_.thaw(id);
   }
 
+  Status set_limits(const std::string& id, int cpu_millicores, uint64_t memory_bytes) override {
+    COPPICE_TRY_CTX(validate_id(id), "resize sandbox");
+    return cgroups_.resize(id, cpu_millicores, memory_bytes);
+  }
+
   Result<Usage> usage(const std::string& id, bool with_disk) override {
     COPPICE_TRY_CTX(validate_id(id), "usage of sandbox");
     auto cg = cgroups_.usage(id);
