@@ -112,6 +112,20 @@ asio::awaitable<Status> SandboxManager::do_recover() {
     };
     (void)co_await run_on(workers_, std::move(job));
   }
+  // Volume mounts of sandboxes that are gone (a create cut short by a
+  // crash): their volumes are free again.
+  auto prune = [](store::Store& st) -> Status {
+    auto n = st.prune_volume_mounts();
+    if (!n) return std::unexpected(n.error());
+    if (*n > 0) {
+      COPPICE_LOG(info) << "recover: " << *n << " volume mount(s) of sandboxes that are gone forgotten";
+    }
+    return ok();
+  };
+  auto pruned = co_await store_q_.write(std::move(prune));
+  if (!pruned) {
+    COPPICE_LOG(warn) << "recover: " << pruned.error().to_string();
+  }
   co_return ok();
 }
 

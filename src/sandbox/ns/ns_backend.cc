@@ -17,6 +17,7 @@
 #include "sandbox/ns/spares.h"
 #include "sandbox/ns/teardown.h"
 #include "sandbox/ns/uid_slots.h"
+#include "sandbox/ns/volumes.h"
 #include "net/network.h"
 #include "sys/fsutil.h"
 #include "sys/netns.h"
@@ -45,7 +46,8 @@ class NsBackend final : public Backend {
         slots_(opts_.uid_base, opts_.uid_slots, 64, 256, background()),
         seccomp_(std::move(seccomp)),
         spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits, background(), opts_.disk,
-                opts_.network) {}
+                opts_.network),
+        volumes_(opts_.volume_dir, opts_.disk) {}
 
   Result<SandboxHandle> create(const SandboxSpec& spec) override {
     LaunchContext ctx;
@@ -214,6 +216,30 @@ class NsBackend final : public Backend {
 
   size_t spares_ready() const override { return spares_.ready(); }
 
+  Result<std::string> make_volume(const std::string& id, uint64_t quota_bytes) override {
+    if (opts_.volume_dir.empty()) return make_error(ErrorCode::kUnimplemented, "this gateway has no volume storage");
+    return volumes_.make(id, quota_bytes);
+  }
+  Status remove_volume(const std::string& id) override {
+    if (opts_.volume_dir.empty()) return ok();
+    return volumes_.remove(id);
+  }
+  std::string volume_dir(const std::string& id) const override {
+    return opts_.volume_dir.empty() ? std::string() : volumes_.path(id);
+  }
+  bool volume_quotas() const override { return volumes_.enforced(); }
+
+  Status mount_volume(const SandboxHandle& h, const VolumeMount& m) override {
+    auto pid = running_init(h);
+    if (!pid) return std::unexpected(std::move(pid.error()).context("mount volume in sandbox " + h.id));
+    return mount_volume_in(*pid, h.host_uid, m.host_dir, m.path);
+  }
+  Status unmount_volume(const SandboxHandle& h, const VolumeMount& m) override {
+    auto pid = running_init(h);
+    if (!pid) return std::unexpected(std::move(pid.error()).context("unmount volume in sandbox " + h.id));
+    return unmount_volume_in(*pid, m.host_dir, m.path);
+  }
+
   Result<std::vector<std::string>> list_existing() override {
     std::set<std::string> ids;
     auto cg = cgroups_.list();
@@ -281,6 +307,29 @@ class NsBackend final : public Backend {
     return std::move(*ns);
   }
 
+  // The pid of the sandbox's PID 1 while it is surely that process: our own
+  // unreaped child, or (adopted) the one its cgroup holds now. kNotFound
+  // otherwise. The namespaces opened from it are checked again against a
+  // pidfd (ns/volumes.cc).
+  Result<pid_t> running_init(const SandboxHandle& h) {
+    COPPICE_TRY(validate_id(h.id));
+    bool own = false;
+    pid_t pid = -1;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = live_.find(h.id); it != live_.end()) {
+        own = it->second->own_child;
+        pid = it->second->handle.init_pid;
+      }
+    }
+    if (pid <= 0 || h.host_uid == 0) return make_error(ErrorCode::kNotFound, "not running here");
+    if (!own) {
+      auto init = cgroups_.find_init(h.id);
+      if (!init || *init != pid) return make_error(ErrorCode::kNotFound, "its PID 1 is gone");
+    }
+    return pid;
+  }
+
   sys::BackgroundPool* background() const { return opts_.background ? opts_.background : own_pool_.get(); }
 
   const NsOptions opts_;
@@ -289,6 +338,7 @@ class NsBackend final : public Backend {
   UidSlots slots_;
   const sys::seccomp::Program seccomp_;
   Spares spares_;  // uses cgroups_: declared after it
+  const VolumeStorage volumes_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Live>> live_;
 };
