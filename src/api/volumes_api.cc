@@ -179,7 +179,10 @@ asio::awaitable<void> Api::volumes_route(http::Exchange& ex, const std::string& 
     int64_t mb = cfg_.default_volume_mb;
     if (auto it = body->find("sizeMB"); it != body->end() && !it->is_null()) {
       if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > core::kMaxVolumeMb) {
-        co_await error_response(ex, 400, "sizeMB must be an integer from 1 to " + std::to_string(core::kMaxVolumeMb));
+        {
+          const std::string msg = "sizeMB must be an integer from 1 to " + std::to_string(core::kMaxVolumeMb);
+          co_await error_response(ex, 400, msg);
+        }
         co_return;
       }
       mb = it->get<int64_t>();
@@ -196,7 +199,10 @@ asio::awaitable<void> Api::volumes_route(http::Exchange& ex, const std::string& 
   if (rest.size() > 1 && rest[0] == '/' && rest.find('/', 1) == std::string::npos) {
     const std::string id = rest.substr(1);
     if (!valid_sandbox_id(id)) {
-      co_await error_response(ex, 404, "volume " + id.substr(0, 64) + " not found");
+      {
+        const std::string msg = "volume " + id.substr(0, 64) + " not found";
+        co_await error_response(ex, 404, msg);
+      }
       co_return;
     }
     if (m == verb::get) {
@@ -213,8 +219,11 @@ asio::awaitable<void> Api::volumes_route(http::Exchange& ex, const std::string& 
       co_return;
     }
   }
-  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " +
-                                       std::string(ex.path()) + " (GET|POST /volumes, GET|DELETE /volumes/{volumeID})");
+  {
+    const std::string msg = "no such endpoint: " + std::string(ex.method_string()) + " " +
+                                       std::string(ex.path()) + " (GET|POST /volumes, GET|DELETE /volumes/{volumeID})";
+    co_await error_response(ex, 404, msg);
+  }
 }
 
 asio::awaitable<void> Api::sandbox_volumes_route(http::Exchange& ex, const std::string& id, const std::string& rest,
@@ -222,7 +231,10 @@ asio::awaitable<void> Api::sandbox_volumes_route(http::Exchange& ex, const std::
   const core::TeamScope team = caller.team;
   auto m = ex.method();
   if (!valid_sandbox_id(id)) {
-    co_await error_response(ex, 404, "sandbox " + id + " not found");
+    {
+      const std::string msg = "sandbox " + id + " not found";
+      co_await error_response(ex, 404, msg);
+    }
     co_return;
   }
   auto sbx = co_await mgr_.get(id, team);
@@ -284,8 +296,11 @@ asio::awaitable<void> Api::sandbox_volumes_route(http::Exchange& ex, const std::
     for (const auto& v : *mounts)
       if ((v.volume_name == name || v.volume_id == name) && (only.empty() || v.path == only)) todo.push_back(v);
     if (todo.empty()) {
-      co_await error_response(ex, 404, "volume " + name.substr(0, 80) + " is not mounted in sandbox " + id +
-                                           (only.empty() ? "" : " at " + only));
+      {
+        std::string msg = "volume " + name.substr(0, 80) + " is not mounted in sandbox " + id;
+        if (!only.empty()) msg += " at " + only;
+        co_await error_response(ex, 404, msg);
+      }
       co_return;
     }
     for (const auto& v : todo) {
@@ -299,9 +314,12 @@ asio::awaitable<void> Api::sandbox_volumes_route(http::Exchange& ex, const std::
     co_await reply(ex, 204, "", "");
     co_return;
   }
-  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " +
+  {
+    const std::string msg = "no such endpoint: " + std::string(ex.method_string()) + " " +
                                        std::string(ex.path()) +
-                                       " (GET|POST /sandboxes/{id}/volumes, DELETE /sandboxes/{id}/volumes/{name})");
+                                       " (GET|POST /sandboxes/{id}/volumes, DELETE /sandboxes/{id}/volumes/{name})";
+    co_await error_response(ex, 404, msg);
+  }
 }
 
 asio::awaitable<void> Api::volume_content(http::Exchange& ex, const std::string& path) {
@@ -327,7 +345,8 @@ asio::awaitable<void> Api::volume_content(http::Exchange& ex, const std::string&
   auto p = q.find("path");
   auto clean = volfs::clean_path(p == q.end() ? std::string_view() : std::string_view(p->second));
   if (!clean) {
-    co_await error_response(ex, std::move(clean.error()).context("path"));
+    Error e = std::move(clean.error()).context("path");
+    co_await error_response(ex, e);
     co_return;
   }
   const std::string vpath = *clean;
@@ -416,9 +435,12 @@ asio::awaitable<void> Api::volume_content(http::Exchange& ex, const std::string&
     else co_await reply_json(ex, 200, entry_json(*r).dump());
     co_return;
   }
-  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) +
+  {
+    const std::string msg = "no such endpoint: " + std::string(ex.method_string()) +
                                        " /volumecontent/{volumeID}/" + kind.substr(0, 32) +
-                                       " (dir: GET|POST, path: GET|PATCH|DELETE, file: GET|PUT)");
+                                       " (dir: GET|POST, path: GET|PATCH|DELETE, file: GET|PUT)";
+    co_await error_response(ex, 404, msg);
+  }
 }
 
 }  // namespace coppice::api
