@@ -195,7 +195,8 @@ class SandboxManager {
 
   // --- volumes (volumes.cc) ---
   // Makes a volume of `team` (name checked by the API) capped at
-  // `quota_bytes`. kAlreadyExists when the team has one of that name.
+  // `quota_bytes` (recorded as 0, no cap, when the backend enforces no
+  // quotas). kAlreadyExists when the team has one of that name.
   asio::awaitable<Result<store::VolumeRecord>> create_volume(std::string team, std::string name, uint64_t quota_bytes);
   // Removes the volume and its files. kNotFound for another team's;
   // kFailedPrecondition while a sandbox has it mounted.

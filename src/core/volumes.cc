@@ -11,40 +11,29 @@
 #include "core/offload.h"
 #include "core/sandbox_manager.h"
 #include "core/sandbox_manager_internal.h"
+#include "sandbox/volume_files.h"
 
 namespace coppice::core {
 
 Result<std::string> clean_mount_path(std::string_view path) {
+  const std::string shown(path.substr(0, 200));
   auto bad = [&](const std::string& why) {
-    return make_error(ErrorCode::kInvalidArgument, "volume mount path \"" + std::string(path.substr(0, 200)) + "\" " + why);
+    return make_error(ErrorCode::kInvalidArgument, "volume mount path \"" + shown + "\" " + why);
   };
-  if (path.empty() || path[0] != '/') return bad("must be absolute");
   if (path.size() > 1024) return bad("is longer than 1024 bytes");
-  std::string out;
-  size_t i = 0;
-  while (i < path.size()) {
-    while (i < path.size() && path[i] == '/') ++i;
-    size_t j = i;
-    while (j < path.size() && path[j] != '/') {
-      if (static_cast<unsigned char>(path[j]) < 0x20 || path[j] == 0x7f) return bad("has a control character");
-      ++j;
-    }
-    if (j == i) break;
-    std::string_view comp = path.substr(i, j - i);
-    if (comp == "." || comp == "..") return bad("must not have . or .. components");
-    if (comp.size() > 255) return bad("has a component longer than 255 bytes");
-    if (out.empty() && (comp == "proc" || comp == "sys" || comp == "dev" || comp == ".coppice"))
-      return bad("is in /" + std::string(comp) + ", which the sandbox's own file systems hold");
-    out += "/";
-    out += comp;
-    i = j;
-  }
-  if (out.empty()) return bad("must not be the sandbox's root");
-  return out;
+  auto clean = sandbox::volfs::clean_path(path);
+  if (!clean) return bad("is refused: " + clean.error().message());
+  if (*clean == "/") return bad("must not be the sandbox's root");
+  const std::string first = clean->substr(1, clean->find('/', 1) - 1);
+  if (first == "proc" || first == "sys" || first == "dev" || first == ".coppice")
+    return bad("is in /" + first + ", which the sandbox's own file systems hold");
+  return clean;
 }
 
 asio::awaitable<Result<store::VolumeRecord>> SandboxManager::create_volume(std::string team, std::string name,
                                                                            uint64_t quota_bytes) {
+  // Without quotas (--disk-quota=off) nothing caps a volume: it says so (0).
+  if (!backend_.volume_quotas()) quota_bytes = 0;
   auto job = [this, team, name, quota_bytes]() -> Result<store::VolumeRecord> {
     store::VolumeRecord v;
     v.id = new_sandbox_id();
@@ -98,15 +87,20 @@ asio::awaitable<Status> SandboxManager::unmount_volume(std::string sandbox_id, T
   co_return co_await on_owner(std::move(op));
 }
 
+namespace {
+// Volumes are mounted and unmounted in running sandboxes only.
+Status check_running(const std::string& id, SandboxState state, const char* what) {
+  if (state == SandboxState::kRunning) return ok();
+  return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is " + std::string(state_name(state)) +
+                                                        ": volumes are " + what + " running sandboxes only");
+}
+}  // namespace
+
 asio::awaitable<Status> SandboxManager::do_mount_volume(std::string sandbox_id, TeamScope team, VolumeMountParam m) {
   auto found = find(sandbox_id, team);
   if (!found) co_return std::unexpected(found.error());
   auto l = *found;
-  if (l->state != SandboxState::kRunning) {
-    co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + sandbox_id + " is " +
-                                                             std::string(state_name(l->state)) +
-                                                             ": volumes are mounted in running sandboxes only");
-  }
+  COPPICE_CO_TRY(check_running(sandbox_id, l->state, "mounted in"));
   std::vector<store::VolumeMountRecord> rows{{sandbox_id, m.volume_id, m.name, m.path}};
   auto add = [sandbox_id, rows](store::Store& st) { return st.add_volume_mounts(sandbox_id, rows); };
   auto w = co_await store_q_.write(std::move(add));
@@ -129,11 +123,7 @@ asio::awaitable<Status> SandboxManager::do_unmount_volume(std::string sandbox_id
   auto found = find(sandbox_id, team);
   if (!found) co_return std::unexpected(found.error());
   auto l = *found;
-  if (l->state != SandboxState::kRunning) {
-    co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + sandbox_id + " is " +
-                                                             std::string(state_name(l->state)) +
-                                                             ": volumes are unmounted from running sandboxes only");
-  }
+  COPPICE_CO_TRY(check_running(sandbox_id, l->state, "unmounted from"));
   sandbox::SandboxHandle handle = l->handle;
   sandbox::VolumeMount vm{backend_.volume_dir(volume_id), path};
   auto job = [this, handle, vm] { return backend_.unmount_volume(handle, vm); };

@@ -215,6 +215,7 @@ class FakeBackend final : public sandbox::Backend {
     return ok();
   }
   std::string volume_dir(const std::string& id) const override { return dir_ + "/volumes/" + id; }
+  bool volume_quotas() const override { return true; }  // as if capped
   Status mount_volume(const sandbox::SandboxHandle& h, const sandbox::VolumeMount& m) override {
     std::lock_guard lk(mu_);
     if (!existing_.count(h.id)) return make_error(ErrorCode::kNotFound, "fake: no sandbox " + h.id);

@@ -190,28 +190,9 @@ class NsBackend final : public Backend {
   }
 
   Result<sys::UniqueFd> exit_fd(const SandboxHandle& h) override {
-    const std::string ctx = "watch sandbox " + h.id;
-    COPPICE_TRY_CTX(validate_id(h.id), "watch sandbox");
-    bool own = false;
-    pid_t pid = -1;
-    {
-      std::lock_guard lock(mu_);
-      if (auto it = live_.find(h.id); it != live_.end()) {
-        own = it->second->own_child;
-        pid = it->second->handle.init_pid;
-      }
-    }
-    if (pid <= 0) return make_error(ErrorCode::kNotFound, ctx + ": not running here");
-    auto fd = sys::Pidfd::open(pid);
-    if (!fd) return make_error(ErrorCode::kNotFound, ctx + ": its PID 1 is gone");
-    // Our own child cannot have been reaped (so its pid cannot be reused)
-    // before destroy(). An adopted PID 1 is reaped by someone else: the
-    // process the pidfd names must be the one the sandbox's cgroup holds.
-    if (!own) {
-      auto init = cgroups_.find_init(h.id);
-      if (!init || *init != pid) return make_error(ErrorCode::kNotFound, ctx + ": its PID 1 is gone");
-    }
-    return sys::UniqueFd(fd->release_fd());
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("watch sandbox " + h.id));
+    return sys::UniqueFd(init->release_fd());
   }
 
   size_t spares_ready() const override { return spares_.ready(); }
@@ -230,14 +211,15 @@ class NsBackend final : public Backend {
   bool volume_quotas() const override { return volumes_.enforced(); }
 
   Status mount_volume(const SandboxHandle& h, const VolumeMount& m) override {
-    auto pid = running_init(h);
-    if (!pid) return std::unexpected(std::move(pid.error()).context("mount volume in sandbox " + h.id));
-    return mount_volume_in(*pid, h.host_uid, m.host_dir, m.path);
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("mount volume in sandbox " + h.id));
+    if (h.host_uid == 0) return make_error(ErrorCode::kNotFound, "mount volume in sandbox " + h.id + ": no uid range");
+    return mount_volume_in(*init, h.host_uid, m.host_dir, m.path);
   }
   Status unmount_volume(const SandboxHandle& h, const VolumeMount& m) override {
-    auto pid = running_init(h);
-    if (!pid) return std::unexpected(std::move(pid.error()).context("unmount volume in sandbox " + h.id));
-    return unmount_volume_in(*pid, m.host_dir, m.path);
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("unmount volume in sandbox " + h.id));
+    return unmount_volume_in(*init, m.host_dir, m.path);
   }
 
   Result<std::vector<std::string>> list_existing() override {
@@ -307,11 +289,11 @@ class NsBackend final : public Backend {
     return std::move(*ns);
   }
 
-  // The pid of the sandbox's PID 1 while it is surely that process: our own
-  // unreaped child, or (adopted) the one its cgroup holds now. kNotFound
-  // otherwise. The namespaces opened from it are checked again against a
-  // pidfd (ns/volumes.cc).
-  Result<pid_t> running_init(const SandboxHandle& h) {
+  // A pidfd of the sandbox's PID 1. Our own child cannot have been reaped
+  // (so its pid cannot be reused) before destroy(). An adopted PID 1 is
+  // reaped by someone else: the process the pidfd names must be the one the
+  // sandbox's cgroup holds, checked after the pidfd pins it.
+  Result<sys::Pidfd> pinned_init(const SandboxHandle& h) {
     COPPICE_TRY(validate_id(h.id));
     bool own = false;
     pid_t pid = -1;
@@ -322,12 +304,14 @@ class NsBackend final : public Backend {
         pid = it->second->handle.init_pid;
       }
     }
-    if (pid <= 0 || h.host_uid == 0) return make_error(ErrorCode::kNotFound, "not running here");
+    if (pid <= 0) return make_error(ErrorCode::kNotFound, "not running here");
+    auto fd = sys::Pidfd::open(pid);
+    if (!fd) return make_error(ErrorCode::kNotFound, "its PID 1 is gone");
     if (!own) {
       auto init = cgroups_.find_init(h.id);
       if (!init || *init != pid) return make_error(ErrorCode::kNotFound, "its PID 1 is gone");
     }
-    return pid;
+    return std::move(*fd);
   }
 
   sys::BackgroundPool* background() const { return opts_.background ? opts_.background : own_pool_.get(); }

@@ -53,12 +53,12 @@ Status in_mount_ns(int mntns_fd, F fn) {
   return out;
 }
 
-// The sandbox's namespace `kind` ("mnt", "user") of `pid`, checked to be
-// opened while `pidfd` (the same process) was still alive.
-Result<sys::UniqueFd> ns_of(pid_t pid, const sys::Pidfd& pidfd, const char* kind) {
-  auto fd = sys::open_file("/proc/" + std::to_string(pid) + "/ns/" + kind, O_RDONLY);
+// The namespace `kind` ("mnt", "user") of the process `init` pins, checked
+// to be opened while that process was still alive (its pid not reused).
+Result<sys::UniqueFd> ns_of(const sys::Pidfd& init, const char* kind) {
+  auto fd = sys::open_file("/proc/" + std::to_string(init.pid()) + "/ns/" + kind, O_RDONLY);
   if (!fd) return make_error(ErrorCode::kNotFound, "the sandbox is gone");
-  if (sys::raw::pidfd_send_signal(pidfd.get(), 0) != 0) return make_error(ErrorCode::kNotFound, "the sandbox is gone");
+  if (sys::raw::pidfd_send_signal(init.get(), 0) != 0) return make_error(ErrorCode::kNotFound, "the sandbox is gone");
   return std::move(*fd);
 }
 
@@ -138,13 +138,11 @@ Result<sys::UniqueFd> volume_tree(const std::string& host_dir, int userns_fd) {
   return tree;
 }
 
-Status mount_volume_in(pid_t init_pid, uid_t host_root, const std::string& host_dir, const std::string& path) {
+Status mount_volume_in(const sys::Pidfd& init, uid_t host_root, const std::string& host_dir, const std::string& path) {
   const std::string ctx = "mount volume at " + path;
-  auto pidfd = sys::Pidfd::open(init_pid);
-  if (!pidfd) return make_error(ErrorCode::kNotFound, ctx + ": the sandbox is gone");
-  auto userns = ns_of(init_pid, *pidfd, "user");
+  auto userns = ns_of(init, "user");
   if (!userns) return std::unexpected(std::move(userns.error()).context(ctx));
-  auto mntns = ns_of(init_pid, *pidfd, "mnt");
+  auto mntns = ns_of(init, "mnt");
   if (!mntns) return std::unexpected(std::move(mntns.error()).context(ctx));
   auto tree = volume_tree(host_dir, userns->get());
   if (!tree) return std::unexpected(std::move(tree.error()).context(ctx));
@@ -159,13 +157,11 @@ Status mount_volume_in(pid_t init_pid, uid_t host_root, const std::string& host_
   });
 }
 
-Status unmount_volume_in(pid_t init_pid, const std::string& host_dir, const std::string& path) {
+Status unmount_volume_in(const sys::Pidfd& init, const std::string& host_dir, const std::string& path) {
   const std::string ctx = "unmount volume at " + path;
   struct stat want;
   if (::stat(host_dir.c_str(), &want) != 0) return errno_error(ctx + ": " + host_dir);
-  auto pidfd = sys::Pidfd::open(init_pid);
-  if (!pidfd) return make_error(ErrorCode::kNotFound, ctx + ": the sandbox is gone");
-  auto mntns = ns_of(init_pid, *pidfd, "mnt");
+  auto mntns = ns_of(init, "mnt");
   if (!mntns) return std::unexpected(std::move(mntns.error()).context(ctx));
   return in_mount_ns(mntns->get(), [&]() -> Status {
     int root = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);

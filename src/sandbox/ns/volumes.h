@@ -34,6 +34,7 @@
 
 #include "common/result.h"
 #include "sys/fd.h"
+#include "sys/pidfd_owner.h"
 
 namespace coppice::sandbox::ns {
 
@@ -67,15 +68,15 @@ class VolumeStorage {
 // volume directory `host_dir`, for attach_beneath.
 Result<sys::UniqueFd> volume_tree(const std::string& host_dir, int userns_fd);
 
-// Mounts `host_dir` at `path` in the running sandbox whose PID 1 is
-// `init_pid` (the caller makes sure that pid is still the sandbox's: see
-// NsBackend), idmapped through the sandbox's user namespace. Missing
+// Mounts `host_dir` at `path` in the running sandbox whose PID 1 `init`
+// pins (the caller has checked that it is the sandbox's: NsBackend),
+// idmapped through the sandbox's user namespace. Missing
 // directories on the way are made, owned by the sandbox's root
 // (`host_root`). kInvalidArgument for a symlink or another mount on the way.
-Status mount_volume_in(pid_t init_pid, uid_t host_root, const std::string& host_dir, const std::string& path);
+Status mount_volume_in(const sys::Pidfd& init, uid_t host_root, const std::string& host_dir, const std::string& path);
 
 // Unmounts the volume `host_dir` from `path` in that sandbox. kNotFound when
 // that volume is not mounted there.
-Status unmount_volume_in(pid_t init_pid, const std::string& host_dir, const std::string& path);
+Status unmount_volume_in(const sys::Pidfd& init, const std::string& host_dir, const std::string& path);
 
 }  // namespace coppice::sandbox::ns
