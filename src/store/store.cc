@@ -181,6 +181,7 @@ constexpr const char* kListVolumes =
     "SELECT id, team, name, token, quota_bytes, created_at FROM volumes WHERE team = ?1 ORDER BY created_at, id";
 constexpr const char* kListAllVolumes =
     "SELECT id, team, name, token, quota_bytes, created_at FROM volumes ORDER BY created_at, id";
+constexpr const char* kCountTeamVolumes = "SELECT count(*) FROM volumes WHERE team = ?1";
 constexpr const char* kCountVolumeMounts = "SELECT count(*) FROM volume_mounts WHERE volume_id = ?1";
 constexpr const char* kDeleteVolume = "DELETE FROM volumes WHERE id = ?1";
 constexpr const char* kAddVolumeMount = "INSERT INTO volume_mounts (sandbox_id, volume_id, path) VALUES (?1, ?2, ?3)";
@@ -1175,6 +1176,13 @@ Status Store::delete_team(std::string_view name) {
   if (*live > 0) {
     return make_error(ErrorCode::kFailedPrecondition,
                       step + ": it still has " + std::to_string(*live) + " sandbox(es); kill them first");
+  }
+  // Its volumes hold data: they are deleted explicitly, never with the team.
+  auto vols = count_where(*impl_, kCountTeamVolumes, name, step);
+  if (!vols) return std::unexpected(std::move(vols.error()));
+  if (*vols > 0) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      step + ": it still has " + std::to_string(*vols) + " volume(s); delete them first");
   }
   auto keys = impl_->run(kDeleteKeysOfTeam, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, name); });
   if (!keys) return std::unexpected(std::move(keys.error()));

@@ -200,7 +200,7 @@ class Store {
   Result<std::vector<TeamRecord>> list_teams();
   // Removes the team and its keys in one transaction. kNotFound if there is
   // no such team; kFailedPrecondition for the default team or a team that
-  // still has sandboxes.
+  // still has sandboxes or volumes.
   Status delete_team(std::string_view name);
 
   // --- API keys ---

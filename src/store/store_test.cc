@@ -546,6 +546,9 @@ TEST_F(VolumeStoreTest, TeamScopedNamesMountsAndDeletion) {
   const std::string va(20, 'a'), vb(20, 'b'), vc(20, 'c');
   ASSERT_OK(s.add_volume(volume(va, "default", "data")));
   ASSERT_OK(s.add_volume(volume(vb, "team-b", "data")));  // names are per team
+  auto keeps = s.delete_team("team-b");
+  ASSERT_FALSE(keeps) << "a team with volumes stays";
+  EXPECT_EQ(keeps.error().code(), ErrorCode::kFailedPrecondition);
   auto dup = s.add_volume(volume(vc, "default", "data"));
   ASSERT_FALSE(dup);
   EXPECT_EQ(dup.error().code(), ErrorCode::kAlreadyExists);
