@@ -68,11 +68,16 @@ int next_component(const char** p, char (&name)[256]) {
   return 1;
 }
 
-// Opens directory `name` in `dir` (O_PATH), made first if missing.
-int open_or_make_dir(int dir, const char* name, mode_t mode, uid_t uid, gid_t gid, bool make) {
+// Opens directory `name` in `dir` (O_PATH), made first if missing (owned
+// like `dir`).
+int open_or_make_dir(int dir, const char* name, mode_t mode, bool make) {
   for (int tries = 0; tries < 2; ++tries) {
     int fd = raw::openat2(dir, name, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, kWalk);
     if (fd >= 0 || errno != ENOENT || !make) return fd;
+    struct stat parent;
+    if (::fstat(dir, &parent) != 0) return -1;
+    const uid_t uid = parent.st_uid;
+    const gid_t gid = parent.st_gid;
     if (::mkdirat(dir, name, mode) != 0) {
       if (errno == EEXIST) continue;  // made meanwhile: open it
       return -1;
@@ -93,7 +98,7 @@ int open_or_make_dir(int dir, const char* name, mode_t mode, uid_t uid, gid_t gi
 
 }  // namespace
 
-int attach_beneath(int tree_fd, int root_fd, const char* path, mode_t mode, uid_t uid, gid_t gid) {
+int attach_beneath(int tree_fd, int root_fd, const char* path, mode_t mode) {
   if (!path || path[0] != '/') return EINVAL;
   int dir = ::fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
   if (dir < 0) return errno;
@@ -101,7 +106,7 @@ int attach_beneath(int tree_fd, int root_fd, const char* path, mode_t mode, uid_
   char name[256];
   int got = 0, steps = 0;
   while ((got = next_component(&p, name)) == 1) {
-    int next = open_or_make_dir(dir, name, mode, uid, gid, true);
+    int next = open_or_make_dir(dir, name, mode, true);
     int err = errno;
     ::close(dir);
     if (next < 0) return err;
@@ -132,7 +137,7 @@ int open_mount_beneath(int root_fd, const char* path, int* parent_fd, int* mount
   char next_name[256];
   const char* q = p;
   while ((got = next_component(&q, next_name)) == 1) {
-    int next = open_or_make_dir(dir, name, 0, 0, 0, false);
+    int next = open_or_make_dir(dir, name, 0, false);
     int err = errno;
     ::close(dir);
     if (next < 0) return err;

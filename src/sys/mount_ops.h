@@ -37,9 +37,10 @@ int bind_idmapped(const char* src, const char* dst, int userns_fd, uint64_t attr
 // mount (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV): a symlink
 // planted on the way is ELOOP, a mount on the way (or at the target) EXDEV,
 // "." or ".." components EINVAL. Missing directories are made with `mode`,
-// owned by uid/gid. The mount lands on the directory found, by fd, so
-// nothing renamed meanwhile can redirect it. Async-signal-safe.
-int attach_beneath(int tree_fd, int root_fd, const char* path, mode_t mode, uid_t uid, gid_t gid);
+// owned like the directory they are made in (mkdir -p by that owner). The
+// mount lands on the directory found, by fd, so nothing renamed meanwhile
+// can redirect it. Async-signal-safe.
+int attach_beneath(int tree_fd, int root_fd, const char* path, mode_t mode);
 
 // Opens (O_PATH) the root of the mount at `path` below `root_fd`, walking the
 // way as attach_beneath does (the last step enters the mount); *parent_fd

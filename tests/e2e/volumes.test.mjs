@@ -222,6 +222,7 @@ test(`[${sdkName}] hot mount and unmount in a running sandbox`, opt, async () =>
     const m = await api(`/sandboxes/${sbx.sandboxId}/volumes`, { method: 'POST', body: JSON.stringify({ name: vol.name, path: '/home/user/work/vol' }) });
     assert.equal(m.status, 201, await m.clone().text());
     assert.equal(await sh(sbx, 'cat /home/user/work/vol/seed.txt; echo more > /home/user/work/vol/more.txt'), 'seeded');
+    assert.equal(await sh(sbx, 'stat -c %U /home/user/work'), 'user\n', 'a directory made on the way belongs to its parent\'s owner');
     assert.equal(await vol.readFile('/more.txt'), 'more\n');
     const list = await (await api(`/sandboxes/${sbx.sandboxId}/volumes`)).json();
     assert.deepEqual(list, [{ name: vol.name, path: '/home/user/work/vol', volumeID: vol.volumeId }]);

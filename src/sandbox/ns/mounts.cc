@@ -285,7 +285,7 @@ int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) co
           err = errno;
           break;
         }
-        err = sys::mnt::attach_beneath(op.fd, root, op.dst, 0755, host_root_, host_root_);
+        err = sys::mnt::attach_beneath(op.fd, root, op.dst, 0755);
         ::close(root);
         break;
       }

@@ -213,8 +213,7 @@ class NsBackend final : public Backend {
   Status mount_volume(const SandboxHandle& h, const VolumeMount& m) override {
     auto init = pinned_init(h);
     if (!init) return std::unexpected(std::move(init.error()).context("mount volume in sandbox " + h.id));
-    if (h.host_uid == 0) return make_error(ErrorCode::kNotFound, "mount volume in sandbox " + h.id + ": no uid range");
-    return mount_volume_in(*init, h.host_uid, m.host_dir, m.path);
+    return mount_volume_in(*init, m.host_dir, m.path);
   }
   Status unmount_volume(const SandboxHandle& h, const VolumeMount& m) override {
     auto init = pinned_init(h);

@@ -138,7 +138,7 @@ Result<sys::UniqueFd> volume_tree(const std::string& host_dir, int userns_fd) {
   return tree;
 }
 
-Status mount_volume_in(const sys::Pidfd& init, uid_t host_root, const std::string& host_dir, const std::string& path) {
+Status mount_volume_in(const sys::Pidfd& init, const std::string& host_dir, const std::string& path) {
   const std::string ctx = "mount volume at " + path;
   auto userns = ns_of(init, "user");
   if (!userns) return std::unexpected(std::move(userns.error()).context(ctx));
@@ -151,7 +151,7 @@ Status mount_volume_in(const sys::Pidfd& init, uid_t host_root, const std::strin
     int root = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) return errno_error(ctx + ": open the sandbox's root");
     sys::UniqueFd root_fd(root);
-    int err = sys::mnt::attach_beneath(tree_fd, root, path.c_str(), 0755, host_root, host_root);
+    int err = sys::mnt::attach_beneath(tree_fd, root, path.c_str(), 0755);
     if (err != 0) return path_error(err, path);
     return ok();
   });

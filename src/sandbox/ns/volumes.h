@@ -70,10 +70,10 @@ Result<sys::UniqueFd> volume_tree(const std::string& host_dir, int userns_fd);
 
 // Mounts `host_dir` at `path` in the running sandbox whose PID 1 `init`
 // pins (the caller has checked that it is the sandbox's: NsBackend),
-// idmapped through the sandbox's user namespace. Missing
-// directories on the way are made, owned by the sandbox's root
-// (`host_root`). kInvalidArgument for a symlink or another mount on the way.
-Status mount_volume_in(const sys::Pidfd& init, uid_t host_root, const std::string& host_dir, const std::string& path);
+// idmapped through the sandbox's user namespace. Missing directories on
+// the way are made, owned like their parents. kInvalidArgument for a
+// symlink or another mount on the way.
+Status mount_volume_in(const sys::Pidfd& init, const std::string& host_dir, const std::string& path);
 
 // Unmounts the volume `host_dir` from `path` in that sandbox. kNotFound when
 // that volume is not mounted there.
