@@ -178,6 +178,14 @@ test(`[${sdkName}] bad volume names and mount paths are 400 with a message`, opt
     const unknown = await api('/v2/sandboxes', { method: 'POST', body: JSON.stringify({ volumeMounts: [{ name: 'no-such-volume', path: '/v' }] }) });
     assert.equal(unknown.status, 400);
     assert.match((await unknown.json()).message, /not found/);
+    // Paths that cross the template's own symlinks (/bin -> usr/bin) or its
+    // read-only host binds (/usr): refused by the sandbox's first process,
+    // which leaves nothing behind.
+    for (const p of ['/bin/vol', '/usr/vol']) {
+      const r = await api('/v2/sandboxes', { method: 'POST', body: JSON.stringify({ volumeMounts: [{ name: vol.name, path: p }] }) });
+      assert.equal(r.status, 400, `path ${p}: ${await r.clone().text()}`);
+      assert.match((await r.json()).message, /ELOOP|EXDEV/);
+    }
     const twice = await api('/v2/sandboxes', { method: 'POST', body: JSON.stringify({ volumeMounts: [{ name: vol.name, path: '/v' }, { name: vol.name, path: '/v/' }] }) });
     assert.equal(twice.status, 400);
     assert.equal((await api('/v2/sandboxes?state=running')).ok, true);
