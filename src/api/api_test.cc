@@ -800,6 +800,17 @@ TEST_F(ApiTest, VolumesAreTeamScopedAndCannotBeDeletedWhileMounted) {
   EXPECT_FALSE(std::filesystem::exists(backend_->volume_dir(vid)));
 }
 
+TEST_F(ApiTest, RecoveryRemovesVolumeDirectoriesNoVolumeNames) {
+  auto made = call(verb::post, "/volumes", R"({"name":"kept"})");
+  ASSERT_EQ(made.status, 201u);
+  const std::string kept = backend_->volume_dir(made.body.value("volumeID", ""));
+  const std::string stray = backend_->volume_dir(std::string(20, 'q'));  // made, never stored
+  std::filesystem::create_directories(stray);
+  ASSERT_TRUE(run(mgr_->recover()));
+  EXPECT_TRUE(std::filesystem::exists(kept));
+  EXPECT_FALSE(std::filesystem::exists(stray));
+}
+
 TEST_F(ApiTest, HotMountAndUnmountFollowTheSandboxState) {
   auto made = call(verb::post, "/volumes", R"({"name":"hot","sizeMB":16})");
   ASSERT_EQ(made.status, 201u);

@@ -160,6 +160,9 @@ class Backend {
     (void)id;
     return "";
   }
+  // Ids of the volumes whose directories exist here, for reconciliation at
+  // start (a directory no stored volume names is removed).
+  virtual Result<std::vector<std::string>> list_volumes() { return std::vector<std::string>{}; }
   // Whether volume caps are enforced (a quota file system).
   virtual bool volume_quotas() const { return false; }
   // Mounts / unmounts a volume in a running sandbox. mount: kInvalidArgument

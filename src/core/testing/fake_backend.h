@@ -216,6 +216,12 @@ class FakeBackend final : public sandbox::Backend {
   }
   std::string volume_dir(const std::string& id) const override { return dir_ + "/volumes/" + id; }
   bool volume_quotas() const override { return true; }  // as if capped
+  Result<std::vector<std::string>> list_volumes() override {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/volumes", ec)) out.push_back(e.path().filename());
+    return out;
+  }
   Status mount_volume(const sandbox::SandboxHandle& h, const sandbox::VolumeMount& m) override {
     std::lock_guard lk(mu_);
     if (!existing_.count(h.id)) return make_error(ErrorCode::kNotFound, "fake: no sandbox " + h.id);

@@ -209,6 +209,10 @@ class NsBackend final : public Backend {
     return opts_.volume_dir.empty() ? std::string() : volumes_.path(id);
   }
   bool volume_quotas() const override { return volumes_.enforced(); }
+  Result<std::vector<std::string>> list_volumes() override {
+    if (opts_.volume_dir.empty()) return std::vector<std::string>{};
+    return volumes_.list();
+  }
 
   Status mount_volume(const SandboxHandle& h, const VolumeMount& m) override {
     auto init = pinned_init(h);

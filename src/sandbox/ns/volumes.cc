@@ -119,6 +119,19 @@ Status VolumeStorage::remove(const std::string& id) const {
   return ok();
 }
 
+Result<std::vector<std::string>> VolumeStorage::list() const {
+  auto names = sys::list_dir(dir_);
+  if (!names) {
+    if (names.error().sys_errno() == ENOENT) return std::vector<std::string>{};
+    return std::unexpected(std::move(names.error()).context("list volumes"));
+  }
+  std::vector<std::string> out;
+  for (auto& n : *names) {
+    if (valid_sandbox_id(n)) out.push_back(std::move(n));  // not .trash
+  }
+  return out;
+}
+
 Result<uint64_t> VolumeStorage::used(const std::string& id) const {
   COPPICE_TRY(check_id(id));
   if (!disk_) return make_error(ErrorCode::kFailedPrecondition, "volumes have no quotas on this gateway");

@@ -31,6 +31,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "sys/fd.h"
@@ -55,6 +56,9 @@ class VolumeStorage {
   Status remove(const std::string& id) const;
   // Its directory (whether or not it exists).
   std::string path(const std::string& id) const { return dir_ + "/" + id; }
+  // The ids of the volumes here (names of the form of an id; none when the
+  // directory does not exist yet).
+  Result<std::vector<std::string>> list() const;
   // Bytes charged to it (quota accounting); kFailedPrecondition without quotas.
   Result<uint64_t> used(const std::string& id) const;
   bool enforced() const { return disk_ != nullptr; }
