@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { startGateway, gatewaySkipReason, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
+import { execFileSync } from 'node:child_process';
+import { startGateway, gatewaySkipReason, loadSdk, sdkName, buildDir, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason() ||
   (!fs.existsSync('/dev/loop-control') ? 'no loop devices' : null) ||
@@ -290,6 +291,25 @@ test(`[${sdkName}] a sandbox's root cannot redirect a mount or the content API o
     await Volume.destroy(vol.volumeId, { ...gw.opts });
     fs.rmSync(hostDir, { recursive: true, force: true });
   }
+});
+
+test(`[${sdkName}] the CLI lists, creates, mounts, unmounts and deletes volumes`, opt, async () => {
+  const cli = (...args) => execFileSync(path.join(buildDir, 'coppice'), args, {
+    env: { ...process.env, COPPICE_API_URL: gw.url, COPPICE_API_KEY: TEST_API_KEY }, encoding: 'utf8',
+  });
+  const name = uniq('cli');
+  const id = cli('volume', 'create', name, '--size-mb', '32').trim();
+  assert.match(id, /^[a-z0-9]{20}$/);
+  assert.match(cli('volume', 'list'), new RegExp(`${id}\\s+${name}\\s+32`));
+  const sbx = await create();
+  cli('volume', 'mount', sbx.sandboxId, name, '/cli-vol');
+  await sh(sbx, 'echo via-cli > /cli-vol/f');
+  assert.throws(() => cli('volume', 'delete', id), /mounted/);
+  cli('volume', 'unmount', sbx.sandboxId, name);
+  await sbx.kill();
+  cli('volume', 'delete', id);
+  assert.doesNotMatch(cli('volume', 'list'), new RegExp(id));
+  assert.throws(() => cli('volume', 'create', '..'), /invalid volume name/);
 });
 
 test(`[${sdkName}] a kill -9 restart keeps volumes, their files and which are in use`, opt, async () => {
