@@ -94,7 +94,7 @@ Result<std::string> VolumeStorage::make(const std::string& id, uint64_t quota_by
   if (disk_) {
     COPPICE_TRY_CTX(disk_->make_layer(dir), ctx);
   } else if (::mkdir(dir.c_str(), 0700) != 0) {
-    return errno_error(ctx, errno == EEXIST ? EEXIST : errno);
+    return errno_error(ctx);
   }
   auto undo = [&](Error e) -> Result<std::string> {
     (void)remove_state_dir(dir);
