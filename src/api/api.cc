@@ -832,8 +832,12 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
   }
   if (action.empty() && m == verb::get) {
     auto v = co_await mgr_.get(id, team);
-    if (!v) co_await error_response(ex, v.error());
-    else co_await reply_json(ex, 200, with_volume_mounts(detail_json(*v, cfg_), id).dump());
+    if (!v) {
+      co_await error_response(ex, v.error());
+      co_return;
+    }
+    const std::string body = with_volume_mounts(detail_json(*v, cfg_), id).dump();
+    co_await reply_json(ex, 200, body);
     co_return;
   }
   if (action == "network" && m == verb::put) {
