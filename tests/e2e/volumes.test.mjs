@@ -312,6 +312,26 @@ test(`[${sdkName}] the CLI lists, creates, mounts, unmounts and deletes volumes`
   assert.throws(() => cli('volume', 'create', '..'), /invalid volume name/);
 });
 
+test(`[${sdkName}] without disk quotas volumes are plain directories with no cap`, opt, async () => {
+  const plain = await startGateway({ extraArgs: ['--disk-quota', 'off'] });
+  try {
+    const o = { ...plain.opts };
+    const r = await fetch(`${plain.url}/volumes`, { method: 'POST', headers: { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'plain', sizeMB: 8 }) });
+    assert.equal(r.status, 201);
+    const v = await r.json();
+    assert.equal(v.sizeMB, 0, 'no cap is enforced, and it says so');
+    const a = await Sandbox.create({ ...o, volumeMounts: { '/p': 'plain' } });
+    await a.commands.run('echo kept > /p/f');
+    await a.kill();
+    const b = await Sandbox.create({ ...o, volumeMounts: { '/q': 'plain' } });
+    assert.equal((await b.commands.run('cat /q/f; stat -c %U /q/f')).stdout, 'kept\nuser\n');
+    await b.kill();
+    assert.equal(await Volume.destroy(v.volumeID, o), true);
+  } finally {
+    await plain.stop();
+  }
+});
+
 test(`[${sdkName}] a kill -9 restart keeps volumes, their files and which are in use`, opt, async () => {
   const vol = await Volume.create(uniq('kept'), { ...gw.opts });
   const sbx = await create({ volumeMounts: { '/kept': vol } });
