@@ -1,6 +1,7 @@
 #include "api/api.h"
 #include "api/lifecycle_options.h"
 #include "api/resize_request.h"
+#include "api/api_internal.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -264,11 +265,6 @@ Status check_create_options(const json& j, bool v1) {
     }
   }
   // autoPause, autoPauseMemory, autoResume and lifecycle: parse_lifecycle.
-  if (set("volumeMounts")) {
-    const json& v = j["volumeMounts"];
-    if (!v.is_array()) return make_error(ErrorCode::kInvalidArgument, "volumeMounts must be an array");
-    if (!v.empty()) return unsupported("volumeMounts (volumes)");
-  }
   if (set("mcp")) {
     const json& m = j["mcp"];
     if (!(m.is_object() && m.empty())) return unsupported("mcp (the MCP gateway)");
@@ -311,6 +307,9 @@ std::optional<int64_t> key_id(const std::string& s) {
 }
 
 }  // namespace
+
+std::string rfc3339_time(core::Clock::time_point t) { return rfc3339(t); }
+asio::awaitable<Result<json>> read_json_body(http::Exchange& ex, size_t limit) { return read_json(ex, limit); }
 
 Result<std::vector<core::GatewayConfig::ApiKey>> parse_api_keys(std::string_view text) {
   std::vector<core::GatewayConfig::ApiKey> out;
@@ -459,6 +458,11 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await reply(ex, 200, body, "text/plain; version=0.0.4; charset=utf-8");
     co_return;
   }
+  // The volume content API authenticates with the volume's own token.
+  if (path.starts_with("/volumecontent/")) {
+    co_await volume_content(ex, path);
+    co_return;
+  }
   auto found = keys_.check(ex.header("X-API-KEY"));
   if (!found) {
     co_await error_response(ex, 401, "invalid or missing API key (X-API-KEY)");
@@ -484,6 +488,10 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
                                (path.starts_with("/pools/") && m == verb::post);
   if (operator_action && !caller.admin) {
     co_await error_response(ex, 403, "only an admin key may reload templates or change pools");
+    co_return;
+  }
+  if (path == "/volumes" || path.starts_with("/volumes/")) {
+    co_await volumes_route(ex, path.substr(8), caller);
     co_return;
   }
   if ((path == "/sandboxes" || path == "/v2/sandboxes") && m == verb::post) {
@@ -522,6 +530,10 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     size_t slash = rest.find('/');
     std::string id = rest.substr(0, slash);
     std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    if (action == "volumes" || action.starts_with("volumes/")) {
+      co_await sandbox_volumes_route(ex, id, action.substr(7), caller);
+      co_return;
+    }
     co_await sandbox_route(ex, id, action, caller);
     co_return;
   }
@@ -590,6 +602,14 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
     if (auto h = n->find("httpsPorts"); h != n->end() && h->is_array()) {
       for (const auto& port : *h) p.https_ports.push_back(static_cast<uint16_t>(port.get<int64_t>()));
     }
+  }
+  if (auto vm = j.find("volumeMounts"); vm != j.end() && !vm->is_null()) {
+    auto mounts = resolve_volume_mounts(*vm, caller.team);
+    if (!mounts) {
+      co_await error_response(ex, mounts.error());
+      co_return;
+    }
+    p.volumes = std::move(*mounts);
   }
   auto v = co_await mgr_.create(std::move(p));
   if (!v) {
@@ -800,8 +820,12 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
   }
   if (action.empty() && m == verb::get) {
     auto v = co_await mgr_.get(id, team);
-    if (!v) co_await error_response(ex, v.error());
-    else co_await reply_json(ex, 200, detail_json(*v, cfg_).dump());
+    if (!v) {
+      co_await error_response(ex, v.error());
+      co_return;
+    }
+    const std::string body = with_volume_mounts(detail_json(*v, cfg_), id).dump();
+    co_await reply_json(ex, 200, body);
     co_return;
   }
   if (action.empty() && m == verb::patch) {

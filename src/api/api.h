@@ -92,6 +92,21 @@ class Api {
   // decides whether admin keys may be made or removed.
   asio::awaitable<void> keys_route(http::Exchange& ex, const std::string& team, const std::string& rest,
                                    const Caller& caller);
+  // Volumes (volumes_api.cc). `rest`: what follows /volumes ("" or "/{id}").
+  asio::awaitable<void> volumes_route(http::Exchange& ex, const std::string& rest, const Caller& caller);
+  // /sandboxes/{id}/volumes[/{name}]: list, hot mount, unmount. `rest` is
+  // what follows "volumes".
+  asio::awaitable<void> sandbox_volumes_route(http::Exchange& ex, const std::string& id, const std::string& rest,
+                                              const Caller& caller);
+  // E2B's volume content API, /volumecontent/{volumeID}/{dir|path|file},
+  // authenticated by the volume's token (Authorization: Bearer).
+  asio::awaitable<void> volume_content(http::Exchange& ex, const std::string& path);
+  // A create's volumeMounts ([{name, path}]) as the team's volumes; 400
+  // naming a bad or unknown entry.
+  Result<std::vector<core::VolumeMountParam>> resolve_volume_mounts(const nlohmann::json& mounts,
+                                                                    const std::string& team);
+  // A sandbox's detail with its volumeMounts ([{name, path}]) added.
+  nlohmann::json with_volume_mounts(nlohmann::json detail, const std::string& id);
   // GET /templates and POST /templates/reload.
   asio::awaitable<void> list_templates(http::Exchange& ex);
   asio::awaitable<void> reload_templates(http::Exchange& ex);

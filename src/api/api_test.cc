@@ -127,7 +127,6 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
       R"({"autoPause":true})",
       R"({"autoPause":true,"autoResume":{"enabled":true}})",
       R"({"lifecycle":{"onTimeout":"pause"}})",
-      R"({"volumeMounts":[{"name":"v","path":"/data"}]})",
       R"({"mcp":{"x":{}}})",
   };
   for (const char* body : refused) {
@@ -163,7 +162,7 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
 TEST_F(ApiTest, UnknownEndpointsAre501NotAMissingSandbox) {
   auto id = create_id();
   for (auto [m, t] : {std::pair{verb::post, "/sandboxes/" + id + "/fork"},
-                      std::pair{verb::post, "/sandboxes/" + id + "/snapshots"}, std::pair{verb::get, std::string("/volumes")},
+                      std::pair{verb::post, "/sandboxes/" + id + "/snapshots"},
                       std::pair{verb::post, std::string("/v3/templates")}}) {
     auto a = call(m, t, "{}");
     EXPECT_EQ(a.status, 501u) << t << " " << a.raw;
@@ -817,6 +816,142 @@ TEST_F(InboundTest, HttpsPortsAreReachedOverTls) {
   }
   front.stop();
   inner.stop();
+}
+
+}  // namespace
+}  // namespace coppice::api
+
+namespace coppice::api {
+namespace {
+
+TEST_F(ApiTest, VolumesAreTeamScopedAndCannotBeDeletedWhileMounted) {
+  auto made = call(verb::post, "/volumes", R"({"name":"data"})");
+  ASSERT_EQ(made.status, 201u) << made.raw;
+  const std::string vid = made.body.value("volumeID", "");
+  const std::string token = made.body.value("token", "");
+  EXPECT_EQ(vid.size(), 20u);
+  EXPECT_GE(token.size(), 32u);
+  EXPECT_EQ(made.body.value("sizeMB", 0), cfg_.default_volume_mb);
+  EXPECT_EQ(call(verb::post, "/volumes", R"({"name":"data"})").status, 409u) << "names are unique per team";
+  for (const char* bad : {R"({"name":".."})", R"({"name":"a/b"})", R"({"name":""})", R"({})", R"({"name":"x","sizeMB":0})",
+                          R"({"name":"x","sizeMB":"8"})"}) {
+    auto a = call(verb::post, "/volumes", bad);
+    EXPECT_EQ(a.status, 400u) << bad << " -> " << a.raw;
+    EXPECT_FALSE(a.body.value("message", "").empty());
+  }
+  auto list = call(verb::get, "/volumes");
+  ASSERT_EQ(list.status, 200u);
+  ASSERT_EQ(list.body.size(), 1u);
+  EXPECT_EQ(list.body[0]["volumeID"], vid);
+  EXPECT_FALSE(list.body[0].contains("token")) << "a listing shows no tokens";
+  EXPECT_EQ(call(verb::get, "/volumes/" + vid).body.value("token", ""), token);
+
+  // Another team: missing, and a name of its own.
+  EXPECT_EQ(call_as(kKeyB, verb::get, "/volumes/" + vid).status, 404u);
+  EXPECT_EQ(call_as(kKeyB, verb::delete_, "/volumes/" + vid).status, 404u);
+  EXPECT_TRUE(call_as(kKeyB, verb::get, "/volumes").body.empty());
+  auto other = call_as(kKeyB, verb::post, "/v2/sandboxes", R"({"volumeMounts":[{"name":"data","path":"/data"}]})");
+  EXPECT_EQ(other.status, 400u) << other.raw;
+
+  // Bad mount paths are refused before anything is made.
+  for (const char* p : {"data", "/", "/proc/x", "/dev", "/sys/x", "/.coppice", "/a/../b", "/a/./b"}) {
+    json body{{"volumeMounts", json::array({json{{"name", "data"}, {"path", p}}})}};
+    auto a = call(verb::post, "/v2/sandboxes", body.dump());
+    EXPECT_EQ(a.status, 400u) << p << " -> " << a.raw;
+  }
+  EXPECT_EQ(backend_->creates(), 0u);
+
+  // Mounted at create (a cold create, with the volume's directory), shown by
+  // GET, and not deletable until the sandbox is gone.
+  auto id = create_id(R"({"volumeMounts":[{"name":"data","path":"/data//x/"}]})");
+  auto spec = backend_->spec_of(id);
+  ASSERT_EQ(spec.volumes.size(), 1u);
+  EXPECT_EQ(spec.volumes[0].path, "/data/x");
+  EXPECT_EQ(spec.volumes[0].host_dir, backend_->volume_dir(vid));
+  EXPECT_EQ(call(verb::get, "/sandboxes/" + id).body["volumeMounts"], json::parse(R"([{"name":"data","path":"/data/x"}])"));
+  auto busy = call(verb::delete_, "/volumes/" + vid);
+  EXPECT_EQ(busy.status, 409u);
+  EXPECT_NE(busy.body.value("message", "").find("mounted"), std::string::npos) << busy.raw;
+  EXPECT_EQ(call(verb::delete_, "/sandboxes/" + id).status, 204u);
+  EXPECT_EQ(call(verb::delete_, "/volumes/" + vid).status, 204u);
+  EXPECT_EQ(call(verb::get, "/volumes/" + vid).status, 404u);
+  EXPECT_FALSE(std::filesystem::exists(backend_->volume_dir(vid)));
+}
+
+TEST_F(ApiTest, RecoveryRemovesVolumeDirectoriesNoVolumeNames) {
+  auto made = call(verb::post, "/volumes", R"({"name":"kept"})");
+  ASSERT_EQ(made.status, 201u);
+  const std::string kept = backend_->volume_dir(made.body.value("volumeID", ""));
+  const std::string stray = backend_->volume_dir(std::string(20, 'q'));  // made, never stored
+  std::filesystem::create_directories(stray);
+  ASSERT_TRUE(run(mgr_->recover()));
+  EXPECT_TRUE(std::filesystem::exists(kept));
+  EXPECT_FALSE(std::filesystem::exists(stray));
+}
+
+TEST_F(ApiTest, HotMountAndUnmountFollowTheSandboxState) {
+  auto made = call(verb::post, "/volumes", R"({"name":"hot","sizeMB":16})");
+  ASSERT_EQ(made.status, 201u);
+  const std::string vid = made.body.value("volumeID", "");
+  auto id = create_id();
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/volumes", R"({"name":"hot","path":"/proc/v"})").status, 400u);
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/volumes", R"({"name":"nope","path":"/v"})").status, 404u);
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/volumes", R"({"path":"/v"})").status, 400u);
+  auto m = call(verb::post, "/sandboxes/" + id + "/volumes", R"({"volumeID":")" + vid + R"(","path":"/mnt/hot"})");
+  ASSERT_EQ(m.status, 201u) << m.raw;
+  EXPECT_EQ(backend_->mounts(id).at("/mnt/hot"), backend_->volume_dir(vid));
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/volumes", R"({"name":"hot","path":"/mnt/hot"})").status, 409u);
+  EXPECT_EQ(call_as(kKeyB, verb::get, "/sandboxes/" + id + "/volumes").status, 404u);
+  EXPECT_EQ(call(verb::get, "/sandboxes/" + id + "/volumes").body.size(), 1u);
+  EXPECT_EQ(call(verb::delete_, "/volumes/" + vid).status, 409u);
+  // Paused: neither mounts nor unmounts.
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/pause", "{}").status, 204u);
+  EXPECT_EQ(call(verb::delete_, "/sandboxes/" + id + "/volumes/hot").status, 409u);
+  EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/resume", "{}").status, 201u);
+  EXPECT_EQ(call(verb::delete_, "/sandboxes/" + id + "/volumes/other").status, 404u);
+  EXPECT_EQ(call(verb::delete_, "/sandboxes/" + id + "/volumes/hot?path=/elsewhere").status, 404u);
+  EXPECT_EQ(call(verb::delete_, "/sandboxes/" + id + "/volumes/hot").status, 204u);
+  EXPECT_TRUE(backend_->mounts(id).empty());
+  EXPECT_EQ(call(verb::delete_, "/volumes/" + vid).status, 204u) << "free once unmounted";
+}
+
+TEST_F(ApiTest, VolumeContentNeedsTheVolumesToken) {
+  auto made = call(verb::post, "/volumes", R"({"name":"files"})");
+  ASSERT_EQ(made.status, 201u);
+  const std::string vid = made.body.value("volumeID", "");
+  const std::string token = made.body.value("token", "");
+  auto as = [&](const std::string& tok, verb m, const std::string& target, const std::string& body = "") {
+    http::Fields h;
+    if (!tok.empty()) h.emplace_back("Authorization", "Bearer " + tok);
+    return call_as("", m, target, body, h);
+  };
+  const std::string base = "/volumecontent/" + vid;
+  EXPECT_EQ(as("", verb::get, base + "/path?path=/").status, 401u);
+  EXPECT_EQ(as("wrong", verb::get, base + "/path?path=/").status, 401u);
+  EXPECT_EQ(as(token, verb::get, "/volumecontent/" + std::string(20, 'z') + "/path?path=/").status, 401u);
+  auto root = as(token, verb::get, base + "/path?path=/");
+  EXPECT_EQ(root.status, 200u) << root.raw;
+  EXPECT_EQ(root.body.value("type", ""), "directory");
+  EXPECT_EQ(as(token, verb::get, base + "/path?path=relative").status, 400u);
+  EXPECT_EQ(as(token, verb::get, base + "/path?path=/a/../b").status, 400u);
+  EXPECT_EQ(as(token, verb::get, base + "/file?path=/missing").status, 404u);
+  EXPECT_EQ(as(token, verb::get, base + "/dir?path=/&depth=x").status, 400u);
+  EXPECT_EQ(as(token, verb::post, base + "/nothing?path=/").status, 404u);
+  if (::geteuid() != 0) return;  // writes give files the sandboxes' owner ids: chown needs root
+  auto w = as(token, verb::put, base + "/file?path=/d/f.txt&mode=416", "hello");
+  ASSERT_EQ(w.status, 200u) << w.raw;
+  EXPECT_EQ(w.body.value("size", 0), 5);
+  EXPECT_EQ(w.body.value("mode", 0), 0640);
+  EXPECT_EQ(w.body.value("uid", 0), 1000);
+  EXPECT_EQ(as(token, verb::get, base + "/file?path=/d/f.txt").raw, "hello");
+  EXPECT_EQ(as(token, verb::get, base + "/dir?path=/&depth=2").body.size(), 2u);
+  EXPECT_EQ(as(token, verb::post, base + "/dir?path=/d").status, 409u);
+  EXPECT_EQ(as(token, verb::post, base + "/dir?path=/d&force=true").status, 201u);
+  EXPECT_EQ(as(token, verb::patch, base + "/path?path=/d/f.txt", R"({"uid":70000})").status, 400u);
+  EXPECT_EQ(as(token, verb::patch, base + "/path?path=/d/f.txt", R"({"uid":0,"mode":384})").body.value("mode", 0), 0600);
+  EXPECT_EQ(as(token, verb::delete_, base + "/path?path=/").status, 400u);
+  EXPECT_EQ(as(token, verb::delete_, base + "/path?path=/d").status, 204u);
+  EXPECT_EQ(as(token, verb::get, base + "/path?path=/d").status, 404u);
 }
 
 }  // namespace

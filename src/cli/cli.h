@@ -68,6 +68,8 @@ void add_sandbox_commands(CLI::App& app, Globals& g);
 void add_pool_commands(CLI::App& app, Globals& g);
 // Registers `coppice team ...` and `coppice key ...`.
 void add_team_commands(CLI::App& app, Globals& g);
+// Registers `coppice volume ...`.
+void add_volume_commands(CLI::App& app, Globals& g);
 // Registers `coppice template build` in the `template` group.
 void add_template_build_command(CLI::App& group, Globals& g);
 

@@ -68,6 +68,8 @@ struct GatewayConfig {
   int max_memory_mb = 0;
   // A sandbox's disk quota (diskSizeMB) when its template sets none.
   int default_disk_mb = 1024;
+  // Cap of a volume whose create names no sizeMB (MiB). Default 1024.
+  int default_volume_mb = 1024;
   // Whether the backend enforces per-sandbox disk quotas (set at start from
   // --disk-quota and what the host allows). Off: diskSizeMB is reported as 0,
   // i.e. no cap.

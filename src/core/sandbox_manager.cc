@@ -282,6 +282,7 @@ asio::awaitable<void> SandboxManager::discard(std::shared_ptr<Live> l) {
     COPPICE_LOG_RATE(error, 5).sandbox(id) << "remove failed: " << r.error().to_string();
   }
   if (auto it = live_.find(id); it != live_.end() && it->second == l) live_.erase(it);
+  co_await release_volumes(id);  // a failed create's volumes are free again
 }
 
 // --- create ---
@@ -387,8 +388,9 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create(CreateParams p) {
   }
   // Pool hit. One whose envd no longer answers is removed by hand_out; the
   // create then goes on down the cold path. Pooled sandboxes carry a token
-  // from the start: one without is made cold.
-  while (p.secure) {
+  // from the start: one without is made cold. A create with volumes is
+  // made cold too (they are mounted before envd starts).
+  while (p.secure && p.volumes.empty()) {
     auto l = take_pooled(*tmpl);
     if (!l) break;
     auto v = co_await hand_out(l, p, true, t0);
@@ -402,6 +404,14 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create(CreateParams p) {
   init.access_token = l->token;
   init.env_vars = merged_env(*tmpl, p.env_vars);
   auto spec = spec_for(*l, *tmpl, init);
+  // Its volumes are in use from here on (a delete now is a 409).
+  if (!p.volumes.empty()) {
+    auto reserved = reserve_volumes(l->id, p.volumes, spec);
+    if (auto r = co_await std::move(reserved); !r) {
+      live_.erase(l->id);
+      co_return std::unexpected(std::move(r.error()));
+    }
+  }
   // The tree's identity is taken before the create mounts it: if a rebuild
   // swaps the template in between, the sandbox names the older tree, which
   // is then kept a little longer than needed, never removed under it.
@@ -414,6 +424,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create(CreateParams p) {
   auto& handle = made.second;
   if (!handle) {
     live_.erase(l->id);
+    if (!p.volumes.empty()) co_await release_volumes(l->id);
     metrics_.create_failures.inc();
     COPPICE_LOG_RATE(warn, 5) << "create from " << tmpl->name << " failed: " << handle.error().to_string();
     co_return std::unexpected(std::move(handle.error()).context("create sandbox"));
@@ -788,6 +799,10 @@ asio::awaitable<Status> SandboxManager::resume_from_disk(std::shared_ptr<Live> l
   }
   auto spec = spec_for(*l, *tmpl, init);
   spec.reuse_state_dir = true;
+  // Its volumes (at create and hot-mounted) are mounted again, where they were.
+  auto mounts = store_.volume_mounts(id);
+  if (!mounts) co_return std::unexpected(std::move(mounts.error()).context("volumes of sandbox " + id));
+  for (const auto& m : *mounts) spec.volumes.push_back(sandbox::VolumeMount{backend_.volume_dir(m.volume_id), m.path});
   const std::string images = l->state_dir + "/checkpoint";
   if (l->disk_memory) {
     spec.restore_from = images;

@@ -51,8 +51,10 @@
 #include "core/lifecycle.h"
 #include "core/lifecycle_policy.h"
 #include "core/metrics.h"
+#include "core/offload.h"
 #include "core/routes.h"
 #include "core/store_queue.h"
+#include "core/volumes.h"
 #include "http/client.h"
 #include "net/network.h"
 #include "net/policy.h"
@@ -90,6 +92,9 @@ struct CreateParams {
   std::string mask_request_host;                  // network.maskRequestHost, validated by the API
   std::vector<uint16_t> https_ports;              // network.httpsPorts, validated by the API
   LifecyclePolicy lifecycle;                      // autoPause & co., validated by the API
+  // volumeMounts, resolved by the API to the team's volumes: mounted before
+  // envd starts. A create with volumes is never a pool hit.
+  std::vector<VolumeMountParam> volumes;
 };
 
 // What the API reports of a sandbox.
@@ -201,6 +206,26 @@ class SandboxManager {
   // Lifecycle events of a sandbox, from the store (any thread).
   std::vector<store::EventRecord> events(const std::string& id, size_t limit) const;
 
+  // --- volumes (volumes.cc) ---
+  // Makes a volume of `team` (name checked by the API) capped at
+  // `quota_bytes` (recorded as 0, no cap, when the backend enforces no
+  // quotas). kAlreadyExists when the team has one of that name.
+  asio::awaitable<Result<store::VolumeRecord>> create_volume(std::string team, std::string name, uint64_t quota_bytes);
+  // Removes the volume and its files. kNotFound for another team's;
+  // kFailedPrecondition while a sandbox has it mounted.
+  asio::awaitable<Status> delete_volume(std::string id, std::string team);
+  // Mounts a volume in a running sandbox (kFailedPrecondition when it is
+  // not running; kAlreadyExists when something is mounted at the path).
+  asio::awaitable<Status> mount_volume(std::string sandbox_id, TeamScope team, VolumeMountParam m);
+  // Unmounts what is mounted at `path` (the volume `volume_id`).
+  asio::awaitable<Status> unmount_volume(std::string sandbox_id, TeamScope team, std::string volume_id,
+                                         std::string path);
+  // The host directory of a volume ("" when the backend has none).
+  std::string volume_dir(const std::string& volume_id) const { return backend_.volume_dir(volume_id); }
+  // Runs `job` (blocking file work, e.g. the volume content API) on a worker.
+  template <typename F>
+  asio::awaitable<std::invoke_result_t<F>> on_worker(F job);
+
   // --- data plane ---
   const RouteTable& routes() const { return routes_; }
 
@@ -282,6 +307,15 @@ class SandboxManager {
   asio::awaitable<Status> do_start();
   asio::awaitable<void> do_shutdown();
   asio::awaitable<void> do_collect_retired_templates();
+  asio::awaitable<Status> do_mount_volume(std::string sandbox_id, TeamScope team, VolumeMountParam m);
+  asio::awaitable<Status> do_unmount_volume(std::string sandbox_id, TeamScope team, std::string volume_id,
+                                            std::string path);
+  // Records a new sandbox's volumes as in use before it is made (so they
+  // cannot be deleted meanwhile) and fills spec.volumes; release_volumes
+  // drops the records of a create that failed.
+  asio::awaitable<Status> reserve_volumes(const std::string& id, const std::vector<VolumeMountParam>& volumes,
+                                          sandbox::SandboxSpec& spec);
+  asio::awaitable<void> release_volumes(std::string id);
   asio::awaitable<void> reaper_loop();
   asio::awaitable<void> sampler_loop();
 
@@ -346,5 +380,11 @@ class SandboxManager {
   std::atomic<size_t> running_{0}, paused_{0};
   std::atomic<int64_t> last_activity_ns_{0};  // steady_clock, see note_activity
 };
+
+template <typename F>
+asio::awaitable<std::invoke_result_t<F>> SandboxManager::on_worker(F job) {
+  auto op = run_on(workers_, std::move(job));
+  co_return co_await std::move(op);
+}
 
 }  // namespace coppice::core

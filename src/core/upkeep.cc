@@ -142,6 +142,39 @@ asio::awaitable<Status> SandboxManager::do_recover() {
     };
     (void)co_await run_on(workers_, std::move(job));
   }
+  // Volume mounts of sandboxes that are gone (a create cut short by a
+  // crash): their volumes are free again.
+  auto prune = [](store::Store& st) -> Status {
+    auto n = st.prune_volume_mounts();
+    if (!n) return std::unexpected(n.error());
+    if (*n > 0) {
+      COPPICE_LOG(info) << "recover: " << *n << " volume mount(s) of sandboxes that are gone forgotten";
+    }
+    return ok();
+  };
+  auto pruned = co_await store_q_.write(std::move(prune));
+  if (!pruned) {
+    COPPICE_LOG(warn) << "recover: " << pruned.error().to_string();
+  }
+  // Volume directories no stored volume names (a create cut short between
+  // making the directory and storing the row): removed. Before serving, so
+  // no create is in flight.
+  auto sweep = [this]() -> Status {
+    COPPICE_ASSIGN_OR_RETURN(auto rows, store_.list_volumes(""));
+    COPPICE_ASSIGN_OR_RETURN(auto dirs, backend_.list_volumes());
+    std::set<std::string> known;
+    for (const auto& v : rows) known.insert(v.id);
+    for (const auto& id : dirs) {
+      if (known.count(id)) continue;
+      COPPICE_LOG(info) << "recover: volume directory " << id << " belongs to no volume: removing it";
+      COPPICE_TRY(backend_.remove_volume(id));
+    }
+    return ok();
+  };
+  auto swept = co_await run_on(workers_, std::move(sweep));
+  if (!swept) {
+    COPPICE_LOG(warn) << "recover: volumes: " << swept.error().to_string();
+  }
   co_return ok();
 }
 

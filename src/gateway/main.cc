@@ -160,6 +160,9 @@ int main(int argc, char** argv) {
   app.add_option("--default-disk-mb", cfg.default_disk_mb, "disk quota (diskSizeMB) of sandboxes whose template sets none")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();
+  app.add_option("--default-volume-mb", cfg.default_volume_mb, "cap of a volume whose create names no sizeMB")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
   app.add_option("--max-connections", cfg.max_connections,
                  "connections held at once (0: three quarters of the fd limit, two fds each)")
       ->capture_default_str();
@@ -446,6 +449,8 @@ int main(int argc, char** argv) {
   nso.spares = cfg.spares;
   // In sandboxes/ (on the quota file system): skeletons are renamed into it.
   nso.spare_dir = cfg.state_dir + "/sandboxes/.spare";
+  // Volumes on the quota file system too (each a subvolume with its cap).
+  nso.volume_dir = cfg.state_dir + "/sandboxes/.volumes";
   nso.disk = disk.get();
   nso.total_pids_max = cfg.total_pids_max;
   nso.nofile_soft = std::min(cfg.sandbox_nofile_soft, cfg.sandbox_nofile_hard);

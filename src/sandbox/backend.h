@@ -25,6 +25,15 @@ struct Limits {
   bool operator==(const Limits&) const = default;
 };
 
+// A volume mounted in a sandbox: its directory on the host (made by
+// Backend::make_volume) at an absolute path inside the sandbox (checked by
+// the caller: core::validate_volume_path).
+struct VolumeMount {
+  std::string host_dir;
+  std::string path;
+  bool operator==(const VolumeMount&) const = default;
+};
+
 struct SandboxSpec {
   std::string id;                     // [a-z0-9]{1,63}; also the hostname and the cgroup name
   std::string rootfs;                 // template rootfs dir (read-only lower layer, never written)
@@ -58,6 +67,10 @@ struct SandboxSpec {
   // its writable layer and run dir are used as they are, and a failed
   // create leaves them in place.
   bool reuse_state_dir = false;
+  // Volumes mounted (read-write, nosuid, nodev) before envd starts. A path
+  // that crosses a symlink or another mount fails the create
+  // (kInvalidArgument).
+  std::vector<VolumeMount> volumes;
 };
 
 struct SandboxHandle {
@@ -177,6 +190,43 @@ class Backend {
     (void)h;
     (void)bytes_per_s;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot limit a sandbox's bandwidth");
+  }
+
+  // --- volumes (persistent directories mounted into sandboxes) ---
+  // Makes volume `id` ([a-z0-9]{20}) with a cap of `quota_bytes` (0: none)
+  // and returns its host directory. A failure leaves nothing behind.
+  virtual Result<std::string> make_volume(const std::string& id, uint64_t quota_bytes) {
+    (void)id;
+    (void)quota_bytes;
+    return make_error(ErrorCode::kUnimplemented, "this backend has no volumes");
+  }
+  // Removes it and its files (possibly in the background). Idempotent.
+  virtual Status remove_volume(const std::string& id) {
+    (void)id;
+    return make_error(ErrorCode::kUnimplemented, "this backend has no volumes");
+  }
+  // Its host directory; "" when the backend has no volumes.
+  virtual std::string volume_dir(const std::string& id) const {
+    (void)id;
+    return "";
+  }
+  // Ids of the volumes whose directories exist here, for reconciliation at
+  // start (a directory no stored volume names is removed).
+  virtual Result<std::vector<std::string>> list_volumes() { return std::vector<std::string>{}; }
+  // Whether volume caps are enforced (a quota file system).
+  virtual bool volume_quotas() const { return false; }
+  // Mounts / unmounts a volume in a running sandbox. mount: kInvalidArgument
+  // for a path that crosses a symlink or another mount; unmount: kNotFound
+  // when that volume is not at that path.
+  virtual Status mount_volume(const SandboxHandle& h, const VolumeMount& m) {
+    (void)h;
+    (void)m;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot mount volumes");
+  }
+  virtual Status unmount_volume(const SandboxHandle& h, const VolumeMount& m) {
+    (void)h;
+    (void)m;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot mount volumes");
   }
 
   // Host-resource bundles ready for cold creates (spares); 0 if the backend

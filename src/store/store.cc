@@ -101,6 +101,30 @@ CREATE TABLE net_addrs (
   since INTEGER NOT NULL
 ) STRICT;
 )sql",
+    // 5: volumes (a team's persistent directories) and which sandbox has
+    // which mounted where, so a restart knows which are in use. A mount row
+    // is written before the sandbox's row (a create in flight holds its
+    // volumes too): no foreign key to sandboxes; the store drops a sandbox's
+    // mounts with it and prune_volume_mounts() drops those of sandboxes that
+    // are gone. A volume with mounts cannot be deleted (RESTRICT).
+    R"sql(
+CREATE TABLE volumes (
+  id          TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 20),
+  team        TEXT NOT NULL,
+  name        TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 64),
+  token       TEXT NOT NULL,
+  quota_bytes INTEGER NOT NULL CHECK (quota_bytes >= 0),
+  created_at  INTEGER NOT NULL,
+  UNIQUE (team, name)
+) STRICT;
+CREATE TABLE volume_mounts (
+  sandbox_id TEXT NOT NULL CHECK (length(sandbox_id) = 20),
+  volume_id  TEXT NOT NULL REFERENCES volumes (id) ON DELETE RESTRICT,
+  path       TEXT NOT NULL,
+  PRIMARY KEY (sandbox_id, path)
+) STRICT;
+CREATE INDEX volume_mounts_by_volume ON volume_mounts (volume_id);
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -146,6 +170,28 @@ constexpr const char* kListNetAddrs = "SELECT addr, owner, link, since FROM net_
 constexpr const char* kUpdateState = "UPDATE sandboxes SET state = ?2 WHERE id = ?1";
 constexpr const char* kUpdateEndAt = "UPDATE sandboxes SET end_at = ?2 WHERE id = ?1";
 constexpr const char* kDeleteSandbox = "DELETE FROM sandboxes WHERE id = ?1";
+
+constexpr const char* kAddVolume =
+    "INSERT INTO volumes (id, team, name, token, quota_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+constexpr const char* kGetVolume =
+    "SELECT id, team, name, token, quota_bytes, created_at FROM volumes WHERE id = ?1";
+constexpr const char* kGetVolumeByName =
+    "SELECT id, team, name, token, quota_bytes, created_at FROM volumes WHERE team = ?1 AND name = ?2";
+constexpr const char* kListVolumes =
+    "SELECT id, team, name, token, quota_bytes, created_at FROM volumes WHERE team = ?1 ORDER BY created_at, id";
+constexpr const char* kListAllVolumes =
+    "SELECT id, team, name, token, quota_bytes, created_at FROM volumes ORDER BY created_at, id";
+constexpr const char* kCountTeamVolumes = "SELECT count(*) FROM volumes WHERE team = ?1";
+constexpr const char* kCountVolumeMounts = "SELECT count(*) FROM volume_mounts WHERE volume_id = ?1";
+constexpr const char* kDeleteVolume = "DELETE FROM volumes WHERE id = ?1";
+constexpr const char* kAddVolumeMount = "INSERT INTO volume_mounts (sandbox_id, volume_id, path) VALUES (?1, ?2, ?3)";
+constexpr const char* kDeleteVolumeMount = "DELETE FROM volume_mounts WHERE sandbox_id = ?1 AND path = ?2";
+constexpr const char* kDeleteVolumeMounts = "DELETE FROM volume_mounts WHERE sandbox_id = ?1";
+constexpr const char* kListVolumeMounts =
+    "SELECT m.sandbox_id, m.volume_id, v.name, m.path FROM volume_mounts m JOIN volumes v ON v.id = m.volume_id "
+    "WHERE m.sandbox_id = ?1 ORDER BY m.path";
+constexpr const char* kPruneVolumeMounts =
+    "DELETE FROM volume_mounts WHERE sandbox_id NOT IN (SELECT id FROM sandboxes WHERE state != 'killed')";
 
 constexpr const char* kAddKey =
     "INSERT INTO api_keys (name, hash, created_at, team, admin) VALUES (?1, ?2, ?3, ?4, ?5) "
@@ -660,8 +706,14 @@ Status Store::update_end_at(std::string_view id, int64_t end_at_ms) {
 Status Store::delete_sandbox(std::string_view id) {
   const std::string step = "delete sandbox " + std::string(id);
   std::lock_guard lock(impl_->mu);
+  Transaction tx(*impl_);
+  COPPICE_TRY_CTX(tx.begin(), step);
+  // Its volumes are free again in the same commit.
+  auto m = impl_->run(kDeleteVolumeMounts, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, id); });
+  if (!m) return std::unexpected(std::move(m.error()));
   auto n = impl_->run(kDeleteSandbox, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, id); });
   if (!n) return std::unexpected(std::move(n.error()));
+  COPPICE_TRY_CTX(tx.commit(), step);
   if (*n == 0) return make_error(ErrorCode::kNotFound, step + ": no such sandbox");
   return ok();
 }
@@ -807,6 +859,180 @@ Status Store::delete_api_key(int64_t id, std::string_view team) {
   return ok();
 }
 
+// --- volumes ---
+
+bool valid_volume_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxVolumeNameLength || name[0] == '.' || name[0] == '-') return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+          c == '.'))
+      return false;
+  }
+  return true;
+}
+
+namespace {
+Result<int64_t> count_where(Store::Impl& impl, const char* sql, std::string_view arg, std::string_view step);
+
+VolumeRecord read_volume(sqlite3_stmt* s) {
+  VolumeRecord v;
+  v.id = column_text(s, 0);
+  v.team = column_text(s, 1);
+  v.name = column_text(s, 2);
+  v.token = column_text(s, 3);
+  v.quota_bytes = sqlite3_column_int64(s, 4);
+  v.created_at = sqlite3_column_int64(s, 5);
+  return v;
+}
+
+// Rows of a volume query with up to two text arguments. Caller holds the mutex.
+Result<std::vector<VolumeRecord>> volume_rows(Store::Impl& impl, const char* sql, std::string_view step,
+                                              std::vector<std::string_view> args) {
+  auto s = impl.stmt(sql);
+  if (!s) return std::unexpected(std::move(s.error()).context(step));
+  StmtUse use(*s);
+  for (size_t i = 0; i < args.size(); ++i) bind_arg(*s, static_cast<int>(i + 1), args[i]);
+  std::vector<VolumeRecord> out;
+  for (;;) {
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl.db.get(), rc, step));
+    out.push_back(read_volume(*s));
+  }
+  return out;
+}
+}  // namespace
+
+Status Store::add_volume(const VolumeRecord& v) {
+  const std::string step = "add volume " + v.name;
+  if (!valid_sandbox_id(v.id)) return make_error(ErrorCode::kInvalidArgument, step + ": malformed id \"" + v.id + "\"");
+  if (!valid_volume_name(v.name)) return make_error(ErrorCode::kInvalidArgument, step + ": malformed name");
+  if (v.token.empty() || v.quota_bytes < 0) return make_error(ErrorCode::kInvalidArgument, step + ": no token or a negative quota");
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kAddVolume, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, v.id);
+    bind_arg(s, 2, v.team);
+    bind_arg(s, 3, v.name);
+    bind_arg(s, 4, v.token);
+    bind_arg(s, 5, v.quota_bytes);
+    bind_arg(s, 6, v.created_at);
+  });
+  if (!n) {
+    if (n.error().code() == ErrorCode::kAlreadyExists)
+      return make_error(ErrorCode::kAlreadyExists, step + ": the team has a volume of that name");
+    return std::unexpected(std::move(n.error()));
+  }
+  return ok();
+}
+
+Result<VolumeRecord> Store::get_volume(std::string_view id, std::string_view team) {
+  const std::string step = "volume " + std::string(id);
+  std::lock_guard lock(impl_->mu);
+  COPPICE_ASSIGN_OR_RETURN(auto rows, volume_rows(*impl_, kGetVolume, step, {id}));
+  if (rows.empty() || (!team.empty() && rows[0].team != team))
+    return make_error(ErrorCode::kNotFound, "volume " + std::string(id) + " not found");
+  return std::move(rows[0]);
+}
+
+Result<VolumeRecord> Store::get_volume_by_name(std::string_view team, std::string_view name) {
+  const std::string step = "volume " + std::string(name);
+  std::lock_guard lock(impl_->mu);
+  COPPICE_ASSIGN_OR_RETURN(auto rows, volume_rows(*impl_, kGetVolumeByName, step, {team, name}));
+  if (rows.empty()) return make_error(ErrorCode::kNotFound, "volume \"" + std::string(name) + "\" not found");
+  return std::move(rows[0]);
+}
+
+Result<std::vector<VolumeRecord>> Store::list_volumes(std::string_view team) {
+  std::lock_guard lock(impl_->mu);
+  if (team.empty()) return volume_rows(*impl_, kListAllVolumes, "list volumes", {});
+  return volume_rows(*impl_, kListVolumes, "list volumes", {team});
+}
+
+Status Store::delete_volume(std::string_view id, std::string_view team) {
+  const std::string step = "delete volume " + std::string(id);
+  std::lock_guard lock(impl_->mu);
+  Transaction tx(*impl_);
+  COPPICE_TRY_CTX(tx.begin(), step);
+  COPPICE_ASSIGN_OR_RETURN(auto rows, volume_rows(*impl_, kGetVolume, step, {id}));
+  if (rows.empty() || (!team.empty() && rows[0].team != team))
+    return make_error(ErrorCode::kNotFound, "volume " + std::string(id) + " not found");
+  COPPICE_ASSIGN_OR_RETURN(int64_t mounts, count_where(*impl_, kCountVolumeMounts, id, step));
+  if (mounts > 0)
+    return make_error(ErrorCode::kFailedPrecondition, "volume " + rows[0].name + " is mounted in " +
+                                                          std::to_string(mounts) +
+                                                          " sandbox(es): kill them or unmount it first");
+  auto n = impl_->run(kDeleteVolume, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, id); });
+  if (!n) return std::unexpected(std::move(n.error()));
+  COPPICE_TRY_CTX(tx.commit(), step);
+  return ok();
+}
+
+Status Store::add_volume_mounts(std::string_view sandbox_id, const std::vector<VolumeMountRecord>& mounts) {
+  const std::string step = "mount volumes in sandbox " + std::string(sandbox_id);
+  if (!valid_sandbox_id(sandbox_id)) return make_error(ErrorCode::kInvalidArgument, step + ": malformed sandbox id");
+  std::lock_guard lock(impl_->mu);
+  Transaction tx(*impl_);
+  COPPICE_TRY_CTX(tx.begin(), step);
+  for (const auto& m : mounts) {
+    auto n = impl_->run(kAddVolumeMount, step, [&](sqlite3_stmt* s) {
+      bind_arg(s, 1, sandbox_id);
+      bind_arg(s, 2, m.volume_id);
+      bind_arg(s, 3, m.path);
+    });
+    if (!n) {
+      if (n.error().code() == ErrorCode::kAlreadyExists)
+        return make_error(ErrorCode::kAlreadyExists, step + ": something is mounted at " + m.path + " already");
+      if (n.error().code() == ErrorCode::kNotFound)
+        return make_error(ErrorCode::kNotFound, "volume " + m.volume_name + " not found");
+      return std::unexpected(std::move(n.error()));
+    }
+  }
+  COPPICE_TRY_CTX(tx.commit(), step);
+  return ok();
+}
+
+Status Store::delete_volume_mount(std::string_view sandbox_id, std::string_view path) {
+  const std::string step = "unmount volume at " + std::string(path) + " in sandbox " + std::string(sandbox_id);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kDeleteVolumeMount, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, sandbox_id);
+    bind_arg(s, 2, path);
+  });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, "no volume is mounted at " + std::string(path));
+  return ok();
+}
+
+Status Store::delete_volume_mounts(std::string_view sandbox_id) {
+  const std::string step = "unmount volumes of sandbox " + std::string(sandbox_id);
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(kDeleteVolumeMounts, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, sandbox_id); });
+  if (!n) return std::unexpected(std::move(n.error()));
+  return ok();
+}
+
+Result<std::vector<VolumeMountRecord>> Store::volume_mounts(std::string_view sandbox_id) {
+  const std::string step = "volumes of sandbox " + std::string(sandbox_id);
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->stmt(kListVolumeMounts);
+  if (!s) return std::unexpected(std::move(s.error()).context(step));
+  StmtUse use(*s);
+  bind_arg(*s, 1, sandbox_id);
+  std::vector<VolumeMountRecord> out;
+  for (;;) {
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl_->db.get(), rc, step));
+    out.push_back(VolumeMountRecord{column_text(*s, 0), column_text(*s, 1), column_text(*s, 2), column_text(*s, 3)});
+  }
+  return out;
+}
+
+Result<int64_t> Store::prune_volume_mounts() {
+  std::lock_guard lock(impl_->mu);
+  return impl_->run(kPruneVolumeMounts, "prune volume mounts", [](sqlite3_stmt*) {});
+}
+
 // --- network addresses ---
 
 Status Store::add_net_addr(const NetAddrRecord& r) {
@@ -950,6 +1176,13 @@ Status Store::delete_team(std::string_view name) {
   if (*live > 0) {
     return make_error(ErrorCode::kFailedPrecondition,
                       step + ": it still has " + std::to_string(*live) + " sandbox(es); kill them first");
+  }
+  // Its volumes hold data: they are deleted explicitly, never with the team.
+  auto vols = count_where(*impl_, kCountTeamVolumes, name, step);
+  if (!vols) return std::unexpected(std::move(vols.error()));
+  if (*vols > 0) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      step + ": it still has " + std::to_string(*vols) + " volume(s); delete them first");
   }
   auto keys = impl_->run(kDeleteKeysOfTeam, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, name); });
   if (!keys) return std::unexpected(std::move(keys.error()));

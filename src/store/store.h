@@ -111,6 +111,32 @@ struct NetAddrRecord {
   bool operator==(const NetAddrRecord&) const = default;
 };
 
+// Volume names: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or
+// '-' (so never "." or ".."); unique within a team.
+inline constexpr size_t kMaxVolumeNameLength = 64;
+bool valid_volume_name(std::string_view name);
+
+// One row of `volumes`: a team's persistent directory, mountable into its
+// sandboxes and reachable through the volume content API with its token.
+struct VolumeRecord {
+  std::string id;          // [a-z0-9]{20}, like a sandbox id
+  std::string team;        // the team that owns it
+  std::string name;        // valid_volume_name, unique per team
+  std::string token;       // bearer token of the content API (kept: E2B shows it on every GET)
+  int64_t quota_bytes = 0; // cap on what it holds (0: none enforced)
+  int64_t created_at = 0;  // unix ms
+  bool operator==(const VolumeRecord&) const = default;
+};
+
+// One row of `volume_mounts`: volume `volume_id` mounted at `path` in a sandbox.
+struct VolumeMountRecord {
+  std::string sandbox_id;
+  std::string volume_id;
+  std::string volume_name;  // filled in by volume_mounts() (and used in messages)
+  std::string path;         // absolute path inside the sandbox
+  bool operator==(const VolumeMountRecord&) const = default;
+};
+
 // One lifecycle event of a sandbox (what GET /sandboxes/{id}/logs shows).
 struct EventRecord {
   int64_t id = 0;  // increases with time
@@ -149,7 +175,8 @@ class Store {
   Result<SandboxRecord> get_sandbox(std::string_view id);
   Status update_state(std::string_view id, SandboxState state);
   Status update_end_at(std::string_view id, int64_t end_at_ms);
-  // Removes the row and its events. kNotFound if there was no such row.
+  // Removes the row, its events and its volume mounts. kNotFound if there
+  // was no such row (its volume mounts are dropped all the same).
   Status delete_sandbox(std::string_view id);
   // The template_tree values of every stored sandbox (the trees that must
   // not be removed), without "".
@@ -173,7 +200,7 @@ class Store {
   Result<std::vector<TeamRecord>> list_teams();
   // Removes the team and its keys in one transaction. kNotFound if there is
   // no such team; kFailedPrecondition for the default team or a team that
-  // still has sandboxes.
+  // still has sandboxes or volumes.
   Status delete_team(std::string_view name);
 
   // --- API keys ---
@@ -201,6 +228,33 @@ class Store {
   // Frees it (no-op when it is not taken).
   Status delete_net_addr(uint32_t addr);
   Result<std::vector<NetAddrRecord>> list_net_addrs();
+
+  // --- volumes ---
+  // kInvalidArgument for a malformed id/name, kAlreadyExists when the team
+  // has a volume of that name.
+  Status add_volume(const VolumeRecord& v);
+  // kNotFound when missing or (team non-empty) another team's: the same
+  // message either way.
+  Result<VolumeRecord> get_volume(std::string_view id, std::string_view team = "");
+  Result<VolumeRecord> get_volume_by_name(std::string_view team, std::string_view name);
+  // A team's volumes (every team's when empty), oldest first.
+  Result<std::vector<VolumeRecord>> list_volumes(std::string_view team);
+  // Removes the row. kNotFound as get_volume; kFailedPrecondition while any
+  // sandbox (running, paused, or being created) has it mounted. The check
+  // and the delete are one transaction.
+  Status delete_volume(std::string_view id, std::string_view team = "");
+  // Records mounts of one sandbox, all or none. kNotFound (naming the
+  // volume) when a volume is gone, kAlreadyExists when the sandbox has
+  // something at that path already.
+  Status add_volume_mounts(std::string_view sandbox_id, const std::vector<VolumeMountRecord>& mounts);
+  // kNotFound when nothing is recorded at `path`.
+  Status delete_volume_mount(std::string_view sandbox_id, std::string_view path);
+  Status delete_volume_mounts(std::string_view sandbox_id);  // idempotent
+  // A sandbox's mounts, by path, with each volume's name.
+  Result<std::vector<VolumeMountRecord>> volume_mounts(std::string_view sandbox_id);
+  // Drops the mounts of sandboxes that have no live row (a create that a
+  // crash interrupted); returns how many. For restart recovery.
+  Result<int64_t> prune_volume_mounts();
 
   // --- events ---
   // Appends an event stamped with the current time. kNotFound if the sandbox

@@ -453,7 +453,7 @@ TEST_F(StoreTest, RowsFromBeforeTeamsMoveToTheDefaultTeamAndOldKeysStayAdmin) {
   // Take the database back to schema 2 (no teams) with a key stored then.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path().c_str(), &db), SQLITE_OK);
-  const std::string back = "DROP TABLE net_addrs; DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
+  const std::string back = "DROP TABLE volume_mounts; DROP TABLE volumes; DROP TABLE net_addrs; DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
                            "ALTER TABLE api_keys DROP COLUMN team; ALTER TABLE api_keys DROP COLUMN admin;"
                            "ALTER TABLE sandboxes DROP COLUMN team;"
                            "INSERT INTO api_keys (name, hash, created_at) VALUES ('default', '" +
@@ -505,6 +505,114 @@ TEST_F(NetAddrTest, TakenAddressesSurviveReopenAndAreNeverTakenTwice) {
   EXPECT_EQ((*rows)[0].addr, 0x0AD50002u);
   EXPECT_EQ((*rows)[0].owner, "abcdefghij0123456789");
   EXPECT_EQ((*rows)[0].link, "c123000002");
+}
+
+}  // namespace
+}  // namespace coppice::store
+
+namespace coppice::store {
+namespace {
+
+class VolumeStoreTest : public ::testing::Test {
+ protected:
+  std::string path() const { return db_path(dir_.path().string()); }
+  TempDir dir_;
+};
+
+VolumeRecord volume(const std::string& id, const std::string& team, const std::string& name) {
+  VolumeRecord v;
+  v.id = id;
+  v.team = team;
+  v.name = name;
+  v.token = "tok-" + id;
+  v.quota_bytes = 1 << 20;
+  v.created_at = 1'700'000'000'000;
+  return v;
+}
+
+TEST(VolumeNames, Validation) {
+  for (const char* good : {"a", "data", "my-volume_1.v2", "A1"}) EXPECT_TRUE(valid_volume_name(good)) << good;
+  for (const char* bad : {"", ".", "..", ".hidden", "-x", "a/b", "../etc", "a b", "a\n", "ü"})
+    EXPECT_FALSE(valid_volume_name(bad)) << bad;
+  EXPECT_TRUE(valid_volume_name(std::string(kMaxVolumeNameLength, 'v')));
+  EXPECT_FALSE(valid_volume_name(std::string(kMaxVolumeNameLength + 1, 'v')));
+}
+
+TEST_F(VolumeStoreTest, TeamScopedNamesMountsAndDeletion) {
+  auto opened = Store::open(path());
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  Store& s = *opened;
+  ASSERT_OK(s.ensure_team("team-b"));
+  const std::string va(20, 'a'), vb(20, 'b'), vc(20, 'c');
+  ASSERT_OK(s.add_volume(volume(va, "default", "data")));
+  ASSERT_OK(s.add_volume(volume(vb, "team-b", "data")));  // names are per team
+  auto keeps = s.delete_team("team-b");
+  ASSERT_FALSE(keeps) << "a team with volumes stays";
+  EXPECT_EQ(keeps.error().code(), ErrorCode::kFailedPrecondition);
+  auto dup = s.add_volume(volume(vc, "default", "data"));
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(s.add_volume(volume(vc, "default", "..")).error().code(), ErrorCode::kInvalidArgument);
+
+  // Another team's volume is missing, with the same message.
+  auto other = s.get_volume(vb, "default");
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(other.error().message(), "volume " + vb + " not found");
+  EXPECT_EQ(s.get_volume(vc, "default").error().message(), "volume " + vc + " not found");
+  EXPECT_EQ(s.get_volume(va, "default")->token, "tok-" + va);
+  EXPECT_EQ(s.get_volume_by_name("team-b", "data")->id, vb);
+  ASSERT_EQ(s.list_volumes("default")->size(), 1u);
+  ASSERT_EQ(s.list_volumes("")->size(), 2u);
+
+  // Mounted (by a create in flight: no sandbox row yet): not deletable.
+  SandboxRecord r = sample(7);
+  ASSERT_OK(s.add_volume_mounts(r.id, {{r.id, va, "data", "/data"}, {r.id, va, "data", "/data2"}}));
+  auto again = s.add_volume_mounts(r.id, {{r.id, vb, "data", "/data"}});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+  auto gone = s.add_volume_mounts(r.id, {{r.id, vc, "nope", "/x"}});
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code(), ErrorCode::kNotFound);
+  auto busy = s.delete_volume(va, "default");
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(s.delete_volume(vb, "default").error().code(), ErrorCode::kNotFound) << "another team's";
+  auto mounts = s.volume_mounts(r.id);
+  ASSERT_TRUE(mounts);
+  ASSERT_EQ(mounts->size(), 2u);
+  EXPECT_EQ((*mounts)[0].path, "/data");
+  EXPECT_EQ((*mounts)[0].volume_name, "data");
+
+  ASSERT_OK(s.put_sandbox(r));
+  ASSERT_OK(s.delete_volume_mount(r.id, "/data2"));
+  EXPECT_EQ(s.delete_volume_mount(r.id, "/data2").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(*s.prune_volume_mounts(), 0) << "its sandbox is live";
+  EXPECT_FALSE(s.delete_volume(va, "default"));
+  // Killing the sandbox frees the volume in the same commit.
+  ASSERT_OK(s.delete_sandbox(r.id));
+  EXPECT_TRUE(s.volume_mounts(r.id)->empty());
+  ASSERT_OK(s.delete_volume(va, "default"));
+  EXPECT_EQ(s.get_volume(va).error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(VolumeStoreTest, SurviveReopenAndOrphanMountsArePruned) {
+  const std::string va(20, 'a');
+  const std::string orphan = make_id(9);
+  {
+    auto s = Store::open(path());
+    ASSERT_TRUE(s);
+    ASSERT_OK(s->add_volume(volume(va, "default", "keep")));
+    ASSERT_OK(s->add_volume_mounts(orphan, {{orphan, va, "keep", "/mnt/keep"}}));
+  }
+  // As after a kill -9 in the middle of a create: a mount without a sandbox.
+  auto s = Store::open(path());
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->get_volume(va)->name, "keep");
+  EXPECT_EQ(s->volume_mounts(orphan)->size(), 1u);
+  EXPECT_EQ(*s->prune_volume_mounts(), 1);
+  EXPECT_TRUE(s->volume_mounts(orphan)->empty());
+  ASSERT_OK(s->delete_volume(va));
 }
 
 }  // namespace

@@ -52,6 +52,14 @@ inline int mount_setattr(int dfd, const char* path, unsigned flags, struct mount
   return static_cast<int>(::syscall(SYS_mount_setattr, dfd, path, flags, attr, sizeof(struct mount_attr)));
 }
 
+// openat2(2) with a struct open_how (RESOLVE_* in `resolve`).
+inline int openat2(int dfd, const char* path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+  struct {
+    uint64_t flags, mode, resolve;
+  } how{flags, mode, resolve};
+  return static_cast<int>(::syscall(SYS_openat2, dfd, path, &how, sizeof how));
+}
+
 inline int pivot_root(const char* new_root, const char* put_old) {
   return static_cast<int>(::syscall(SYS_pivot_root, new_root, put_old));
 }

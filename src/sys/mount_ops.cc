@@ -1,6 +1,7 @@
 #include "sys/mount_ops.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,6 +46,122 @@ int bind_idmapped(const char* src, const char* dst, int userns_fd, uint64_t attr
   }
   ::close(fd);
   return err;
+}
+
+namespace {
+
+constexpr uint64_t kWalk = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS;
+
+// The next component of *p (skipping '/'s) into `name`: 1 if there is one,
+// 0 at the end, -errno for "." / ".." / a too long name.
+int next_component(const char** p, char (&name)[256]) {
+  const char* s = *p;
+  while (*s == '/') ++s;
+  if (!*s) return 0;
+  size_t n = 0;
+  while (s[n] && s[n] != '/') ++n;
+  if (n >= sizeof name) return -ENAMETOOLONG;
+  if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.')) return -EINVAL;
+  for (size_t i = 0; i < n; ++i) name[i] = s[i];
+  name[n] = '\0';
+  *p = s + n;
+  return 1;
+}
+
+// Opens directory `name` in `dir` (O_PATH), made first if missing (owned
+// like `dir`).
+int open_or_make_dir(int dir, const char* name, mode_t mode, bool make) {
+  for (int tries = 0; tries < 2; ++tries) {
+    int fd = raw::openat2(dir, name, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, kWalk);
+    if (fd >= 0 || errno != ENOENT || !make) return fd;
+    struct stat parent;
+    if (::fstat(dir, &parent) != 0) return -1;
+    const uid_t uid = parent.st_uid;
+    const gid_t gid = parent.st_gid;
+    if (::mkdirat(dir, name, mode) != 0) {
+      if (errno == EEXIST) continue;  // made meanwhile: open it
+      return -1;
+    }
+    // Owner and mode on what we made, not through a path that could change.
+    int made = raw::openat2(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0, kWalk);
+    if (made < 0) return -1;
+    int err = 0;
+    if (::fchown(made, uid, gid) != 0 || ::fchmod(made, mode) != 0) err = errno;
+    ::close(made);
+    if (err) {
+      errno = err;
+      return -1;
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+int attach_beneath(int tree_fd, int root_fd, const char* path, mode_t mode) {
+  if (!path || path[0] != '/') return EINVAL;
+  int dir = ::fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
+  if (dir < 0) return errno;
+  const char* p = path;
+  char name[256];
+  int got = 0, steps = 0;
+  while ((got = next_component(&p, name)) == 1) {
+    int next = open_or_make_dir(dir, name, mode, true);
+    int err = errno;
+    ::close(dir);
+    if (next < 0) return err;
+    dir = next;
+    ++steps;
+  }
+  if (got < 0 || steps == 0) {  // a bad component, or the root itself
+    ::close(dir);
+    return got < 0 ? -got : EINVAL;
+  }
+  int err = 0;
+  if (raw::move_mount(tree_fd, "", dir, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) err = errno;
+  ::close(dir);
+  return err;
+}
+
+int open_mount_beneath(int root_fd, const char* path, int* parent_fd, int* mount_fd, char (&name)[256]) {
+  if (!path || path[0] != '/') return EINVAL;
+  int dir = ::fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
+  if (dir < 0) return errno;
+  const char* p = path;
+  int got = next_component(&p, name);
+  if (got <= 0) {
+    ::close(dir);
+    return got < 0 ? -got : EINVAL;
+  }
+  // Every component but the last stays on the walk's rules.
+  char next_name[256];
+  const char* q = p;
+  while ((got = next_component(&q, next_name)) == 1) {
+    int next = open_or_make_dir(dir, name, 0, false);
+    int err = errno;
+    ::close(dir);
+    if (next < 0) return err;
+    dir = next;
+    for (size_t i = 0; i < sizeof name; ++i) {
+      name[i] = next_name[i];
+      if (!next_name[i]) break;
+    }
+    p = q;
+  }
+  if (got < 0) {
+    ::close(dir);
+    return -got;
+  }
+  int fd = raw::openat2(dir, name, O_PATH | O_DIRECTORY | O_CLOEXEC, 0,
+                        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+  if (fd < 0) {
+    int err = errno;
+    ::close(dir);
+    return err;
+  }
+  *parent_fd = dir;
+  *mount_fd = fd;
+  return 0;
 }
 
 int pivot_into(const char* new_root) {

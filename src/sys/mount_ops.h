@@ -30,6 +30,24 @@ int bind(const char* src, const char* dst, unsigned long flags, bool recursive);
 // Needs a file system that supports idmapped mounts (ext4, xfs, btrfs, tmpfs, ...).
 int bind_idmapped(const char* src, const char* dst, int userns_fd, uint64_t attr_set, bool recursive);
 
+// Attaches the detached mount `tree_fd` (open_tree(OPEN_TREE_CLONE)) at
+// `path` (absolute) below the directory `root_fd`, which must be in the
+// caller's mount namespace. The path is walked one component at a time and
+// never follows a symlink, never leaves `root_fd` and never enters another
+// mount (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV): a symlink
+// planted on the way is ELOOP, a mount on the way (or at the target) EXDEV,
+// "." or ".." components EINVAL. Missing directories are made with `mode`,
+// owned like the directory they are made in (mkdir -p by that owner). The
+// mount lands on the directory found, by fd, so nothing renamed meanwhile
+// can redirect it. Async-signal-safe.
+int attach_beneath(int tree_fd, int root_fd, const char* path, mode_t mode);
+
+// Opens (O_PATH) the root of the mount at `path` below `root_fd`, walking the
+// way as attach_beneath does (the last step enters the mount); *parent_fd
+// gets the directory holding it (O_PATH) and `name` its last component
+// (at most 255 bytes + NUL). ENOENT when missing.
+int open_mount_beneath(int root_fd, const char* path, int* parent_fd, int* mount_fd, char (&name)[256]);
+
 // pivot_root into `new_root` and detach the old root, leaving the caller at "/".
 // Uses pivot_root(".", "."), which stacks the old root on top of the new one,
 // so no put_old directory is needed in the template.

@@ -136,3 +136,21 @@ test(`[${sdkName}] envd lets go of the stream of a quiet process once its client
   assert.notEqual((await sbx.commands.run('pgrep -x sleep || echo none')).stdout.trim(), 'none', 'the process lives on');
   await sbx.kill();
 });
+
+test(`[${sdkName}] a volume stays mounted across a pause to disk`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const r = await fetch(`${gw.url}/volumes`, { method: 'POST', headers: { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' }, body: JSON.stringify({ name: `pausevol${process.pid}` }) });
+  assert.equal(r.status, 201);
+  const vol = await r.json();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000, volumeMounts: { '/data': vol.name } });
+  await sbx.commands.run('echo kept > /data/v.txt');
+  assert.equal(await sbx.pause({ keepMemory: false }), true);
+  const inUse = await fetch(`${gw.url}/volumes/${vol.volumeID}`, { method: 'DELETE', headers: { 'X-API-KEY': TEST_API_KEY } });
+  assert.equal(inUse.status, 409, 'a paused sandbox still holds its volume');
+  const back = await Sandbox.connect(sbx.sandboxId, gw.opts);
+  assert.equal((await back.commands.run('cat /data/v.txt')).stdout, 'kept\n');
+  await back.kill();
+  const gone = await fetch(`${gw.url}/volumes/${vol.volumeID}`, { method: 'DELETE', headers: { 'X-API-KEY': TEST_API_KEY } });
+  assert.ok(gone.ok);
+});

@@ -229,7 +229,48 @@ class FakeBackend final : public sandbox::Backend {
     return out;
   }
 
+  // Volumes: directories under <dir>/volumes; mounts are only recorded.
+  Result<std::string> make_volume(const std::string& id, uint64_t quota_bytes) override {
+    (void)quota_bytes;
+    std::error_code ec;
+    std::filesystem::create_directories(volume_dir(id), ec);
+    if (ec) return make_error(ErrorCode::kInternal, "fake: " + ec.message());
+    return volume_dir(id);
+  }
+  Status remove_volume(const std::string& id) override {
+    std::error_code ec;
+    std::filesystem::remove_all(volume_dir(id), ec);
+    return ok();
+  }
+  std::string volume_dir(const std::string& id) const override { return dir_ + "/volumes/" + id; }
+  bool volume_quotas() const override { return true; }  // as if capped
+  Result<std::vector<std::string>> list_volumes() override {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/volumes", ec)) out.push_back(e.path().filename());
+    return out;
+  }
+  Status mount_volume(const sandbox::SandboxHandle& h, const sandbox::VolumeMount& m) override {
+    std::lock_guard lk(mu_);
+    if (!existing_.count(h.id)) return make_error(ErrorCode::kNotFound, "fake: no sandbox " + h.id);
+    mounts_[h.id][m.path] = m.host_dir;
+    return ok();
+  }
+  Status unmount_volume(const sandbox::SandboxHandle& h, const sandbox::VolumeMount& m) override {
+    std::lock_guard lk(mu_);
+    auto it = mounts_.find(h.id);
+    if (it == mounts_.end() || !it->second.erase(m.path)) return make_error(ErrorCode::kNotFound, "fake: not mounted");
+    return ok();
+  }
+  // What is hot-mounted in a sandbox: path -> host dir.
+  std::map<std::string, std::string> mounts(const std::string& id) const {
+    std::lock_guard lk(mu_);
+    auto it = mounts_.find(id);
+    return it == mounts_.end() ? std::map<std::string, std::string>{} : it->second;
+  }
+
  private:
+  std::map<std::string, std::map<std::string, std::string>> mounts_;
   // Per sandbox: a pipe whose write end stands for its live PID 1.
   std::map<std::string, std::pair<sys::UniqueFd, sys::UniqueFd>> life_;
   http::asio::awaitable<void> serve(std::string id, http::Exchange& ex) {

@@ -24,6 +24,7 @@
 #include "sandbox/ns/child.h"
 #include "sandbox/ns/registry.h"
 #include "sandbox/ns/spares.h"
+#include "sandbox/ns/volumes.h"
 #include "sys/caps.h"
 #include "sys/clone_lock.h"
 #include "sys/fsutil.h"
@@ -259,6 +260,15 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   // 5. The child's plan, built here because the child must not allocate.
   auto plan = std::make_unique<ChildPlan>();
   plan->mounts.build(spec, paths, host_root, ctx.network ? ctx.network->resolv_conf() : std::string());
+  // Volumes: detached idmapped trees made here, attached by the child after
+  // its pivot_root (their fds are closed by its exec, ours on return).
+  std::vector<sys::UniqueFd> volume_trees;
+  for (const VolumeMount& v : spec.volumes) {
+    auto tree = volume_tree(v.host_dir, slot->userns_fd());
+    if (!tree) return std::unexpected(std::move(tree.error()).context(ctxmsg));
+    plan->mounts.attach(tree->get(), v.path);
+    volume_trees.push_back(std::move(*tree));
+  }
   plan->hostname = spec.id;
   plan->userns_fd = slot->userns_fd();
   if (own_netns) {

@@ -27,6 +27,7 @@ const char* mount_op_name(const MountOp& op) {
     case MountOp::kWrite: return "write";
     case MountOp::kChdir: return "chdir";
     case MountOp::kPivot: return "pivot_root";
+    case MountOp::kAttach: return "volume";
   }
   return "op";
 }
@@ -225,6 +226,13 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
   ops_.push_back(pivot);
 }
 
+void MountPlan::attach(int tree_fd, const std::string& path) {
+  MountOp op{MountOp::kAttach};
+  op.fd = tree_fd;
+  op.dst = keep(path);
+  ops_.push_back(op);
+}
+
 int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) const {
   size_t index = 0;
   for (const MountOp& op : ops_) {
@@ -270,6 +278,17 @@ int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) co
       case MountOp::kPivot:
         err = sys::mnt::pivot_into(op.dst);
         break;
+      case MountOp::kAttach: {
+        // After the pivot: "/" is the sandbox's root.
+        int root = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0) {
+          err = errno;
+          break;
+        }
+        err = sys::mnt::attach_beneath(op.fd, root, op.dst, 0755);
+        ::close(root);
+        break;
+      }
     }
     if (err == ENOENT && op.optional) err = 0;
     if (err != 0) {

@@ -20,6 +20,8 @@
 //   /.coppice    tmpfs: envd (read-only bind of the host binary), interp (the same, when the
 //                spec names one), run/ (bind of state_dir/run)
 //   <ro_binds>   each host path idmapped and read-only at the same path
+//   <volumes>    after pivot_root: each volume's tree (ns/volumes.h) at its path,
+//                walked from the new root without following symlinks
 #pragma once
 
 #include <sys/types.h>
@@ -37,7 +39,7 @@ namespace coppice::sandbox::ns {
 struct MountOp {
   // kMountpoint: a directory or file to mount on; kDir: a directory the
   // sandbox needs, made (with exactly `mode`) only if the template lacks it.
-  enum Kind { kMakePrivate, kFs, kBind, kBindIdmapped, kMountpoint, kDir, kSymlink, kWrite, kChdir, kPivot };
+  enum Kind { kMakePrivate, kFs, kBind, kBindIdmapped, kMountpoint, kDir, kSymlink, kWrite, kChdir, kPivot, kAttach };
   Kind kind;
   const char* src = nullptr;     // bind source; symlink target; data for kWrite
   const char* dst = nullptr;     // target path (absolute, in the child's mount namespace); kChdir: the dir
@@ -50,6 +52,7 @@ struct MountOp {
   mode_t mode = 0755;            // kMountpoint, kDir
   bool optional = false;         // kFs, kBind: a missing target (ENOENT) is skipped
   bool regular_only = false;     // kBind: skipped unless the target is a regular file (never a symlink)
+  int fd = -1;                   // kAttach: the detached tree (sys::mnt::attach_beneath); dst is a sandbox path
 };
 
 // What an operation does, for logs: its file system type, or "bind", "pivot_root", ...
@@ -67,6 +70,10 @@ class MountPlan {
   // template's /etc/resolv.conf (made if missing; left alone when the
   // template's is a symlink).
   void build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root, const std::string& resolv_conf = {});
+
+  // Plans attaching the detached tree `tree_fd` (owned by the caller, open
+  // until after clone) at `path` inside the sandbox, after pivot_root.
+  void attach(int tree_fd, const std::string& path);
 
   // Runs the plan. Async-signal-safe. Returns 0, or the errno of the failing
   // operation and sets *failed to it. With `op_times` (debug), the

@@ -18,6 +18,7 @@
 #include "sandbox/ns/spares.h"
 #include "sandbox/ns/teardown.h"
 #include "sandbox/ns/uid_slots.h"
+#include "sandbox/ns/volumes.h"
 #include "net/network.h"
 #include "sys/fsutil.h"
 #include "sys/netns.h"
@@ -46,7 +47,8 @@ class NsBackend final : public Backend {
         slots_(opts_.uid_base, opts_.uid_slots, 64, 256, background()),
         seccomp_(std::move(seccomp)),
         spares_(&cgroups_, opts_.spare_dir, opts_.spares, opts_.spare_limits, background(), opts_.disk,
-                opts_.network) {}
+                opts_.network),
+        volumes_(opts_.volume_dir, opts_.disk) {}
 
   Result<SandboxHandle> create(const SandboxSpec& spec) override {
     LaunchContext ctx;
@@ -263,31 +265,40 @@ class NsBackend final : public Backend {
   }
 
   Result<sys::UniqueFd> exit_fd(const SandboxHandle& h) override {
-    const std::string ctx = "watch sandbox " + h.id;
-    COPPICE_TRY_CTX(validate_id(h.id), "watch sandbox");
-    bool own = false;
-    pid_t pid = -1;
-    {
-      std::lock_guard lock(mu_);
-      if (auto it = live_.find(h.id); it != live_.end()) {
-        own = it->second->own_child;
-        pid = it->second->handle.init_pid;
-      }
-    }
-    if (pid <= 0) return make_error(ErrorCode::kNotFound, ctx + ": not running here");
-    auto fd = sys::Pidfd::open(pid);
-    if (!fd) return make_error(ErrorCode::kNotFound, ctx + ": its PID 1 is gone");
-    // Our own child cannot have been reaped (so its pid cannot be reused)
-    // before destroy(). An adopted PID 1 is reaped by someone else: the
-    // process the pidfd names must be the one the sandbox's cgroup holds.
-    if (!own) {
-      auto init = cgroups_.find_init(h.id);
-      if (!init || *init != pid) return make_error(ErrorCode::kNotFound, ctx + ": its PID 1 is gone");
-    }
-    return sys::UniqueFd(fd->release_fd());
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("watch sandbox " + h.id));
+    return sys::UniqueFd(init->release_fd());
   }
 
   size_t spares_ready() const override { return spares_.ready(); }
+
+  Result<std::string> make_volume(const std::string& id, uint64_t quota_bytes) override {
+    if (opts_.volume_dir.empty()) return make_error(ErrorCode::kUnimplemented, "this gateway has no volume storage");
+    return volumes_.make(id, quota_bytes);
+  }
+  Status remove_volume(const std::string& id) override {
+    if (opts_.volume_dir.empty()) return ok();
+    return volumes_.remove(id);
+  }
+  std::string volume_dir(const std::string& id) const override {
+    return opts_.volume_dir.empty() ? std::string() : volumes_.path(id);
+  }
+  bool volume_quotas() const override { return volumes_.enforced(); }
+  Result<std::vector<std::string>> list_volumes() override {
+    if (opts_.volume_dir.empty()) return std::vector<std::string>{};
+    return volumes_.list();
+  }
+
+  Status mount_volume(const SandboxHandle& h, const VolumeMount& m) override {
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("mount volume in sandbox " + h.id));
+    return mount_volume_in(*init, m.host_dir, m.path);
+  }
+  Status unmount_volume(const SandboxHandle& h, const VolumeMount& m) override {
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("unmount volume in sandbox " + h.id));
+    return unmount_volume_in(*init, m.host_dir, m.path);
+  }
 
   Result<std::vector<std::string>> list_existing() override {
     std::set<std::string> ids;
@@ -356,6 +367,31 @@ class NsBackend final : public Backend {
     return std::move(*ns);
   }
 
+  // A pidfd of the sandbox's PID 1. Our own child cannot have been reaped
+  // (so its pid cannot be reused) before destroy(). An adopted PID 1 is
+  // reaped by someone else: the process the pidfd names must be the one the
+  // sandbox's cgroup holds, checked after the pidfd pins it.
+  Result<sys::Pidfd> pinned_init(const SandboxHandle& h) {
+    COPPICE_TRY(validate_id(h.id));
+    bool own = false;
+    pid_t pid = -1;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = live_.find(h.id); it != live_.end()) {
+        own = it->second->own_child;
+        pid = it->second->handle.init_pid;
+      }
+    }
+    if (pid <= 0) return make_error(ErrorCode::kNotFound, "not running here");
+    auto fd = sys::Pidfd::open(pid);
+    if (!fd) return make_error(ErrorCode::kNotFound, "its PID 1 is gone");
+    if (!own) {
+      auto init = cgroups_.find_init(h.id);
+      if (!init || *init != pid) return make_error(ErrorCode::kNotFound, "its PID 1 is gone");
+    }
+    return std::move(*fd);
+  }
+
   sys::BackgroundPool* background() const { return opts_.background ? opts_.background : own_pool_.get(); }
 
   const NsOptions opts_;
@@ -364,6 +400,7 @@ class NsBackend final : public Backend {
   UidSlots slots_;
   const sys::seccomp::Program seccomp_;
   Spares spares_;  // uses cgroups_: declared after it
+  const VolumeStorage volumes_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Live>> live_;
   // Suspended sandboxes (no processes; state dir kept): their uid slots.

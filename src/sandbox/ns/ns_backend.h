@@ -67,6 +67,9 @@ struct NsOptions {
   // address and the gateway's resolver; null: loopback only. Must outlive
   // the backend.
   coppice::net::SandboxNetwork* network = nullptr;
+  // Where volumes live (ns/volumes.h): on `disk`'s file system when there
+  // is one (so each gets a quota). Empty: no volumes.
+  std::string volume_dir;
 };
 
 // Detects the cgroup layout, creates the parent cgroups and the registry dir,
