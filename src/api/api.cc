@@ -995,6 +995,14 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     co_await reply_json(ex, 200, out.dump());
     co_return;
   }
+  // An action Coppice does not have yet (fork, snapshots, ...): a sandbox
+  // that does not exist, or is another team's, is still a 404, as E2B
+  // answers (the SDK reads it as SandboxNotFoundError).
+  auto known = co_await mgr_.get(id, team);
+  if (!known) {
+    co_await error_response(ex, known.error());
+    co_return;
+  }
   co_await not_implemented(ex);
 }
 

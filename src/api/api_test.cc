@@ -172,6 +172,10 @@ TEST_F(ApiTest, UnknownEndpointsAre501NotAMissingSandbox) {
   auto missing = call(verb::get, "/sandboxes/aaaaaaaaaaaaaaaaaaaa");
   EXPECT_EQ(missing.status, 404u);
   EXPECT_EQ(missing.body["code"], 404);
+  // An action not implemented yet on a sandbox that does not exist: 404 first
+  // (the SDK's "fork a killed sandbox" expects SandboxNotFoundError).
+  EXPECT_EQ(call(verb::post, "/sandboxes/aaaaaaaaaaaaaaaaaaaa/fork", "{}").status, 404u);
+  EXPECT_EQ(call(verb::post, "/sandboxes/aaaaaaaaaaaaaaaaaaaa/snapshots", "{}").status, 404u);
   // Network updates exist; a sandbox without a network says so.
   auto net = call(verb::put, "/sandboxes/" + id + "/network", R"({"denyOut":["0.0.0.0/0"]})");
   EXPECT_EQ(net.status, 400u) << net.raw;

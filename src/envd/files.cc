@@ -286,15 +286,21 @@ std::string random_suffix() {
 // written in place.
 class UploadFile {
  public:
-  // Every path operation (parent directories, the look at the destination,
-  // the temp file, the rename, the clean-up) runs with the user's
-  // credentials (sys/run_as.h): the kernel decides what the user may write,
-  // and what is created is the user's. The data goes through the descriptor.
+  // Missing parent directories are made by envd and given to the user, as
+  // E2B's envd does, but never through a symlink or other non-directory
+  // (fs_ops.h, ensure_dirs_for). Every other path operation (the rest of the
+  // parents, the look at the destination, the temp file, the rename, the
+  // clean-up) runs with the user's credentials (sys/run_as.h): the kernel
+  // decides what the user may write, and what is created is the user's. The
+  // data goes through the descriptor.
   static Result<std::unique_ptr<UploadFile>> open(const std::string& path, const User& user) {
     auto f = std::unique_ptr<UploadFile>(new UploadFile());
     f->path_ = path;
     f->creds_ = user.credentials();
     UploadFile* p = f.get();
+    // Missing parents first, made by envd and given to the user (as E2B's
+    // envd does), never through a link; what is left, as the user.
+    COPPICE_TRY_CTX(ensure_dirs_for(dir_name(path), f->creds_.uid, f->creds_.gid), "create parent directories");
     COPPICE_TRY(sys::run_as(f->creds_, [p] { return p->open_as_user(); }));
     return f;
   }

@@ -18,6 +18,15 @@ namespace coppice::envd {
 // no directory is kInvalidArgument ("path is a file: ...", ENOTDIR).
 Status ensure_dirs(const std::string& path);
 
+// As E2B's envd does for a write: the missing directories of `path` made
+// by envd (root) and given to `uid`:`gid`, so a user can write a file into
+// a new directory anywhere (E2B's "write to /0/x" as the default user).
+// Never through a symlink or another non-directory: at the first one it
+// stops and returns ok, leaving the rest to ensure_dirs() run with the
+// user's own credentials (a link a sandbox user planted must not let root
+// make directories for them where they could not).
+Status ensure_dirs_for(const std::string& path, uid_t uid, gid_t gid);
+
 // The parent directory of an absolute, clean path ("/" for "/a" and "/").
 std::string parent_dir(const std::string& path);
 

@@ -112,6 +112,24 @@ test(`[${sdkName}] files.write as user through a planted symlink cannot touch ro
   assert.deepEqual(owner(x.bashrc), [0, 0]);
 });
 
+test(`[${sdkName}] files.write as user makes missing parents anywhere for the user, as E2B does, never through a link`, opt, async (t) => {
+  const x = targets(t);
+  // A new directory in a root-owned one: made by envd, given to the user.
+  const file = path.join(x.dir, 'made', 'deeper', 'f.txt');
+  await sbx.files.write(file, 'mine', { user: 'user' });
+  assert.equal(fs.readFileSync(file, 'utf8'), 'mine');
+  for (const p of [path.join(x.dir, 'made'), path.join(x.dir, 'made', 'deeper'), file]) {
+    assert.deepEqual(owner(p), [world.uid, world.gid], p);
+  }
+  // Through a link the user planted towards root's private directory: not
+  // followed by root; as the user it is refused, and nothing is made there.
+  const linkToPriv = `${x.n}-priv`;
+  fs.symlinkSync(x.priv, path.join(world.userHome, linkToPriv));
+  fs.lchownSync(path.join(world.userHome, linkToPriv), world.uid, world.gid);
+  await deniedAs(sbx.files.write(`${linkToPriv}/sub/f.txt`, 'pwned', { user: 'user' }));
+  assert.deepEqual(fs.readdirSync(x.priv), ['.bashrc']);
+});
+
 test(`[${sdkName}] files.read as user of root-only files fails, as root it works`, opt, async (t) => {
   const x = targets(t);
   await deniedAs(sbx.files.read(x.shadow, { user: 'user' }));
