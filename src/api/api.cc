@@ -575,7 +575,7 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
     co_await error_response(ex, s.error());
     co_return;
   }
-  if (auto l = parse_lifecycle(j); !l) {
+  if (auto l = parse_lifecycle(j, mgr_.pauses_to_disk(), /*memory_pause_supported=*/false); !l) {
     co_await error_response(ex, l.error());
     co_return;
   } else {

@@ -89,7 +89,7 @@ Result<std::optional<bool>> agree(std::optional<bool> a, std::optional<bool> b, 
 
 }  // namespace
 
-Result<core::LifecyclePolicy> parse_lifecycle(const json& body, bool pause_supported) {
+Result<core::LifecyclePolicy> parse_lifecycle(const json& body, bool pause_supported, bool memory_pause_supported) {
   COPPICE_ASSIGN_OR_RETURN(Asked top, top_level(body));
   COPPICE_ASSIGN_OR_RETURN(Asked sdk, sdk_shape(body));
   COPPICE_ASSIGN_OR_RETURN(auto pause, agree(top.pause, sdk.pause, "autoPause", "lifecycle.onTimeout"));
@@ -116,6 +116,12 @@ Result<core::LifecyclePolicy> parse_lifecycle(const json& body, bool pause_suppo
     return std::unexpected(bad(std::string(p.auto_resume ? "autoResume and " : "") +
                                "autoPause (lifecycle.onTimeout: \"pause\", pause on timeout) is not supported by "
                                "this gateway yet: it needs pause to disk"));
+  }
+  if (!memory_pause_supported && p.pause && p.keep_memory) {
+    return std::unexpected(bad(std::string(p.auto_resume ? "autoResume and " : "") +
+                               "autoPause with memory (the default) is not supported by this gateway yet: its "
+                               "checkpoints with memory cannot be restored yet; autoPauseMemory: false (keepMemory: "
+                               "false) pauses the files only"));
   }
   return p;
 }

@@ -10,14 +10,14 @@ namespace {
 
 using json = nlohmann::json;
 
-core::LifecyclePolicy parse_ok(const char* body, bool pause_supported) {
-  auto r = parse_lifecycle(json::parse(body), pause_supported);
+core::LifecyclePolicy parse_ok(const char* body, bool pause_supported, bool memory = true) {
+  auto r = parse_lifecycle(json::parse(body), pause_supported, memory);
   EXPECT_TRUE(r.has_value()) << body << ": " << (r ? "" : r.error().to_string());
   return r ? *r : core::LifecyclePolicy{};
 }
 
-std::string refused(const char* body, bool pause_supported) {
-  auto r = parse_lifecycle(json::parse(body), pause_supported);
+std::string refused(const char* body, bool pause_supported, bool memory = true) {
+  auto r = parse_lifecycle(json::parse(body), pause_supported, memory);
   EXPECT_FALSE(r.has_value()) << body;
   if (r) return "";
   EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument) << body;
@@ -53,6 +53,17 @@ TEST(LifecycleOptions, PauseOnTimeoutIsRefusedUntilTheGatewayCanDoIt) {
                            R"({"lifecycle":{"onTimeout":"pause"}})",
                            R"({"lifecycle":{"onTimeout":{"action":"pause","keepMemory":true},"autoResume":true}})"}) {
     EXPECT_NE(refused(body, false).find("not supported by this gateway yet"), std::string::npos) << body;
+  }
+}
+
+TEST(LifecycleOptions, WithFilesOnlyPauseOnlyAutoPauseMemoryFalseIsTaken) {
+  auto p = parse_ok(R"({"autoPause":true,"autoPauseMemory":false})", true, false);
+  EXPECT_TRUE(p.pause);
+  EXPECT_FALSE(p.keep_memory);
+  EXPECT_EQ(parse_ok(R"({"lifecycle":{"onTimeout":{"action":"pause","keepMemory":false}}})", true, false), p);
+  for (const char* body : {R"({"autoPause":true})", R"({"autoPause":true,"autoResume":{"enabled":true}})",
+                           R"({"lifecycle":{"onTimeout":"pause"}})"}) {
+    EXPECT_NE(refused(body, true, false).find("autoPauseMemory: false"), std::string::npos) << body;
   }
 }
 

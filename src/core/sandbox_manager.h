@@ -181,6 +181,9 @@ class SandboxManager {
   // memory: false writes only the files (a resume starts the template
   // afresh on them); it needs pause_to_disk (else kInvalidArgument).
   asio::awaitable<Status> pause(std::string id, TeamScope team = std::nullopt, bool memory = true);
+  // Whether a pause without memory (and so a files-only pause at the
+  // timeout) is possible here.
+  bool pauses_to_disk() const { return cfg_.pause_to_disk; }
   // PUT /sandboxes/{id}/network: replaces its egress rules (net/policy.h
   // parse_update); new connections see them when this returns.
   // kFailedPrecondition when the gateway runs sandboxes without a network
@@ -317,6 +320,7 @@ class SandboxManager {
                                           sandbox::SandboxSpec& spec);
   asio::awaitable<void> release_volumes(std::string id);
   asio::awaitable<void> reaper_loop();
+  asio::awaitable<void> pause_at_timeout(std::string id);
   asio::awaitable<void> sampler_loop();
 
   // The visible sandbox `id` within `team`, or kNotFound (the same error

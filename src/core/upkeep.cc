@@ -241,10 +241,32 @@ asio::awaitable<void> SandboxManager::reaper_loop() {
     // Each in its own coroutine on the owner: one slow teardown does not hold
     // up the others, and a kill already under way refuses the second (409).
     for (auto& id : due) {
+      if (auto it = live_.find(id); it != live_.end() && it->second->lifecycle.pause) {
+        asio::co_spawn(owner_, pause_at_timeout(std::move(id)), asio::detached);
+        continue;
+      }
       std::string reason = "timeout";
       asio::co_spawn(owner_, do_kill(std::move(id), std::move(reason), std::nullopt), asio::detached);
     }
   }
+}
+
+// E2B's onTimeout "pause": the sandbox is paused (to disk; files only, as
+// the API allows for now) rather than killed. If the pause fails it is
+// killed, as a timeout without the option would.
+asio::awaitable<void> SandboxManager::pause_at_timeout(std::string id) {
+  auto it = live_.find(id);
+  if (it == live_.end() || it->second->state != SandboxState::kRunning) co_return;
+  const bool memory = it->second->lifecycle.keep_memory;
+  auto pausing = do_pause(id, std::nullopt, memory);
+  auto s = co_await std::move(pausing);
+  if (s) {
+    COPPICE_LOG(info).sandbox(id) << "paused at its timeout";
+    co_return;
+  }
+  COPPICE_LOG(warn).sandbox(id) << "pause at its timeout failed, killing it: " << s.error().to_string();
+  std::string reason = "timeout";
+  co_await do_kill(std::move(id), std::move(reason), std::nullopt);
 }
 
 asio::awaitable<void> SandboxManager::sampler_loop() {

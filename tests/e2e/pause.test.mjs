@@ -154,3 +154,30 @@ test(`[${sdkName}] a volume stays mounted across a pause to disk`, opt, async ()
   const gone = await fetch(`${gw.url}/volumes/${vol.volumeID}`, { method: 'DELETE', headers: { 'X-API-KEY': TEST_API_KEY } });
   assert.ok(gone.ok);
 });
+
+test(`[${sdkName}] onTimeout pause without memory: paused (not killed) at its timeout, connect resumes it`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const headers = { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' };
+  // With memory (the default) it is refused, saying what works.
+  const refused = await fetch(`${gw.url}/sandboxes`, { method: 'POST', headers, body: JSON.stringify({ templateID: 'base', autoPause: true }) });
+  assert.equal(refused.status, 400);
+  assert.match((await refused.json()).message, /autoPauseMemory: false/);
+  const r = await fetch(`${gw.url}/sandboxes`, { method: 'POST', headers,
+    body: JSON.stringify({ templateID: 'base', timeout: 2, lifecycle: { onTimeout: { action: 'pause', keepMemory: false } } }) });
+  assert.equal(r.status, 201, await r.clone().text());
+  const id = (await r.json()).sandboxID;
+  // (A connect sets the timeout: the older SDK sends its default unless told.)
+  const sbx = await Sandbox.connect(id, { ...gw.opts, timeoutMs: 2_000 });
+  await sbx.files.write('/home/user/t.txt', 'kept');
+  let state = 'running';
+  for (let i = 0; i < 100 && state !== 'paused'; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    state = (await (await fetch(`${gw.url}/sandboxes/${id}`, { headers })).json()).state;
+  }
+  assert.equal(state, 'paused');
+  assert.deepEqual(processesOf(id), []);
+  const back = await Sandbox.connect(id, { ...gw.opts, timeoutMs: 600_000 });
+  assert.equal(await back.files.read('/home/user/t.txt'), 'kept');
+  await back.kill();
+});
