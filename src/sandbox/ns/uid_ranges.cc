@@ -140,6 +140,15 @@ Result<UidRangeLease> claim_uid_range(const UidRangeClaim& c) {
   if (!own) return std::unexpected(std::move(own.error()).context("uid range"));
   auto mine = sys::try_lock_file(own->get(), true, path);
   if (!mine) return std::unexpected(std::move(mine.error()).context("uid range"));
+  // A gateway killed with SIGKILL releases its lock only once every process
+  // holding a copy of its fd table is gone too: a sandbox child caught
+  // between clone and exec, a helper. They go within moments; a live gateway
+  // never lets go. Give them 3 s.
+  for (int i = 0; i < 60 && !*mine; ++i) {
+    ::usleep(50000);
+    mine = sys::try_lock_file(own->get(), true, path);
+    if (!mine) return std::unexpected(std::move(mine.error()).context("uid range"));
+  }
   std::optional<Entry> previous;
   if (existed) {
     auto text = sys::read_all_limited(own->get(), path, kMaxEntryBytes);
