@@ -8,17 +8,14 @@
 # libraries: the source index comes from Debian's signed release file (apt
 # checks the signature), the tarball is checked against the index's SHA-256.
 # Idempotent: nothing happens when the installed build is the wanted version.
-# Called by scripts/deps.sh; needs root and Debian's archive.
+# Called by scripts/deps.sh (which installs its build dependencies first);
+# needs root and Debian's archive.
 set -euo pipefail
 
 PREFIX=/usr/local/lib/coppice/criu
 BIN="$PREFIX/sbin/criu"
 SUITE=trixie
 MIN_VERSION=4.1
-
-BUILD_DEPS=(libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
-  libcap-dev libbsd-dev libgnutls28-dev uuid-dev libnftables-dev pkg-config python3 xz-utils curl
-  debian-archive-keyring patch lz4)
 
 PATCHES="$(cd "$(dirname "$0")" && pwd)/criu-patches"
 STAMP="$PREFIX/patches.sha256"
@@ -32,17 +29,8 @@ if [ -n "$installed" ] && version_ge "$installed" "$MIN_VERSION" && [ "$(cat "$S
   exit 0
 fi
 
-missing=()
-for p in "${BUILD_DEPS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "criu: installing build dependencies ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
+# Its build dependencies are in scripts/deps.sh's list (installed before this
+# runs): protobuf-c, libnl, libnet, libcap, libbsd, gnutls, uuid, nftables.
 work=$(mktemp -d /var/tmp/coppice-criu.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/sources.d" "$work/lists/partial" "$work/cache/archives/partial"

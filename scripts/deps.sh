@@ -32,6 +32,10 @@ PKGS=(
   runc crun bubblewrap
   # fuzz targets (scripts/fuzz.sh): clang 14 and its libFuzzer, ASan and UBSan runtimes
   clang libclang-rt-14-dev
+  # building CRIU (scripts/criu.sh): its libraries and code generators, and
+  # what fetches and checks its source
+  libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
+  libcap-dev libbsd-dev libgnutls28-dev uuid-dev python3 xz-utils debian-archive-keyring patch lz4
 )
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   PKGS+=(nodejs npm)

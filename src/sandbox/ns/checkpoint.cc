@@ -42,6 +42,10 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
+int64_t ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // The innermost pid of host pid `p` (the last NSpid field), 0 if gone.
 pid_t ns_pid_of(pid_t p) {
   std::istringstream in(slurp("/proc/" + std::to_string(p) + "/status"));
@@ -356,11 +360,7 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   const auto t0 = std::chrono::steady_clock::now();
   COPPICE_TRY(run_criu(h));
   if (!opts.leave_running) COPPICE_TRY_CTX(cgroups.kill_all(id), ctx);
-  COPPICE_LOG(info).sandbox(id) << "checkpoint written in "
-                                << std::chrono::duration_cast<std::chrono::milliseconds>(
-                                       std::chrono::steady_clock::now() - t0)
-                                       .count()
-                                << " ms";
+  COPPICE_LOG(info).sandbox(id) << "checkpoint written in " << ms_since(t0) << " ms";
   return ok();
 }
 
@@ -418,11 +418,7 @@ Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t i
   }
   const auto t0 = std::chrono::steady_clock::now();
   COPPICE_TRY(run_criu(h));
-  COPPICE_LOG(info).sandbox(id) << "restored in "
-                                << std::chrono::duration_cast<std::chrono::milliseconds>(
-                                       std::chrono::steady_clock::now() - t0)
-                                       .count()
-                                << " ms";
+  COPPICE_LOG(info).sandbox(id) << "restored in " << ms_since(t0) << " ms";
   return ok();
 }
 
