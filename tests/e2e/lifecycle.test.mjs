@@ -42,16 +42,23 @@ test(`[${sdkName}] onTimeout kill and autoResume false are accepted and reported
   }
 });
 
-test(`[${sdkName}] pause on timeout is refused with the reason until pause to disk exists`, opt, async () => {
-  for (const lifecycle of [{ onTimeout: 'pause' }, { onTimeout: 'pause', autoResume: true },
-    { onTimeout: { action: 'pause', keepMemory: false } }]) {
+test(`[${sdkName}] pause on timeout with memory is refused with the reason; files only is taken and reported`, opt, async () => {
+  for (const lifecycle of [{ onTimeout: 'pause' }, { onTimeout: 'pause', autoResume: true }]) {
     await assert.rejects(Sandbox.create({ ...gw.opts, lifecycle }), (e) => {
-      assert.match(e.message, /autoPause .*not supported by this gateway yet.*pause to disk/, e.message);
+      assert.match(e.message, /autoPause with memory .*not supported by this gateway yet.*autoPauseMemory: false/, e.message);
       return true;
     }, JSON.stringify(lifecycle));
   }
   const listed = await Sandbox.list({ ...gw.opts }).nextItems();
   assert.equal(listed.length, 0, 'nothing was made');
+  // Files only (pause to disk at the timeout; pause.test.mjs sees it happen).
+  const r = await fetch(`${gw.url}/sandboxes`, { method: 'POST', headers: { 'X-API-KEY': TEST_API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ templateID: 'base', autoPause: true, autoPauseMemory: false }) });
+  assert.equal(r.status, 201);
+  const id = (await r.json()).sandboxID;
+  const info = await (await fetch(`${gw.url}/sandboxes/${id}`, { headers: { 'X-API-KEY': TEST_API_KEY } })).json();
+  assert.deepEqual(info.lifecycle, { onTimeout: 'pause', autoResume: false });
+  await Sandbox.kill(id, gw.opts);
 });
 
 test(`[${sdkName}] raw bodies: what E2B refuses and bad types are 400s naming the field`, opt, async () => {
