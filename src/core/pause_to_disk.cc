@@ -1,0 +1,122 @@
+// Pause to disk and the resume from it (SandboxManager::pause_to_disk,
+// resume_from_disk): the sandbox's kernel objects freed and its state dir
+// and uid range kept (Backend::suspend), then a new sandbox on the same
+// state dir. do_pause/do_resume (sandbox_manager.cc) choose this or a freeze.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "core/offload.h"
+#include "core/sandbox_manager.h"
+#include "core/sandbox_manager_internal.h"
+#include "sys/fsutil.h"
+
+namespace coppice::core {
+
+// Pausing (kPausing set by the caller) to disk: envd's tree checkpointed
+// (with memory) and killed, the sandbox's kernel objects removed, its state
+// dir and uid range kept. Answers once that is durable.
+asio::awaitable<Status> SandboxManager::pause_to_disk(std::shared_ptr<Live> l, bool memory) {
+  const std::string id = l->id;
+  const std::string images = l->state_dir + "/checkpoint";
+  // envd's exit is ours from here on, not a death to report.
+  l->exit_watch.reset();
+  const std::string dir = l->state_dir;
+  auto job = [this, id, images, memory, dir]() -> Status {
+    (void)sys::remove_tree(images);
+    if (memory) COPPICE_TRY(backend_.checkpoint(id, images, false));
+    COPPICE_TRY(backend_.suspend(id));
+    // The writable layer is written without syncs while the sandbox runs
+    // (overlayfs "volatile"): durable from here, a host crash included.
+    if (auto fd = sys::open_file(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd && ::syncfs(fd->get()) != 0) {
+      return errno_error("pause of sandbox " + id + ": syncfs");
+    }
+    return ok();
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) {
+    // criu puts the tree back as it was when a dump fails; if envd is gone
+    // after all, its watch reports it.
+    (void)transition(*l, SandboxState::kRunning);
+    if (auto fd = backend_.exit_fd(l->handle); fd) {
+      watch_exit(l, std::move(*fd));
+    } else if (fd.error().code() == ErrorCode::kNotFound) {
+      asio::co_spawn(owner_, on_envd_exit(id), asio::detached);
+    }
+    co_return std::unexpected(std::move(r.error()).context("pause"));
+  }
+  l->on_disk = true;
+  l->disk_memory = memory;
+  l->disk_host_root = l->handle.host_uid;
+  l->handle.init_pid = -1;
+  l->handle.net_addr = 0;
+  l->handle.net_link.clear();
+  l->handle.netns_cookie = 0;
+  (void)transition(*l, SandboxState::kPaused);
+  auto rec = record(*l);
+  auto op = [rec, memory](store::Store& st) {
+    return st.put_sandbox(rec, "paused", memory ? "to disk, memory included" : "to disk, files only");
+  };
+  auto w = co_await store_q_.write(std::move(op));
+  if (!w) {
+    COPPICE_LOG_RATE(error, 5).sandbox(id) << "store: pause: " << w.error().to_string();
+  }
+  co_return ok();
+}
+
+// Resuming (kResuming set by the caller) a sandbox paused to disk: a new
+// sandbox under the same id on its kept state dir, with its checkpoint
+// restored (or, files only, the template started afresh), its network
+// rules applied to its new address.
+asio::awaitable<Status> SandboxManager::resume_from_disk(std::shared_ptr<Live> l) {
+  const std::string id = l->id;
+  auto tmpl = templates_.get(l->template_id);
+  if (!tmpl) co_return make_error(ErrorCode::kNotFound, "template " + l->template_id + " of sandbox " + id + " is gone");
+  EnvdInit init;
+  init.access_token = l->token;
+  if (l->env_vars.is_object()) {
+    for (auto& [k, v] : l->env_vars.items())
+      if (v.is_string()) init.env_vars[k] = v.get<std::string>();
+  }
+  auto spec = spec_for(*l, *tmpl, init);
+  spec.reuse_state_dir = true;
+  // Its volumes (at create and hot-mounted) are mounted again, where they were.
+  auto mounts = store_.volume_mounts(id);
+  if (!mounts) co_return std::unexpected(std::move(mounts.error()).context("volumes of sandbox " + id));
+  for (const auto& m : *mounts) spec.volumes.push_back(sandbox::VolumeMount{backend_.volume_dir(m.volume_id), m.path});
+  const std::string images = l->state_dir + "/checkpoint";
+  if (l->disk_memory) {
+    spec.restore_from = images;
+    spec.init_json.clear();  // envd's memory has it
+  }
+  auto job = [this, spec] { return backend_.create(spec); };
+  auto h = co_await run_on(workers_, std::move(job));
+  if (!h) co_return std::unexpected(h.error());
+  l->handle = *h;
+  l->on_disk = false;
+  auto applying = apply_network(*l);
+  auto applied = co_await std::move(applying);
+  if (!applied) {
+    COPPICE_LOG(warn).sandbox(id) << "network rules after resume: " << applied.error().to_string();
+  }
+  if (auto fd = backend_.exit_fd(l->handle); fd) {
+    watch_exit(l, std::move(*fd));
+  } else if (fd.error().code() == ErrorCode::kNotFound) {
+    asio::co_spawn(owner_, on_envd_exit(id), asio::detached);
+  }
+  if (!l->disk_memory && (!tmpl->start_cmd.empty())) {
+    auto commands = run_template_commands(l->handle.envd_socket, l->token, *tmpl);
+    if (auto s = co_await std::move(commands); !s) {
+      COPPICE_LOG(warn).sandbox(id) << "start command after a cold resume: " << s.error().to_string();
+    }
+  }
+  // The images are spent: the next pause writes new ones.
+  auto drop = [images] {
+    (void)sys::remove_tree(images);
+    return true;
+  };
+  (void)co_await run_on(workers_, std::move(drop));
+  co_return ok();
+}
+
+}  // namespace coppice::core
