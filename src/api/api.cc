@@ -396,7 +396,12 @@ Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::T
         auto c = keys_.check(key);
         if (!c) return std::nullopt;
         return c->team;
-      }) {}
+      }) {
+  proxy_.set_auto_resume([this](std::string id) -> asio::awaitable<Status> {
+    auto op = mgr_.resume_for_traffic(std::move(id));
+    co_return co_await std::move(op);
+  });
+}
 
 asio::awaitable<void> Api::reply(http::Exchange& ex, unsigned status, std::string_view body,
                                  std::string_view content_type, const http::Fields& extra) {
@@ -575,7 +580,7 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
     co_await error_response(ex, s.error());
     co_return;
   }
-  if (auto l = parse_lifecycle(j, mgr_.pauses_to_disk(), /*memory_pause_supported=*/false); !l) {
+  if (auto l = parse_lifecycle(j, mgr_.pauses_to_disk(), mgr_.checkpoints_memory()); !l) {
     co_await error_response(ex, l.error());
     co_return;
   } else {

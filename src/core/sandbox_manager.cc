@@ -197,7 +197,8 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
   count(to, +1);
   l.state = to;
   if (visible(to)) {
-    routes_.publish(Route{l.id, to, l.handle, l.team, l.token, l.traffic_token, l.mask_host, l.https_ports});
+    routes_.publish(
+        Route{l.id, to, l.handle, l.team, l.token, l.traffic_token, l.mask_host, l.https_ports, l.lifecycle.auto_resume});
   } else {
     routes_.remove(l.id);
   }
@@ -668,11 +669,17 @@ asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team,
   }
   COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));
   if (!memory) {
-    // Files only. (A pause with memory freezes: Backend::checkpoint writes
-    // envd's tree, but a tree of more than one process cannot be restored
-    // yet, see sandbox/ns/checkpoint.h.)
     auto writing = pause_to_disk(l, false);
     co_return co_await std::move(writing);
+  }
+  if (checkpoints_memory()) {
+    // Written to disk with its memory; a checkpoint that fails leaves the
+    // sandbox running as it was (criu's rollback), and it is frozen instead.
+    auto writing = pause_to_disk(l, true);
+    auto written = co_await std::move(writing);
+    if (written) co_return ok();
+    COPPICE_LOG(warn).sandbox(id) << "checkpoint failed, freezing instead: " << written.error().to_string();
+    COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));
   }
   auto job = [this, id] { return backend_.freeze(id); };
   auto r = co_await run_on(workers_, std::move(job));

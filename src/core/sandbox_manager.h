@@ -184,6 +184,9 @@ class SandboxManager {
   // Whether a pause without memory (and so a files-only pause at the
   // timeout) is possible here.
   bool pauses_to_disk() const { return cfg_.pause_to_disk; }
+  // A pause with memory is written to disk (and so can be resumed after a
+  // restart, or by traffic with autoResume).
+  bool checkpoints_memory() const { return cfg_.pause_to_disk && cfg_.memory_checkpoint; }
   // PUT /sandboxes/{id}/network: replaces its egress rules (net/policy.h
   // parse_update); new connections see them when this returns.
   // kFailedPrecondition when the gateway runs sandboxes without a network
@@ -191,6 +194,11 @@ class SandboxManager {
   asio::awaitable<Status> update_network(std::string id, json body, TeamScope team = std::nullopt);
   asio::awaitable<Result<SandboxView>> resume(std::string id, std::optional<int> timeout_s,
                                               TeamScope team = std::nullopt);
+  // autoResume: traffic for sandbox `id` through the proxy. Paused with
+  // autoResume: resumed (its timeout from now); being resumed: waited for
+  // (at most 60 s). ok() once it runs; kFailedPrecondition when it is
+  // paused without autoResume (or in another state), kNotFound when gone.
+  asio::awaitable<Status> resume_for_traffic(std::string id);
   // Changes a running or paused sandbox's CPU count and/or memory (MiB; an
   // unset one stays) in the kernel at once, then in its record, so info and
   // a restart report the new figures. The values are the API's to bound.
@@ -296,6 +304,7 @@ class SandboxManager {
   asio::awaitable<Status> do_pause(std::string id, TeamScope team, bool memory);
   asio::awaitable<Status> pause_to_disk(std::shared_ptr<Live> l, bool memory);
   asio::awaitable<Status> resume_from_disk(std::shared_ptr<Live> l);
+  asio::awaitable<Status> do_resume_for_traffic(std::string id);
   asio::awaitable<Status> do_update_network(std::string id, json body, TeamScope team);
   // Enforces l's network config (firewall, resolver, bandwidth) on a worker.
   asio::awaitable<Status> apply_network(const Live& l);

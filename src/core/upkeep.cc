@@ -251,8 +251,8 @@ asio::awaitable<void> SandboxManager::reaper_loop() {
   }
 }
 
-// E2B's onTimeout "pause": the sandbox is paused (to disk; files only, as
-// the API allows for now) rather than killed. If the pause fails it is
+// E2B's onTimeout "pause": the sandbox is paused (to disk, with its memory
+// unless keepMemory: false) rather than killed. If the pause fails it is
 // killed, as a timeout without the option would.
 asio::awaitable<void> SandboxManager::pause_at_timeout(std::string id) {
   auto it = live_.find(id);
