@@ -672,6 +672,7 @@ asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team,
     auto writing = pause_to_disk(l, false);
     co_return co_await std::move(writing);
   }
+  std::string how = "frozen (memory held in RAM)";
   if (checkpoints_memory()) {
     // Written to disk with its memory; a checkpoint that fails leaves the
     // sandbox running as it was (criu's rollback), and it is frozen instead.
@@ -679,6 +680,7 @@ asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team,
     auto written = co_await std::move(writing);
     if (written) co_return ok();
     COPPICE_LOG(warn).sandbox(id) << "checkpoint failed, freezing instead: " << written.error().to_string();
+    how = "frozen, the checkpoint failed: " + written.error().message();
     COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));
   }
   auto job = [this, id] { return backend_.freeze(id); };
@@ -688,9 +690,9 @@ asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team,
     co_return std::unexpected(std::move(r.error()).context("pause"));
   }
   (void)transition(*l, SandboxState::kPaused);
-  auto op = [id](store::Store& st) -> Status {
+  auto op = [id, how](store::Store& st) -> Status {
     COPPICE_TRY(st.update_state(id, store::SandboxState::kPaused));
-    return st.append_event(id, "paused", "");
+    return st.append_event(id, "paused", how);
   };
   auto w = co_await store_q_.write(std::move(op));
   if (!w) {

@@ -515,9 +515,37 @@ TEST_F(NsBackendTest, CheckpointAndRestoreAProcessTree) {
   ASSERT_TRUE(restored.has_value());
   EXPECT_GE(restored->size(), 3u);
   EXPECT_EQ(envd_get(hb->envd_socket, "/health", token).first, 204);
+
+  // A restored tree (in a time namespace of criu's making, its pid
+  // namespace its user namespace's) checkpoints and restores again.
+  const std::string idc = "itestckpttreec000001", images2 = tmp_ + "/images-" + b;
+  // Orphans of envd (a subreaper: the loop, whose session leader is gone)
+  // are envd's again, not the init's, so that the next checkpoint of envd's
+  // tree takes them.
+  int init_children = 0;
+  for (pid_t p : *restored) {
+    if (p != hb->init_pid && std::atoi(status_field(p, "PPid").c_str()) == hb->init_pid) ++init_children;
+  }
+  EXPECT_EQ(init_children, 1) << "envd alone is the init's child";
+  auto c2 = backend_->checkpoint(b, images2, false);
+  ASSERT_TRUE(c2.has_value()) << c2.error().to_string();
+  const int before2 = count_in(hb->state_dir + "/upper");
   ASSERT_TRUE(backend_->destroy(b).has_value());
   expect_gone(b, hb->init_pid);
+  auto sc = spec(idc);
+  sc.restore_from = images2;
+  auto hc = backend_->create(sc);
+  ASSERT_TRUE(hc.has_value()) << hc.error().to_string();
+  int after2 = 0;
+  for (int i = 0; i < 100 && (after2 = count_in(hc->state_dir + "/upper")) <= before2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GT(after2, before2);
+  EXPECT_LT(after2, before2 + 60);
+  ASSERT_TRUE(backend_->destroy(idc).has_value());
+  expect_gone(idc, hc->init_pid);
   sys::remove_tree(images);
+  sys::remove_tree(images2);
 }
 
 // A restore from something that is not a checkpoint fails and leaves

@@ -85,6 +85,10 @@ struct HelperSpec {
   int images_fd = -1;
   std::vector<std::string> criu_args;  // after the binary
   pid_t want_pid = 0;                  // 0: any
+  // A process whose time namespace criu joins too (0: none): a restored
+  // tree lives in a time namespace of its own (criu's, so that its clocks go
+  // on from where they were), which a later dump of it must share.
+  pid_t time_from = 0;
   std::vector<int> pass_fds;           // kept open across exec (besides images_fd)
   int timeout_ms = 120000;
   std::string log_path;  // host path of criu's log, for errors
@@ -104,6 +108,12 @@ Status run_criu(const HelperSpec& h) {
     if (!fd) return std::unexpected(std::move(fd.error()).context(ctx + ": the sandbox is not running"));
     ns.push_back(std::move(*fd));
     ns_types.push_back(type);
+  }
+  if (h.time_from > 0) {
+    auto fd = sys::open_file("/proc/" + std::to_string(h.time_from) + "/ns/time", O_RDONLY | O_CLOEXEC);
+    if (!fd) return std::unexpected(std::move(fd.error()).context(ctx + ": the sandbox is not running"));
+    ns.push_back(std::move(*fd));
+    ns_types.push_back(CLONE_NEWTIME);
   }
   auto loader = sys::open_file(kLoader, O_PATH | O_CLOEXEC);
   if (!loader) return std::unexpected(std::move(loader.error()).context(ctx));
@@ -349,6 +359,7 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   h.timeout_ms = opts.timeout_ms;
   h.log_path = images_dir + "/dump.log";
   h.what = "checkpoint";
+  h.time_from = envd_host;
   const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
   h.criu_args = {"dump", "-t", std::to_string(kEnvdPid), "-D", d, "-W", d, "-o", "dump.log", "-v2",
                  "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--network-lock", "skip"};
