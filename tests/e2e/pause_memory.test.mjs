@@ -218,3 +218,31 @@ test(`[${sdkName}] autoResume: a request through the proxy resumes a paused sand
   await Sandbox.kill(plain.sandboxId, gw.opts);
   await Sandbox.kill(id, gw.opts);
 });
+
+// criu runs as host root inside the sandbox's mount namespace: nothing the
+// sandbox's root can write there may steer it. Its config file
+// (/etc/criu/default.conf can name an action script, which criu would run as
+// host root) is never read, and its probe cache (/run/criu.kdat, here a FIFO
+// that would block criu's open) is kept on the host.
+test(`[${sdkName}] a sandbox's root cannot steer criu through files in the sandbox`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const plant = [
+    'mkdir -p /etc/criu',
+    'printf "action-script /tmp/pwn.sh\\n" > /etc/criu/default.conf',
+    'printf "#!/bin/sh\\nid -u >> /tmp/pwned\\n" > /tmp/pwn.sh',
+    'chmod 755 /tmp/pwn.sh',
+    'rm -f /run/criu.kdat && mkfifo /run/criu.kdat',
+  ].join(' && ');
+  const r = await sbx.commands.run(plant, { user: 'root' });
+  assert.equal(r.exitCode, 0, r.stderr);
+  const t0 = Date.now();
+  assert.equal(await sbx.pause(), true);
+  assert.ok(Date.now() - t0 < 20_000, 'the pause did not wait on the planted FIFO');
+  assert.deepEqual(processesOf(sbx.sandboxId), [], 'written to disk');
+  const back = await Sandbox.connect(sbx.sandboxId, gw.opts);
+  const pwned = await back.commands.run('cat /tmp/pwned 2>/dev/null || echo none', { user: 'root' });
+  assert.equal(pwned.stdout.trim(), 'none', 'criu ran the sandbox\'s action script');
+  await back.kill();
+});

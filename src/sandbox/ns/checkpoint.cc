@@ -30,6 +30,9 @@ namespace {
 constexpr const char* kDefaultCriu = "/usr/local/lib/coppice/criu/sbin/criu";
 constexpr const char* kLoader = "/lib64/ld-linux-x86-64.so.2";
 constexpr const char* kLibDir = "/lib/x86_64-linux-gnu";
+// criu's cache of its kernel probes (criu-patches/kdat-cache-dir.patch):
+// on the host's tmpfs, handed over by fd. Never the sandbox's /run.
+constexpr const char* kKdatDir = "/run/coppice/criu";
 // Beside the images: what the restore needs to know of the tree.
 constexpr const char* kSidecar = "coppice-checkpoint";
 constexpr int kEnvdPid = 2;  // envd/pid1.h
@@ -121,20 +124,30 @@ Status run_criu(const HelperSpec& h) {
   if (!libdir) return std::unexpected(std::move(libdir.error()).context(ctx));
   auto criu = sys::open_file(criu_path(), O_RDONLY | O_CLOEXEC);
   if (!criu) return std::unexpected(std::move(criu.error()).context(ctx + ": criu"));
+  COPPICE_TRY_CTX(sys::make_dirs(kKdatDir, 0700), ctx);
+  auto kdat = sys::open_file(kKdatDir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (!kdat) return std::unexpected(std::move(kdat.error()).context(ctx));
   std::vector<int> keep = h.pass_fds;
   keep.push_back(h.images_fd);
   keep.push_back(libdir->get());
   keep.push_back(criu->get());
+  keep.push_back(kdat->get());
 
   std::vector<std::string> args = {"criu", "--argv0", "criu", "--library-path",
                                    "/proc/self/fd/" + std::to_string(libdir->get()),
                                    "/proc/self/fd/" + std::to_string(criu->get())};
-  args.insert(args.end(), h.criu_args.begin(), h.criu_args.end());
+  // criu runs as host root in the sandbox's mount namespace: its config
+  // files there (/etc/criu/default.conf, which can name an action script
+  // for criu to run) belong to the sandbox and are never read.
+  args.push_back(h.criu_args.at(0));
+  args.push_back("--no-default-config");
+  args.insert(args.end(), h.criu_args.begin() + 1, h.criu_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  std::string env0 = "CRIU_FAULT=130", env1 = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", env2 = "LANG=C";
-  char* envp[] = {env0.data(), env1.data(), env2.data(), nullptr};
+  std::string env0 = "CRIU_FAULT=130", env1 = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", env2 = "LANG=C",
+              env3 = "CRIU_KDAT_DIR=/proc/self/fd/" + std::to_string(kdat->get());
+  char* envp[] = {env0.data(), env1.data(), env2.data(), env3.data(), nullptr};
 
   int go[2];
   if (::pipe2(go, O_CLOEXEC) != 0) return errno_error(ctx + ": pipe");
@@ -361,7 +374,7 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   h.what = "checkpoint";
   h.time_from = envd_host;
   const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
-  h.criu_args = {"dump", "-t", std::to_string(kEnvdPid), "-D", d, "-W", d, "-o", "dump.log", "-v2",
+  h.criu_args = {"dump", "-t", std::to_string(kEnvdPid), "-D", d, "-W", d, "-o", "dump.log", "-v4",
                  "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--network-lock", "skip"};
   if (opts.tcp_established) h.criu_args.push_back("--tcp-established");
   // Not killed by criu: once envd dies the init exits and the kernel kills
@@ -405,7 +418,7 @@ Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t i
   h.what = "restore";
   h.want_pid = max_pid + 1;
   const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
-  h.criu_args = {"restore", "-D", d, "-W", d, "-o", "restore.log", "-v2", "--restore-detached",
+  h.criu_args = {"restore", "-D", d, "-W", d, "-o", "restore.log", "-v4", "--restore-detached",
                  "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--tcp-close"};
   // The tree goes into the sandbox's own user namespace (the init's): the
   // one that owns nothing criu has to make, so that its tasks can still
