@@ -31,8 +31,29 @@ constexpr const char* kDefaultCriu = "/usr/local/lib/coppice/criu/sbin/criu";
 constexpr const char* kLoader = "/lib64/ld-linux-x86-64.so.2";
 constexpr const char* kLibDir = "/lib/x86_64-linux-gnu";
 // criu's cache of its kernel probes (criu-patches/kdat-cache-dir.patch):
-// on the host's tmpfs, handed over by fd. Never the sandbox's /run.
-constexpr const char* kKdatDir = "/run/coppice/criu";
+// on a host tmpfs (criu keeps it only there: gone at reboot), handed over
+// by fd. Never the sandbox's /run. /dev/shm: /run is not a tmpfs on every
+// host.
+constexpr const char* kKdatDir = "/dev/shm/coppice-criu";
+
+// The cache's dir, made if missing: root's own, 0700, not a symlink (anyone
+// may create names in /dev/shm). An error when it is not usable.
+Result<sys::UniqueFd> open_kdat_dir() {
+  if (::mkdir(kKdatDir, 0700) != 0 && errno != EEXIST) return errno_error(std::string("mkdir ") + kKdatDir);
+  auto fd = sys::open_file(kKdatDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (!fd) return std::unexpected(fd.error());
+  struct stat st;
+  if (::fstat(fd->get(), &st) != 0) return errno_error(std::string("stat ") + kKdatDir);
+  if (st.st_uid != 0 || (st.st_mode & 077) != 0) {
+    return make_error(ErrorCode::kFailedPrecondition, std::string(kKdatDir) + " is not root's own private dir");
+  }
+  // A save cut short leaves criu.kdat.tmp, which stops every later save
+  // (O_EXCL): drop one that is older than any save in progress.
+  if (::fstatat(fd->get(), "criu.kdat.tmp", &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mtime + 10 < ::time(nullptr)) {
+    ::unlinkat(fd->get(), "criu.kdat.tmp", 0);
+  }
+  return fd;
+}
 // Beside the images: what the restore needs to know of the tree.
 constexpr const char* kSidecar = "coppice-checkpoint";
 constexpr int kEnvdPid = 2;  // envd/pid1.h
@@ -124,14 +145,18 @@ Status run_criu(const HelperSpec& h) {
   if (!libdir) return std::unexpected(std::move(libdir.error()).context(ctx));
   auto criu = sys::open_file(criu_path(), O_RDONLY | O_CLOEXEC);
   if (!criu) return std::unexpected(std::move(criu.error()).context(ctx + ": criu"));
-  COPPICE_TRY_CTX(sys::make_dirs(kKdatDir, 0700), ctx);
-  auto kdat = sys::open_file(kKdatDir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (!kdat) return std::unexpected(std::move(kdat.error()).context(ctx));
+  // Without a usable cache dir criu probes afresh each time, keeping its
+  // cache (which it never writes off a tmpfs) in the images dir.
+  auto kdat = open_kdat_dir();
+  if (!kdat) {
+    COPPICE_LOG_RATE(warn, 3600) << "criu's probe cache: " << kdat.error().to_string();
+  }
+  const int kdat_fd = kdat ? kdat->get() : h.images_fd;
   std::vector<int> keep = h.pass_fds;
   keep.push_back(h.images_fd);
   keep.push_back(libdir->get());
   keep.push_back(criu->get());
-  keep.push_back(kdat->get());
+  keep.push_back(kdat_fd);
 
   std::vector<std::string> args = {"criu", "--argv0", "criu", "--library-path",
                                    "/proc/self/fd/" + std::to_string(libdir->get()),
@@ -146,7 +171,7 @@ Status run_criu(const HelperSpec& h) {
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   std::string env0 = "CRIU_FAULT=130", env1 = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", env2 = "LANG=C",
-              env3 = "CRIU_KDAT_DIR=/proc/self/fd/" + std::to_string(kdat->get());
+              env3 = "CRIU_KDAT_DIR=/proc/self/fd/" + std::to_string(kdat_fd);
   char* envp[] = {env0.data(), env1.data(), env2.data(), env3.data(), nullptr};
 
   int go[2];
