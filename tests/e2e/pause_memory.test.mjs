@@ -246,3 +246,47 @@ test(`[${sdkName}] a sandbox's root cannot steer criu through files in the sandb
   assert.equal(pwned.stdout.trim(), 'none', 'criu ran the sandbox\'s action script');
   await back.kill();
 });
+
+// The gateway killed with SIGKILL at some point of a pause or of a resume:
+// after its restart the sandbox is either paused or running, its process
+// and files whole, never lost nor left stopped.
+test(`[${sdkName}] kill -9 of the gateway during a pause or a resume: the sandbox is paused or running, whole`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const id = sbx.sandboxId;
+  await sbx.files.write('/home/user/kept.txt', 'kept');
+  const h = await sbx.commands.run('sleep 600', { background: true, timeoutMs: 0 });
+  await h.disconnect();
+  const check = async (what) => {
+    const state = await stateOf(id);
+    assert.ok(state === 'running' || state === 'paused', `${what}: ${state}`);
+    if (state === 'paused') assert.deepEqual(processesOf(id), [], `${what}: paused with processes left`);
+    const back = await Sandbox.connect(id, { ...gw.opts, timeoutMs: 600_000 });
+    const ps = await back.commands.run(`cat /proc/${h.pid}/comm; awk '{print $3}' /proc/${h.pid}/stat`);
+    assert.deepEqual(ps.stdout.trim().split('\n'), ['sleep', 'S'], `${what}: the process is there and not stopped`);
+    assert.equal(await back.files.read('/home/user/kept.txt'), 'kept', what);
+    return state;
+  };
+  const seen = new Set();
+  for (const delay of [20, 80, 160, 300]) {
+    const pausing = fetch(`${gw.url}/sandboxes/${id}/pause`, { method: 'POST', headers, body: '{}' }).catch(() => null);
+    await sleep(delay);
+    await gw.kill9();
+    await pausing;
+    gw = await start();
+    seen.add(`pause@${delay}: ${await check(`killed ${delay} ms into a pause`)}`);
+
+    const p = await fetch(`${gw.url}/sandboxes/${id}/pause`, { method: 'POST', headers, body: '{}' });
+    assert.equal(p.status, 204);
+    const resuming = fetch(`${gw.url}/sandboxes/${id}/resume`, { method: 'POST', headers, body: '{}' }).catch(() => null);
+    await sleep(delay);
+    await gw.kill9();
+    await resuming;
+    gw = await start();
+    seen.add(`resume@${delay}: ${await check(`killed ${delay} ms into a resume`)}`);
+  }
+  console.log(`# after the restart: ${[...seen].join(', ')}`);
+  await Sandbox.kill(id, gw.opts);
+  assert.equal(fs.existsSync(path.join(stateDir, 'sandboxes', id)), false);
+});

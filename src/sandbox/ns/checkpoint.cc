@@ -56,6 +56,7 @@ Result<sys::UniqueFd> open_kdat_dir() {
 }
 // Beside the images: what the restore needs to know of the tree.
 constexpr const char* kSidecar = "coppice-checkpoint";
+constexpr const char* kCompleteMarker = "coppice-complete";
 constexpr int kEnvdPid = 2;  // envd/pid1.h
 constexpr int kRestoreLogFd = 4;
 
@@ -342,6 +343,29 @@ Result<sys::UniqueFd> open_images(const std::string& dir, bool make, const std::
 
 }  // namespace
 
+bool checkpoint_complete(const std::string& images_dir) {
+  return sys::path_exists(images_dir + "/" + kCompleteMarker);
+}
+
+Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int wait_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  for (;;) {
+    auto list = cgroups.pids(id);
+    if (!list) return std::unexpected(std::move(list.error()).context("continue sandbox " + id));
+    bool criu = false;
+    for (pid_t p : *list) {
+      auto comm = sys::read_file("/proc/" + std::to_string(p) + "/comm");
+      if (comm && comm->rfind("criu", 0) == 0) criu = true;
+    }
+    if (!criu || std::chrono::steady_clock::now() > until) {
+      for (pid_t p : *list) ::kill(p, SIGCONT);
+      if (criu) return make_error(ErrorCode::kDeadlineExceeded, "continue sandbox " + id + ": criu is still at work");
+      return ok();
+    }
+    ::usleep(20000);
+  }
+}
+
 std::string criu_path() {
   const char* env = std::getenv("COPPICE_CRIU");
   return env && *env ? std::string(env) : std::string(kDefaultCriu);
@@ -408,6 +432,10 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   h.criu_args.push_back(opts.leave_running ? "--leave-running" : "--leave-stopped");
   const auto t0 = std::chrono::steady_clock::now();
   COPPICE_TRY(run_criu(h));
+  // Whole and on disk (images and their dir entries), before the tree ends.
+  if (::syncfs(dir->get()) != 0) return errno_error(ctx + ": syncfs");
+  COPPICE_TRY_CTX(sys::write_new_file(images_dir + "/" + kCompleteMarker, "", 0600), ctx);
+  if (::fsync(dir->get()) != 0) return errno_error(ctx + ": fsync");
   if (!opts.leave_running) COPPICE_TRY_CTX(cgroups.kill_all(id), ctx);
   COPPICE_LOG(info).sandbox(id) << "checkpoint written in " << ms_since(t0) << " ms";
   return ok();
