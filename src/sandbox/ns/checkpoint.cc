@@ -305,14 +305,14 @@ std::vector<int> foreign_sockets(pid_t pid) {
 // Ends those connections (shutdown through a copy of envd's fd: envd sees
 // EOF and closes them) and waits up to `ms` for envd to let go of them. A
 // connection still in the listener's backlog is not in envd's fd table yet:
-// envd accepts it within milliseconds, so only three empty looks 10 ms apart
-// count as none left.
+// envd accepts it within milliseconds, so only three empty looks 5 ms apart
+// count as none left (the gateway opens no new ones to a pausing sandbox).
 void end_foreign_connections(pid_t pid, int ms) {
   int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) return;
   std::set<int> ended;
   int empty = 0;
-  for (int i = 0; i * 10 < ms && empty < 3; ++i) {
+  for (int i = 0; i * 5 < ms && empty < 3; ++i) {
     auto fds = foreign_sockets(pid);
     COPPICE_LOG(debug) << "checkpoint: " << fds.size() << " connections from outside the sandbox to end";
     empty = fds.empty() ? empty + 1 : 0;
@@ -323,7 +323,7 @@ void end_foreign_connections(pid_t pid, int ms) {
       ::shutdown(copy, SHUT_RDWR);
       ::close(copy);
     }
-    ::usleep(10000);
+    if (empty < 3) ::usleep(5000);
   }
   ::close(pidfd);
 }
