@@ -43,7 +43,7 @@ Status run_tool(const ToolRun& run) {
   sys::SpawnOptions so;
   so.path = tool;
   so.argv = run.argv;
-  so.env = our_environment();
+  so.env = run.env.empty() ? our_environment() : run.env;
   so.stdout_fd = wr.get();
   so.stderr_fd = wr.get();
   so.new_session = true;

@@ -16,7 +16,8 @@ namespace coppice::builder {
 using ProgressFn = std::function<void(std::string_view line)>;
 
 struct ToolRun {
-  std::vector<std::string> argv;       // argv[0] is looked up in PATH
+  std::vector<std::string> argv;       // argv[0] is looked up in PATH (of `env` when given)
+  std::vector<std::string> env;        // "K=V", the tool's whole environment; empty: ours
   ProgressFn progress;                 // each line of the tool's stdout and stderr; may be empty
   const std::atomic<bool>* cancel = nullptr;  // when it becomes true the tool is stopped
 };
