@@ -117,6 +117,23 @@ class Expander {
         ++i_;
         continue;
       }
+      if (c == '$') {
+        // Unquoted, a value is split into words at its blanks, and an empty
+        // one makes no word.
+        auto v = variable();
+        if (!v) return std::unexpected(std::move(v.error()));
+        for (char d : *v) {
+          if (split && blank(d)) {
+            if (in_word) words.push_back(std::move(cur));
+            cur.clear();
+            in_word = false;
+          } else {
+            cur += d;
+            in_word = true;
+          }
+        }
+        continue;
+      }
       in_word = true;
       if (c == esc_) {
         ++i_;
@@ -155,12 +172,6 @@ class Expander {
           ++i_;
         }
         if (!closed) return make_error(ErrorCode::kInvalidArgument, "an unclosed \" quote");
-        continue;
-      }
-      if (c == '$') {
-        auto v = variable();
-        if (!v) return std::unexpected(std::move(v.error()));
-        cur += *v;
         continue;
       }
       cur += c;

@@ -94,7 +94,9 @@ void collect_image_cache(const std::string& root, const ProgressFn& progress) {
   }
 }
 
-Result<ImageBuildResult> build_image_template(const ImageBuildOptions& o) {
+namespace {
+
+Result<ImageBuildResult> build(const ImageBuildOptions& o) {
   const auto t0 = Clock::now();
   auto say = [&](const std::string& s) {
     if (o.progress) o.progress(s);
@@ -232,6 +234,9 @@ Result<ImageBuildResult> build_image_template(const ImageBuildOptions& o) {
   st.progress = o.progress;
   st.cancel = o.cancel;
   if (df) {
+    // The accounts first, so that USER user and --chown=user work as in
+    // every template (again at the end, after what RUN steps changed).
+    COPPICE_TRY_CTX(edit_tree(rootfs, {}), step);
     if (own_copy) COPPICE_TRY_CTX(mount_build_dev(rootfs), step);
     auto ran = run_dockerfile(*df, from.next, o.build_args, st);
     if (own_copy) {
@@ -301,6 +306,17 @@ Result<ImageBuildResult> build_image_template(const ImageBuildOptions& o) {
   res.size_bytes = templates::tree_disk_usage(sys::join_path(res.path, "rootfs"));
   res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return res;
+}
+
+}  // namespace
+
+Result<ImageBuildResult> build_image_template(const ImageBuildOptions& o) {
+  auto r = build(o);
+  // What a failed build unpacked and no template uses does not stay.
+  if (!r && sys::path_exists(images_dir(o.templates_root))) {
+    if (auto lock = CacheLock::take(o.templates_root)) collect_image_cache(o.templates_root, o.progress);
+  }
+  return r;
 }
 
 }  // namespace coppice::builder
