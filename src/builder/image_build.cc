@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <set>
 
@@ -72,7 +73,11 @@ std::string toml_for(const std::string& source, const std::string& build_id, con
 
 std::string images_dir(const std::string& root) { return sys::join_path(root, ".images"); }
 
-std::string mib(uint64_t b) { return std::to_string((b + (1 << 20) - 1) >> 20) + " MiB"; }
+std::string mib(uint64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1 << 20));
+  return buf;
+}
 
 }  // namespace
 

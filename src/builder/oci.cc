@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "common/sha256.h"
@@ -72,7 +74,11 @@ Status run(std::vector<std::string> argv, const PullOptions& o, const std::strin
   return ok();
 }
 
-std::string mib(uint64_t b) { return std::to_string((b + (1 << 20) - 1) >> 20) + " MiB"; }
+std::string mib(uint64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1 << 20));
+  return buf;
+}
 
 }  // namespace
 

@@ -55,9 +55,13 @@ asio::awaitable<Status> run_template_commands(std::string socket, std::string to
     // In the background, its output in the sandbox's run dir (the host can
     // read it at <state_dir>/run/start.log); the shell returns at once.
     // As the template's user in its workdir (an image's USER and WORKDIR),
-    // else as root in /.
-    std::string cmd = "(" + tmpl.start_cmd + ") </dev/null >/.coppice/run/start.log 2>&1 &";
+    // else as root in /. Another user cannot enter the run dir (0700): its
+    // output goes to /tmp/coppice-start.log where it can write, else nowhere.
     const std::string user = tmpl.user.empty() ? "root" : tmpl.user;
+    std::string cmd = "(" + tmpl.start_cmd + ") </dev/null >/.coppice/run/start.log 2>&1 &";
+    if (user != "root")
+      cmd = "L=/dev/null; if [ -d /tmp ] && [ -w /tmp ]; then L=/tmp/coppice-start.log; fi; (" + tmpl.start_cmd +
+            ") </dev/null >\"$L\" 2>&1 &";
     const std::string cwd = tmpl.workdir.empty() ? "/" : tmpl.workdir;
     auto r = co_await envd_run(ep, token, cmd, tmpl.env, limit, user, cwd);
     if (!r) co_return std::unexpected(std::move(r.error()).context("start_cmd"));
