@@ -84,6 +84,10 @@ Status run_step(const RunStep& step) {
   if (!has_path) t.env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
   t.progress = step.progress;
   t.cancel = step.cancel;
+  // unshare --fork ignores SIGTERM while it waits, and the step is PID 1 of
+  // its namespace, which ignores it too: stop it at once (its tree is thrown
+  // away with the build).
+  t.stop_grace = std::chrono::seconds(0);
   return run_tool(t);
 }
 

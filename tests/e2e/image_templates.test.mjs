@@ -16,7 +16,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startGateway, gatewaySkipReason, buildDir, loadSdk, sdkName, freePort, sleep, TEST_API_KEY } from './lib/harness.mjs';
+import { startGateway, gatewaySkipReason, buildDir, loadSdk, sdkName, freePort, sleep, pidsMatching, TEST_API_KEY } from './lib/harness.mjs';
 
 const cliBin = path.join(buildDir, 'coppice');
 const debs = process.env.COPPICE_TEST_DEBS || '/var/cache/coppice/test-debs';
@@ -336,6 +336,34 @@ test('bad input: each a clear build error, the old template untouched', opt, asy
   } finally {
     await sbx.kill();
   }
+});
+
+test('an interrupted Dockerfile build (SIGINT during RUN) stops its step and changes nothing', opt, async () => {
+  const before = toml('tiny');
+  const dir = path.join(work, 'interrupt');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${ref('1')}\nRUN echo sleeping; busybox sleep 31\n`);
+  const child = spawn(cliBin, ['template', 'build', '--templates', templatesDir, '--dockerfile', path.join(dir, 'Dockerfile'),
+    '--name', 'tiny', '--force'], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  let sent = 0;
+  child.stderr.on('data', (d) => {
+    stderr += d;
+    if (!sent && /\| sleeping/.test(stderr)) {
+      sent = Date.now();
+      child.kill('SIGINT');
+    }
+  });
+  const code = await new Promise((resolve) => child.on('exit', (c) => resolve(c)));
+  assert.ok(sent, stderr);
+  assert.equal(code, 130, stderr);
+  // At once: the step (PID 1 of its namespace, under an unshare that ignores
+  // SIGTERM) is killed, not waited for.
+  assert.ok(Date.now() - sent < 10000, `stopped after ${Date.now() - sent} ms`);
+  assert.match(stderr, /interrupted; nothing was changed/);
+  assert.equal(toml('tiny'), before);
+  assert.deepEqual(leftovers(), []);
+  assert.deepEqual(pidsMatching('busybox sleep 31'), []);
 });
 
 test(`[${sdkName}] coppice template rm is refused while a sandbox uses the template`, opt, async () => {
