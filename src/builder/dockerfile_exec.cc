@@ -14,6 +14,7 @@
 #include "builder/recipe.h"
 #include "builder/run_step.h"
 #include "builder/tree_edit.h"
+#include "common/strings.h"
 #include "sys/fd.h"
 #include "sys/fsutil.h"
 #include "sys/linux_syscalls.h"
@@ -26,17 +27,6 @@ Error at(const DockerInstruction& ins, const std::string& what) {
 }
 Error at(const DockerInstruction& ins, Error e) {
   return Error(e.code(), "line " + std::to_string(ins.line) + ": " + ins.keyword + ": " + e.message());
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  for (;;) {
-    size_t j = s.find(sep, i);
-    out.push_back(s.substr(i, j == std::string::npos ? std::string::npos : j - i));
-    if (j == std::string::npos) return out;
-    i = j + 1;
-  }
 }
 
 bool numeric(const std::string& s) {
@@ -200,7 +190,7 @@ Status do_copy(Step& s, bool add) {
       return std::unexpected(at(s.ins, "\"" + src + "\": only files from the build context can be added, not URLs"));
     // Lexically inside the context: no ".." above it.
     int depth = 0;
-    for (const auto& part : split(src, '/')) {
+    for (const auto& part : split_string(src, '/')) {
       if (part == "..") --depth;
       else if (!part.empty() && part != ".") ++depth;
       if (depth < 0) return std::unexpected(at(s.ins, "\"" + src + "\" is outside the build context"));
@@ -318,7 +308,7 @@ bool exists_in_tree(const std::string& rootfs, const std::string& path) {
 
 std::string normalize_abs(const std::string& path) {
   std::vector<std::string> parts;
-  for (const auto& p : split(path, '/')) {
+  for (const auto& p : split_string(path, '/')) {
     if (p.empty() || p == ".") continue;
     if (p == "..") {
       if (!parts.empty()) parts.pop_back();
@@ -340,8 +330,8 @@ Result<UserIds> resolve_user(const std::string& rootfs, const std::string& spec)
   COPPICE_ASSIGN_OR_RETURN(auto passwd, read_in_tree(rootfs, "/etc/passwd"));
   UserIds ids;
   bool found = false;
-  for (const auto& line : split(passwd, '\n')) {
-    auto f = split(line, ':');
+  for (const auto& line : split_string(passwd, '\n')) {
+    auto f = split_string(line, ':');
     if (f.size() < 4 || line.starts_with("#")) continue;
     if (numeric(user) ? f[2] == user : f[0] == user) {
       if (!numeric(f[2]) || !numeric(f[3])) continue;
@@ -364,8 +354,8 @@ Result<UserIds> resolve_user(const std::string& rootfs, const std::string& spec)
     } else {
       COPPICE_ASSIGN_OR_RETURN(auto groups, read_in_tree(rootfs, "/etc/group"));
       bool gfound = false;
-      for (const auto& line : split(groups, '\n')) {
-        auto f = split(line, ':');
+      for (const auto& line : split_string(groups, '\n')) {
+        auto f = split_string(line, ':');
         if (f.size() >= 3 && f[0] == group && numeric(f[2])) {
           ids.gid = static_cast<gid_t>(std::strtoul(f[2].c_str(), nullptr, 10));
           gfound = true;

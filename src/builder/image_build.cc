@@ -16,6 +16,7 @@
 #include "builder/run_step.h"
 #include "builder/tree_edit.h"
 #include "common/sha256.h"
+#include "common/strings.h"
 #include "sys/fsutil.h"
 #include "sys/tree_copy.h"
 #include "templates/template_toml.h"
@@ -72,12 +73,6 @@ std::string toml_for(const std::string& source, const std::string& build_id, con
 }
 
 std::string images_dir(const std::string& root) { return sys::join_path(root, ".images"); }
-
-std::string mib(uint64_t b) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1 << 20));
-  return buf;
-}
 
 }  // namespace
 
@@ -200,8 +195,8 @@ Result<ImageBuildResult> build(const ImageBuildOptions& o) {
       COPPICE_TRY_CTX(unpack_image(img, sys::join_path(scratch_dir, "rootfs"), po), step);
       const uint64_t size = templates::tree_disk_usage(sys::join_path(scratch_dir, "rootfs"));
       if (o.max_bytes && size > o.max_bytes)
-        return make_error(ErrorCode::kResourceExhausted, step + ": the unpacked image takes " + mib(size) +
-                                                             ", more than the build's disk limit of " + mib(o.max_bytes) +
+        return make_error(ErrorCode::kResourceExhausted, step + ": the unpacked image takes " + format_mib(size) +
+                                                             ", more than the build's disk limit of " + format_mib(o.max_bytes) +
                                                              " (--max-size)");
       COPPICE_TRY_CTX(sys::make_dirs(images_dir(o.templates_root), 0700), step);
       if (::rename(scratch_dir.c_str(), unpacked.c_str()) != 0)

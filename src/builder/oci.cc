@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/sha256.h"
+#include "common/strings.h"
 #include "sys/fsutil.h"
 
 namespace coppice::builder {
@@ -74,10 +75,10 @@ Status run(std::vector<std::string> argv, const PullOptions& o, const std::strin
   return ok();
 }
 
-std::string mib(uint64_t b) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1 << 20));
-  return buf;
+Error layer_too_big(const std::string& what, const std::string& digest, uint64_t size, uint64_t max) {
+  return Error(ErrorCode::kResourceExhausted, what + ": layer " + digest + " is " + format_mib(size) +
+                                                  ", more than the build's disk limit of " + format_mib(max) +
+                                                  " (--max-size)");
 }
 
 }  // namespace
@@ -169,9 +170,7 @@ Result<PulledImage> pull_image(const ImageSource& src, const PullOptions& o) {
       for (const auto& l : m["layers"]) {
         uint64_t size = l.value("size", uint64_t{0});
         if (size > o.max_layer_bytes)
-          return make_error(ErrorCode::kResourceExhausted,
-                            what + ": layer " + l.value("digest", std::string("?")) + " is " + mib(size) +
-                                ", more than the build's disk limit of " + mib(o.max_layer_bytes) + " (--max-size)");
+          return std::unexpected(layer_too_big(what, l.value("digest", std::string("?")), size, o.max_layer_bytes));
       }
     }
   }
@@ -204,10 +203,7 @@ Result<PulledImage> pull_image(const ImageSource& src, const PullOptions& o) {
     img.layer_digests.push_back(l.value("digest", std::string()));
     img.layer_sizes.push_back(l.value("size", uint64_t{0}));
     if (o.max_layer_bytes && img.layer_sizes.back() > o.max_layer_bytes)
-      return make_error(ErrorCode::kResourceExhausted, what + ": layer " + img.layer_digests.back() + " is " +
-                                                           mib(img.layer_sizes.back()) +
-                                                           ", more than the build's disk limit of " +
-                                                           mib(o.max_layer_bytes) + " (--max-size)");
+      return std::unexpected(layer_too_big(what, img.layer_digests.back(), img.layer_sizes.back(), o.max_layer_bytes));
   }
   auto config_text = read_blob(img.layout, manifest["config"].value("digest", std::string()));
   if (!config_text) return std::unexpected(std::move(config_text.error()).context(what + ": config"));

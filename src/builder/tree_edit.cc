@@ -10,22 +10,12 @@
 #include <cstring>
 
 #include "templates/host_template.h"
+#include "common/strings.h"
 #include "sys/fd.h"
 
 namespace coppice::builder {
 namespace {
 
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  for (;;) {
-    size_t j = s.find(sep, i);
-    out.push_back(s.substr(i, j == std::string::npos ? std::string::npos : j - i));
-    if (j == std::string::npos) return out;
-    i = j + 1;
-  }
-}
 
 // ---- Everything below runs in the confined child: paths are the tree's. ----
 
@@ -92,7 +82,7 @@ Status put_file(const std::string& path, std::string_view content, mode_t mode) 
 
 Status make_dirs(const std::string& path, mode_t mode) {
   std::string cur;
-  for (const auto& part : split(path, '/')) {
+  for (const auto& part : split_string(path, '/')) {
     if (part.empty()) continue;
     cur += "/" + part;
     if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return errno_error("mkdir " + cur);
@@ -269,10 +259,10 @@ Status run_confined(const std::string& rootfs, const std::vector<AddedEntry>& en
 }  // namespace
 
 Result<std::string> merge_account(const std::string& text, const std::string& line, int id_field) {
-  const auto want = split(line, ':');
-  for (const auto& l : split(text, '\n')) {
+  const auto want = split_string(line, ':');
+  for (const auto& l : split_string(text, '\n')) {
     if (l.empty() || l[0] == '#') continue;
-    const auto f = split(l, ':');
+    const auto f = split_string(l, ':');
     const bool same_name = f[0] == want[0];
     const bool with_ids = id_field >= 0 && f.size() > static_cast<size_t>(id_field);
     const bool same_id = with_ids && f[id_field] == want[id_field];

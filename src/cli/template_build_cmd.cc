@@ -16,6 +16,7 @@
 #include "builder/builder.h"
 #include "builder/image_build.h"
 #include "cli/cli.h"
+#include "common/strings.h"
 
 namespace coppice::cli {
 namespace {
@@ -32,12 +33,6 @@ void catch_interrupts() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-}
-
-std::string mib(uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-  return buf;
 }
 
 struct BuildArgs {
@@ -103,7 +98,7 @@ int run_build(const Globals& g, const BuildArgs& a) {
                 res->recipe_hash.substr(0, 12).c_str());
     return 0;
   }
-  std::printf("built %s in %.1f s: %s (recipe %s)\n", res->path.c_str(), res->seconds, mib(res->size_bytes).c_str(),
+  std::printf("built %s in %.1f s: %s (recipe %s)\n", res->path.c_str(), res->seconds, format_mib(res->size_bytes).c_str(),
               res->recipe_hash.substr(0, 12).c_str());
   if (!res->replaced_tree.empty())
     std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
@@ -181,7 +176,7 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
                 res->image_digest.c_str());
     return 0;
   }
-  std::printf("built %s in %.1f s: %s (image %s)\n", res->path.c_str(), res->seconds, mib(res->size_bytes).c_str(),
+  std::printf("built %s in %.1f s: %s (image %s)\n", res->path.c_str(), res->seconds, format_mib(res->size_bytes).c_str(),
               res->image_digest.empty() ? "scratch" : res->image_digest.c_str());
   if (!res->replaced_tree.empty())
     std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",

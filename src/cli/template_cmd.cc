@@ -105,10 +105,15 @@ void add_template_commands(CLI::App& app, Globals& g) {
       auto r = Client(g).call(verb::delete_, "/templates/" + url_encode(rm_args->name), "", std::chrono::minutes(5));
       if (!r) return fail(r.error().message());
       std::printf("removed %s\n", rm_args->name.c_str());
-      if (::geteuid() == 0 && sys::path_exists(rm_args->templates))
-        builder::collect_image_cache(rm_args->templates, [](std::string_view line) {
-          std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
-        });
+      // Under the layer cache's lock: a build in progress may be about to
+      // link an image no template names yet.
+      if (::geteuid() == 0 && sys::path_exists(builder::cache_layout(rm_args->templates))) {
+        if (auto lock = builder::CacheLock::take(rm_args->templates)) {
+          builder::collect_image_cache(rm_args->templates, [](std::string_view line) {
+            std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+          });
+        }
+      }
       return 0;
     };
   });
