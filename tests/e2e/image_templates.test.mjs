@@ -199,6 +199,19 @@ test(`[${sdkName}] templates from a docker-archive tar and an OCI layout directo
   assert.equal(r.code, 0, r.stderr);
   r = await build(['--oci-layout', `${layout}:latest`, '--name', 'tiny-layout']);
   assert.equal(r.code, 0, r.stderr);
+  // And as a Dockerfile's FROM (a relative path is the context's).
+  const ctx = path.join(work, 'local-from');
+  fs.mkdirSync(ctx, { recursive: true });
+  fs.copyFileSync(archive, path.join(ctx, 'tiny.tar'));
+  fs.writeFileSync(path.join(ctx, 'archive.Dockerfile'), 'FROM docker-archive:tiny.tar\nENV FROM_ARCHIVE=1\n');
+  fs.writeFileSync(path.join(ctx, 'layout.Dockerfile'), `FROM oci-layout:${layout}:latest\nENV FROM_LAYOUT=1\n`);
+  for (const [file, name, key] of [['archive.Dockerfile', 'df-archive', 'FROM_ARCHIVE'], ['layout.Dockerfile', 'df-layout', 'FROM_LAYOUT']]) {
+    r = await build(['--dockerfile', path.join(ctx, file), '--name', name]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(toml(name), new RegExp(`"${key}=1"`));
+    assert.match(toml(name), /"GREETING=hello from the image"/);
+    assert.equal((await coppice(['template', 'rm', name, '--templates', templatesDir])).code, 0);
+  }
   for (const name of ['tiny-archive', 'tiny-layout']) {
     const sbx = await Sandbox.create(name, gw.opts);
     try {
