@@ -162,6 +162,9 @@ json template_json(const templates::Template& t) {
   if (!t.start_cmd.empty()) j["startCmd"] = t.start_cmd;
   if (!t.ready_cmd.empty()) j["readyCmd"] = t.ready_cmd;
   if (!t.recipe_hash.empty()) j["recipeHash"] = t.recipe_hash;
+  if (!t.user.empty()) j["user"] = t.user;
+  if (!t.workdir.empty()) j["workdir"] = t.workdir;
+  if (!t.image_digest.empty()) j["imageDigest"] = t.image_digest;
   return j;
 }
 
@@ -490,9 +493,10 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
   // Templates and pools are the host's, shared by every team: any key reads
   // them, only an admin key changes them.
   const bool operator_action = (path == "/templates/reload" && m == verb::post) ||
+                               (path.starts_with("/templates/") && m == verb::delete_) ||
                                (path.starts_with("/pools/") && m == verb::post);
   if (operator_action && !caller.admin) {
-    co_await error_response(ex, 403, "only an admin key may reload templates or change pools");
+    co_await error_response(ex, 403, "only an admin key may reload or remove templates or change pools");
     co_return;
   }
   if (path == "/volumes" || path.starts_with("/volumes/")) {
@@ -513,6 +517,22 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
   }
   if (path == "/templates/reload" && m == verb::post) {
     co_await reload_templates(ex);
+    co_return;
+  }
+  if (path.starts_with("/templates/") && m == verb::delete_) {
+    // DELETE /templates/{name}: 204, 404 unknown, 409 in use.
+    std::string name = path.substr(11);
+    if (!templates::valid_template_name(name)) {
+      co_await error_response(ex, 404, "template " + name.substr(0, 128) + " not found");
+      co_return;
+    }
+    auto removing = mgr_.remove_template(name);
+    auto s = co_await std::move(removing);
+    if (!s) {
+      co_await error_response(ex, std::move(s.error()));
+      co_return;
+    }
+    co_await reply(ex, 204, "", "");
     co_return;
   }
   if (path == "/pools" && m == verb::get) {

@@ -30,6 +30,16 @@ std::map<std::string, std::string> merged_env(const Template& tmpl, const std::m
   return env;
 }
 
+// A template's user and working directory, where it names them, are envd's
+// defaults in its sandboxes (an image's USER and WORKDIR).
+void apply_template_defaults(const Template& tmpl, EnvdInit& init) {
+  if (!tmpl.user.empty()) {
+    init.default_user = tmpl.user;
+    init.default_workdir.clear();  // envd: the user's home
+  }
+  if (!tmpl.workdir.empty()) init.default_workdir = tmpl.workdir;
+}
+
 // A template's service may be slow to come up on a busy host (a Jupyter
 // kernel takes seconds): how long create waits for its ready_cmd.
 constexpr auto kReadyTimeout = std::chrono::seconds(60);
@@ -44,8 +54,16 @@ asio::awaitable<Status> run_template_commands(std::string socket, std::string to
   if (!tmpl.start_cmd.empty()) {
     // In the background, its output in the sandbox's run dir (the host can
     // read it at <state_dir>/run/start.log); the shell returns at once.
+    // As the template's user in its workdir (an image's USER and WORKDIR),
+    // else as root in /. Another user cannot enter the run dir (0700): its
+    // output goes to /tmp/coppice-start.log where it can write, else nowhere.
+    const std::string user = tmpl.user.empty() ? "root" : tmpl.user;
     std::string cmd = "(" + tmpl.start_cmd + ") </dev/null >/.coppice/run/start.log 2>&1 &";
-    auto r = co_await envd_run(ep, token, cmd, tmpl.env, limit);
+    if (user != "root")
+      cmd = "L=/dev/null; if [ -d /tmp ] && [ -w /tmp ]; then L=/tmp/coppice-start.log; fi; (" + tmpl.start_cmd +
+            ") </dev/null >\"$L\" 2>&1 &";
+    const std::string cwd = tmpl.workdir.empty() ? "/" : tmpl.workdir;
+    auto r = co_await envd_run(ep, token, cmd, tmpl.env, limit, user, cwd);
     if (!r) co_return std::unexpected(std::move(r.error()).context("start_cmd"));
     if (*r != 0) co_return make_error(ErrorCode::kInternal, "start_cmd: the shell exited " + std::to_string(*r));
   }
@@ -264,7 +282,9 @@ sandbox::SandboxSpec SandboxManager::spec_for(const Live& l, const Template& tmp
   spec.state_dir = l.state_dir;
   spec.envd_path = cfg_.envd_path;
   spec.interp_path = cfg_.interp_path;
-  spec.init_json = envd_init_body(init);
+  EnvdInit with_defaults = init;
+  apply_template_defaults(tmpl, with_defaults);
+  spec.init_json = envd_init_body(with_defaults);
   spec.limits.cpu_millicores = l.cpu_count * 1000;
   spec.limits.memory_bytes = static_cast<uint64_t>(l.memory_mb) << 20;
   spec.disk_bytes = static_cast<uint64_t>(l.disk_mb) << 20;
@@ -311,6 +331,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
     EnvdInit init;
     init.access_token = l->token;
     init.env_vars = p.env_vars;
+    if (auto t = templates_.get(l->template_id)) apply_template_defaults(*t, init);
     s = co_await envd_init(ep, init);
     if (!s) metrics_.envd_errors.inc();
   }

@@ -250,6 +250,12 @@ class SandboxManager {
   // the pools' included. Runs after recovery, after a template reload and
   // after the last sandbox of a replaced build is gone.
   asio::awaitable<void> collect_retired_templates();
+  // Removes template `name` (DELETE /templates/{name}): its directory moves
+  // to the retired builds (removed at once, since nothing runs on it) and
+  // the registry is reloaded. kNotFound for an unknown template;
+  // kFailedPrecondition, naming them, while sandboxes (of any state) or a
+  // pool use it, and for `base`, which creates fall back to.
+  asio::awaitable<Status> remove_template(std::string name);
   // Every pool with a target or sandboxes, sorted by template (any thread).
   std::vector<PoolView> pools() const;
   static constexpr int kMaxPoolTarget = 10000;
@@ -315,6 +321,7 @@ class SandboxManager {
                                                                 std::optional<Clock::time_point> end, TeamScope team);
   asio::awaitable<Result<PoolView>> do_warm_pool(std::string template_id, int count);
   asio::awaitable<Result<PoolView>> do_drain_pool(std::string template_id);
+  asio::awaitable<Status> do_remove_template(std::string name);
   asio::awaitable<Status> do_recover();
   asio::awaitable<Status> do_start();
   asio::awaitable<void> do_shutdown();
