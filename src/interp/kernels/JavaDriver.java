@@ -4,7 +4,7 @@
 //
 //   java JavaDriver.java
 //   stdin:  one JSON request per line: {"code": "..."}
-//   fd 3:   one JSON reply per line (/proc/self/fd/3): {"type":"ready"} once,
+//   $COPPICE_REPLY_FD: one JSON reply per line (opened as /proc/self/fd/N): {"type":"ready"} once,
 //           then per request {"type":"result"|"error",..}? and {"type":"done"}
 //   fd 1/2: the snippets' own System.out and System.err
 //
@@ -111,7 +111,8 @@ public class JavaDriver {
   }
 
   public static void main(String[] args) throws Exception {
-    replies = new FileOutputStream("/proc/self/fd/3");
+    String fd = System.getenv("COPPICE_REPLY_FD");
+    replies = new FileOutputStream("/proc/self/fd/" + (fd == null ? "3" : fd));
     BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     // Snippets get an empty stdin: the requests are not theirs to read.
     System.setIn(new java.io.ByteArrayInputStream(new byte[0]));

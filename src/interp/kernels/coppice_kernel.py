@@ -8,12 +8,13 @@
 # Each language runs in one long-lived child process, so state carries over
 # from one cell to the next:
 #   bash        `bash --norc --noprofile`, fed `__coppice_run <file>` per cell;
-#               the exit status comes back on fd 3
+#               the exit status comes back on the reply pipe
 #   javascript  node js_driver.js (node's own global scope, see that file)
 #   typescript  the same, with the code transpiled by the typescript package
 #   java        java JavaDriver.java (JShell's API, in process)
 # The child's stdout and stderr are streamed as the cell's output; results
-# and errors come back as JSON lines on its fd 3.
+# and errors come back as JSON lines on a pipe whose fd number the child
+# finds in $COPPICE_REPLY_FD.
 #
 # SIGINT (coppice-interp's interrupt, sent to the kernel's process group)
 # reaches the child too: bash's trap ends the cell, node stops synchronous
@@ -45,16 +46,18 @@ INFO = {
 }
 
 # Defined once in bash: runs one cell (a file) in the shell itself, with
-# stdin closed to it, and reports its status on fd 3. SIGINT ends the cell
+# stdin closed to it, and reports its status on the reply pipe. SIGINT ends the cell
 # (the trap returns from the sourced file), not the shell.
 BASH_PRELUDE = r"""
+__coppice_fd=$COPPICE_REPLY_FD
+unset COPPICE_REPLY_FD
 __coppice_run() {
   local __coppice_file=$1 __coppice_status
   trap 'return 130 2>/dev/null' INT
   source "$__coppice_file" </dev/null
   __coppice_status=$?
   trap - INT
-  printf '{"type":"status","status":%d}\n' "$__coppice_status" >&3
+  printf '{"type":"status","status":%d}\n' "$__coppice_status" >&"$__coppice_fd"
 }
 """
 
@@ -65,21 +68,21 @@ class ChildGone(Exception):
 
 class Child:
     """One language process: stdin for requests, fds 1 and 2 for its output,
-    fd 3 for its replies."""
+    the reply pipe ($COPPICE_REPLY_FD) for its replies."""
 
     def __init__(self, argv, env=None):
         r, w = os.pipe()
-        os.set_inheritable(w, True)
+        env = dict(env if env is not None else os.environ)
+        env["COPPICE_REPLY_FD"] = str(w)
 
-        def fd3():
-            os.dup2(w, 3)
+        def reset_sigint():
             # ipykernel ignores SIGINT between requests; an ignored signal
             # would be inherited and could not be trapped (bash) or reset.
             signal.signal(signal.SIGINT, signal.SIG_DFL)
 
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=fd3, pass_fds=(w,), env=env, close_fds=True,
+            preexec_fn=reset_sigint, pass_fds=(w,), env=env, close_fds=True,
         )
         os.close(w)
         self.ctl = r
@@ -172,8 +175,9 @@ class CoppiceKernel(Kernel):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.child = None
+        self.start_error = ""
         self.cell_dir = tempfile.mkdtemp(prefix="coppice-cells-")
-        self.start_child()
+        self.restart_child()
 
     # --- the language process ---------------------------------------------
     def argv(self):
@@ -193,7 +197,11 @@ class CoppiceKernel(Kernel):
             return
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            for m in self.child.poll(1.0, self.log_output):
+            try:
+                msgs = self.child.poll(1.0, self.log_output)
+            except ChildGone:
+                raise RuntimeError("the %s process exited at start (status %s)" % (LANGUAGE, self.child.proc.poll()))
+            for m in msgs:
                 if m.get("type") == "ready":
                     return
                 if m.get("type") == "fatal":
@@ -209,8 +217,13 @@ class CoppiceKernel(Kernel):
         self.child = None
         try:
             self.start_child()
+            self.start_error = ""
         except Exception as e:
-            self.log.error("restart %s: %s", LANGUAGE, e)
+            self.start_error = str(e)
+            if self.child:
+                self.child.kill()
+            self.child = None
+            sys.__stderr__.write("coppice kernel: start %s: %s\n" % (LANGUAGE, e))
 
     # --- one cell -----------------------------------------------------------
     def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False):
@@ -221,7 +234,8 @@ class CoppiceKernel(Kernel):
         if self.child is None:
             self.restart_child()
         if self.child is None:
-            return self.error(silent, "ContextRestarting", "the " + LANGUAGE + " process could not be started", [])
+            return self.error(silent, "ContextRestarting",
+                              "the %s process could not be started: %s" % (LANGUAGE, self.start_error), [])
         result = None
         error = None
         interrupted_at = None

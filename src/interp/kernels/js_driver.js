@@ -4,7 +4,7 @@
 //
 //   node js_driver.js javascript|typescript
 //   stdin:  one JSON request per line: {"code": "..."}
-//   fd 3:   one JSON reply per line: {"type":"ready"} once, then per request
+//   $COPPICE_REPLY_FD: one JSON reply per line: {"type":"ready"} once, then per request
 //           {"type":"result","data":{mime:..}}?, {"type":"error",..}?, {"type":"done"}
 //   fd 1/2: the program's own output (the kernel streams it)
 //
@@ -26,7 +26,8 @@ const { createRequire, builtinModules } = require('module');
 const { pathToFileURL } = require('url');
 
 const lang = process.argv[2] === 'typescript' ? 'typescript' : 'javascript';
-const REPLY_FD = 3;
+const REPLY_FD = Number(process.env.COPPICE_REPLY_FD || 3);
+delete process.env.COPPICE_REPLY_FD;
 
 // Debian installs its node packages here; node from elsewhere may not look there.
 const systemModuleDirs = ['/usr/share/nodejs', '/usr/lib/nodejs', '/usr/lib/node_modules'];

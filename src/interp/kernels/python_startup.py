@@ -289,11 +289,18 @@ def _coppice_setup():
         # A figure the extraction does not understand still gets its PNG.
         try:
             return figure_chart(fig)
-        except Exception:
+        except Exception as e:
+            print("coppice: no chart for this figure: %r" % (e,), file=sys.__stderr__)
             return None
 
-    chart_fmt = add_formatter("e2b/chart")
-    chart_fmt.for_type_by_name("matplotlib.figure", "Figure", figure_chart_safe)
+    # A method on Figure rather than a printer for its type: matplotlib's
+    # inline backend removes every formatter's Figure printer when it starts.
+    add_formatter("e2b/chart")
+
+    def patch_figure(mod):
+        Figure = getattr(mod, "Figure", None)
+        if Figure is not None:
+            Figure._repr_e2b_chart_ = figure_chart_safe
 
     # --- hooks that need the module itself: on first import ----------------
     def patch_boxplot(mod):
@@ -323,6 +330,11 @@ def _coppice_setup():
 
         def save(self, fp, *args, **kwargs):
             result = orig(self, fp, *args, **kwargs)
+            # Only a save in the user's own code: matplotlib writes its PNGs
+            # through PIL too.
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.split(".")[0] in ("matplotlib", "PIL", "IPython", "matplotlib_inline", "ipykernel"):
+                return result
             try:
                 from IPython.display import display
 
@@ -336,7 +348,7 @@ def _coppice_setup():
         save.__wrapped__ = orig
         Image.save = save
 
-    hooks = {"matplotlib.axes._axes": patch_boxplot, "PIL.Image": patch_image_save}
+    hooks = {"matplotlib.figure": patch_figure, "matplotlib.axes._axes": patch_boxplot, "PIL.Image": patch_image_save}
 
     import importlib.abc
     import importlib.machinery
