@@ -6,7 +6,8 @@
 #              box_and_whisker, superchart (several axes) or unknown, with
 #              title, axis labels, units, scales, ticks and elements
 #   e2b/data   a pandas DataFrame as {column: [values...]}
-#   image/png  PIL's Image.save() also displays the image saved
+#   image/png  PIL's Image.save() also displays the image saved, and
+#              Image.show() displays it instead of starting a viewer
 #
 # Everything is registered lazily (by type name, or when the module is first
 # imported), so a kernel that never plots pays nothing for it. Nothing is left
@@ -347,6 +348,22 @@ def _coppice_setup():
         save.__doc__ = orig.__doc__
         save.__wrapped__ = orig
         Image.save = save
+
+        # show() opens an external viewer: in a kernel, display the image
+        # instead (PIL's own IPython viewer ranks below any viewer installed).
+        orig_show = Image.show
+
+        def show(self, *args, **kwargs):
+            try:
+                from IPython.display import display
+
+                display(self)
+            except Exception:
+                return orig_show(self, *args, **kwargs)
+
+        show.__doc__ = orig_show.__doc__
+        show.__wrapped__ = orig_show
+        Image.show = show
 
     hooks = {"matplotlib.figure": patch_figure, "matplotlib.axes._axes": patch_boxplot, "PIL.Image": patch_image_save}
 
