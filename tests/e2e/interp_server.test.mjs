@@ -150,7 +150,7 @@ test('request errors: context and language together, unknown language, unknown c
   let r = await rawLines({ code: '1', context_id: 'x', language: 'python' });
   assert.equal(r.status, 400);
   assert.match(r.text, /Only one of context_id or language/);
-  r = await rawLines({ code: '1', language: 'javascript' });
+  r = await rawLines({ code: '1', language: 'cobol' });
   assert.equal(r.status, 400);
   assert.match(r.text, /python/);
   r = await rawLines({ code: '1', context_id: 'nope' });
