@@ -17,6 +17,8 @@ using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
 using Clock = std::chrono::steady_clock;
+// How often a run the kernel aborted without running it is sent again.
+constexpr int kMaxResends = 5;
 
 // A run waiting for its turn in a context.
 struct Waiter {
@@ -514,13 +516,33 @@ asio::awaitable<void> InterpServer::stream_run(http::Exchange& ex, std::shared_p
     ExecutionTranslator tr;
     std::vector<ojson> lines;
     bool interrupted = false;
+    bool emitted = false;
+    int resent = 0;
     Clock::time_point kill_at = Clock::time_point::max();
     for (;;) {
       while (!mb.msgs.empty()) {
         Message m = std::move(mb.msgs.front());
         mb.msgs.pop_front();
         if (m.parent_id() != *id) continue;
+        // IRkernel aborts every request that reaches it shortly after an
+        // error or an interrupt, whatever stop_on_error says. An aborted
+        // request never ran, so it is sent again (a few times, a moment
+        // later); an abort after output, or the last retry, is reported.
+        if (!emitted && !interrupted && resent < kMaxResends && m.msg_type() == "execute_reply" &&
+            m.content.is_object() && m.content.value("status", "") == "aborted") {
+          ++resent;
+          k->unroute(*id);
+          asio::steady_timer pause(ex.executor(), std::chrono::milliseconds(200 * resent));
+          co_await pause.async_wait(kTuple);
+          auto again = k->execute(run->req.code, false, run->mb);
+          if (!again) break;
+          id = std::move(again);
+          tr = ExecutionTranslator{};
+          COPPICE_LOG(debug) << "context " << ctx->id << ": the kernel aborted a run it never started; sent again";
+          continue;
+        }
         tr.feed(m, lines);
+        if (!lines.empty()) emitted = true;
         for (auto& l : lines) co_await emit(l);
         lines.clear();
       }

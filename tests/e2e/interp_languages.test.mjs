@@ -162,3 +162,21 @@ for (const [lang, L] of Object.entries(langs)) {
     console.log(`# ${lang}: context start ${startMs} ms`);
   });
 }
+
+// IRkernel aborts whatever reaches it right after an error or an interrupt,
+// even with stop_on_error off; such a run never started, and is sent again.
+const rSkip = baseSkip || langs.r.need();
+test('r: a run queued behind an interrupted run is not aborted', rSkip ? { skip: rSkip } : {}, async () => {
+  const ctx = await sbx.createCodeContext({ language: 'r' });
+  await sbx.runCode('n <- 41', { context: ctx });
+  for (let i = 0; i < 3; i++) {
+    const [slow, next] = await Promise.all([
+      sbx.runCode('Sys.sleep(30)', { context: ctx, timeoutMs: 1500 }).catch((e) => e),
+      sbx.runCode('n + 1', { context: ctx }),
+    ]);
+    assert.equal(slow.name, 'TimeoutError');
+    assert.equal(next.error, undefined, JSON.stringify(next.error));
+    assert.equal(next.results[0]?.text, '[1] 42');
+  }
+  await sbx.removeCodeContext(ctx);
+});
