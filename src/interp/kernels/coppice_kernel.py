@@ -186,9 +186,32 @@ class CoppiceKernel(Kernel):
         if LANGUAGE in ("javascript", "typescript"):
             return ["node", os.path.join(DRIVER_DIR, "js_driver.js"), LANGUAGE]
         if LANGUAGE == "java":
-            return ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-                    os.path.join(DRIVER_DIR, "JavaDriver.java")]
+            jvm = ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"]
+            classes = self.java_classes()
+            if classes:
+                return jvm + ["-cp", classes, "JavaDriver"]
+            return jvm + [os.path.join(DRIVER_DIR, "JavaDriver.java")]
         raise RuntimeError("unknown language " + LANGUAGE)
+
+    def java_classes(self):
+        """The driver compiled once per server (saves the JVM compiling the
+        source at every start); None when javac is not there or fails."""
+        final = os.path.join(DRIVER_DIR, "java-classes")
+        if os.path.exists(os.path.join(final, "JavaDriver.class")):
+            return final
+        try:
+            tmp = tempfile.mkdtemp(prefix="java-classes-", dir=DRIVER_DIR)
+            subprocess.run(["javac", "-nowarn", "-XDignore.symbol.file", "-d", tmp,
+                            os.path.join(DRIVER_DIR, "JavaDriver.java")],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+            os.chmod(tmp, 0o755)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                pass  # another kernel got there first
+            return final if os.path.exists(os.path.join(final, "JavaDriver.class")) else None
+        except Exception:
+            return None
 
     def start_child(self):
         self.child = Child(self.argv())
