@@ -180,3 +180,19 @@ test('r: a run queued behind an interrupted run is not aborted', rSkip ? { skip:
   }
   await sbx.removeCodeContext(ctx);
 });
+
+test('bash `exit` and node `process.exit()` end the run with ContextRestarting; the context goes on', jsSkip ? { skip: jsSkip } : {}, async () => {
+  for (const [language, code, status] of [['bash', 'echo before; exit 3', 3], ['javascript', 'process.exit(1)', 1]]) {
+    const ctx = await sbx.createCodeContext({ language });
+    const e = await sbx.runCode(code, { context: ctx });
+    assert.equal(e.error?.name, 'ContextRestarting');
+    assert.match(e.error.value, new RegExp(`exited \\(status ${status}\\).*state was lost`));
+    const next = await sbx.runCode(language === 'bash' ? 'echo alive' : '"alive"', { context: ctx });
+    assert.equal(language === 'bash' ? next.logs.stdout.join('') : next.text, language === 'bash' ? 'alive\n' : 'alive');
+    await sbx.removeCodeContext(ctx);
+  }
+  // A promise the cell rejects without handling is reported in that run.
+  const e = await sbx.runCode('Promise.reject(new Error("late")); 5', { language: 'js' });
+  assert.equal(e.text, '5');
+  assert.match(e.logs.stderr.join(''), /Uncaught \(in promise\) Error: late/);
+});

@@ -301,7 +301,12 @@ class CoppiceKernel(Kernel):
                     elif t == "done":
                         done = True
         except ChildGone:
-            status = self.child.proc.poll() if self.child else None
+            status = None
+            if self.child:
+                try:
+                    status = self.child.proc.wait(timeout=2)
+                except Exception:
+                    pass
             self.restart_child()
             return self.error(silent, "ContextRestarting",
                               "the %s process exited (status %s); a new one was started and the state was lost"

@@ -294,12 +294,16 @@ process.on('SIGINT', () => {
 
 // A promise rejected and never handled must not end the kernel: it is
 // reported on stderr, as node's REPL does.
+function userStack(e) {
+  if (!(e instanceof Error)) return util.inspect(e);
+  return String(e.stack).split('\n').filter((l) => !/^\s+at /.test(l) || !(/\(node:|js_driver\.js|node:internal/.test(l))).join('\n');
+}
 process.on('unhandledRejection', (e) => {
   if (e && e.__interrupt) return;
-  process.stderr.write(`Uncaught (in promise) ${e instanceof Error ? e.stack : util.inspect(e)}\n`);
+  process.stderr.write(`Uncaught (in promise) ${userStack(e)}\n`);
 });
 process.on('uncaughtException', (e) => {
-  process.stderr.write(`Uncaught ${e instanceof Error ? e.stack : util.inspect(e)}\n`);
+  process.stderr.write(`Uncaught ${userStack(e)}\n`);
 });
 
 const input = fs.createReadStream(null, { fd: 0 });
@@ -320,6 +324,9 @@ async function pump() {
     if (r && r.type === 'error' && r.ename === 'Error' && r.evalue === 'Uncaught { __interrupt: true }') {
       r = { type: 'error', ename: 'KeyboardInterrupt', evalue: 'Execution was interrupted', traceback: ['KeyboardInterrupt: Execution was interrupted'] };
     }
+    // One turn of the event loop first, so that a promise the cell
+    // rejected without handling is reported as part of this run.
+    await new Promise((resolve) => setImmediate(resolve));
     if (r) reply(r);
     reply({ type: 'done' });
   }
