@@ -172,6 +172,21 @@ asio::awaitable<void> InterpServer::handle(http::Exchange& ex) {
     co_return;
   }
   if (path == "/health" && (v == verb::get || v == verb::head)) {
+    // Ready once the default Python kernel is, and no other default kernel
+    // is still on its first start (one that failed does not hold it up).
+    std::string waiting;
+    for (const auto& lang : cfg_.default_languages) {
+      auto d = default_ids_.find(lang);
+      auto it = d == default_ids_.end() ? contexts_.end() : contexts_.find(d->second);
+      if (lang == "python" || it == contexts_.end() || !it->second->kernel) continue;
+      const auto& k = *it->second->kernel;
+      if (k.state() == KernelState::kStarting && !k.was_ready()) waiting = lang;
+    }
+    if (default_ready_once_ && !waiting.empty()) {
+      co_await ex.respond(503, "starting: the default " + waiting + " kernel is not ready yet",
+                          "text/plain; charset=utf-8", cors);
+      co_return;
+    }
     if (default_ready_once_) {
       co_await ex.respond_json(200, "\"OK\"", cors);
     } else {

@@ -2,7 +2,8 @@
 // (e2b-protocol.md §4), over contexts that each own one Jupyter kernel of
 // their language (languages.h).
 //
-//   GET    /health                 "OK" once the default Python context is ready (503 before)
+//   GET    /health                 "OK" once the default Python context is ready and the other
+//                                  default contexts' kernels have started or failed (503 before)
 //   POST   /execute                {code, context_id?, language?, env_vars?} -> NDJSON stream
 //                                  (no context_id: the language's default context)
 //   GET    /contexts               [{id, language, cwd}]

@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { interpSkipReason, startInterp } from './lib/interp.mjs';
+import { pidsMatching } from './lib/harness.mjs';
 
 const baseSkip = interpSkipReason(['ipykernel']);
 
@@ -89,6 +90,12 @@ after(async () => { await server?.stop(); });
 
 const opt = baseSkip ? { skip: baseSkip } : {};
 test('the default contexts are python and javascript; unknown languages get 400 naming the served ones', opt, async () => {
+  // The probe (a template's ready_cmd) answered only once the javascript
+  // kernel was up too: its node process is there.
+  if (!langs.javascript.need()) {
+    const cmdlines = pidsMatching(dir).map((p) => { try { return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8'); } catch { return ''; } });
+    assert.ok(cmdlines.some((c) => c.includes('js_driver.js')), 'no node driver running after the probe');
+  }
   const list = await sbx.listCodeContexts();
   assert.deepEqual(list.map((c) => c.language), ['python', 'javascript']);
   for (const body of [{ code: '1', language: 'cobol' }]) {
