@@ -176,7 +176,12 @@ class CoppiceKernel(Kernel):
         super().__init__(**kwargs)
         self.child = None
         self.start_error = ""
-        self.cell_dir = tempfile.mkdtemp(prefix="coppice-cells-")
+        # Beside the driver files: in coppice-interp's private directory,
+        # which goes with the server.
+        try:
+            self.cell_dir = tempfile.mkdtemp(prefix="cells-", dir=DRIVER_DIR)
+        except OSError:
+            self.cell_dir = tempfile.mkdtemp(prefix="coppice-cells-")
         self.restart_child()
 
     # --- the language process ---------------------------------------------
