@@ -25,7 +25,10 @@ PKGS=(
   sudo python-is-python3
   # code interpreter: libzmq for coppice-interp; the Jupyter kernel and the
   # scientific stack, which the host-derived templates see through /usr
-  libzmq3-dev python3-ipykernel python3-numpy python3-pandas python3-matplotlib
+  libzmq3-dev python3-ipykernel python3-numpy python3-pandas python3-matplotlib python3-pil
+  # its other languages (tests/e2e/interp_languages.test.mjs): acorn and
+  # typescript for node, R with IRkernel, a JDK for JShell
+  node-acorn node-typescript r-base-core r-cran-irkernel openjdk-17-jdk-headless
   # template builder: Debian packages (mmdebstrap); OCI images (skopeo fetches
   # and checks them, umoci unpacks them); a loopback registry for its tests
   mmdebstrap skopeo umoci docker-registry

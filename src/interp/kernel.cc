@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/sha256.h"
+#include "interp/languages.h"
 #include "sys/spawn.h"
 
 namespace coppice::interp {
@@ -53,12 +54,13 @@ Status write_private_file(const std::string& path, const std::string& data, std:
 }  // namespace
 
 Kernel::Kernel(asio::any_io_executor ex, ZmqContext& zctx, const KernelOptions& opts, std::string name,
-               std::string cwd)
+               std::string cwd, std::string language)
     : ex_(ex),
       zctx_(zctx),
       opts_(opts),
       name_(std::move(name)),
       cwd_(std::move(cwd)),
+      language_(std::move(language)),
       key_(random_hex(32)),
       session_(uuid4()),
       start_wake_(ex) {
@@ -91,11 +93,9 @@ asio::awaitable<Status> Kernel::start() {
     co_return std::unexpected(s.error());
   }
   sys::SpawnOptions so;
-  so.path = opts_.python;
-  // Colors off: tracebacks are read as text, not on a terminal. History in
-  // memory: several kernels never contend for one sqlite file.
-  so.argv = {opts_.python, "-m", "ipykernel_launcher", "-f", conn_file_, "--InteractiveShell.colors=NoColor",
-             "--HistoryManager.enabled=False"};
+  KernelCommand cmd{opts_.python, opts_.r, opts_.assets_dir};
+  so.argv = kernel_argv(language_, cmd, conn_file_);
+  so.path = so.argv[0];
   so.env = opts_.env;
   // The kernel exits by itself when it is orphaned (ipykernel's parent poller).
   so.env.push_back("JPY_PARENT_PID=" + std::to_string(::getpid()));
@@ -109,7 +109,7 @@ asio::awaitable<Status> Kernel::start() {
   so.new_session = true;
   auto pid = sys::spawn(so);
   if (!pid) {
-    std::string why = "start " + opts_.python + " -m ipykernel_launcher: " + pid.error().message();
+    std::string why = "start the " + language_ + " kernel (" + so.argv[0] + "): " + pid.error().message();
     set_state(KernelState::kFailed, why);
     remove_files();
     co_return make_error(pid.error().code(), why);

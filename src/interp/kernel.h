@@ -1,4 +1,5 @@
-// One IPython kernel process (`python3 -m ipykernel_launcher -f <file>`)
+// One Jupyter kernel process (IPython, IRkernel, or coppice_kernel.py for
+// the other languages: see languages.h)
 // and the two ZeroMQ channels coppice-interp uses on it: shell (requests and
 // their replies) and iopub (everything the kernel publishes). Its endpoints
 // are unix sockets in the server's private runtime directory, so no TCP port
@@ -32,6 +33,8 @@ namespace coppice::interp {
 
 struct KernelOptions {
   std::string python = "python3";        // interpreter with ipykernel; looked up in PATH of `env`
+  std::string r = "R";                    // R with IRkernel, for R contexts
+  std::string assets_dir;                 // where write_kernel_assets() put the kernels' files
   std::string runtime_dir;                // private dir for connection files and ipc endpoints
   std::vector<std::string> env;           // the kernel's whole environment, "K=V"
   std::optional<uid_t> uid;               // credentials to run as; unset: ours
@@ -53,8 +56,10 @@ enum class KernelState { kStarting, kReady, kFailed, kExited };
 
 class Kernel : public std::enable_shared_from_this<Kernel> {
  public:
-  // `name` makes the kernel's file names unique in the runtime dir.
-  Kernel(asio::any_io_executor ex, ZmqContext& zctx, const KernelOptions& opts, std::string name, std::string cwd);
+  // `name` makes the kernel's file names unique in the runtime dir;
+  // `language` is a canonical name from languages.h.
+  Kernel(asio::any_io_executor ex, ZmqContext& zctx, const KernelOptions& opts, std::string name, std::string cwd,
+         std::string language = "python");
   ~Kernel();
 
   // Spawns the process, connects, and completes once the kernel has
@@ -67,6 +72,7 @@ class Kernel : public std::enable_shared_from_this<Kernel> {
   const std::string& failure() const { return failure_; }
   pid_t pid() const { return pidfd_.pid(); }
   const std::string& cwd() const { return cwd_; }
+  const std::string& language() const { return language_; }
 
   // Wakes `mb` on every state change of this kernel.
   void watch(const std::shared_ptr<Mailbox>& mb);
@@ -101,6 +107,7 @@ class Kernel : public std::enable_shared_from_this<Kernel> {
   KernelOptions opts_;
   std::string name_;
   std::string cwd_;
+  std::string language_;
   std::string key_;
   std::string session_;
   std::string conn_file_;

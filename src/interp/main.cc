@@ -24,6 +24,8 @@
 
 #include "common/log.h"
 #include "http/client.h"
+#include "interp/assets.h"
+#include "interp/languages.h"
 #include "interp/server.h"
 
 extern char** environ;
@@ -106,10 +108,15 @@ int main(int argc, char** argv) {
   std::string runtime_base;
   int start_timeout_s = 60;
   bool version = false;
-  CLI::App app{"coppice-interp: the Coppice code-interpreter server (E2B's /execute and /contexts on IPython kernels)"};
+  CLI::App app{"coppice-interp: the Coppice code-interpreter server (E2B's /execute and /contexts on Jupyter kernels)"};
   app.add_option("--host", cfg.host, "listen address")->capture_default_str();
   app.add_option("--port", cfg.port, "listen port")->capture_default_str();
   app.add_option("--python", cfg.kernel.python, "Python with ipykernel (looked up in PATH)")->capture_default_str();
+  app.add_option("--r", cfg.kernel.r, "R with IRkernel, for R contexts (looked up in PATH)")->capture_default_str();
+  app.add_option("--default-contexts", cfg.default_languages,
+                 "languages that get a context at start (the first must be python); others get theirs on first use")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--cwd", cfg.default_cwd, "working directory of the default context")->capture_default_str();
   app.add_option("--envd-socket", cfg.envd_socket, "envd's unix socket, asked for the sandbox's environment (else 127.0.0.1:49983)")
       ->capture_default_str();
@@ -190,6 +197,34 @@ int main(int argc, char** argv) {
   if (cfg.kernel.uid && ::chown(tmpl.c_str(), *cfg.kernel.uid, *cfg.kernel.gid) != 0) {
     std::fprintf(stderr, "chown %s: %s\n", tmpl.c_str(), std::strerror(errno));
     return 1;
+  }
+
+  // The kernels' own files, readable by the kernel user.
+  cfg.kernel.assets_dir = cfg.kernel.runtime_dir + "/kernels";
+  if (::mkdir(cfg.kernel.assets_dir.c_str(), 0755) != 0 ||
+      (cfg.kernel.uid && ::chown(cfg.kernel.assets_dir.c_str(), *cfg.kernel.uid, *cfg.kernel.gid) != 0)) {
+    std::fprintf(stderr, "mkdir %s: %s\n", cfg.kernel.assets_dir.c_str(), std::strerror(errno));
+    std::filesystem::remove_all(cfg.kernel.runtime_dir, ec);
+    return 1;
+  }
+  if (auto w = interp::write_kernel_assets(cfg.kernel.assets_dir, cfg.kernel.uid, cfg.kernel.gid); !w) {
+    std::fprintf(stderr, "%s\n", w.error().to_string().c_str());
+    std::filesystem::remove_all(cfg.kernel.runtime_dir, ec);
+    return 1;
+  }
+  if (cfg.default_languages.empty() || cfg.default_languages.front() != "python") {
+    std::fprintf(stderr, "--default-contexts must start with python\n");
+    std::filesystem::remove_all(cfg.kernel.runtime_dir, ec);
+    return 2;
+  }
+  for (auto& l : cfg.default_languages) {
+    auto n = interp::normalize_language(l);
+    if (!n) {
+      std::fprintf(stderr, "--default-contexts: unknown language %s\n", l.c_str());
+      std::filesystem::remove_all(cfg.kernel.runtime_dir, ec);
+      return 2;
+    }
+    l = *n;
   }
 
   ::signal(SIGPIPE, SIG_IGN);

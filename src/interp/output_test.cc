@@ -124,20 +124,5 @@ TEST(InterpRequests, ExecuteBodies) {
   EXPECT_FALSE(parse_execute_request("not json"));
 }
 
-TEST(InterpRequests, Languages) {
-  EXPECT_EQ(normalize_language(""), "python");
-  EXPECT_EQ(normalize_language(" Python "), "python");
-  EXPECT_EQ(normalize_language("python3"), "python");
-  EXPECT_EQ(normalize_language("py"), "python");
-  EXPECT_FALSE(normalize_language("javascript"));
-  EXPECT_FALSE(normalize_language("r"));
-}
-
-TEST(InterpRequests, EnvCodeQuotesValuesAsLiterals) {
-  std::string code = set_env_code({{"A", "it's \"q\"\n\\"}});
-  EXPECT_NE(code.find(R"({"A":"it's \"q\"\n\\"})"), std::string::npos);
-  EXPECT_NE(restore_env_code().find("_coppice_saved_env"), std::string::npos);
-}
-
 }  // namespace
 }  // namespace coppice::interp

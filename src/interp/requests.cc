@@ -1,7 +1,5 @@
 #include "interp/requests.h"
 
-#include <algorithm>
-#include <cctype>
 #include <nlohmann/json.hpp>
 
 namespace coppice::interp {
@@ -23,16 +21,6 @@ Result<json> parse_object(std::string_view body) {
   return j;
 }
 }  // namespace
-
-std::optional<std::string> normalize_language(std::string_view language) {
-  size_t b = 0, e = language.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(language[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(language[e - 1]))) --e;
-  std::string l(language.substr(b, e - b));
-  std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (l.empty() || l == "python" || l == "python3" || l == "py" || l == "ipython") return std::string("python");
-  return std::nullopt;
-}
 
 Result<ExecuteRequest> parse_execute_request(std::string_view body) {
   auto j = parse_object(body);
@@ -82,23 +70,6 @@ Result<CreateContextRequest> parse_create_context_request(std::string_view body)
   r.language = *lang;
   r.cwd = *cwd;
   return r;
-}
-
-// A JSON object of strings is also a Python dict literal: JSON's string
-// escapes are a subset of Python's, and non-ASCII text stays UTF-8.
-std::string set_env_code(const std::map<std::string, std::string>& env) {
-  std::string dict = json(env).dump(-1, ' ', false, json::error_handler_t::replace);
-  return "(lambda o, e: (setattr(o, '_coppice_saved_env', {k: o.environ.get(k) for k in e}), o.environ.update(e)))"
-         "(__import__('os'), " + dict + ")";
-}
-
-std::string global_env_code(const std::map<std::string, std::string>& env) {
-  return "__import__('os').environ.update(" + json(env).dump(-1, ' ', false, json::error_handler_t::replace) + ")";
-}
-
-std::string restore_env_code() {
-  return "(lambda o: [o.environ.__setitem__(k, v) if v is not None else o.environ.pop(k, None) "
-         "for k, v in o.__dict__.pop('_coppice_saved_env', {}).items()])(__import__('os'))";
 }
 
 }  // namespace coppice::interp

@@ -1,5 +1,4 @@
-// The code interpreter's request bodies, checked and typed, and the small
-// pieces of Python the server runs around a user's code. E2B-facing JSON:
+// The code interpreter's request bodies, checked and typed. E2B-facing JSON:
 // unknown fields are ignored, null counts as absent.
 #pragma once
 
@@ -9,15 +8,9 @@
 #include <string_view>
 
 #include "common/result.h"
+#include "interp/languages.h"
 
 namespace coppice::interp {
-
-// The languages this server runs, as one line for error messages.
-inline constexpr std::string_view kLanguagesServed = "python (also accepted as python3, py, ipython)";
-
-// "python" for any spelling of Python (case and surrounding blanks ignored;
-// absent or empty means Python too); nullopt for a language not served.
-std::optional<std::string> normalize_language(std::string_view language);
 
 struct ExecuteRequest {
   std::string code;
@@ -35,13 +28,5 @@ struct CreateContextRequest {
   std::optional<std::string> cwd;
 };
 Result<CreateContextRequest> parse_create_context_request(std::string_view body);
-
-// Python that saves the current values of env's names and sets them, and
-// Python that puts the saved values back (removing names that were unset).
-// Both are run silently around one execution.
-std::string set_env_code(const std::map<std::string, std::string>& env);
-std::string restore_env_code();
-// Python that sets env's names for good (the sandbox's own environment).
-std::string global_env_code(const std::map<std::string, std::string>& env);
 
 }  // namespace coppice::interp

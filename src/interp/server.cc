@@ -17,6 +17,8 @@ using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 constexpr auto kTuple = asio::as_tuple(use_awaitable);
 using Clock = std::chrono::steady_clock;
+// How often a run the kernel aborted without running it is sent again.
+constexpr int kMaxResends = 5;
 
 // A run waiting for its turn in a context.
 struct Waiter {
@@ -68,8 +70,7 @@ Result<uint16_t> InterpServer::start() {
   http_ = std::make_unique<http::Server>(io_, handler);
   auto port = http_->listen_tcp(cfg_.host, static_cast<uint16_t>(cfg_.port));
   if (!port) return std::unexpected(port.error());
-  auto ctx = new_context("python", cfg_.default_cwd);
-  default_id_ = ctx->id;
+  for (const auto& lang : cfg_.default_languages) default_context(lang);
   return port;
 }
 
@@ -99,7 +100,7 @@ void InterpServer::ensure_kernel(const std::shared_ptr<Context>& ctx, bool force
     return;
   }
   auto k = std::make_shared<Kernel>(io_.get_executor(), zctx_, cfg_.kernel, "k" + std::to_string(++kernel_serial_),
-                                    ctx->cwd);
+                                    ctx->cwd, ctx->language);
   std::weak_ptr<Context> wctx = ctx;
   k->on_exit = [this, wctx](Kernel& dead) {
     auto c = wctx.lock();
@@ -112,7 +113,7 @@ void InterpServer::ensure_kernel(const std::shared_ptr<Context>& ctx, bool force
     }
   };
   ctx->kernel = k;
-  bool is_default = ctx->id == default_id_ || default_id_.empty();
+  bool is_default = ctx->id == default_id_;
   auto starter = [this, k, is_default]() -> asio::awaitable<void> {
     auto s = co_await k->start();
     if (!s) {
@@ -125,12 +126,22 @@ void InterpServer::ensure_kernel(const std::shared_ptr<Context>& ctx, bool force
   asio::co_spawn(io_, starter, asio::detached);
 }
 
-std::shared_ptr<Context> InterpServer::default_context() {
-  auto it = contexts_.find(default_id_);
-  if (it != contexts_.end()) return it->second;
-  // The default context was removed: the next default run gets a new one.
-  auto ctx = new_context("python", cfg_.default_cwd);
-  default_id_ = ctx->id;
+std::shared_ptr<Context> InterpServer::default_context(const std::string& language) {
+  auto d = default_ids_.find(language);
+  if (d != default_ids_.end()) {
+    auto it = contexts_.find(d->second);
+    if (it != contexts_.end()) return it->second;
+  }
+  // None yet, or it was removed: the next default run gets a new one.
+  auto ctx = std::make_shared<Context>();
+  ctx->id = uuid4();
+  ctx->language = language;
+  ctx->cwd = cfg_.default_cwd;
+  ctx->seq = next_seq_++;
+  contexts_[ctx->id] = ctx;
+  default_ids_[language] = ctx->id;
+  if (language == "python") default_id_ = ctx->id;
+  ensure_kernel(ctx);
   return ctx;
 }
 
@@ -161,6 +172,21 @@ asio::awaitable<void> InterpServer::handle(http::Exchange& ex) {
     co_return;
   }
   if (path == "/health" && (v == verb::get || v == verb::head)) {
+    // Ready once the default Python kernel is, and no other default kernel
+    // is still on its first start (one that failed does not hold it up).
+    std::string waiting;
+    for (const auto& lang : cfg_.default_languages) {
+      auto d = default_ids_.find(lang);
+      auto it = d == default_ids_.end() ? contexts_.end() : contexts_.find(d->second);
+      if (lang == "python" || it == contexts_.end() || !it->second->kernel) continue;
+      const auto& k = *it->second->kernel;
+      if (k.state() == KernelState::kStarting && !k.was_ready()) waiting = lang;
+    }
+    if (default_ready_once_ && !waiting.empty()) {
+      co_await ex.respond(503, "starting: the default " + waiting + " kernel is not ready yet",
+                          "text/plain; charset=utf-8", cors);
+      co_return;
+    }
     if (default_ready_once_) {
       co_await ex.respond_json(200, "\"OK\"", cors);
     } else {
@@ -303,13 +329,14 @@ asio::awaitable<void> InterpServer::handle_execute(http::Exchange& ex) {
     }
     ctx = it->second;
   } else {
-    if (req->language && !normalize_language(*req->language)) {
+    auto lang = normalize_language(req->language.value_or(""));
+    if (!lang) {
       co_await ex.respond(400, "Unsupported language '" + *req->language + "': this server runs " +
                                    std::string(kLanguagesServed),
                           "text/plain; charset=utf-8", cors);
       co_return;
     }
-    ctx = default_context();
+    ctx = default_context(*lang);
   }
   auto run = std::make_shared<Run>();
   run->ctx = ctx;
@@ -475,7 +502,7 @@ asio::awaitable<void> InterpServer::stream_run(http::Exchange& ex, std::shared_p
     k->globals_applied = true;
     auto envs = co_await sandbox_envs(run->access_token);
     if (!envs.empty()) {
-      std::string code = global_env_code(envs);
+      std::string code = global_env_code(ctx->language, envs);
       bool applied = co_await run_silent(run, k, code);
       if (!applied) {
         COPPICE_LOG(warn) << "context " << ctx->id << ": could not apply the sandbox environment";
@@ -484,7 +511,7 @@ asio::awaitable<void> InterpServer::stream_run(http::Exchange& ex, std::shared_p
   }
   bool env_set = false;
   if (!run->req.env_vars.empty()) {
-    std::string code = set_env_code(run->req.env_vars);
+    std::string code = set_env_code(ctx->language, run->req.env_vars);
     env_set = co_await run_silent(run, k, code);
     if (!env_set) {
       const ojson err = error_line("EnvironmentError", "could not set env_vars for this run", "");
@@ -504,13 +531,33 @@ asio::awaitable<void> InterpServer::stream_run(http::Exchange& ex, std::shared_p
     ExecutionTranslator tr;
     std::vector<ojson> lines;
     bool interrupted = false;
+    bool emitted = false;
+    int resent = 0;
     Clock::time_point kill_at = Clock::time_point::max();
     for (;;) {
       while (!mb.msgs.empty()) {
         Message m = std::move(mb.msgs.front());
         mb.msgs.pop_front();
         if (m.parent_id() != *id) continue;
+        // IRkernel aborts every request that reaches it shortly after an
+        // error or an interrupt, whatever stop_on_error says. An aborted
+        // request never ran, so it is sent again (a few times, a moment
+        // later); an abort after output, or the last retry, is reported.
+        if (!emitted && !interrupted && resent < kMaxResends && m.msg_type() == "execute_reply" &&
+            m.content.is_object() && m.content.value("status", "") == "aborted") {
+          ++resent;
+          k->unroute(*id);
+          asio::steady_timer pause(ex.executor(), std::chrono::milliseconds(200 * resent));
+          co_await pause.async_wait(kTuple);
+          auto again = k->execute(run->req.code, false, run->mb);
+          if (!again) break;
+          id = std::move(again);
+          tr = ExecutionTranslator{};
+          COPPICE_LOG(debug) << "context " << ctx->id << ": the kernel aborted a run it never started; sent again";
+          continue;
+        }
         tr.feed(m, lines);
+        if (!lines.empty()) emitted = true;
         for (auto& l : lines) co_await emit(l);
         lines.clear();
       }
@@ -544,7 +591,7 @@ asio::awaitable<void> InterpServer::stream_run(http::Exchange& ex, std::shared_p
 
   // 5. The environment as it was.
   if (env_set && k->state() == KernelState::kReady) {
-    std::string code = restore_env_code();
+    std::string code = restore_env_code(ctx->language);
     co_await run_silent(run, k, code);
   }
   const ojson end = end_of_execution_line();

@@ -1,8 +1,11 @@
 // coppice-interp's HTTP side: E2B's code-interpreter API on one port
-// (e2b-protocol.md §4), over contexts that each own one IPython kernel.
+// (e2b-protocol.md §4), over contexts that each own one Jupyter kernel of
+// their language (languages.h).
 //
-//   GET    /health                 "OK" once the default Python context is ready (503 before)
+//   GET    /health                 "OK" once the default Python context is ready and the other
+//                                  default contexts' kernels have started or failed (503 before)
 //   POST   /execute                {code, context_id?, language?, env_vars?} -> NDJSON stream
+//                                  (no context_id: the language's default context)
 //   GET    /contexts               [{id, language, cwd}]
 //   POST   /contexts               {language?, cwd?} -> {id, language, cwd}, its kernel ready
 //   DELETE /contexts/{id}          kills its kernel
@@ -20,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "http/client.h"
@@ -33,6 +37,11 @@ struct ServerConfig {
   std::string host = "0.0.0.0";             // the sandbox's own network namespace
   int port = 49999;                         // E2B's code-interpreter port
   std::string default_cwd = "/home/user";   // cwd of the default context and of contexts created without one
+  // Languages whose default context is made at start (E2B lists python's
+  // and javascript's); the first is python, whose readiness /health reports.
+  // A run in another language without a context makes that language's
+  // default context on first use.
+  std::vector<std::string> default_languages{"python", "javascript"};
   KernelOptions kernel;                     // how kernels are started
   std::chrono::milliseconds keepalive{5000};        // a keepalive line after this long without output
   std::chrono::milliseconds interrupt_grace{10000}; // after an interrupt, how long before the kernel is killed
@@ -72,7 +81,8 @@ class InterpServer {
   // Gives the context a new kernel (starting in the background) unless its
   // current one is starting or ready.
   void ensure_kernel(const std::shared_ptr<Context>& ctx, bool force = false);
-  std::shared_ptr<Context> default_context();
+  // The default context of canonical `language`, made if there is none.
+  std::shared_ptr<Context> default_context(const std::string& language);
   void release(Context& ctx);
 
   asio::io_context& io_;
@@ -80,7 +90,8 @@ class InterpServer {
   ZmqContext& zctx_;
   std::unique_ptr<http::Server> http_;
   std::map<std::string, std::shared_ptr<Context>> contexts_;
-  std::string default_id_;
+  std::string default_id_;                          // the default Python context
+  std::map<std::string, std::string> default_ids_;  // language -> its default context
   bool default_ready_once_ = false;
   std::string default_failure_;
   uint64_t next_seq_ = 0;

@@ -150,7 +150,7 @@ test('request errors: context and language together, unknown language, unknown c
   let r = await rawLines({ code: '1', context_id: 'x', language: 'python' });
   assert.equal(r.status, 400);
   assert.match(r.text, /Only one of context_id or language/);
-  r = await rawLines({ code: '1', language: 'javascript' });
+  r = await rawLines({ code: '1', language: 'cobol' });
   assert.equal(r.status, 400);
   assert.match(r.text, /python/);
   r = await rawLines({ code: '1', context_id: 'nope' });
@@ -159,7 +159,7 @@ test('request errors: context and language together, unknown language, unknown c
   r = await rawLines({ nocode: true });
   assert.equal(r.status, 400);
   assert.equal((await rawLines({ code: '1', language: 'Python' })).lines.at(-1).type, 'end_of_execution');
-  const c = await fetch(`${url}/contexts`, { method: 'POST', body: JSON.stringify({ language: 'r' }) });
+  const c = await fetch(`${url}/contexts`, { method: 'POST', body: JSON.stringify({ language: 'cobol' }) });
   assert.equal(c.status, 400);
   const d = await fetch(`${url}/contexts`, { method: 'POST', body: JSON.stringify({ cwd: '/no/such/dir' }) });
   assert.equal(d.status, 400);
