@@ -237,6 +237,11 @@ test(`[${sdkName}] a sandbox's root cannot steer criu through files in the sandb
   ].join(' && ');
   const r = await sbx.commands.run(plant, { user: 'root' });
   assert.equal(r.exitCode, 0, r.stderr);
+  // What confines the sandbox's root, before and after: its seccomp filter
+  // and capability bound (PID 1, envd, a new process) come back as they were.
+  const confinement = "grep -hE '^(Seccomp|CapBnd|CapEff):' /proc/1/status /proc/2/status /proc/self/status";
+  const before = (await sbx.commands.run(confinement, { user: 'root' })).stdout;
+  assert.match(before, /Seccomp:\s+2/);
   const t0 = Date.now();
   assert.equal(await sbx.pause(), true);
   assert.ok(Date.now() - t0 < 20_000, 'the pause did not wait on the planted FIFO');
@@ -244,6 +249,7 @@ test(`[${sdkName}] a sandbox's root cannot steer criu through files in the sandb
   const back = await Sandbox.connect(sbx.sandboxId, gw.opts);
   const pwned = await back.commands.run('cat /tmp/pwned 2>/dev/null || echo none', { user: 'root' });
   assert.equal(pwned.stdout.trim(), 'none', 'criu ran the sandbox\'s action script');
+  assert.equal((await back.commands.run(confinement, { user: 'root' })).stdout, before, 'confinement after a restore');
   await back.kill();
 });
 
