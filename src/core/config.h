@@ -31,6 +31,9 @@ struct GatewayConfig {
   std::map<std::string, int> pools;
   // Sandbox lifetime (seconds) when a create names none, and the largest allowed.
   int default_timeout_s = 300;
+  // How long a paused sandbox is kept before it is deleted (files,
+  // checkpoint and all); 0: for ever.
+  int64_t paused_retention_s = 30ll * 24 * 3600;
   int max_timeout_s = 24 * 3600;
   // Connections the gateway's port holds at once, all clients together;
   // 0 (the default): from the fd limit, leaving a quarter of it (at least

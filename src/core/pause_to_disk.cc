@@ -53,6 +53,7 @@ asio::awaitable<Status> SandboxManager::pause_to_disk(std::shared_ptr<Live> l, b
   l->handle.net_link.clear();
   l->handle.netns_cookie = 0;
   (void)transition(*l, SandboxState::kPaused);
+  l->paused_at = Clock::now();
   auto rec = record(*l);
   auto op = [rec, memory](store::Store& st) {
     return st.put_sandbox(rec, "paused", memory ? "to disk, memory included" : "to disk, files only");

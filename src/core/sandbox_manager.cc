@@ -257,6 +257,7 @@ store::SandboxRecord SandboxManager::record(const Live& l) const {
   if (!l.mask_host.empty()) r.extra["maskRequestHost"] = l.mask_host;
   if (!l.https_ports.empty()) r.extra["httpsPorts"] = l.https_ports;
   if (l.on_disk) r.extra["pausedToDisk"] = json{{"memory", l.disk_memory}, {"hostRoot", l.disk_host_root}};
+  if (r.state == store::SandboxState::kPaused && l.paused_at != Clock::time_point{}) r.extra["pausedAt"] = to_ms(l.paused_at);
   r.extra["lifecycle"] = to_store_json(l.lifecycle);
   return r;
 }
@@ -711,10 +712,9 @@ asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team,
     co_return std::unexpected(std::move(r.error()).context("pause"));
   }
   (void)transition(*l, SandboxState::kPaused);
-  auto op = [id, how](store::Store& st) -> Status {
-    COPPICE_TRY(st.update_state(id, store::SandboxState::kPaused));
-    return st.append_event(id, "paused", how);
-  };
+  l->paused_at = Clock::now();
+  auto rec = record(*l);
+  auto op = [rec, how](store::Store& st) -> Status { return st.put_sandbox(rec, "paused", how); };
   auto w = co_await store_q_.write(std::move(op));
   if (!w) {
     COPPICE_LOG_RATE(error, 5).sandbox(id) << "store: pause: " << w.error().to_string();

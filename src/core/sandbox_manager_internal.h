@@ -26,6 +26,9 @@ struct SandboxManager::Live {
   json env_vars = json::object();
   int cpu_count = 1, memory_mb = 512, disk_mb = 1024;
   Clock::time_point started_at, end_at;
+  // When it was last paused (its retention counts from there); kept in the
+  // record's extra "pausedAt".
+  Clock::time_point paused_at{};
   std::string state_dir;
   sandbox::SandboxHandle handle;
   // The template version it was made from (rootfs, build id, recipe hash), so

@@ -50,6 +50,13 @@ std::shared_ptr<SandboxManager::Live> SandboxManager::live_from_record(const sto
     if (auto c = net::from_store_json(*it); c) l->network = *c;
   }
   if (auto it = r.extra.find("lifecycle"); it != r.extra.end()) l->lifecycle = lifecycle_from_store_json(*it);
+  // Paused before the restart: its retention goes on from then (a record
+  // from before retention was kept counts from now).
+  if (auto it = r.extra.find("pausedAt"); it != r.extra.end() && it->is_number_integer()) {
+    l->paused_at = from_ms(it->get<int64_t>());
+  } else if (r.state == store::SandboxState::kPaused) {
+    l->paused_at = Clock::now();
+  }
   return l;
 }
 
@@ -297,8 +304,19 @@ asio::awaitable<void> SandboxManager::reaper_loop() {
     if (stopping_) co_return;
     auto now = Clock::now();
     std::vector<std::string> due;
+    std::vector<std::string> expired_paused;
+    const auto retention = std::chrono::seconds(cfg_.paused_retention_s);
     for (const auto& [id, l] : live_) {
       if (l->state == SandboxState::kRunning && l->end_at <= now) due.push_back(id);
+      if (l->state == SandboxState::kPaused && cfg_.paused_retention_s > 0 && l->paused_at + retention <= now) {
+        expired_paused.push_back(id);
+      }
+    }
+    for (auto& id : expired_paused) {
+      COPPICE_LOG(info).sandbox(id) << "paused longer than --paused-retention (" << cfg_.paused_retention_s
+                                    << " s): deleted";
+      std::string reason = "paused retention";
+      asio::co_spawn(owner_, do_kill(std::move(id), std::move(reason), std::nullopt), asio::detached);
     }
     // Each in its own coroutine on the owner: one slow teardown does not hold
     // up the others, and a kill already under way refuses the second (409).

@@ -101,6 +101,10 @@ int main(int argc, char** argv) {
   app.add_option("--pool", pool_specs, "keep N warm sandboxes of a template: TEMPLATE=N (repeatable)");
   app.add_option("--default-timeout", cfg.default_timeout_s, "sandbox lifetime in seconds when none is asked")
       ->capture_default_str();
+  app.add_option("--paused-retention", cfg.paused_retention_s,
+                 "seconds a paused sandbox is kept before it is deleted (0: for ever)")
+      ->check(CLI::Range(int64_t{0}, int64_t{10} * 365 * 24 * 3600))
+      ->capture_default_str();
   app.add_option("--uid-slots", cfg.uid_slots, "sandboxes that can run at once (65536 host ids each)")
       ->check(CLI::Range(1u, uint32_t((sandbox::ns::kUidLimit - sandbox::ns::kUidFloor) / sandbox::ns::kIdsPerSlot)))
       ->capture_default_str();

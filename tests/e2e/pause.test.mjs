@@ -183,3 +183,28 @@ test(`[${sdkName}] onTimeout pause without memory: paused (not killed) at its ti
   assert.equal(await back.files.read('/home/user/t.txt'), 'kept');
   await back.kill();
 });
+
+test(`[${sdkName}] --paused-retention: a sandbox paused longer is deleted, a running one stays`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-retention-'));
+  const g = await startGateway({ stateDir: dir, extraArgs: ['--paused-retention', '2'] });
+  try {
+    const paused = await Sandbox.create({ ...g.opts, timeoutMs: 600_000 });
+    const running = await Sandbox.create({ ...g.opts, timeoutMs: 600_000 });
+    assert.equal(await paused.pause({ keepMemory: false }), true);
+    const headers = { 'X-API-KEY': TEST_API_KEY };
+    let status = 200;
+    for (let i = 0; i < 100 && status === 200; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await fetch(`${g.url}/sandboxes/${paused.sandboxId}`, { headers })).status;
+    }
+    assert.equal(status, 404, 'deleted after its retention');
+    assert.equal(fs.existsSync(path.join(dir, 'sandboxes', paused.sandboxId)), false, 'its state dir is gone');
+    assert.equal((await running.getInfo()).state, 'running');
+    await running.kill();
+  } finally {
+    await g.stop();
+    removeCgroupParents(dir);
+    removeStateDir(dir);
+  }
+});
