@@ -296,3 +296,24 @@ test(`[${sdkName}] kill -9 of the gateway during a pause or a resume: the sandbo
   await Sandbox.kill(id, gw.opts);
   assert.equal(fs.existsSync(path.join(stateDir, 'sandboxes', id)), false);
 });
+
+// /dev/shm is a tmpfs of the sandbox's own: its files (and one a process
+// holds open) come back with a resume, owners and all.
+test(`[${sdkName}] /dev/shm is kept across a pause with memory`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await sbx.commands.run('echo kept > /dev/shm/file && mkdir -p /dev/shm/d/e && echo deep > /dev/shm/d/e/f');
+  const h = await sbx.commands.run("exec 7>/dev/shm/held; echo one >&7; while sleep 0.05; do test -e /tmp/go && { echo two >&7; rm /tmp/go; }; done", { background: true, timeoutMs: 0 });
+  await h.disconnect();
+  await until('the held file', async () => (await sbx.files.read('/dev/shm/held')) === 'one\n');
+  assert.equal(await sbx.pause(), true);
+  assert.deepEqual(processesOf(sbx.sandboxId), []);
+  const back = await Sandbox.connect(sbx.sandboxId, gw.opts);
+  assert.equal(await back.files.read('/dev/shm/file'), 'kept\n');
+  assert.equal(await back.files.read('/dev/shm/d/e/f'), 'deep\n');
+  assert.equal((await back.commands.run('stat -c %U /dev/shm/file /dev/shm/d')).stdout, 'user\nuser\n');
+  await back.files.write('/tmp/go', '');
+  await until('the held file written through its old fd', async () => (await back.files.read('/dev/shm/held')) === 'one\ntwo\n');
+  await back.kill();
+});

@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "sys/fsutil.h"
+#include "sys/tree_copy.h"
 
 namespace coppice::sandbox::ns {
 namespace {
@@ -57,6 +58,10 @@ Result<sys::UniqueFd> open_kdat_dir() {
 // Beside the images: what the restore needs to know of the tree.
 constexpr const char* kSidecar = "coppice-checkpoint";
 constexpr const char* kCompleteMarker = "coppice-complete";
+// The sandbox's /dev/shm (a tmpfs of its mount namespace, gone with it),
+// copied beside the images while the tree is stopped and put back before
+// a restore: files there are state as much as memory is.
+constexpr const char* kShmCopy = "shm";
 constexpr int kEnvdPid = 2;  // envd/pid1.h
 constexpr int kRestoreLogFd = 4;
 
@@ -328,6 +333,24 @@ void end_foreign_connections(pid_t pid, int ms) {
   ::close(pidfd);
 }
 
+// Puts the entries of `from` (a copy of a /dev/shm) into the directory `to`
+// (the new sandbox's /dev/shm, which nothing of the sandbox has run in yet)
+// with their owners and modes: a copy inside `to`'s file system, then each
+// entry renamed into place.
+Status put_back_shm(const std::string& from, const std::string& to) {
+  auto names = sys::list_dir(from);
+  if (!names) return std::unexpected(names.error());
+  if (names->empty()) return ok();
+  const std::string stage = to + "/.coppice-restore";
+  (void)sys::remove_tree(stage);
+  auto c = sys::copy_tree(from, stage);
+  if (!c) return std::unexpected(c.error());
+  for (const auto& n : *names) {
+    if (::rename((stage + "/" + n).c_str(), (to + "/" + n).c_str()) != 0) return errno_error("rename " + n);
+  }
+  return sys::remove_tree(stage);
+}
+
 Result<sys::UniqueFd> open_images(const std::string& dir, bool make, const std::string& ctx) {
   if (make) {
     // 0755, files 0644 (criu's): the restored tree runs as the sandbox's
@@ -432,6 +455,14 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   h.criu_args.push_back(opts.leave_running ? "--leave-running" : "--leave-stopped");
   const auto t0 = std::chrono::steady_clock::now();
   COPPICE_TRY(run_criu(h));
+  if (!opts.leave_running) {
+    // Stopped (--leave-stopped): nothing writes to it now.
+    auto copied = sys::copy_tree("/proc/" + std::to_string(init) + "/root/dev/shm", images_dir + "/" + kShmCopy);
+    if (!copied) {
+      (void)cgroups.kill_all(id);
+      return std::unexpected(std::move(copied.error()).context(ctx + ": /dev/shm"));
+    }
+  }
   // Whole and on disk (images and their dir entries), before the tree ends.
   if (::syncfs(dir->get()) != 0) return errno_error(ctx + ": syncfs");
   COPPICE_TRY_CTX(sys::write_new_file(images_dir + "/" + kCompleteMarker, "", 0600), ctx);
@@ -492,6 +523,10 @@ Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t i
       h.criu_args.push_back("--inherit-fd");
       h.criu_args.push_back("fd[" + std::to_string(log.get()) + "]:" + pipe);
     }
+  }
+  // /dev/shm's files first: the restored tree may hold some open.
+  if (const std::string shm = images_dir + "/" + kShmCopy; sys::path_exists(shm)) {
+    COPPICE_TRY_CTX(put_back_shm(shm, "/proc/" + std::to_string(init) + "/root/dev/shm"), ctx + ": /dev/shm");
   }
   const auto t0 = std::chrono::steady_clock::now();
   COPPICE_TRY(run_criu(h));
