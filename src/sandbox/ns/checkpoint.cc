@@ -64,6 +64,7 @@ constexpr const char* kCompleteMarker = "coppice-complete";
 constexpr const char* kShmCopy = "shm";
 constexpr int kEnvdPid = 2;  // envd/pid1.h
 constexpr int kRestoreLogFd = 4;
+constexpr pid_t kPidMargin = 4096;
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path);
@@ -500,7 +501,12 @@ Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t i
   h.timeout_ms = timeout_ms;
   h.log_path = images_dir + "/restore.log";
   h.what = "restore";
-  h.want_pid = max_pid + 1;
+  // Above every pid of the tree: the pids were listed before the dump, and
+  // a tree left running (a snapshot, a fork) may have forked meanwhile.
+  h.want_pid = max_pid + 1 + kPidMargin;
+  if (auto pm = sys::read_file("/proc/sys/kernel/pid_max"); pm && h.want_pid >= std::atoi(pm->c_str())) {
+    h.want_pid = max_pid + 1;
+  }
   const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
   h.criu_args = {"restore", "-D", d, "-W", d, "-o", "restore.log", "-v4", "--restore-detached",
                  "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--tcp-close"};

@@ -427,7 +427,10 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   ready->second.reset();
   log.reset();
   cg->close_fds();
-  clone_guard.unlock();
+  // A restore's PID 1 goes on after the child has exited, on our memory and
+  // the checklist's globals (child.cc): no other launch may clone until it
+  // has exec'd (below).
+  if (!pidns_of_userns) clone_guard.unlock();
   // The child has exec'd (vfork): it is in its network namespace already.
   if (spare) spare->netns.reset();
   own_netns.reset();
@@ -436,6 +439,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx.ready_timeout_ms);
   COPPICE_TRY_CTX(wait_readable(report->first.get(), deadline, "the sandbox child"), ctxmsg);
   COPPICE_TRY_CTX(read_child_report(report->first.get(), init), ctxmsg);
+  if (clone_guard.owns_lock()) clone_guard.unlock();
   const auto t_exec = Clock::now();
 
   // 8. Wait for envd: one byte on the ready pipe once it listens; EOF means
