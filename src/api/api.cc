@@ -97,6 +97,7 @@ json detail_json(const SandboxView& v, const core::GatewayConfig& cfg) {
   j["lifecycle"] = core::to_e2b_json(v.lifecycle);
   j["allowInternetAccess"] = v.network.internet;
   j["network"] = net::to_e2b_json(v.network);
+  if (v.lineage.is_object() && !v.lineage.empty()) j["lineage"] = v.lineage;  // an extension
   return j;
 }
 
@@ -398,6 +399,8 @@ Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::T
         return c->team;
       }) {}
 
+json sandbox_body(const SandboxView& v, const core::GatewayConfig& cfg) { return sandbox_json(v, cfg); }
+
 asio::awaitable<void> Api::reply(http::Exchange& ex, unsigned status, std::string_view body,
                                  std::string_view content_type, const http::Fields& extra) {
   metrics_.http_response(status);
@@ -488,6 +491,20 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
                                (path.starts_with("/pools/") && m == verb::post);
   if (operator_action && !caller.admin) {
     co_await error_response(ex, 403, "only an admin key may reload templates or change pools");
+    co_return;
+  }
+  if (path == "/snapshots" || path.starts_with("/snapshots/")) {
+    co_await snapshots_route(ex, path.substr(10), caller);
+    co_return;
+  }
+  if (path.starts_with("/templates/") && path.find('/', 11) == std::string::npos && m == verb::delete_) {
+    // The SDK deletes a snapshot as the template it is on E2B; the host's
+    // templates are the operator's.
+    if (templates_.get(path.substr(11))) {
+      co_await error_response(ex, 409, "template " + path.substr(11) + " is one of this host's templates, not a snapshot");
+      co_return;
+    }
+    co_await delete_snapshot(ex, path.substr(11), caller);
     co_return;
   }
   if (path == "/volumes" || path.starts_with("/volumes/")) {
@@ -855,6 +872,14 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     auto s = co_await mgr_.update_network(id, rules, team);
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
+    co_return;
+  }
+  if (action == "snapshots" && m == verb::post) {
+    co_await sandbox_snapshot(ex, id, caller);
+    co_return;
+  }
+  if (action == "fork" && m == verb::post) {
+    co_await fork(ex, id, caller);
     co_return;
   }
   if (action == "preview-url" && m == verb::post) {

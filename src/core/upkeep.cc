@@ -47,6 +47,8 @@ std::shared_ptr<SandboxManager::Live> SandboxManager::live_from_record(const sto
     if (auto c = net::from_store_json(*it); c) l->network = *c;
   }
   if (auto it = r.extra.find("lifecycle"); it != r.extra.end()) l->lifecycle = lifecycle_from_store_json(*it);
+  if (auto it = r.extra.find("lowerLayers"); it != r.extra.end()) l->lowers = layers_from_json(*it);
+  if (auto it = r.extra.find("lineage"); it != r.extra.end() && it->is_object()) l->lineage = *it;
   return l;
 }
 
@@ -175,6 +177,9 @@ asio::awaitable<Status> SandboxManager::do_recover() {
   if (!swept) {
     COPPICE_LOG(warn) << "recover: volumes: " << swept.error().to_string();
   }
+  // Snapshot layers and checkpoints nothing names (a snapshot or fork cut
+  // short): removed before serving.
+  co_await collect_layers();
   co_return ok();
 }
 

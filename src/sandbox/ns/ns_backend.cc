@@ -12,6 +12,8 @@
 #include "sandbox/ns/checkpoint.h"
 #include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/launch.h"
+#include "sandbox/ns/layer_copy.h"
+#include "sandbox/ns/trash.h"
 #include "sandbox/ns/registry.h"
 #include "sandbox/ns/rootfs.h"
 #include "sandbox/ns/seccomp_policy.h"
@@ -20,6 +22,7 @@
 #include "sandbox/ns/uid_slots.h"
 #include "sandbox/ns/volumes.h"
 #include "net/network.h"
+#include "sys/btrfs.h"
 #include "sys/fsutil.h"
 #include "sys/netns.h"
 #include "sys/pidfd_owner.h"
@@ -183,6 +186,32 @@ class NsBackend final : public Backend {
     CheckpointOptions o;
     o.leave_running = leave_running;
     return checkpoint_tree(cgroups_, id, *init, images_dir, o);
+  }
+
+  Result<std::string> copy_layer(const std::string& id, const std::string& dst_dir) override {
+    COPPICE_TRY_CTX(validate_id(id), "copy files of sandbox");
+    auto state = state_dir_of(id);
+    if (state.empty()) return make_error(ErrorCode::kNotFound, "copy files of sandbox " + id + ": not known here");
+    COPPICE_TRY_CTX(snapshot_layer(opts_.disk, state, dst_dir, /*readonly=*/true), "copy files of sandbox " + id);
+    return StatePaths(dst_dir).upper;
+  }
+
+  Status remove_layer(const std::string& dst_dir) override {
+    if (!sys::path_exists(dst_dir)) return ok();
+    // A read-only subvolume's files cannot be unlinked: writable first.
+    if (auto fd = sys::open_file(dst_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        fd && sys::btrfs::is_btrfs(fd->get())) {
+      COPPICE_TRY_CTX(sys::btrfs::make_writable(fd->get()), "remove layer " + dst_dir);
+    }
+    if (move_to_trash(dst_dir)) return ok();
+    return remove_state_dir(dst_dir);
+  }
+
+  Result<uint64_t> layer_bytes(const std::string& id) override {
+    COPPICE_TRY_CTX(validate_id(id), "files of sandbox");
+    auto state = state_dir_of(id);
+    if (state.empty()) return make_error(ErrorCode::kNotFound, "files of sandbox " + id + ": not known here");
+    return opts_.disk ? opts_.disk->used(state) : upper_disk_bytes(state);
   }
 
   Status thaw(const std::string& id) override {
@@ -390,6 +419,16 @@ class NsBackend final : public Backend {
       if (!init || *init != pid) return make_error(ErrorCode::kNotFound, "its PID 1 is gone");
     }
     return std::move(*fd);
+  }
+
+  // The state dir of a sandbox this process runs, else its registry record's.
+  std::string state_dir_of(const std::string& id) {
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = live_.find(id); it != live_.end()) return it->second->handle.state_dir;
+    }
+    auto r = registry_lookup(opts_.registry_dir, id);
+    return r ? *r : std::string();
   }
 
   sys::BackgroundPool* background() const { return opts_.background ? opts_.background : own_pool_.get(); }
