@@ -98,9 +98,10 @@ asio::awaitable<void> Api::snapshots_route(http::Exchange& ex, const std::string
   if (auto it = q.find("nextToken"); it != q.end() && !it->second.empty()) {
     const std::string& tok = it->second;
     auto dash = tok.find('-');
+    const std::string digits = dash == std::string::npos ? std::string() : tok.substr(0, dash);
     char* end = nullptr;
-    long long ms = dash == std::string::npos ? -1 : std::strtoll(tok.substr(0, dash).c_str(), &end, 10);
-    if (dash == std::string::npos || ms < 0 || end != tok.c_str() + dash) {
+    long long ms = digits.empty() ? -1 : std::strtoll(digits.c_str(), &end, 10);
+    if (ms < 0 || *end != '\0') {
       co_await error_response(ex, 400, "nextToken is malformed");
       co_return;
     }

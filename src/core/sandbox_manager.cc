@@ -93,7 +93,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
   // A template name that is no template may be one of the team's snapshots
   // (E2B: Sandbox.create(snapshotID or name), a tag such as ":default" and
   // a "team/" prefix allowed). Looked up here, off the owner.
-  if (auto t = templates_.get(p.template_id); !t && t.error().code() == ErrorCode::kNotFound) {
+  if (auto t = templates_.get(p.template_id); !t) {
     std::string ref = p.template_id;
     if (auto colon = ref.find(':'); colon != std::string::npos) ref.resize(colon);
     if (auto slash = ref.find('/'); slash != std::string::npos && ref.substr(0, slash) == p.team) ref = ref.substr(slash + 1);
@@ -104,6 +104,9 @@ asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
       co_return co_await on_owner(std::move(op));
     }
     if (snap.error().code() != ErrorCode::kNotFound) co_return std::unexpected(snap.error());
+    if (ref != p.template_id || t.error().code() == ErrorCode::kNotFound || valid_sandbox_id(ref)) {
+      co_return make_error(ErrorCode::kNotFound, "template or snapshot '" + p.template_id + "' not found");
+    }
   }
   auto op = do_create(std::move(p));
   co_return co_await on_owner(std::move(op));

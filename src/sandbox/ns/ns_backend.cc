@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <map>
 #include <mutex>
@@ -199,8 +200,10 @@ class NsBackend final : public Backend {
   Status remove_layer(const std::string& dst_dir) override {
     if (!sys::path_exists(dst_dir)) return ok();
     // A read-only subvolume's files cannot be unlinked: writable first.
+    struct stat st;
     if (auto fd = sys::open_file(dst_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        fd && sys::btrfs::is_btrfs(fd->get())) {
+        fd && sys::btrfs::is_btrfs(fd->get()) && ::fstat(fd->get(), &st) == 0 && st.st_ino == 256) {
+      // (Inode 256 is a subvolume's root: a plain directory has no flags.)
       COPPICE_TRY_CTX(sys::btrfs::make_writable(fd->get()), "remove layer " + dst_dir);
     }
     if (move_to_trash(dst_dir)) return ok();
