@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
+import { execFile } from 'node:child_process';
+import { buildDir, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
@@ -163,6 +164,38 @@ test(`[${sdkName}] snapshots and their lineage survive a gateway kill -9; leftov
   await kidNow.kill();
   await Sandbox.kill(src.sandboxId, { ...gw.opts });
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId, { ...gw.opts }), true);
+});
+
+// The CLI: sandbox snapshot, snapshot ls, sandbox fork, snapshot rm.
+test(`[${sdkName}] coppice sandbox snapshot / fork, snapshot ls / rm`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const cli = (...args) => new Promise((resolve) => {
+    execFile(path.join(buildDir, 'coppice'), args, { env: { ...process.env, COPPICE_API_URL: gw.url, COPPICE_API_KEY: TEST_API_KEY }, timeout: 120_000 },
+      (err, stdout, stderr) => resolve({ code: err ? err.code ?? 1 : 0, stdout, stderr }));
+  });
+  const src = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await src.files.write('/home/user/cli.txt', 'cli');
+  const made = await cli('sandbox', 'snapshot', src.sandboxId, '--name', 'from-cli', '--no-memory');
+  assert.equal(made.code, 0, made.stderr);
+  const snapId = made.stdout.trim();
+  const ls = await cli('snapshot', 'ls', '--sandbox', src.sandboxId);
+  assert.match(ls.stdout, new RegExp(`${snapId}\\s+from-cli\\s+${src.sandboxId}\\s+no`));
+  const forked = await cli('sandbox', 'fork', src.sandboxId, '--count', '2');
+  assert.equal(forked.code, 0, forked.stderr);
+  const kids = forked.stdout.trim().split('\n');
+  assert.equal(kids.length, 2);
+  for (const id of kids) {
+    const kid = await Sandbox.connect(id, { ...gw.opts });
+    assert.equal(await kid.files.read('/home/user/cli.txt'), 'cli');
+    await kid.kill();
+  }
+  assert.equal((await cli('sandbox', 'fork', src.sandboxId, '--count', '0')).code !== 0, true);
+  assert.equal((await cli('snapshot', 'rm', 'from-cli')).code, 0);
+  const gone = await cli('snapshot', 'rm', 'from-cli');
+  assert.notEqual(gone.code, 0);
+  assert.match(gone.stderr, /not found/);
+  await src.kill();
 });
 
 // A snapshot with memory of a sandbox running a background process: the
