@@ -493,6 +493,10 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await error_response(ex, 403, "only an admin key may reload templates or change pools");
     co_return;
   }
+  if (path == "/dirsnapshots" || path.starts_with("/dirsnapshots/")) {
+    co_await dir_snapshots_route(ex, path.substr(13), caller);
+    co_return;
+  }
   if (path == "/snapshots" || path.starts_with("/snapshots/")) {
     co_await snapshots_route(ex, path.substr(10), caller);
     co_return;
@@ -547,6 +551,14 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     size_t slash = rest.find('/');
     std::string id = rest.substr(0, slash);
     std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    if (action == "dirsnapshots" || action.starts_with("dirsnapshots/")) {
+      if (!valid_sandbox_id(id)) {
+        co_await error_response(ex, 404, "sandbox " + id + " not found");
+        co_return;
+      }
+      co_await sandbox_dir_snapshots(ex, id, action.substr(12), caller);
+      co_return;
+    }
     if (action == "volumes" || action.starts_with("volumes/")) {
       co_await sandbox_volumes_route(ex, id, action.substr(7), caller);
       co_return;

@@ -190,4 +190,86 @@ asio::awaitable<void> Api::fork(http::Exchange& ex, const std::string& id, const
   co_await reply_json(ex, 201, out.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
+namespace {
+json dir_snapshot_json(const store::DirSnapshotRecord& r) {
+  return json{{"name", r.name},
+              {"sandboxID", r.source_sandbox},
+              {"path", r.path},
+              {"sizeBytes", r.bytes},
+              {"createdAt", rfc3339_time(core::Clock::time_point(std::chrono::milliseconds(r.created_at)))}};
+}
+
+Result<std::string> string_field(const json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end() || !it->is_string() || it->get<std::string>().empty())
+    return make_error(ErrorCode::kInvalidArgument, std::string(name) + " must be a non-empty string");
+  return it->get<std::string>();
+}
+}  // namespace
+
+// POST /sandboxes/{id}/dirsnapshots {path, name} and
+// POST /sandboxes/{id}/dirsnapshots/{name}/restore {path}. `rest` follows
+// "dirsnapshots".
+asio::awaitable<void> Api::sandbox_dir_snapshots(http::Exchange& ex, const std::string& id, const std::string& rest,
+                                                 const Caller& caller) {
+  const bool make = rest.empty();
+  const bool restore = rest.starts_with("/") && rest.ends_with("/restore") && rest.size() > 9;
+  if (ex.method() != verb::post || (!make && !restore)) {
+    co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " +
+                                         std::string(ex.path()) +
+                                         " (POST /sandboxes/{id}/dirsnapshots, POST .../dirsnapshots/{name}/restore)");
+    co_return;
+  }
+  auto body = co_await read_json_body(ex, cfg_.max_body_bytes);
+  if (!body) {
+    co_await error_response(ex, body.error());
+    co_return;
+  }
+  auto path = string_field(*body, "path");
+  if (!path || (*path)[0] != '/') {
+    co_await error_response(ex, 400, "path must be an absolute path in the sandbox");
+    co_return;
+  }
+  const core::TeamScope team = caller.team;
+  if (make) {
+    auto name = string_field(*body, "name");
+    if (!name || !store::valid_snapshot_name(*name)) {
+      co_await error_response(ex, 400,
+                              "name must be 1-64 characters of A-Z, a-z, 0-9, '.', '-' and '_', not starting with '.' or '-'");
+      co_return;
+    }
+    auto r = co_await mgr_.create_dir_snapshot(id, team, *path, *name);
+    if (!r) co_await error_response(ex, r.error());
+    else co_await reply_json(ex, 201, dir_snapshot_json(*r).dump());
+    co_return;
+  }
+  std::string name = rest.substr(1, rest.size() - 1 - 8);
+  auto s = co_await mgr_.restore_dir_snapshot(id, team, name, *path);
+  if (!s) co_await error_response(ex, s.error());
+  else co_await reply(ex, 204, "", "");
+}
+
+// GET /dirsnapshots, DELETE /dirsnapshots/{name}.
+asio::awaitable<void> Api::dir_snapshots_route(http::Exchange& ex, const std::string& rest, const Caller& caller) {
+  if (rest.empty() && ex.method() == verb::get) {
+    auto rows = mgr_.list_dir_snapshots(caller.team);
+    if (!rows) {
+      co_await error_response(ex, rows.error());
+      co_return;
+    }
+    json out = json::array();
+    for (const auto& r : *rows) out.push_back(dir_snapshot_json(r));
+    co_await reply_json(ex, 200, out.dump());
+    co_return;
+  }
+  if (rest.starts_with("/") && rest.size() > 1 && rest.find('/', 1) == std::string::npos && ex.method() == verb::delete_) {
+    auto s = co_await mgr_.delete_dir_snapshot(caller.team, rest.substr(1));
+    if (!s) co_await error_response(ex, s.error());
+    else co_await reply(ex, 204, "", "");
+    co_return;
+  }
+  co_await error_response(ex, 404, "no such endpoint: " + std::string(ex.method_string()) + " " +
+                                       std::string(ex.path()) + " (GET /dirsnapshots, DELETE /dirsnapshots/{name})");
+}
+
 }  // namespace coppice::api

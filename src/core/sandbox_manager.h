@@ -245,6 +245,18 @@ class SandboxManager {
   asio::awaitable<Result<std::vector<ForkChild>>> fork(std::string id, TeamScope team, int count,
                                                        std::optional<int> timeout_s);
   static constexpr int kMaxForkCount = 100;
+  // Directory snapshots (an extension): directory `path` of running sandbox
+  // `id` copied to the host as the team's `name` (kAlreadyExists when it has
+  // one), at most kMaxDirSnapshotBytes (kTooLarge); restored as `path` (must
+  // not exist) into any running sandbox of the team, owned by its users.
+  asio::awaitable<Result<store::DirSnapshotRecord>> create_dir_snapshot(std::string id, TeamScope team,
+                                                                        std::string path, std::string name);
+  asio::awaitable<Status> restore_dir_snapshot(std::string id, TeamScope team, std::string name, std::string path);
+  Result<std::vector<store::DirSnapshotRecord>> list_dir_snapshots(const std::string& team) const {
+    return store_.list_dir_snapshots(team);
+  }
+  asio::awaitable<Status> delete_dir_snapshot(std::string team, std::string name);
+  static constexpr uint64_t kMaxDirSnapshotBytes = 1ull << 30;
 
   // --- volumes (volumes.cc) ---
   // Makes a volume of `team` (name checked by the API) capped at
@@ -359,6 +371,10 @@ class SandboxManager {
   // operation in flight needs (after a restart, a delete, a kill).
   asio::awaitable<void> collect_layers();
   std::string snapshots_dir() const { return cfg_.state_dir + "/sandboxes/.snapshots"; }
+  std::string dir_snapshots_dir() const { return cfg_.state_dir + "/sandboxes/.dirsnapshots"; }
+  asio::awaitable<Result<store::DirSnapshotRecord>> do_create_dir_snapshot(std::string id, TeamScope team,
+                                                                           std::string path, std::string name);
+  asio::awaitable<Status> do_restore_dir_snapshot(std::string id, TeamScope team, std::string name, std::string path);
   asio::awaitable<Status> do_start();
   asio::awaitable<void> do_shutdown();
   asio::awaitable<void> do_collect_retired_templates();

@@ -513,4 +513,86 @@ asio::awaitable<void> SandboxManager::collect_layers() {
   }
 }
 
+// --- directory snapshots ---
+
+asio::awaitable<Result<store::DirSnapshotRecord>> SandboxManager::create_dir_snapshot(std::string id, TeamScope team,
+                                                                                      std::string path,
+                                                                                      std::string name) {
+  auto op = do_create_dir_snapshot(std::move(id), std::move(team), std::move(path), std::move(name));
+  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
+}
+
+asio::awaitable<Status> SandboxManager::restore_dir_snapshot(std::string id, TeamScope team, std::string name,
+                                                             std::string path) {
+  auto op = do_restore_dir_snapshot(std::move(id), std::move(team), std::move(name), std::move(path));
+  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
+}
+
+asio::awaitable<Result<store::DirSnapshotRecord>> SandboxManager::do_create_dir_snapshot(std::string id,
+                                                                                         TeamScope team,
+                                                                                         std::string path,
+                                                                                         std::string name) {
+  auto found = find(id, team);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  if (l->state != SandboxState::kRunning) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is " + std::string(state_label(l->state)));
+  }
+  store::DirSnapshotRecord rec;
+  rec.team = l->team;
+  rec.name = name;
+  rec.id = new_sandbox_id();
+  rec.source_sandbox = id;
+  rec.path = path;
+  rec.host_root = l->handle.host_uid;
+  rec.created_at = now_ms();
+  const sandbox::SandboxHandle h = l->handle;
+  const std::string parent = dir_snapshots_dir(), dst = parent + "/" + rec.id;
+  auto job = [this, h, path, parent, dst, rec]() mutable -> Result<store::DirSnapshotRecord> {
+    if (auto taken = store_.get_dir_snapshot(rec.team, rec.name); taken) {
+      return make_error(ErrorCode::kAlreadyExists, "the team has a directory snapshot named " + rec.name + " already");
+    }
+    COPPICE_TRY_CTX(sys::make_dirs(parent, 0700), "directory snapshots dir");
+    COPPICE_ASSIGN_OR_RETURN(uint64_t bytes, backend_.save_dir(h, path, dst, kMaxDirSnapshotBytes));
+    rec.bytes = static_cast<int64_t>(bytes);
+    if (auto w = store_.add_dir_snapshot(rec); !w) {
+      (void)sys::remove_tree(dst);
+      return std::unexpected(w.error());
+    }
+    return rec;
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) co_return std::unexpected(std::move(r.error()).context("directory snapshot of sandbox " + id));
+  co_return r;
+}
+
+asio::awaitable<Status> SandboxManager::do_restore_dir_snapshot(std::string id, TeamScope team, std::string name,
+                                                                std::string path) {
+  auto found = find(id, team);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  if (l->state != SandboxState::kRunning) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is " + std::string(state_label(l->state)));
+  }
+  const sandbox::SandboxHandle h = l->handle;
+  const std::string owner_team = l->team, dir = dir_snapshots_dir();
+  auto job = [this, h, owner_team, name, path, dir]() -> Status {
+    COPPICE_ASSIGN_OR_RETURN(auto rec, store_.get_dir_snapshot(owner_team, name));
+    return backend_.restore_dir(h, dir + "/" + rec.id, static_cast<uint32_t>(rec.host_root), path);
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) co_return std::unexpected(std::move(r.error()).context("restore into sandbox " + id));
+  co_return ok();
+}
+
+asio::awaitable<Status> SandboxManager::delete_dir_snapshot(std::string team, std::string name) {
+  const std::string dir = dir_snapshots_dir();
+  auto job = [this, team, name, dir]() -> Status {
+    COPPICE_ASSIGN_OR_RETURN(auto rec, store_.get_dir_snapshot(team, name));
+    COPPICE_TRY(store_.delete_dir_snapshot(team, name));
+    return sys::remove_tree(dir + "/" + rec.id);
+  };
+  co_return co_await run_on(workers_, std::move(job));
+}
+
 }  // namespace coppice::core

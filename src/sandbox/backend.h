@@ -175,6 +175,28 @@ class Backend {
     return make_error(ErrorCode::kUnimplemented, "this backend cannot measure a sandbox's files");
   }
 
+  // Directory snapshots (ns/dir_copy.h): copies directory `path` of a
+  // running sandbox (resolved inside its root) to the host dir `dst`, at
+  // most `max_bytes`; returns what it holds. kTooLarge past the limit.
+  virtual Result<uint64_t> save_dir(const SandboxHandle& h, const std::string& path, const std::string& dst,
+                                    uint64_t max_bytes) {
+    (void)h;
+    (void)path;
+    (void)dst;
+    (void)max_bytes;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot copy a sandbox's directories");
+  }
+  // Copies such a copy (taken from a sandbox whose root was `src_root`) to
+  // `path` (must not exist) in a running sandbox, owned by its users.
+  virtual Status restore_dir(const SandboxHandle& h, const std::string& src, uint32_t src_root,
+                             const std::string& path) {
+    (void)h;
+    (void)src;
+    (void)src_root;
+    (void)path;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot copy a sandbox's directories");
+  }
+
   // After checkpoint(): removes what the sandbox holds in the kernel
   // (processes, cgroups, network) but keeps its state dir (writable layer,
   // checkpoint) and its uid range, for a create with reuse_state_dir (and

@@ -142,6 +142,17 @@ CREATE TABLE snapshots (
 ) STRICT;
 CREATE UNIQUE INDEX snapshots_by_name ON snapshots (team, name) WHERE name != '';
 CREATE INDEX snapshots_by_team ON snapshots (team, created_at);
+CREATE TABLE dir_snapshots (
+  team           TEXT NOT NULL,
+  name           TEXT NOT NULL,
+  id             TEXT NOT NULL CHECK (length(id) = 20),
+  source_sandbox TEXT NOT NULL,
+  path           TEXT NOT NULL,
+  host_root      INTEGER NOT NULL,
+  bytes          INTEGER NOT NULL,
+  created_at     INTEGER NOT NULL,
+  PRIMARY KEY (team, name)
+) STRICT;
 )sql",
 };
 
@@ -1410,6 +1421,95 @@ Status Store::delete_snapshot(std::string_view id, std::string_view team) {
   auto n = impl_->run(kDeleteSnapshot, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, id); });
   if (!n) return std::unexpected(std::move(n.error()));
   COPPICE_TRY_CTX(tx.commit(), step);
+  return ok();
+}
+
+}  // namespace coppice::store
+
+namespace coppice::store {
+
+// --- directory snapshots ---
+
+namespace {
+Result<std::vector<DirSnapshotRecord>> dir_snapshot_rows(Store::Impl& impl, const std::string& sql,
+                                                         std::string_view step, std::vector<std::string_view> args) {
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v2(impl.db.get(), sql.c_str(), -1, &raw, nullptr);
+  if (rc != SQLITE_OK) return std::unexpected(sqlite_error(impl.db.get(), rc, step));
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> st(raw, sqlite3_finalize);
+  for (size_t i = 0; i < args.size(); ++i) bind_arg(raw, static_cast<int>(i + 1), args[i]);
+  std::vector<DirSnapshotRecord> out;
+  for (;;) {
+    rc = sqlite3_step(raw);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl.db.get(), rc, step));
+    DirSnapshotRecord r;
+    r.team = column_text(raw, 0);
+    r.name = column_text(raw, 1);
+    r.id = column_text(raw, 2);
+    r.source_sandbox = column_text(raw, 3);
+    r.path = column_text(raw, 4);
+    r.host_root = sqlite3_column_int64(raw, 5);
+    r.bytes = sqlite3_column_int64(raw, 6);
+    r.created_at = sqlite3_column_int64(raw, 7);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+constexpr const char* kDirSnapshotColumns =
+    "SELECT team, name, id, source_sandbox, path, host_root, bytes, created_at FROM dir_snapshots ";
+}  // namespace
+
+Status Store::add_dir_snapshot(const DirSnapshotRecord& r) {
+  const std::string step = "add directory snapshot " + r.name;
+  if (!valid_sandbox_id(r.id) || !valid_snapshot_name(r.name))
+    return make_error(ErrorCode::kInvalidArgument, step + ": malformed id or name");
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(
+      "INSERT INTO dir_snapshots (team, name, id, source_sandbox, path, host_root, bytes, created_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+      step, [&](sqlite3_stmt* s) {
+        bind_arg(s, 1, r.team);
+        bind_arg(s, 2, r.name);
+        bind_arg(s, 3, r.id);
+        bind_arg(s, 4, r.source_sandbox);
+        bind_arg(s, 5, r.path);
+        bind_arg(s, 6, r.host_root);
+        bind_arg(s, 7, r.bytes);
+        bind_arg(s, 8, r.created_at);
+      });
+  if (!n) {
+    if (n.error().code() == ErrorCode::kAlreadyExists)
+      return make_error(ErrorCode::kAlreadyExists, "the team has a directory snapshot named " + r.name + " already");
+    return std::unexpected(std::move(n.error()));
+  }
+  return ok();
+}
+
+Result<DirSnapshotRecord> Store::get_dir_snapshot(std::string_view team, std::string_view name) {
+  std::lock_guard lock(impl_->mu);
+  COPPICE_ASSIGN_OR_RETURN(auto rows, dir_snapshot_rows(*impl_, std::string(kDirSnapshotColumns) + "WHERE team = ?1 AND name = ?2",
+                                                        "directory snapshot", {team, name}));
+  if (rows.empty()) return make_error(ErrorCode::kNotFound, "directory snapshot " + std::string(name) + " not found");
+  return std::move(rows[0]);
+}
+
+Result<std::vector<DirSnapshotRecord>> Store::list_dir_snapshots(std::string_view team) {
+  std::lock_guard lock(impl_->mu);
+  if (team.empty()) return dir_snapshot_rows(*impl_, std::string(kDirSnapshotColumns) + "ORDER BY created_at, name", "list directory snapshots", {});
+  return dir_snapshot_rows(*impl_, std::string(kDirSnapshotColumns) + "WHERE team = ?1 ORDER BY created_at, name",
+                           "list directory snapshots", {team});
+}
+
+Status Store::delete_dir_snapshot(std::string_view team, std::string_view name) {
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run("DELETE FROM dir_snapshots WHERE team = ?1 AND name = ?2", "delete directory snapshot",
+                      [&](sqlite3_stmt* s) {
+                        bind_arg(s, 1, team);
+                        bind_arg(s, 2, name);
+                      });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, "directory snapshot " + std::string(name) + " not found");
   return ok();
 }
 

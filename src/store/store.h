@@ -158,6 +158,20 @@ struct SnapshotRecord {
   bool operator==(const SnapshotRecord&) const = default;
 };
 
+// One row of `dir_snapshots` (a Coppice extension): one directory of a
+// sandbox copied to the host under a name unique in its team.
+struct DirSnapshotRecord {
+  std::string team;
+  std::string name;            // valid_snapshot_name
+  std::string id;              // [a-z0-9]{20}: its directory on the host
+  std::string source_sandbox;
+  std::string path;            // the directory in that sandbox
+  int64_t host_root = 0;       // host uid of that sandbox's root (its files' owners are of its range)
+  int64_t bytes = 0;           // what it holds
+  int64_t created_at = 0;      // unix ms
+  bool operator==(const DirSnapshotRecord&) const = default;
+};
+
 // One lifecycle event of a sandbox (what GET /sandboxes/{id}/logs shows).
 struct EventRecord {
   int64_t id = 0;  // increases with time
@@ -291,6 +305,15 @@ class Store {
   Result<std::vector<SnapshotRecord>> list_snapshots(std::string_view team, std::string_view source_sandbox = "");
   // kNotFound as get_snapshot.
   Status delete_snapshot(std::string_view id, std::string_view team = "");
+
+  // --- directory snapshots ---
+  // kAlreadyExists when the team has one of that name.
+  Status add_dir_snapshot(const DirSnapshotRecord& r);
+  Result<DirSnapshotRecord> get_dir_snapshot(std::string_view team, std::string_view name);
+  // A team's (every team's when empty), oldest first.
+  Result<std::vector<DirSnapshotRecord>> list_dir_snapshots(std::string_view team);
+  // kNotFound when the team has none of that name.
+  Status delete_dir_snapshot(std::string_view team, std::string_view name);
 
   // --- events ---
   // Appends an event stamped with the current time. kNotFound if the sandbox

@@ -166,6 +166,69 @@ test(`[${sdkName}] snapshots and their lineage survive a gateway kill -9; leftov
   assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId, { ...gw.opts }), true);
 });
 
+// Directory snapshots (an extension): one directory of a sandbox kept by
+// name and restored into another sandbox of the team, owned by its users;
+// paths resolve inside the sandbox (a planted symlink cannot reach the
+// host); sizes are bounded; other teams see nothing.
+test(`[${sdkName}] directory snapshot and restore across two sandboxes, symlink escapes refused`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const a = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const b = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await a.files.write('/home/user/proj/src/main.py', 'print(1)');
+  await a.files.write('/home/user/proj/README', 'hello');
+  await a.commands.run('ln -s ../README /home/user/proj/src/link && ln -s / /home/user/rootlink && ln -s /etc /home/user/etclink');
+  await a.commands.run('echo only-here > /etc/sandbox-marker', { user: 'root' });
+  const post = (id, sub, body, key) => api(`/sandboxes/${id}/dirsnapshots${sub}`, { method: 'POST', body: JSON.stringify(body) }, key);
+
+  const made = await post(a.sandboxId, '', { path: '/home/user/proj', name: 'proj' });
+  assert.equal(made.status, 201, await made.clone().text());
+  const rec = await made.json();
+  assert.equal(rec.name, 'proj');
+  assert.ok(rec.sizeBytes > 0);
+  assert.equal((await post(a.sandboxId, '', { path: '/home/user/proj', name: 'proj' })).status, 409, 'names are unique');
+  // Restore into another sandbox of the team: the files, owned by its user.
+  const restored = await post(b.sandboxId, '/proj/restore', { path: '/home/user/copy' });
+  assert.equal(restored.status, 204, await restored.clone().text());
+  assert.equal(await b.files.read('/home/user/copy/src/main.py'), 'print(1)');
+  assert.equal((await b.commands.run('stat -c %U /home/user/copy /home/user/copy/src/main.py && readlink /home/user/copy/src/link')).stdout, 'user\nuser\n../README\n');
+  await b.files.write('/home/user/copy/README', 'mine');  // its user can write there
+  assert.equal((await post(b.sandboxId, '/proj/restore', { path: '/home/user/copy' })).status, 409, 'the target exists');
+
+  // Paths resolve inside the sandbox: a symlink to / names the sandbox's own root.
+  const viaLink = await post(a.sandboxId, '', { path: '/home/user/etclink', name: 'etc' });
+  assert.equal(viaLink.status, 201, await viaLink.clone().text());
+  // What it copied is the sandbox's /etc (a file only the sandbox has), not the host's.
+  const dirsnaps = path.join(stateDir, 'sandboxes', '.dirsnapshots');
+  const etcCopy = fs.readdirSync(dirsnaps).map((d) => path.join(dirsnaps, d)).filter((d) => fs.existsSync(path.join(d, 'sandbox-marker')));
+  assert.equal(etcCopy.length, 1, 'the copy holds the sandbox\'s own /etc');
+  // Restoring through a symlinked parent lands inside the sandbox too.
+  await b.commands.run('ln -s / /home/user/up');
+  const through = await post(b.sandboxId, '/proj/restore', { path: '/home/user/up/tmp/viaup' });
+  assert.equal(through.status, 204, await through.clone().text());
+  assert.equal(await b.files.read('/tmp/viaup/README'), 'hello');
+  assert.ok(!fs.existsSync('/tmp/viaup'), 'nothing written on the host');
+  // Mounts are not copied, magic links not followed, bad input is a 4xx.
+  assert.equal((await post(a.sandboxId, '', { path: '/', name: 'root' })).status >= 400, true);
+  assert.equal((await post(a.sandboxId, '', { path: '/proc/1/root', name: 'magic' })).status, 400);
+  assert.equal((await post(a.sandboxId, '', { path: 'relative', name: 'x' })).status, 400);
+  assert.equal((await post(a.sandboxId, '', { path: '/home/user', name: '../x' })).status, 400);
+  assert.equal((await post(a.sandboxId, '', { path: '/nope', name: 'nope' })).status, 404);
+  assert.equal((await post(b.sandboxId, '/nosuch/restore', { path: '/tmp/x' })).status, 404);
+  // Other teams: not found, nothing listed.
+  assert.equal((await post(a.sandboxId, '', { path: '/home/user/proj', name: 'other' }, OTHER_KEY)).status, 404);
+  assert.deepEqual(await (await api('/dirsnapshots', {}, OTHER_KEY)).json(), []);
+  assert.equal((await api('/dirsnapshots/proj', { method: 'DELETE' }, OTHER_KEY)).status, 404);
+  const listed = await (await api('/dirsnapshots')).json();
+  assert.deepEqual(listed.map((d) => d.name).sort(), ['etc', 'proj']);
+  assert.equal((await api('/dirsnapshots/proj', { method: 'DELETE' })).status, 204);
+  assert.equal((await api('/dirsnapshots/etc', { method: 'DELETE' })).status, 204);
+  assert.equal((await api('/dirsnapshots/proj', { method: 'DELETE' })).status, 404);
+  assert.deepEqual(fs.readdirSync(path.join(stateDir, 'sandboxes', '.dirsnapshots')), []);
+  await a.kill();
+  await b.kill();
+});
+
 // The CLI: sandbox snapshot, snapshot ls, sandbox fork, snapshot rm.
 test(`[${sdkName}] coppice sandbox snapshot / fork, snapshot ls / rm`, opt, async () => {
   const { Sandbox } = await loadSdk();

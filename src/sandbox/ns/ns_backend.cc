@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/checkpoint.h"
+#include "sandbox/ns/dir_copy.h"
 #include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/launch.h"
 #include "sandbox/ns/layer_copy.h"
@@ -319,6 +320,21 @@ class NsBackend final : public Backend {
   Result<std::vector<std::string>> list_volumes() override {
     if (opts_.volume_dir.empty()) return std::vector<std::string>{};
     return volumes_.list();
+  }
+
+  Result<uint64_t> save_dir(const SandboxHandle& h, const std::string& path, const std::string& dst,
+                            uint64_t max_bytes) override {
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("copy from sandbox " + h.id));
+    DirCopyLimits limits;
+    limits.max_bytes = max_bytes;
+    return save_sandbox_dir(*init, path, dst, limits);
+  }
+  Status restore_dir(const SandboxHandle& h, const std::string& src, uint32_t src_root,
+                     const std::string& path) override {
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("copy into sandbox " + h.id));
+    return restore_sandbox_dir(*init, h.host_uid, src, src_root, path);
   }
 
   Status mount_volume(const SandboxHandle& h, const VolumeMount& m) override {
