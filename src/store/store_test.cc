@@ -453,7 +453,7 @@ TEST_F(StoreTest, RowsFromBeforeTeamsMoveToTheDefaultTeamAndOldKeysStayAdmin) {
   // Take the database back to schema 2 (no teams) with a key stored then.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path().c_str(), &db), SQLITE_OK);
-  const std::string back = "DROP TABLE volume_mounts; DROP TABLE volumes; DROP TABLE net_addrs; DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
+  const std::string back = "DROP TABLE dir_snapshots; DROP TABLE snapshots; DROP TABLE volume_mounts; DROP TABLE volumes; DROP TABLE net_addrs; DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
                            "ALTER TABLE api_keys DROP COLUMN team; ALTER TABLE api_keys DROP COLUMN admin;"
                            "ALTER TABLE sandboxes DROP COLUMN team;"
                            "INSERT INTO api_keys (name, hash, created_at) VALUES ('default', '" +
@@ -663,6 +663,29 @@ TEST_F(VolumeStoreTest, SnapshotsAreTeamScopedNamedUniquelyAndSurviveReopen) {
   ASSERT_OK(s->delete_snapshot(a, "default"));
   EXPECT_EQ(s->delete_snapshot(a).error().code(), ErrorCode::kNotFound);
   EXPECT_EQ(s->list_snapshots("")->size(), 2u);
+}
+
+
+TEST_F(VolumeStoreTest, DirSnapshotsAreNamedPerTeam) {
+  auto s = Store::open(path());
+  ASSERT_TRUE(s) << s.error().to_string();
+  DirSnapshotRecord r{"default", "proj", std::string(20, 'a'), make_id(1), "/home/user/proj", 1000000, 4096, 1};
+  ASSERT_OK(s->add_dir_snapshot(r));
+  EXPECT_EQ(s->add_dir_snapshot(r).error().code(), ErrorCode::kAlreadyExists);
+  auto other = r;
+  other.team = "team-b";
+  other.id = std::string(20, 'b');
+  ASSERT_OK(s->add_dir_snapshot(other));
+  auto bad = r;
+  bad.name = "../x";
+  EXPECT_EQ(s->add_dir_snapshot(bad).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(*s->get_dir_snapshot("default", "proj"), r);
+  EXPECT_EQ(s->get_dir_snapshot("team-c", "proj").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s->list_dir_snapshots("default")->size(), 1u);
+  EXPECT_EQ(s->list_dir_snapshots("")->size(), 2u);
+  ASSERT_OK(s->delete_dir_snapshot("default", "proj"));
+  EXPECT_EQ(s->delete_dir_snapshot("default", "proj").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s->get_dir_snapshot("team-b", "proj")->id, std::string(20, 'b'));
 }
 
 }  // namespace
