@@ -150,9 +150,12 @@ test(`[${sdkName}] snapshots and their lineage survive a gateway kill -9; leftov
   // A layer no snapshot or sandbox names, as a crash mid-snapshot leaves.
   fs.mkdirSync(path.join(snapsDir(), 'zzzzzzzzzzzzzzzzzzzz'));
   fs.mkdirSync(path.join(snapsDir(), 'zzzzzzzzzzzzzzzzzzzz.images'));
+  const dirsnaps = path.join(stateDir, 'sandboxes', '.dirsnapshots');
+  fs.mkdirSync(path.join(dirsnaps, 'zzzzzzzzzzzzzzzzzzzz'), { recursive: true });
   await gw.kill9();
   gw = await start();
   assert.deepEqual(layersOnDisk().filter((n) => n.startsWith('zzz')), []);
+  assert.deepEqual(fs.readdirSync(dirsnaps), [], 'a directory snapshot copy no row names is removed');
   const raw = await (await api(`/sandboxes/${kid.sandboxId}`)).json();
   assert.equal(raw.lineage.parentSandboxID, src.sandboxId);
   assert.equal(raw.lineage.snapshotID, snap.snapshotId);
