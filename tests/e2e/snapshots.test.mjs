@@ -163,6 +163,12 @@ test(`[${sdkName}] snapshots and their lineage survive a gateway kill -9; leftov
   assert.equal(await kidNow.files.read('/home/user/f'), 'x');
   const again = await Sandbox.create(snap.snapshotId, { ...gw.opts, timeoutMs: 60_000 });
   assert.equal(await again.files.read('/home/user/f'), 'x');
+  // Paused to disk and resumed, it stands on the snapshot's files again.
+  await again.files.write('/home/user/own', 'mine');
+  assert.equal(await again.pause({ keepMemory: false }), true);
+  const resumed = await Sandbox.connect(again.sandboxId, { ...gw.opts });
+  assert.equal(await resumed.files.read('/home/user/f'), 'x');
+  assert.equal(await resumed.files.read('/home/user/own'), 'mine');
   await again.kill();
   await kidNow.kill();
   await Sandbox.kill(src.sandboxId, { ...gw.opts });
