@@ -12,6 +12,9 @@ using http::bhttp::verb;
 
 namespace {
 
+// E2B's default lifetime of a fork's children (SandboxForkRequest.timeout).
+constexpr int kForkDefaultTimeoutS = 15;
+
 // A snapshot reference as the SDK may spell it: "<id>", "<name>",
 // "<team>/<name>", each with an optional ":<tag>".
 std::string snapshot_ref(std::string ref, const std::string& team) {
@@ -142,7 +145,7 @@ asio::awaitable<void> Api::delete_snapshot(http::Exchange& ex, const std::string
   co_await reply(ex, 204, "", "");
 }
 
-// POST /sandboxes/{id}/fork {count (default 1), timeout (s)}: 201 with one
+// POST /sandboxes/{id}/fork {count (default 1), timeout (s, default 15 as on E2B)}: 201 with one
 // entry per child, {sandbox} or {error: {code, message}}.
 asio::awaitable<void> Api::fork(http::Exchange& ex, const std::string& id, const Caller& caller) {
   auto body = co_await read_json_body(ex, cfg_.max_body_bytes);
@@ -164,7 +167,7 @@ asio::awaitable<void> Api::fork(http::Exchange& ex, const std::string& id, const
                                          std::to_string(count));
     co_return;
   }
-  std::optional<int> timeout;
+  std::optional<int> timeout = kForkDefaultTimeoutS;
   if (auto t = body->find("timeout"); t != body->end() && !t->is_null()) {
     if (!t->is_number_integer() || t->get<int64_t>() < 1 || t->get<int64_t>() > cfg_.max_timeout_s) {
       co_await error_response(ex, 400, "timeout must be between 1 and " + std::to_string(cfg_.max_timeout_s) + " seconds");

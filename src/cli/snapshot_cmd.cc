@@ -91,7 +91,7 @@ void add_snapshot_commands(CLI::App& app, Globals& g) {
     auto* fork = sandbox->add_subcommand("fork", "start copies of a running sandbox (files and processes); prints their ids");
     fork->add_option("id", o->id, "sandbox id")->required();
     fork->add_option("--count", o->count, "how many")->check(CLI::Range(1, 100));
-    fork->add_option("--timeout", o->timeout_s, "their timeout in seconds (default: the gateway's)")->check(CLI::Range(1, 86400));
+    fork->add_option("--timeout", o->timeout_s, "their timeout in seconds (default 15, as on E2B)")->check(CLI::Range(1, 86400));
     fork->fallthrough();
     fork->callback([&g, o] { g.run = [&g, o] { return sandbox_fork(g, *o); }; });
   }

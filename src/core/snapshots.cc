@@ -210,7 +210,10 @@ asio::awaitable<Result<SandboxManager::Taken>> SandboxManager::take(std::shared_
         return std::unexpected(std::move(c.error()));
       }
     }
-    COPPICE_TRY_CTX(backend_.freeze(id), "freeze");
+    if (auto f = backend_.freeze(id); !f) {
+      if (!out.images.empty()) (void)sys::remove_tree(out.images);
+      return std::unexpected(std::move(f.error()).context("freeze"));
+    }
     auto copied = backend_.copy_layer(id, out.dir);
     auto thawed = backend_.thaw(id);
     if (!copied || !thawed) {
