@@ -131,3 +131,23 @@ test(`[${sdkName}] a gateway killed during a fork leaves every child running or 
   for (let i = 0; i < 100 && fs.readdirSync(path.join(stateDir, 'sandboxes', '.snapshots')).filter((n) => !n.startsWith('.')).length; i++) await sleep(50);
   assert.deepEqual(fs.readdirSync(path.join(stateDir, 'sandboxes', '.snapshots')).filter((n) => !n.startsWith('.')), []);
 });
+
+// A fork of a sandbox running a background process: the restore of a tree
+// of more than one process is not there yet (sandbox/ns/checkpoint.h); until
+// then each child's entry carries the restore's error (a 5xx), the parent
+// runs on.
+test(`[${sdkName}] fork of a sandbox with a background process carries it into every child`, { ...opt, skip: skip || 'needs the multi-process restore (sandbox/ns/checkpoint.h)' }, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await parent.commands.run('sh -c "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"', { background: true, timeoutMs: 0 });
+  const kids = await parent.fork({ count: 2, timeoutMs: 60_000 });
+  for (const k of kids) {
+    assert.ok(!(k instanceof Error), String(k));
+    const a = Number(await k.files.read('/tmp/count'));
+    await sleep(500);
+    assert.ok(Number(await k.files.read('/tmp/count')) > a, 'the counter runs on in the child');
+    await k.kill();
+  }
+  await parent.kill();
+});
