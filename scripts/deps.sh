@@ -26,8 +26,9 @@ PKGS=(
   # code interpreter: libzmq for coppice-interp; the Jupyter kernel and the
   # scientific stack, which the host-derived templates see through /usr
   libzmq3-dev python3-ipykernel python3-numpy python3-pandas python3-matplotlib
-  # template builder
-  mmdebstrap
+  # template builder: Debian packages (mmdebstrap); OCI images (skopeo fetches
+  # and checks them, umoci unpacks them); a loopback registry for its tests
+  mmdebstrap skopeo umoci docker-registry
   # benchmark peers
   runc crun bubblewrap
   # fuzz targets (scripts/fuzz.sh): clang 14 and its libFuzzer, ASan and UBSan runtimes
@@ -50,6 +51,11 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own registry on loopback; the service the package
+  # enables would listen on every address (port 5000): not wanted here.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # The end-to-end tests' SDKs, exactly as locked.

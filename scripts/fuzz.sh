@@ -27,7 +27,7 @@ CC=clang CXX=clang++ cmake -S . -B "$FUZZ_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWi
   "${launcher[@]}" >/dev/null
 nice ninja -C "$FUZZ_DIR" -j"$JOBS"
 
-targets=(${FUZZ_TARGETS:-connect_envelope protojson multipart http_request recipe template_toml dns_message})
+targets=(${FUZZ_TARGETS:-connect_envelope protojson multipart http_request recipe template_toml dockerfile dns_message})
 scratch=$(mktemp -d /tmp/coppice-fuzz.XXXXXX)
 status=0
 for t in "${targets[@]}"; do

@@ -163,6 +163,9 @@ json template_json(const templates::Template& t) {
   if (!t.start_cmd.empty()) j["startCmd"] = t.start_cmd;
   if (!t.ready_cmd.empty()) j["readyCmd"] = t.ready_cmd;
   if (!t.recipe_hash.empty()) j["recipeHash"] = t.recipe_hash;
+  if (!t.user.empty()) j["user"] = t.user;
+  if (!t.workdir.empty()) j["workdir"] = t.workdir;
+  if (!t.image_digest.empty()) j["imageDigest"] = t.image_digest;
   return j;
 }
 
@@ -397,7 +400,12 @@ Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::T
         auto c = keys_.check(key);
         if (!c) return std::nullopt;
         return c->team;
-      }) {}
+      }) {
+  proxy_.set_auto_resume([this](std::string id) -> asio::awaitable<Status> {
+    auto op = mgr_.resume_for_traffic(std::move(id));
+    co_return co_await std::move(op);
+  });
+}
 
 json sandbox_body(const SandboxView& v, const core::GatewayConfig& cfg) { return sandbox_json(v, cfg); }
 
@@ -488,9 +496,10 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
   // Templates and pools are the host's, shared by every team: any key reads
   // them, only an admin key changes them.
   const bool operator_action = (path == "/templates/reload" && m == verb::post) ||
+                               (path.starts_with("/templates/") && m == verb::delete_) ||
                                (path.starts_with("/pools/") && m == verb::post);
   if (operator_action && !caller.admin) {
-    co_await error_response(ex, 403, "only an admin key may reload templates or change pools");
+    co_await error_response(ex, 403, "only an admin key may reload or remove templates or change pools");
     co_return;
   }
   if (path == "/dirsnapshots" || path.starts_with("/dirsnapshots/")) {
@@ -529,6 +538,22 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
   }
   if (path == "/templates/reload" && m == verb::post) {
     co_await reload_templates(ex);
+    co_return;
+  }
+  if (path.starts_with("/templates/") && m == verb::delete_) {
+    // DELETE /templates/{name}: 204, 404 unknown, 409 in use.
+    std::string name = path.substr(11);
+    if (!templates::valid_template_name(name)) {
+      co_await error_response(ex, 404, "template " + name.substr(0, 128) + " not found");
+      co_return;
+    }
+    auto removing = mgr_.remove_template(name);
+    auto s = co_await std::move(removing);
+    if (!s) {
+      co_await error_response(ex, std::move(s.error()));
+      co_return;
+    }
+    co_await reply(ex, 204, "", "");
     co_return;
   }
   if (path == "/pools" && m == verb::get) {
@@ -604,7 +629,7 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
     co_await error_response(ex, s.error());
     co_return;
   }
-  if (auto l = parse_lifecycle(j, mgr_.pauses_to_disk(), /*memory_pause_supported=*/false); !l) {
+  if (auto l = parse_lifecycle(j, mgr_.pauses_to_disk(), mgr_.checkpoints_memory()); !l) {
     co_await error_response(ex, l.error());
     co_return;
   } else {

@@ -119,8 +119,8 @@ Result<core::LifecyclePolicy> parse_lifecycle(const json& body, bool pause_suppo
   }
   if (!memory_pause_supported && p.pause && p.keep_memory) {
     return std::unexpected(bad(std::string(p.auto_resume ? "autoResume and " : "") +
-                               "autoPause with memory (the default) is not supported by this gateway yet: its "
-                               "checkpoints with memory cannot be restored yet; autoPauseMemory: false (keepMemory: "
+                               "autoPause with memory (the default) is not supported by this gateway: it "
+                               "cannot checkpoint a sandbox's memory (no criu); autoPauseMemory: false (keepMemory: "
                                "false) pauses the files only"));
   }
   return p;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "builder/build_dir.h"
 #include "builder/mounts.h"
 #include "builder/sources.h"
 #include "builder/tree_edit.h"
@@ -26,65 +27,9 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// A build directory that is removed (mounts first) unless released.
-class BuildDir {
- public:
-  explicit BuildDir(std::string path) : path_(std::move(path)) {}
-  ~BuildDir() {
-    if (path_.empty()) return;
-    if (auto s = remove_build_tree(path_); !s && on_error_) on_error_("could not remove " + path_ + ": " + s.error().to_string());
-  }
-  BuildDir(const BuildDir&) = delete;
-  BuildDir& operator=(const BuildDir&) = delete;
-  void release() { path_.clear(); }
-  void on_error(ProgressFn fn) { on_error_ = std::move(fn); }
-
- private:
-  std::string path_;
-  ProgressFn on_error_;
-};
-
 // The recipe hash of the template at `dir`, empty if there is none or it
 // has no hash.
-std::string installed_hash(const std::string& dir) {
-  struct stat st {};
-  if (::stat(sys::join_path(dir, "rootfs").c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
-  auto doc = templates::parse_toml_file(sys::join_path(dir, "template.toml"));
-  if (!doc) return "";
-  auto h = doc->get_string("recipe_hash");
-  return h ? *h : "";
-}
-
-// The pid in ".<name>.<kind>-<pid>", or 0.
-long pid_suffix(const std::string& entry, const std::string& kind) {
-  size_t at = entry.rfind("." + kind + "-");
-  if (!entry.starts_with(".") || at == std::string::npos || at == 0) return 0;
-  const char* digits = entry.c_str() + at + kind.size() + 2;
-  char* end = nullptr;
-  long pid = std::strtol(digits, &end, 10);
-  return end != digits && *end == '\0' && pid > 0 ? pid : 0;
-}
-
-// Removes what earlier builds left: build directories whose builder is gone
-// (killed with SIGKILL, a crash, a power cut). Replaced trees are not the
-// builder's to remove: sandboxes may run on them (templates.h, retired_root).
-void sweep(const std::string& root, const ProgressFn& progress) {
-  auto names = sys::list_dir(root);
-  if (!names) return;
-  for (const auto& n : *names) {
-    const std::string path = sys::join_path(root, n);
-    bool stale = false;
-    if (long pid = pid_suffix(n, "build")) {
-      stale = pid == ::getpid() || (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH);
-    }
-    if (!stale) continue;
-    if (auto s = remove_build_tree(path); !s) {
-      if (progress) progress("warning: " + s.error().to_string());
-    } else if (progress) {
-      progress("removed " + path + " (left by an earlier build)");
-    }
-  }
-}
+std::string installed_hash(const std::string& dir) { return installed_value(dir, "recipe_hash"); }
 
 Status check_cancel(const BuildOptions& o) {
   if (o.cancel && o.cancel->load()) return make_error(ErrorCode::kCanceled, "the build was interrupted");
@@ -129,27 +74,6 @@ std::vector<std::string> mmdebstrap_argv(const Recipe& r, const BuildOptions& o,
 }
 
 
-
-// Puts the finished `tmp` at `final_dir`. An existing template is swapped
-// out in one step (renameat2 RENAME_EXCHANGE) and moved to the retired
-// builds, whole: sandboxes running on it keep every file, and the gateway
-// removes it after the last of them. Returns where the replaced tree went.
-Result<std::string> install(const std::string& tmp, const std::string& final_dir, const std::string& root,
-                            const std::string& name) {
-  struct stat st {};
-  if (::lstat(final_dir.c_str(), &st) != 0) {
-    if (errno != ENOENT) return errno_error("stat " + final_dir);
-    if (::rename(tmp.c_str(), final_dir.c_str()) != 0) return errno_error("rename " + tmp + " to " + final_dir);
-    return std::string();
-  }
-  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0)
-    return errno_error("swap " + tmp + " with " + final_dir);
-  // The new template is in place from here on.
-  COPPICE_TRY_CTX(sys::make_dirs(templates::retired_root(root), 0700), "retired builds");
-  const std::string old = templates::retired_path(root, name);
-  if (::rename(tmp.c_str(), old.c_str()) != 0) return errno_error("move the replaced tree to " + old);
-  return old;
-}
 
 }  // namespace
 
@@ -199,10 +123,9 @@ Result<BuildResult> build_template(const BuildOptions& o) {
                       "building a template needs root (mmdebstrap --mode=root; files owned by root and uid 1000)");
 
   const std::string step = "build template " + r.name;
-  COPPICE_TRY_CTX(sys::make_dirs(o.templates_root, 0755), step);
-  sweep(o.templates_root, o.progress);
-  const std::string tmp = sys::join_path(o.templates_root, "." + r.name + ".build-" + std::to_string(::getpid()));
-  if (::mkdir(tmp.c_str(), 0755) != 0) return std::unexpected(Error::from_errno(errno, "mkdir " + tmp).context(step));
+  auto made = make_build_dir(o.templates_root, r.name, o.progress);
+  if (!made) return std::unexpected(std::move(made.error()).context(step));
+  const std::string tmp = *made;
   BuildDir owner(tmp);
   owner.on_error([&](std::string_view s) { say("warning: " + std::string(s)); });
   const std::string rootfs = sys::join_path(tmp, "rootfs");
@@ -240,7 +163,7 @@ Result<BuildResult> build_template(const BuildOptions& o) {
   COPPICE_TRY_CTX(check_cancel(o), step);
 
   say("==> [4/4] installing as " + res.path);
-  auto kept = install(tmp, res.path, o.templates_root, r.name);
+  auto kept = install_build(tmp, o.templates_root, r.name);
   if (!kept) return std::unexpected(std::move(kept.error()).context(step));
   owner.release();
   if (auto s = sys::fsync_path(o.templates_root, O_DIRECTORY); !s) say("warning: " + s.error().to_string());

@@ -103,6 +103,8 @@ struct AddedEntry {
   std::string dst;     // absolute path in the tree
   unsigned mode = 0;   // permission bits, set-id and sticky bits dropped
   std::string target;  // for a symlink
+  int uid = -1;        // owner; -1: root, or user under /home/user
+  int gid = -1;
 };
 
 // Expands `files` into entries. Sources are read without following

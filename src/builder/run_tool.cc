@@ -18,9 +18,6 @@ namespace {
 
 // Lines of the tool's output quoted in the error when it fails.
 constexpr size_t kTailLines = 15;
-// How long a stopped tool gets to clean up (mmdebstrap unmounts what it
-// mounted in the tree) before it is killed.
-constexpr auto kStopGrace = std::chrono::seconds(20);
 
 std::vector<std::string> our_environment() {
   std::vector<std::string> env;
@@ -43,7 +40,7 @@ Status run_tool(const ToolRun& run) {
   sys::SpawnOptions so;
   so.path = tool;
   so.argv = run.argv;
-  so.env = our_environment();
+  so.env = run.env.empty() ? our_environment() : run.env;
   so.stdout_fd = wr.get();
   so.stderr_fd = wr.get();
   so.new_session = true;
@@ -68,10 +65,10 @@ Status run_tool(const ToolRun& run) {
   for (bool eof = false; !eof;) {
     if (run.cancel && run.cancel->load() && !stopping) {
       stopping = true;
-      stop_deadline = std::chrono::steady_clock::now() + kStopGrace;
+      stop_deadline = std::chrono::steady_clock::now() + run.stop_grace;
       ::kill(-*pid, SIGTERM);
     }
-    if (stopping && !killed && std::chrono::steady_clock::now() > stop_deadline) {
+    if (stopping && !killed && std::chrono::steady_clock::now() >= stop_deadline) {
       killed = true;
       ::kill(-*pid, SIGKILL);
     }

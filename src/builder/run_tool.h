@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -16,14 +17,18 @@ namespace coppice::builder {
 using ProgressFn = std::function<void(std::string_view line)>;
 
 struct ToolRun {
-  std::vector<std::string> argv;       // argv[0] is looked up in PATH
+  std::vector<std::string> argv;       // argv[0] is looked up in PATH (of `env` when given)
+  std::vector<std::string> env;        // "K=V", the tool's whole environment; empty: ours
   ProgressFn progress;                 // each line of the tool's stdout and stderr; may be empty
   const std::atomic<bool>* cancel = nullptr;  // when it becomes true the tool is stopped
+  // How long a stopped tool may take to clean up after SIGTERM before it is
+  // killed (mmdebstrap unmounts what it mounted in the tree).
+  std::chrono::seconds stop_grace{20};
 };
 
 // Runs the tool in its own session (so a terminal's Ctrl-C reaches only us,
 // and we decide how it stops) and waits for it. When `cancel` is set it gets
-// SIGTERM (its whole process group), then SIGKILL after 20 s, and the result
+// SIGTERM (its whole process group), then SIGKILL after `stop_grace`, and the result
 // is kCanceled once it has exited. A non-zero exit is an error quoting the
 // last lines it printed.
 Status run_tool(const ToolRun& run);

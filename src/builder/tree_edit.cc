@@ -10,22 +10,12 @@
 #include <cstring>
 
 #include "templates/host_template.h"
+#include "common/strings.h"
 #include "sys/fd.h"
 
 namespace coppice::builder {
 namespace {
 
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  for (;;) {
-    size_t j = s.find(sep, i);
-    out.push_back(s.substr(i, j == std::string::npos ? std::string::npos : j - i));
-    if (j == std::string::npos) return out;
-    i = j + 1;
-  }
-}
 
 // ---- Everything below runs in the confined child: paths are the tree's. ----
 
@@ -72,18 +62,27 @@ Status unlink_if_there(const std::string& path) {
 }
 
 // Replaces the content of `path` (a regular file keeps its mode and owner; a
-// symlink or missing file becomes a new file with `mode`, root's).
+// symlink or missing file becomes a new file with `mode`, root's). The new
+// content goes to a new inode renamed over the old one: a tree may share
+// its files by hard links with others (image_build.h), which must not change.
 Status put_file(const std::string& path, std::string_view content, mode_t mode) {
   struct stat st {};
-  if (exists(path, &st) && !S_ISREG(st.st_mode)) COPPICE_TRY_CTX(unlink_if_there(path), "replace " + path);
-  sys::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode));
-  if (!fd) return errno_error("create " + path);
-  return write_all(fd.get(), content, path);
+  const bool regular = exists(path, &st) && S_ISREG(st.st_mode);
+  const std::string tmp = path + ".coppice-new";
+  COPPICE_TRY_CTX(unlink_if_there(tmp), "replace " + path);
+  sys::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, regular ? st.st_mode & 07777 : mode));
+  if (!fd) return errno_error("create " + tmp);
+  auto s = write_all(fd.get(), content, path);
+  if (s && regular && ::fchown(fd.get(), st.st_uid, st.st_gid) != 0) s = errno_error("chown " + tmp);
+  if (s && regular && ::fchmod(fd.get(), st.st_mode & 07777) != 0) s = errno_error("chmod " + tmp);
+  if (s && ::rename(tmp.c_str(), path.c_str()) != 0) s = errno_error("rename " + tmp + " to " + path);
+  if (!s) ::unlink(tmp.c_str());
+  return s;
 }
 
 Status make_dirs(const std::string& path, mode_t mode) {
   std::string cur;
-  for (const auto& part : split(path, '/')) {
+  for (const auto& part : split_string(path, '/')) {
     if (part.empty()) continue;
     cur += "/" + part;
     if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return errno_error("mkdir " + cur);
@@ -160,8 +159,8 @@ bool under_home(const std::string& dst) { return dst == "/home/user" || dst.star
 // Copies one entry. Sources are read through `host` (the host's root,
 // opened before the chroot) at their symlink-free absolute paths.
 Status add_entry(int host, const AddedEntry& e) {
-  const uid_t uid = under_home(e.dst) ? kUserUid : 0;
-  const gid_t gid = under_home(e.dst) ? kUserGid : 0;
+  const uid_t uid = e.uid >= 0 ? static_cast<uid_t>(e.uid) : under_home(e.dst) ? kUserUid : 0;
+  const gid_t gid = e.gid >= 0 ? static_cast<gid_t>(e.gid) : under_home(e.dst) ? kUserGid : 0;
   const std::string parent = e.dst.substr(0, e.dst.rfind('/'));
   if (!parent.empty()) COPPICE_TRY_CTX(make_dirs(parent, 0755), "files");
   struct stat st {};
@@ -205,41 +204,21 @@ Status add_entry(int host, const AddedEntry& e) {
   return ok();
 }
 
-Status edit_confined(const std::string& rootfs, const std::vector<AddedEntry>& entries) {
+Status edit_confined(const std::string& rootfs, const std::vector<AddedEntry>& entries, bool accounts) {
   sys::UniqueFd host(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!host) return errno_error("open /");
   if (::chroot(rootfs.c_str()) != 0) return errno_error("chroot " + rootfs);
   if (::chdir("/") != 0) return errno_error("chdir /");
   ::umask(022);
-  COPPICE_TRY_CTX(add_accounts(), "in " + rootfs);
-  COPPICE_TRY_CTX(set_identity(), "in " + rootfs);
+  if (accounts) {
+    COPPICE_TRY_CTX(add_accounts(), "in " + rootfs);
+    COPPICE_TRY_CTX(set_identity(), "in " + rootfs);
+  }
   for (const auto& e : entries) COPPICE_TRY_CTX(add_entry(host.get(), e), "in " + rootfs);
   return ok();
 }
 
-}  // namespace
-
-Result<std::string> merge_account(const std::string& text, const std::string& line, int id_field) {
-  const auto want = split(line, ':');
-  for (const auto& l : split(text, '\n')) {
-    if (l.empty() || l[0] == '#') continue;
-    const auto f = split(l, ':');
-    const bool same_name = f[0] == want[0];
-    const bool with_ids = id_field >= 0 && f.size() > static_cast<size_t>(id_field);
-    const bool same_id = with_ids && f[id_field] == want[id_field];
-    if (same_name && (id_field < 0 || same_id)) return text;
-    if (same_name)
-      return make_error(ErrorCode::kAlreadyExists,
-                        "account " + want[0] + " exists with id " + f[id_field] + ", not " + want[id_field]);
-    if (same_id)
-      return make_error(ErrorCode::kAlreadyExists, "id " + want[id_field] + " belongs to " + f[0] + ", not " + want[0]);
-  }
-  std::string out = text;
-  if (!out.empty() && out.back() != '\n') out += '\n';
-  return out + line + "\n";
-}
-
-Status edit_tree(const std::string& rootfs, const std::vector<AddedEntry>& entries) {
+Status run_confined(const std::string& rootfs, const std::vector<AddedEntry>& entries, bool accounts) {
   for (const auto& e : entries) {
     if (e.kind == AddedEntry::kFile && !e.src.starts_with("/"))
       return make_error(ErrorCode::kInvalidArgument, "files: source " + e.src + " is not an absolute path");
@@ -253,7 +232,7 @@ Status edit_tree(const std::string& rootfs, const std::vector<AddedEntry>& entri
   if (pid < 0) return errno_error("fork");
   if (pid == 0) {
     rd.reset();
-    auto s = edit_confined(rootfs, entries);
+    auto s = edit_confined(rootfs, entries, accounts);
     if (s) ::_exit(0);
     std::string msg = s.error().to_string();
     (void)!::write(wr.get(), msg.data(), msg.size());
@@ -275,6 +254,36 @@ Status edit_tree(const std::string& rootfs, const std::vector<AddedEntry>& entri
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return ok();
   if (msg.empty()) msg = "the tree editor died (status " + std::to_string(status) + ")";
   return make_error(ErrorCode::kInternal, msg);
+}
+
+}  // namespace
+
+Result<std::string> merge_account(const std::string& text, const std::string& line, int id_field) {
+  const auto want = split_string(line, ':');
+  for (const auto& l : split_string(text, '\n')) {
+    if (l.empty() || l[0] == '#') continue;
+    const auto f = split_string(l, ':');
+    const bool same_name = f[0] == want[0];
+    const bool with_ids = id_field >= 0 && f.size() > static_cast<size_t>(id_field);
+    const bool same_id = with_ids && f[id_field] == want[id_field];
+    if (same_name && (id_field < 0 || same_id)) return text;
+    if (same_name)
+      return make_error(ErrorCode::kAlreadyExists,
+                        "account " + want[0] + " exists with id " + f[id_field] + ", not " + want[id_field]);
+    if (same_id)
+      return make_error(ErrorCode::kAlreadyExists, "id " + want[id_field] + " belongs to " + f[0] + ", not " + want[0]);
+  }
+  std::string out = text;
+  if (!out.empty() && out.back() != '\n') out += '\n';
+  return out + line + "\n";
+}
+
+Status edit_tree(const std::string& rootfs, const std::vector<AddedEntry>& entries) {
+  return run_confined(rootfs, entries, true);
+}
+
+Status add_entries(const std::string& rootfs, const std::vector<AddedEntry>& entries) {
+  return run_confined(rootfs, entries, false);
 }
 
 }  // namespace coppice::builder

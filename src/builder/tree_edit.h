@@ -29,7 +29,12 @@ inline constexpr unsigned kUserGid = 1000;
 //    placeholder /etc/resolv.conf and an empty /etc/machine-id, replacing
 //    what the build copied from the host;
 //  - `entries` (from list_added_entries), in order, replacing what is there.
+// Files are replaced by new inodes, never written in place, so a tree whose
+// files are hard links shared with other trees can be edited.
 Status edit_tree(const std::string& rootfs, const std::vector<AddedEntry>& entries);
+
+// Only the entries, confined the same way (a Dockerfile's COPY and WORKDIR).
+Status add_entries(const std::string& rootfs, const std::vector<AddedEntry>& entries);
 
 // Merges an account line ("name:x:...") into a passwd-style file's text:
 // unchanged if an entry of that name exists with the same id (field 3), an

@@ -2,9 +2,15 @@
 //   list [--json]     GET /templates, as a table or the gateway's JSON
 //   reload [--json]   POST /templates/reload: rescan the templates root now
 //   build RECIPE      build a template on this machine (template_build_cmd.cc)
+//   rm NAME           DELETE /templates/NAME (refused while sandboxes or a pool
+//                     use it), then drop unpacked images no template needs
+#include <unistd.h>
+
 #include <cstdio>
 
+#include "builder/image_build.h"
 #include "cli/cli.h"
+#include "sys/fsutil.h"
 
 namespace coppice::cli {
 
@@ -81,6 +87,34 @@ void add_template_commands(CLI::App& app, Globals& g) {
       auto r = Client(g).call(verb::post, "/templates/reload", "", std::chrono::minutes(5));
       if (!r) return fail(r.error().message());
       return print_templates(*r, *as_json);
+    };
+  });
+
+  struct RmArgs {
+    std::string name;
+    std::string templates = "/var/lib/coppice/templates";
+  };
+  auto rm_args = std::make_shared<RmArgs>();
+  auto* rm = group->add_subcommand("rm", "remove a template (refused while sandboxes or a pool use it)");
+  rm->add_option("name", rm_args->name, "the template")->required();
+  rm->add_option("--templates", rm_args->templates,
+                 "the templates root, whose unused unpacked images are removed too (default /var/lib/coppice/templates)");
+  rm->fallthrough();
+  rm->callback([&g, rm_args] {
+    g.run = [&g, rm_args] {
+      auto r = Client(g).call(verb::delete_, "/templates/" + url_encode(rm_args->name), "", std::chrono::minutes(5));
+      if (!r) return fail(r.error().message());
+      std::printf("removed %s\n", rm_args->name.c_str());
+      // Under the layer cache's lock: a build in progress may be about to
+      // link an image no template names yet.
+      if (::geteuid() == 0 && sys::path_exists(builder::cache_layout(rm_args->templates))) {
+        if (auto lock = builder::CacheLock::take(rm_args->templates)) {
+          builder::collect_image_cache(rm_args->templates, [](std::string_view line) {
+            std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+          });
+        }
+      }
+      return 0;
     };
   });
 

@@ -113,11 +113,17 @@ struct GatewayConfig {
   // A pause without memory (E2B's keepMemory: false) writes the sandbox to
   // disk: its processes end, its kernel objects are freed, its state dir
   // (files) and uid range are kept (Backend::suspend); it survives a gateway
-  // restart. A pause with memory freezes its cgroups. False: the backend
-  // cannot suspend, and such a pause is refused.
+  // restart. False: the backend cannot suspend, and such a pause is refused.
   bool pause_to_disk = false;
   // Why a pause without memory is refused (empty when pause_to_disk).
   std::string pause_to_disk_off_reason = "this backend pauses by freezing only";
+  // A pause with memory (the default) writes a checkpoint of the sandbox's
+  // processes as well (Backend::checkpoint) and resumes by restoring it; it
+  // survives a gateway restart and a host reboot. False (or a checkpoint
+  // that fails): the sandbox's cgroups are frozen instead, its memory held
+  // in RAM until the resume.
+  bool memory_checkpoint = false;
+  std::string memory_checkpoint_off_reason = "this backend cannot checkpoint";
 };
 
 }  // namespace coppice::core

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/base64.h"
 #include "http/connect.h"
 
 namespace coppice::core {
@@ -55,14 +56,15 @@ Result<int> exit_code_of_stream(std::string_view body) {
 
 asio::awaitable<Result<int>> envd_run(const http::Endpoint& ep, const std::string& access_token,
                                       const std::string& command, const std::map<std::string, std::string>& envs,
-                                      std::chrono::milliseconds timeout) {
-  json req{{"process", {{"cmd", "/bin/sh"}, {"args", json::array({"-c", command})}, {"envs", envs}, {"cwd", "/"}}}};
+                                      std::chrono::milliseconds timeout, const std::string& user,
+                                      const std::string& cwd) {
+  json req{{"process", {{"cmd", "/bin/sh"}, {"args", json::array({"-c", command})}, {"envs", envs}, {"cwd", cwd}}}};
   std::string body = connect::envelope(req.dump());
   http::Fields headers{{"Content-Type", "application/connect+json"},
                        {"Connect-Protocol-Version", "1"},
                        {"Connect-Timeout-Ms", std::to_string(timeout.count())},
-                       // root, with no password: "root:" in base64.
-                       {"Authorization", "Basic cm9vdDo="}};
+                       // the user, with no password: "root:" for root.
+                       {"Authorization", "Basic " + base64_encode(user + ":")}};
   if (!access_token.empty()) headers.emplace_back("X-Access-Token", access_token);
   std::string target = "/process.Process/Start";
   const std::chrono::milliseconds limit = timeout + std::chrono::seconds(2);

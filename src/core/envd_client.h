@@ -29,13 +29,14 @@ std::string envd_init_body(const EnvdInit& init);
 // Environment variables add to those set before.
 asio::awaitable<Status> envd_init(const http::Endpoint& ep, const EnvdInit& init);
 
-// Runs `/bin/sh -c <command>` as root through Process/Start and waits for it
+// Runs `/bin/sh -c <command>` as `user` in `cwd` through Process/Start and waits for it
 // to end; returns its exit code (-1 when killed by a signal). envd kills the
 // command at `timeout` (Connect-Timeout-Ms); that is an error, not an exit code.
 // `access_token`: the sandbox's, once /init has set one.
 asio::awaitable<Result<int>> envd_run(const http::Endpoint& ep, const std::string& access_token,
                                       const std::string& command, const std::map<std::string, std::string>& envs,
-                                      std::chrono::milliseconds timeout);
+                                      std::chrono::milliseconds timeout, const std::string& user = "root",
+                                      const std::string& cwd = "/");
 
 // The exit code in a Process/Start response stream (enveloped JSON events,
 // closed by an end-stream frame): kNotFound when it has no end event, the

@@ -119,4 +119,39 @@ asio::awaitable<Status> SandboxManager::resume_from_disk(std::shared_ptr<Live> l
   co_return ok();
 }
 
+asio::awaitable<Status> SandboxManager::resume_for_traffic(std::string id) {
+  auto op = do_resume_for_traffic(std::move(id));
+  co_return co_await on_owner(std::move(op));
+}
+
+asio::awaitable<Status> SandboxManager::do_resume_for_traffic(std::string id) {
+  const auto give_up = Clock::now() + std::chrono::seconds(60);
+  asio::steady_timer wait(owner_);
+  for (;;) {
+    auto found = find(id, std::nullopt);
+    if (!found) co_return std::unexpected(found.error());
+    auto l = *found;
+    if (l->state == SandboxState::kRunning) co_return ok();
+    if (l->state == SandboxState::kPaused) {
+      if (!l->lifecycle.auto_resume) {
+        co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is paused (without autoResume)");
+      }
+      COPPICE_LOG(info).sandbox(id) << "resumed by traffic (autoResume)";
+      auto resuming = do_resume(id, std::nullopt, std::nullopt);
+      auto r = co_await std::move(resuming);
+      if (r) co_return ok();
+      if (r.error().code() != ErrorCode::kFailedPrecondition) co_return std::unexpected(r.error());
+    } else if (l->state != SandboxState::kResuming && l->state != SandboxState::kPausing) {
+      co_return make_error(ErrorCode::kFailedPrecondition,
+                           "sandbox " + id + " is " + std::string(state_label(l->state)));
+    }
+    // Being paused or resumed by someone else: look again shortly.
+    if (Clock::now() > give_up) {
+      co_return make_error(ErrorCode::kDeadlineExceeded, "sandbox " + id + " did not come back within 60 s");
+    }
+    wait.expires_after(std::chrono::milliseconds(10));
+    (void)co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
 }  // namespace coppice::core

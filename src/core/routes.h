@@ -38,6 +38,8 @@ struct Route {
   std::string mask_host;
   // network.httpsPorts: ports the proxy reaches over TLS (few; searched linearly).
   std::vector<uint16_t> https_ports;
+  // lifecycle.autoResume: traffic to it while paused resumes it.
+  bool auto_resume = false;
   bool running() const { return state == SandboxState::kRunning; }
 };
 

@@ -30,6 +30,16 @@ std::map<std::string, std::string> merged_env(const Template& tmpl, const std::m
   return env;
 }
 
+// A template's user and working directory, where it names them, are envd's
+// defaults in its sandboxes (an image's USER and WORKDIR).
+void apply_template_defaults(const Template& tmpl, EnvdInit& init) {
+  if (!tmpl.user.empty()) {
+    init.default_user = tmpl.user;
+    init.default_workdir.clear();  // envd: the user's home
+  }
+  if (!tmpl.workdir.empty()) init.default_workdir = tmpl.workdir;
+}
+
 // A template's service may be slow to come up on a busy host (a Jupyter
 // kernel takes seconds): how long create waits for its ready_cmd.
 constexpr auto kReadyTimeout = std::chrono::seconds(60);
@@ -44,8 +54,16 @@ asio::awaitable<Status> run_template_commands(std::string socket, std::string to
   if (!tmpl.start_cmd.empty()) {
     // In the background, its output in the sandbox's run dir (the host can
     // read it at <state_dir>/run/start.log); the shell returns at once.
+    // As the template's user in its workdir (an image's USER and WORKDIR),
+    // else as root in /. Another user cannot enter the run dir (0700): its
+    // output goes to /tmp/coppice-start.log where it can write, else nowhere.
+    const std::string user = tmpl.user.empty() ? "root" : tmpl.user;
     std::string cmd = "(" + tmpl.start_cmd + ") </dev/null >/.coppice/run/start.log 2>&1 &";
-    auto r = co_await envd_run(ep, token, cmd, tmpl.env, limit);
+    if (user != "root")
+      cmd = "L=/dev/null; if [ -d /tmp ] && [ -w /tmp ]; then L=/tmp/coppice-start.log; fi; (" + tmpl.start_cmd +
+            ") </dev/null >\"$L\" 2>&1 &";
+    const std::string cwd = tmpl.workdir.empty() ? "/" : tmpl.workdir;
+    auto r = co_await envd_run(ep, token, cmd, tmpl.env, limit, user, cwd);
     if (!r) co_return std::unexpected(std::move(r.error()).context("start_cmd"));
     if (*r != 0) co_return make_error(ErrorCode::kInternal, "start_cmd: the shell exited " + std::to_string(*r));
   }
@@ -215,7 +233,8 @@ Status SandboxManager::transition(Live& l, SandboxState to) {
   count(to, +1);
   l.state = to;
   if (visible(to)) {
-    routes_.publish(Route{l.id, to, l.handle, l.team, l.token, l.traffic_token, l.mask_host, l.https_ports});
+    routes_.publish(
+        Route{l.id, to, l.handle, l.team, l.token, l.traffic_token, l.mask_host, l.https_ports, l.lifecycle.auto_resume});
   } else {
     routes_.remove(l.id);
   }
@@ -284,7 +303,9 @@ sandbox::SandboxSpec SandboxManager::spec_for(const Live& l, const Template& tmp
   spec.state_dir = l.state_dir;
   spec.envd_path = cfg_.envd_path;
   spec.interp_path = cfg_.interp_path;
-  spec.init_json = envd_init_body(init);
+  EnvdInit with_defaults = init;
+  apply_template_defaults(tmpl, with_defaults);
+  spec.init_json = envd_init_body(with_defaults);
   spec.limits.cpu_millicores = l.cpu_count * 1000;
   spec.limits.memory_bytes = static_cast<uint64_t>(l.memory_mb) << 20;
   spec.disk_bytes = static_cast<uint64_t>(l.disk_mb) << 20;
@@ -332,6 +353,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::hand_out(std::shared_ptr<Li
     EnvdInit init;
     init.access_token = l->token;
     init.env_vars = p.env_vars;
+    if (auto t = templates_.get(l->template_id)) apply_template_defaults(*t, init);
     s = co_await envd_init(ep, init);
     if (!s) metrics_.envd_errors.inc();
   }
@@ -692,11 +714,19 @@ asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team,
   }
   COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));
   if (!memory) {
-    // Files only. (A pause with memory freezes: Backend::checkpoint writes
-    // envd's tree, but a tree of more than one process cannot be restored
-    // yet, see sandbox/ns/checkpoint.h.)
     auto writing = pause_to_disk(l, false);
     co_return co_await std::move(writing);
+  }
+  std::string how = "frozen (memory held in RAM)";
+  if (checkpoints_memory()) {
+    // Written to disk with its memory; a checkpoint that fails leaves the
+    // sandbox running as it was (criu's rollback), and it is frozen instead.
+    auto writing = pause_to_disk(l, true);
+    auto written = co_await std::move(writing);
+    if (written) co_return ok();
+    COPPICE_LOG(warn).sandbox(id) << "checkpoint failed, freezing instead: " << written.error().to_string();
+    how = "frozen, the checkpoint failed: " + written.error().message();
+    COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));
   }
   auto job = [this, id] { return backend_.freeze(id); };
   auto r = co_await run_on(workers_, std::move(job));
@@ -705,9 +735,9 @@ asio::awaitable<Status> SandboxManager::do_pause(std::string id, TeamScope team,
     co_return std::unexpected(std::move(r.error()).context("pause"));
   }
   (void)transition(*l, SandboxState::kPaused);
-  auto op = [id](store::Store& st) -> Status {
+  auto op = [id, how](store::Store& st) -> Status {
     COPPICE_TRY(st.update_state(id, store::SandboxState::kPaused));
-    return st.append_event(id, "paused", "");
+    return st.append_event(id, "paused", how);
   };
   auto w = co_await store_q_.write(std::move(op));
   if (!w) {

@@ -202,6 +202,9 @@ class SandboxManager {
   // Whether a pause without memory (and so a files-only pause at the
   // timeout) is possible here.
   bool pauses_to_disk() const { return cfg_.pause_to_disk; }
+  // A pause with memory is written to disk (and so can be resumed after a
+  // restart, or by traffic with autoResume).
+  bool checkpoints_memory() const { return cfg_.pause_to_disk && cfg_.memory_checkpoint; }
   // PUT /sandboxes/{id}/network: replaces its egress rules (net/policy.h
   // parse_update); new connections see them when this returns.
   // kFailedPrecondition when the gateway runs sandboxes without a network
@@ -209,6 +212,11 @@ class SandboxManager {
   asio::awaitable<Status> update_network(std::string id, json body, TeamScope team = std::nullopt);
   asio::awaitable<Result<SandboxView>> resume(std::string id, std::optional<int> timeout_s,
                                               TeamScope team = std::nullopt);
+  // autoResume: traffic for sandbox `id` through the proxy. Paused with
+  // autoResume: resumed (its timeout from now); being resumed: waited for
+  // (at most 60 s). ok() once it runs; kFailedPrecondition when it is
+  // paused without autoResume (or in another state), kNotFound when gone.
+  asio::awaitable<Status> resume_for_traffic(std::string id);
   // Changes a running or paused sandbox's CPU count and/or memory (MiB; an
   // unset one stays) in the kernel at once, then in its record, so info and
   // a restart report the new figures. The values are the API's to bound.
@@ -291,6 +299,12 @@ class SandboxManager {
   // the pools' included. Runs after recovery, after a template reload and
   // after the last sandbox of a replaced build is gone.
   asio::awaitable<void> collect_retired_templates();
+  // Removes template `name` (DELETE /templates/{name}): its directory moves
+  // to the retired builds (removed at once, since nothing runs on it) and
+  // the registry is reloaded. kNotFound for an unknown template;
+  // kFailedPrecondition, naming them, while sandboxes (of any state) or a
+  // pool use it, and for `base`, which creates fall back to.
+  asio::awaitable<Status> remove_template(std::string name);
   // Every pool with a target or sandboxes, sorted by template (any thread).
   std::vector<PoolView> pools() const;
   static constexpr int kMaxPoolTarget = 10000;
@@ -345,6 +359,7 @@ class SandboxManager {
   asio::awaitable<Status> do_pause(std::string id, TeamScope team, bool memory);
   asio::awaitable<Status> pause_to_disk(std::shared_ptr<Live> l, bool memory);
   asio::awaitable<Status> resume_from_disk(std::shared_ptr<Live> l);
+  asio::awaitable<Status> do_resume_for_traffic(std::string id);
   asio::awaitable<Status> do_update_network(std::string id, json body, TeamScope team);
   // Enforces l's network config (firewall, resolver, bandwidth) on a worker.
   asio::awaitable<Status> apply_network(const Live& l);
@@ -355,6 +370,7 @@ class SandboxManager {
                                                                 std::optional<Clock::time_point> end, TeamScope team);
   asio::awaitable<Result<PoolView>> do_warm_pool(std::string template_id, int count);
   asio::awaitable<Result<PoolView>> do_drain_pool(std::string template_id);
+  asio::awaitable<Status> do_remove_template(std::string name);
   asio::awaitable<Status> do_recover();
   // --- snapshots.cc ---
   struct StartPoint;

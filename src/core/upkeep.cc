@@ -1,5 +1,8 @@
 // The owner's background duties: recovery at start, the TTL reaper, the
 // usage sampler, starting the configured pools and shutting down.
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <set>
 
 #include "common/log.h"
@@ -68,8 +71,19 @@ asio::awaitable<Status> SandboxManager::do_recover() {
     // again and it waits, paused, for a resume.
     const auto disk = r.extra.find("pausedToDisk");
     const bool on_disk = r.state == store::SandboxState::kPaused && disk != r.extra.end() && disk->is_object();
+    const std::string images = r.state_dir.empty() ? std::string() : r.state_dir + "/checkpoint";
     if (!killed && on_disk) {
       const uint32_t host_root = disk->value("hostRoot", 0u);
+      // A resume cut short by the restart left a half-made sandbox: its
+      // processes and cgroups go, its state (and checkpoint) stays.
+      if (std::find(kernel_ids.begin(), kernel_ids.end(), id) != kernel_ids.end()) {
+        auto clear_job = [this, id] { return backend_.suspend(id); };
+        if (auto cleared = co_await run_on(workers_, std::move(clear_job)); !cleared) {
+          COPPICE_LOG(warn).sandbox(id) << "a resume cut short: " << cleared.error().to_string();
+        } else {
+          COPPICE_LOG(info).sandbox(id) << "a resume was cut short by the restart: paused again";
+        }
+      }
       auto reserve_job = [this, id, host_root] { return backend_.reserve_suspended(id, host_root); };
       auto reserved = co_await run_on(workers_, std::move(reserve_job));
       if (reserved) {
@@ -91,6 +105,54 @@ asio::awaitable<Status> SandboxManager::do_recover() {
       auto dir = r.state_dir;
       auto adopt_job = [this, id, dir] { return backend_.adopt(id, dir); };
       auto h = co_await run_on(workers_, std::move(adopt_job));
+      if (h && !images.empty() && sys::path_exists(images)) {
+        // A pause cut short before its sandbox was stopped: it goes on
+        // running (criu may have left it stopped), the checkpoint is dropped.
+        auto go_on = [this, id, images]() -> Status {
+          COPPICE_TRY(backend_.continue_after_checkpoint(id));
+          return sys::remove_tree(images);
+        };
+        auto went = co_await run_on(workers_, std::move(go_on));
+        if (!went) {
+          COPPICE_LOG(warn).sandbox(id) << "a pause cut short: " << went.error().to_string();
+        } else {
+          COPPICE_LOG(info).sandbox(id) << "a pause was cut short by the restart: running on";
+        }
+      }
+      if (!h && !images.empty() && backend_.checkpoint_complete(images)) {
+        // A pause cut short after its checkpoint was whole: paused to disk
+        // with its memory, as the pause would have recorded. The uid range
+        // is the writable layer's owner's.
+        struct stat st {};
+        const bool owned = ::stat((r.state_dir + "/upper").c_str(), &st) == 0 && st.st_uid != 0;
+        auto settle = [this, id, owned, host_root = static_cast<uint32_t>(st.st_uid)]() -> Status {
+          if (!owned) return make_error(ErrorCode::kNotFound, "no writable layer");
+          COPPICE_TRY(backend_.suspend(id));
+          return backend_.reserve_suspended(id, host_root);
+        };
+        if (auto settled = co_await run_on(workers_, std::move(settle)); settled) {
+          auto l = live_from_record(r);
+          l->on_disk = true;
+          l->disk_memory = true;
+          l->disk_host_root = st.st_uid;
+          live_[l->id] = l;
+          (void)transition(*l, SandboxState::kRunning);
+          (void)transition(*l, SandboxState::kPausing);
+          (void)transition(*l, SandboxState::kPaused);
+          adopted.insert(l->id);
+          auto rec = record(*l);
+          auto op = [rec](store::Store& st) {
+            return st.put_sandbox(rec, "paused", "to disk, memory included (its pause finished at the restart)");
+          };
+          if (auto w = co_await store_q_.write(std::move(op)); !w) {
+            COPPICE_LOG(error).sandbox(id) << "store: " << w.error().to_string();
+          }
+          COPPICE_LOG(info).sandbox(id) << "a pause was cut short by the restart after its checkpoint: paused";
+          continue;
+        } else {
+          COPPICE_LOG(warn).sandbox(id) << "a pause cut short: " << settled.error().to_string();
+        }
+      }
       if (h) {
         auto l = live_from_record(r);
         l->handle = *h;
@@ -274,8 +336,8 @@ asio::awaitable<void> SandboxManager::reaper_loop() {
   }
 }
 
-// E2B's onTimeout "pause": the sandbox is paused (to disk; files only, as
-// the API allows for now) rather than killed. If the pause fails it is
+// E2B's onTimeout "pause": the sandbox is paused (to disk, with its memory
+// unless keepMemory: false) rather than killed. If the pause fails it is
 // killed, as a timeout without the option would.
 asio::awaitable<void> SandboxManager::pause_at_timeout(std::string id) {
   auto it = live_.find(id);

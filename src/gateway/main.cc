@@ -16,6 +16,7 @@
 #include "core/sandbox_manager.h"
 #include "net/network.h"
 #include "sandbox/ns/cgroup.h"
+#include "sandbox/ns/checkpoint.h"
 #include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/layer_copy.h"
 #include "sandbox/ns/ns_backend.h"
@@ -439,6 +440,14 @@ int main(int argc, char** argv) {
   // without memory.
   cfg.pause_to_disk = true;
   cfg.pause_to_disk_off_reason.clear();
+  // ... and, with criu, checkpoints it with its memory for a pause with memory.
+  cfg.memory_checkpoint_off_reason = sandbox::ns::checkpoint_unavailable_reason();
+  cfg.memory_checkpoint = cfg.memory_checkpoint_off_reason.empty();
+  if (cfg.memory_checkpoint) {
+    COPPICE_LOG(info) << "pause with memory: checkpoints to disk (criu at " << sandbox::ns::criu_path() << ")";
+  } else {
+    COPPICE_LOG(warn) << "pause with memory: freezes only (" << cfg.memory_checkpoint_off_reason << ")";
+  }
 
   // Kernel objects are named per state dir, so two gateways on one host (a
   // test beside the real one) never take each other's sandboxes for orphans.

@@ -293,6 +293,29 @@ asio::awaitable<void> Proxy::serve(http::Exchange& ex, const Target& t) {
       co_return;
     }
   }
+  if (route && !route->running() && route->auto_resume && resume_ && (!key_team || *key_team == route->team) &&
+      (route->state == core::SandboxState::kPaused || route->state == core::SandboxState::kResuming)) {
+    // autoResume, for a request that may reach the sandbox: with envd's
+    // token (when it has one; a signed URL is left to envd) or past the
+    // port's inbound policy. A stranger cannot wake it.
+    bool may = false;
+    if (to_envd) {
+      may = route->token.empty() || (ex.has_header("X-Access-Token") &&
+                                     constant_time_equal(ex.header("X-Access-Token"), route->token));
+    } else {
+      may = co_await admit(ex, *route, t);
+      if (!may) co_return;
+    }
+    if (may) {
+      auto resuming = resume_(t.sandbox_id);
+      auto resumed = co_await std::move(resuming);
+      if (resumed) {
+        route = routes_.lookup(t.sandbox_id);
+      } else {
+        COPPICE_LOG_RATE(warn, 10).sandbox(t.sandbox_id) << "autoResume: " << resumed.error().to_string();
+      }
+    }
+  }
   if (!route || !route->running() || (key_team && *key_team != route->team)) {
     metrics_.proxy_error(ProxyError::kNotFound).inc();
     co_await ex.respond_json(502, not_found_body(t.sandbox_id));

@@ -66,6 +66,12 @@ class Proxy {
     signer_ = signer;
     secure_cookie_ = secure_cookie;
   }
+  // autoResume: called for a request to a paused sandbox whose route has
+  // auto_resume, once the request has shown it may reach the sandbox
+  // (envd's access token, or the port's traffic token); the request is
+  // served when it returns ok(), answered as for a missing sandbox otherwise.
+  using Resume = std::function<asio::awaitable<Status>(std::string id)>;
+  void set_auto_resume(Resume r) { resume_ = std::move(r); }
   asio::awaitable<void> serve(http::Exchange& ex, const Target& t);
   // Serves a signed /files URL that names no sandbox: it goes to the running
   // sandbox whose envd token the signature was made with (envd checks the
@@ -85,6 +91,7 @@ class Proxy {
   asio::thread_pool& netns_pool_;
   core::metrics::GatewayMetrics& metrics_;
   TeamOfKey team_of_key_;
+  Resume resume_;
   const PreviewSigner* signer_ = nullptr;
   bool secure_cookie_ = false;
 };

@@ -200,10 +200,26 @@ class Backend {
   // After checkpoint(): removes what the sandbox holds in the kernel
   // (processes, cgroups, network) but keeps its state dir (writable layer,
   // checkpoint) and its uid range, for a create with reuse_state_dir (and
-  // restore_from) under the same id. destroy() removes the rest.
+  // restore_from) under the same id. destroy() removes the rest. After a
+  // restart (the sandbox not ours): its processes and cgroups are removed,
+  // its state dir and record kept (reserve_suspended() takes the uid range).
   virtual Status suspend(const std::string& id) {
     (void)id;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot suspend a sandbox");
+  }
+
+  // Whether `images_dir` holds a whole checkpoint written by checkpoint()
+  // (criu done and on disk), though its sandbox may still be running.
+  virtual bool checkpoint_complete(const std::string& images_dir) {
+    (void)images_dir;
+    return false;
+  }
+
+  // After a gateway restart, for a sandbox whose checkpoint (a pause) was
+  // cut short: its processes go on (any left stopped are continued).
+  virtual Status continue_after_checkpoint(const std::string& id) {
+    (void)id;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot checkpoint a sandbox");
   }
 
   // After a gateway restart: keeps the uid range that maps root to

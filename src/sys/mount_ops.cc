@@ -20,6 +20,23 @@ int mount_fs(const char* fstype, const char* target, unsigned long flags, const 
   return ::mount(fstype, target, fstype, flags, data) == 0 ? 0 : errno;
 }
 
+int mount_proc_of(int pidns_fd, const char* target, uint64_t attrs) {
+  int fs = ::fsopen("proc", FSOPEN_CLOEXEC);
+  if (fs < 0) return errno;
+  int err = 0, mnt = -1;
+  if (::fsconfig(fs, FSCONFIG_SET_FD, "pidns", nullptr, pidns_fd) != 0 ||
+      ::fsconfig(fs, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    err = errno;
+  } else if ((mnt = ::fsmount(fs, FSMOUNT_CLOEXEC, static_cast<unsigned int>(attrs))) < 0) {
+    err = errno;
+  } else if (raw::move_mount(mnt, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    err = errno;
+  }
+  if (mnt >= 0) ::close(mnt);
+  ::close(fs);
+  return err;
+}
+
 int bind(const char* src, const char* dst, unsigned long flags, bool recursive) {
   unsigned long f = MS_BIND | (recursive ? MS_REC : 0);
   if (::mount(src, dst, nullptr, f, nullptr) != 0) return errno;

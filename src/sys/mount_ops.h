@@ -18,6 +18,11 @@ int make_rprivate();
 // mount(2) for a fresh file system instance (tmpfs, proc, sysfs, devpts, overlay).
 int mount_fs(const char* fstype, const char* target, unsigned long flags, const char* data);
 
+// A proc instance for the pid namespace `pidns_fd` (proc's "pidns" option,
+// Linux 6.15+), mounted by the caller at `target` with MOUNT_ATTR_* `attrs`:
+// a mounter outside that pid namespace shows what a process inside it sees.
+int mount_proc_of(int pidns_fd, const char* target, uint64_t attrs);
+
 // Bind-mounts `src` at `dst` (recursively when `recursive`), then, if any of
 // `flags` (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC) are given, remounts the
 // bind with them: a bind mount ignores those flags on its first mount(2).

@@ -33,7 +33,8 @@ Status read_description(const std::string& toml_path, Template& t) {
   if (!doc) return std::unexpected(std::move(doc.error()));
   if (auto s = doc->check_known_keys({"backend", "cpu_count", "memory_mb", "disk_mb", "egress_mbps", "ro_binds", "build_id", "source",
                                       "generation",
-                                      "start_cmd", "ready_cmd", "recipe_hash", "env"});
+                                      "start_cmd", "ready_cmd", "recipe_hash", "env", "user", "workdir",
+                                      "image_digest"});
       !s)
     return std::unexpected(std::move(s.error()).context(toml_path));
   auto str = [&](std::string_view k, std::string& out) -> Status {
@@ -56,10 +57,13 @@ Status read_description(const std::string& toml_path, Template& t) {
   };
   const std::pair<std::string_view, std::string*> strings[] = {
       {"backend", &t.backend},     {"build_id", &t.build_id},   {"source", &t.source},
-      {"start_cmd", &t.start_cmd}, {"ready_cmd", &t.ready_cmd}, {"recipe_hash", &t.recipe_hash}};
+      {"start_cmd", &t.start_cmd}, {"ready_cmd", &t.ready_cmd}, {"recipe_hash", &t.recipe_hash},
+      {"user", &t.user},           {"workdir", &t.workdir},     {"image_digest", &t.image_digest}};
   for (const auto& [key, field] : strings) {
     if (auto s = str(key, *field); !s) return s;
   }
+  if (!t.workdir.empty() && !t.workdir.starts_with("/"))
+    return make_error(ErrorCode::kInvalidArgument, toml_path + ": workdir \"" + t.workdir + "\" is not absolute");
   if (auto s = num("cpu_count", kMaxCpuCount, t.cpu_count); !s) return s;
   if (auto s = num("memory_mb", kMaxMemoryMb, t.memory_mb); !s) return s;
   if (auto s = num("disk_mb", kMaxDiskMb, t.disk_mb); !s) return s;

@@ -14,6 +14,11 @@
 //   ro_binds = ["/usr"]       build_id = "..."      source = "host"
 //   start_cmd = "..."         ready_cmd = "..."     recipe_hash = "..."
 //   env = ["NAME=value"]      (every sandbox's environment; a create's envVars win)
+//   user = "app"              (envd's default user, and who runs start_cmd; default: commands as
+//                              `user`, start_cmd as root)
+//   workdir = "/srv"          (envd's default working directory and start_cmd's; default: the
+//                              user's home, start_cmd in /)
+//   image_digest = "sha256:..." (the manifest of the OCI image it was built from)
 #pragma once
 
 #include <cstdint>
@@ -43,6 +48,9 @@ struct Template {
   std::string ready_cmd;                // exits 0 once start_cmd's service is ready; empty: none
   std::string recipe_hash;              // hash of the build recipe the template came from
   std::map<std::string, std::string> env;  // environment of every sandbox (a create's envVars override)
+  std::string user;                     // envd's default user and start_cmd's; empty: see above
+  std::string workdir;                  // absolute; envd's default cwd and start_cmd's; empty: see above
+  std::string image_digest;             // the OCI image manifest it was built from; empty: none
   // Bytes on disk, measured at reload (never per request): the rootfs's
   // allocated blocks, hard links counted once, symlinks not followed, not
   // crossing into other file systems (`du -sx`).

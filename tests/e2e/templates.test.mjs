@@ -154,7 +154,7 @@ test('a stray VM image never shadows a template; a template for another backend 
   }
 });
 
-test('errors: unknown template names base, no key is 401, DELETE /templates/{id} is not implemented', opt, async () => {
+test('errors: unknown template names base, no key is 401, DELETE /templates/{id} of base or of nothing', opt, async () => {
   const r = await api('/v2/sandboxes', { method: 'POST', body: JSON.stringify({ templateID: 'no-such-template' }) });
   assert.equal(r.status, 400);
   const body = await r.json();
@@ -171,10 +171,11 @@ test('errors: unknown template names base, no key is 401, DELETE /templates/{id}
     assert.equal(res.status, 401, p);
   }
 
-  // Not there yet: 501 saying so (a 404 would read as "no such template").
+  // base is what creates fall back to: never removed (409); an unknown one is 404.
   const del = await api('/templates/base', { method: 'DELETE' });
-  assert.equal(del.status, 501);
-  assert.equal((await del.json()).code, 501);
+  assert.equal(del.status, 409);
+  assert.match((await del.json()).message, /base is the default template/);
+  assert.equal((await api('/templates/no-such-template', { method: 'DELETE' })).status, 404);
   assert.ok((await (await api('/templates')).json()).some((t) => t.templateID === 'base'));
   assert.equal((await api('/templates', { method: 'POST' })).status, 501);
 });

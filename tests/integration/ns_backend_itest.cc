@@ -33,6 +33,7 @@
 #include "sys/caps.h"
 #include "sys/fsutil.h"
 #include "sys/tree_test_util.h"
+#include "http/connect.h"
 #include "sys/unix_connect.h"
 
 namespace coppice::sandbox {
@@ -435,6 +436,116 @@ TEST_F(NsBackendTest, CheckpointAndRestoreEnvdsTreeIntoANewSandbox) {
   ASSERT_TRUE(backend_->destroy(b).has_value());
   expect_gone(b, hb->init_pid);
   sys::remove_tree(images);
+}
+
+// Runs `command` with /bin/sh through envd's Process/Start and returns once
+// its stream has ended (the command has exited); the HTTP status, or -1.
+int envd_run_sh(const std::string& socket_path, const std::string& token, const std::string& command) {
+  auto conn = sys::connect_unix_nofollow(socket_path);
+  if (!conn) return -1;
+  int fd = conn->release();
+  struct timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string json = R"({"process":{"cmd":"/bin/sh","args":["-c",")" + command + R"("],"cwd":"/"}})";
+  std::string body = connect::envelope(json);
+  std::string req = "POST /process.Process/Start HTTP/1.1\r\nHost: sandbox\r\nX-Access-Token: " + token +
+                    "\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\n"
+                    "Authorization: Basic cm9vdDo=\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\nConnection: close\r\n\r\n" + body;
+  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return -1;
+  }
+  std::string resp;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) resp.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  if (resp.rfind("HTTP/1.1 ", 0) != 0) return -1;
+  return std::atoi(resp.c_str() + 9);
+}
+
+// A tree of several processes (envd, a shell loop it adopted, the loop's
+// sleep) checkpoints and restores into a new sandbox at the same pids, the
+// loop going on from the count it held in memory.
+TEST_F(NsBackendTest, CheckpointAndRestoreAProcessTree) {
+  if (auto why = ns::checkpoint_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+  const std::string a = "itestckpttreea000001", b = "itestckpttreeb000001";
+  const std::string token = "tok-" + std::to_string(::getpid());
+  auto sa = spec(a);
+  sa.init_json = R"({"accessToken":")" + token + R"("})";
+  auto h = backend_->create(sa);
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  ASSERT_EQ(envd_run_sh(h->envd_socket, token,
+                        "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done "
+                        "</dev/null >/dev/null 2>&1 &"),
+            200);
+  auto count_in = [](const std::string& upper) {
+    std::string v = slurp(upper + "/tmp/count");
+    return v.empty() ? 0 : std::atoi(v.c_str());
+  };
+  for (int i = 0; i < 100 && count_in(h->state_dir + "/upper") < 5; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto members = cgroups_->pids(a);
+  ASSERT_TRUE(members.has_value());
+  ASSERT_GE(members->size(), 3u) << "init, envd and the loop";
+  const std::string images = tmp_ + "/images-" + a;
+  auto c = backend_->checkpoint(a, images, false);
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  const int before = count_in(h->state_dir + "/upper");
+  ASSERT_GE(before, 5);
+  ASSERT_TRUE(backend_->destroy(a).has_value());
+
+  auto sb = spec(b);
+  sb.restore_from = images;
+  auto t0 = std::chrono::steady_clock::now();
+  auto hb = backend_->create(sb);
+  ASSERT_TRUE(hb.has_value()) << hb.error().to_string();
+  std::printf("[ns] restore of a %zu-process tree (create included) %.1f ms\n", members->size() - 1,
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  // The loop runs on in the new sandbox, from its count.
+  int after = 0;
+  for (int i = 0; i < 100 && (after = count_in(hb->state_dir + "/upper")) <= before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GT(after, before);
+  EXPECT_LT(after, before + 60) << "counted on from memory, not from 1";
+  auto restored = cgroups_->pids(b);
+  ASSERT_TRUE(restored.has_value());
+  EXPECT_GE(restored->size(), 3u);
+  EXPECT_EQ(envd_get(hb->envd_socket, "/health", token).first, 204);
+
+  // A restored tree (in a time namespace of criu's making, its pid
+  // namespace its user namespace's) checkpoints and restores again.
+  const std::string idc = "itestckpttreec000001", images2 = tmp_ + "/images-" + b;
+  // Orphans of envd (a subreaper: the loop, whose session leader is gone)
+  // are envd's again, not the init's, so that the next checkpoint of envd's
+  // tree takes them.
+  int init_children = 0;
+  for (pid_t p : *restored) {
+    if (p != hb->init_pid && std::atoi(status_field(p, "PPid").c_str()) == hb->init_pid) ++init_children;
+  }
+  EXPECT_EQ(init_children, 1) << "envd alone is the init's child";
+  auto c2 = backend_->checkpoint(b, images2, false);
+  ASSERT_TRUE(c2.has_value()) << c2.error().to_string();
+  const int before2 = count_in(hb->state_dir + "/upper");
+  ASSERT_TRUE(backend_->destroy(b).has_value());
+  expect_gone(b, hb->init_pid);
+  auto sc = spec(idc);
+  sc.restore_from = images2;
+  auto hc = backend_->create(sc);
+  ASSERT_TRUE(hc.has_value()) << hc.error().to_string();
+  int after2 = 0;
+  for (int i = 0; i < 100 && (after2 = count_in(hc->state_dir + "/upper")) <= before2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GT(after2, before2);
+  EXPECT_LT(after2, before2 + 60);
+  ASSERT_TRUE(backend_->destroy(idc).has_value());
+  expect_gone(idc, hc->init_pid);
+  sys::remove_tree(images);
+  sys::remove_tree(images2);
 }
 
 // A restore from something that is not a checkpoint fails and leaves

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "common/log.h"
 #include "sys/cgroupfs.h"
@@ -410,14 +411,24 @@ Status CgroupManager::kill_all(const std::string& id) const {
   }
   // No cgroup.kill: freeze so nothing can fork while we walk the list, kill
   // each pid, thaw so the signals are delivered.
-  COPPICE_TRY_CTX(freeze(id), "kill cgroup " + id);
+  auto frozen = freeze(id);
   auto list = pids(id);
   if (list) {
     for (pid_t p : *list) ::kill(p, SIGKILL);
   }
   COPPICE_TRY_CTX(thaw(id), "kill cgroup " + id);
   if (!list) return std::unexpected(std::move(list.error()).context("kill cgroup " + id));
-  return ok();
+  if (frozen) return ok();
+  // The freezer did not settle (seen right after criu let go of a tree it
+  // left stopped): kill what is listed until nothing is. A task forked
+  // meanwhile dies with its pid namespace's init, which is in the list.
+  for (int i = 0; i < 200; ++i) {
+    auto left = pids(id);
+    if (!left || left->empty()) return ok();
+    for (pid_t p : *left) ::kill(p, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return make_error(ErrorCode::kDeadlineExceeded, "kill cgroup " + id + ": processes left after 1 s");
 }
 
 Result<pid_t> CgroupManager::find_init(const std::string& id) const {

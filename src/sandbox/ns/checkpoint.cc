@@ -30,8 +30,33 @@ namespace {
 constexpr const char* kDefaultCriu = "/usr/local/lib/coppice/criu/sbin/criu";
 constexpr const char* kLoader = "/lib64/ld-linux-x86-64.so.2";
 constexpr const char* kLibDir = "/lib/x86_64-linux-gnu";
+// criu's cache of its kernel probes (criu-patches/kdat-cache-dir.patch):
+// on a host tmpfs (criu keeps it only there: gone at reboot), handed over
+// by fd. Never the sandbox's /run. /dev/shm: /run is not a tmpfs on every
+// host.
+constexpr const char* kKdatDir = "/dev/shm/coppice-criu";
+
+// The cache's dir, made if missing: root's own, 0700, not a symlink (anyone
+// may create names in /dev/shm). An error when it is not usable.
+Result<sys::UniqueFd> open_kdat_dir() {
+  if (::mkdir(kKdatDir, 0700) != 0 && errno != EEXIST) return errno_error(std::string("mkdir ") + kKdatDir);
+  auto fd = sys::open_file(kKdatDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (!fd) return std::unexpected(fd.error());
+  struct stat st;
+  if (::fstat(fd->get(), &st) != 0) return errno_error(std::string("stat ") + kKdatDir);
+  if (st.st_uid != 0 || (st.st_mode & 077) != 0) {
+    return make_error(ErrorCode::kFailedPrecondition, std::string(kKdatDir) + " is not root's own private dir");
+  }
+  // A save cut short leaves criu.kdat.tmp, which stops every later save
+  // (O_EXCL): drop one that is older than any save in progress.
+  if (::fstatat(fd->get(), "criu.kdat.tmp", &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mtime + 10 < ::time(nullptr)) {
+    ::unlinkat(fd->get(), "criu.kdat.tmp", 0);
+  }
+  return fd;
+}
 // Beside the images: what the restore needs to know of the tree.
 constexpr const char* kSidecar = "coppice-checkpoint";
+constexpr const char* kCompleteMarker = "coppice-complete";
 constexpr int kEnvdPid = 2;  // envd/pid1.h
 constexpr int kRestoreLogFd = 4;
 
@@ -85,6 +110,10 @@ struct HelperSpec {
   int images_fd = -1;
   std::vector<std::string> criu_args;  // after the binary
   pid_t want_pid = 0;                  // 0: any
+  // A process whose time namespace criu joins too (0: none): a restored
+  // tree lives in a time namespace of its own (criu's, so that its clocks go
+  // on from where they were), which a later dump of it must share.
+  pid_t time_from = 0;
   std::vector<int> pass_fds;           // kept open across exec (besides images_fd)
   int timeout_ms = 120000;
   std::string log_path;  // host path of criu's log, for errors
@@ -105,26 +134,46 @@ Status run_criu(const HelperSpec& h) {
     ns.push_back(std::move(*fd));
     ns_types.push_back(type);
   }
+  if (h.time_from > 0) {
+    auto fd = sys::open_file("/proc/" + std::to_string(h.time_from) + "/ns/time", O_RDONLY | O_CLOEXEC);
+    if (!fd) return std::unexpected(std::move(fd.error()).context(ctx + ": the sandbox is not running"));
+    ns.push_back(std::move(*fd));
+    ns_types.push_back(CLONE_NEWTIME);
+  }
   auto loader = sys::open_file(kLoader, O_PATH | O_CLOEXEC);
   if (!loader) return std::unexpected(std::move(loader.error()).context(ctx));
   auto libdir = sys::open_file(kLibDir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (!libdir) return std::unexpected(std::move(libdir.error()).context(ctx));
   auto criu = sys::open_file(criu_path(), O_RDONLY | O_CLOEXEC);
   if (!criu) return std::unexpected(std::move(criu.error()).context(ctx + ": criu"));
+  // Without a usable cache dir criu probes afresh each time, keeping its
+  // cache (which it never writes off a tmpfs) in the images dir.
+  auto kdat = open_kdat_dir();
+  if (!kdat) {
+    COPPICE_LOG_RATE(warn, 3600) << "criu's probe cache: " << kdat.error().to_string();
+  }
+  const int kdat_fd = kdat ? kdat->get() : h.images_fd;
   std::vector<int> keep = h.pass_fds;
   keep.push_back(h.images_fd);
   keep.push_back(libdir->get());
   keep.push_back(criu->get());
+  keep.push_back(kdat_fd);
 
   std::vector<std::string> args = {"criu", "--argv0", "criu", "--library-path",
                                    "/proc/self/fd/" + std::to_string(libdir->get()),
                                    "/proc/self/fd/" + std::to_string(criu->get())};
-  args.insert(args.end(), h.criu_args.begin(), h.criu_args.end());
+  // criu runs as host root in the sandbox's mount namespace: its config
+  // files there (/etc/criu/default.conf, which can name an action script
+  // for criu to run) belong to the sandbox and are never read.
+  args.push_back(h.criu_args.at(0));
+  args.push_back("--no-default-config");
+  args.insert(args.end(), h.criu_args.begin() + 1, h.criu_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  std::string env0 = "CRIU_FAULT=130", env1 = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", env2 = "LANG=C";
-  char* envp[] = {env0.data(), env1.data(), env2.data(), nullptr};
+  std::string env0 = "CRIU_FAULT=130", env1 = "PATH=/usr/sbin:/usr/bin:/sbin:/bin", env2 = "LANG=C",
+              env3 = "CRIU_KDAT_DIR=/proc/self/fd/" + std::to_string(kdat_fd);
+  char* envp[] = {env0.data(), env1.data(), env2.data(), env3.data(), nullptr};
 
   int go[2];
   if (::pipe2(go, O_CLOEXEC) != 0) return errno_error(ctx + ": pipe");
@@ -256,14 +305,14 @@ std::vector<int> foreign_sockets(pid_t pid) {
 // Ends those connections (shutdown through a copy of envd's fd: envd sees
 // EOF and closes them) and waits up to `ms` for envd to let go of them. A
 // connection still in the listener's backlog is not in envd's fd table yet:
-// envd accepts it within milliseconds, so only three empty looks 10 ms apart
-// count as none left.
+// envd accepts it within milliseconds, so only three empty looks 5 ms apart
+// count as none left (the gateway opens no new ones to a pausing sandbox).
 void end_foreign_connections(pid_t pid, int ms) {
   int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) return;
   std::set<int> ended;
   int empty = 0;
-  for (int i = 0; i * 10 < ms && empty < 3; ++i) {
+  for (int i = 0; i * 5 < ms && empty < 3; ++i) {
     auto fds = foreign_sockets(pid);
     COPPICE_LOG(debug) << "checkpoint: " << fds.size() << " connections from outside the sandbox to end";
     empty = fds.empty() ? empty + 1 : 0;
@@ -274,7 +323,7 @@ void end_foreign_connections(pid_t pid, int ms) {
       ::shutdown(copy, SHUT_RDWR);
       ::close(copy);
     }
-    ::usleep(10000);
+    if (empty < 3) ::usleep(5000);
   }
   ::close(pidfd);
 }
@@ -293,6 +342,29 @@ Result<sys::UniqueFd> open_images(const std::string& dir, bool make, const std::
 }
 
 }  // namespace
+
+bool checkpoint_complete(const std::string& images_dir) {
+  return sys::path_exists(images_dir + "/" + kCompleteMarker);
+}
+
+Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int wait_ms) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  for (;;) {
+    auto list = cgroups.pids(id);
+    if (!list) return std::unexpected(std::move(list.error()).context("continue sandbox " + id));
+    bool criu = false;
+    for (pid_t p : *list) {
+      auto comm = sys::read_file("/proc/" + std::to_string(p) + "/comm");
+      if (comm && comm->rfind("criu", 0) == 0) criu = true;
+    }
+    if (!criu || std::chrono::steady_clock::now() > until) {
+      for (pid_t p : *list) ::kill(p, SIGCONT);
+      if (criu) return make_error(ErrorCode::kDeadlineExceeded, "continue sandbox " + id + ": criu is still at work");
+      return ok();
+    }
+    ::usleep(20000);
+  }
+}
 
 std::string criu_path() {
   const char* env = std::getenv("COPPICE_CRIU");
@@ -349,8 +421,9 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   h.timeout_ms = opts.timeout_ms;
   h.log_path = images_dir + "/dump.log";
   h.what = "checkpoint";
+  h.time_from = envd_host;
   const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
-  h.criu_args = {"dump", "-t", std::to_string(kEnvdPid), "-D", d, "-W", d, "-o", "dump.log", "-v2",
+  h.criu_args = {"dump", "-t", std::to_string(kEnvdPid), "-D", d, "-W", d, "-o", "dump.log", "-v4",
                  "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--network-lock", "skip"};
   if (opts.tcp_established) h.criu_args.push_back("--tcp-established");
   // Not killed by criu: once envd dies the init exits and the kernel kills
@@ -359,6 +432,10 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   h.criu_args.push_back(opts.leave_running ? "--leave-running" : "--leave-stopped");
   const auto t0 = std::chrono::steady_clock::now();
   COPPICE_TRY(run_criu(h));
+  // Whole and on disk (images and their dir entries), before the tree ends.
+  if (::syncfs(dir->get()) != 0) return errno_error(ctx + ": syncfs");
+  COPPICE_TRY_CTX(sys::write_new_file(images_dir + "/" + kCompleteMarker, "", 0600), ctx);
+  if (::fsync(dir->get()) != 0) return errno_error(ctx + ": fsync");
   if (!opts.leave_running) COPPICE_TRY_CTX(cgroups.kill_all(id), ctx);
   COPPICE_LOG(info).sandbox(id) << "checkpoint written in " << ms_since(t0) << " ms";
   return ok();
@@ -394,7 +471,7 @@ Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t i
   h.what = "restore";
   h.want_pid = max_pid + 1;
   const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
-  h.criu_args = {"restore", "-D", d, "-W", d, "-o", "restore.log", "-v2", "--restore-detached",
+  h.criu_args = {"restore", "-D", d, "-W", d, "-o", "restore.log", "-v4", "--restore-detached",
                  "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--tcp-close"};
   // The tree goes into the sandbox's own user namespace (the init's): the
   // one that owns nothing criu has to make, so that its tasks can still

@@ -52,6 +52,18 @@ namespace coppice::sandbox::ns {
 // The criu binary: $COPPICE_CRIU, else where scripts/criu.sh puts it.
 std::string criu_path();
 
+// Whether `images_dir` holds a whole checkpoint: criu finished writing it
+// and it is on disk (checkpoint_tree marks it so before it ends the tree).
+// A gateway killed during a pause decides from this whether the sandbox is
+// paused (its processes may be gone) or still running.
+bool checkpoint_complete(const std::string& images_dir);
+
+// Processes of sandbox `id` that a checkpoint cut short left stopped (criu
+// --leave-stopped, its caller killed before it ended them): waits for a
+// criu still at work in the sandbox (at most `wait_ms`), then sends every
+// process SIGCONT.
+Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int wait_ms = 60000);
+
 // Why checkpoints cannot be taken on this host (no criu, too old, no
 // dynamic loader...), or "" when they can. Cheap after the first call.
 std::string checkpoint_unavailable_reason();

@@ -47,6 +47,7 @@ const char* child_step_name(ChildStep step) {
     case ChildStep::kStdio: return "set up stdio and ready fd";
     case ChildStep::kSeccomp: return "load seccomp filter";
     case ChildStep::kExec: return "exec envd";
+    case ChildStep::kPidns: return "make the pid namespace in the user namespace";
   }
   return "child";
 }
@@ -70,6 +71,7 @@ int g_report = -1;
 }
 
 const ChildPlan* g_plan = nullptr;
+int g_ready = -1, g_log = -1;  // lifted copies (same numbers in every process of the checklist)
 
 void stamp(ChildStep step) {
   if (!g_plan->step_times) return;
@@ -84,6 +86,109 @@ int lift(int fd, bool cloexec) {
   return ::fcntl(fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 10);
 }
 
+// Enters the slot's user namespace (prepared once, with the sandbox's id
+// mapping) and becomes its root: host uid = slot base. setns gives full
+// capabilities inside it; setresuid from host uid 0 to the namespace's
+// root keeps them (the kernel only clears them when leaving root).
+void enter_userns(const ChildPlan& p) {
+  stamp(ChildStep::kUserns);
+  if (::setns(p.userns_fd, CLONE_NEWUSER) != 0) fail(ChildStep::kUserns, errno);
+  if (sys::raw::setgroups_self(0, nullptr) != 0) fail(ChildStep::kSetIds, errno, "setgroups");
+  if (sys::raw::setresgid_self(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresgid");
+  if (sys::raw::setresuid_self(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresuid");
+}
+
+// The steps from kStdio on, as the sandbox's root: stdio, seccomp,
+// capabilities, signals, exec.
+[[noreturn]] void finish(const ChildPlan& p) {
+  int ready = g_ready, log = g_log;
+  // stdin from /dev/null, stdout/stderr to the log, the ready pipe at fd 3;
+  // every other fd is closed by exec (CLOEXEC set on all of them, in case a
+  // library in the parent opened one without it).
+  stamp(ChildStep::kStdio);
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null < 0) fail(ChildStep::kStdio, errno, "/dev/null");
+  int out = log >= 0 ? log : null;
+  if (::dup2(null, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || ::dup2(ready, kReadyFd) < 0) {
+    fail(ChildStep::kStdio, errno, "dup2");
+  }
+  if (sys::raw::close_range(kReadyFd + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(ChildStep::kStdio, errno, "close_range");
+
+  // From here on the sandbox's syscall policy applies, to us too. No
+  // no_new_privs: set-uid programs (sudo, su) work inside, and can never
+  // gain more than the sandbox's root has (an unprivileged host uid, its
+  // capabilities bounded below, the filter inherited across every exec).
+  // Without no_new_privs the kernel installs a filter only for a caller with
+  // CAP_SYS_ADMIN in its user namespace: we still have it here, so the
+  // filter goes in before the capabilities are cut. The policy refuses
+  // neither prctl, capset nor execve, which the steps below need.
+  stamp(ChildStep::kSeccomp);
+  if (p.seccomp.len > 0) {
+    if (int err = sys::seccomp::load(p.seccomp); err != 0) fail(ChildStep::kSeccomp, err);
+  }
+  // The bounding set caps what any later exec can give, set-uid root
+  // programs and file capabilities included.
+  stamp(ChildStep::kCaps);
+  if (int err = sys::caps::limit_to(p.capabilities); err != 0) fail(ChildStep::kCaps, err);
+  // Signals stay blocked (the parent blocked them all around clone) until
+  // here: a handler of the parent must not run on memory shared with it.
+  // exec resets every handled signal to its default and keeps the mask, and
+  // envd expects an empty one.
+  stamp(ChildStep::kSignals);
+  sigset_t none;
+  sigemptyset(&none);
+  if (::sigprocmask(SIG_SETMASK, &none, nullptr) != 0) fail(ChildStep::kSignals, errno);
+  stamp(ChildStep::kExec);
+  ::execve(p.exec_path.c_str(), p.argv.data(), p.envp.data());
+  fail(ChildStep::kExec, errno, p.exec_path.c_str());
+}
+
+// PID 1 of a pid namespace of the user namespace (ChildPlan::pidns_of_userns):
+// waits for the child's go, then finishes the checklist.
+int init_main(void*) {
+  const ChildPlan& p = *g_plan;
+  ::close(p.go_fd[1]);
+  char b;
+  ssize_t n;
+  do {
+    n = ::read(p.go_fd[0], &b, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) _exit(127);  // the child failed, and said why
+  ::close(p.go_fd[0]);
+  // pivot_root moved our root, not our working directory.
+  if (::chdir("/") != 0) fail(ChildStep::kStdio, errno, "chdir /");
+  finish(p);
+}
+
+// The helper: in the user namespace, a new pid namespace (which belongs to
+// it) and its PID 1, a child of the parent's (CLONE_PARENT), on the shared
+// memory (CLONE_VM) and a stack of its own.
+int pidns_helper_main(void*) {
+  const ChildPlan& p = *g_plan;
+  enter_userns(p);
+  stamp(ChildStep::kPidns);
+  if (::unshare(CLONE_NEWPID) != 0) fail(ChildStep::kPidns, errno, "unshare");
+  pid_t init = sys::raw::clone_on_stack(init_main, p.init_stack_top, CLONE_VM | CLONE_PARENT | SIGCHLD, nullptr, nullptr);
+  if (init < 0) fail(ChildStep::kPidns, errno, "clone PID 1");
+  p.spawned[0] = init;
+  _exit(0);
+}
+
+// "/proc/<pid>/ns/pid" into `buf` without allocating.
+void pidns_path(pid_t pid, char (&buf)[48]) {
+  char digits[16];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + pid % 10);
+    pid /= 10;
+  } while (pid > 0 && n < 15);
+  char* o = buf;
+  for (const char* s = "/proc/"; *s;) *o++ = *s++;
+  while (n > 0) *o++ = digits[--n];
+  for (const char* s = "/ns/pid"; *s;) *o++ = *s++;
+  *o = '\0';
+}
+
 }  // namespace
 
 int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
@@ -93,9 +198,9 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
   stamp(ChildStep::kFds);
   g_report = lift(p.report_fd, true);
   if (g_report < 0) _exit(126);  // nowhere to report to; the parent sees EOF + exit status
-  int ready = lift(p.ready_fd, true);
-  int log = lift(p.log_fd, true);
-  if (ready < 0 || (p.log_fd >= 0 && log < 0)) fail(ChildStep::kFds, errno);
+  g_ready = lift(p.ready_fd, true);
+  g_log = lift(p.log_fd, true);
+  if (g_ready < 0 || (p.log_fd >= 0 && g_log < 0)) fail(ChildStep::kFds, errno);
 
   // Normal scheduling, whatever thread cloned us: a warm pool's sandboxes
   // are made at background priority (sys/background.h), and everything the
@@ -136,72 +241,52 @@ int child_main(void* arg) { run_child(*static_cast<const ChildPlan*>(arg)); }
     if (::setns(p.netns_fd, CLONE_NEWNET) != 0) fail(ChildStep::kNetns, errno);
   }
 
+  // With a pid namespace of the user namespace (see ChildPlan): its PID 1
+  // first, which waits; from here on a failure kills it too.
+  pid_t init = 0;
+  int pidns = -1;
+  auto fail_here = [&](ChildStep step, int err, const char* what = nullptr) {
+    if (init > 0) ::kill(init, SIGKILL);
+    fail(step, err, what);
+  };
+  if (p.pidns_of_userns) {
+    // CLONE_VFORK: we go on once the helper has exited.
+    pid_t helper = sys::raw::clone_on_stack(pidns_helper_main, p.helper_stack_top,
+                                            CLONE_VM | CLONE_VFORK | CLONE_PARENT, nullptr, nullptr);
+    if (helper < 0) fail(ChildStep::kPidns, errno, "clone helper");
+    p.spawned[1] = helper;
+    init = p.spawned[0];
+    if (init <= 0) _exit(127);  // the helper said why
+    char path[48];
+    pidns_path(init, path);
+    pidns = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (pidns < 0) fail_here(ChildStep::kPidns, errno, "open the pid namespace");
+  }
+
   // Mounts and pivot_root, still as host root in the host's user namespace.
   stamp(ChildStep::kMount);
   const MountOp* failed = nullptr;
   uint64_t* op_times = p.step_times ? p.step_times + kChildStepCount : nullptr;
-  if (int err = p.mounts.run(p.userns_fd, &failed, op_times); err != 0) {
-    fail(ChildStep::kMount, err, failed && failed->dst ? failed->dst : nullptr);
+  if (int err = p.mounts.run(p.userns_fd, &failed, op_times, pidns); err != 0) {
+    fail_here(ChildStep::kMount, err, failed && failed->dst ? failed->dst : nullptr);
   }
 
   // The uts and network namespaces belong to the host's user namespace, so
   // this must happen before entering the sandbox's.
   stamp(ChildStep::kHostname);
-  if (::sethostname(p.hostname.data(), p.hostname.size()) != 0) fail(ChildStep::kHostname, errno);
+  if (::sethostname(p.hostname.data(), p.hostname.size()) != 0) fail_here(ChildStep::kHostname, errno);
   if (p.netns_fd < 0) {
     stamp(ChildStep::kLoopback);
-    if (int err = sys::netif::loopback_up(); err != 0) fail(ChildStep::kLoopback, err);
+    if (int err = sys::netif::loopback_up(); err != 0) fail_here(ChildStep::kLoopback, err);
   }
 
-  // Enter the slot's user namespace (prepared once, with the sandbox's id
-  // mapping) and become its root: host uid = slot base. setns gives full
-  // capabilities inside it; setresuid from host uid 0 to the namespace's
-  // root keeps them (the kernel only clears them when leaving root).
-  stamp(ChildStep::kUserns);
-  if (::setns(p.userns_fd, CLONE_NEWUSER) != 0) fail(ChildStep::kUserns, errno);
-  if (sys::raw::setgroups_self(0, nullptr) != 0) fail(ChildStep::kSetIds, errno, "setgroups");
-  if (sys::raw::setresgid_self(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresgid");
-  if (sys::raw::setresuid_self(0, 0, 0) != 0) fail(ChildStep::kSetIds, errno, "setresuid");
-
-  // stdin from /dev/null, stdout/stderr to the log, the ready pipe at fd 3;
-  // every other fd is closed by exec (CLOEXEC set on all of them, in case a
-  // library in the parent opened one without it).
-  stamp(ChildStep::kStdio);
-  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (null < 0) fail(ChildStep::kStdio, errno, "/dev/null");
-  int out = log >= 0 ? log : null;
-  if (::dup2(null, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || ::dup2(ready, kReadyFd) < 0) {
-    fail(ChildStep::kStdio, errno, "dup2");
+  if (p.pidns_of_userns) {
+    // PID 1 goes on from kStdio; we are done.
+    if (::write(p.go_fd[1], "g", 1) != 1) fail_here(ChildStep::kPidns, errno, "start PID 1");
+    _exit(0);
   }
-  if (sys::raw::close_range(kReadyFd + 1, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(ChildStep::kStdio, errno, "close_range");
-
-  // From here on the sandbox's syscall policy applies, to us too. No
-  // no_new_privs: set-uid programs (sudo, su) work inside, and can never
-  // gain more than the sandbox's root has (an unprivileged host uid, its
-  // capabilities bounded below, the filter inherited across every exec).
-  // Without no_new_privs the kernel installs a filter only for a caller with
-  // CAP_SYS_ADMIN in its user namespace: we still have it here, so the
-  // filter goes in before the capabilities are cut. The policy refuses
-  // neither prctl, capset nor execve, which the steps below need.
-  stamp(ChildStep::kSeccomp);
-  if (p.seccomp.len > 0) {
-    if (int err = sys::seccomp::load(p.seccomp); err != 0) fail(ChildStep::kSeccomp, err);
-  }
-  // The bounding set caps what any later exec can give, set-uid root
-  // programs and file capabilities included.
-  stamp(ChildStep::kCaps);
-  if (int err = sys::caps::limit_to(p.capabilities); err != 0) fail(ChildStep::kCaps, err);
-  // Signals stay blocked (the parent blocked them all around clone) until
-  // here: a handler of the parent must not run on memory shared with it.
-  // exec resets every handled signal to its default and keeps the mask, and
-  // envd expects an empty one.
-  stamp(ChildStep::kSignals);
-  sigset_t none;
-  sigemptyset(&none);
-  if (::sigprocmask(SIG_SETMASK, &none, nullptr) != 0) fail(ChildStep::kSignals, errno);
-  stamp(ChildStep::kExec);
-  ::execve(p.exec_path.c_str(), p.argv.data(), p.envp.data());
-  fail(ChildStep::kExec, errno, p.exec_path.c_str());
+  enter_userns(p);
+  finish(p);
 }
 
 }  // namespace coppice::sandbox::ns

@@ -50,6 +50,20 @@ struct ChildPlan {
   std::string exec_path;              // path inside the sandbox
   std::vector<std::string> args, env;
   std::vector<char*> argv, envp;      // point into args/env, null-terminated
+  // A pid namespace that belongs to the sandbox's user namespace, for a
+  // restore (its tasks, inside that user namespace, must be allowed to pick
+  // their pids: clone3 set_tid wants CAP_CHECKPOINT_RESTORE over the pid
+  // namespace's owner). The parent clones without CLONE_NEWPID; the child
+  // (host root) clones a helper (CLONE_PARENT) that enters the user
+  // namespace, unshares the pid namespace and clones PID 1 (CLONE_PARENT:
+  // the parent's child too) and exits. The child mounts that namespace's
+  // /proc (proc's pidns option) and the rest, sets the hostname, tells PID
+  // 1 to go on (go_fd) and exits; PID 1 does the steps from kStdio on.
+  bool pidns_of_userns = false;
+  char* helper_stack_top = nullptr;  // both on memory shared with the parent (CLONE_VM)
+  char* init_stack_top = nullptr;
+  pid_t* spawned = nullptr;          // [0]: PID 1's host pid (by the helper), [1]: the helper's (by the child)
+  int go_fd[2] = {-1, -1};           // pipe (CLOEXEC): the child's byte lets PID 1 go on
   // Optional (debug): a MAP_SHARED array of kChildStepCount CLOCK_MONOTONIC ns
   // values; the child stamps the start of each step into it.
   uint64_t* step_times = nullptr;
@@ -59,9 +73,9 @@ struct ChildPlan {
 
 enum class ChildStep : int {
   kFds = 1, kPriority, kRlimits, kJoinCgroup, kCgroupNs, kNetns, kMount, kHostname, kLoopback, kUserns, kSetIds, kStdio,
-  kSeccomp, kCaps, kSignals, kExec,
+  kSeccomp, kCaps, kSignals, kExec, kPidns,
 };
-constexpr int kChildStepCount = static_cast<int>(ChildStep::kExec) + 1;
+constexpr int kChildStepCount = static_cast<int>(ChildStep::kPidns) + 1;
 const char* child_step_name(ChildStep step);
 
 struct ChildReport {

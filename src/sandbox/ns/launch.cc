@@ -385,9 +385,42 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
       ::munmap(p, kChildStack);
     }
   } stack_owner{stack};
+  // A restore gets a pid namespace of the sandbox's user namespace, made
+  // by the child's helper (ChildPlan::pidns_of_userns), whose stacks and
+  // the pids it reports live here.
+  const bool pidns_of_userns = !spec.restore_from.empty();
+  constexpr size_t kAuxStack = 64 << 10;
+  void* aux = nullptr;
+  pid_t spawned[2] = {0, 0};
+  std::optional<std::pair<sys::UniqueFd, sys::UniqueFd>> go;
+  if (pidns_of_userns) {
+    aux = ::mmap(nullptr, 2 * kAuxStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (aux == MAP_FAILED) return errno_error(ctxmsg + ": child stack");
+    ASAN_UNPOISON_MEMORY_REGION(aux, 2 * kAuxStack);
+    plan->pidns_of_userns = true;
+    plan->helper_stack_top = static_cast<char*>(aux) + kAuxStack;
+    plan->init_stack_top = static_cast<char*>(aux) + 2 * kAuxStack;
+    plan->spawned = spawned;
+    auto p = sys::make_pipe();
+    if (!p) {
+      ::munmap(aux, 2 * kAuxStack);
+      return std::unexpected(std::move(p.error()).context(ctxmsg));
+    }
+    go.emplace(std::move(*p));
+    plan->go_fd[0] = go->first.get();
+    plan->go_fd[1] = go->second.get();
+  }
+  struct AuxOwner {
+    void* p;
+    ~AuxOwner() {
+      if (!p) return;
+      ASAN_UNPOISON_MEMORY_REGION(p, 2 * kAuxStack);
+      ::munmap(p, 2 * kAuxStack);
+    }
+  } aux_owner{aux};
   int pidfd = -1;
-  const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                    (plan->netns_fd < 0 ? CLONE_NEWNET : 0) | CLONE_PIDFD | SIGCHLD;
+  const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | (pidns_of_userns ? 0 : CLONE_NEWPID) | CLONE_NEWUTS |
+                    CLONE_NEWIPC | (plan->netns_fd < 0 ? CLONE_NEWNET : 0) | CLONE_PIDFD | SIGCHLD;
   sigset_t all, old_mask;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old_mask);
@@ -398,6 +431,28 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   if (pid < 0) return errno_error(ctxmsg + ": clone", clone_errno);
 
   sys::Pidfd init(sys::UniqueFd(pidfd), pid);
+  if (pidns_of_userns) {
+    // The child has exited (CLONE_VFORK), its helper too: reap both. PID 1
+    // (our child by CLONE_PARENT), if made, is the sandbox's from here on.
+    go.reset();
+    if (spawned[1] > 0) {
+      while (::waitpid(spawned[1], nullptr, __WALL) < 0 && errno == EINTR) {
+      }
+    }
+    (void)init.wait_exit(-1);
+    (void)init.reap();
+    init = sys::Pidfd();
+    if (spawned[0] > 0) {
+      auto opened = sys::Pidfd::open(spawned[0]);
+      if (opened) {
+        init = std::move(*opened);
+      } else {
+        ::kill(spawned[0], SIGKILL);
+        while (::waitpid(spawned[0], nullptr, 0) < 0 && errno == EINTR) {
+        }
+      }
+    }
+  }
   ChildGuard guard{&init};
   report->second.reset();
   ready->second.reset();

@@ -246,7 +246,7 @@ void MountPlan::attach(int tree_fd, const std::string& path) {
   ops_.push_back(op);
 }
 
-int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) const {
+int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times, int pidns_fd) const {
   size_t index = 0;
   for (const MountOp& op : ops_) {
     int err = 0;
@@ -255,7 +255,14 @@ int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times) co
         err = sys::mnt::make_rprivate();
         break;
       case MountOp::kFs:
-        err = sys::mnt::mount_fs(op.fstype, op.dst, op.flags, op.data);
+        if (pidns_fd >= 0 && std::strcmp(op.fstype, "proc") == 0) {
+          uint64_t attrs = ((op.flags & MS_NOSUID) ? MOUNT_ATTR_NOSUID : 0) |
+                           ((op.flags & MS_NODEV) ? MOUNT_ATTR_NODEV : 0) |
+                           ((op.flags & MS_NOEXEC) ? MOUNT_ATTR_NOEXEC : 0);
+          err = sys::mnt::mount_proc_of(pidns_fd, op.dst, attrs);
+        } else {
+          err = sys::mnt::mount_fs(op.fstype, op.dst, op.flags, op.data);
+        }
         break;
       case MountOp::kBind: {
         struct stat st;

@@ -83,8 +83,9 @@ class MountPlan {
   // Runs the plan. Async-signal-safe. Returns 0, or the errno of the failing
   // operation and sets *failed to it. With `op_times` (debug), the
   // CLOCK_MONOTONIC ns at the end of op i goes to op_times[i], for the first
-  // kMaxTimedOps ops.
-  int run(int userns_fd, const MountOp** failed, uint64_t* op_times = nullptr) const;
+  // kMaxTimedOps ops. With `pidns_fd`, /proc is that pid namespace's (the
+  // caller is outside it), not the caller's.
+  int run(int userns_fd, const MountOp** failed, uint64_t* op_times = nullptr, int pidns_fd = -1) const;
   static constexpr size_t kMaxTimedOps = 64;
 
   const std::vector<MountOp>& ops() const { return ops_; }

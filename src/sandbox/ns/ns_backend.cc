@@ -102,7 +102,11 @@ class NsBackend final : public Backend {
       std::lock_guard lock(mu_);
       if (auto it = live_.find(id); it != live_.end()) live = it->second;
     }
-    if (!live) return make_error(ErrorCode::kNotFound, "suspend sandbox " + id + ": not running here");
+    if (!live) {
+      // Left by an earlier gateway (a resume cut short): what it holds in
+      // the kernel goes; its state stays.
+      return teardown(cgroups_, opts_.registry_dir, id, -1, std::string(), /*keep_state=*/true);
+    }
     pid_t pid = live->own_child ? live->handle.init_pid : -1;
     if (pid > 0) {
       // Its namespace serves its resume (or the slot's next sandbox).
@@ -216,6 +220,13 @@ class NsBackend final : public Backend {
     auto state = state_dir_of(id);
     if (state.empty()) return make_error(ErrorCode::kNotFound, "files of sandbox " + id + ": not known here");
     return opts_.disk ? opts_.disk->used(state) : upper_disk_bytes(state);
+  }
+
+  bool checkpoint_complete(const std::string& images_dir) override { return ns::checkpoint_complete(images_dir); }
+
+  Status continue_after_checkpoint(const std::string& id) override {
+    COPPICE_TRY_CTX(validate_id(id), "continue sandbox");
+    return continue_stopped(cgroups_, id);
   }
 
   Status thaw(const std::string& id) override {

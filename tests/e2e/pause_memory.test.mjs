@@ -1,0 +1,292 @@
+// Pause with memory (the default) with the real SDK: the sandbox's processes
+// are checkpointed to disk (criu) and end, and a resume restores them where
+// they were, across a gateway killed with SIGKILL; many cycles lose nothing;
+// onTimeout pause keeps memory; autoResume wakes a paused sandbox for a
+// request through the proxy. Needs root and the project's criu
+// (scripts/criu.sh).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+
+const criu = '/usr/local/lib/coppice/criu/sbin/criu';
+const skip = gatewaySkipReason() || (fs.existsSync(criu) ? undefined : `no criu at ${criu} (scripts/criu.sh installs it)`);
+const opt = skip ? { skip } : {};
+const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-pausemem-'));
+const headers = { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' };
+let gw;
+after(async () => {
+  await gw?.stop();
+  removeCgroupParents(stateDir);
+  removeStateDir(stateDir);
+});
+const start = () => startGateway({ stateDir });
+
+// Host processes in a cgroup named after the sandbox.
+function processesOf(id) {
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try { return fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(id); } catch { return false; }
+  });
+}
+
+// GET `p` from port 8000 of sandbox `id` through the gateway's proxy.
+function viaProxy(id, p = '/', extra = {}) {
+  return new Promise((resolve, reject) => {
+    const r = http.request({ host: '127.0.0.1', port: gw.port, path: p, headers: { Host: `8000-${id}.coppice.test`, ...extra } }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    r.on('error', reject);
+    r.end();
+  });
+}
+async function until(what, fn, ms = 15_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+async function stateOf(id) {
+  return (await (await fetch(`${gw.url}/sandboxes/${id}`, { headers })).json()).state;
+}
+
+// A server holding 50 MB in memory, a log file it keeps open for writing,
+// and a request counter that only its memory holds.
+const server = `
+import hashlib, http.server, os
+blob = bytearray(os.urandom(50 * 1024 * 1024))
+digest = hashlib.sha256(blob).hexdigest()
+log = open('/home/user/served.log', 'a', buffering=1)
+n = 0
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        global n
+        n += 1
+        log.write(f'{n}\\n')
+        body = f'{n} {hashlib.sha256(blob).hexdigest() == digest} {digest}'.encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('0.0.0.0', 8000), H).serve_forever()
+`;
+
+test(`[${sdkName}] a 50 MB Python heap, an open file, a server and a PTY survive pause, kill -9 of the gateway and resume`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const id = sbx.sandboxId;
+  await sbx.files.write('/home/user/srv.py', server);
+  await sbx.commands.run('python3 /home/user/srv.py', { background: true, timeoutMs: 0 });
+  const first = await until('the server', async () => { const r = await viaProxy(id); return r.status === 200 && r; });
+  const [n1, intact1, digest] = first.body.split(' ');
+  assert.equal(n1, '1');
+  assert.equal(intact1, 'True');
+  // A shell on a PTY with a variable only its memory holds.
+  let out = '';
+  const pty = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => { out += new TextDecoder().decode(d); }, timeoutMs: 0 });
+  await sbx.pty.sendInput(pty.pid, new TextEncoder().encode('export KEPT=in-memory-42\n'));
+  await until('the PTY shell', async () => out.includes('in-memory-42'));
+  await pty.disconnect();
+
+  const t0 = Date.now();
+  assert.equal(await sbx.pause(), true);
+  const pauseMs = Date.now() - t0;
+  assert.equal(await stateOf(id), 'paused');
+  assert.deepEqual(processesOf(id), [], 'no process is left while paused');
+  assert.ok(fs.existsSync(path.join(stateDir, 'sandboxes', id, 'checkpoint', 'pstree.img')), 'the checkpoint is on disk');
+  // Pausing a paused sandbox is a conflict.
+  const again = await fetch(`${gw.url}/sandboxes/${id}/pause`, { method: 'POST', headers, body: '{}' });
+  assert.equal(again.status, 409);
+
+  await gw.kill9();
+  gw = await start();
+  assert.equal(await stateOf(id), 'paused');
+  const t1 = Date.now();
+  const back = await Sandbox.connect(id, gw.opts);
+  const resumeMs = Date.now() - t1;
+  console.log(`# pause with memory (50 MB heap): pause ${pauseMs} ms, resume ${resumeMs} ms (client clock)`);
+  // The server answers from the same memory: its counter goes on, its data intact.
+  const second = await viaProxy(id);
+  assert.equal(second.status, 200);
+  assert.deepEqual(second.body.split(' '), ['2', 'True', digest]);
+  // The file it held open is still its own: both lines in one file.
+  assert.equal(await back.files.read('/home/user/served.log'), '1\n2\n');
+  // The PTY's shell is the same process, its variable still set.
+  out = '';
+  const again2 = await back.pty.connect(pty.pid, { onData: (d) => { out += new TextDecoder().decode(d); }, timeoutMs: 0 });
+  await back.pty.sendInput(pty.pid, new TextEncoder().encode('echo "got=$KEPT"\n'));
+  await until('the PTY after resume', async () => out.includes('got=in-memory-42'));
+  await again2.disconnect();
+  // Resuming a running sandbox is a conflict.
+  const resumeRunning = await fetch(`${gw.url}/sandboxes/${id}/resume`, { method: 'POST', headers, body: '{}' });
+  assert.equal(resumeRunning.status, 409);
+  await back.kill();
+  assert.equal(fs.existsSync(path.join(stateDir, 'sandboxes', id)), false, 'kill removes its state dir');
+});
+
+test(`[${sdkName}] pause/resume cycles with memory lose nothing`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  // A counter only memory holds, written to a file (whole, by a rename) on each step.
+  await sbx.commands.run('i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.02; done', { background: true, timeoutMs: 0 });
+  const cycles = sdkName === 'e2b' ? 100 : 20;
+  let last = 0;
+  const times = [];
+  for (let c = 0; c < cycles; c++) {
+    await sbx.files.write('/home/user/cycle.txt', `cycle ${c}`);
+    const t0 = Date.now();
+    assert.equal(await sbx.pause(), true, `pause ${c}`);
+    assert.deepEqual(processesOf(sbx.sandboxId), [], `pause ${c} is on disk (no process left), not a freeze`);
+    const b = await Sandbox.connect(sbx.sandboxId, gw.opts);
+    times.push(Date.now() - t0);
+    assert.equal(await b.files.read('/home/user/cycle.txt'), `cycle ${c}`);
+    const now = Number((await b.files.read('/tmp/count')).trim());
+    assert.ok(now >= last, `the counter went back: ${now} after ${last} (cycle ${c})`);
+    last = now;
+  }
+  // Still counting on from memory after all of them (never restarted at 1).
+  const end = await until('the counter to move', async () => {
+    const v = Number((await sbx.files.read('/tmp/count')).trim());
+    return v > last && v;
+  });
+  assert.ok(end > last);
+  times.sort((a, b) => a - b);
+  console.log(`# ${cycles} pause+resume cycles with memory: median ${times[times.length >> 1]} ms, max ${times.at(-1)} ms`);
+  await sbx.kill();
+});
+
+test(`[${sdkName}] onTimeout pause with memory: paused at its timeout with its processes, connect resumes them`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const r = await fetch(`${gw.url}/sandboxes`, { method: 'POST', headers, body: JSON.stringify({ templateID: 'base', timeout: 600, autoPause: true }) });
+  assert.equal(r.status, 201, await r.clone().text());
+  const id = (await r.json()).sandboxID;
+  const sbx = await Sandbox.connect(id, { ...gw.opts, timeoutMs: 600_000 });
+  const h = await sbx.commands.run('sleep 600', { background: true, timeoutMs: 0 });
+  await h.disconnect();
+  await sbx.setTimeout(2_000);
+  await until('the pause at its timeout', async () => (await stateOf(id)) === 'paused');
+  assert.deepEqual(processesOf(id), []);
+  const back = await Sandbox.connect(id, { ...gw.opts, timeoutMs: 600_000 });
+  assert.equal((await back.commands.run(`test -d /proc/${h.pid} && cat /proc/${h.pid}/comm`)).stdout.trim(), 'sleep', 'the same process, restored');
+  await back.kill();
+});
+
+test(`[${sdkName}] autoResume: a request through the proxy resumes a paused sandbox and is served`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const r = await fetch(`${gw.url}/sandboxes`, { method: 'POST', headers,
+    body: JSON.stringify({ templateID: 'base', timeout: 600, lifecycle: { onTimeout: 'pause', autoResume: true } }) });
+  assert.equal(r.status, 201, await r.clone().text());
+  const id = (await r.json()).sandboxID;
+  const sbx = await Sandbox.connect(id, { ...gw.opts, timeoutMs: 600_000 });
+  assert.equal((await sbx.getInfo()).lifecycle?.autoResume ?? true, true);
+  await sbx.files.write('/home/user/index.html', 'served');
+  await sbx.commands.run('cd /home/user && python3 -m http.server 8000', { background: true, timeoutMs: 0 });
+  await until('the server', async () => (await viaProxy(id, '/index.html')).status === 200);
+  await sbx.pause();
+  assert.equal(await stateOf(id), 'paused');
+  // A request to envd without its token does not wake it.
+  const stranger = await new Promise((resolve, reject) => {
+    const q = http.request({ host: '127.0.0.1', port: gw.port, path: '/health', headers: { Host: `49983-${id}.coppice.test` } }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode)); });
+    q.on('error', reject);
+    q.end();
+  });
+  assert.equal(stranger, 502);
+  assert.equal(await stateOf(id), 'paused');
+  // A request to its port does: the client just waits.
+  const got = await viaProxy(id, '/index.html');
+  assert.equal(got.status, 200);
+  assert.equal(got.body, 'served');
+  assert.equal(await stateOf(id), 'running');
+  // Without autoResume a paused sandbox stays paused.
+  const plain = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await plain.pause();
+  assert.equal((await viaProxy(plain.sandboxId)).status, 502);
+  assert.equal(await stateOf(plain.sandboxId), 'paused');
+  await Sandbox.kill(plain.sandboxId, gw.opts);
+  await Sandbox.kill(id, gw.opts);
+});
+
+// criu runs as host root inside the sandbox's mount namespace: nothing the
+// sandbox's root can write there may steer it. Its config file
+// (/etc/criu/default.conf can name an action script, which criu would run as
+// host root) is never read, and its probe cache (/run/criu.kdat, here a FIFO
+// that would block criu's open) is kept on the host.
+test(`[${sdkName}] a sandbox's root cannot steer criu through files in the sandbox`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const plant = [
+    'mkdir -p /etc/criu',
+    'printf "action-script /tmp/pwn.sh\\n" > /etc/criu/default.conf',
+    'printf "#!/bin/sh\\nid -u >> /tmp/pwned\\n" > /tmp/pwn.sh',
+    'chmod 755 /tmp/pwn.sh',
+    'rm -f /run/criu.kdat && mkfifo /run/criu.kdat',
+  ].join(' && ');
+  const r = await sbx.commands.run(plant, { user: 'root' });
+  assert.equal(r.exitCode, 0, r.stderr);
+  const t0 = Date.now();
+  assert.equal(await sbx.pause(), true);
+  assert.ok(Date.now() - t0 < 20_000, 'the pause did not wait on the planted FIFO');
+  assert.deepEqual(processesOf(sbx.sandboxId), [], 'written to disk');
+  const back = await Sandbox.connect(sbx.sandboxId, gw.opts);
+  const pwned = await back.commands.run('cat /tmp/pwned 2>/dev/null || echo none', { user: 'root' });
+  assert.equal(pwned.stdout.trim(), 'none', 'criu ran the sandbox\'s action script');
+  await back.kill();
+});
+
+// The gateway killed with SIGKILL at some point of a pause or of a resume:
+// after its restart the sandbox is either paused or running, its process
+// and files whole, never lost nor left stopped.
+test(`[${sdkName}] kill -9 of the gateway during a pause or a resume: the sandbox is paused or running, whole`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const sbx = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const id = sbx.sandboxId;
+  await sbx.files.write('/home/user/kept.txt', 'kept');
+  const h = await sbx.commands.run('sleep 600', { background: true, timeoutMs: 0 });
+  await h.disconnect();
+  const check = async (what) => {
+    const state = await stateOf(id);
+    assert.ok(state === 'running' || state === 'paused', `${what}: ${state}`);
+    if (state === 'paused') assert.deepEqual(processesOf(id), [], `${what}: paused with processes left`);
+    const back = await Sandbox.connect(id, { ...gw.opts, timeoutMs: 600_000 });
+    const ps = await back.commands.run(`cat /proc/${h.pid}/comm; awk '{print $3}' /proc/${h.pid}/stat`);
+    assert.deepEqual(ps.stdout.trim().split('\n'), ['sleep', 'S'], `${what}: the process is there and not stopped`);
+    assert.equal(await back.files.read('/home/user/kept.txt'), 'kept', what);
+    return state;
+  };
+  const seen = new Set();
+  for (const delay of [20, 80, 160, 300]) {
+    const pausing = fetch(`${gw.url}/sandboxes/${id}/pause`, { method: 'POST', headers, body: '{}' }).catch(() => null);
+    await sleep(delay);
+    await gw.kill9();
+    await pausing;
+    gw = await start();
+    seen.add(`pause@${delay}: ${await check(`killed ${delay} ms into a pause`)}`);
+
+    const p = await fetch(`${gw.url}/sandboxes/${id}/pause`, { method: 'POST', headers, body: '{}' });
+    assert.equal(p.status, 204);
+    const resuming = fetch(`${gw.url}/sandboxes/${id}/resume`, { method: 'POST', headers, body: '{}' }).catch(() => null);
+    await sleep(delay);
+    await gw.kill9();
+    await resuming;
+    gw = await start();
+    seen.add(`resume@${delay}: ${await check(`killed ${delay} ms into a resume`)}`);
+  }
+  console.log(`# after the restart: ${[...seen].join(', ')}`);
+  await Sandbox.kill(id, gw.opts);
+  assert.equal(fs.existsSync(path.join(stateDir, 'sandboxes', id)), false);
+});
