@@ -495,8 +495,14 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
   }
   // Templates and pools are the host's, shared by every team: any key reads
   // them, only an admin key changes them.
+  // DELETE /templates/{x} removes a host template (an operator's action) or,
+  // when x names no template, the caller's snapshot (what the SDK's
+  // deleteSnapshot calls).
+  const bool template_delete = path.starts_with("/templates/") && m == verb::delete_;
+  const bool snapshot_delete = template_delete && path.find('/', 11) == std::string::npos &&
+                               !templates_.get(path.substr(11)).has_value();
   const bool operator_action = (path == "/templates/reload" && m == verb::post) ||
-                               (path.starts_with("/templates/") && m == verb::delete_) ||
+                               (template_delete && !snapshot_delete) ||
                                (path.starts_with("/pools/") && m == verb::post);
   if (operator_action && !caller.admin) {
     co_await error_response(ex, 403, "only an admin key may reload or remove templates or change pools");
@@ -510,13 +516,7 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await snapshots_route(ex, path.substr(10), caller);
     co_return;
   }
-  if (path.starts_with("/templates/") && path.find('/', 11) == std::string::npos && m == verb::delete_) {
-    // The SDK deletes a snapshot as the template it is on E2B; the host's
-    // templates are the operator's.
-    if (templates_.get(path.substr(11))) {
-      co_await error_response(ex, 409, "template " + path.substr(11) + " is one of this host's templates, not a snapshot");
-      co_return;
-    }
+  if (snapshot_delete) {
     co_await delete_snapshot(ex, path.substr(11), caller);
     co_return;
   }
