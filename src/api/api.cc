@@ -97,6 +97,7 @@ json detail_json(const SandboxView& v, const core::GatewayConfig& cfg) {
   j["lifecycle"] = core::to_e2b_json(v.lifecycle);
   j["allowInternetAccess"] = v.network.internet;
   j["network"] = net::to_e2b_json(v.network);
+  if (v.lineage.is_object() && !v.lineage.empty()) j["lineage"] = v.lineage;  // an extension
   return j;
 }
 
@@ -406,6 +407,8 @@ Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::T
   });
 }
 
+json sandbox_body(const SandboxView& v, const core::GatewayConfig& cfg) { return sandbox_json(v, cfg); }
+
 asio::awaitable<void> Api::reply(http::Exchange& ex, unsigned status, std::string_view body,
                                  std::string_view content_type, const http::Fields& extra) {
   metrics_.http_response(status);
@@ -492,11 +495,29 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
   }
   // Templates and pools are the host's, shared by every team: any key reads
   // them, only an admin key changes them.
+  // DELETE /templates/{x} removes a host template (an operator's action) or,
+  // when x names no template, the caller's snapshot (what the SDK's
+  // deleteSnapshot calls).
+  const bool template_delete = path.starts_with("/templates/") && m == verb::delete_;
+  const bool snapshot_delete = template_delete && path.find('/', 11) == std::string::npos &&
+                               !templates_.get(path.substr(11)).has_value();
   const bool operator_action = (path == "/templates/reload" && m == verb::post) ||
-                               (path.starts_with("/templates/") && m == verb::delete_) ||
+                               (template_delete && !snapshot_delete) ||
                                (path.starts_with("/pools/") && m == verb::post);
   if (operator_action && !caller.admin) {
     co_await error_response(ex, 403, "only an admin key may reload or remove templates or change pools");
+    co_return;
+  }
+  if (path == "/dirsnapshots" || path.starts_with("/dirsnapshots/")) {
+    co_await dir_snapshots_route(ex, path.substr(13), caller);
+    co_return;
+  }
+  if (path == "/snapshots" || path.starts_with("/snapshots/")) {
+    co_await snapshots_route(ex, path.substr(10), caller);
+    co_return;
+  }
+  if (snapshot_delete) {
+    co_await delete_snapshot(ex, path.substr(11), caller);
     co_return;
   }
   if (path == "/volumes" || path.starts_with("/volumes/")) {
@@ -555,6 +576,14 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     size_t slash = rest.find('/');
     std::string id = rest.substr(0, slash);
     std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    if (action == "dirsnapshots" || action.starts_with("dirsnapshots/")) {
+      if (!valid_sandbox_id(id)) {
+        co_await error_response(ex, 404, "sandbox " + id + " not found");
+        co_return;
+      }
+      co_await sandbox_dir_snapshots(ex, id, action.substr(12), caller);
+      co_return;
+    }
     if (action == "volumes" || action.starts_with("volumes/")) {
       co_await sandbox_volumes_route(ex, id, action.substr(7), caller);
       co_return;
@@ -880,6 +909,14 @@ asio::awaitable<void> Api::sandbox_route(http::Exchange& ex, const std::string& 
     auto s = co_await mgr_.update_network(id, rules, team);
     if (!s) co_await error_response(ex, s.error());
     else co_await reply(ex, 204, "", "");
+    co_return;
+  }
+  if (action == "snapshots" && m == verb::post) {
+    co_await sandbox_snapshot(ex, id, caller);
+    co_return;
+  }
+  if (action == "fork" && m == verb::post) {
+    co_await fork(ex, id, caller);
     co_return;
   }
   if (action == "preview-url" && m == verb::post) {

@@ -107,6 +107,15 @@ class Api {
                                                                     const std::string& team);
   // A sandbox's detail with its volumeMounts ([{name, path}]) added.
   nlohmann::json with_volume_mounts(nlohmann::json detail, const std::string& id);
+  // Snapshots and fork (snapshots_api.cc).
+  asio::awaitable<void> sandbox_snapshot(http::Exchange& ex, const std::string& id, const Caller& caller);
+  asio::awaitable<void> snapshots_route(http::Exchange& ex, const std::string& rest, const Caller& caller);
+  asio::awaitable<void> delete_snapshot(http::Exchange& ex, const std::string& ref, const Caller& caller);
+  asio::awaitable<void> fork(http::Exchange& ex, const std::string& id, const Caller& caller);
+  // Directory snapshots (an extension, snapshots_api.cc).
+  asio::awaitable<void> sandbox_dir_snapshots(http::Exchange& ex, const std::string& id, const std::string& rest,
+                                              const Caller& caller);
+  asio::awaitable<void> dir_snapshots_route(http::Exchange& ex, const std::string& rest, const Caller& caller);
   // GET /templates and POST /templates/reload.
   asio::awaitable<void> list_templates(http::Exchange& ex);
   asio::awaitable<void> reload_templates(http::Exchange& ex);

@@ -17,4 +17,7 @@ std::string rfc3339_time(core::Clock::time_point t);
 // A JSON object body ({} when empty), at most `limit` bytes; 400 otherwise.
 http::asio::awaitable<Result<nlohmann::json>> read_json_body(http::Exchange& ex, size_t limit);
 
+// The `Sandbox` shape (create / connect / resume / a fork's child).
+nlohmann::json sandbox_body(const core::SandboxView& v, const core::GatewayConfig& cfg);
+
 }  // namespace coppice::api

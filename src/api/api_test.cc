@@ -161,14 +161,35 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
 
 TEST_F(ApiTest, UnknownEndpointsAre501NotAMissingSandbox) {
   auto id = create_id();
-  for (auto [m, t] : {std::pair{verb::post, "/sandboxes/" + id + "/fork"},
-                      std::pair{verb::post, "/sandboxes/" + id + "/snapshots"},
-                      std::pair{verb::post, std::string("/v3/templates")}}) {
-    auto a = call(m, t, "{}");
-    EXPECT_EQ(a.status, 501u) << t << " " << a.raw;
+  {
+    auto a = call(verb::post, "/v3/templates", "{}");
+    EXPECT_EQ(a.status, 501u) << a.raw;
     EXPECT_EQ(a.body["code"], 501);
     EXPECT_NE(a.body.value("message", "").find("does not implement"), std::string::npos);
   }
+  // The fake backend cannot copy files or checkpoint: 501 saying so.
+  for (const std::string& t : {"/sandboxes/" + id + "/fork", "/sandboxes/" + id + "/snapshots"}) {
+    auto a = call(verb::post, t, "{}");
+    EXPECT_EQ(a.status, 501u) << t << " " << a.raw;
+    EXPECT_NE(a.body.value("message", "").find("this backend cannot"), std::string::npos) << a.raw;
+  }
+  // Bad fork counts and snapshot names are 400s naming the field, before any work.
+  for (const char* body : {R"({"count":0})", R"({"count":10000})", R"({"count":-1})", R"({"count":"2"})",
+                           R"({"count":2,"timeout":0})"}) {
+    auto a = call(verb::post, "/sandboxes/" + id + "/fork", body);
+    EXPECT_EQ(a.status, 400u) << body << " " << a.raw;
+    EXPECT_FALSE(a.body.value("message", "").empty());
+  }
+  for (const char* body : {R"({"name":"../x"})", R"({"name":7})", R"({"memory":"yes"})"}) {
+    EXPECT_EQ(call(verb::post, "/sandboxes/" + id + "/snapshots", body).status, 400u) << body;
+  }
+  EXPECT_EQ(call(verb::get, "/snapshots?limit=0").status, 400u);
+  EXPECT_EQ(call(verb::get, "/snapshots?nextToken=zz").status, 400u);
+  EXPECT_EQ(call(verb::get, "/snapshots").status, 200u);
+  EXPECT_EQ(call(verb::delete_, "/templates/aaaaaaaaaaaaaaaaaaaa").status, 404u);
+  EXPECT_EQ(call(verb::delete_, "/snapshots/aaaaaaaaaaaaaaaaaaaa").status, 404u);
+  // A create from an unknown template or snapshot: 404.
+  EXPECT_EQ(call(verb::post, "/sandboxes", R"({"templateID":"nosuchsnapshot:default"})").status, 404u);
   auto missing = call(verb::get, "/sandboxes/aaaaaaaaaaaaaaaaaaaa");
   EXPECT_EQ(missing.status, 404u);
   EXPECT_EQ(missing.body["code"], 404);

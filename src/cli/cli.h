@@ -68,6 +68,9 @@ void add_sandbox_commands(CLI::App& app, Globals& g);
 void add_pool_commands(CLI::App& app, Globals& g);
 // Registers `coppice team ...` and `coppice key ...`.
 void add_team_commands(CLI::App& app, Globals& g);
+// Registers `coppice snapshot ...`, `sandbox snapshot` and `sandbox fork`
+// (after add_sandbox_commands).
+void add_snapshot_commands(CLI::App& app, Globals& g);
 // Registers `coppice volume ...`.
 void add_volume_commands(CLI::App& app, Globals& g);
 // Registers `coppice template build` in the `template` group.

@@ -9,6 +9,8 @@
 //   coppice pool list [--json]            coppice pool warm TEMPLATE COUNT [--wait]
 //   coppice pool drain TEMPLATE           coppice team list|create NAME|delete NAME
 //   coppice key list|create NAME|delete ID [--team T]
+//   coppice sandbox snapshot ID [--name N] [--no-memory] | sandbox fork ID [--count N]
+//   coppice snapshot ls [--sandbox ID] | rm ID|NAME
 //   coppice volume list|create NAME [--size-mb N]|delete ID|mount SANDBOX NAME PATH|unmount SANDBOX NAME
 #include <cstdlib>
 
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
   add_pool_commands(app, g);
   add_team_commands(app, g);
   add_volume_commands(app, g);
+  add_snapshot_commands(app, g);
   CLI11_PARSE(app, argc, argv);
   if (!g.run) return fail("no command given (see --help)");
   return g.run();

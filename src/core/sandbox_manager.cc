@@ -108,6 +108,24 @@ asio::awaitable<T> SandboxManager::on_owner(asio::awaitable<T> op) {
 // --- public entry points: hand the operation to the owner ---
 
 asio::awaitable<Result<SandboxView>> SandboxManager::create(CreateParams p) {
+  // A template name that is no template may be one of the team's snapshots
+  // (E2B: Sandbox.create(snapshotID or name), a tag such as ":default" and
+  // a "team/" prefix allowed). Looked up here, off the owner.
+  if (auto t = templates_.get(p.template_id); !t) {
+    std::string ref = p.template_id;
+    if (auto colon = ref.find(':'); colon != std::string::npos) ref.resize(colon);
+    if (auto slash = ref.find('/'); slash != std::string::npos && ref.substr(0, slash) == p.team) ref = ref.substr(slash + 1);
+    auto snap = store_.find_snapshot(p.team, ref);
+    if (snap) {
+      auto from = start_point_of(*snap);
+      auto op = do_create_from(std::move(p), std::move(from));
+      co_return co_await on_owner(std::move(op));
+    }
+    if (snap.error().code() != ErrorCode::kNotFound) co_return std::unexpected(snap.error());
+    if (ref != p.template_id || t.error().code() == ErrorCode::kNotFound || valid_sandbox_id(ref)) {
+      co_return make_error(ErrorCode::kNotFound, "template or snapshot '" + p.template_id + "' not found");
+    }
+  }
   auto op = do_create(std::move(p));
   co_return co_await on_owner(std::move(op));
 }
@@ -229,6 +247,7 @@ SandboxView SandboxManager::view(const Live& l) const {
                 l.end_at,   std::string(kEnvdVersion), l.team};
   v.network = l.network;
   v.lifecycle = l.lifecycle;
+  v.lineage = l.lineage;
   if (l.handle.net_addr) v.address = net::ipv4_string(l.handle.net_addr);
   return v;
 }
@@ -259,6 +278,8 @@ store::SandboxRecord SandboxManager::record(const Live& l) const {
   if (l.on_disk) r.extra["pausedToDisk"] = json{{"memory", l.disk_memory}, {"hostRoot", l.disk_host_root}};
   if (r.state == store::SandboxState::kPaused && l.paused_at != Clock::time_point{}) r.extra["pausedAt"] = to_ms(l.paused_at);
   r.extra["lifecycle"] = to_store_json(l.lifecycle);
+  if (!l.lowers.empty()) r.extra["lowerLayers"] = layers_json(l.lowers);
+  if (!l.lineage.is_null()) r.extra["lineage"] = l.lineage;
   return r;
 }
 
@@ -289,6 +310,7 @@ sandbox::SandboxSpec SandboxManager::spec_for(const Live& l, const Template& tmp
   spec.limits.cpu_millicores = l.cpu_count * 1000;
   spec.limits.memory_bytes = static_cast<uint64_t>(l.memory_mb) << 20;
   spec.disk_bytes = static_cast<uint64_t>(l.disk_mb) << 20;
+  spec.lower_layers = l.lowers;
   spec.shm_bytes = spec.limits.memory_bytes / 100 * static_cast<uint64_t>(std::clamp(cfg_.shm_percent, 1, 100));
   return spec;
 }
@@ -596,6 +618,8 @@ asio::awaitable<Status> SandboxManager::do_kill(std::string id, std::string reas
     if (auto it = pools_.find(l->pool); it != pools_.end()) it->second->in_use.fetch_sub(1);
   }
   COPPICE_LOG(info).sandbox(id) << "killed (" << reason << ")";
+  // The last sandbox on a deleted snapshot's files may just have gone.
+  if (!l->lowers.empty()) asio::co_spawn(owner_, collect_layers(), asio::detached);
   // The last sandbox of a replaced template build may just have gone.
   if (auto t = templates_.get(l->template_id); !l->tree.empty() && (!t || t->tree != l->tree)) {
     asio::co_spawn(owner_, do_collect_retired_templates(), asio::detached);

@@ -116,7 +116,25 @@ struct SandboxView {
   net::NetworkConfig network;
   std::string address;  // its IPv4 address on the gateway's network, "" without
   LifecyclePolicy lifecycle;
+  // Where it came from (an extension): {"parentSandboxID", "snapshotID"},
+  // either or both; null for a sandbox made from a template.
+  json lineage;
 };
+
+// What the API reports of a snapshot (store::SnapshotRecord, less its data).
+struct SnapshotView {
+  std::string id;
+  std::string name;  // "" when unnamed
+  std::string team;
+  std::string source_sandbox;
+  std::string template_id;
+  bool memory = false;
+  Clock::time_point created_at;
+  uint64_t disk_bytes = 0;
+};
+
+// One child of a fork: the sandbox, or why it could not start.
+using ForkChild = Result<SandboxView>;
 
 struct MetricSample {
   Clock::time_point at;
@@ -216,6 +234,37 @@ class SandboxManager {
   static constexpr size_t kMetricsKept = 120;
   // Lifecycle events of a sandbox, from the store (any thread).
   std::vector<store::EventRecord> events(const std::string& id, size_t limit) const;
+
+  // --- snapshots and fork (snapshots.cc) ---
+  // Keeps a running sandbox's files (a read-only copy of its writable layer)
+  // and, with `memory`, a checkpoint of its processes; the sandbox runs on.
+  // `name` (checked by the API) moves to this snapshot if the team used it.
+  // kFailedPrecondition unless it is running; kUnimplemented where the
+  // backend cannot copy layers or checkpoint.
+  asio::awaitable<Result<SnapshotView>> create_snapshot(std::string id, TeamScope team, std::string name, bool memory);
+  // The team's snapshots, oldest first (any thread: a store read).
+  Result<std::vector<SnapshotView>> list_snapshots(const std::string& team, const std::string& source_sandbox) const;
+  // Removes the team's snapshot `ref` (id or name); its files go once no
+  // sandbox started from it runs. kNotFound for another team's.
+  asio::awaitable<Status> delete_snapshot(std::string ref, std::string team);
+  // `count` new sandboxes from one checkpoint of running sandbox `id` (its
+  // id, token and end of life untouched), made in parallel; one result per
+  // child. The bounds of `count` are the API's.
+  asio::awaitable<Result<std::vector<ForkChild>>> fork(std::string id, TeamScope team, int count,
+                                                       std::optional<int> timeout_s);
+  static constexpr int kMaxForkCount = 100;
+  // Directory snapshots (an extension): directory `path` of running sandbox
+  // `id` copied to the host as the team's `name` (kAlreadyExists when it has
+  // one), at most kMaxDirSnapshotBytes (kTooLarge); restored as `path` (must
+  // not exist) into any running sandbox of the team, owned by its users.
+  asio::awaitable<Result<store::DirSnapshotRecord>> create_dir_snapshot(std::string id, TeamScope team,
+                                                                        std::string path, std::string name);
+  asio::awaitable<Status> restore_dir_snapshot(std::string id, TeamScope team, std::string name, std::string path);
+  Result<std::vector<store::DirSnapshotRecord>> list_dir_snapshots(const std::string& team) const {
+    return store_.list_dir_snapshots(team);
+  }
+  asio::awaitable<Status> delete_dir_snapshot(std::string team, std::string name);
+  static constexpr uint64_t kMaxDirSnapshotBytes = 1ull << 30;
 
   // --- volumes (volumes.cc) ---
   // Makes a volume of `team` (name checked by the API) capped at
@@ -323,6 +372,25 @@ class SandboxManager {
   asio::awaitable<Result<PoolView>> do_drain_pool(std::string template_id);
   asio::awaitable<Status> do_remove_template(std::string name);
   asio::awaitable<Status> do_recover();
+  // --- snapshots.cc ---
+  struct StartPoint;
+  struct Taken;
+  asio::awaitable<Result<SandboxView>> do_create_from(CreateParams p, std::shared_ptr<const StartPoint> from);
+  static std::shared_ptr<const StartPoint> start_point_of(const store::SnapshotRecord& r);
+  asio::awaitable<Result<Taken>> take(std::shared_ptr<Live> l, std::string layer_id, bool memory);
+  asio::awaitable<Result<SnapshotView>> do_create_snapshot(std::string id, TeamScope team, std::string name,
+                                                           bool memory);
+  asio::awaitable<Status> do_delete_snapshot(std::string ref, std::string team);
+  asio::awaitable<Result<std::vector<ForkChild>>> do_fork(std::string id, TeamScope team, int count,
+                                                          std::optional<int> timeout_s);
+  // Removes snapshot layers and checkpoints that no snapshot, sandbox or
+  // operation in flight needs (after a restart, a delete, a kill).
+  asio::awaitable<void> collect_layers();
+  std::string snapshots_dir() const { return cfg_.state_dir + "/sandboxes/.snapshots"; }
+  std::string dir_snapshots_dir() const { return cfg_.state_dir + "/sandboxes/.dirsnapshots"; }
+  asio::awaitable<Result<store::DirSnapshotRecord>> do_create_dir_snapshot(std::string id, TeamScope team,
+                                                                           std::string path, std::string name);
+  asio::awaitable<Status> do_restore_dir_snapshot(std::string id, TeamScope team, std::string name, std::string path);
   asio::awaitable<Status> do_start();
   asio::awaitable<void> do_shutdown();
   asio::awaitable<void> do_collect_retired_templates();
@@ -399,6 +467,7 @@ class SandboxManager {
   std::map<std::string, std::unique_ptr<Pool>> pools_;
   std::atomic<size_t> running_{0}, paused_{0};
   std::atomic<int64_t> last_activity_ns_{0};  // steady_clock, see note_activity
+  std::map<std::string, int> pinned_layers_;   // owner: layer dirs an operation in flight needs
 };
 
 template <typename F>

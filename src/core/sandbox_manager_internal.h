@@ -61,6 +61,10 @@ struct SandboxManager::Live {
   LifecyclePolicy lifecycle;
   // A resize of it is under way (one at a time).
   bool resizing = false;
+  // Snapshot layers under its own writable layer (topmost first) and where
+  // it came from (SandboxView::lineage); kept in the record's extra.
+  std::vector<sandbox::LowerLayer> lowers;
+  json lineage;
 };
 
 struct SandboxManager::Pool {
@@ -75,5 +79,9 @@ inline std::string build_of(const Template& t) { return t.rootfs + "\n" + t.buil
 // The template's start command (in the background) and then its readiness
 // command until it exits 0 (at most 60 s), through envd on `socket`.
 asio::awaitable<Status> run_template_commands(std::string socket, std::string token, Template tmpl);
+
+// Snapshot layers as kept in records: [{"dir", "hostRoot"}], topmost first.
+json layers_json(const std::vector<sandbox::LowerLayer>& layers);
+std::vector<sandbox::LowerLayer> layers_from_json(const json& j);
 
 }  // namespace coppice::core

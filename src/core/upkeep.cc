@@ -57,6 +57,8 @@ std::shared_ptr<SandboxManager::Live> SandboxManager::live_from_record(const sto
   } else if (r.state == store::SandboxState::kPaused) {
     l->paused_at = Clock::now();
   }
+  if (auto it = r.extra.find("lowerLayers"); it != r.extra.end()) l->lowers = layers_from_json(*it);
+  if (auto it = r.extra.find("lineage"); it != r.extra.end() && it->is_object()) l->lineage = *it;
   return l;
 }
 
@@ -243,6 +245,27 @@ asio::awaitable<Status> SandboxManager::do_recover() {
   auto swept = co_await run_on(workers_, std::move(sweep));
   if (!swept) {
     COPPICE_LOG(warn) << "recover: volumes: " << swept.error().to_string();
+  }
+  // Snapshot layers and checkpoints nothing names (a snapshot or fork cut
+  // short): removed before serving.
+  co_await collect_layers();
+  // Directory snapshot copies no row names (a create cut short by a crash).
+  const std::string dirs = dir_snapshots_dir();
+  auto sweep_dirs = [this, dirs]() -> Status {
+    if (!sys::path_exists(dirs)) return ok();
+    COPPICE_ASSIGN_OR_RETURN(auto rows, store_.list_dir_snapshots(""));
+    std::set<std::string> known;
+    for (const auto& r : rows) known.insert(r.id);
+    COPPICE_ASSIGN_OR_RETURN(auto names, sys::list_dir(dirs));
+    for (const auto& n : names) {
+      if (n.starts_with(".") || known.count(n)) continue;
+      COPPICE_LOG(info) << "recover: directory snapshot copy " << n << " belongs to no directory snapshot: removing it";
+      COPPICE_TRY(sys::remove_tree(dirs + "/" + n));
+    }
+    return ok();
+  };
+  if (auto r = co_await run_on(workers_, std::move(sweep_dirs)); !r) {
+    COPPICE_LOG(warn) << "recover: directory snapshots: " << r.error().to_string();
   }
   co_return ok();
 }

@@ -34,6 +34,18 @@ struct VolumeMount {
   bool operator==(const VolumeMount&) const = default;
 };
 
+// A read-only layer of files between the template and a sandbox's own
+// writable layer: the writable layer of another sandbox, copied when a
+// snapshot was taken (Backend::copy_layer). Its files are owned on disk by
+// the ids of that sandbox (root = `host_root`); the backend shows them
+// owned by the new sandbox's ids (ns: an idmapped mount through a user
+// namespace mapping one range onto the other), so no file is rewritten.
+struct LowerLayer {
+  std::string dir;         // host dir holding the layer's files (a state dir's upper/)
+  uint32_t host_root = 0;  // host uid that owned "/" of the sandbox that wrote it
+  bool operator==(const LowerLayer&) const = default;
+};
+
 struct SandboxSpec {
   std::string id;                     // [a-z0-9]{1,63}; also the hostname and the cgroup name
   std::string rootfs;                 // template rootfs dir (read-only lower layer, never written)
@@ -63,6 +75,9 @@ struct SandboxSpec {
   // network as any create does, and the checkpointed tree (envd and its
   // processes, memory included) resumes in them. Empty: a fresh envd.
   std::string restore_from;
+  // Snapshot layers over the template, topmost first (at most
+  // kMaxLowerLayers); the sandbox's own writable layer is above them all.
+  std::vector<LowerLayer> lower_layers;
   // The state dir exists already (a sandbox paused to disk, backend.suspend()):
   // its writable layer and run dir are used as they are, and a failed
   // create leaves them in place.
@@ -72,6 +87,11 @@ struct SandboxSpec {
   // (kInvalidArgument).
   std::vector<VolumeMount> volumes;
 };
+
+// How many snapshot layers a sandbox may stack (a snapshot of a sandbox made
+// from a snapshot adds one): overlayfs takes up to 500 lowers, but each is a
+// mount and a user namespace at create.
+inline constexpr size_t kMaxLowerLayers = 32;
 
 struct SandboxHandle {
   std::string id;
@@ -130,6 +150,51 @@ class Backend {
     (void)images_dir;
     (void)leave_running;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot checkpoint a sandbox");
+  }
+
+  // Copies sandbox `id`'s writable layer (its state dir) to `dst_dir`
+  // (which must not exist), read-only: the layer a snapshot keeps
+  // (ns/layer_copy.h: O(1) on btrfs). Take it while the sandbox is frozen
+  // for one consistent moment. Returns the host dir holding the copied
+  // files (for LowerLayer::dir). A failure leaves nothing at `dst_dir`.
+  virtual Result<std::string> copy_layer(const std::string& id, const std::string& dst_dir) {
+    (void)id;
+    (void)dst_dir;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot copy a sandbox's files");
+  }
+  // Removes a copy made by copy_layer (possibly in the background).
+  // Idempotent: a missing dir is no error.
+  virtual Status remove_layer(const std::string& dst_dir) {
+    (void)dst_dir;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot copy a sandbox's files");
+  }
+  // Bytes a sandbox's writable layer holds right now (its quota's figure,
+  // else a bounded walk): what a snapshot of it keeps on disk.
+  virtual Result<uint64_t> layer_bytes(const std::string& id) {
+    (void)id;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot measure a sandbox's files");
+  }
+
+  // Directory snapshots (ns/dir_copy.h): copies directory `path` of a
+  // running sandbox (resolved inside its root) to the host dir `dst`, at
+  // most `max_bytes`; returns what it holds. kTooLarge past the limit.
+  virtual Result<uint64_t> save_dir(const SandboxHandle& h, const std::string& path, const std::string& dst,
+                                    uint64_t max_bytes) {
+    (void)h;
+    (void)path;
+    (void)dst;
+    (void)max_bytes;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot copy a sandbox's directories");
+  }
+  // Copies such a copy (taken from a sandbox whose root was `src_root`) to
+  // `path` (must not exist) in a running sandbox, owned by its users.
+  virtual Status restore_dir(const SandboxHandle& h, const std::string& src, uint32_t src_root,
+                             const std::string& path) {
+    (void)h;
+    (void)src;
+    (void)src_root;
+    (void)path;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot copy a sandbox's directories");
   }
 
   // After checkpoint(): removes what the sandbox holds in the kernel

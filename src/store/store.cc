@@ -125,6 +125,35 @@ CREATE TABLE volume_mounts (
 ) STRICT;
 CREATE INDEX volume_mounts_by_volume ON volume_mounts (volume_id);
 )sql",
+    // 6: snapshots (a sandbox's files, and its memory, kept to start new
+    // sandboxes from). A name is unique within a team; `data` holds what
+    // the core needs to start from it (layers, checkpoint, envd token...).
+    R"sql(
+CREATE TABLE snapshots (
+  id             TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 20),
+  team           TEXT NOT NULL,
+  name           TEXT NOT NULL,
+  source_sandbox TEXT NOT NULL,
+  template_id    TEXT NOT NULL,
+  memory         INTEGER NOT NULL CHECK (memory IN (0, 1)),
+  created_at     INTEGER NOT NULL,
+  disk_bytes     INTEGER NOT NULL CHECK (disk_bytes >= 0),
+  data           TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX snapshots_by_name ON snapshots (team, name) WHERE name != '';
+CREATE INDEX snapshots_by_team ON snapshots (team, created_at);
+CREATE TABLE dir_snapshots (
+  team           TEXT NOT NULL,
+  name           TEXT NOT NULL,
+  id             TEXT NOT NULL CHECK (length(id) = 20),
+  source_sandbox TEXT NOT NULL,
+  path           TEXT NOT NULL,
+  host_root      INTEGER NOT NULL,
+  bytes          INTEGER NOT NULL,
+  created_at     INTEGER NOT NULL,
+  PRIMARY KEY (team, name)
+) STRICT;
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -192,6 +221,14 @@ constexpr const char* kListVolumeMounts =
     "WHERE m.sandbox_id = ?1 ORDER BY m.path";
 constexpr const char* kPruneVolumeMounts =
     "DELETE FROM volume_mounts WHERE sandbox_id NOT IN (SELECT id FROM sandboxes WHERE state != 'killed')";
+
+constexpr const char* kSnapshotColumns =
+    "SELECT id, team, name, source_sandbox, template_id, memory, created_at, disk_bytes, data FROM snapshots ";
+constexpr const char* kAddSnapshot =
+    "INSERT INTO snapshots (id, team, name, source_sandbox, template_id, memory, created_at, disk_bytes, data) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+constexpr const char* kUnnameSnapshot = "UPDATE snapshots SET name = '' WHERE team = ?1 AND name = ?2";
+constexpr const char* kDeleteSnapshot = "DELETE FROM snapshots WHERE id = ?1";
 
 constexpr const char* kAddKey =
     "INSERT INTO api_keys (name, hash, created_at, team, admin) VALUES (?1, ?2, ?3, ?4, ?5) "
@@ -1258,6 +1295,222 @@ Result<std::vector<EventRecord>> Store::events(std::string_view sandbox_id, int6
     out.push_back(std::move(e));
   }
   return out;
+}
+
+}  // namespace coppice::store
+
+namespace coppice::store {
+
+// --- snapshots ---
+
+bool valid_snapshot_name(std::string_view name) { return valid_volume_name(name); }
+
+namespace {
+Result<SnapshotRecord> read_snapshot(sqlite3_stmt* s) {
+  SnapshotRecord r;
+  r.id = column_text(s, 0);
+  r.team = column_text(s, 1);
+  r.name = column_text(s, 2);
+  r.source_sandbox = column_text(s, 3);
+  r.template_id = column_text(s, 4);
+  r.memory = sqlite3_column_int64(s, 5) != 0;
+  r.created_at = sqlite3_column_int64(s, 6);
+  r.disk_bytes = sqlite3_column_int64(s, 7);
+  COPPICE_ASSIGN_OR_RETURN(r.data, parse_json_column(s, 8, "snapshots.data"));
+  return r;
+}
+
+// Rows of a snapshot query (kSnapshotColumns + `where`) with text
+// arguments. Caller holds the mutex.
+Result<std::vector<SnapshotRecord>> snapshot_rows(Store::Impl& impl, const std::string& sql, std::string_view step,
+                                                  std::vector<std::string_view> args) {
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v2(impl.db.get(), sql.c_str(), -1, &raw, nullptr);
+  if (rc != SQLITE_OK) return std::unexpected(sqlite_error(impl.db.get(), rc, step));
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> st(raw, sqlite3_finalize);
+  for (size_t i = 0; i < args.size(); ++i) bind_arg(raw, static_cast<int>(i + 1), args[i]);
+  std::vector<SnapshotRecord> out;
+  for (;;) {
+    rc = sqlite3_step(raw);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl.db.get(), rc, step));
+    COPPICE_ASSIGN_OR_RETURN(auto r, read_snapshot(raw));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+}  // namespace
+
+Status Store::add_snapshot(const SnapshotRecord& r) {
+  const std::string step = "add snapshot " + r.id;
+  if (!valid_sandbox_id(r.id)) return make_error(ErrorCode::kInvalidArgument, step + ": malformed id");
+  if (!r.name.empty() && !valid_snapshot_name(r.name)) {
+    return make_error(ErrorCode::kInvalidArgument, step + ": malformed name \"" + r.name + "\"");
+  }
+  if (r.disk_bytes < 0 || !r.data.is_object()) return make_error(ErrorCode::kInvalidArgument, step + ": bad fields");
+  std::lock_guard lock(impl_->mu);
+  Transaction tx(*impl_);
+  COPPICE_TRY_CTX(tx.begin(), step);
+  if (!r.name.empty()) {
+    // The name moves to the newest snapshot (E2B: a new build of the
+    // snapshot template of that name).
+    auto n = impl_->run(kUnnameSnapshot, step, [&](sqlite3_stmt* s) {
+      bind_arg(s, 1, r.team);
+      bind_arg(s, 2, r.name);
+    });
+    if (!n) return std::unexpected(std::move(n.error()));
+  }
+  auto n = impl_->run(kAddSnapshot, step, [&](sqlite3_stmt* s) {
+    bind_arg(s, 1, r.id);
+    bind_arg(s, 2, r.team);
+    bind_arg(s, 3, r.name);
+    bind_arg(s, 4, r.source_sandbox);
+    bind_arg(s, 5, r.template_id);
+    bind_arg(s, 6, int64_t{r.memory ? 1 : 0});
+    bind_arg(s, 7, r.created_at);
+    bind_arg(s, 8, r.disk_bytes);
+    bind_arg(s, 9, json_text(r.data));
+  });
+  if (!n) return std::unexpected(std::move(n.error()));
+  COPPICE_TRY_CTX(tx.commit(), step);
+  return ok();
+}
+
+Result<SnapshotRecord> Store::get_snapshot(std::string_view id, std::string_view team) {
+  std::lock_guard lock(impl_->mu);
+  COPPICE_ASSIGN_OR_RETURN(auto rows, snapshot_rows(*impl_, std::string(kSnapshotColumns) + "WHERE id = ?1",
+                                                    "snapshot " + std::string(id), {id}));
+  if (rows.empty() || (!team.empty() && rows[0].team != team))
+    return make_error(ErrorCode::kNotFound, "snapshot " + std::string(id) + " not found");
+  return std::move(rows[0]);
+}
+
+Result<SnapshotRecord> Store::find_snapshot(std::string_view team, std::string_view ref) {
+  std::lock_guard lock(impl_->mu);
+  COPPICE_ASSIGN_OR_RETURN(
+      auto rows, snapshot_rows(*impl_, std::string(kSnapshotColumns) + "WHERE team = ?1 AND (id = ?2 OR name = ?2)",
+                               "snapshot " + std::string(ref), {team, ref}));
+  if (rows.empty()) return make_error(ErrorCode::kNotFound, "snapshot " + std::string(ref) + " not found");
+  return std::move(rows[0]);
+}
+
+Result<std::vector<SnapshotRecord>> Store::list_snapshots(std::string_view team, std::string_view source_sandbox) {
+  std::lock_guard lock(impl_->mu);
+  std::string sql = std::string(kSnapshotColumns);
+  std::vector<std::string_view> args;
+  if (!team.empty()) {
+    args.push_back(team);
+    sql += "WHERE team = ?1";
+  }
+  if (!source_sandbox.empty()) {
+    args.push_back(source_sandbox);
+    sql += std::string(team.empty() ? "WHERE" : " AND") + " source_sandbox = ?" + std::to_string(args.size());
+  }
+  sql += " ORDER BY created_at, id";
+  return snapshot_rows(*impl_, sql, "list snapshots", args);
+}
+
+Status Store::delete_snapshot(std::string_view id, std::string_view team) {
+  const std::string step = "delete snapshot " + std::string(id);
+  std::lock_guard lock(impl_->mu);
+  Transaction tx(*impl_);
+  COPPICE_TRY_CTX(tx.begin(), step);
+  COPPICE_ASSIGN_OR_RETURN(auto rows, snapshot_rows(*impl_, std::string(kSnapshotColumns) + "WHERE id = ?1", step, {id}));
+  if (rows.empty() || (!team.empty() && rows[0].team != team))
+    return make_error(ErrorCode::kNotFound, "snapshot " + std::string(id) + " not found");
+  auto n = impl_->run(kDeleteSnapshot, step, [&](sqlite3_stmt* s) { bind_arg(s, 1, id); });
+  if (!n) return std::unexpected(std::move(n.error()));
+  COPPICE_TRY_CTX(tx.commit(), step);
+  return ok();
+}
+
+}  // namespace coppice::store
+
+namespace coppice::store {
+
+// --- directory snapshots ---
+
+namespace {
+Result<std::vector<DirSnapshotRecord>> dir_snapshot_rows(Store::Impl& impl, const std::string& sql,
+                                                         std::string_view step, std::vector<std::string_view> args) {
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v2(impl.db.get(), sql.c_str(), -1, &raw, nullptr);
+  if (rc != SQLITE_OK) return std::unexpected(sqlite_error(impl.db.get(), rc, step));
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> st(raw, sqlite3_finalize);
+  for (size_t i = 0; i < args.size(); ++i) bind_arg(raw, static_cast<int>(i + 1), args[i]);
+  std::vector<DirSnapshotRecord> out;
+  for (;;) {
+    rc = sqlite3_step(raw);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return std::unexpected(sqlite_error(impl.db.get(), rc, step));
+    DirSnapshotRecord r;
+    r.team = column_text(raw, 0);
+    r.name = column_text(raw, 1);
+    r.id = column_text(raw, 2);
+    r.source_sandbox = column_text(raw, 3);
+    r.path = column_text(raw, 4);
+    r.host_root = sqlite3_column_int64(raw, 5);
+    r.bytes = sqlite3_column_int64(raw, 6);
+    r.created_at = sqlite3_column_int64(raw, 7);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+constexpr const char* kDirSnapshotColumns =
+    "SELECT team, name, id, source_sandbox, path, host_root, bytes, created_at FROM dir_snapshots ";
+}  // namespace
+
+Status Store::add_dir_snapshot(const DirSnapshotRecord& r) {
+  const std::string step = "add directory snapshot " + r.name;
+  if (!valid_sandbox_id(r.id) || !valid_snapshot_name(r.name))
+    return make_error(ErrorCode::kInvalidArgument, step + ": malformed id or name");
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run(
+      "INSERT INTO dir_snapshots (team, name, id, source_sandbox, path, host_root, bytes, created_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+      step, [&](sqlite3_stmt* s) {
+        bind_arg(s, 1, r.team);
+        bind_arg(s, 2, r.name);
+        bind_arg(s, 3, r.id);
+        bind_arg(s, 4, r.source_sandbox);
+        bind_arg(s, 5, r.path);
+        bind_arg(s, 6, r.host_root);
+        bind_arg(s, 7, r.bytes);
+        bind_arg(s, 8, r.created_at);
+      });
+  if (!n) {
+    if (n.error().code() == ErrorCode::kAlreadyExists)
+      return make_error(ErrorCode::kAlreadyExists, "the team has a directory snapshot named " + r.name + " already");
+    return std::unexpected(std::move(n.error()));
+  }
+  return ok();
+}
+
+Result<DirSnapshotRecord> Store::get_dir_snapshot(std::string_view team, std::string_view name) {
+  std::lock_guard lock(impl_->mu);
+  COPPICE_ASSIGN_OR_RETURN(auto rows, dir_snapshot_rows(*impl_, std::string(kDirSnapshotColumns) + "WHERE team = ?1 AND name = ?2",
+                                                        "directory snapshot", {team, name}));
+  if (rows.empty()) return make_error(ErrorCode::kNotFound, "directory snapshot " + std::string(name) + " not found");
+  return std::move(rows[0]);
+}
+
+Result<std::vector<DirSnapshotRecord>> Store::list_dir_snapshots(std::string_view team) {
+  std::lock_guard lock(impl_->mu);
+  if (team.empty()) return dir_snapshot_rows(*impl_, std::string(kDirSnapshotColumns) + "ORDER BY created_at, name", "list directory snapshots", {});
+  return dir_snapshot_rows(*impl_, std::string(kDirSnapshotColumns) + "WHERE team = ?1 ORDER BY created_at, name",
+                           "list directory snapshots", {team});
+}
+
+Status Store::delete_dir_snapshot(std::string_view team, std::string_view name) {
+  std::lock_guard lock(impl_->mu);
+  auto n = impl_->run("DELETE FROM dir_snapshots WHERE team = ?1 AND name = ?2", "delete directory snapshot",
+                      [&](sqlite3_stmt* s) {
+                        bind_arg(s, 1, team);
+                        bind_arg(s, 2, name);
+                      });
+  if (!n) return std::unexpected(std::move(n.error()));
+  if (*n == 0) return make_error(ErrorCode::kNotFound, "directory snapshot " + std::string(name) + " not found");
+  return ok();
 }
 
 }  // namespace coppice::store

@@ -137,6 +137,41 @@ struct VolumeMountRecord {
   bool operator==(const VolumeMountRecord&) const = default;
 };
 
+// Snapshot names: as volume names (1-64 of [A-Za-z0-9._-], not starting
+// with '.' or '-'); unique within a team.
+bool valid_snapshot_name(std::string_view name);
+
+// One row of `snapshots`: a sandbox's files (and, with `memory`, its
+// processes) kept to start new sandboxes from. Team-scoped like sandboxes.
+struct SnapshotRecord {
+  std::string id;              // [a-z0-9]{20}
+  std::string team;            // the team that owns it
+  std::string name;            // valid_snapshot_name, or "" (unnamed)
+  std::string source_sandbox;  // the sandbox it was taken from
+  std::string template_id;     // that sandbox's template
+  bool memory = false;         // a checkpoint of its processes is kept too
+  int64_t created_at = 0;      // unix ms
+  int64_t disk_bytes = 0;      // what its copy of the files held when taken
+  // What the core needs to start from it (its layers, checkpoint dir, the
+  // source's envd token, limits, env): a JSON object the store keeps as is.
+  nlohmann::json data = nlohmann::json::object();
+  bool operator==(const SnapshotRecord&) const = default;
+};
+
+// One row of `dir_snapshots` (a Coppice extension): one directory of a
+// sandbox copied to the host under a name unique in its team.
+struct DirSnapshotRecord {
+  std::string team;
+  std::string name;            // valid_snapshot_name
+  std::string id;              // [a-z0-9]{20}: its directory on the host
+  std::string source_sandbox;
+  std::string path;            // the directory in that sandbox
+  int64_t host_root = 0;       // host uid of that sandbox's root (its files' owners are of its range)
+  int64_t bytes = 0;           // what it holds
+  int64_t created_at = 0;      // unix ms
+  bool operator==(const DirSnapshotRecord&) const = default;
+};
+
 // One lifecycle event of a sandbox (what GET /sandboxes/{id}/logs shows).
 struct EventRecord {
   int64_t id = 0;  // increases with time
@@ -255,6 +290,30 @@ class Store {
   // Drops the mounts of sandboxes that have no live row (a create that a
   // crash interrupted); returns how many. For restart recovery.
   Result<int64_t> prune_volume_mounts();
+
+  // --- snapshots ---
+  // kInvalidArgument for a malformed id or name. A name the team uses
+  // already moves to this snapshot (the older one keeps its id, unnamed),
+  // in the same transaction.
+  Status add_snapshot(const SnapshotRecord& r);
+  // kNotFound when missing or (team non-empty) another team's.
+  Result<SnapshotRecord> get_snapshot(std::string_view id, std::string_view team = "");
+  // The team's snapshot whose id or name is `ref`; kNotFound otherwise.
+  Result<SnapshotRecord> find_snapshot(std::string_view team, std::string_view ref);
+  // Oldest first; every team's when `team` is empty; only those taken from
+  // `source_sandbox` when it is non-empty.
+  Result<std::vector<SnapshotRecord>> list_snapshots(std::string_view team, std::string_view source_sandbox = "");
+  // kNotFound as get_snapshot.
+  Status delete_snapshot(std::string_view id, std::string_view team = "");
+
+  // --- directory snapshots ---
+  // kAlreadyExists when the team has one of that name.
+  Status add_dir_snapshot(const DirSnapshotRecord& r);
+  Result<DirSnapshotRecord> get_dir_snapshot(std::string_view team, std::string_view name);
+  // A team's (every team's when empty), oldest first.
+  Result<std::vector<DirSnapshotRecord>> list_dir_snapshots(std::string_view team);
+  // kNotFound when the team has none of that name.
+  Status delete_dir_snapshot(std::string_view team, std::string_view name);
 
   // --- events ---
   // Appends an event stamped with the current time. kNotFound if the sandbox

@@ -453,7 +453,7 @@ TEST_F(StoreTest, RowsFromBeforeTeamsMoveToTheDefaultTeamAndOldKeysStayAdmin) {
   // Take the database back to schema 2 (no teams) with a key stored then.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path().c_str(), &db), SQLITE_OK);
-  const std::string back = "DROP TABLE volume_mounts; DROP TABLE volumes; DROP TABLE net_addrs; DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
+  const std::string back = "DROP TABLE dir_snapshots; DROP TABLE snapshots; DROP TABLE volume_mounts; DROP TABLE volumes; DROP TABLE net_addrs; DROP INDEX api_keys_by_team; DROP INDEX sandboxes_by_team; DROP TABLE teams;"
                            "ALTER TABLE api_keys DROP COLUMN team; ALTER TABLE api_keys DROP COLUMN admin;"
                            "ALTER TABLE sandboxes DROP COLUMN team;"
                            "INSERT INTO api_keys (name, hash, created_at) VALUES ('default', '" +
@@ -613,6 +613,79 @@ TEST_F(VolumeStoreTest, SurviveReopenAndOrphanMountsArePruned) {
   EXPECT_EQ(*s->prune_volume_mounts(), 1);
   EXPECT_TRUE(s->volume_mounts(orphan)->empty());
   ASSERT_OK(s->delete_volume(va));
+}
+
+
+SnapshotRecord snapshot(const std::string& id, const std::string& team, const std::string& name, int64_t at) {
+  SnapshotRecord r;
+  r.id = id;
+  r.team = team;
+  r.name = name;
+  r.source_sandbox = make_id(1);
+  r.template_id = "base";
+  r.memory = true;
+  r.created_at = at;
+  r.disk_bytes = 4096;
+  r.data = {{"layers", nlohmann::json::array({{{"dir", "/x/upper"}, {"hostRoot", 1000000}}})}};
+  return r;
+}
+
+TEST_F(VolumeStoreTest, SnapshotsAreTeamScopedNamedUniquelyAndSurviveReopen) {
+  const std::string a(20, 'a'), b(20, 'b'), c(20, 'c');
+  {
+    auto s = Store::open(path());
+    ASSERT_TRUE(s) << s.error().to_string();
+    ASSERT_OK(s->add_snapshot(snapshot(a, "default", "base-snap", 1)));
+    ASSERT_OK(s->add_snapshot(snapshot(c, "team-b", "base-snap", 2)));  // names are per team
+    // A name taken in the team moves to the newer snapshot.
+    ASSERT_OK(s->add_snapshot(snapshot(b, "default", "base-snap", 3)));
+    auto bad = snapshot(std::string(20, 'd'), "default", "../x", 4);
+    EXPECT_EQ(s->add_snapshot(bad).error().code(), ErrorCode::kInvalidArgument);
+    auto dup = snapshot(a, "default", "", 5);
+    EXPECT_FALSE(s->add_snapshot(dup).has_value());
+  }
+  auto s = Store::open(path());
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->get_snapshot(a)->name, "");
+  EXPECT_EQ(s->find_snapshot("default", "base-snap")->id, b);
+  EXPECT_EQ(s->find_snapshot("default", a)->id, a);
+  EXPECT_EQ(s->find_snapshot("team-b", "base-snap")->id, c);
+  EXPECT_EQ(s->find_snapshot("team-b", a).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s->get_snapshot(a, "team-b").error().code(), ErrorCode::kNotFound);
+  auto mine = s->list_snapshots("default");
+  ASSERT_TRUE(mine);
+  ASSERT_EQ(mine->size(), 2u);
+  EXPECT_EQ((*mine)[0].id, a);
+  EXPECT_EQ((*mine)[1], snapshot(b, "default", "base-snap", 3));
+  EXPECT_EQ(s->list_snapshots("", make_id(1))->size(), 3u);
+  EXPECT_TRUE(s->list_snapshots("default", make_id(2))->empty());
+  EXPECT_EQ(s->delete_snapshot(a, "team-b").error().code(), ErrorCode::kNotFound);
+  ASSERT_OK(s->delete_snapshot(a, "default"));
+  EXPECT_EQ(s->delete_snapshot(a).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s->list_snapshots("")->size(), 2u);
+}
+
+
+TEST_F(VolumeStoreTest, DirSnapshotsAreNamedPerTeam) {
+  auto s = Store::open(path());
+  ASSERT_TRUE(s) << s.error().to_string();
+  DirSnapshotRecord r{"default", "proj", std::string(20, 'a'), make_id(1), "/home/user/proj", 1000000, 4096, 1};
+  ASSERT_OK(s->add_dir_snapshot(r));
+  EXPECT_EQ(s->add_dir_snapshot(r).error().code(), ErrorCode::kAlreadyExists);
+  auto other = r;
+  other.team = "team-b";
+  other.id = std::string(20, 'b');
+  ASSERT_OK(s->add_dir_snapshot(other));
+  auto bad = r;
+  bad.name = "../x";
+  EXPECT_EQ(s->add_dir_snapshot(bad).error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(*s->get_dir_snapshot("default", "proj"), r);
+  EXPECT_EQ(s->get_dir_snapshot("team-c", "proj").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s->list_dir_snapshots("default")->size(), 1u);
+  EXPECT_EQ(s->list_dir_snapshots("")->size(), 2u);
+  ASSERT_OK(s->delete_dir_snapshot("default", "proj"));
+  EXPECT_EQ(s->delete_dir_snapshot("default", "proj").error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(s->get_dir_snapshot("team-b", "proj")->id, std::string(20, 'b'));
 }
 
 }  // namespace

@@ -78,6 +78,15 @@ Status snapshot_subvolume(int src_fd, int parent_fd, const std::string& name, bo
   return ok();
 }
 
+Status make_writable(int fd) {
+  uint64_t flags = 0;
+  if (::ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, &flags) != 0) return errno_error("BTRFS_IOC_SUBVOL_GETFLAGS");
+  if (!(flags & BTRFS_SUBVOL_RDONLY)) return ok();
+  flags &= ~static_cast<uint64_t>(BTRFS_SUBVOL_RDONLY);
+  if (::ioctl(fd, BTRFS_IOC_SUBVOL_SETFLAGS, &flags) != 0) return errno_error("BTRFS_IOC_SUBVOL_SETFLAGS");
+  return ok();
+}
+
 Result<uint64_t> subvolume_id(int fd) {
   struct btrfs_ioctl_get_subvol_info_args info;
   std::memset(&info, 0, sizeof info);

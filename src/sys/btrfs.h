@@ -43,6 +43,10 @@ Status snapshot_subvolume(int src_fd, int parent_fd, const std::string& name, bo
 // Id of the subvolume holding `fd` (5 for the top level).
 Result<uint64_t> subvolume_id(int fd);
 
+// Clears the read-only flag of the subvolume `fd` is the root of (so its
+// files can be removed). A subvolume that is writable already is no error.
+Status make_writable(int fd);
+
 // Caps the bytes the subvolume holding `fd` refers to (its own quota group,
 // 0/<id>); a write past it fails with EDQUOT. 0 removes the cap.
 Status set_limit(int fd, uint64_t bytes);

@@ -177,18 +177,45 @@ struct Frame {
 
 }  // namespace
 
+namespace {
+Result<TreeCopyStats> copy_tree_from(UniqueFd root, int dst_parent, const std::string& dst_name, const std::string& src,
+                                     const std::string& dst);
+}  // namespace
+
 Result<TreeCopyStats> copy_tree(const std::string& src, const std::string& dst) {
-  TreeCopyStats stats;
   UniqueFd root(::open(src.c_str(), kDirOpen));
   if (!root) return errno_error("open " + src);
+  const auto slash = dst.find_last_of('/');
+  const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : dst.substr(0, slash);
+  const std::string name = slash == std::string::npos ? dst : dst.substr(slash + 1);
+  UniqueFd at(::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!at) return errno_error("open " + parent);
+  return copy_tree_from(std::move(root), at.get(), name, src, dst);
+}
+
+Result<TreeCopyStats> copy_tree_at(int src_dir, int dst_parent, const std::string& dst_name) {
+  const std::string src = "/proc/self/fd/" + std::to_string(src_dir);
+  UniqueFd root(::openat(src_dir, ".", kDirOpen));
+  if (!root) return errno_error("open " + src);
+  if (dst_name.empty() || dst_name == "." || dst_name == ".." || dst_name.find('/') != std::string::npos) {
+    return make_error(ErrorCode::kInvalidArgument, "bad name for a copy: \"" + dst_name + "\"");
+  }
+  return copy_tree_from(std::move(root), dst_parent, dst_name, src,
+                        "/proc/self/fd/" + std::to_string(dst_parent) + "/" + dst_name);
+}
+
+namespace {
+Result<TreeCopyStats> copy_tree_from(UniqueFd root, int dst_parent, const std::string& dst_name, const std::string& src,
+                                     const std::string& dst) {
+  TreeCopyStats stats;
   struct stat root_st;
   if (::fstat(root.get(), &root_st) != 0) return errno_error("stat " + src);
   struct statx root_stx;
   if (::statx(root.get(), "", AT_EMPTY_PATH, STATX_MNT_ID, &root_stx) != 0) return errno_error("statx " + src);
   const bool have_mnt = root_stx.stx_mask & STATX_MNT_ID;
-  if (::mkdir(dst.c_str(), 0700) != 0) return errno_error("mkdir " + dst);
+  if (::mkdirat(dst_parent, dst_name.c_str(), 0700) != 0) return errno_error("mkdir " + dst);
   ScopeExit undo([&] { (void)remove_tree(dst); });
-  UniqueFd dst_root(::open(dst.c_str(), kDirOpen));
+  UniqueFd dst_root(::openat(dst_parent, dst_name.c_str(), kDirOpen));
   if (!dst_root) return errno_error("open " + dst);
   const int dst_root_fd = dst_root.get();
 
@@ -224,7 +251,13 @@ Result<TreeCopyStats> copy_tree(const std::string& src, const std::string& dst) 
       if (errno == ENOENT) continue;  // removed meanwhile
       return errno_error("stat " + what);
     }
-    if (st.st_dev != root_st.st_dev) {
+    // overlayfs reports the st_dev of the layer a non-directory comes from:
+    // the mount id decides there (a file bind-mounted in is another mount).
+    struct statx entry_stx;
+    const bool same_mount = have_mnt &&
+                            ::statx(f.src.get(), name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &entry_stx) == 0 &&
+                            (entry_stx.stx_mask & STATX_MNT_ID) && entry_stx.stx_mnt_id == root_stx.stx_mnt_id;
+    if (st.st_dev != root_st.st_dev && (S_ISDIR(st.st_mode) || !same_mount)) {
       return make_error(ErrorCode::kFailedPrecondition, what + " is on another file system: not copied");
     }
     if (S_ISDIR(st.st_mode)) {
@@ -296,6 +329,7 @@ Result<TreeCopyStats> copy_tree(const std::string& src, const std::string& dst) 
   undo.release();
   return stats;
 }
+}  // namespace
 
 bool can_reflink(const std::string& dir) {
   UniqueFd a(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));

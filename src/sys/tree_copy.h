@@ -49,6 +49,12 @@ struct TreeCopyStats {
 // failure what was copied so far is removed. Errors name the entry.
 Result<TreeCopyStats> copy_tree(const std::string& src, const std::string& dst);
 
+// The same from the directory `src_dir` (an fd, O_PATH will do) to a new
+// directory `dst_name` in the directory `dst_parent` (an fd): for trees
+// reached through a sandbox's root, where a path string would be resolved
+// again (and could be swapped under the copy).
+Result<TreeCopyStats> copy_tree_at(int src_dir, int dst_parent, const std::string& dst_name);
+
 // Whether files in directory `dir` can be reflinked to each other (a probe:
 // two temporary files made and removed there).
 bool can_reflink(const std::string& dir);

@@ -82,6 +82,32 @@ Status read_child_report(int fd, const sys::Pidfd& child) {
   return errno_error(msg, r.err);
 }
 
+// For each of spec.lower_layers: its mount point in the state dir and a
+// user namespace mapping the range its files are owned by onto the
+// sandbox's (kept open by the caller until after clone).
+Status layer_mappings(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root,
+                      std::vector<sys::UniqueFd>& owners, std::vector<int>& fds) {
+  if (spec.lower_layers.size() > kMaxLowerLayers) {
+    return make_error(ErrorCode::kInvalidArgument, "more than " + std::to_string(kMaxLowerLayers) + " snapshot layers");
+  }
+  for (size_t i = 0; i < spec.lower_layers.size(); ++i) {
+    const LowerLayer& l = spec.lower_layers[i];
+    if (l.dir.empty() || l.dir[0] != '/' || l.dir.find_first_of(",:") != std::string::npos || l.host_root == 0) {
+      return make_error(ErrorCode::kInvalidArgument, "bad snapshot layer \"" + l.dir + "\"");
+    }
+    const std::string at = paths.lower + std::to_string(i);
+    if (auto m = sys::make_dir(at, 0755); !m && m.error().sys_errno() != EEXIST) {
+      return std::unexpected(std::move(m.error()).context("snapshot layer mount point"));
+    }
+    sys::IdRange map{l.host_root, host_root, kIdsPerSlot};
+    auto ns = sys::make_userns(map, map, 0);
+    if (!ns) return std::unexpected(std::move(ns.error()).context("user namespace of snapshot layer " + l.dir));
+    fds.push_back(ns->get());
+    owners.push_back(std::move(*ns));
+  }
+  return ok();
+}
+
 }  // namespace
 
 Status validate_id(const std::string& id) {
@@ -258,8 +284,13 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   const auto t_net = Clock::now();
 
   // 5. The child's plan, built here because the child must not allocate.
+  // 5a. Snapshot layers: each shown with this sandbox's ids through a user
+  // namespace mapping its writer's range onto ours (no file rewritten).
+  std::vector<sys::UniqueFd> layer_userns;
+  std::vector<int> layer_fds;
+  COPPICE_TRY_CTX(layer_mappings(spec, paths, host_root, layer_userns, layer_fds), ctxmsg);
   auto plan = std::make_unique<ChildPlan>();
-  plan->mounts.build(spec, paths, host_root, ctx.network ? ctx.network->resolv_conf() : std::string());
+  plan->mounts.build(spec, paths, host_root, ctx.network ? ctx.network->resolv_conf() : std::string(), layer_fds);
   // Volumes: detached idmapped trees made here, attached by the child after
   // its pivot_root (their fds are closed by its exec, ours on return).
   std::vector<sys::UniqueFd> volume_trees;

@@ -52,7 +52,8 @@ void MountPlan::mountpoint(const std::string& path, mode_t mode, bool file) {
   ops_.push_back(op);
 }
 
-void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root, const std::string& resolv_conf) {
+void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root, const std::string& resolv_conf,
+                      const std::vector<int>& layer_userns) {
   host_root_ = host_root;
   const std::string root = paths.rootfs;
   const std::string h = std::to_string(host_root);
@@ -108,13 +109,25 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
   // The layers are named relative to the state dir (the child's working dir
   // for this one mount): overlayfs shows its options as given in the
   // sandbox's /proc/self/mountinfo, and host paths have no business there.
+  // Snapshot layers (topmost first), each at <state>/lower<i>, idmapped from
+  // the ids of the sandbox that wrote it onto this sandbox's.
+  std::string lowers;
+  for (size_t i = 0; i < spec.lower_layers.size() && i < layer_userns.size(); ++i) {
+    MountOp op{MountOp::kBindIdmapped};
+    op.src = keep(spec.lower_layers[i].dir);
+    op.dst = keep(paths.lower + std::to_string(i));
+    op.attrs = MOUNT_ATTR_RDONLY;
+    op.fd = layer_userns[i];
+    ops_.push_back(op);
+    lowers += relative_to(paths.dir, paths.lower + std::to_string(i)) + ":";
+  }
   {
     MountOp op{MountOp::kChdir};
     op.dst = keep(paths.dir);
     ops_.push_back(op);
   }
   fs("overlay", root, MS_NODEV,
-     "lowerdir=" + relative_to(paths.dir, paths.lower) + ",upperdir=" + relative_to(paths.dir, paths.upper) +
+     "lowerdir=" + lowers + relative_to(paths.dir, paths.lower) + ",upperdir=" + relative_to(paths.dir, paths.upper) +
          ",workdir=" + relative_to(paths.dir, paths.work) + ",volatile");
 
   // Host trees shared read-only (e.g. /usr for templates derived from the
@@ -258,7 +271,7 @@ int MountPlan::run(int userns_fd, const MountOp** failed, uint64_t* op_times, in
         break;
       }
       case MountOp::kBindIdmapped:
-        err = sys::mnt::bind_idmapped(op.src, op.dst, userns_fd, op.attrs, op.recursive);
+        err = sys::mnt::bind_idmapped(op.src, op.dst, op.fd >= 0 ? op.fd : userns_fd, op.attrs, op.recursive);
         break;
       case MountOp::kMountpoint:
       case MountOp::kDir:

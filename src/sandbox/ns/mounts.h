@@ -6,7 +6,8 @@
 // plain operations over C strings owned by the plan.
 //
 // What the sandbox sees:
-//   /            overlay: template rootfs (idmapped, read-only) below, state_dir/upper above
+//   /            overlay: template rootfs (idmapped, read-only) below, then the snapshot layers
+//                (each idmapped from its writer's ids, read-only), state_dir/upper above
 //   /proc        proc of the sandbox's pid namespace
 //   /dev         tmpfs: null zero full random urandom tty (binds of the host's),
 //                pts (devpts newinstance), ptmx -> pts/ptmx, shm (tmpfs 1777, spec.shm_bytes), fd/std* links
@@ -53,6 +54,7 @@ struct MountOp {
   bool optional = false;         // kFs, kBind: a missing target (ENOENT) is skipped
   bool regular_only = false;     // kBind: skipped unless the target is a regular file (never a symlink)
   int fd = -1;                   // kAttach: the detached tree (sys::mnt::attach_beneath); dst is a sandbox path
+                                 // kBindIdmapped: the user namespace of the mapping (-1: the sandbox's own)
 };
 
 // What an operation does, for logs: its file system type, or "bind", "pivot_root", ...
@@ -69,7 +71,10 @@ class MountPlan {
   // With `resolv_conf` (a host file), it is bound read-only over the
   // template's /etc/resolv.conf (made if missing; left alone when the
   // template's is a symlink).
-  void build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root, const std::string& resolv_conf = {});
+  // `layer_userns[i]` (one per spec.lower_layers[i], open until after clone)
+  // maps that layer's on-disk ids onto the sandbox's.
+  void build(const SandboxSpec& spec, const StatePaths& paths, uid_t host_root, const std::string& resolv_conf = {},
+             const std::vector<int>& layer_userns = {});
 
   // Plans attaching the detached tree `tree_fd` (owned by the caller, open
   // until after clone) at `path` inside the sandbox, after pivot_root.

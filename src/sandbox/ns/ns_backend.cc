@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <map>
 #include <mutex>
@@ -10,8 +11,11 @@
 #include "common/log.h"
 #include "sandbox/ns/cgroup.h"
 #include "sandbox/ns/checkpoint.h"
+#include "sandbox/ns/dir_copy.h"
 #include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/launch.h"
+#include "sandbox/ns/layer_copy.h"
+#include "sandbox/ns/trash.h"
 #include "sandbox/ns/registry.h"
 #include "sandbox/ns/rootfs.h"
 #include "sandbox/ns/seccomp_policy.h"
@@ -20,6 +24,7 @@
 #include "sandbox/ns/uid_slots.h"
 #include "sandbox/ns/volumes.h"
 #include "net/network.h"
+#include "sys/btrfs.h"
 #include "sys/fsutil.h"
 #include "sys/netns.h"
 #include "sys/pidfd_owner.h"
@@ -189,6 +194,34 @@ class NsBackend final : public Backend {
     return checkpoint_tree(cgroups_, id, *init, images_dir, o);
   }
 
+  Result<std::string> copy_layer(const std::string& id, const std::string& dst_dir) override {
+    COPPICE_TRY_CTX(validate_id(id), "copy files of sandbox");
+    auto state = state_dir_of(id);
+    if (state.empty()) return make_error(ErrorCode::kNotFound, "copy files of sandbox " + id + ": not known here");
+    COPPICE_TRY_CTX(snapshot_layer(opts_.disk, state, dst_dir, /*readonly=*/true), "copy files of sandbox " + id);
+    return StatePaths(dst_dir).upper;
+  }
+
+  Status remove_layer(const std::string& dst_dir) override {
+    if (!sys::path_exists(dst_dir)) return ok();
+    // A read-only subvolume's files cannot be unlinked: writable first.
+    struct stat st;
+    if (auto fd = sys::open_file(dst_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        fd && sys::btrfs::is_btrfs(fd->get()) && ::fstat(fd->get(), &st) == 0 && st.st_ino == 256) {
+      // (Inode 256 is a subvolume's root: a plain directory has no flags.)
+      COPPICE_TRY_CTX(sys::btrfs::make_writable(fd->get()), "remove layer " + dst_dir);
+    }
+    if (move_to_trash(dst_dir)) return ok();
+    return remove_state_dir(dst_dir);
+  }
+
+  Result<uint64_t> layer_bytes(const std::string& id) override {
+    COPPICE_TRY_CTX(validate_id(id), "files of sandbox");
+    auto state = state_dir_of(id);
+    if (state.empty()) return make_error(ErrorCode::kNotFound, "files of sandbox " + id + ": not known here");
+    return opts_.disk ? opts_.disk->used(state) : upper_disk_bytes(state);
+  }
+
   bool checkpoint_complete(const std::string& images_dir) override { return ns::checkpoint_complete(images_dir); }
 
   Status continue_after_checkpoint(const std::string& id) override {
@@ -300,6 +333,21 @@ class NsBackend final : public Backend {
     return volumes_.list();
   }
 
+  Result<uint64_t> save_dir(const SandboxHandle& h, const std::string& path, const std::string& dst,
+                            uint64_t max_bytes) override {
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("copy from sandbox " + h.id));
+    DirCopyLimits limits;
+    limits.max_bytes = max_bytes;
+    return save_sandbox_dir(*init, path, dst, limits);
+  }
+  Status restore_dir(const SandboxHandle& h, const std::string& src, uint32_t src_root,
+                     const std::string& path) override {
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("copy into sandbox " + h.id));
+    return restore_sandbox_dir(*init, h.host_uid, src, src_root, path);
+  }
+
   Status mount_volume(const SandboxHandle& h, const VolumeMount& m) override {
     auto init = pinned_init(h);
     if (!init) return std::unexpected(std::move(init.error()).context("mount volume in sandbox " + h.id));
@@ -401,6 +449,16 @@ class NsBackend final : public Backend {
       if (!init || *init != pid) return make_error(ErrorCode::kNotFound, "its PID 1 is gone");
     }
     return std::move(*fd);
+  }
+
+  // The state dir of a sandbox this process runs, else its registry record's.
+  std::string state_dir_of(const std::string& id) {
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = live_.find(id); it != live_.end()) return it->second->handle.state_dir;
+    }
+    auto r = registry_lookup(opts_.registry_dir, id);
+    return r ? *r : std::string();
   }
 
   sys::BackgroundPool* background() const { return opts_.background ? opts_.background : own_pool_.get(); }

@@ -1,0 +1,601 @@
+// Snapshots and fork (SandboxManager::create_snapshot, delete_snapshot,
+// fork, and a create whose template is a snapshot).
+//
+// A snapshot keeps a read-only copy of a running sandbox's writable layer
+// (Backend::copy_layer: a btrfs snapshot where layers are subvolumes) and,
+// with memory, a checkpoint of its processes taken with leave_running. A
+// sandbox started from it gets the template below, the snapshot's layers
+// (the copy and those the source itself stood on) in the middle and a
+// fresh writable layer on top; with memory its processes are restored and
+// envd is given the new sandbox's token (it would otherwise keep the
+// source's, which it holds in memory).
+//
+// Ownership of ids in the layers: each copy keeps the host uids the source
+// wrote it with, and every sandbox shows it through an idmapped mount whose
+// user namespace maps that range onto its own (LowerLayer::host_root). No
+// file is rewritten (a walk of a tree the sandbox shaped would cost what it
+// holds and run on a request path), and the copy stays one O(1) snapshot
+// shared by every sandbox started from it.
+//
+// Where: <state>/sandboxes/.snapshots/<layer> (the copy) and
+// <layer>.images (the checkpoint), beside the sandboxes' state dirs so the
+// copy is a snapshot on the same file system. A layer is kept while a stored
+// snapshot or a sandbox names it, or an operation in flight has pinned it;
+// collect_layers() removes the rest (after a restart too, so a snapshot or
+// fork cut short by a crash leaves nothing).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <set>
+
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/scope_exit.h"
+#include "core/offload.h"
+#include "core/sandbox_manager.h"
+#include "core/sandbox_manager_internal.h"
+#include "http/client.h"
+#include "sys/fsutil.h"
+#include "sys/tree_copy.h"
+
+namespace coppice::core {
+
+using asio::use_awaitable;
+
+json layers_json(const std::vector<sandbox::LowerLayer>& layers) {
+  json out = json::array();
+  for (const auto& l : layers) out.push_back(json{{"dir", l.dir}, {"hostRoot", l.host_root}});
+  return out;
+}
+
+std::vector<sandbox::LowerLayer> layers_from_json(const json& j) {
+  std::vector<sandbox::LowerLayer> out;
+  if (!j.is_array()) return out;
+  for (const auto& e : j) {
+    if (!e.is_object()) continue;
+    auto d = e.find("dir");
+    auto h = e.find("hostRoot");
+    if (d == e.end() || !d->is_string() || h == e.end() || !h->is_number_unsigned()) continue;
+    out.push_back(sandbox::LowerLayer{d->get<std::string>(), h->get<uint32_t>()});
+  }
+  return out;
+}
+
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+}
+
+// The layer a LowerLayer's dir belongs to: ".../.snapshots/<layer>/upper" -> "<layer>".
+std::string layer_key(const std::string& dir) {
+  std::string d = dir;
+  if (d.ends_with("/upper")) d.resize(d.size() - 6);
+  auto slash = d.find_last_of('/');
+  return slash == std::string::npos ? d : d.substr(slash + 1);
+}
+
+SnapshotView snapshot_view(const store::SnapshotRecord& r) {
+  SnapshotView v;
+  v.id = r.id;
+  v.name = r.name;
+  v.team = r.team;
+  v.source_sandbox = r.source_sandbox;
+  v.template_id = r.template_id;
+  v.memory = r.memory;
+  v.created_at = Clock::time_point(std::chrono::milliseconds(r.created_at));
+  v.disk_bytes = static_cast<uint64_t>(r.disk_bytes);
+  return v;
+}
+
+// Bytes the files directly in `dir` hold (a checkpoint's images are one
+// flat directory).
+uint64_t flat_dir_bytes(const std::string& dir) {
+  uint64_t total = 0;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return 0;
+  while (auto* e = ::readdir(d)) {
+    struct stat st;
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+      total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  ::closedir(d);
+  return total;
+}
+
+// Gives a restored envd the new sandbox's token: /init authorised with the
+// token it holds from the checkpoint (the source's), which it then drops.
+asio::awaitable<Status> envd_rekey(std::string socket, std::string old_token, std::string new_token,
+                                   std::map<std::string, std::string> env) {
+  const http::Endpoint ep{socket, "", 0};
+  http::Fields headers{{"Content-Type", "application/json"}};
+  if (!old_token.empty()) headers.emplace_back("X-Access-Token", old_token);
+  json body = json::object();
+  if (!new_token.empty()) body["accessToken"] = new_token;
+  if (!env.empty()) body["envVars"] = env;
+  std::string target = "/init", payload = body.dump();
+  const std::chrono::milliseconds limit = std::chrono::seconds(5);
+  auto r = co_await http::fetch(ep, http::bhttp::verb::post, std::move(target), headers, std::move(payload), limit);
+  if (!r) co_return std::unexpected(std::move(r.error()).context("envd /init after restore"));
+  if (r->status != 204 && r->status != 200)
+    co_return make_error(ErrorCode::kInternal, "envd /init after restore answered " + std::to_string(r->status));
+  co_return ok();
+}
+
+}  // namespace
+
+// What a new sandbox starts from: a stored snapshot or a fork's checkpoint.
+struct SandboxManager::StartPoint {
+  std::string snapshot_id;  // "" for a fork's children
+  std::string parent;       // the sandbox the files (and memory) come from
+  std::string template_id;
+  std::vector<sandbox::LowerLayer> layers;  // topmost first
+  std::string images;                       // checkpoint; "" for files only
+  std::string old_token;                    // the token the checkpointed envd holds
+  int cpu_count = 1, memory_mb = 512, disk_mb = 0;
+};
+
+// A layer (and checkpoint) just taken of a running sandbox.
+struct SandboxManager::Taken {
+  std::string dir;             // the copy (LowerLayer dir is dir + "/upper")
+  std::string images;          // "" without memory
+  sandbox::LowerLayer top;     // the copy as a layer
+  uint64_t bytes = 0;          // what it holds (files, and the checkpoint)
+  double ms = 0;               // how long the sandbox was held
+};
+
+std::shared_ptr<const SandboxManager::StartPoint> SandboxManager::start_point_of(const store::SnapshotRecord& r) {
+  auto from = std::make_shared<StartPoint>();
+  from->snapshot_id = r.id;
+  from->parent = r.source_sandbox;
+  from->template_id = r.template_id;
+  from->layers = layers_from_json(r.data.value("layers", json::array()));
+  if (r.memory) from->images = r.data.value("images", std::string());
+  from->old_token = r.data.value("token", std::string());
+  from->cpu_count = r.data.value("cpuCount", 1);
+  from->memory_mb = r.data.value("memoryMB", 512);
+  from->disk_mb = r.data.value("diskMB", 0);
+  return from;
+}
+
+// --- public entry points ---
+
+asio::awaitable<Result<SnapshotView>> SandboxManager::create_snapshot(std::string id, TeamScope team, std::string name,
+                                                                      bool memory) {
+  auto op = do_create_snapshot(std::move(id), std::move(team), std::move(name), memory);
+  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
+}
+
+asio::awaitable<Status> SandboxManager::delete_snapshot(std::string ref, std::string team) {
+  auto op = do_delete_snapshot(std::move(ref), std::move(team));
+  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
+}
+
+asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::fork(std::string id, TeamScope team, int count,
+                                                                     std::optional<int> timeout_s) {
+  auto op = do_fork(std::move(id), std::move(team), count, timeout_s);
+  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
+}
+
+Result<std::vector<SnapshotView>> SandboxManager::list_snapshots(const std::string& team,
+                                                                 const std::string& source_sandbox) const {
+  auto rows = store_.list_snapshots(team, source_sandbox);
+  if (!rows) return std::unexpected(rows.error());
+  std::vector<SnapshotView> out;
+  for (const auto& r : *rows) out.push_back(snapshot_view(r));
+  return out;
+}
+
+// --- on the owner ---
+
+asio::awaitable<Result<SandboxManager::Taken>> SandboxManager::take(std::shared_ptr<Live> l, std::string layer_id,
+                                                                    bool memory) {
+  const std::string id = l->id;
+  COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));  // one operation at a time; a kill waits (409)
+  Taken t;
+  t.dir = snapshots_dir() + "/" + layer_id;
+  t.images = memory ? t.dir + ".images" : "";
+  const std::string parent = snapshots_dir();
+  auto job = [this, id, t, parent]() -> Result<Taken> {
+    Taken out = t;
+    auto t0 = std::chrono::steady_clock::now();
+    COPPICE_TRY_CTX(sys::make_dirs(parent, 0700), "snapshots dir");
+    // The processes first (criu stops them for the dump and lets them
+    // run on), then the files, frozen, right after.
+    if (!out.images.empty()) {
+      if (auto c = backend_.checkpoint(id, out.images, /*leave_running=*/true); !c) {
+        (void)sys::remove_tree(out.images);
+        return std::unexpected(std::move(c.error()));
+      }
+    }
+    if (auto f = backend_.freeze(id); !f) {
+      if (!out.images.empty()) (void)sys::remove_tree(out.images);
+      return std::unexpected(std::move(f.error()).context("freeze"));
+    }
+    auto copied = backend_.copy_layer(id, out.dir);
+    auto thawed = backend_.thaw(id);
+    if (!copied || !thawed) {
+      if (!out.images.empty()) (void)sys::remove_tree(out.images);
+      if (copied) (void)backend_.remove_layer(out.dir);
+      return std::unexpected(!copied ? std::move(copied.error()) : std::move(thawed.error()));
+    }
+    out.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    auto used = backend_.layer_bytes(id);
+    out.bytes = (used ? *used : 0) + (out.images.empty() ? 0 : flat_dir_bytes(out.images));
+    out.top.dir = *copied;
+    return out;
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  (void)transition(*l, SandboxState::kRunning);
+  if (!r) co_return std::unexpected(std::move(r.error()).context("snapshot of sandbox " + id));
+  r->top.host_root = l->handle.host_uid;
+  co_return r;
+}
+
+asio::awaitable<Result<SnapshotView>> SandboxManager::do_create_snapshot(std::string id, TeamScope team,
+                                                                         std::string name, bool memory) {
+  auto found = find(id, team);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  if (l->state != SandboxState::kRunning) {
+    co_return make_error(ErrorCode::kFailedPrecondition,
+                         "sandbox " + id + " is " + std::string(state_label(l->state)) + ": only a running sandbox can be snapshotted");
+  }
+  if (l->lowers.size() >= sandbox::kMaxLowerLayers) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " stands on " +
+                                                             std::to_string(l->lowers.size()) +
+                                                             " snapshot layers already, the most a sandbox may have");
+  }
+  std::string snap_id = new_sandbox_id();
+  const std::string dir = snapshots_dir() + "/" + snap_id;
+  ++pinned_layers_[dir];
+  auto unpin_now = [this, dir] {
+    if (--pinned_layers_[dir] <= 0) pinned_layers_.erase(dir);
+  };
+  ScopeExit unpin(unpin_now);
+  auto taking = take(l, snap_id, memory);
+  auto taken = co_await std::move(taking);
+  if (!taken) co_return std::unexpected(taken.error());
+  std::vector<sandbox::LowerLayer> layers{taken->top};
+  layers.insert(layers.end(), l->lowers.begin(), l->lowers.end());
+  store::SnapshotRecord rec;
+  rec.id = snap_id;
+  rec.team = l->team;
+  rec.name = name;
+  rec.source_sandbox = id;
+  rec.template_id = l->template_id;
+  rec.memory = memory;
+  rec.created_at = now_ms();
+  rec.disk_bytes = static_cast<int64_t>(taken->bytes);
+  rec.data = json{{"layers", layers_json(layers)},     {"images", taken->images},
+                  {"token", l->token},                {"cpuCount", l->cpu_count},
+                  {"memoryMB", l->memory_mb},         {"diskMB", l->disk_mb},
+                  {"lineage", l->lineage.is_null() ? json::object() : l->lineage}};
+  auto op = [rec](store::Store& st) { return st.add_snapshot(rec); };
+  auto w = co_await store_q_.write(std::move(op));
+  if (!w) {
+    unpin.release();
+    unpin_now();
+    co_await collect_layers();
+    co_return std::unexpected(std::move(w.error()).context("store snapshot"));
+  }
+  COPPICE_LOG(info).sandbox(id) << "snapshot " << snap_id << (memory ? " (memory and files)" : " (files)")
+                                << " taken in " << taken->ms << " ms, " << taken->bytes << " bytes";
+  co_return snapshot_view(rec);
+}
+
+asio::awaitable<Status> SandboxManager::do_delete_snapshot(std::string ref, std::string team) {
+  auto find_job = [this, team, ref] { return store_.find_snapshot(team, ref); };
+  auto found = co_await run_on(workers_, std::move(find_job));
+  if (!found) co_return std::unexpected(found.error());
+  const std::string id = found->id;
+  auto op = [id, team](store::Store& st) { return st.delete_snapshot(id, team); };
+  auto w = co_await store_q_.write(std::move(op));
+  if (!w) co_return std::unexpected(w.error());
+  co_await collect_layers();
+  co_return ok();
+}
+
+asio::awaitable<Result<SandboxView>> SandboxManager::do_create_from(CreateParams p,
+                                                                    std::shared_ptr<const StartPoint> from) {
+  auto t0 = std::chrono::steady_clock::now();
+  if (stopping_) co_return make_error(ErrorCode::kUnavailable, "the gateway is shutting down");
+  auto tmpl = templates_.get(from->template_id);
+  if (!tmpl) {
+    co_return make_error(ErrorCode::kFailedPrecondition,
+                         "template " + from->template_id + " the snapshot was taken on is gone");
+  }
+  const bool memory = !from->images.empty();
+  // A restored envd holds the source's token until told another: a child of
+  // a secured source is always secured.
+  auto l = new_live(*tmpl, p.secure || !from->old_token.empty());
+  while (live_.count(l->id)) l->id = new_sandbox_id();
+  l->state_dir = cfg_.state_dir + "/sandboxes/" + l->id;
+  l->cpu_count = from->cpu_count;
+  l->memory_mb = from->memory_mb;
+  if (cfg_.disk_quota) l->disk_mb = from->disk_mb;
+  l->lowers = from->layers;
+  l->lineage = json::object();
+  if (!from->parent.empty()) l->lineage["parentSandboxID"] = from->parent;
+  if (!from->snapshot_id.empty()) l->lineage["snapshotID"] = from->snapshot_id;
+  live_[l->id] = l;  // reserved: invisible until handed out
+  EnvdInit init;
+  init.access_token = l->token;
+  init.env_vars = tmpl->env;
+  for (const auto& [k, v] : p.env_vars) init.env_vars[k] = v;
+  auto spec = spec_for(*l, *tmpl, init);
+  // Each restore reads its own copy of the images (criu writes its log and
+  // work files beside them; children restore in parallel).
+  const std::string images = from->images;
+  const std::string own_images = memory ? images + "." + l->id : "";
+  if (memory) {
+    spec.restore_from = own_images;
+    spec.init_json.clear();
+    ++pinned_layers_[own_images];
+  }
+  ScopeExit unpin([this, own_images] {
+    if (own_images.empty()) return;
+    if (--pinned_layers_[own_images] <= 0) pinned_layers_.erase(own_images);
+  });
+  auto job = [this, spec, images, own_images]() -> std::pair<std::string, Result<sandbox::SandboxHandle>> {
+    std::string tree = templates::tree_key(spec.rootfs);
+    if (!own_images.empty()) {
+      if (auto c = sys::copy_tree(images, own_images); !c) {
+        return {std::move(tree), std::unexpected(std::move(c.error()).context("copy of the checkpoint"))};
+      }
+    }
+    auto h = backend_.create(spec);
+    if (!own_images.empty()) (void)sys::remove_tree(own_images);
+    return {std::move(tree), std::move(h)};
+  };
+  auto made = co_await run_on(workers_, std::move(job));
+  l->tree = std::move(made.first);
+  auto& handle = made.second;
+  if (!handle) {
+    live_.erase(l->id);
+    metrics_.create_failures.inc();
+    COPPICE_LOG_RATE(warn, 5) << "create from " << (from->snapshot_id.empty() ? "a fork of " + from->parent
+                                                                              : "snapshot " + from->snapshot_id)
+                              << " failed: " << handle.error().to_string();
+    co_return std::unexpected(std::move(handle.error()).context(memory ? "restore sandbox" : "create sandbox"));
+  }
+  l->handle = *handle;
+  Status s = ok();
+  if (memory) {
+    // Not routed yet: nobody can reach it with the source's token meanwhile.
+    std::string socket = l->handle.envd_socket, old_token = from->old_token, token = l->token;
+    std::map<std::string, std::string> env = p.env_vars;
+    auto rekey = envd_rekey(std::move(socket), std::move(old_token), std::move(token), std::move(env));
+    s = co_await std::move(rekey);
+  } else {
+    std::string socket = l->handle.envd_socket, token = l->token;
+    Template t = *tmpl;
+    auto commands = run_template_commands(std::move(socket), std::move(token), std::move(t));
+    s = co_await std::move(commands);
+  }
+  if (!s) {
+    (void)transition(*l, SandboxState::kGone);
+    co_await discard(l);
+    metrics_.create_failures.inc();
+    co_return std::unexpected(std::move(s.error()));
+  }
+  p.env_vars.clear();  // given to envd above (or at its start)
+  auto v = co_await hand_out(l, p, false, t0);
+  if (!v) metrics_.create_failures.inc();
+  co_return v;
+}
+
+asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::string id, TeamScope team, int count,
+                                                                        std::optional<int> timeout_s) {
+  auto found = find(id, team);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  if (l->state != SandboxState::kRunning) {
+    co_return make_error(ErrorCode::kFailedPrecondition,
+                         "sandbox " + id + " is " + std::string(state_label(l->state)) + ": only a running sandbox can be forked");
+  }
+  if (l->lowers.size() >= sandbox::kMaxLowerLayers) {
+    co_return make_error(ErrorCode::kFailedPrecondition,
+                         "sandbox " + id + " stands on the most snapshot layers a sandbox may have");
+  }
+  const std::string layer_id = new_sandbox_id();
+  const std::string dir = snapshots_dir() + "/" + layer_id;
+  ++pinned_layers_[dir];
+  auto unpin_now = [this, dir] {
+    if (--pinned_layers_[dir] <= 0) pinned_layers_.erase(dir);
+  };
+  ScopeExit unpin(unpin_now);
+  auto t0 = std::chrono::steady_clock::now();
+  auto taking = take(l, layer_id, true);
+  auto taken = co_await std::move(taking);
+  if (!taken) co_return std::unexpected(taken.error());
+  auto t1 = std::chrono::steady_clock::now();
+  auto from = std::make_shared<StartPoint>();
+  from->parent = id;
+  from->template_id = l->template_id;
+  from->layers.push_back(taken->top);
+  from->layers.insert(from->layers.end(), l->lowers.begin(), l->lowers.end());
+  from->images = taken->images;
+  from->old_token = l->token;
+  from->cpu_count = l->cpu_count;
+  from->memory_mb = l->memory_mb;
+  from->disk_mb = l->disk_mb;
+  CreateParams p;
+  p.template_id = l->template_id;
+  p.team = l->team;
+  p.timeout_s = timeout_s;
+  p.metadata = l->metadata;
+  p.secure = !l->token.empty();
+  p.network = l->network;
+  p.public_traffic = l->traffic_token.empty();
+  p.mask_request_host = l->mask_host;
+  p.https_ports = l->https_ports;
+
+  // The children in parallel: each create runs its kernel work on a worker.
+  struct Gather {
+    std::vector<std::optional<ForkChild>> out;
+    int left;
+    asio::steady_timer done;
+  };
+  auto g = std::make_shared<Gather>(Gather{std::vector<std::optional<ForkChild>>(static_cast<size_t>(count)), count,
+                                           asio::steady_timer(owner_, asio::steady_timer::time_point::max())});
+  for (int i = 0; i < count; ++i) {
+    auto child = do_create_from(p, from);
+    asio::co_spawn(owner_, std::move(child),
+                   asio::bind_executor(owner_, [g, i](std::exception_ptr e, Result<SandboxView> r) {
+                     g->out[static_cast<size_t>(i)] =
+                         e ? ForkChild(make_error(ErrorCode::kInternal, "fork child failed")) : std::move(r);
+                     if (--g->left == 0) g->done.cancel();
+                   }));
+  }
+  if (g->left > 0) co_await g->done.async_wait(asio::as_tuple(use_awaitable));
+  // The checkpoint is spent (each child restored its own copy); the layer
+  // stays while a child stands on it.
+  const std::string images = taken->images;
+  auto drop = [images] {
+    (void)sys::remove_tree(images);
+    return true;
+  };
+  (void)co_await run_on(workers_, std::move(drop));
+  unpin.release();
+  unpin_now();
+  co_await collect_layers();
+  std::vector<ForkChild> out;
+  int made = 0;
+  for (auto& c : g->out) {
+    made += (*c).has_value() ? 1 : 0;
+    out.push_back(std::move(*c));
+  }
+  auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+  COPPICE_LOG(info).sandbox(id) << "forked: " << made << " of " << count << " children in "
+                                << ms(t0, std::chrono::steady_clock::now()) << " ms (checkpoint and files "
+                                << ms(t0, t1) << " ms, " << taken->bytes << " bytes)";
+  co_return out;
+}
+
+asio::awaitable<void> SandboxManager::collect_layers() {
+  std::set<std::string> keys, pinned;
+  for (const auto& [id, l] : live_)
+    for (const auto& layer : l->lowers) keys.insert(layer_key(layer.dir));
+  for (const auto& [path, n] : pinned_layers_) pinned.insert(path);
+  const std::string dir = snapshots_dir();
+  auto job = [this, keys, pinned, dir]() mutable -> Status {
+    if (!sys::path_exists(dir)) return ok();
+    COPPICE_ASSIGN_OR_RETURN(auto rows, store_.list_snapshots(""));
+    std::set<std::string> images;
+    for (const auto& r : rows) {
+      for (const auto& layer : layers_from_json(r.data.value("layers", json::array()))) keys.insert(layer_key(layer.dir));
+      if (auto i = r.data.find("images"); i != r.data.end() && i->is_string() && !i->get<std::string>().empty())
+        images.insert(i->get<std::string>());
+    }
+    std::vector<std::string> names;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return errno_error("open " + dir);
+    while (auto* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+    for (const auto& n : names) {
+      const std::string path = dir + "/" + n;
+      if (pinned.count(path)) continue;
+      const bool is_images = n.find(".images") != std::string::npos;
+      if (is_images ? images.count(path) > 0 : keys.count(n.substr(0, n.find('.'))) > 0) continue;
+      COPPICE_LOG(info) << "snapshots: " << n << " is no longer needed: removing it";
+      auto r = is_images ? sys::remove_tree(path) : backend_.remove_layer(path);
+      if (!r) {
+        COPPICE_LOG(warn) << "snapshots: remove " << path << ": " << r.error().to_string();
+      }
+    }
+    return ok();
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) {
+    COPPICE_LOG_RATE(warn, 60) << "snapshots: collect: " << r.error().to_string();
+  }
+}
+
+// --- directory snapshots ---
+
+asio::awaitable<Result<store::DirSnapshotRecord>> SandboxManager::create_dir_snapshot(std::string id, TeamScope team,
+                                                                                      std::string path,
+                                                                                      std::string name) {
+  auto op = do_create_dir_snapshot(std::move(id), std::move(team), std::move(path), std::move(name));
+  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
+}
+
+asio::awaitable<Status> SandboxManager::restore_dir_snapshot(std::string id, TeamScope team, std::string name,
+                                                             std::string path) {
+  auto op = do_restore_dir_snapshot(std::move(id), std::move(team), std::move(name), std::move(path));
+  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
+}
+
+asio::awaitable<Result<store::DirSnapshotRecord>> SandboxManager::do_create_dir_snapshot(std::string id,
+                                                                                         TeamScope team,
+                                                                                         std::string path,
+                                                                                         std::string name) {
+  auto found = find(id, team);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  if (l->state != SandboxState::kRunning) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is " + std::string(state_label(l->state)));
+  }
+  store::DirSnapshotRecord rec;
+  rec.team = l->team;
+  rec.name = name;
+  rec.id = new_sandbox_id();
+  rec.source_sandbox = id;
+  rec.path = path;
+  rec.host_root = l->handle.host_uid;
+  rec.created_at = now_ms();
+  const sandbox::SandboxHandle h = l->handle;
+  const std::string parent = dir_snapshots_dir(), dst = parent + "/" + rec.id;
+  auto job = [this, h, path, parent, dst, rec]() mutable -> Result<store::DirSnapshotRecord> {
+    if (auto taken = store_.get_dir_snapshot(rec.team, rec.name); taken) {
+      return make_error(ErrorCode::kAlreadyExists, "the team has a directory snapshot named " + rec.name + " already");
+    }
+    COPPICE_TRY_CTX(sys::make_dirs(parent, 0700), "directory snapshots dir");
+    COPPICE_ASSIGN_OR_RETURN(uint64_t bytes, backend_.save_dir(h, path, dst, kMaxDirSnapshotBytes));
+    rec.bytes = static_cast<int64_t>(bytes);
+    if (auto w = store_.add_dir_snapshot(rec); !w) {
+      (void)sys::remove_tree(dst);
+      return std::unexpected(w.error());
+    }
+    return rec;
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) co_return std::unexpected(std::move(r.error()).context("directory snapshot of sandbox " + id));
+  co_return r;
+}
+
+asio::awaitable<Status> SandboxManager::do_restore_dir_snapshot(std::string id, TeamScope team, std::string name,
+                                                                std::string path) {
+  auto found = find(id, team);
+  if (!found) co_return std::unexpected(found.error());
+  auto l = *found;
+  if (l->state != SandboxState::kRunning) {
+    co_return make_error(ErrorCode::kFailedPrecondition, "sandbox " + id + " is " + std::string(state_label(l->state)));
+  }
+  const sandbox::SandboxHandle h = l->handle;
+  const std::string owner_team = l->team, dir = dir_snapshots_dir();
+  auto job = [this, h, owner_team, name, path, dir]() -> Status {
+    COPPICE_ASSIGN_OR_RETURN(auto rec, store_.get_dir_snapshot(owner_team, name));
+    return backend_.restore_dir(h, dir + "/" + rec.id, static_cast<uint32_t>(rec.host_root), path);
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  if (!r) co_return std::unexpected(std::move(r.error()).context("restore into sandbox " + id));
+  co_return ok();
+}
+
+asio::awaitable<Status> SandboxManager::delete_dir_snapshot(std::string team, std::string name) {
+  const std::string dir = dir_snapshots_dir();
+  auto job = [this, team, name, dir]() -> Status {
+    COPPICE_ASSIGN_OR_RETURN(auto rec, store_.get_dir_snapshot(team, name));
+    COPPICE_TRY(store_.delete_dir_snapshot(team, name));
+    return sys::remove_tree(dir + "/" + rec.id);
+  };
+  co_return co_await run_on(workers_, std::move(job));
+}
+
+}  // namespace coppice::core

@@ -1,0 +1,152 @@
+// Fork with the real SDK: sbx.fork({count}) checkpoints the sandbox once
+// (it runs on, its id, token and end of life untouched) and starts `count`
+// children from it in parallel, each with its own id, hostname and envd
+// token (the parent's does not open a child), the parent's files as they
+// were at the fork, and a writable layer of its own. Bad counts are 400s;
+// lineage survives a gateway kill -9; a gateway killed in the middle of a
+// fork leaves, after its restart, every child running or gone and nothing
+// else (state dirs, cgroups, uid slots). Figures: fork x N time, disk bytes
+// per child. Needs root.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { cgroupParentDirs, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+
+const skip = gatewaySkipReason();
+const opt = skip ? { skip } : {};
+const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-fork-'));
+let gw;
+after(async () => {
+  await gw?.stop();
+  removeCgroupParents(stateDir);
+  removeStateDir(stateDir);
+});
+
+const start = () => startGateway({ stateDir });
+const api = (p, init = {}) => fetch(`${gw.url}${p}`, {
+  ...init, headers: { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json', ...(init.headers || {}) },
+});
+const info = async (id) => (await api(`/sandboxes/${id}`)).json();
+// envd's /envs of sandbox `id` through the gateway's proxy with `token`.
+const envs = (id, token) => fetch(`${gw.url}/envs`, { headers: { 'E2b-Sandbox-Id': id, 'E2b-Sandbox-Port': '49983', 'X-Access-Token': token } });
+const sandboxDirs = () => fs.readdirSync(path.join(stateDir, 'sandboxes')).filter((n) => !n.startsWith('.'));
+const cgroupsLeft = () => cgroupParentDirs(stateDir).flatMap((d) => { try { return fs.readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name); } catch { return []; } });
+
+test(`[${sdkName}] fork x5: own ids and tokens, the parent's files, separate layers, the parent untouched`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw = await start();
+  const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000, envs: { FROM: 'parent' } });
+  await parent.files.write('/home/user/before.txt', 'written before the fork');
+  const before = await info(parent.sandboxId);
+
+  const t0 = performance.now();
+  const kids = await parent.fork({ count: 5, timeoutMs: 120_000 });
+  const ms = performance.now() - t0;
+  assert.equal(kids.length, 5);
+  for (const k of kids) assert.ok(!(k instanceof Error), String(k));
+  let bytes = 0;
+  console.log(`[figures] fork x5: ${ms.toFixed(1)} ms total, ${(ms / 5).toFixed(1)} ms per child`);
+
+  // The parent: same id, token and end of life, running, its token still works.
+  const after = await info(parent.sandboxId);
+  assert.equal(after.state, 'running');
+  assert.equal(after.endAt, before.endAt);
+  assert.equal(after.envdAccessToken, before.envdAccessToken);
+  assert.equal((await envs(parent.sandboxId, before.envdAccessToken)).status, 200);
+  await parent.files.write('/home/user/after.txt', 'written after the fork');
+
+  const ids = new Set(kids.map((k) => k.sandboxId));
+  assert.equal(ids.size, 5);
+  assert.ok(!ids.has(parent.sandboxId));
+  const tokens = new Set();
+  for (const k of kids) {
+    const i = await info(k.sandboxId);
+    tokens.add(i.envdAccessToken);
+    assert.notEqual(i.envdAccessToken, before.envdAccessToken);
+    assert.equal((await envs(k.sandboxId, before.envdAccessToken)).status, 401, "the parent's token does not open a child");
+    const own = await envs(k.sandboxId, i.envdAccessToken);
+    assert.equal(own.status, 200);
+    assert.equal((await own.json()).FROM, 'parent', 'the environment is the parent\'s (its envd\'s memory)');
+    assert.equal(i.lineage.parentSandboxID, parent.sandboxId);
+    assert.equal(await k.files.read('/home/user/before.txt'), 'written before the fork');
+    assert.equal(await k.files.exists('/home/user/after.txt'), false);
+    assert.equal((await k.commands.run('hostname')).stdout.trim(), k.sandboxId);
+  }
+  assert.equal(tokens.size, 5);
+  await kids[0].files.write('/home/user/before.txt', 'changed in child 0');
+  assert.equal(await kids[1].files.read('/home/user/before.txt'), 'written before the fork');
+  assert.equal(await parent.files.read('/home/user/before.txt'), 'written before the fork');
+  for (const k of kids) {
+    const m = await (await api(`/sandboxes/${k.sandboxId}/metrics`)).json();
+    bytes += m.at(-1)?.diskUsed ?? 0;
+  }
+  console.log(`[figures] disk bytes per child (its own layer): ${Math.round(bytes / 5)}`);
+
+  // Bad counts: 400 before any work; a missing sandbox: 404.
+  for (const count of [0, 10000, -1]) {
+    const r = await api(`/sandboxes/${parent.sandboxId}/fork`, { method: 'POST', body: JSON.stringify({ count }) });
+    assert.equal(r.status, 400, `count ${count}`);
+    assert.match((await r.json()).message, /count/);
+  }
+  assert.equal((await api('/sandboxes/aaaaaaaaaaaaaaaaaaaa/fork', { method: 'POST', body: '{"count":1}' })).status, 404);
+
+  // Lineage after a gateway kill -9.
+  await gw.kill9();
+  gw = await start();
+  for (const k of kids) assert.equal((await info(k.sandboxId)).lineage.parentSandboxID, parent.sandboxId);
+  for (const k of kids) await Sandbox.kill(k.sandboxId, { ...gw.opts });
+  // The fork's layer goes with its last child.
+  for (let i = 0; i < 100 && fs.readdirSync(path.join(stateDir, 'sandboxes', '.snapshots')).filter((n) => !n.startsWith('.')).length; i++) await sleep(50);
+  assert.deepEqual(fs.readdirSync(path.join(stateDir, 'sandboxes', '.snapshots')).filter((n) => !n.startsWith('.')), []);
+  await Sandbox.kill(parent.sandboxId, { ...gw.opts });
+});
+
+test(`[${sdkName}] a gateway killed during a fork leaves every child running or gone, nothing half-made`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await parent.files.write('/home/user/f', 'x');
+  // The fork request in flight; the gateway dies a moment into it.
+  const forking = api(`/sandboxes/${parent.sandboxId}/fork`, { method: 'POST', body: JSON.stringify({ count: 4 }) }).catch((e) => e);
+  await sleep(700);
+  await gw.kill9();
+  await forking;
+  gw = await start();
+  const listed = await (await api('/v2/sandboxes?state=running,paused&limit=1000')).json();
+  const alive = listed.map((s) => s.sandboxID).filter((id) => id !== parent.sandboxId);
+  for (const id of alive) {
+    const kid = await Sandbox.connect(id, { ...gw.opts });
+    assert.equal(await kid.files.read('/home/user/f'), 'x', `child ${id} is whole`);
+  }
+  // Nothing else: state dirs and cgroups are those of listed sandboxes only.
+  const known = new Set([parent.sandboxId, ...alive]);
+  assert.deepEqual(sandboxDirs().filter((d) => !known.has(d)), []);
+  assert.deepEqual(cgroupsLeft().filter((d) => !known.has(d) && !d.startsWith('spare-')), []);
+  console.log(`[figures] children alive after a kill -9 mid-fork: ${alive.length} of 4`);
+  for (const id of alive) await Sandbox.kill(id, { ...gw.opts });
+  await Sandbox.kill(parent.sandboxId, { ...gw.opts });
+  // With every sandbox gone, the fork's layer and checkpoint are gone too.
+  for (let i = 0; i < 100 && fs.readdirSync(path.join(stateDir, 'sandboxes', '.snapshots')).filter((n) => !n.startsWith('.')).length; i++) await sleep(50);
+  assert.deepEqual(fs.readdirSync(path.join(stateDir, 'sandboxes', '.snapshots')).filter((n) => !n.startsWith('.')), []);
+});
+
+// A fork of a sandbox running a background process (a tree of more than
+// one process): it runs on in every child.
+test(`[${sdkName}] fork of a sandbox with a background process carries it into every child`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await parent.commands.run(`python3 -c 'import time\ni = 0\nwhile True:\n    i += 1\n    open("/tmp/count", "w").write(str(i))\n    time.sleep(0.1)'`, { background: true, timeoutMs: 0 });
+  await sleep(300);
+  const kids = await parent.fork({ count: 2, timeoutMs: 60_000 });
+  for (const k of kids) {
+    assert.ok(!(k instanceof Error), String(k));
+    const a = Number(await k.files.read('/tmp/count'));
+    await sleep(500);
+    assert.ok(Number(await k.files.read('/tmp/count')) > a, 'the counter runs on in the child');
+    await k.kill();
+  }
+  await parent.kill();
+});
