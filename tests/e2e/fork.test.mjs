@@ -139,6 +139,9 @@ test(`[${sdkName}] fork of a sandbox with a background process carries it into e
   gw ??= await start();
   const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
   await parent.commands.run(`python3 -c 'import time\ni = 0\nwhile True:\n    i += 1\n    open("/tmp/count", "w").write(str(i))\n    time.sleep(0.1)'`, { background: true, timeoutMs: 0 });
+  // And a shell loop that forks all the time (a child forked after the
+  // checkpoint listed the tree's pids must not take the restorer's pid).
+  await parent.commands.run('n=0; while :; do n=$((n+1)); echo $n > /tmp/shcount.new; mv /tmp/shcount.new /tmp/shcount; sleep 0.01; done', { background: true, timeoutMs: 0 });
   await sleep(300);
   const kids = await parent.fork({ count: 2, timeoutMs: 60_000 });
   for (const k of kids) {
@@ -146,6 +149,9 @@ test(`[${sdkName}] fork of a sandbox with a background process carries it into e
     const a = Number(await k.files.read('/tmp/count'));
     await sleep(500);
     assert.ok(Number(await k.files.read('/tmp/count')) > a, 'the counter runs on in the child');
+    const b = Number(await k.files.read('/tmp/shcount'));
+    await sleep(300);
+    assert.ok(Number(await k.files.read('/tmp/shcount')) > b, 'the shell loop runs on in the child');
     await k.kill();
   }
   await parent.kill();
