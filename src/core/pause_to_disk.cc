@@ -10,6 +10,7 @@
 #include "core/sandbox_manager.h"
 #include "core/sandbox_manager_internal.h"
 #include "sys/fsutil.h"
+#include "templates/templates.h"
 
 namespace coppice::core {
 
@@ -81,12 +82,34 @@ asio::awaitable<Status> SandboxManager::resume_from_disk(std::shared_ptr<Live> l
   }
   auto spec = spec_for(*l, *tmpl, init);
   spec.reuse_state_dir = true;
+  bool memory = l->disk_memory;
+  if (!l->tree.empty() && tmpl->tree != l->tree) {
+    // The template was rebuilt while it was paused: it resumes on the build
+    // it ran on (kept aside, templates.h, while any sandbox names it), which
+    // its memory and files were made against.
+    const std::string root = templates_.root(), tree = l->tree;
+    auto find = [root, tree]() -> std::string {
+      for (const auto& t : templates::retired_trees(root)) {
+        if (t.key == tree) return t.path + "/rootfs";
+      }
+      return {};
+    };
+    std::string rootfs = co_await run_on(workers_, std::move(find));
+    if (!rootfs.empty()) {
+      spec.rootfs = rootfs;
+    } else if (memory) {
+      // Gone after all: its files on the new build, a cold boot.
+      COPPICE_LOG(warn).sandbox(id) << "its template build is gone: resumed cold on the current one";
+      memory = false;
+      l->tree = tmpl->tree;
+    }
+  }
   // Its volumes (at create and hot-mounted) are mounted again, where they were.
   auto mounts = store_.volume_mounts(id);
   if (!mounts) co_return std::unexpected(std::move(mounts.error()).context("volumes of sandbox " + id));
   for (const auto& m : *mounts) spec.volumes.push_back(sandbox::VolumeMount{backend_.volume_dir(m.volume_id), m.path});
   const std::string images = l->state_dir + "/checkpoint";
-  if (l->disk_memory) {
+  if (memory) {
     spec.restore_from = images;
     spec.init_json.clear();  // envd's memory has it
   }
@@ -105,7 +128,7 @@ asio::awaitable<Status> SandboxManager::resume_from_disk(std::shared_ptr<Live> l
   } else if (fd.error().code() == ErrorCode::kNotFound) {
     asio::co_spawn(owner_, on_envd_exit(id), asio::detached);
   }
-  if (!l->disk_memory && (!tmpl->start_cmd.empty())) {
+  if (!memory && (!tmpl->start_cmd.empty())) {
     auto commands = run_template_commands(l->handle.envd_socket, l->token, *tmpl);
     if (auto s = co_await std::move(commands); !s) {
       COPPICE_LOG(warn).sandbox(id) << "start command after a cold resume: " << s.error().to_string();

@@ -317,3 +317,38 @@ test(`[${sdkName}] /dev/shm is kept across a pause with memory`, opt, async () =
   await until('the held file written through its old fd', async () => (await back.files.read('/dev/shm/held')) === 'one\ntwo\n');
   await back.kill();
 });
+
+// The template rebuilt while a sandbox is paused: it resumes, memory and
+// all, on the build it ran on (kept aside until no sandbox names it).
+test(`[${sdkName}] a template rebuilt while a sandbox is paused: it resumes on its own build`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const { execFileSync } = await import('node:child_process');
+  const templates = path.join(stateDir, 'templates');
+  const name = `rebuilt${process.pid}`;
+  const build = (marker) => {
+    const dir = path.join(templates, name);
+    fs.mkdirSync(dir);
+    execFileSync('cp', ['-a', path.join(templates, 'base', 'rootfs'), path.join(dir, 'rootfs')]);
+    fs.writeFileSync(path.join(dir, 'rootfs', 'build.txt'), marker);
+    fs.copyFileSync(path.join(templates, 'base', 'template.toml'), path.join(dir, 'template.toml'));
+  };
+  build('first');
+  assert.equal((await fetch(`${gw.url}/templates/reload`, { method: 'POST', headers })).status, 200);
+  const sbx = await Sandbox.create(name, { ...gw.opts, timeoutMs: 600_000 });
+  const h = await sbx.commands.run('sleep 600', { background: true, timeoutMs: 0 });
+  await h.disconnect();
+  assert.equal(await sbx.pause(), true);
+  // A rebuild as the builder does it: the old build moved aside, a new one in its place.
+  fs.mkdirSync(path.join(templates, '.retired'), { recursive: true });
+  fs.renameSync(path.join(templates, name), path.join(templates, '.retired', `${name}-1`));
+  build('second');
+  assert.equal((await fetch(`${gw.url}/templates/reload`, { method: 'POST', headers })).status, 200);
+  const back = await Sandbox.connect(sbx.sandboxId, gw.opts);
+  assert.equal((await back.commands.run('cat /build.txt')).stdout, 'first', 'its own build');
+  assert.equal((await back.commands.run(`cat /proc/${h.pid}/comm`)).stdout.trim(), 'sleep', 'restored');
+  const fresh = await Sandbox.create(name, { ...gw.opts });
+  assert.equal((await fresh.commands.run('cat /build.txt')).stdout, 'second', 'new sandboxes get the new build');
+  await fresh.kill();
+  await back.kill();
+});
