@@ -517,7 +517,7 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_return;
   }
   if (snapshot_delete) {
-    co_await delete_snapshot(ex, path.substr(11), caller);
+    co_await delete_snapshot(ex, path.substr(11), caller, /*as_template=*/true);
     co_return;
   }
   if (path == "/volumes" || path.starts_with("/volumes/")) {

@@ -110,7 +110,8 @@ class Api {
   // Snapshots and fork (snapshots_api.cc).
   asio::awaitable<void> sandbox_snapshot(http::Exchange& ex, const std::string& id, const Caller& caller);
   asio::awaitable<void> snapshots_route(http::Exchange& ex, const std::string& rest, const Caller& caller);
-  asio::awaitable<void> delete_snapshot(http::Exchange& ex, const std::string& ref, const Caller& caller);
+  asio::awaitable<void> delete_snapshot(http::Exchange& ex, const std::string& ref, const Caller& caller,
+                                        bool as_template = false);
   asio::awaitable<void> fork(http::Exchange& ex, const std::string& id, const Caller& caller);
   // Directory snapshots (an extension, snapshots_api.cc).
   asio::awaitable<void> sandbox_dir_snapshots(http::Exchange& ex, const std::string& id, const std::string& rest,

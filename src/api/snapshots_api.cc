@@ -135,9 +135,15 @@ asio::awaitable<void> Api::snapshots_route(http::Exchange& ex, const std::string
   co_await reply_json(ex, 200, out.dump(), headers);
 }
 
-asio::awaitable<void> Api::delete_snapshot(http::Exchange& ex, const std::string& ref, const Caller& caller) {
+asio::awaitable<void> Api::delete_snapshot(http::Exchange& ex, const std::string& ref, const Caller& caller,
+                                           bool as_template) {
   std::string r = snapshot_ref(ref, caller.team);
   auto s = co_await mgr_.delete_snapshot(std::move(r), caller.team);
+  if (!s && as_template && s.error().code() == ErrorCode::kNotFound) {
+    // DELETE /templates/{x}: x is neither a template nor a snapshot.
+    co_await error_response(ex, 404, "template " + ref.substr(0, 128) + " not found (nor a snapshot of this team by that name)");
+    co_return;
+  }
   if (!s) {
     co_await error_response(ex, s.error());
     co_return;
