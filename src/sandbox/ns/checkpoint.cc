@@ -376,10 +376,12 @@ Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int
   for (;;) {
     auto list = cgroups.pids(id);
     if (!list) return std::unexpected(std::move(list.error()).context("continue sandbox " + id));
+    // criu runs through the dynamic loader with argv[0] "criu" (its comm
+    // is the loader's fd): known by its command line.
     bool criu = false;
     for (pid_t p : *list) {
-      auto comm = sys::read_file("/proc/" + std::to_string(p) + "/comm");
-      if (comm && comm->rfind("criu", 0) == 0) criu = true;
+      auto cmd = sys::read_file("/proc/" + std::to_string(p) + "/cmdline");
+      if (cmd && cmd->rfind(std::string("criu\0", 5), 0) == 0) criu = true;
     }
     if (!criu || std::chrono::steady_clock::now() > until) {
       for (pid_t p : *list) ::kill(p, SIGCONT);
