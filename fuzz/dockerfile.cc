@@ -25,7 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     last = ins.line;
     FUZZ_CHECK(!ins.keyword.empty(), "empty keyword");
     for (char c : ins.keyword) FUZZ_CHECK(!(c >= 'a' && c <= 'z'), "keyword not upper case");
-    FUZZ_CHECK(!ins.args.empty(), "no arguments");
+    FUZZ_CHECK(!ins.args.empty() || (ins.json && (ins.keyword == "CMD" || ins.keyword == "ENTRYPOINT")),
+               "no arguments");
     FUZZ_CHECK(ins.json || ins.args.size() == 1, "shell form with several arguments");
     if (auto w = builder::expand_words(ins.text, vars, df->escape); !w) FUZZ_CHECK(!w.error().message().empty(), "words");
     if (auto s = builder::expand_string(ins.text, vars, df->escape); !s) FUZZ_CHECK(!s.error().message().empty(), "string");

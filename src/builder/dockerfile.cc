@@ -87,6 +87,11 @@ Result<DockerInstruction> make_instruction(int line, std::string_view joined) {
     if (strings)
       for (const auto& e : j) strings = strings && e.is_string();
     if (strings) {
+      // An empty array is a command of its own for CMD and ENTRYPOINT
+      // (none); anywhere else there is nothing to do it with.
+      if (j.empty() && ins.keyword != "CMD" && ins.keyword != "ENTRYPOINT") {
+        return std::unexpected(at(line, ins.keyword + " needs arguments"));
+      }
       ins.json = true;
       for (const auto& e : j) ins.args.push_back(e.get<std::string>());
       return ins;

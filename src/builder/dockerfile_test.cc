@@ -81,6 +81,14 @@ TEST(Dockerfile, ErrorsNameTheLine) {
   std::string nul = "FROM a\nRUN a";
   nul += '\0';
   EXPECT_EQ(parse_error(nul), "line 2: a NUL byte");
+  // An empty JSON array: nothing to copy or run (found by fuzz/dockerfile.cc);
+  // for CMD and ENTRYPOINT it is a command of its own (none).
+  EXPECT_EQ(parse_error("FROM a\nCOPY --chown=1 []\n"), "line 2: COPY needs arguments");
+  EXPECT_EQ(parse_error("FROM a\nRUN []\n"), "line 2: RUN needs arguments");
+  auto cmd = parse_dockerfile("FROM a\nCMD []\n");
+  ASSERT_TRUE(cmd) << cmd.error().to_string();
+  EXPECT_TRUE(cmd->instructions.back().json);
+  EXPECT_TRUE(cmd->instructions.back().args.empty());
 }
 
 TEST(DockerfileExpand, VariablesQuotesAndEscapes) {
