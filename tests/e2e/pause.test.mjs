@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
+import { processesOf, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
@@ -22,12 +22,6 @@ after(async () => {
   removeStateDir(stateDir);
 });
 
-// Host processes in a cgroup named after the sandbox.
-function processesOf(id) {
-  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try { return fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(id); } catch { return false; }
-  });
-}
 
 const start = () => startGateway({ stateDir, apiKeys: `${TEST_API_KEY},other:${OTHER_KEY}` });
 

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+import { processesOf, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
 
 const criu = '/usr/local/lib/coppice/criu/sbin/criu';
 const skip = gatewaySkipReason() || (fs.existsSync(criu) ? undefined : `no criu at ${criu} (scripts/criu.sh installs it)`);
@@ -25,12 +25,6 @@ after(async () => {
 });
 const start = () => startGateway({ stateDir });
 
-// Host processes in a cgroup named after the sandbox.
-function processesOf(id) {
-  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try { return fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(id); } catch { return false; }
-  });
-}
 
 // GET `p` from port 8000 of sandbox `id` through the gateway's proxy.
 function viaProxy(id, p = '/', extra = {}) {

@@ -286,3 +286,10 @@ export function tlsFetch(u, init = {}, { ca, host }) {
     req.end(init.body);
   });
 }
+
+// Host pids of the processes in a cgroup named after sandbox `id`.
+export function processesOf(id) {
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try { return fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(id); } catch { return false; }
+  });
+}
