@@ -90,6 +90,20 @@ inline int close_range(unsigned first, unsigned last, unsigned flags) {
   return static_cast<int>(::syscall(SYS_close_range, first, last, flags));
 }
 
+// Closes every fd from 3 up except those in `keep` (sorted ascending, no
+// duplicates): for a forked child that never execs and must not hold on to
+// the parent's files (a lock held by fd stays held while any copy is open).
+// Async-signal-safe.
+inline int close_all_but(const int* keep, size_t n) {
+  unsigned from = 3;
+  for (size_t i = 0; i < n; ++i) {
+    if (keep[i] < 0 || static_cast<unsigned>(keep[i]) < from) continue;
+    if (static_cast<unsigned>(keep[i]) > from && close_range(from, static_cast<unsigned>(keep[i]) - 1, 0) != 0) return -1;
+    from = static_cast<unsigned>(keep[i]) + 1;
+  }
+  return close_range(from, ~0U, 0);
+}
+
 // capget/capset with the v3 (64-bit) layout: data[0] holds bits 0-31, data[1] bits 32-63.
 struct CapData {
   uint32_t effective, permitted, inheritable;

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -23,6 +24,7 @@
 
 #include "common/log.h"
 #include "sys/fsutil.h"
+#include "sys/linux_syscalls.h"
 #include "sys/tree_copy.h"
 
 namespace coppice::sandbox::ns {
@@ -31,6 +33,8 @@ namespace {
 constexpr const char* kDefaultCriu = "/usr/local/lib/coppice/criu/sbin/criu";
 constexpr const char* kLoader = "/lib64/ld-linux-x86-64.so.2";
 constexpr const char* kLibDir = "/lib/x86_64-linux-gnu";
+// The name of the process that starts criu (a fork of the gateway).
+constexpr const char* kHelperName = "coppice-criu";
 // criu's cache of its kernel probes (criu-patches/kdat-cache-dir.patch):
 // on a host tmpfs (criu keeps it only there: gone at reboot), handed over
 // by fd. Never the sandbox's /run. /dev/shm: /run is not a tmpfs on every
@@ -184,13 +188,31 @@ Status run_criu(const HelperSpec& h) {
   int go[2];
   if (::pipe2(go, O_CLOEXEC) != 0) return errno_error(ctx + ": pipe");
   sys::UniqueFd go_r(go[0]), go_w(go[1]);
+  // What the helper keeps of our fds: it never execs, and lives as long as
+  // criu, so it must not hold the rest (the uid range registry's lock among
+  // them: a gateway killed during a checkpoint could not be restarted while
+  // criu ran on).
+  std::vector<int> helper_fds = keep;
+  helper_fds.push_back(go_r.get());
+  helper_fds.push_back(loader->get());
+  for (auto& f : ns) helper_fds.push_back(f.get());
+  std::sort(helper_fds.begin(), helper_fds.end());
+  helper_fds.erase(std::unique(helper_fds.begin(), helper_fds.end()), helper_fds.end());
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  // The helper is known by its name from its first instruction on (a
+  // restarted gateway waits for it as for criu, see continue_stopped): the
+  // name is this thread's for the moment of the fork.
+  char thread_name[16] = {};
+  (void)::prctl(PR_GET_NAME, thread_name);
+  (void)::prctl(PR_SET_NAME, kHelperName);
   pid_t child = ::fork();
+  if (child != 0) (void)::prctl(PR_SET_NAME, thread_name);
   if (child == 0) {
     // The helper: wait until it is in the sandbox's cgroups, enter the
     // namespaces, start criu at the wanted pid and pass on its status.
+    if (sys::raw::close_all_but(helper_fds.data(), helper_fds.size()) != 0) ::_exit(120);
     char b;
     if (::read(go_r.get(), &b, 1) != 1) ::_exit(120);
     for (size_t i = 0; i < ns.size(); ++i) {
@@ -377,11 +399,14 @@ Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int
     auto list = cgroups.pids(id);
     if (!list) return std::unexpected(std::move(list.error()).context("continue sandbox " + id));
     // criu runs through the dynamic loader with argv[0] "criu" (its comm
-    // is the loader's fd): known by its command line.
+    // is the loader's fd): known by its command line; its helper (which may
+    // not have started it yet) by its name.
     bool criu = false;
     for (pid_t p : *list) {
       auto cmd = sys::read_file("/proc/" + std::to_string(p) + "/cmdline");
       if (cmd && cmd->rfind(std::string("criu\0", 5), 0) == 0) criu = true;
+      auto comm = sys::read_file("/proc/" + std::to_string(p) + "/comm");
+      if (comm && *comm == std::string(kHelperName) + "\n") criu = true;
     }
     if (!criu || std::chrono::steady_clock::now() > until) {
       for (pid_t p : *list) ::kill(p, SIGCONT);

@@ -1,6 +1,7 @@
 #include "sandbox/ns/uid_ranges.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -140,20 +141,23 @@ Result<UidRangeLease> claim_uid_range(const UidRangeClaim& c) {
   if (!own) return std::unexpected(std::move(own.error()).context("uid range"));
   auto mine = sys::try_lock_file(own->get(), true, path);
   if (!mine) return std::unexpected(std::move(mine.error()).context("uid range"));
-  // A gateway killed with SIGKILL releases its lock only once every process
-  // holding a copy of its fd table is gone too: a sandbox child caught
-  // between clone and exec, a helper. They go within moments; a live gateway
-  // never lets go. Give them 3 s.
-  for (int i = 0; i < 60 && !*mine; ++i) {
-    ::usleep(50000);
-    mine = sys::try_lock_file(own->get(), true, path);
-    if (!mine) return std::unexpected(std::move(mine.error()).context("uid range"));
-  }
   std::optional<Entry> previous;
   if (existed) {
     auto text = sys::read_all_limited(own->get(), path, kMaxEntryBytes);
     if (text) previous = parse_entry(*text);
     if (previous && previous->state_dir != c.state_dir) previous.reset();
+  }
+  // A gateway killed with SIGKILL releases its lock only once every process
+  // holding a copy of its fd table is gone too: a sandbox child caught
+  // between clone and exec, a helper. They go within moments (longer on a
+  // loaded host); a live gateway never lets go. Give them 3 s, or 30 s when
+  // the gateway that wrote the entry is gone.
+  const bool writer_gone = previous && previous->pid > 0 && ::kill(previous->pid, 0) != 0 && errno == ESRCH;
+  const int tries = writer_gone ? 600 : 60;
+  for (int i = 0; i < tries && !*mine; ++i) {
+    ::usleep(50000);
+    mine = sys::try_lock_file(own->get(), true, path);
+    if (!mine) return std::unexpected(std::move(mine.error()).context("uid range"));
   }
   if (!*mine) {
     return make_error(ErrorCode::kAlreadyExists,

@@ -173,6 +173,35 @@ TEST_F(UidRangeRegistryTest, ADeadGatewaysEntryDoesNotBlock) {
   EXPECT_EQ(again.error().code(), ErrorCode::kFailedPrecondition);
 }
 
+// A gateway killed while a process of its own still holds its fds (a
+// helper waiting on criu, a child before exec): the restart waits for that
+// process to go rather than refusing the state dir after 3 s.
+TEST_F(UidRangeRegistryTest, ARestartWaitsForTheLeftoversOfAKilledGateway) {
+  auto ca = claim("a");
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    auto lease = claim_uid_range(ca);
+    if (!lease) _exit(1);
+    if (::fork() == 0) {  // holds the gateway's fds (its lock) for 4.5 s
+      ::usleep(4500000);
+      _exit(0);
+    }
+    (void)!::write(ready[1], "r", 1);
+    _exit(0);
+  }
+  ::close(ready[1]);
+  char b;
+  ASSERT_EQ(::read(ready[0], &b, 1), 1);
+  ::close(ready[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto again = claim_uid_range(ca);
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+}
+
 TEST_F(UidRangeRegistryTest, AStateDirGetsItsRangeBackUntilItWithdraws) {
   auto ca = claim("a");
   ca.fixed_base = kUidFloor + 3000 * kSlot;
