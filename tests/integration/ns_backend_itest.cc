@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -481,6 +482,43 @@ int envd_run_sh(const std::string& socket_path, const std::string& token, const 
 // A tree of several processes (envd, a shell loop it adopted, the loop's
 // sleep) checkpoints and restores into a new sandbox at the same pids, the
 // loop going on from the count it held in memory.
+// A gateway restarted while its criu helper (a fork of the gateway that has
+// joined the sandbox's cgroups but not yet started criu) is about to dump the
+// tree: the tree is continued only once that helper is gone, not before
+// (criu would then leave it stopped behind the new gateway's back).
+TEST_F(NsBackendTest, ContinueAfterACheckpointWaitsForCriusHelper) {
+  const std::string a = "itestckpthelper00001";
+  auto h = backend_->create(spec(a));
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  pid_t helper = ::fork();
+  if (helper == 0) {
+    ::prctl(PR_SET_NAME, "coppice-criu");
+    ::close(go[1]);
+    char b;
+    (void)!::read(go[0], &b, 1);
+    ::pause();
+    _exit(0);
+  }
+  ::close(go[0]);
+  ASSERT_TRUE(cgroups_->join(a, helper).has_value());
+  (void)!::write(go[1], "g", 1);
+  ::close(go[1]);
+  ::kill(h->init_pid, SIGSTOP);
+  auto waited = ns::continue_stopped(*cgroups_, a, 300);
+  ASSERT_FALSE(waited.has_value()) << "went on while the helper was there";
+  EXPECT_EQ(waited.error().code(), ErrorCode::kDeadlineExceeded) << waited.error().to_string();
+  ::kill(helper, SIGKILL);
+  int st;
+  ASSERT_EQ(::waitpid(helper, &st, 0), helper);
+  ::kill(h->init_pid, SIGSTOP);
+  auto went = ns::continue_stopped(*cgroups_, a, 300);
+  EXPECT_TRUE(went.has_value()) << went.error().to_string();
+  EXPECT_NE(status_field(h->init_pid, "State").rfind("T", 0), 0u) << "continued";
+  ASSERT_TRUE(backend_->destroy(a).has_value());
+}
+
 TEST_F(NsBackendTest, CheckpointAndRestoreAProcessTree) {
   if (auto why = ns::checkpoint_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
   const std::string a = "itestckpttreea000001", b = "itestckpttreeb000001";
