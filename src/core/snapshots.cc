@@ -476,13 +476,34 @@ asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::str
 }
 
 asio::awaitable<void> SandboxManager::collect_layers() {
+  // Three steps, in this order, so that nothing an operation in flight is
+  // making is taken for garbage: the names on disk first; then, on the
+  // owner, what live sandboxes stand on and what operations have pinned (a
+  // snapshot or fork pins its layer and images before making them and lets
+  // go only once a sandbox or the store names them); then the store.
+  const std::string dir = snapshots_dir();
+  auto list_job = [dir]() -> Result<std::vector<std::string>> {
+    std::vector<std::string> names;
+    if (!sys::path_exists(dir)) return names;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return errno_error("open " + dir);
+    while (auto* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+    return names;
+  };
+  auto listed = co_await run_on(workers_, std::move(list_job));
+  if (!listed) {
+    COPPICE_LOG_RATE(warn, 60) << "snapshots: collect: " << listed.error().to_string();
+    co_return;
+  }
+  if (listed->empty()) co_return;
   std::set<std::string> keys, pinned;
   for (const auto& [id, l] : live_)
     for (const auto& layer : l->lowers) keys.insert(layer_key(layer.dir));
   for (const auto& [path, n] : pinned_layers_) pinned.insert(path);
-  const std::string dir = snapshots_dir();
-  auto job = [this, keys, pinned, dir]() mutable -> Status {
-    if (!sys::path_exists(dir)) return ok();
+  auto job = [this, keys, pinned, dir, names = std::move(*listed)]() mutable -> Status {
     COPPICE_ASSIGN_OR_RETURN(auto rows, store_.list_snapshots(""));
     std::set<std::string> images;
     for (const auto& r : rows) {
@@ -490,17 +511,12 @@ asio::awaitable<void> SandboxManager::collect_layers() {
       if (auto i = r.data.find("images"); i != r.data.end() && i->is_string() && !i->get<std::string>().empty())
         images.insert(i->get<std::string>());
     }
-    std::vector<std::string> names;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return errno_error("open " + dir);
-    while (auto* e = ::readdir(d)) {
-      if (e->d_name[0] != '.') names.emplace_back(e->d_name);
-    }
-    ::closedir(d);
     for (const auto& n : names) {
       const std::string path = dir + "/" + n;
-      if (pinned.count(path)) continue;
       const bool is_images = n.find(".images") != std::string::npos;
+      // An operation pins a layer's dir; its images are "<dir>.images".
+      const std::string layer_path = is_images ? path.substr(0, path.rfind(".images")) : path;
+      if (pinned.count(path) || pinned.count(layer_path)) continue;
       if (is_images ? images.count(path) > 0 : keys.count(n.substr(0, n.find('.'))) > 0) continue;
       COPPICE_LOG(info) << "snapshots: " << n << " is no longer needed: removing it";
       auto r = is_images ? sys::remove_tree(path) : backend_.remove_layer(path);

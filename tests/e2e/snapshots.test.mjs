@@ -286,3 +286,38 @@ test(`[${sdkName}] snapshot with memory of a background process restores it`, op
   await kid.kill();
   await src.kill();
 });
+
+// Snapshots taken while other snapshots are deleted (each delete sweeps what
+// no sandbox and no stored snapshot names): one in progress is not swept
+// from under criu (which then failed "Can't create log file dump.log").
+test(`[${sdkName}] snapshots in progress survive the sweeps of other deletes`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const a = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const b = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await a.files.write('/home/user/mark', 'a');
+  let done = false;
+  const churn = (async () => {
+    let n = 0;
+    while (!done) {
+      const s = await Sandbox.createSnapshot(b.sandboxId, { ...gw.opts });
+      assert.equal(await Sandbox.deleteSnapshot(s.snapshotId, gw.opts), true);
+      n++;
+    }
+    return n;
+  })();
+  const taken = [];
+  try {
+    for (let i = 0; i < 8; i++) taken.push(await Sandbox.createSnapshot(a.sandboxId, { ...gw.opts }));
+  } finally {
+    done = true;
+  }
+  const sweeps = await churn;
+  assert.ok(sweeps > 0, 'deletes ran beside the snapshots');
+  const kid = await Sandbox.create(taken.at(-1).snapshotId, { ...gw.opts, timeoutMs: 60_000 });
+  assert.equal(await kid.files.read('/home/user/mark'), 'a');
+  await kid.kill();
+  for (const s of taken) assert.equal(await Sandbox.deleteSnapshot(s.snapshotId, gw.opts), true);
+  await a.kill();
+  await b.kill();
+});

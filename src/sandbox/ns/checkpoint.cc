@@ -107,10 +107,18 @@ std::string log_tail(const std::string& path) {
       errs.push_back(line);
     }
   }
+  if (errs.empty()) {
+    // No error line (criu died, or failed without one): its last lines.
+    std::istringstream again(text);
+    while (std::getline(again, line)) {
+      if (!line.empty()) errs.push_back(line);
+    }
+  }
   if (errs.size() > 3) errs.erase(errs.begin(), errs.end() - 3);
   std::string out;
   for (const auto& e : errs) out += (out.empty() ? "" : " | ") + e;
-  return out.empty() ? "see " + path : out;
+  if (out.empty()) return sys::path_exists(path) ? "its log " + path + " is empty" : "it left no log at " + path;
+  return out;
 }
 
 struct HelperSpec {
