@@ -346,3 +346,32 @@ test(`[${sdkName}] a template rebuilt while a sandbox is paused: it resumes on i
   await fresh.kill();
   await back.kill();
 });
+
+// Each sandbox boots with a boot id of its own (/proc/sys/kernel/random/
+// boot_id, which the sandbox cannot change): a resume with memory keeps it
+// (the processes go on), a files-only resume is a new boot with a new one.
+test(`[${sdkName}] boot id: a sandbox's own, kept by a resume with memory, new after a files-only resume`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  if (!gw) gw = await start();
+  const bootId = async (s) => (await s.commands.run('cat /proc/sys/kernel/random/boot_id')).stdout.trim();
+  const host = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  const a = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const b = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const first = await bootId(a);
+  assert.match(first, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.notEqual(first, host, 'not the host\'s');
+  assert.notEqual(first, await bootId(b), 'not another sandbox\'s');
+  const w = await a.commands.run('echo x > /proc/sys/kernel/random/boot_id', { user: 'root' }).catch((e) => e);
+  assert.notEqual(w.exitCode ?? 0, 0, 'read-only for the sandbox\'s root');
+  assert.equal(await a.pause(), true);
+  const back = await Sandbox.connect(a.sandboxId, { ...gw.opts, timeoutMs: 600_000 });
+  assert.equal(await bootId(back), first, 'a resume with memory goes on in the same boot');
+  const r = await fetch(`${gw.url}/sandboxes/${a.sandboxId}/pause`, { method: 'POST', headers, body: '{"memory": false}' });
+  assert.equal(r.status, 204);
+  const cold = await Sandbox.connect(a.sandboxId, { ...gw.opts, timeoutMs: 600_000 });
+  const second = await bootId(cold);
+  assert.notEqual(second, first, 'a files-only resume is a new boot');
+  assert.notEqual(second, host);
+  await cold.kill();
+  await b.kill();
+});

@@ -425,6 +425,30 @@ Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int
   }
 }
 
+bool valid_boot_id(std::string_view id) {
+  if (id.size() != 36) return false;
+  for (size_t i = 0; i < id.size(); ++i) {
+    const char c = id[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return false;
+    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string checkpoint_boot_id(const std::string& images_dir) {
+  auto side = sys::read_file(images_dir + "/" + kSidecar);
+  if (!side) return {};
+  std::istringstream in(*side);
+  std::string key, value;
+  while (in >> key >> value) {
+    if (key == "bootid" && valid_boot_id(value)) return value;
+  }
+  return {};
+}
+
 std::string criu_path() {
   const char* env = std::getenv("COPPICE_CRIU");
   return env && *env ? std::string(env) : std::string(kDefaultCriu);
@@ -468,6 +492,11 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   auto pipe = sys::read_symlink("/proc/" + std::to_string(envd_host) + "/fd/1");
   std::string sidecar = "maxpid " + std::to_string(max_pid) + "\n";
   if (pipe && pipe->rfind("pipe:[", 0) == 0) sidecar += "logpipe " + *pipe + "\n";
+  // The boot id the tree has seen, which its restore keeps.
+  if (auto boot = sys::read_file("/proc/" + std::to_string(init) + "/root/proc/sys/kernel/random/boot_id");
+      boot && valid_boot_id(boot->substr(0, boot->find('\n')))) {
+    sidecar += "bootid " + boot->substr(0, boot->find('\n')) + "\n";
+  }
   COPPICE_TRY_CTX(sys::write_new_file(images_dir + "/" + kSidecar, sidecar, 0600), ctx);
 
   end_foreign_connections(envd_host, 2000);

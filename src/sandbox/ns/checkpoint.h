@@ -43,6 +43,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 
 #include "common/result.h"
 #include "sandbox/ns/cgroup.h"
@@ -51,6 +52,14 @@ namespace coppice::sandbox::ns {
 
 // The criu binary: $COPPICE_CRIU, else where scripts/criu.sh puts it.
 std::string criu_path();
+
+// A boot id as the kernel shows it: 36 characters, lower-case hex and dashes
+// (8-4-4-4-12).
+bool valid_boot_id(std::string_view id);
+
+// The boot id the checkpointed tree saw ("" if the checkpoint has none):
+// a restore keeps it, a cold boot gets a new one.
+std::string checkpoint_boot_id(const std::string& images_dir);
 
 // Whether `images_dir` holds a whole checkpoint: criu finished writing it
 // and it is on disk (checkpoint_tree marks it so before it ends the tree).

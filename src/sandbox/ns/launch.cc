@@ -229,6 +229,20 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     COPPICE_TRY_CTX(sys::change_owner(init_file, host_root, host_root), ctxmsg + ": init file");
   }
 
+  // The sandbox's boot id (its /proc/sys/kernel/random/boot_id): new at each
+  // boot, the checkpoint's at a restore (the tree goes on where it was).
+  {
+    std::string boot = spec.restore_from.empty() ? std::string() : checkpoint_boot_id(spec.restore_from);
+    if (boot.empty()) {
+      std::string hex = new_token(16);
+      hex[12] = '4';                                               // version 4: random
+      hex[16] = "89ab"[std::string_view("0123456789abcdef").find(hex[16]) & 3];  // RFC 4122 variant
+      boot = hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
+             hex.substr(20);
+    }
+    COPPICE_TRY_CTX(sys::write_new_file(paths.dir + "/boot_id", boot + "\n", 0444), ctxmsg + ": boot id");
+  }
+
   // 3. The registry record, so the sandbox can be found after a restart.
   std::optional<RegistryEntry> record;
   if (spec.reuse_state_dir) {

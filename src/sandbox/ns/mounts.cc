@@ -171,6 +171,11 @@ void MountPlan::build(const SandboxSpec& spec, const StatePaths& paths, uid_t ho
     bind(root + p, root + p, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
     ops_.back().optional = true;
   }
+  // The sandbox's own boot id (launch.cc writes it: new at each boot, kept
+  // by a restore), not the host's; after the read-only
+  // bind of /proc/sys over itself, which would hide it.
+  bind(paths.dir + "/boot_id", root + "/proc/sys/kernel/random/boot_id", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  ops_.back().optional = true;
 
   mountpoint(root + "/dev", 0755);
   fs("tmpfs", root + "/dev", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k" + owner);
