@@ -7,7 +7,14 @@
 // outcome's one line goes to stdout. Ctrl-C (or SIGTERM) stops the build,
 // removes its directory and leaves the template in place untouched; the
 // exit status is then 130.
+//
+// As a user other than root (or with --rootless) an image or Dockerfile
+// build runs in a user namespace of that user's ids (builder/rootless.h)
+// into a templates root of its own; root takes the result into the
+// gateway's with `coppice template install` (template_install_cmd.cc).
+#include <pwd.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
@@ -15,8 +22,10 @@
 
 #include "builder/builder.h"
 #include "builder/image_build.h"
+#include "builder/rootless.h"
 #include "cli/cli.h"
 #include "common/strings.h"
+#include "sys/fsutil.h"
 
 namespace coppice::cli {
 namespace {
@@ -45,33 +54,27 @@ struct BuildArgs {
   std::string sources;
   bool force = false;
   bool verbose = false;
+  bool rootless = false;          // --rootless, or not root
+  bool templates_given = false;   // --templates was on the command line
 };
 
-// Tells the gateway about the new template if one answers at --api-url and
-// serves this templates root; otherwise says how to do it later.
-void reload_gateway(const Globals& g, const std::string& name, const std::string& path) {
-  auto r = Client(g).call(verb::post, "/templates/reload", "", std::chrono::minutes(5));
-  if (!r) {
-    std::fprintf(stderr,
-                 "coppice: no reload: %s\n"
-                 "  a gateway started later finds it; a running one needs `coppice template reload`\n",
-                 r.error().message().c_str());
-    return;
+// A rootless build's templates root when --templates is not given:
+// $XDG_DATA_HOME/coppice/templates, else ~/.local/share/coppice/templates.
+std::string user_templates_root() {
+  if (const char* x = std::getenv("XDG_DATA_HOME"); x && x[0] == '/') return std::string(x) + "/coppice/templates";
+  std::string home;
+  if (const char* h = std::getenv("HOME"); h && h[0] == '/') home = h;
+  if (home.empty()) {
+    if (struct passwd* pw = ::getpwuid(::getuid()); pw && pw->pw_dir) home = pw->pw_dir;
   }
-  bool served = false;
-  if (r->is_array()) {
-    for (const auto& t : *r) {
-      if (t.value("templateID", "") == name && t.value("path", "") == path) served = true;
-    }
-  }
-  if (served) std::fprintf(stderr, "coppice: the gateway at %s reloaded and serves %s\n", g.api_url.c_str(), name.c_str());
-  else
-    std::fprintf(stderr,
-                 "coppice: the gateway at %s reloaded, but does not serve %s from %s (its --templates differs)\n",
-                 g.api_url.c_str(), name.c_str(), path.c_str());
+  return (home.empty() ? std::string("/nonexistent") : home) + "/.local/share/coppice/templates";
 }
 
 int run_build(const Globals& g, const BuildArgs& a) {
+  if (a.rootless)
+    return fail("a Debian recipe cannot be built rootless: mmdebstrap needs real root to install packages "
+                "(device nodes, files of many owners, maintainer scripts run as root); build it as root, or "
+                "build rootless from an image or a Dockerfile");
   catch_interrupts();
   builder::BuildOptions o;
   o.recipe_path = a.recipe;
@@ -147,6 +150,17 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
   if (sources != 1) return fail("give one of: a recipe, --image, --oci-layout, --docker-archive, --dockerfile");
   if (a.name.empty()) return fail("--name is required when building from an image or a Dockerfile");
   if (!a.context.empty() && a.dockerfile.empty()) return fail("--context goes with --dockerfile");
+  if (a.rootless) {
+    if (::geteuid() == 0)
+      return fail("--rootless as root: run the build as the user who is to own it (e.g. runuser -u NAME -- "
+                  "coppice template build --rootless ...); root builds straight into the gateway's templates root");
+    if (!a.templates_given) o.templates_root = user_templates_root();
+    auto ids = builder::rootless_ids_for(::getuid());
+    if (!ids) return fail("cannot build rootless: " + ids.error().message());
+    std::fprintf(stderr, "==> rootless: a user namespace where root is %s (uid %u) and ids 1..%u are %u.. (/etc/subuid)\n",
+                 ids->user.c_str(), static_cast<unsigned>(ids->uid), ids->count, ids->subuid.start);
+    if (auto s = builder::enter_build_userns(*ids); !s) return fail("cannot build rootless: " + s.error().message());
+  }
   Result<builder::ImageSource> src = make_error(ErrorCode::kInvalidArgument, "");
   if (!a.image.empty()) src = builder::make_image_source(builder::ImageSource::kRegistry, a.image, ".", a.insecure);
   if (!a.oci_layout.empty()) src = builder::make_image_source(builder::ImageSource::kOciLayout, a.oci_layout, ".", false);
@@ -178,6 +192,18 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
   }
   std::printf("built %s in %.1f s: %s (image %s)\n", res->path.c_str(), res->seconds, format_mib(res->size_bytes).c_str(),
               res->image_digest.empty() ? "scratch" : res->image_digest.c_str());
+  if (a.rootless) {
+    // No gateway runs on this root's trees: the build it replaced goes now.
+    if (!res->replaced_tree.empty()) {
+      if (auto s = sys::remove_tree(res->replaced_tree); !s)
+        std::fprintf(stderr, "coppice: warning: %s\n", s.error().to_string().c_str());
+    }
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "coppice: built rootless; for the gateway, as root: coppice template install %s [--name NAME]\n",
+                 res->path.c_str());
+    return 0;
+  }
   if (!res->replaced_tree.empty())
     std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
                  res->replaced_tree.c_str());
@@ -187,6 +213,30 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
 }
 
 }  // namespace
+
+// (cli.h) Tells the gateway about the new template if one answers at --api-url and
+// serves this templates root; otherwise says how to do it later.
+void reload_gateway(const Globals& g, const std::string& name, const std::string& path) {
+  auto r = Client(g).call(verb::post, "/templates/reload", "", std::chrono::minutes(5));
+  if (!r) {
+    std::fprintf(stderr,
+                 "coppice: no reload: %s\n"
+                 "  a gateway started later finds it; a running one needs `coppice template reload`\n",
+                 r.error().message().c_str());
+    return;
+  }
+  bool served = false;
+  if (r->is_array()) {
+    for (const auto& t : *r) {
+      if (t.value("templateID", "") == name && t.value("path", "") == path) served = true;
+    }
+  }
+  if (served) std::fprintf(stderr, "coppice: the gateway at %s reloaded and serves %s\n", g.api_url.c_str(), name.c_str());
+  else
+    std::fprintf(stderr,
+                 "coppice: the gateway at %s reloaded, but does not serve %s from %s (its --templates differs)\n",
+                 g.api_url.c_str(), name.c_str(), path.c_str());
+}
 
 void add_template_build_command(CLI::App& group, Globals& g) {
   auto a = std::make_shared<BuildArgs>();
@@ -202,15 +252,21 @@ void add_template_build_command(CLI::App& group, Globals& g) {
                   "allow a registry over plain HTTP or with an unverified certificate (loopback registries always are)");
   build->add_option("--network", a->network, "RUN steps' network: none (loopback only; default) or host");
   build->add_option("--max-size", a->max_size, "fail when a layer or the unpacked image is larger (e.g. 500M, 2G)");
-  build->add_option("--templates", a->templates, "the templates root (default /var/lib/coppice/templates)");
+  build->add_option("--templates", a->templates,
+                    "the templates root (default /var/lib/coppice/templates; rootless: ~/.local/share/coppice/templates)");
   build->add_option("--name", a->name, "the template's name (default: the recipe's `name`, else its file name)");
   build->add_flag("--force", a->force, "rebuild even if the template was built from the same recipe");
   build->add_option("--sources", a->sources,
                     "apt sources for recipes without `sources` (default: the host's, "
                     "/etc/apt/sources.list.d/debian.sources)");
   build->add_flag("--verbose", a->verbose, "show apt's own output too");
+  build->add_flag("--rootless", a->rootless,
+                  "build in a user namespace of your ids (the default when not root; images and Dockerfiles only)");
+  auto* templates_opt = build->get_option("--templates");
   build->fallthrough();
-  build->callback([&g, a] {
+  build->callback([&g, a, templates_opt] {
+    a->templates_given = templates_opt->count() > 0;
+    if (::geteuid() != 0) a->rootless = true;
     const bool from_image = !a->image.empty() || !a->oci_layout.empty() || !a->docker_archive.empty() || !a->dockerfile.empty();
     g.run = [&g, a, from_image] { return from_image ? run_image_build(g, *a) : (a->recipe.empty() ? fail("give a recipe, --image, --oci-layout, --docker-archive or --dockerfile") : run_build(g, *a)); };
   });

@@ -2,6 +2,7 @@
 //   list [--json]     GET /templates, as a table or the gateway's JSON
 //   reload [--json]   POST /templates/reload: rescan the templates root now
 //   build RECIPE      build a template on this machine (template_build_cmd.cc)
+//   install DIR       take a rootless build into the gateway's templates root (template_install_cmd.cc)
 //   rm NAME           DELETE /templates/NAME (refused while sandboxes or a pool
 //                     use it), then drop unpacked images no template needs
 #include <unistd.h>
@@ -119,6 +120,7 @@ void add_template_commands(CLI::App& app, Globals& g) {
   });
 
   add_template_build_command(*group, g);
+  add_template_install_command(*group, g);
 }
 
 }  // namespace coppice::cli
