@@ -100,6 +100,19 @@ Result<RootlessIds> rootless_ids_for(uid_t uid) {
   return ids;
 }
 
+std::string rootless_templates_root() {
+  if (const char* x = std::getenv("XDG_DATA_HOME"); x && x[0] == '/') return std::string(x) + "/coppice/templates";
+  std::string home;
+  if (const char* h = std::getenv("HOME"); h && h[0] == '/') home = h;
+  if (home.empty()) {
+    std::vector<char> buf(16384);
+    struct passwd pw {};
+    struct passwd* found = nullptr;
+    if (::getpwuid_r(::getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found && found->pw_dir) home = found->pw_dir;
+  }
+  return (home.empty() ? std::string("/nonexistent") : home) + "/.local/share/coppice/templates";
+}
+
 bool in_child_user_namespace() {
   std::string map = read_or_empty("/proc/self/uid_map");
   auto f = split_string(map, ' ');

@@ -76,6 +76,10 @@ std::optional<uint32_t> inside_id(uint32_t host, uint32_t self, SubIdRange range
 // user namespaces, newuidmap is missing or refused the mapping.
 Status enter_build_userns(const RootlessIds& ids);
 
+// A rootless build's templates root when none is given:
+// $XDG_DATA_HOME/coppice/templates, else ~/.local/share/coppice/templates.
+std::string rootless_templates_root();
+
 // Whether the calling process's user namespace is not the initial one.
 bool in_child_user_namespace();
 

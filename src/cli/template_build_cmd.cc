@@ -12,7 +12,6 @@
 // build runs in a user namespace of that user's ids (builder/rootless.h)
 // into a templates root of its own; root takes the result into the
 // gateway's with `coppice template install` (template_install_cmd.cc).
-#include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -58,17 +57,6 @@ struct BuildArgs {
   bool templates_given = false;   // --templates was on the command line
 };
 
-// A rootless build's templates root when --templates is not given:
-// $XDG_DATA_HOME/coppice/templates, else ~/.local/share/coppice/templates.
-std::string user_templates_root() {
-  if (const char* x = std::getenv("XDG_DATA_HOME"); x && x[0] == '/') return std::string(x) + "/coppice/templates";
-  std::string home;
-  if (const char* h = std::getenv("HOME"); h && h[0] == '/') home = h;
-  if (home.empty()) {
-    if (struct passwd* pw = ::getpwuid(::getuid()); pw && pw->pw_dir) home = pw->pw_dir;
-  }
-  return (home.empty() ? std::string("/nonexistent") : home) + "/.local/share/coppice/templates";
-}
 
 int run_build(const Globals& g, const BuildArgs& a) {
   if (a.rootless)
@@ -154,7 +142,7 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
     if (::geteuid() == 0)
       return fail("--rootless as root: run the build as the user who is to own it (e.g. runuser -u NAME -- "
                   "coppice template build --rootless ...); root builds straight into the gateway's templates root");
-    if (!a.templates_given) o.templates_root = user_templates_root();
+    if (!a.templates_given) o.templates_root = builder::rootless_templates_root();
     auto ids = builder::rootless_ids_for(::getuid());
     if (!ids) return fail("cannot build rootless: " + ids.error().message());
     std::fprintf(stderr, "==> rootless: a user namespace where root is %s (uid %u) and ids 1..%u are %u.. (/etc/subuid)\n",

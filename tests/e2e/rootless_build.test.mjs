@@ -275,3 +275,18 @@ test('install refuses a tree with a file the builder does not own, and leaves th
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /needs root/);
 });
+
+test('the user removes a rootless build (files of its subordinate ids too) with template rm --rootless', opt, async () => {
+  for (const name of ['rl-archive', 'rl-df']) {
+    const dir = path.join(userRoot, name);
+    assert.ok(fs.existsSync(dir), `needs the build ${name} of the tests above`);
+    const r = await coppiceAs(builder, ['template', 'rm', '--rootless', name]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(fs.existsSync(dir), false);
+  }
+  // No template names the unpacked image any more: it went too.
+  assert.deepEqual(fs.readdirSync(path.join(userRoot, '.images')), []);
+  const r = await coppiceAs(builder, ['template', 'rm', '--rootless', 'rl-archive']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /no template rl-archive in /);
+});
