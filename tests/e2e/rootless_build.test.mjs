@@ -132,6 +132,8 @@ before(async () => {
     `FROM oci-layout:${layout}:latest`,
     // As the image's root: what that root is on the host.
     'RUN cat /proc/self/uid_map > /uidmap-root && mkdir -p /home/svc && chown svc:svc /home/svc',
+    // The step's /dev: the host's nodes bound in (mknod is refused in a user namespace).
+    'RUN echo gone > /dev/null && head -c 8 /dev/urandom | wc -c > /urandom-bytes',
     'USER svc',
     'RUN id -u > /home/svc/made-by && cat /proc/self/uid_map > /home/svc/uidmap',
     'COPY --chown=svc hello.txt /home/svc/hello.txt',
@@ -205,6 +207,8 @@ test(`[${sdkName}] a Dockerfile with RUN builds rootless (RUN never host root), 
   assert.match(fs.readFileSync(path.join(root, 'uidmap-root'), 'utf8'), expectMap);
   assert.match(fs.readFileSync(path.join(root, 'home', 'svc', 'uidmap'), 'utf8'), expectMap);
   assert.equal(fs.readFileSync(path.join(root, 'home', 'svc', 'made-by'), 'utf8'), '2000\n');
+  assert.equal(fs.readFileSync(path.join(root, 'urandom-bytes'), 'utf8').trim(), '8');
+  assert.deepEqual(fs.readdirSync(path.join(root, 'dev')), [], 'the step\'s /dev went with it');
   assert.equal(owner(path.join(root, 'uidmap-root')), hostOf(0));
   assert.equal(owner(path.join(root, 'home', 'svc', 'made-by')), hostOf(2000), 'made by RUN as svc');
   assert.equal(owner(path.join(root, 'home', 'svc', 'hello.txt')), hostOf(2000), 'COPY --chown=svc');
