@@ -197,6 +197,13 @@ Status enter_build_userns(const RootlessIds& ids) {
                           (msg.empty() ? std::string("the helper failed") : msg));
   if (::getuid() != 0 || ::getgid() != 0)
     return make_error(ErrorCode::kInternal, "the build's user namespace is mapped, but this process is not its root");
+  // skopeo (containers/image) takes a euid of 0 for host root and reads
+  // root's files (/var/lib/containers/sigstore, /run/containers/0); these
+  // are how podman tells it that it runs rootless in a namespace of its own,
+  // so it uses the user's configuration instead.
+  ::setenv("_CONTAINERS_USERNS_CONFIGURED", "done", 1);
+  ::setenv("_CONTAINERS_ROOTLESS_UID", std::to_string(ids.uid).c_str(), 1);
+  ::setenv("_CONTAINERS_ROOTLESS_GID", std::to_string(ids.gid).c_str(), 1);
   return ok();
 }
 

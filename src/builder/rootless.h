@@ -72,7 +72,9 @@ std::optional<uint32_t> inside_id(uint32_t host, uint32_t self, SubIdRange range
 // namespace mapped as RootlessIds says (newuidmap and newgidmap, run by a
 // forked helper that stays in the caller's namespace). Afterwards the
 // process is uid 0 and gid 0 with every capability in that namespace, and
-// none on the host. Fails with the reason: the kernel refuses unprivileged
+// none on the host; _CONTAINERS_ROOTLESS_UID/GID and
+// _CONTAINERS_USERNS_CONFIGURED are set so that skopeo, seeing euid 0, still
+// uses the user's configuration, not host root's. Fails with the reason: the kernel refuses unprivileged
 // user namespaces, newuidmap is missing or refused the mapping.
 Status enter_build_userns(const RootlessIds& ids);
 

@@ -91,11 +91,7 @@ int run_build(const Globals& g, const BuildArgs& a) {
   }
   std::printf("built %s in %.1f s: %s (recipe %s)\n", res->path.c_str(), res->seconds, format_mib(res->size_bytes).c_str(),
               res->recipe_hash.substr(0, 12).c_str());
-  if (!res->replaced_tree.empty())
-    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
-                 res->replaced_tree.c_str());
-  std::fflush(stdout);
-  reload_gateway(g, res->name, res->path);
+  announce_installed(g, res->name, res->path, res->replaced_tree);
   return 0;
 }
 
@@ -192,15 +188,20 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
                  res->path.c_str());
     return 0;
   }
-  if (!res->replaced_tree.empty())
-    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
-                 res->replaced_tree.c_str());
-  std::fflush(stdout);
-  reload_gateway(g, res->name, res->path);
+  announce_installed(g, res->name, res->path, res->replaced_tree);
   return 0;
 }
 
 }  // namespace
+
+// (cli.h)
+void announce_installed(const Globals& g, const std::string& name, const std::string& path, const std::string& replaced) {
+  if (!replaced.empty())
+    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
+                 replaced.c_str());
+  std::fflush(stdout);
+  reload_gateway(g, name, path);
+}
 
 // (cli.h) Tells the gateway about the new template if one answers at --api-url and
 // serves this templates root; otherwise says how to do it later.

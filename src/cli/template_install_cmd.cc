@@ -29,11 +29,7 @@ void add_template_install_command(CLI::App& group, Globals& g) {
       if (!res) return fail(res.error().message());
       std::printf("installed %s (built by %s) in %.1f s: %llu entries\n", res->path.c_str(), res->owner.c_str(),
                   res->seconds, static_cast<unsigned long long>(res->entries));
-      if (!res->replaced_tree.empty())
-        std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
-                     res->replaced_tree.c_str());
-      std::fflush(stdout);
-      reload_gateway(g, res->name, res->path);
+      announce_installed(g, res->name, res->path, res->replaced_tree);
       return 0;
     };
   });

@@ -4,7 +4,7 @@
 // packages; an OCI layout and a docker-archive tar, no network). As the
 // first user, `coppice template build` builds from the archive and from a
 // Dockerfile whose RUN steps run as the image's root and as a non-root
-// account; the files land owned by that user's host ids, and the RUN steps
+// account, and from a registry it starts on loopback; the files land owned by that user's host ids, and the RUN steps
 // saw themselves in a user namespace whose root is the user (never host
 // root). `coppice template install` (root) takes the build into the
 // gateway's templates root with the owners shifted back, and a sandbox runs
@@ -13,12 +13,12 @@
 // not own. The users, their ranges and every file are removed afterwards.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startGateway, gatewaySkipReason, buildDir, loadSdk, sdkName, TEST_API_KEY } from './lib/harness.mjs';
+import { startGateway, gatewaySkipReason, buildDir, loadSdk, sdkName, freePort, sleep, TEST_API_KEY } from './lib/harness.mjs';
 
 const cliBin = path.join(buildDir, 'coppice');
 const sourceDir = process.env.COPPICE_SOURCE_DIR || path.resolve(import.meta.dirname, '../..');
@@ -236,6 +236,34 @@ test(`[${sdkName}] a Dockerfile with RUN builds rootless (RUN never host root), 
     assert.equal(out.stdout, '2000\nhello from the context\n2000:2000 svc\n2000:2000 svc\n1000:1000 user\nsvc\n', 'commands run as the Dockerfile\'s USER');
   } finally {
     await sbx.kill();
+  }
+});
+
+const regSkip = skip || (have('docker-registry') ? null : 'missing docker-registry (scripts/deps.sh installs it)');
+test('an image from a loopback registry builds rootless (skopeo with the user\'s configuration, not host root\'s)',
+  regSkip ? { skip: regSkip } : {}, async () => {
+  const port = await freePort();
+  const cfg = path.join(work, 'registry.yml');
+  fs.writeFileSync(cfg, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${work}/registry\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+  const registry = spawn('docker-registry', ['serve', cfg], { stdio: 'ignore' });
+  try {
+    const until = Date.now() + 15000;
+    for (;;) {
+      try {
+        if ((await fetch(`http://127.0.0.1:${port}/v2/`)).ok) break;
+      } catch {}
+      if (Date.now() > until) throw new Error('docker-registry did not start');
+      await sleep(50);
+    }
+    sh('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layout}:latest`, `docker://127.0.0.1:${port}/tiny:1`]);
+    const r = await coppiceAs(builder, ['template', 'build', '--image', `127.0.0.1:${port}/tiny:1`, '--name', 'rl-registry']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(owner(path.join(userRoot, 'rl-registry', 'rootfs', 'srv', 'data')), hostOf(2000));
+    const rm = await coppiceAs(builder, ['template', 'rm', '--rootless', 'rl-registry']);
+    assert.equal(rm.code, 0, rm.stderr);
+  } finally {
+    registry.kill('SIGTERM');
+    await new Promise((res) => (registry.exitCode !== null ? res() : registry.on('exit', res)));
   }
 });
 
