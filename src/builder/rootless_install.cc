@@ -4,9 +4,12 @@
 #include <pwd.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <optional>
 #include <memory>
 #include <unordered_set>
 #include <vector>
@@ -63,6 +66,35 @@ std::string ids_text(const struct stat& st) {
   return "uid " + std::to_string(st.st_uid) + ", gid " + std::to_string(st.st_gid);
 }
 
+// A file capability as the build left it, for the file once shifted: the
+// build's root made it in its namespace (version 3, root id the builder's
+// uid), and it becomes the plain version 2 a build as root makes. Capabilities
+// of another namespace root are dropped. nullopt: none to set.
+constexpr uint32_t kCapRevisionMask = 0xFF000000;
+constexpr uint32_t kCapRevision2 = 0x02000000;
+constexpr uint32_t kCapRevision3 = 0x03000000;
+constexpr size_t kCapV2Size = 20, kCapV3Size = 24;
+
+uint32_t le32(const unsigned char* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+
+std::optional<std::string> shifted_caps(int fd, uint32_t builder_uid) {
+  unsigned char b[kCapV3Size + 8];
+  ssize_t n = ::fgetxattr(fd, "security.capability", b, sizeof b);
+  if (n < 4) return std::nullopt;
+  const uint32_t magic = le32(b);
+  if ((magic & kCapRevisionMask) == kCapRevision2 && n == kCapV2Size)
+    return std::string(reinterpret_cast<char*>(b), kCapV2Size);
+  if ((magic & kCapRevisionMask) != kCapRevision3 || n != kCapV3Size || le32(b + 20) != builder_uid) return std::nullopt;
+  const uint32_t v2 = kCapRevision2 | (magic & ~kCapRevisionMask);
+  b[0] = v2 & 0xff;
+  b[1] = (v2 >> 8) & 0xff;
+  b[2] = (v2 >> 16) & 0xff;
+  b[3] = v2 >> 24;
+  return std::string(reinterpret_cast<char*>(b), kCapV2Size);
+}
+
 // Gives one entry its owner inside the build's namespace. `path` names it in
 // errors. Set-id bits, which chown clears, are put back.
 Status shift_entry(int dir, const char* name, const std::string& path, const Shift& s,
@@ -81,9 +113,20 @@ Status shift_entry(int dir, const char* name, const std::string& path, const Shi
     return make_error(ErrorCode::kPermissionDenied,
                       path + " is owned by " + ids_text(st) +
                           ", neither the builder's nor in its subordinate range: not the build's own file");
-  if (::fchownat(dir, name, *uid, *gid, AT_SYMLINK_NOFOLLOW) != 0) return errno_error("chown " + path);
-  if (!S_ISLNK(st.st_mode) && (st.st_mode & 06000) && ::fchmodat(dir, name, st.st_mode & 07777, 0) != 0)
-    return errno_error("chmod " + path);
+  if (S_ISREG(st.st_mode)) {
+    // By fd: chown drops the file's capability, which is set again after.
+    sys::UniqueFd f(::openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!f) return errno_error("open " + path);
+    const auto caps = shifted_caps(f.get(), s.uid);
+    if (::fchown(f.get(), *uid, *gid) != 0) return errno_error("chown " + path);
+    if ((st.st_mode & 06000) && ::fchmod(f.get(), st.st_mode & 07777) != 0) return errno_error("chmod " + path);
+    if (caps && ::fsetxattr(f.get(), "security.capability", caps->data(), caps->size(), 0) != 0)
+      return errno_error("set the file capability of " + path);
+  } else {
+    if (::fchownat(dir, name, *uid, *gid, AT_SYMLINK_NOFOLLOW) != 0) return errno_error("chown " + path);
+    if (!S_ISLNK(st.st_mode) && (st.st_mode & 06000) && ::fchmodat(dir, name, st.st_mode & 07777, 0) != 0)
+      return errno_error("chmod " + path);
+  }
   ++*count;
   return ok();
 }

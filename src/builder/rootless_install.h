@@ -14,8 +14,10 @@
 // keys an image build writes). The installed template's directory is
 // root's alone (0700): its set-id files, the user's to shape, are never
 // reachable by host users. It replaces a template of that name as a build
-// does (build_dir.h). File capabilities do not survive the shift (chown
-// drops them).
+// does (build_dir.h). A file capability the build's root set (version 3,
+// its root id the builder's uid) is set again, after the chown that drops
+// it, as the version 2 a build as root makes; one of another root id is
+// dropped.
 #pragma once
 
 #include <atomic>

@@ -24,7 +24,7 @@ const cliBin = path.join(buildDir, 'coppice');
 const sourceDir = process.env.COPPICE_SOURCE_DIR || path.resolve(import.meta.dirname, '../..');
 const debs = process.env.COPPICE_TEST_DEBS || '/var/cache/coppice/test-debs';
 const have = (bin) => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => fs.existsSync(path.join(d, bin)));
-const tools = ['skopeo', 'umoci', 'dpkg-deb', 'newuidmap', 'newgidmap', 'useradd', 'userdel', 'usermod', 'runuser', 'unshare'];
+const tools = ['skopeo', 'umoci', 'dpkg-deb', 'setfattr', 'getfattr', 'newuidmap', 'newgidmap', 'useradd', 'userdel', 'usermod', 'runuser', 'unshare'];
 const busyboxDeb = fs.existsSync(debs) ? fs.readdirSync(debs).find((f) => f.startsWith('busybox-static_')) : null;
 let skip = gatewaySkipReason() ||
   (fs.existsSync(cliBin) ? null : `missing ${cliBin}`) ||
@@ -42,6 +42,9 @@ const builder = `cprl${suffix}`;      // has a subordinate range
 const single = `cprs${suffix}`;       // has none
 let gw, Sandbox, work, layout, archive, ctx, userRoot, ids = {};
 const made = [];
+const capV2 = '0x0100000200200000000000000000000000000000';
+const capOf = (p) => (sh('getfattr', ['--absolute-names', '-n', 'security.capability', '-e', 'hex', p])
+  .match(/security\.capability=(0x[0-9a-f]+)/) || [])[1];
 
 function sh(cmd, args, opts = {}) {
   return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts }).toString();
@@ -116,6 +119,9 @@ before(async () => {
   fs.mkdirSync(path.join(rootfs, 'srv'));
   fs.writeFileSync(path.join(rootfs, 'srv', 'data'), 'svc data\n');
   fs.chownSync(path.join(rootfs, 'srv', 'data'), 2000, 2000);
+  // A file with a capability (cap_net_raw+ep, as Debian's ping has).
+  fs.copyFileSync(path.join(rootfs, 'bin', 'busybox'), path.join(rootfs, 'bin', 'ping'));
+  sh('setfattr', ['-n', 'security.capability', '-v', capV2, path.join(rootfs, 'bin', 'ping')]);
   layout = path.join(work, 'layout');
   sh('umoci', ['init', '--layout', layout]);
   sh('umoci', ['new', '--image', `${layout}:latest`]);
@@ -227,6 +233,9 @@ test(`[${sdkName}] a Dockerfile with RUN builds rootless (RUN never host root), 
   assert.equal(owner(path.join(installed, 'rootfs', 'home', 'svc', 'made-by')), '2000:2000');
   assert.equal(owner(path.join(installed, 'rootfs', 'home', 'user')), '1000:1000');
   assert.equal(owner(path.join(installed, 'rootfs', 'srv', 'data')), '2000:2000');
+  // The capability the build's root set (version 3, for its namespace) is
+  // the plain one a root build has.
+  assert.equal(capOf(path.join(installed, 'rootfs', 'bin', 'ping')), capV2);
   // The user's build is left as it was.
   assert.equal(owner(path.join(root, 'home', 'svc', 'made-by')), hostOf(2000));
 
