@@ -119,6 +119,8 @@ before(async () => {
   fs.mkdirSync(path.join(rootfs, 'srv'));
   fs.writeFileSync(path.join(rootfs, 'srv', 'data'), 'svc data\n');
   fs.chownSync(path.join(rootfs, 'srv', 'data'), 2000, 2000);
+  // Two names of one file (the install shifts its owner once).
+  fs.linkSync(path.join(rootfs, 'bin', 'busybox'), path.join(rootfs, 'bin', 'bb-link'));
   // A file with a capability (cap_net_raw+ep, as Debian's ping has).
   fs.copyFileSync(path.join(rootfs, 'bin', 'busybox'), path.join(rootfs, 'bin', 'ping'));
   sh('setfattr', ['-n', 'security.capability', '-v', capV2, path.join(rootfs, 'bin', 'ping')]);
@@ -230,6 +232,8 @@ test(`[${sdkName}] a Dockerfile with RUN builds rootless (RUN never host root), 
   assert.equal(fs.statSync(installed).mode & 0o777, 0o700, 'root\'s alone: host users reach none of its files');
   assert.equal(owner(path.join(installed, 'rootfs')), '0:0');
   assert.equal(owner(path.join(installed, 'rootfs', 'bin', 'busybox')), '0:0');
+  assert.equal(fs.statSync(path.join(installed, 'rootfs', 'bin', 'bb-link')).ino,
+    fs.statSync(path.join(installed, 'rootfs', 'bin', 'busybox')).ino, 'still one file');
   assert.equal(owner(path.join(installed, 'rootfs', 'home', 'svc', 'made-by')), '2000:2000');
   assert.equal(owner(path.join(installed, 'rootfs', 'home', 'user')), '1000:1000');
   assert.equal(owner(path.join(installed, 'rootfs', 'srv', 'data')), '2000:2000');
