@@ -57,6 +57,42 @@ struct BuildArgs {
   bool templates_given = false;   // --templates was on the command line
 };
 
+}  // namespace
+
+// Tells the gateway about the new template if one answers at --api-url and
+// serves this templates root; otherwise says how to do it later.
+void reload_gateway(const Globals& g, const std::string& name, const std::string& path) {
+  auto r = Client(g).call(verb::post, "/templates/reload", "", std::chrono::minutes(5));
+  if (!r) {
+    std::fprintf(stderr,
+                 "coppice: no reload: %s\n"
+                 "  a gateway started later finds it; a running one needs `coppice template reload`\n",
+                 r.error().message().c_str());
+    return;
+  }
+  bool served = false;
+  if (r->is_array()) {
+    for (const auto& t : *r) {
+      if (t.value("templateID", "") == name && t.value("path", "") == path) served = true;
+    }
+  }
+  if (served) std::fprintf(stderr, "coppice: the gateway at %s reloaded and serves %s\n", g.api_url.c_str(), name.c_str());
+  else
+    std::fprintf(stderr,
+                 "coppice: the gateway at %s reloaded, but does not serve %s from %s (its --templates differs)\n",
+                 g.api_url.c_str(), name.c_str(), path.c_str());
+}
+
+// (cli.h)
+void announce_installed(const Globals& g, const std::string& name, const std::string& path, const std::string& replaced) {
+  if (!replaced.empty())
+    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
+                 replaced.c_str());
+  std::fflush(stdout);
+  reload_gateway(g, name, path);
+}
+
+namespace {
 
 int run_build(const Globals& g, const BuildArgs& a) {
   if (a.rootless)
@@ -193,39 +229,6 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
 }
 
 }  // namespace
-
-// (cli.h)
-void announce_installed(const Globals& g, const std::string& name, const std::string& path, const std::string& replaced) {
-  if (!replaced.empty())
-    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
-                 replaced.c_str());
-  std::fflush(stdout);
-  reload_gateway(g, name, path);
-}
-
-// (cli.h) Tells the gateway about the new template if one answers at --api-url and
-// serves this templates root; otherwise says how to do it later.
-void reload_gateway(const Globals& g, const std::string& name, const std::string& path) {
-  auto r = Client(g).call(verb::post, "/templates/reload", "", std::chrono::minutes(5));
-  if (!r) {
-    std::fprintf(stderr,
-                 "coppice: no reload: %s\n"
-                 "  a gateway started later finds it; a running one needs `coppice template reload`\n",
-                 r.error().message().c_str());
-    return;
-  }
-  bool served = false;
-  if (r->is_array()) {
-    for (const auto& t : *r) {
-      if (t.value("templateID", "") == name && t.value("path", "") == path) served = true;
-    }
-  }
-  if (served) std::fprintf(stderr, "coppice: the gateway at %s reloaded and serves %s\n", g.api_url.c_str(), name.c_str());
-  else
-    std::fprintf(stderr,
-                 "coppice: the gateway at %s reloaded, but does not serve %s from %s (its --templates differs)\n",
-                 g.api_url.c_str(), name.c_str(), path.c_str());
-}
 
 void add_template_build_command(CLI::App& group, Globals& g) {
   auto a = std::make_shared<BuildArgs>();
