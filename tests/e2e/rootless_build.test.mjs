@@ -121,6 +121,9 @@ before(async () => {
   fs.chownSync(path.join(rootfs, 'srv', 'data'), 2000, 2000);
   // Two names of one file (the install shifts its owner once).
   fs.linkSync(path.join(rootfs, 'bin', 'busybox'), path.join(rootfs, 'bin', 'bb-link'));
+  // A set-uid file (the install's chown must not clear the bit).
+  fs.copyFileSync(path.join(rootfs, 'bin', 'busybox'), path.join(rootfs, 'bin', 'su'));
+  fs.chmodSync(path.join(rootfs, 'bin', 'su'), 0o4755);
   // A file with a capability (cap_net_raw+ep, as Debian's ping has).
   fs.copyFileSync(path.join(rootfs, 'bin', 'busybox'), path.join(rootfs, 'bin', 'ping'));
   sh('setfattr', ['-n', 'security.capability', '-v', capV2, path.join(rootfs, 'bin', 'ping')]);
@@ -240,6 +243,7 @@ test(`[${sdkName}] a Dockerfile with RUN builds rootless (RUN never host root), 
   // The capability the build's root set (version 3, for its namespace) is
   // the plain one a root build has.
   assert.equal(capOf(path.join(installed, 'rootfs', 'bin', 'ping')), capV2);
+  assert.equal(fs.statSync(path.join(installed, 'rootfs', 'bin', 'su')).mode & 0o7777, 0o4755);
   // The user's build is left as it was.
   assert.equal(owner(path.join(root, 'home', 'svc', 'made-by')), hostOf(2000));
 
@@ -314,6 +318,18 @@ test('install refuses a tree with a file the builder does not own, and leaves th
     assert.deepEqual(fs.readdirSync(templatesDir).sort(), before, 'no template, no build directory left');
   } finally {
     fs.rmSync(planted);
+  }
+  // A device node, even one of the builder's ids (as only root could have made it).
+  const dev = path.join(dir, 'rootfs', 'srv', 'null');
+  sh('mknod', [dev, 'c', '1', '3']);
+  fs.chownSync(dev, ids.uid, ids.gid);
+  try {
+    const r = await coppiceRoot(['template', 'install', dir, '--templates', templatesDir, '--name', 'rl-bad']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /\/srv\/null is a device node, which a rootless build cannot have made/);
+    assert.deepEqual(fs.readdirSync(templatesDir).sort(), before);
+  } finally {
+    fs.rmSync(dev);
   }
   // Not root: refused.
   const r = await coppiceAs(builder, ['template', 'install', dir, '--templates', path.join(work, 'home', 'elsewhere')]);
