@@ -2,6 +2,7 @@
 
 #include <pwd.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -102,8 +103,11 @@ Result<RootlessIds> rootless_ids_for(uid_t uid) {
 
 std::string rootless_templates_root() {
   if (const char* x = std::getenv("XDG_DATA_HOME"); x && x[0] == '/') return std::string(x) + "/coppice/templates";
+  // $HOME when it is the user's own (`runuser -u NAME` keeps root's), else
+  // the account's home.
   std::string home;
-  if (const char* h = std::getenv("HOME"); h && h[0] == '/') home = h;
+  struct stat st {};
+  if (const char* h = std::getenv("HOME"); h && h[0] == '/' && ::stat(h, &st) == 0 && st.st_uid == ::getuid()) home = h;
   if (home.empty()) {
     std::vector<char> buf(16384);
     struct passwd pw {};

@@ -79,7 +79,8 @@ std::optional<uint32_t> inside_id(uint32_t host, uint32_t self, SubIdRange range
 Status enter_build_userns(const RootlessIds& ids);
 
 // A rootless build's templates root when none is given:
-// $XDG_DATA_HOME/coppice/templates, else ~/.local/share/coppice/templates.
+// $XDG_DATA_HOME/coppice/templates, else ~/.local/share/coppice/templates
+// (~ is $HOME where the user owns it, else the account's home directory).
 std::string rootless_templates_root();
 
 // Whether the calling process's user namespace is not the initial one.

@@ -170,17 +170,6 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
   if (sources != 1) return fail("give one of: a recipe, --image, --oci-layout, --docker-archive, --dockerfile");
   if (a.name.empty()) return fail("--name is required when building from an image or a Dockerfile");
   if (!a.context.empty() && a.dockerfile.empty()) return fail("--context goes with --dockerfile");
-  if (a.rootless) {
-    if (::geteuid() == 0)
-      return fail("--rootless as root: run the build as the user who is to own it (e.g. runuser -u NAME -- "
-                  "coppice template build --rootless ...); root builds straight into the gateway's templates root");
-    if (!a.templates_given) o.templates_root = builder::rootless_templates_root();
-    auto ids = builder::rootless_ids_for(::getuid());
-    if (!ids) return fail("cannot build rootless: " + ids.error().message());
-    std::fprintf(stderr, "==> rootless: a user namespace where root is %s (uid %u) and ids 1..%u are %u.. (/etc/subuid)\n",
-                 ids->user.c_str(), static_cast<unsigned>(ids->uid), ids->count, ids->subuid.start);
-    if (auto s = builder::enter_build_userns(*ids); !s) return fail("cannot build rootless: " + s.error().message());
-  }
   Result<builder::ImageSource> src = make_error(ErrorCode::kInvalidArgument, "");
   if (!a.image.empty()) src = builder::make_image_source(builder::ImageSource::kRegistry, a.image, ".", a.insecure);
   if (!a.oci_layout.empty()) src = builder::make_image_source(builder::ImageSource::kOciLayout, a.oci_layout, ".", false);
@@ -192,6 +181,17 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
   } else {
     o.dockerfile = a.dockerfile;
     o.context = a.context;
+  }
+  if (a.rootless) {
+    if (::geteuid() == 0)
+      return fail("--rootless as root: run the build as the user who is to own it (e.g. runuser -u NAME -- "
+                  "coppice template build --rootless ...); root builds straight into the gateway's templates root");
+    if (!a.templates_given) o.templates_root = builder::rootless_templates_root();
+    auto ids = builder::rootless_ids_for(::getuid());
+    if (!ids) return fail("cannot build rootless: " + ids.error().message());
+    std::fprintf(stderr, "==> rootless: a user namespace where root is %s (uid %u) and ids 1..%u are %u.. (/etc/subuid)\n",
+                 ids->user.c_str(), static_cast<unsigned>(ids->uid), ids->count, ids->subuid.start);
+    if (auto s = builder::enter_build_userns(*ids); !s) return fail("cannot build rootless: " + s.error().message());
   }
   o.progress = [](std::string_view line) {
     std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());

@@ -169,8 +169,7 @@ after(async () => {
 });
 
 // Runs the CLI as `user` (runuser: its uid, gid and groups, HOME its home).
-function coppiceAs(user, args) {
-  const home = user === builder ? path.join(work, 'home') : path.join(work, 'home2');
+function coppiceAs(user, args, { home = user === builder ? path.join(work, 'home') : path.join(work, 'home2') } = {}) {
   return new Promise((resolve) => {
     execFile('runuser', ['-u', user, '--', 'env', '-i', `HOME=${home}`, `PATH=${process.env.PATH}`, cliBin, ...args],
       { cwd: work, timeout: 300_000 }, (err, stdout, stderr) => {
@@ -205,6 +204,14 @@ test('a docker-archive builds rootless into the user\'s own templates root, owne
   // Nothing of it is host root's.
   const rootOwned = sh('find', [path.join(userRoot, 'rl-archive'), '-uid', '0', '-o', '-gid', '0']).trim();
   assert.equal(rootOwned, '');
+
+  // With root's HOME (as `runuser -u` leaves it) the build still goes to the
+  // user's own home; again, it replaces the build of that name.
+  const again = await coppiceAs(builder, ['template', 'build', '--docker-archive', archive, '--name', 'rl-archive', '--force'],
+    { home: '/root' });
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, new RegExp(`^built ${userRoot}/rl-archive `));
+  assert.deepEqual(fs.readdirSync(path.join(userRoot, '.retired')), [], 'nothing runs on a rootless root: the old build went');
 });
 
 test(`[${sdkName}] a Dockerfile with RUN builds rootless (RUN never host root), installs, and a sandbox runs on it`, opt, async () => {
