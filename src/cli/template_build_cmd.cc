@@ -232,7 +232,7 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
 
 void add_template_build_command(CLI::App& group, Globals& g) {
   auto a = std::make_shared<BuildArgs>();
-  auto* build = group.add_subcommand("build", "build a template from a recipe (Debian packages via mmdebstrap), an OCI image or a Dockerfile; as root");
+  auto* build = group.add_subcommand("build", "build a template from a recipe (Debian packages via mmdebstrap), an OCI image or a Dockerfile; as root, or rootless (images and Dockerfiles) into your own templates root");
   build->add_option("recipe", a->recipe, "the recipe file (see templates/recipes/)");
   build->add_option("--image", a->image, "build from an image in a registry: [host[:port]/]repo[:tag][@digest]");
   build->add_option("--oci-layout", a->oci_layout, "build from an OCI image layout directory: DIR[:TAG]");
