@@ -32,6 +32,8 @@ PKGS=(
   # template builder: Debian packages (mmdebstrap); OCI images (skopeo fetches
   # and checks them, umoci unpacks them); a loopback registry for its tests
   mmdebstrap skopeo umoci docker-registry
+  # rootless builds: newuidmap and newgidmap map a user's /etc/subuid range
+  uidmap
   # benchmark peers
   runc crun bubblewrap
   # fuzz targets (scripts/fuzz.sh): clang 14 and its libFuzzer, ASan and UBSan runtimes

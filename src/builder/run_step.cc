@@ -55,8 +55,18 @@ Status mount_build_dev(const std::string& rootfs) {
   };
   for (const Node& n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7}, Node{"random", 1, 8},
                         Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
-    if (::mknodat(mounted.get(), n.name, S_IFCHR | 0666, makedev(n.major, n.minor)) != 0)
-      return errno_error(std::string("mknod /dev/") + n.name);
+    if (::mknodat(mounted.get(), n.name, S_IFCHR | 0666, makedev(n.major, n.minor)) != 0) {
+      // In a rootless build's user namespace mknod is refused: the host's
+      // node is bind-mounted on an empty file instead.
+      if (errno != EPERM) return errno_error(std::string("mknod /dev/") + n.name);
+      sys::UniqueFd file(::openat(mounted.get(), n.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666));
+      if (!file) return errno_error(std::string("create /dev/") + n.name);
+      const std::string host = std::string("/dev/") + n.name;
+      const std::string target = d + "/" + n.name;
+      if (int e = sys::mnt::bind(host.c_str(), target.c_str(), 0, false))
+        return std::unexpected(Error::from_errno(e, "bind " + host + " into the tree"));
+      continue;
+    }
     if (::fchmodat(mounted.get(), n.name, 0666, 0) != 0) return errno_error(std::string("chmod /dev/") + n.name);
   }
   const std::pair<const char*, const char*> links[] = {

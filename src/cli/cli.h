@@ -75,5 +75,13 @@ void add_snapshot_commands(CLI::App& app, Globals& g);
 void add_volume_commands(CLI::App& app, Globals& g);
 // Registers `coppice template build` in the `template` group.
 void add_template_build_command(CLI::App& group, Globals& g);
+// Registers `coppice template install` (a rootless build, into the gateway's root).
+void add_template_install_command(CLI::App& group, Globals& g);
+// Asks the gateway at --api-url to reload its templates and says whether it
+// now serves `name` from `path` (or how to make it do so later).
+void reload_gateway(const Globals& g, const std::string& name, const std::string& path);
+// After a template was put in place: says where the build it replaced went
+// (when there was one) and reloads the gateway (reload_gateway).
+void announce_installed(const Globals& g, const std::string& name, const std::string& path, const std::string& replaced);
 
 }  // namespace coppice::cli

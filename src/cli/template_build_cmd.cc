@@ -7,7 +7,13 @@
 // outcome's one line goes to stdout. Ctrl-C (or SIGTERM) stops the build,
 // removes its directory and leaves the template in place untouched; the
 // exit status is then 130.
+//
+// As a user other than root (or with --rootless) an image or Dockerfile
+// build runs in a user namespace of that user's ids (builder/rootless.h)
+// into a templates root of its own; root takes the result into the
+// gateway's with `coppice template install` (template_install_cmd.cc).
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
@@ -15,8 +21,10 @@
 
 #include "builder/builder.h"
 #include "builder/image_build.h"
+#include "builder/rootless.h"
 #include "cli/cli.h"
 #include "common/strings.h"
+#include "sys/fsutil.h"
 
 namespace coppice::cli {
 namespace {
@@ -45,7 +53,11 @@ struct BuildArgs {
   std::string sources;
   bool force = false;
   bool verbose = false;
+  bool rootless = false;          // --rootless, or not root
+  bool templates_given = false;   // --templates was on the command line
 };
+
+}  // namespace
 
 // Tells the gateway about the new template if one answers at --api-url and
 // serves this templates root; otherwise says how to do it later.
@@ -71,7 +83,22 @@ void reload_gateway(const Globals& g, const std::string& name, const std::string
                  g.api_url.c_str(), name.c_str(), path.c_str());
 }
 
+// (cli.h)
+void announce_installed(const Globals& g, const std::string& name, const std::string& path, const std::string& replaced) {
+  if (!replaced.empty())
+    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
+                 replaced.c_str());
+  std::fflush(stdout);
+  reload_gateway(g, name, path);
+}
+
+namespace {
+
 int run_build(const Globals& g, const BuildArgs& a) {
+  if (a.rootless)
+    return fail("a Debian recipe cannot be built rootless: mmdebstrap needs real root to install packages "
+                "(device nodes, files of many owners, maintainer scripts run as root); build it as root, or "
+                "build rootless from an image or a Dockerfile");
   catch_interrupts();
   builder::BuildOptions o;
   o.recipe_path = a.recipe;
@@ -100,11 +127,7 @@ int run_build(const Globals& g, const BuildArgs& a) {
   }
   std::printf("built %s in %.1f s: %s (recipe %s)\n", res->path.c_str(), res->seconds, format_mib(res->size_bytes).c_str(),
               res->recipe_hash.substr(0, 12).c_str());
-  if (!res->replaced_tree.empty())
-    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
-                 res->replaced_tree.c_str());
-  std::fflush(stdout);
-  reload_gateway(g, res->name, res->path);
+  announce_installed(g, res->name, res->path, res->replaced_tree);
   return 0;
 }
 
@@ -159,6 +182,17 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
     o.dockerfile = a.dockerfile;
     o.context = a.context;
   }
+  if (a.rootless) {
+    if (::geteuid() == 0)
+      return fail("--rootless as root: run the build as the user who is to own it (e.g. runuser -u NAME -- "
+                  "coppice template build --rootless ...); root builds straight into the gateway's templates root");
+    if (!a.templates_given) o.templates_root = builder::rootless_templates_root();
+    auto ids = builder::rootless_ids_for(::getuid());
+    if (!ids) return fail("cannot build rootless: " + ids.error().message());
+    std::fprintf(stderr, "==> rootless: a user namespace where root is %s (uid %u) and ids 1..%u are %u.. (/etc/subuid)\n",
+                 ids->user.c_str(), static_cast<unsigned>(ids->uid), ids->count, ids->subuid.start);
+    if (auto s = builder::enter_build_userns(*ids); !s) return fail("cannot build rootless: " + s.error().message());
+  }
   o.progress = [](std::string_view line) {
     std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
     std::fflush(stderr);
@@ -178,11 +212,19 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
   }
   std::printf("built %s in %.1f s: %s (image %s)\n", res->path.c_str(), res->seconds, format_mib(res->size_bytes).c_str(),
               res->image_digest.empty() ? "scratch" : res->image_digest.c_str());
-  if (!res->replaced_tree.empty())
-    std::fprintf(stderr, "coppice: the replaced build is at %s until no sandbox runs on it (the gateway removes it)\n",
-                 res->replaced_tree.c_str());
-  std::fflush(stdout);
-  reload_gateway(g, res->name, res->path);
+  if (a.rootless) {
+    // No gateway runs on this root's trees: the build it replaced goes now.
+    if (!res->replaced_tree.empty()) {
+      if (auto s = sys::remove_tree(res->replaced_tree); !s)
+        std::fprintf(stderr, "coppice: warning: %s\n", s.error().to_string().c_str());
+    }
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "coppice: built rootless; for the gateway, as root: coppice template install %s [--name NAME]\n",
+                 res->path.c_str());
+    return 0;
+  }
+  announce_installed(g, res->name, res->path, res->replaced_tree);
   return 0;
 }
 
@@ -190,7 +232,7 @@ int run_image_build(const Globals& g, const BuildArgs& a) {
 
 void add_template_build_command(CLI::App& group, Globals& g) {
   auto a = std::make_shared<BuildArgs>();
-  auto* build = group.add_subcommand("build", "build a template from a recipe (Debian packages via mmdebstrap), an OCI image or a Dockerfile; as root");
+  auto* build = group.add_subcommand("build", "build a template from a recipe (Debian packages via mmdebstrap), an OCI image or a Dockerfile; as root, or rootless (images and Dockerfiles) into your own templates root");
   build->add_option("recipe", a->recipe, "the recipe file (see templates/recipes/)");
   build->add_option("--image", a->image, "build from an image in a registry: [host[:port]/]repo[:tag][@digest]");
   build->add_option("--oci-layout", a->oci_layout, "build from an OCI image layout directory: DIR[:TAG]");
@@ -202,15 +244,21 @@ void add_template_build_command(CLI::App& group, Globals& g) {
                   "allow a registry over plain HTTP or with an unverified certificate (loopback registries always are)");
   build->add_option("--network", a->network, "RUN steps' network: none (loopback only; default) or host");
   build->add_option("--max-size", a->max_size, "fail when a layer or the unpacked image is larger (e.g. 500M, 2G)");
-  build->add_option("--templates", a->templates, "the templates root (default /var/lib/coppice/templates)");
+  build->add_option("--templates", a->templates,
+                    "the templates root (default /var/lib/coppice/templates; rootless: ~/.local/share/coppice/templates)");
   build->add_option("--name", a->name, "the template's name (default: the recipe's `name`, else its file name)");
   build->add_flag("--force", a->force, "rebuild even if the template was built from the same recipe");
   build->add_option("--sources", a->sources,
                     "apt sources for recipes without `sources` (default: the host's, "
                     "/etc/apt/sources.list.d/debian.sources)");
   build->add_flag("--verbose", a->verbose, "show apt's own output too");
+  build->add_flag("--rootless", a->rootless,
+                  "build in a user namespace of your ids (the default when not root; images and Dockerfiles only)");
+  auto* templates_opt = build->get_option("--templates");
   build->fallthrough();
-  build->callback([&g, a] {
+  build->callback([&g, a, templates_opt] {
+    a->templates_given = templates_opt->count() > 0;
+    if (::geteuid() != 0) a->rootless = true;
     const bool from_image = !a->image.empty() || !a->oci_layout.empty() || !a->docker_archive.empty() || !a->dockerfile.empty();
     g.run = [&g, a, from_image] { return from_image ? run_image_build(g, *a) : (a->recipe.empty() ? fail("give a recipe, --image, --oci-layout, --docker-archive or --dockerfile") : run_build(g, *a)); };
   });

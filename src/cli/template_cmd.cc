@@ -2,13 +2,18 @@
 //   list [--json]     GET /templates, as a table or the gateway's JSON
 //   reload [--json]   POST /templates/reload: rescan the templates root now
 //   build RECIPE      build a template on this machine (template_build_cmd.cc)
+//   install DIR       take a rootless build into the gateway's templates root (template_install_cmd.cc)
 //   rm NAME           DELETE /templates/NAME (refused while sandboxes or a pool
-//                     use it), then drop unpacked images no template needs
+//                     use it), then drop unpacked images no template needs;
+//                     with --rootless, from the user's own rootless templates
+//                     root instead (no gateway involved)
 #include <unistd.h>
 
 #include <cstdio>
 
 #include "builder/image_build.h"
+#include "builder/rootless.h"
+#include "templates/templates.h"
 #include "cli/cli.h"
 #include "sys/fsutil.h"
 
@@ -60,6 +65,29 @@ int print_templates(const json& list, bool as_json) {
   return 0;
 }
 
+// A rootless build's files belong to the user's subordinate ids too: they
+// are removed from inside a user namespace of the user's ids, as they were
+// made.
+template <typename Args>
+int remove_rootless(const Args& a) {
+  if (::geteuid() == 0) return fail("--rootless as root: run it as the user whose build it is");
+  if (!templates::valid_template_name(a.name)) return fail("\"" + a.name + "\" is not a template name");
+  const std::string root = a.templates_given ? a.templates : builder::rootless_templates_root();
+  const std::string dir = sys::join_path(root, a.name);
+  if (!sys::path_exists(dir)) return fail("no template " + a.name + " in " + root);
+  auto ids = builder::rootless_ids_for(::getuid());
+  if (!ids) return fail(ids.error().message());
+  if (auto s = builder::enter_build_userns(*ids); !s) return fail(s.error().message());
+  auto lock = builder::CacheLock::take(root);
+  if (!lock) return fail(lock.error().message());
+  if (auto s = sys::remove_tree(dir); !s) return fail(s.error().message());
+  std::printf("removed %s\n", dir.c_str());
+  builder::collect_image_cache(root, [](std::string_view line) {
+    std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+  });
+  return 0;
+}
+
 }  // namespace
 
 void add_template_commands(CLI::App& app, Globals& g) {
@@ -93,15 +121,22 @@ void add_template_commands(CLI::App& app, Globals& g) {
   struct RmArgs {
     std::string name;
     std::string templates = "/var/lib/coppice/templates";
+    bool rootless = false;
+    bool templates_given = false;
   };
   auto rm_args = std::make_shared<RmArgs>();
   auto* rm = group->add_subcommand("rm", "remove a template (refused while sandboxes or a pool use it)");
   rm->add_option("name", rm_args->name, "the template")->required();
   rm->add_option("--templates", rm_args->templates,
                  "the templates root, whose unused unpacked images are removed too (default /var/lib/coppice/templates)");
+  rm->add_flag("--rootless", rm_args->rootless,
+               "remove a rootless build from your own templates root (~/.local/share/coppice/templates)");
+  auto* rm_templates = rm->get_option("--templates");
   rm->fallthrough();
-  rm->callback([&g, rm_args] {
+  rm->callback([&g, rm_args, rm_templates] {
+    rm_args->templates_given = rm_templates->count() > 0;
     g.run = [&g, rm_args] {
+      if (rm_args->rootless) return remove_rootless(*rm_args);
       auto r = Client(g).call(verb::delete_, "/templates/" + url_encode(rm_args->name), "", std::chrono::minutes(5));
       if (!r) return fail(r.error().message());
       std::printf("removed %s\n", rm_args->name.c_str());
@@ -119,6 +154,7 @@ void add_template_commands(CLI::App& app, Globals& g) {
   });
 
   add_template_build_command(*group, g);
+  add_template_install_command(*group, g);
 }
 
 }  // namespace coppice::cli
