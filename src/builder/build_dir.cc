@@ -55,7 +55,7 @@ BuildDir::~BuildDir() {
 }
 
 Result<std::string> make_build_dir(const std::string& root, const std::string& name, const ProgressFn& progress) {
-  COPPICE_TRY(sys::make_dirs(root, 0755));
+  COPPICE_TRY(templates::make_templates_root(root));
   sweep(root, progress);
   const std::string tmp = sys::join_path(root, "." + name + ".build-" + std::to_string(::getpid()));
   if (::mkdir(tmp.c_str(), 0755) != 0) return errno_error("mkdir " + tmp);

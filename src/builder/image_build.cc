@@ -144,7 +144,7 @@ Result<ImageBuildResult> build(const ImageBuildOptions& o) {
   ImageBuildResult res;
   res.name = o.name;
   res.path = sys::join_path(o.templates_root, o.name);
-  COPPICE_TRY_CTX(sys::make_dirs(o.templates_root, 0755), step);
+  COPPICE_TRY_CTX(templates::make_templates_root(o.templates_root), step);
   // The build's mounts (a RUN step's /dev) go with this process.
   COPPICE_TRY_CTX(enter_private_mount_namespace(), step);
   auto lock = CacheLock::take(o.templates_root);

@@ -218,7 +218,7 @@ Result<RootlessInstallResult> install_rootless_template(const RootlessInstallOpt
   if (!settings) return std::unexpected(std::move(settings.error()).context(step));
 
   res.path = sys::join_path(o.templates_root, res.name);
-  COPPICE_TRY_CTX(sys::make_dirs(o.templates_root, 0755), step);
+  COPPICE_TRY_CTX(templates::make_templates_root(o.templates_root), step);
   auto made = make_build_dir(o.templates_root, res.name, o.progress);
   if (!made) return std::unexpected(std::move(made.error()).context(step));
   const std::string tmp = *made;

@@ -298,8 +298,14 @@ int main(int argc, char** argv) {
   }
   std::error_code ec;
   fs::create_directories(cfg.state_dir + "/sandboxes", ec);
-  fs::create_directories(cfg.templates_dir, ec);
   ::chmod(cfg.state_dir.c_str(), 0711);
+  // Templates and sandboxes' layers hold set-uid files nobody vetted: no
+  // host user reaches them (the sandboxes see them through their mounts).
+  if (auto made = templates::make_templates_root(cfg.templates_dir); !made) {
+    std::fprintf(stderr, "templates root %s: %s\n", cfg.templates_dir.c_str(), made.error().to_string().c_str());
+    return 1;
+  }
+  ::chmod((cfg.state_dir + "/sandboxes").c_str(), 0700);
   ::signal(SIGPIPE, SIG_IGN);
 
   // One gateway per state dir, and host uids of its own (see

@@ -526,9 +526,7 @@ Result<std::string> ensure_host_template(const std::string& templates_root,
     }
   }
 
-  std::error_code ec;
-  fs::create_directories(templates_root, ec);
-  if (ec) return make_error(error_code_for_errno(ec.value()), step + ": mkdir: " + ec.message(), ec.value());
+  COPPICE_TRY_CTX(make_templates_root(templates_root), step);
   remove_stale_builds(templates_root);
 
   const std::string tmp = sys::join_path(templates_root, ".base.tmp-" + std::to_string(::getpid()));

@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "sys/fd.h"
+#include "sys/fsutil.h"
 #include "sys/tree_walk.h"
 #include "templates/template_toml.h"
 
@@ -159,6 +160,12 @@ std::string tree_key(const std::string& dir) {
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
   return std::to_string(static_cast<unsigned long long>(st.st_dev)) + ":" +
          std::to_string(static_cast<unsigned long long>(st.st_ino));
+}
+
+Status make_templates_root(const std::string& root) {
+  COPPICE_TRY(sys::make_dirs(root, 0700));
+  if (::chmod(root.c_str(), 0700) != 0) return errno_error("chmod " + root);
+  return ok();
 }
 
 std::string retired_root(const std::string& templates_root) { return templates_root + "/.retired"; }

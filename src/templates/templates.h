@@ -65,6 +65,11 @@ struct Template {
 // use it keeps its identity. "" when it cannot be read.
 std::string tree_key(const std::string& dir);
 
+// Makes the templates root if missing and closes it to everyone but its
+// owner (0700): templates come from images nobody vetted, whose set-uid
+// files (owned by host root in a root build) no host user may reach and run.
+Status make_templates_root(const std::string& root);
+
 // Where replaced builds wait for their last sandbox: <root>/.retired. A
 // rebuild never removes the tree it replaces (sandboxes may be running on
 // it); it moves it here, and the gateway removes it once no sandbox names

@@ -484,3 +484,33 @@ test(`[${sdkName}] sandbox processes have their own open-file limit`, opt, async
   assert.ok(raise instanceof Error, 'the sandbox cannot raise its hard limit');
   await sbx.kill();
 });
+
+// A host user (nobody) reaches no template and no sandbox layer: templates
+// come from images nobody vetted, and a set-uid-root file in one (a root
+// build keeps the image's owners) must not be runnable from the host.
+test(`[${sdkName}] host users cannot reach templates or sandbox layers (set-uid files from images)`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const gw = await sharedGateway();
+  const sbx = await Sandbox.create({ ...gw.opts });
+  try {
+    await sbx.commands.run('cp /bin/sh /home/user/suid-sh && chmod 4755 /home/user/suid-sh', { user: 'root' });
+    const templates = path.join(gw.stateDir, 'templates');
+    const sandboxes = path.join(gw.stateDir, 'sandboxes');
+    for (const d of [templates, sandboxes]) {
+      assert.equal(fs.statSync(d).mode & 0o077, 0, `${d} is closed to other users`);
+    }
+    const toml = path.join(templates, 'base', 'template.toml');
+    const upper = path.join(sandboxes, sbx.sandboxId, 'upper', 'home', 'user', 'suid-sh');
+    assert.ok(fs.existsSync(toml), `${toml} is there for root`);
+    assert.ok(fs.statSync(upper).mode & 0o4000, `${upper} is there for root, set-uid`);
+    for (const f of [toml, upper]) {
+      let reached = true;
+      try {
+        execFileSync('runuser', ['-u', 'nobody', '--', 'test', '-e', f], { stdio: 'pipe' });
+      } catch { reached = false; }
+      assert.equal(reached, false, `nobody reaches ${f}`);
+    }
+  } finally {
+    await sbx.kill();
+  }
+});

@@ -266,6 +266,9 @@ Result<std::unique_ptr<DiskQuota>> DiskQuota::open(const DiskQuotaOptions& opts)
     return std::unexpected(std::move(e).context("disk quota"));
   };
   if (!btrfs::is_btrfs(mfd.get())) return fail(Error(ErrorCode::kInternal, q->dir_ + " is not btrfs after mount"));
+  // The file system's root holds every sandbox's layer (set-uid files the
+  // sandboxes made among them): its owner's alone.
+  if (::fchmod(mfd.get(), 0700) != 0) return fail(Error::from_errno(errno, "chmod " + q->dir_));
   if (grow_to) {
     if (auto s = btrfs::resize_to_device(mfd.get()); !s) return fail(s.error());
     COPPICE_LOG(info) << "disk quota: grew " << opts.image << " to " << mib(grow_to);
