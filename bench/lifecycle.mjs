@@ -7,6 +7,7 @@
 //   node bench/lifecycle.mjs [--quick] [--n 20] [--forks 10] [--only fork] [--json out.jsonl]
 //
 // --only fork: the fork rounds alone (--n of them), for work on fork.
+// COPPICE_BENCH_GW_ARGS="--workers 10": more flags for the gateway.
 //
 // Starts its own coppiced (build/coppiced, a fresh state dir, loopback only),
 // measures through the REST API (client clock: request sent -> answer
@@ -30,7 +31,7 @@ if (why) {
   process.exit(77);
 }
 
-const gw = await startGateway();
+const gw = await startGateway({ extraArgs: (process.env.COPPICE_BENCH_GW_ARGS || '').split(' ').filter(Boolean) });
 const H = { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' };
 const made = new Set();
 const rows = [];
