@@ -398,6 +398,9 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create_from(CreateParams
   if (!handle) {
     live_.erase(l->id);
     metrics_.create_failures.inc();
+    // A snapshot deleted meanwhile kept its checkpoint for us (pinned until
+    // we return): nobody stands on it now.
+    if (memory && !from->snapshot_id.empty()) asio::co_spawn(owner_, collect_layers(), asio::detached);
     COPPICE_LOG_RATE(warn, 5) << "create from " << (from->snapshot_id.empty() ? "a fork of " + from->parent
                                                                               : "snapshot " + from->snapshot_id)
                               << " failed: " << handle.error().to_string();
