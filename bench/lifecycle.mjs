@@ -4,7 +4,10 @@
 // its resume, for an idle sandbox and for one holding 50 MB of Python heap;
 // the files-only pause; fork x N of an idle sandbox; the disk each keeps.
 //
-//   node bench/lifecycle.mjs [--quick] [--n 20] [--forks 10] [--json out.jsonl]
+//   node bench/lifecycle.mjs [--quick] [--n 20] [--forks 10] [--only fork] [--json out.jsonl]
+//
+// --only fork: the fork rounds alone (--n of them), for work on fork.
+// COPPICE_BENCH_GW_ARGS="--workers 10": more flags for the gateway.
 //
 // Starts its own coppiced (build/coppiced, a fresh state dir, loopback only),
 // measures through the REST API (client clock: request sent -> answer
@@ -21,13 +24,14 @@ const quick = args.includes('--quick');
 const n = Number(arg('--n', quick ? 5 : 20));
 const forks = Number(arg('--forks', 10));
 const jsonOut = arg('--json', null);
+const only = arg('--only', null);
 const why = gatewaySkipReason() || (fs.existsSync('/usr/local/lib/coppice/criu/sbin/criu') ? null : 'no criu (scripts/criu.sh)');
 if (why) {
   console.error(`lifecycle: cannot run: ${why}`);
   process.exit(77);
 }
 
-const gw = await startGateway();
+const gw = await startGateway({ extraArgs: (process.env.COPPICE_BENCH_GW_ARGS || '').split(' ').filter(Boolean) });
 const H = { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' };
 const made = new Set();
 const rows = [];
@@ -86,7 +90,7 @@ const add = (name, samples, extra = {}) => {
 };
 
 // 1. The freeze itself (what the backend writes), for the first tier's cost.
-{
+if (!only) {
   const sbx = await create();
   const dir = freezerDir(sbx.sandboxID);
   if (dir) {
@@ -122,7 +126,7 @@ async function cycles(label, sbx, memory) {
   add(`pause ${label}`, p, memory ? { diskBytes: disk } : {});
   add(`resume ${label}`, r);
 }
-{
+if (!only) {
   const idle = await create();
   await cycles('with memory, idle', idle, true);
   await cycles('files only, idle (resume = cold boot)', idle, false);
@@ -134,22 +138,43 @@ async function cycles(label, sbx, memory) {
   await cycles('with memory, 50 MB Python heap', heavy, true);
 }
 
-// 3. Fork x N of an idle sandbox, when the gateway has fork.
+// 3. Fork x N of an idle sandbox: the answer (every child restored), then
+// until every child has answered a command (benchmarks.md's clock). Each
+// round's children are killed before the next.
 {
   const parent = await create();
-  const [ms, r] = await timed(() => api('POST', `/sandboxes/${parent.sandboxID}/fork`, { count: forks, timeout: 600 }));
-  if (r.status === 201 || r.status === 200) {
+  const total = [], answered = [], perChild = [];
+  let failures = 0, childDisk = 0, skipped = null;
+  const rounds = only === 'fork' ? n : 1;
+  for (let round = 0; round < rounds && !skipped; round++) {
+    const t0 = process.hrtime.bigint();
+    const r = await api('POST', `/sandboxes/${parent.sandboxID}/fork`, { count: forks, timeout: 600 });
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (r.status !== 201 && r.status !== 200) { skipped = `POST /sandboxes/{id}/fork answered ${r.status}`; break; }
     const list = Array.isArray(r.body) ? r.body : r.body?.sandboxes || r.body?.results || [];
-    let ok = 0;
+    const kids = [];
     for (const e of list) {
-      const id = e?.sandbox?.sandboxID || e?.sandboxID;
-      if (id) { ok++; made.add(id); }
+      const sbx = e?.sandbox;
+      if (sbx?.sandboxID) { kids.push(sbx); made.add(sbx.sandboxID); } else failures++;
     }
-    const childDisk = [...made].filter((id) => id !== parent.sandboxID).map((id) => duBytes(path.join(sandboxDir(id), 'upper')));
-    rows.push({ name: `fork x${forks} (idle parent), total`, count: 1, failures: forks - ok, p50: ms, p95: ms, p99: ms, unit: 'ms',
-      diskBytesPerChild: childDisk.length ? Math.max(...childDisk) : 0 });
+    const outs = await Promise.all(kids.map((k) => run(k, 'echo ok')));
+    const all = Number(process.hrtime.bigint() - t0) / 1e6;
+    failures += outs.filter((o) => !o.includes('b2sK')).length; // base64 of "ok\n"
+    total.push(ms);
+    answered.push(all);
+    perChild.push(ms / forks);
+    childDisk = Math.max(childDisk, ...kids.map((k) => duBytes(path.join(sandboxDir(k.sandboxID), 'upper'))));
+    for (const k of kids) {
+      await fetch(`${gw.url}/sandboxes/${k.sandboxID}`, { method: 'DELETE', headers: H });
+      made.delete(k.sandboxID);
+    }
+  }
+  if (skipped) {
+    rows.push({ name: `fork x${forks}`, skipped });
   } else {
-    rows.push({ name: `fork x${forks}`, skipped: `POST /sandboxes/{id}/fork answered ${r.status}` });
+    add(`fork x${forks} (idle parent): answer, total`, total, { failures, diskBytesPerChild: childDisk });
+    add(`fork x${forks}: until all ${forks} ran a command`, answered);
+    add(`fork x${forks}: total / ${forks}, per child`, perChild);
   }
 }
 
@@ -163,6 +188,6 @@ console.log('|---|---|---|---|---|---|');
 for (const r of rows) {
   if (r.skipped) { console.log(`| ${r.name} | - | - | - | - | ${r.skipped} |`); continue; }
   const disk = r.diskBytes ? `${(r.diskBytes / 2 ** 20).toFixed(1)} MiB checkpoint` : r.diskBytesPerChild !== undefined ? `${(r.diskBytesPerChild / 1024).toFixed(0)} KiB per child's layer` : '';
-  console.log(`| ${r.name} | ${r.count} | ${r.p50.toFixed(1)} | ${r.p95.toFixed(1)} | ${r.p99.toFixed(1)} | ${disk} |`);
+  console.log(`| ${r.name}${r.failures ? ` (${r.failures} failed)` : ''} | ${r.count} | ${r.p50.toFixed(1)} | ${r.p95.toFixed(1)} | ${r.p99.toFixed(1)} | ${disk} |`);
 }
 if (jsonOut) fs.writeFileSync(jsonOut, rows.map((r) => JSON.stringify({ bench: 'lifecycle', host, ...r })).join('\n') + '\n');

@@ -73,6 +73,11 @@ struct GatewayConfig {
   int default_disk_mb = 1024;
   // Cap of a volume whose create names no sizeMB (MiB). Default 1024.
   int default_volume_mb = 1024;
+  // What a team's stored snapshots may keep on disk together (MiB): the sum
+  // of their diskBytes (the files of the layer they copy and their
+  // checkpoint). A snapshot that would pass it is refused (507). 0: no cap.
+  // Default 10240.
+  int snapshot_disk_mb = 10240;
   // Whether the backend enforces per-sandbox disk quotas (set at start from
   // --disk-quota and what the host allows). Off: diskSizeMB is reported as 0,
   // i.e. no cap.

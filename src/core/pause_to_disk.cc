@@ -25,7 +25,7 @@ asio::awaitable<Status> SandboxManager::pause_to_disk(std::shared_ptr<Live> l, b
   const std::string dir = l->state_dir;
   auto job = [this, id, images, memory, dir]() -> Status {
     (void)sys::remove_tree(images);
-    if (memory) COPPICE_TRY(backend_.checkpoint(id, images, false));
+    if (memory) COPPICE_TRY(backend_.checkpoint(id, images, /*leave_running=*/false, /*durable=*/true));
     COPPICE_TRY(backend_.suspend(id));
     // The writable layer is written without syncs while the sandbox runs
     // (overlayfs "volatile"): durable from here, a host crash included.

@@ -377,7 +377,7 @@ class SandboxManager {
   struct Taken;
   asio::awaitable<Result<SandboxView>> do_create_from(CreateParams p, std::shared_ptr<const StartPoint> from);
   static std::shared_ptr<const StartPoint> start_point_of(const store::SnapshotRecord& r);
-  asio::awaitable<Result<Taken>> take(std::shared_ptr<Live> l, std::string layer_id, bool memory);
+  asio::awaitable<Result<Taken>> take(std::shared_ptr<Live> l, std::string layer_id, bool memory, bool durable);
   asio::awaitable<Result<SnapshotView>> do_create_snapshot(std::string id, TeamScope team, std::string name,
                                                            bool memory);
   asio::awaitable<Status> do_delete_snapshot(std::string ref, std::string team);

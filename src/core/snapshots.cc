@@ -28,6 +28,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <set>
 
 #include "common/ids.h"
@@ -64,6 +67,10 @@ std::vector<sandbox::LowerLayer> layers_from_json(const json& j) {
 }
 
 namespace {
+
+double ms_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
 
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
@@ -103,6 +110,15 @@ uint64_t flat_dir_bytes(const std::string& dir) {
   }
   ::closedir(d);
   return total;
+}
+
+// 507: the team's snapshots keep `kept` bytes, a new one would add `more`.
+std::unexpected<Error> snapshot_budget_error(uint64_t kept, uint64_t more, uint64_t budget) {
+  auto mib = [](uint64_t b) { return std::to_string((b + (1 << 20) - 1) >> 20); };
+  std::string msg = "the team's snapshots keep " + mib(kept) + " MiB of the " + mib(budget) +
+                    " MiB they may keep on disk (--snapshot-disk-mb)";
+  if (more > 0) msg += ", and this one would add " + mib(more) + " MiB";
+  return make_error(ErrorCode::kResourceExhausted, msg + ": delete a snapshot first", ENOSPC);
 }
 
 // Gives a restored envd the new sandbox's token: /init authorised with the
@@ -191,25 +207,26 @@ Result<std::vector<SnapshotView>> SandboxManager::list_snapshots(const std::stri
 // --- on the owner ---
 
 asio::awaitable<Result<SandboxManager::Taken>> SandboxManager::take(std::shared_ptr<Live> l, std::string layer_id,
-                                                                    bool memory) {
+                                                                    bool memory, bool durable) {
   const std::string id = l->id;
   COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));  // one operation at a time; a kill waits (409)
   Taken t;
   t.dir = snapshots_dir() + "/" + layer_id;
   t.images = memory ? t.dir + ".images" : "";
   const std::string parent = snapshots_dir();
-  auto job = [this, id, t, parent]() -> Result<Taken> {
+  auto job = [this, id, t, parent, durable]() -> Result<Taken> {
     Taken out = t;
     auto t0 = std::chrono::steady_clock::now();
     COPPICE_TRY_CTX(sys::make_dirs(parent, 0700), "snapshots dir");
     // The processes first (criu stops them for the dump and lets them
     // run on), then the files, frozen, right after.
     if (!out.images.empty()) {
-      if (auto c = backend_.checkpoint(id, out.images, /*leave_running=*/true); !c) {
+      if (auto c = backend_.checkpoint(id, out.images, /*leave_running=*/true, durable); !c) {
         (void)sys::remove_tree(out.images);
         return std::unexpected(std::move(c.error()));
       }
     }
+    auto t1 = std::chrono::steady_clock::now();
     if (auto f = backend_.freeze(id); !f) {
       if (!out.images.empty()) (void)sys::remove_tree(out.images);
       return std::unexpected(std::move(f.error()).context("freeze"));
@@ -225,6 +242,8 @@ asio::awaitable<Result<SandboxManager::Taken>> SandboxManager::take(std::shared_
     auto used = backend_.layer_bytes(id);
     out.bytes = (used ? *used : 0) + (out.images.empty() ? 0 : flat_dir_bytes(out.images));
     out.top.dir = *copied;
+    COPPICE_LOG(debug).sandbox(id) << "taken: checkpoint " << ms_between(t0, t1) << " ms, files (frozen) "
+                                   << ms_between(t1, std::chrono::steady_clock::now()) << " ms";
     return out;
   };
   auto r = co_await run_on(workers_, std::move(job));
@@ -248,6 +267,23 @@ asio::awaitable<Result<SnapshotView>> SandboxManager::do_create_snapshot(std::st
                                                              std::to_string(l->lowers.size()) +
                                                              " snapshot layers already, the most a sandbox may have");
   }
+  // The team's snapshots' budget: refused at once when it is spent, and
+  // below once the new one's size is known.
+  const uint64_t budget = static_cast<uint64_t>(std::max(0, cfg_.snapshot_disk_mb)) << 20;
+  const std::string owner_team = l->team;
+  auto kept_job = [this, owner_team]() -> Result<uint64_t> {
+    COPPICE_ASSIGN_OR_RETURN(auto rows, store_.list_snapshots(owner_team));
+    uint64_t sum = 0;
+    for (const auto& r : rows) sum += static_cast<uint64_t>(std::max<int64_t>(0, r.disk_bytes));
+    return sum;
+  };
+  uint64_t kept = 0;
+  if (budget > 0) {
+    auto k = co_await run_on(workers_, std::move(kept_job));
+    if (!k) co_return std::unexpected(std::move(k.error()).context("snapshot of sandbox " + id));
+    kept = *k;
+    if (kept >= budget) co_return snapshot_budget_error(kept, 0, budget);
+  }
   std::string snap_id = new_sandbox_id();
   const std::string dir = snapshots_dir() + "/" + snap_id;
   ++pinned_layers_[dir];
@@ -255,9 +291,16 @@ asio::awaitable<Result<SnapshotView>> SandboxManager::do_create_snapshot(std::st
     if (--pinned_layers_[dir] <= 0) pinned_layers_.erase(dir);
   };
   ScopeExit unpin(unpin_now);
-  auto taking = take(l, snap_id, memory);
+  auto taking = take(l, snap_id, memory, /*durable=*/true);
   auto taken = co_await std::move(taking);
   if (!taken) co_return std::unexpected(taken.error());
+  if (budget > 0 && kept + taken->bytes > budget) {
+    // Not stored: its copy and checkpoint go with the pin.
+    unpin.release();
+    unpin_now();
+    co_await collect_layers();
+    co_return snapshot_budget_error(kept, taken->bytes, budget);
+  }
   std::vector<sandbox::LowerLayer> layers{taken->top};
   layers.insert(layers.end(), l->lowers.begin(), l->lowers.end());
   store::SnapshotRecord rec;
@@ -326,36 +369,38 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create_from(CreateParams
   init.env_vars = tmpl->env;
   for (const auto& [k, v] : p.env_vars) init.env_vars[k] = v;
   auto spec = spec_for(*l, *tmpl, init);
-  // Each restore reads its own copy of the images (criu writes its log and
-  // work files beside them; children restore in parallel).
-  const std::string images = from->images;
-  const std::string own_images = memory ? images + "." + l->id : "";
+  // Every restore reads the one checkpoint (children restore it in
+  // parallel) and works in a dir of its own beside it: criu's log and stats.
+  const std::string work = memory ? from->images + ".restore-" + l->id : "";
   if (memory) {
-    spec.restore_from = own_images;
+    spec.restore_from = from->images;
+    spec.restore_work_dir = work;
     spec.init_json.clear();
-    ++pinned_layers_[own_images];
+    ++pinned_layers_[work];
+    ++pinned_layers_[from->images];  // a snapshot deleted meanwhile keeps them until we are done
   }
-  ScopeExit unpin([this, own_images] {
-    if (own_images.empty()) return;
-    if (--pinned_layers_[own_images] <= 0) pinned_layers_.erase(own_images);
-  });
-  auto job = [this, spec, images, own_images]() -> std::pair<std::string, Result<sandbox::SandboxHandle>> {
-    std::string tree = templates::tree_key(spec.rootfs);
-    if (!own_images.empty()) {
-      if (auto c = sys::copy_tree(images, own_images); !c) {
-        return {std::move(tree), std::unexpected(std::move(c.error()).context("copy of the checkpoint"))};
-      }
+  ScopeExit unpin([this, work, images = from->images] {
+    if (work.empty()) return;
+    for (const std::string& p : {work, images}) {
+      if (--pinned_layers_[p] <= 0) pinned_layers_.erase(p);
     }
+  });
+  auto job = [this, spec, work]() -> std::pair<std::string, Result<sandbox::SandboxHandle>> {
+    std::string tree = templates::tree_key(spec.rootfs);
     auto h = backend_.create(spec);
-    if (!own_images.empty()) (void)sys::remove_tree(own_images);
+    if (!work.empty()) (void)sys::remove_tree(work);
     return {std::move(tree), std::move(h)};
   };
   auto made = co_await run_on(workers_, std::move(job));
+  const auto t_made = std::chrono::steady_clock::now();
   l->tree = std::move(made.first);
   auto& handle = made.second;
   if (!handle) {
     live_.erase(l->id);
     metrics_.create_failures.inc();
+    // A snapshot deleted meanwhile kept its checkpoint for us (pinned until
+    // we return): nobody stands on it now.
+    if (memory && !from->snapshot_id.empty()) asio::co_spawn(owner_, collect_layers(), asio::detached);
     COPPICE_LOG_RATE(warn, 5) << "create from " << (from->snapshot_id.empty() ? "a fork of " + from->parent
                                                                               : "snapshot " + from->snapshot_id)
                               << " failed: " << handle.error().to_string();
@@ -382,7 +427,12 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create_from(CreateParams
     co_return std::unexpected(std::move(s.error()));
   }
   p.env_vars.clear();  // given to envd above (or at its start)
+  const auto t_init = std::chrono::steady_clock::now();
   auto v = co_await hand_out(l, p, false, t0);
+  COPPICE_LOG(debug).sandbox(l->id) << "started from " << (memory ? "a checkpoint" : "files") << ": sandbox "
+                                    << ms_between(t0, t_made) << " ms (queue, launch, restore), envd "
+                                    << ms_between(t_made, t_init) << " ms, handed out "
+                                    << ms_between(t_init, std::chrono::steady_clock::now()) << " ms";
   if (!v) metrics_.create_failures.inc();
   co_return v;
 }
@@ -408,7 +458,7 @@ asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::str
   };
   ScopeExit unpin(unpin_now);
   auto t0 = std::chrono::steady_clock::now();
-  auto taking = take(l, layer_id, true);
+  auto taking = take(l, layer_id, /*memory=*/true, /*durable=*/false);
   auto taken = co_await std::move(taking);
   if (!taken) co_return std::unexpected(taken.error());
   auto t1 = std::chrono::steady_clock::now();
@@ -451,8 +501,8 @@ asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::str
                    }));
   }
   if (g->left > 0) co_await g->done.async_wait(asio::as_tuple(use_awaitable));
-  // The checkpoint is spent (each child restored its own copy); the layer
-  // stays while a child stands on it.
+  // The checkpoint is spent (every child has restored it); the layer stays
+  // while a child stands on it.
   const std::string images = taken->images;
   auto drop = [images] {
     (void)sys::remove_tree(images);

@@ -89,11 +89,26 @@ int run_pid1(int argc, char** argv) {
     ::close(3);  // the readiness fd is envd's
     ::close(pipefd[1]);
   } else {
-    if (::dup2(pipefd[1], kRestoreLogFd) < 0) {
-      std::perror("pid1: dup2");
-      return 1;
+    // The write end goes to kRestoreLogFd (criu hands it to the restored
+    // envd). The read end must not be there already: with 0-3 taken, pipe2
+    // returns fds 4 and 5, and a dup2 of the write end onto 4 would leave us
+    // polling the write end (POLLERR at once, for ever: a busy loop).
+    if (pipefd[0] == kRestoreLogFd) {
+      int moved = ::fcntl(pipefd[0], F_DUPFD_CLOEXEC, kRestoreLogFd + 1);
+      if (moved < 0) {
+        std::perror("pid1: move the log pipe");
+        return 1;
+      }
+      ::close(pipefd[0]);
+      pipefd[0] = moved;
     }
-    ::close(pipefd[1]);
+    if (pipefd[1] != kRestoreLogFd) {
+      if (::dup2(pipefd[1], kRestoreLogFd) < 0) {
+        std::perror("pid1: dup2");
+        return 1;
+      }
+      ::close(pipefd[1]);
+    }
     const char byte = 1;
     write_all(3, &byte, 1);
     ::close(3);
@@ -112,7 +127,9 @@ int run_pid1(int argc, char** argv) {
   for (;;) {
     struct pollfd p[2] = {{sfd, POLLIN, 0}, {pipefd[0], POLLIN, 0}};
     if (::poll(p, pipe_open ? 2 : 1, -1) < 0 && errno != EINTR) return 1;
-    if (pipe_open && (p[1].revents & (POLLIN | POLLHUP))) pipe_open = relay(pipefd[0]);
+    // An error on the pipe ends the relay (relay() fails on it): never a
+    // poll that returns at once again.
+    if (pipe_open && (p[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) pipe_open = relay(pipefd[0]);
     if (!(p[0].revents & POLLIN)) continue;
     struct signalfd_siginfo si;
     while (::read(sfd, &si, sizeof si) == sizeof si) {

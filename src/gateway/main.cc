@@ -165,6 +165,10 @@ int main(int argc, char** argv) {
   app.add_option("--default-disk-mb", cfg.default_disk_mb, "disk quota (diskSizeMB) of sandboxes whose template sets none")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();
+  app.add_option("--snapshot-disk-mb", cfg.snapshot_disk_mb,
+                 "what a team's snapshots may keep on disk together, files and checkpoints (0: no cap)")
+      ->check(CLI::Range(0, 1 << 30))
+      ->capture_default_str();
   app.add_option("--default-volume-mb", cfg.default_volume_mb, "cap of a volume whose create names no sizeMB")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();

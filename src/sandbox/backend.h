@@ -75,6 +75,10 @@ struct SandboxSpec {
   // network as any create does, and the checkpointed tree (envd and its
   // processes, memory included) resumes in them. Empty: a fresh envd.
   std::string restore_from;
+  // Where the restore works (its log): made if missing, removed by the
+  // caller. "" means restore_from itself. Set it when several sandboxes
+  // restore one checkpoint at once (a fork): restore_from is then only read.
+  std::string restore_work_dir;
   // Snapshot layers over the template, topmost first (at most
   // kMaxLowerLayers); the sandbox's own writable layer is above them all.
   std::vector<LowerLayer> lower_layers;
@@ -145,10 +149,14 @@ class Backend {
   // killed once written and the sandbox ends as if envd had exited; its
   // writable layer and state dir stay until destroy(). A create whose spec
   // has restore_from = `images_dir` resumes them (ns: checkpoint.h).
-  virtual Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running) {
+  // `durable`: on disk before this returns (a pause, a stored snapshot);
+  // else left to the page cache (a fork's checkpoint, read at once and
+  // thrown away).
+  virtual Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running, bool durable) {
     (void)id;
     (void)images_dir;
     (void)leave_running;
+    (void)durable;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot checkpoint a sandbox");
   }
 

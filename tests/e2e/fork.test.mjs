@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cgroupParentDirs, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+import { cgroupParentDirs, processesOf, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
@@ -155,4 +155,36 @@ test(`[${sdkName}] fork of a sandbox with a background process carries it into e
     await k.kill();
   }
   await parent.kill();
+});
+
+// A restored sandbox is idle when its processes are: its init relays envd's
+// log without polling an fd that is always ready (it once polled the pipe's
+// write end, a CPU each, for ever, slowing every later restore).
+test(`[${sdkName}] forked children are idle: no process of theirs spins`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  const kids = await parent.fork({ count: 2, timeoutMs: 60_000 });
+  const ticks = (pids) => pids.reduce((sum, p) => {
+    try {
+      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ');
+      return sum + Number(f[11]) + Number(f[12]);  // utime + stime
+    } catch { return sum; }
+  }, 0);
+  try {
+    for (const k of kids) assert.ok(!(k instanceof Error), String(k));
+    await sleep(200);
+    for (const k of kids) {
+      const pids = processesOf(k.sandboxId);
+      assert.ok(pids.length >= 2, `init and envd of ${k.sandboxId}: ${pids}`);
+      const t0 = ticks(pids);
+      await sleep(1000);
+      const used = ticks(pids) - t0;
+      assert.ok(used < 15, `${k.sandboxId}'s processes used ${used} clock ticks in 1 s while idle`);
+      assert.equal((await k.commands.run('echo alive')).stdout, 'alive\n');
+    }
+  } finally {
+    for (const k of kids) if (!(k instanceof Error)) await k.kill();
+    await parent.kill();
+  }
 });

@@ -419,7 +419,7 @@ TEST_F(NsBackendTest, CheckpointAndRestoreEnvdsTreeIntoANewSandbox) {
   }
   const std::string images = tmp_ + "/images-" + a;
   auto t0 = std::chrono::steady_clock::now();
-  auto c = backend_->checkpoint(a, images, false);
+  auto c = backend_->checkpoint(a, images, /*leave_running=*/false, /*durable=*/true);
   ASSERT_TRUE(c.has_value()) << c.error().to_string();
   double dump_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   // The tree was killed once written: the init follows envd.
@@ -449,6 +449,78 @@ TEST_F(NsBackendTest, CheckpointAndRestoreEnvdsTreeIntoANewSandbox) {
   EXPECT_EQ(hostname_of(hb->init_pid), b);
   ASSERT_TRUE(backend_->destroy(b).has_value());
   expect_gone(b, hb->init_pid);
+  sys::remove_tree(images);
+}
+
+// CPU clock ticks (user + system) process `pid` has used so far; -1 if gone.
+long cpu_ticks(pid_t pid) {
+  std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream in(stat.substr(close + 2));
+  std::string f;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && (in >> f); ++i) {
+    if (i == 14) utime = std::atol(f.c_str());
+    if (i == 15) stime = std::atol(f.c_str());
+  }
+  return utime + stime;
+}
+
+// A fork's way: one checkpoint of a running sandbox (left running, not
+// synced), restored into three new sandboxes at once from three threads,
+// each working in a dir of its own: all three come back, the images dir is
+// only read (no log of theirs in it), and each restored init is idle (it
+// once polled its log pipe's write end, a CPU for ever).
+TEST_F(NsBackendTest, ThreeRestoresOfOneCheckpointAtOnce) {
+  if (auto why = ns::checkpoint_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+  const std::string a = "itestshareda00000001";
+  const std::string token = "tok-" + std::to_string(::getpid());
+  auto sa = spec(a);
+  sa.init_json = R"({"accessToken":")" + token + R"(","envVars":{"KEPT":"in-memory"}})";
+  auto h = backend_->create(sa);
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  ASSERT_EQ(envd_get(h->envd_socket, "/envs", token).first, 200);
+  const std::string images = tmp_ + "/images-" + a;
+  auto c = backend_->checkpoint(a, images, /*leave_running=*/true, /*durable=*/false);
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  EXPECT_EQ(envd_get(h->envd_socket, "/envs", token).first, 200) << "the source runs on";
+
+  const std::vector<std::string> ids = {"itestshared000000001", "itestshared000000002", "itestshared000000003"};
+  std::vector<Result<sandbox::SandboxHandle>> made(ids.size(), make_error(ErrorCode::kInternal, "not run"));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto s = spec(ids[i]);
+      s.restore_from = images;
+      s.restore_work_dir = images + ".work-" + ids[i];
+      made[i] = backend_->create(s);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_FALSE(sys::path_exists(images + "/restore.log")) << "the shared images are only read";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_TRUE(made[i].has_value()) << made[i].error().to_string() << "\n"
+                                     << slurp(images + ".work-" + ids[i] + "/restore.log").substr(0, 100000);
+    EXPECT_TRUE(sys::path_exists(images + ".work-" + ids[i] + "/restore.log"));
+    auto [code, body] = envd_get(made[i]->envd_socket, "/envs", token);
+    EXPECT_EQ(code, 200) << body;
+    EXPECT_NE(body.find("in-memory"), std::string::npos) << body;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    long t0 = cpu_ticks(made[i]->init_pid);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    long used = cpu_ticks(made[i]->init_pid) - t0;
+    EXPECT_LT(used, 5) << ids[i] << "'s init used " << used << " clock ticks in 0.5 s while idle";
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_TRUE(backend_->destroy(ids[i]).has_value());
+    expect_gone(ids[i], made[i]->init_pid);
+    sys::remove_tree(images + ".work-" + ids[i]);
+  }
+  ASSERT_TRUE(backend_->destroy(a).has_value());
+  expect_gone(a, h->init_pid);
   sys::remove_tree(images);
 }
 
@@ -542,7 +614,7 @@ TEST_F(NsBackendTest, CheckpointAndRestoreAProcessTree) {
   ASSERT_TRUE(members.has_value());
   ASSERT_GE(members->size(), 3u) << "init, envd and the loop";
   const std::string images = tmp_ + "/images-" + a;
-  auto c = backend_->checkpoint(a, images, false);
+  auto c = backend_->checkpoint(a, images, /*leave_running=*/false, /*durable=*/true);
   ASSERT_TRUE(c.has_value()) << c.error().to_string();
   const int before = count_in(h->state_dir + "/upper");
   ASSERT_GE(before, 5);
@@ -578,7 +650,7 @@ TEST_F(NsBackendTest, CheckpointAndRestoreAProcessTree) {
     if (p != hb->init_pid && std::atoi(status_field(p, "PPid").c_str()) == hb->init_pid) ++init_children;
   }
   EXPECT_EQ(init_children, 1) << "envd alone is the init's child";
-  auto c2 = backend_->checkpoint(b, images2, false);
+  auto c2 = backend_->checkpoint(b, images2, /*leave_running=*/false, /*durable=*/true);
   ASSERT_TRUE(c2.has_value()) << c2.error().to_string();
   const int before2 = count_in(hb->state_dir + "/upper");
   ASSERT_TRUE(backend_->destroy(b).has_value());

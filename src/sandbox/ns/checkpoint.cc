@@ -529,16 +529,16 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
     }
   }
   // Whole and on disk (images and their dir entries), before the tree ends.
-  if (::syncfs(dir->get()) != 0) return errno_error(ctx + ": syncfs");
+  if (opts.durable && ::syncfs(dir->get()) != 0) return errno_error(ctx + ": syncfs");
   COPPICE_TRY_CTX(sys::write_new_file(images_dir + "/" + kCompleteMarker, "", 0600), ctx);
-  if (::fsync(dir->get()) != 0) return errno_error(ctx + ": fsync");
+  if (opts.durable && ::fsync(dir->get()) != 0) return errno_error(ctx + ": fsync");
   if (!opts.leave_running) COPPICE_TRY_CTX(cgroups.kill_all(id), ctx);
   COPPICE_LOG(info).sandbox(id) << "checkpoint written in " << ms_since(t0) << " ms";
   return ok();
 }
 
 Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t init, const std::string& images_dir,
-                    int timeout_ms) {
+                    const std::string& work_dir, int timeout_ms) {
   const std::string ctx = "restore of sandbox " + id;
   if (auto why = checkpoint_unavailable_reason(); !why.empty()) {
     return make_error(ErrorCode::kFailedPrecondition, ctx + ": " + why);
@@ -557,13 +557,22 @@ Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t i
       if (key == "logpipe") pipe = value;
     }
   }
+  sys::UniqueFd work;
+  if (!work_dir.empty()) {
+    // As the images dir: the restored tasks work in it as the sandbox's uids
+    // (criu's cwd is theirs while they restore their sockets).
+    auto w = open_images(work_dir, true, ctx);
+    if (!w) return std::unexpected(w.error());
+    work = std::move(*w);
+  }
   HelperSpec h;
   h.cgroups = &cgroups;
   h.id = id;
   h.init = init;
   h.images_fd = dir->get();
+  if (work) h.pass_fds.push_back(work.get());
   h.timeout_ms = timeout_ms;
-  h.log_path = images_dir + "/restore.log";
+  h.log_path = (work_dir.empty() ? images_dir : work_dir) + "/restore.log";
   h.what = "restore";
   // Above every pid of the tree: the pids were listed before the dump, and
   // a tree left running (a snapshot, a fork) may have forked meanwhile.
@@ -572,7 +581,8 @@ Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t i
     h.want_pid = max_pid + 1;
   }
   const std::string d = "/proc/self/fd/" + std::to_string(dir->get());
-  h.criu_args = {"restore", "-D", d, "-W", d, "-o", "restore.log", "-v4", "--restore-detached",
+  const std::string w = work ? "/proc/self/fd/" + std::to_string(work.get()) : d;
+  h.criu_args = {"restore", "-D", d, "-W", w, "-o", "restore.log", "-v4", "--restore-detached",
                  "--manage-cgroups=ignore", "--ext-unix-sk", "--file-locks", "--link-remap", "--tcp-close"};
   // The tree goes into the sandbox's own user namespace (the init's): the
   // one that owns nothing criu has to make, so that its tasks can still

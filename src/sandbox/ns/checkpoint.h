@@ -84,6 +84,10 @@ struct CheckpointOptions {
   // Established TCP connections are dumped (their state, for a restore at
   // the same address) rather than refused.
   bool tcp_established = true;
+  // Whole and on disk before it counts as complete (syncfs, a pause that
+  // must outlive a crash). Off for a checkpoint that is only read at once
+  // and thrown away (a fork's): its images stay in the page cache.
+  bool durable = true;
   int timeout_ms = 120000;
 };
 
@@ -95,10 +99,13 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
                        const std::string& images_dir, const CheckpointOptions& opts = {});
 
 // Restores the tree in `images_dir` into sandbox `id`, whose init (host pid
-// `init`) runs --pid1-restore; criu's log goes to restore.log there. On
-// success envd is running again at pid 2, its listening socket included.
-// Established TCP connections come back closed.
+// `init`) runs --pid1-restore. On success envd is running again at pid 2,
+// its listening socket included. Established TCP connections come back
+// closed. criu works (restore.log, its stats) in `work_dir`, made if
+// missing; "" means `images_dir`. With a work dir of its own a restore only
+// reads `images_dir`, so that several restores can share one checkpoint at
+// once (a fork's children).
 Status restore_tree(const CgroupManager& cgroups, const std::string& id, pid_t init, const std::string& images_dir,
-                    int timeout_ms = 120000);
+                    const std::string& work_dir = "", int timeout_ms = 120000);
 
 }  // namespace coppice::sandbox::ns

@@ -54,7 +54,11 @@ const char* child_step_name(ChildStep step) {
 
 namespace {
 
-int g_report = -1;
+// The checklist's state, per launching thread: a child shares its parent's
+// memory (CLONE_VM) and thread pointer, so each launch's child (and a
+// restore's PID 1, which runs on after the child has exited) sees the copy of
+// the thread that cloned it, and launches on other threads may run at once.
+__attribute__((tls_model("initial-exec"))) thread_local int g_report = -1;
 
 [[noreturn]] void fail(ChildStep step, int err, const char* what = nullptr) {
   ChildReport r;
@@ -70,8 +74,8 @@ int g_report = -1;
   _exit(127);
 }
 
-const ChildPlan* g_plan = nullptr;
-int g_ready = -1, g_log = -1;  // lifted copies (same numbers in every process of the checklist)
+__attribute__((tls_model("initial-exec"))) thread_local const ChildPlan* g_plan = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local int g_ready = -1, g_log = -1;  // lifted copies (same numbers in every process of the checklist)
 
 void stamp(ChildStep step) {
   if (!g_plan->step_times) return;

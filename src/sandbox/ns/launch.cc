@@ -472,10 +472,11 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   ready->second.reset();
   log.reset();
   cg->close_fds();
-  // A restore's PID 1 goes on after the child has exited, on our memory and
-  // the checklist's globals (child.cc): no other launch may clone until it
-  // has exec'd (below).
-  if (!pidns_of_userns) clone_guard.unlock();
+  // Our copies of the child's ends are closed: other launches may clone. A
+  // restore's PID 1 goes on after the child has exited, on our memory and
+  // this thread's copy of the checklist's state (child.cc), while this
+  // thread waits below.
+  clone_guard.unlock();
   // The child has exec'd (vfork): it is in its network namespace already.
   if (spare) spare->netns.reset();
   own_netns.reset();
@@ -484,7 +485,6 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx.ready_timeout_ms);
   COPPICE_TRY_CTX(wait_readable(report->first.get(), deadline, "the sandbox child"), ctxmsg);
   COPPICE_TRY_CTX(read_child_report(report->first.get(), init), ctxmsg);
-  if (clone_guard.owns_lock()) clone_guard.unlock();
   const auto t_exec = Clock::now();
 
   // 8. Wait for envd: one byte on the ready pipe once it listens; EOF means
@@ -502,7 +502,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
     // 9. The init waits; put envd's tree back (checkpoint.h). A socket file
     // left by the checkpointed envd in this run dir would stop its bind.
     (void)::unlink(paths.socket.c_str());
-    COPPICE_TRY_CTX(restore_tree(*ctx.cgroups, spec.id, init.pid(), spec.restore_from), ctxmsg);
+    COPPICE_TRY_CTX(restore_tree(*ctx.cgroups, spec.id, init.pid(), spec.restore_from, spec.restore_work_dir), ctxmsg);
   }
 
   auto us = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); };

@@ -185,12 +185,14 @@ class NsBackend final : public Backend {
     return cgroups_.freeze(id);
   }
 
-  Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running) override {
+  Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running,
+                    bool durable) override {
     COPPICE_TRY_CTX(validate_id(id), "checkpoint sandbox");
     auto init = cgroups_.find_init(id);
     if (!init) return std::unexpected(std::move(init.error()).context("checkpoint of sandbox " + id));
     CheckpointOptions o;
     o.leave_running = leave_running;
+    o.durable = durable;
     return checkpoint_tree(cgroups_, id, *init, images_dir, o);
   }
 
