@@ -27,6 +27,9 @@ using SysClock = std::chrono::system_clock;
 constexpr auto kUploadLifetime = std::chrono::hours(24);
 // Finished builds whose status is kept (the newest).
 constexpr size_t kKeptBuilds = 200;
+// What one upload may unpack to: a small archive must not fill the disk.
+constexpr uint64_t kMaxUnpackedBytes = uint64_t{2} << 30;
+constexpr uint64_t kMaxUnpackedEntries = 100000;
 // Log lines kept per build; later lines are counted, not kept.
 constexpr size_t kMaxLogLines = 20000;
 
@@ -313,6 +316,14 @@ std::vector<TemplateBuilds::TagView> TemplateBuilds::tags(const std::string& nam
   return out;
 }
 
+bool TemplateBuilds::take_ready(const std::string& build_id) {
+  std::lock_guard lk(mu_);
+  auto it = builds_.find(build_id);
+  if (it == builds_.end() || it->second.status != "ready" || it->second.ready_taken) return false;
+  it->second.ready_taken = true;
+  return true;
+}
+
 std::string TemplateBuilds::resolve_tag(const std::string& id) const {
   size_t colon = id.find(':');
   if (colon == std::string::npos) return id;
@@ -411,7 +422,32 @@ void TemplateBuilds::build_one(const std::string& id) {
       ::utimensat(AT_FDCWD, tar.c_str(), nullptr, 0);
       const std::string into = sys::join_path(context, hash);
       COPPICE_TRY(sys::make_dir(into, 0755));
-      say("unpacking the upload " + hash.substr(0, 12));
+      // Its listing first (`tar -tv`: mode, owner, size, ...): a tar bomb
+      // is refused before anything is written.
+      uint64_t bytes = 0, entries = 0;
+      builder::ToolRun list;
+      list.argv = {"tar", "-t", "-v", "-f", tar};
+      list.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
+      list.cancel = &cancel_;
+      list.progress = [&](std::string_view line) {
+        ++entries;
+        size_t i = 0;
+        for (int field = 0; field < 2 && i < line.size(); ++field) {
+          while (i < line.size() && line[i] != ' ') ++i;
+          while (i < line.size() && line[i] == ' ') ++i;
+        }
+        uint64_t size = 0;
+        while (i < line.size() && line[i] >= '0' && line[i] <= '9') size = size * 10 + static_cast<uint64_t>(line[i++] - '0');
+        bytes += size;
+      };
+      COPPICE_TRY_CTX(builder::run_tool(list), "the upload " + hash + " is not a tar archive");
+      if (bytes > kMaxUnpackedBytes || entries > kMaxUnpackedEntries)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "the upload " + hash + " unpacks to " + std::to_string(bytes >> 20) + " MiB in " +
+                              std::to_string(entries) + " entries, more than a COPY step may (" +
+                              std::to_string(kMaxUnpackedBytes >> 20) + " MiB, " +
+                              std::to_string(kMaxUnpackedEntries) + " entries)");
+      say("unpacking the upload " + hash.substr(0, 12) + " (" + std::to_string(entries) + " entries)");
       // GNU tar drops leading '/' and refuses members with "..", and makes a
       // link that points out of the tree only after everything else, so no
       // member is written through one. Owners are not kept: root's.

@@ -107,6 +107,9 @@ class TemplateBuilds {
             const std::string& reason);
   Result<BuildStatusView> status(const std::string& team, const std::string& template_id,
                                  const std::string& build_id, size_t offset) const;
+  // True once per ready build: the first status read that finds it ready
+  // collects the trees it replaced (those no sandbox runs on).
+  bool take_ready(const std::string& build_id);
   // Build ids of a template's finished builds, with their tags, newest last.
   struct TagView {
     std::string tag, build_id;
@@ -129,6 +132,7 @@ class TemplateBuilds {
     std::string status = "waiting";
     std::vector<BuildLogLine> lines;
     std::string reason, step;
+    bool ready_taken = false;
     SdkBuild spec;
     std::chrono::system_clock::time_point created;
   };

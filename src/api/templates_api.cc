@@ -359,6 +359,8 @@ asio::awaitable<bool> Api::template_build_route(http::Exchange& ex, const std::s
       co_await error_response(ex, st.error());
       co_return true;
     }
+    // The tree a finished build replaced goes once no sandbox runs on it.
+    if (st->status == "ready" && builds_->take_ready(st->build_id)) co_await mgr_.collect_retired_templates();
     const std::string out = status_json(*st).dump(-1, ' ', false, json::error_handler_t::replace);
     co_await reply_json(ex, 200, out);
     co_return true;

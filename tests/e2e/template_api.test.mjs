@@ -142,6 +142,9 @@ test(`[${sdkName}] Template.build() from an image with a copied file, env vars a
   const again = await build(appTemplate(), 'sdk-app');
   assert.equal(again.err, undefined, `${again.err}`);
   assert.ok(again.logs.some((l) => /Skipping upload of 'hello.txt', already cached/.test(l)), again.logs.join('\n'));
+  // The tree the rebuild replaced ran no sandbox: it is gone.
+  const retired = path.join(gw.stateDir, 'templates', '.retired');
+  assert.deepEqual(fs.existsSync(retired) ? fs.readdirSync(retired) : [], []);
 });
 
 test(`[${sdkName}] buildInBackground() and getBuildStatus() with log offsets; tags`, opt, async () => {
@@ -216,6 +219,41 @@ test(`[${sdkName}] bad builds fail with a clear error and leave the template as 
   } finally {
     await sbx.kill();
   }
+});
+
+test(`[${sdkName}] an upload link is used once; an archive that unpacks too large fails the build`, opt, async () => {
+  const h = { 'X-API-KEY': TEST_API_KEY, 'Content-Type': 'application/json' };
+  const made = await (await fetch(`${gw.url}/v3/templates`, { method: 'POST', headers: h, body: JSON.stringify({ name: 'sdk-bomb' }) })).json();
+  const hash = 'b'.repeat(64);
+  const link = await fetch(`${gw.url}/templates/sdk-bomb/files/${hash}`, { headers: h });
+  assert.equal(link.status, 201);
+  const { present, url } = await link.json();
+  assert.equal(present, false);
+  // 3 GiB of holes: a few hundred bytes compressed, 3 GiB unpacked.
+  const dir = path.join(work, 'bomb');
+  fs.mkdirSync(dir);
+  fs.closeSync(fs.openSync(path.join(dir, 'big'), 'w'));
+  fs.truncateSync(path.join(dir, 'big'), 3 * 2 ** 30);
+  sh('tar', ['-S', '-c', '-z', '-f', path.join(work, 'bomb.tar.gz'), '-C', dir, 'big']);
+  const body = fs.readFileSync(path.join(work, 'bomb.tar.gz'));
+  assert.ok(body.length < 10 << 20);
+  assert.equal((await fetch(url, { method: 'PUT', body })).status, 200);
+  assert.equal((await fetch(url, { method: 'PUT', body })).status, 404);
+  assert.equal((await (await fetch(`${gw.url}/templates/sdk-bomb/files/${hash}`, { headers: h })).json()).present, true);
+  const trig = await fetch(`${gw.url}/v2/templates/sdk-bomb/builds/${made.buildID}`, {
+    method: 'POST', headers: h,
+    body: JSON.stringify({ fromImage: image(), steps: [{ type: 'COPY', args: ['big', '/big'], filesHash: hash }] }),
+  });
+  assert.equal(trig.status, 202);
+  let st;
+  for (let i = 0; i < 300; i++) {
+    st = await (await fetch(`${gw.url}/templates/sdk-bomb/builds/${made.buildID}/status`, { headers: h })).json();
+    if (st.status !== 'building') break;
+    await sleep(100);
+  }
+  assert.equal(st.status, 'error');
+  assert.match(st.reason.message, /unpacks to 3072 MiB/);
+  assert.ok(!fs.existsSync(path.join(gw.stateDir, 'templates', 'sdk-bomb')));
 });
 
 test(`[${sdkName}] a wrong key is 401; another team neither sees nor builds over a team's template`, opt, async () => {
