@@ -14,6 +14,7 @@
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/strings.h"
 #include "sys/fsutil.h"
 #include "templates/template_toml.h"
 
@@ -30,6 +31,9 @@ constexpr size_t kKeptBuilds = 200;
 // What one upload may unpack to: a small archive must not fill the disk.
 constexpr uint64_t kMaxUnpackedBytes = uint64_t{2} << 30;
 constexpr uint64_t kMaxUnpackedEntries = 100000;
+// A build that takes longer is stopped (a RUN step waiting for ever must
+// not hold up every later build).
+constexpr auto kMaxBuildTime = std::chrono::hours(2);
 // Log lines kept per build; later lines are counted, not kept.
 constexpr size_t kMaxLogLines = 20000;
 
@@ -46,16 +50,11 @@ Status set_toml_keys(const std::string& path, const std::map<std::string, std::s
   auto text = sys::read_file(path);
   if (!text) return std::unexpected(std::move(text.error()));
   std::string out;
-  size_t i = 0;
-  while (i < text->size()) {
-    size_t j = text->find('\n', i);
-    if (j == std::string::npos) j = text->size();
-    std::string line = text->substr(i, j - i);
-    bool replaced = false;
+  for (const auto& line : split_string(*text, '\n')) {
+    bool replaced = line.empty();
     for (const auto& [k, v] : values)
       if (line.starts_with(k + " =") || line.starts_with(k + "=")) replaced = true;
     if (!replaced) out += line + "\n";
-    i = j + 1;
   }
   for (const auto& [k, v] : values)
     if (!v.empty()) out += k + " = " + v + "\n";
@@ -513,7 +512,36 @@ void TemplateBuilds::build_one(const std::string& id) {
     if (!registry_.get(name)) return make_error(ErrorCode::kInternal, "the built template " + name + " did not load");
     return ok();
   };
+  // The watchdog stops a build that runs past kMaxBuildTime.
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool done = false, timed_out = false;
+  std::thread watchdog([&] {
+    std::unique_lock lk(done_mu);
+    if (!done_cv.wait_for(lk, kMaxBuildTime, [&] { return done; })) {
+      timed_out = true;
+      cancel_.store(true);
+    }
+  });
   Status result = go();
+  {
+    std::lock_guard lk(done_mu);
+    done = true;
+  }
+  done_cv.notify_all();
+  watchdog.join();
+  if (timed_out) {
+    result = make_error(ErrorCode::kDeadlineExceeded, "the build ran longer than " +
+                                                          std::to_string(kMaxBuildTime.count()) + " hours and was stopped");
+    std::lock_guard lk(mu_);
+    if (!stopping_) cancel_.store(false);
+  }
+  if (result) {
+    COPPICE_LOG(info) << "template build " << id << " of " << name << " for team " << team << ": ready";
+  } else {
+    COPPICE_LOG(info) << "template build " << id << " of " << name << " for team " << team
+                      << " failed: " << result.error().message();
+  }
   if (auto s = sys::remove_tree(work); !s) {
     COPPICE_LOG(warn) << "template build " << id << ": " << s.error().to_string();
   }

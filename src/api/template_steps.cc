@@ -4,6 +4,8 @@
 #include <cctype>
 #include <set>
 
+#include "common/strings.h"
+
 namespace coppice::api {
 namespace {
 
@@ -88,13 +90,8 @@ Result<std::vector<std::string>> string_args(const json& step, size_t n) {
 // A relative path inside the upload: no absolute path, no "..".
 bool inside_upload(std::string_view p) {
   if (p.empty() || p.front() == '/') return false;
-  size_t i = 0;
-  while (i <= p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string_view::npos) j = p.size();
-    if (p.substr(i, j - i) == "..") return false;
-    i = j + 1;
-  }
+  for (const auto& part : split_string(p, '/'))
+    if (part == "..") return false;
   return true;
 }
 

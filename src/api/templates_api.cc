@@ -18,6 +18,7 @@
 #include "api/api_internal.h"
 #include "api/template_builds.h"
 #include "api/template_steps.h"
+#include "common/strings.h"
 #include "sys/fd.h"
 #include "sys/fsutil.h"
 
@@ -43,18 +44,6 @@ bool plain_host(std::string_view h) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && std::string_view(".-:[]").find(c) == std::string_view::npos)
       return false;
   return true;
-}
-
-std::vector<std::string> split_path(std::string_view p) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string_view::npos) j = p.size();
-    out.emplace_back(p.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
 }
 
 json new_build_json(const NewBuild& b) {
@@ -183,7 +172,7 @@ asio::awaitable<bool> Api::template_build_route(http::Exchange& ex, const std::s
   const auto m = ex.method();
   const bool v3 = path == "/v3/templates";
   if (!v3 && !path.starts_with("/templates") && !path.starts_with("/v2/templates/")) co_return false;
-  auto parts = split_path(path.substr(1));  // "templates", id, ...
+  auto parts = split_string(std::string_view(path).substr(1), '/');  // "templates", id, ...
   if (parts.size() >= 1 && parts[0] == "v2") parts.erase(parts.begin());
 
   // POST /v3/templates
