@@ -162,7 +162,7 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
 TEST_F(ApiTest, UnknownEndpointsAre501NotAMissingSandbox) {
   auto id = create_id();
   {
-    auto a = call(verb::post, "/templates/tags", "{}");
+    auto a = call(verb::patch, "/v2/templates/base", "{}");
     EXPECT_EQ(a.status, 501u) << a.raw;
     EXPECT_EQ(a.body["code"], 501);
     EXPECT_NE(a.body.value("message", "").find("does not implement"), std::string::npos);

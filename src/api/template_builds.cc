@@ -315,6 +315,36 @@ std::vector<TemplateBuilds::TagView> TemplateBuilds::tags(const std::string& nam
   return out;
 }
 
+Result<std::string> TemplateBuilds::assign_tags(const std::string& team, const std::string& target,
+                                                const std::vector<std::string>& tags) {
+  size_t colon = target.find(':');
+  const std::string name = target.substr(0, colon);
+  const std::string tag = colon == std::string::npos ? "default" : target.substr(colon + 1);
+  for (const auto& t : tags)
+    if (!valid_tag(t)) return make_error(ErrorCode::kInvalidArgument, "\"" + t.substr(0, 128) + "\" is not a tag");
+  if (!visible(name, team)) return make_error(ErrorCode::kNotFound, "template " + name.substr(0, 128) + " not found");
+  std::string id;
+  for (const auto& t : this->tags(name))
+    if (t.tag == tag) id = t.build_id;
+  std::lock_guard lk(mu_);
+  auto it = builds_.find(id);
+  if (id.empty() || it == builds_.end())
+    return make_error(ErrorCode::kNotFound, "template " + target.substr(0, 160) + " has no build built here with that tag");
+  for (const auto& t : tags) it->second.tags.push_back(t);
+  return id;
+}
+
+Status TemplateBuilds::remove_tags(const std::string& team, const std::string& name,
+                                   const std::vector<std::string>& tags) {
+  if (!visible(name, team)) return make_error(ErrorCode::kNotFound, "template " + name.substr(0, 128) + " not found");
+  std::lock_guard lk(mu_);
+  for (auto& [id, b] : builds_) {
+    if (b.name != name) continue;
+    std::erase_if(b.tags, [&](const std::string& t) { return std::find(tags.begin(), tags.end(), t) != tags.end(); });
+  }
+  return ok();
+}
+
 bool TemplateBuilds::take_ready(const std::string& build_id) {
   std::lock_guard lk(mu_);
   auto it = builds_.find(build_id);

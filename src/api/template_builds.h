@@ -116,6 +116,13 @@ class TemplateBuilds {
     std::chrono::system_clock::time_point created;
   };
   std::vector<TagView> tags(const std::string& name) const;
+  // POST /templates/tags: `tags` also name the build that `target`
+  // ("name" or "name:tag") names. kNotFound when there is no such ready
+  // build the team may see; kInvalidArgument for a bad tag.
+  Result<std::string> assign_tags(const std::string& team, const std::string& target,
+                                  const std::vector<std::string>& tags);
+  // DELETE /templates/tags: the tags name no build of `name` any more.
+  Status remove_tags(const std::string& team, const std::string& name, const std::vector<std::string>& tags);
   // "name:tag" -> "name" when a ready build of template `name` has that tag
   // ("default": any); anything else unchanged.
   std::string resolve_tag(const std::string& id) const;

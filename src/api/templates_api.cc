@@ -79,6 +79,25 @@ json list_json(const std::vector<templates::Template>& list) {
   return out;
 }
 
+// {target|name, tags} of the tag routes.
+Result<std::pair<std::string, std::vector<std::string>>> tags_request(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string() || it->get<std::string>().empty())
+    return make_error(ErrorCode::kInvalidArgument, std::string(key) + " must be a non-empty string");
+  auto t = j.find("tags");
+  bool good = t != j.end() && t->is_array() && !t->empty();
+  if (good)
+    for (const auto& x : *t) good = good && x.is_string();
+  if (!good) return make_error(ErrorCode::kInvalidArgument, "tags must be a non-empty array of strings");
+  std::vector<std::string> tags;
+  for (const auto& x : *t) tags.push_back(x.get<std::string>());
+  return std::pair{it->get<std::string>(), tags};
+}
+
+json assigned_json(const std::string& build_id, const std::vector<std::string>& tags) {
+  return json{{"buildID", build_id}, {"tags", tags}};
+}
+
 json link_json(bool present, const std::string& url) {
   json out{{"present", present}};
   if (!present) out["url"] = url;
@@ -252,6 +271,33 @@ asio::awaitable<bool> Api::template_build_route(http::Exchange& ex, const std::s
     }
     const std::string out = alias_json(alias, !builds_->owner(alias)).dump();
     co_await reply_json(ex, 200, out);
+    co_return true;
+  }
+  // POST|DELETE /templates/tags
+  if (parts.size() == 2 && parts[1] == "tags" && (m == verb::post || m == verb::delete_)) {
+    auto body = co_await read_json_body(ex, cfg_.max_body_bytes);
+    if (!body) {
+      co_await error_response(ex, body.error());
+      co_return true;
+    }
+    auto fields = tags_request(*body, m == verb::post ? "target" : "name");
+    if (!fields) {
+      co_await error_response(ex, fields.error());
+      co_return true;
+    }
+    if (m == verb::post) {
+      auto id = builds_->assign_tags(caller.team, fields->first, fields->second);
+      if (!id) {
+        co_await error_response(ex, id.error());
+        co_return true;
+      }
+      const std::string out = assigned_json(*id, fields->second).dump();
+      co_await reply_json(ex, 201, out);
+    } else {
+      auto s = builds_->remove_tags(caller.team, fields->first, fields->second);
+      if (!s) co_await error_response(ex, s.error());
+      else co_await reply(ex, 204, "", "");
+    }
     co_return true;
   }
   if (parts.size() == 2 && (parts[1] == "reload" || parts[1] == "tags")) co_return false;

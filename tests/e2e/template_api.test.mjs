@@ -168,6 +168,13 @@ test(`[${sdkName}] buildInBackground() and getBuildStatus() with log offsets; ta
   assert.deepEqual(tags.map((x) => x.tag).sort(), ['default', 'v1']);
   const sbx = await sdk.Sandbox.create('sdk-bg:v1', gw.opts);
   await sbx.kill();
+  if (sdk.Template.assignTags) {
+    const assigned = await sdk.Template.assignTags('sdk-bg:v1', ['prod'], gw.opts);
+    assert.equal(assigned.buildId, info.buildId);
+    await sdk.Template.removeTags('sdk-bg', 'v1', gw.opts);
+    assert.deepEqual((await sdk.Template.getTags('sdk-bg', gw.opts)).map((x) => x.tag).sort(), ['default', 'prod']);
+    await assert.rejects(sdk.Template.assignTags('sdk-bg:nope', 'x', gw.opts));
+  }
 });
 
 test(`[${sdkName}] bad builds fail with a clear error and leave the template as it was`, opt, async () => {
