@@ -454,12 +454,15 @@ void TemplateBuilds::build_one(const std::string& id) {
       // Its listing first (`tar -tv`: mode, owner, size, ...): a tar bomb
       // is refused before anything is written.
       uint64_t bytes = 0, entries = 0;
+      std::string odd;  // a member that is not a file, directory or link
       builder::ToolRun list;
       list.argv = {"tar", "-t", "-v", "-f", tar};
       list.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
       list.cancel = &cancel_;
       list.progress = [&](std::string_view line) {
         ++entries;
+        if (!line.empty() && std::string_view("-dlh").find(line[0]) == std::string_view::npos && odd.empty())
+          odd = std::string(line.substr(0, 200));
         size_t i = 0;
         for (int field = 0; field < 2 && i < line.size(); ++field) {
           while (i < line.size() && line[i] != ' ') ++i;
@@ -470,6 +473,9 @@ void TemplateBuilds::build_one(const std::string& id) {
         bytes += size;
       };
       COPPICE_TRY_CTX(builder::run_tool(list), "the upload " + hash + " is not a tar archive");
+      if (!odd.empty())
+        return make_error(ErrorCode::kInvalidArgument, "the upload " + hash +
+                                                           " holds a device, a fifo or another special file: " + odd);
       if (bytes > kMaxUnpackedBytes || entries > kMaxUnpackedEntries)
         return make_error(ErrorCode::kInvalidArgument,
                           "the upload " + hash + " unpacks to " + std::to_string(bytes >> 20) + " MiB in " +

@@ -30,7 +30,7 @@ using http::bhttp::verb;
 namespace {
 
 json log_entry_json(const BuildLogLine& l, const std::string& step) {
-  json j{{"timestamp", rfc3339_time(core::Clock::now() - (std::chrono::system_clock::now() - l.time))},
+  json j{{"timestamp", rfc3339_time(l.time)},
          {"level", l.level},
          {"message", l.message}};
   if (!step.empty()) j["step"] = step;
@@ -69,7 +69,7 @@ json tags_json(const std::vector<TemplateBuilds::TagView>& tags) {
   json out = json::array();
   for (const auto& t : tags)
     out.push_back(json{{"tag", t.tag}, {"buildID", t.build_id},
-                       {"createdAt", rfc3339_time(core::Clock::now() - (std::chrono::system_clock::now() - t.created))}});
+                       {"createdAt", rfc3339_time(t.created)}});
   return out;
 }
 

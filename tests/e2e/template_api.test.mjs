@@ -228,7 +228,7 @@ test(`[${sdkName}] bad builds fail with a clear error and leave the template as 
   }
 });
 
-test(`[${sdkName}] an upload link is used once; an archive that unpacks too large fails the build`, opt, async () => {
+test(`[${sdkName}] an upload link is used once; an archive that unpacks too large or holds special files fails the build`, opt, async () => {
   const h = { 'X-API-KEY': TEST_API_KEY, 'Content-Type': 'application/json' };
   const made = await (await fetch(`${gw.url}/v3/templates`, { method: 'POST', headers: h, body: JSON.stringify({ name: 'sdk-bomb' }) })).json();
   const hash = 'b'.repeat(64);
@@ -261,6 +261,27 @@ test(`[${sdkName}] an upload link is used once; an archive that unpacks too larg
   assert.equal(st.status, 'error');
   assert.match(st.reason.message, /unpacks to 3072 MiB/);
   assert.ok(!fs.existsSync(path.join(gw.stateDir, 'templates', 'sdk-bomb')));
+
+  // Special files (here a fifo; devices alike) are not copied into a template.
+  const made2 = await (await fetch(`${gw.url}/v3/templates`, { method: 'POST', headers: h, body: JSON.stringify({ name: 'sdk-bomb' }) })).json();
+  const hash2 = 'c'.repeat(64);
+  const { url: url2 } = await (await fetch(`${gw.url}/templates/sdk-bomb/files/${hash2}`, { headers: h })).json();
+  const fdir = path.join(work, 'fifo');
+  fs.mkdirSync(fdir);
+  sh('mkfifo', [path.join(fdir, 'pipe')]);
+  sh('tar', ['-c', '-z', '-f', path.join(work, 'fifo.tar.gz'), '-C', fdir, 'pipe']);
+  assert.equal((await fetch(url2, { method: 'PUT', body: fs.readFileSync(path.join(work, 'fifo.tar.gz')) })).status, 200);
+  assert.equal((await fetch(`${gw.url}/v2/templates/sdk-bomb/builds/${made2.buildID}`, {
+    method: 'POST', headers: h,
+    body: JSON.stringify({ fromImage: image(), steps: [{ type: 'COPY', args: ['pipe', '/pipe'], filesHash: hash2 }] }),
+  })).status, 202);
+  for (let i = 0; i < 300; i++) {
+    st = await (await fetch(`${gw.url}/templates/sdk-bomb/builds/${made2.buildID}/status`, { headers: h })).json();
+    if (st.status !== 'building') break;
+    await sleep(100);
+  }
+  assert.equal(st.status, 'error');
+  assert.match(st.reason.message, /special file/);
 });
 
 test(`[${sdkName}] a wrong key is 401; another team neither sees nor builds over a team's template`, opt, async () => {
