@@ -2,7 +2,7 @@
 #include "api/lifecycle_options.h"
 #include "api/resize_request.h"
 #include "api/api_internal.h"
-#include "api/template_builds.h"
+#include "core/template_builds.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -376,7 +376,7 @@ Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::T
         if (!c) return std::nullopt;
         return c->team;
       }) {
-  builds_ = std::make_unique<TemplateBuilds>(cfg.state_dir, templates, cfg.cli_path);
+  builds_ = std::make_unique<core::TemplateBuilds>(cfg.state_dir, templates, cfg.cli_path);
   proxy_.set_auto_resume([this](std::string id) -> asio::awaitable<Status> {
     auto op = mgr_.resume_for_traffic(std::move(id));
     co_return co_await std::move(op);

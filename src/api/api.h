@@ -18,9 +18,12 @@
 #include "proxy/proxy.h"
 #include "store/store.h"
 
+namespace coppice::core {
+class TemplateBuilds;
+}
+
 namespace coppice::api {
 
-class TemplateBuilds;
 namespace asio = http::asio;
 
 // The HTTP status for an error category.
@@ -155,7 +158,7 @@ class Api {
   asio::thread_pool reload_pool_{1};
   // Template builds asked for through the API; null when the gateway has no
   // templates root to build into.
-  std::unique_ptr<TemplateBuilds> builds_;
+  std::unique_ptr<core::TemplateBuilds> builds_;
 };
 
 }  // namespace coppice::api

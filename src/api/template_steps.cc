@@ -97,16 +97,9 @@ bool inside_upload(std::string_view p) {
 
 }  // namespace
 
-bool valid_files_hash(std::string_view s) {
-  if (s.size() != 64) return false;
-  for (char c : s)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  return true;
-}
-
-Result<SdkBuild> translate_sdk_build(const json& body) {
+Result<core::TemplateBuildSpec> translate_sdk_build(const json& body) {
   if (!body.is_object()) return make_error(ErrorCode::kInvalidArgument, "the build must be a JSON object");
-  SdkBuild out;
+  core::TemplateBuildSpec out;
   auto base = base_image(body);
   if (!base) return std::unexpected(std::move(base.error()));
   out.dockerfile = "# From the E2B SDK's Template.build()\nFROM " + *base + "\n";
@@ -156,7 +149,7 @@ Result<SdkBuild> translate_sdk_build(const json& body) {
     } else if (type == "COPY") {
       if (a.size() < 2 || a.size() > 4) return step_error(n, "COPY takes src, dest, user and mode");
       auto h = step.find("filesHash");
-      if (h == step.end() || !h->is_string() || !valid_files_hash(h->get<std::string>()))
+      if (h == step.end() || !h->is_string() || !core::valid_files_hash(h->get<std::string>()))
         return step_error(n, "COPY: filesHash must be the 64 hex digits of the upload");
       const std::string hash = h->get<std::string>();
       if (!inside_upload(a[0])) return step_error(n, "COPY: the source \"" + a[0].substr(0, 128) + "\" is not a relative path inside the context");

@@ -19,23 +19,11 @@
 #include <vector>
 
 #include "common/result.h"
+#include "core/template_builds.h"
 
 namespace coppice::api {
 
-struct SdkBuild {
-  std::string dockerfile;                // FROM <image> + one or more lines per step
-  std::vector<std::string> file_hashes;  // the COPY steps' uploads (64 hex), each once
-  std::string start_cmd;                 // empty: none
-  std::string ready_cmd;                 // empty: none
-  // The SDK's step number of each Dockerfile line (index 0: line 1); 0 for
-  // the base image and what follows the last step.
-  std::vector<size_t> line_steps;
-};
-
 // A failed step's number is in the error's message ("step 3: ...").
-Result<SdkBuild> translate_sdk_build(const nlohmann::json& body);
-
-// Whether `s` is what the SDK sends as a file hash: 64 lowercase hex digits.
-bool valid_files_hash(std::string_view s);
+Result<core::TemplateBuildSpec> translate_sdk_build(const nlohmann::json& body);
 
 }  // namespace coppice::api

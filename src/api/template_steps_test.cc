@@ -14,10 +14,10 @@ using json = nlohmann::json;
 
 const std::string kHash(64, 'a');
 
-SdkBuild translate_ok(const json& body) {
+core::TemplateBuildSpec translate_ok(const json& body) {
   auto r = translate_sdk_build(body);
   EXPECT_TRUE(r.has_value()) << body.dump() << ": " << (r ? "" : r.error().to_string());
-  return r ? *r : SdkBuild{};
+  return r ? *r : core::TemplateBuildSpec{};
 }
 
 std::string refused(const json& body) {
@@ -134,10 +134,10 @@ TEST(TemplateSteps, SetUserIsTheSandboxDefault) {
 }
 
 TEST(TemplateSteps, FilesHash) {
-  EXPECT_TRUE(valid_files_hash(kHash));
-  EXPECT_FALSE(valid_files_hash(std::string(63, 'a')));
-  EXPECT_FALSE(valid_files_hash(std::string(64, 'A')));
-  EXPECT_FALSE(valid_files_hash("../" + std::string(61, 'a')));
+  EXPECT_TRUE(core::valid_files_hash(kHash));
+  EXPECT_FALSE(core::valid_files_hash(std::string(63, 'a')));
+  EXPECT_FALSE(core::valid_files_hash(std::string(64, 'A')));
+  EXPECT_FALSE(core::valid_files_hash("../" + std::string(61, 'a')));
 }
 
 }  // namespace

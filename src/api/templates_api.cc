@@ -16,7 +16,7 @@
 
 #include "api/api.h"
 #include "api/api_internal.h"
-#include "api/template_builds.h"
+#include "core/template_builds.h"
 #include "api/template_steps.h"
 #include "common/strings.h"
 #include "sys/fd.h"
@@ -29,7 +29,7 @@ using http::bhttp::verb;
 
 namespace {
 
-json log_entry_json(const BuildLogLine& l, const std::string& step) {
+json log_entry_json(const core::BuildLogLine& l, const std::string& step) {
   json j{{"timestamp", rfc3339_time(l.time)},
          {"level", l.level},
          {"message", l.message}};
@@ -46,14 +46,14 @@ bool plain_host(std::string_view h) {
   return true;
 }
 
-json new_build_json(const NewBuild& b) {
+json new_build_json(const core::NewBuild& b) {
   return json{{"templateID", b.template_id}, {"buildID", b.build_id}, {"names", {b.template_id}},
               {"aliases", {b.template_id}},  {"tags", b.tags},         {"public", false}};
 }
 
 json alias_json(const std::string& id, bool is_public) { return json{{"templateID", id}, {"public", is_public}}; }
 
-json detail_json(const templates::Template& t, bool is_public, const std::vector<TemplateBuilds::TagView>& tags) {
+json detail_json(const templates::Template& t, bool is_public, const std::vector<core::TemplateBuilds::TagView>& tags) {
   json out = template_json(t);
   out["public"] = is_public;
   out["aliases"] = json::array({t.name});
@@ -65,7 +65,7 @@ json detail_json(const templates::Template& t, bool is_public, const std::vector
   return out;
 }
 
-json tags_json(const std::vector<TemplateBuilds::TagView>& tags) {
+json tags_json(const std::vector<core::TemplateBuilds::TagView>& tags) {
   json out = json::array();
   for (const auto& t : tags)
     out.push_back(json{{"tag", t.tag}, {"buildID", t.build_id},
@@ -104,7 +104,7 @@ json link_json(bool present, const std::string& url) {
   return out;
 }
 
-json status_json(const BuildStatusView& st) {
+json status_json(const core::BuildStatusView& st) {
   json entries = json::array(), logs = json::array();
   for (const auto& l : st.lines) {
     entries.push_back(log_entry_json(l, ""));
@@ -154,8 +154,8 @@ asio::awaitable<void> Api::template_upload(http::Exchange& ex, const std::string
     }
     if (*n == 0) break;
     total += *n;
-    if (total > kMaxUploadBytes) {
-      failed = Error(ErrorCode::kInvalidArgument, "the upload is larger than " + std::to_string(kMaxUploadBytes >> 20) +
+    if (total > core::kMaxUploadBytes) {
+      failed = Error(ErrorCode::kInvalidArgument, "the upload is larger than " + std::to_string(core::kMaxUploadBytes >> 20) +
                                                        " MiB, the limit for a COPY step's files");
       status = 413;
       break;

@@ -1,4 +1,4 @@
-#include "api/template_builds.h"
+#include "core/template_builds.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -18,7 +18,7 @@
 #include "sys/fsutil.h"
 #include "templates/template_toml.h"
 
-namespace coppice::api {
+namespace coppice::core {
 namespace {
 
 using json = nlohmann::json;
@@ -66,6 +66,13 @@ Status set_toml_keys(const std::string& path, const std::map<std::string, std::s
 }
 
 }  // namespace
+
+bool valid_files_hash(std::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
 
 TemplateBuilds::TemplateBuilds(std::string state_dir, templates::TemplateRegistry& registry, std::string cli)
     : dir_(sys::join_path(state_dir, "template-builds")), registry_(registry), cli_(std::move(cli)) {
@@ -250,7 +257,7 @@ void TemplateBuilds::sweep_uploads() {
 }
 
 Status TemplateBuilds::start(const std::string& team, const std::string& template_id, const std::string& build_id,
-                             SdkBuild spec) {
+                             TemplateBuildSpec spec) {
   {
     std::lock_guard lk(mu_);
     auto it = builds_.find(build_id);
@@ -426,7 +433,7 @@ void TemplateBuilds::finish(const std::string& id, const Status& result) {
 
 void TemplateBuilds::build_one(const std::string& id) {
   std::string name, team;
-  SdkBuild spec;
+  TemplateBuildSpec spec;
   int cpu = 0, mem = 0;
   {
     std::lock_guard lk(mu_);
@@ -584,4 +591,4 @@ void TemplateBuilds::build_one(const std::string& id) {
   finish(id, result);
 }
 
-}  // namespace coppice::api
+}  // namespace coppice::core

@@ -1,6 +1,6 @@
 // Template builds asked for through E2B's template API (the SDK's
-// Template.build() and buildInBackground(); templates_api.cc has the HTTP
-// side): who owns which template name, the files the SDK uploads for COPY
+// Template.build() and buildInBackground(); api/templates_api.cc has the
+// HTTP side): who owns which template name, the files the SDK uploads for COPY
 // steps, and the builds themselves, each with its status and log.
 //
 // A build runs in the background, one at a time, on a thread of its own:
@@ -8,7 +8,7 @@
 // <state-dir>/template-builds/<buildID>/, and `coppice template build
 // --dockerfile` (the image builder, builder/image_build.h, as its own
 // process: it needs a single-threaded process) builds the Dockerfile that
-// template_steps.h made, its output becoming the build's log line by line.
+// api/template_steps.h made, its output becoming the build's log line by line.
 // The builder installs the template only once complete, so a failed build
 // leaves the template of that name as it was. A finished build's template
 // gets the SDK's start and ready commands and CPU and memory, and the
@@ -34,14 +34,28 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
-#include "api/template_steps.h"
 #include "common/result.h"
 #include "templates/templates.h"
 
-namespace coppice::api {
+namespace coppice::core {
+
+// What a build runs (api/template_steps.h makes it from the SDK's steps).
+struct TemplateBuildSpec {
+  std::string dockerfile;                // FROM <image> + one or more lines per step
+  std::vector<std::string> file_hashes;  // the COPY steps' uploads (64 hex), each once
+  std::string start_cmd;                 // empty: none
+  std::string ready_cmd;                 // empty: none
+  // The SDK's step number of each Dockerfile line (index 0: line 1); 0 for
+  // the base image and what follows the last step.
+  std::vector<size_t> line_steps;
+};
+
+// Whether `s` is what the SDK sends as a file hash: 64 lowercase hex digits.
+bool valid_files_hash(std::string_view s);
 
 inline constexpr uint64_t kMaxUploadBytes = uint64_t{512} << 20;
 
@@ -100,7 +114,7 @@ class TemplateBuilds {
   // POST /v2/templates/{id}/builds/{buildID}: starts the build. kNotFound
   // for another team's or an unknown build; kFailedPrecondition when it
   // was started already.
-  Status start(const std::string& team, const std::string& template_id, const std::string& build_id, SdkBuild spec);
+  Status start(const std::string& team, const std::string& template_id, const std::string& build_id, TemplateBuildSpec spec);
   // A failed trigger (a step Coppice cannot build) also fails the build, so
   // its status says why.
   void fail(const std::string& team, const std::string& template_id, const std::string& build_id,
@@ -140,7 +154,7 @@ class TemplateBuilds {
     std::vector<BuildLogLine> lines;
     std::string reason, step;
     bool ready_taken = false;
-    SdkBuild spec;
+    TemplateBuildSpec spec;
     std::chrono::system_clock::time_point created;
   };
   struct Upload {
@@ -169,4 +183,4 @@ class TemplateBuilds {
   std::thread thread_;
 };
 
-}  // namespace coppice::api
+}  // namespace coppice::core
