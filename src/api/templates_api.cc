@@ -302,8 +302,9 @@ asio::awaitable<bool> Api::template_build_route(http::Exchange& ex, const std::s
   }
   if (parts.size() == 2 && (parts[1] == "reload" || parts[1] == "tags")) co_return false;
   const std::string& id = parts[1];
-  // Another team's template is answered as if it were not there.
-  if (!builds_->visible(id, caller.team)) {
+  // Another team's template is answered as if it were not there (an admin
+  // key may still remove it, as it may any template).
+  if (!builds_->visible(id, caller.team) && !(caller.admin && m == verb::delete_ && parts.size() == 2)) {
     co_await error_response(ex, 404, "template " + id.substr(0, 128) + " not found");
     co_return true;
   }

@@ -314,9 +314,14 @@ test(`[${sdkName}] a wrong key is 401; another team neither sees nor builds over
     await sbx.kill();
   }
   assert.equal((await fetch(`${gw.url}/templates/sdk-b`, { headers: { 'X-API-KEY': TEST_API_KEY } })).status, 404);
-  // Its owner removes it; the name is free again.
-  assert.equal((await fetch(`${gw.url}/templates/sdk-b`, { method: 'DELETE', headers: hb })).status, 204);
+  // An admin key removes any team's template; the name is free again.
+  assert.equal((await fetch(`${gw.url}/templates/sdk-b`, { method: 'DELETE', headers: { 'X-API-KEY': TEST_API_KEY } })).status, 204);
   assert.equal(await sdk.Template.exists('sdk-b', optsB()), false);
+  // A team's key removes its own.
+  r = await build(sdk.Template().fromImage(image()), 'sdk-b2', optsB());
+  assert.equal(r.err, undefined, `${r.err}`);
+  assert.equal((await fetch(`${gw.url}/templates/sdk-b2`, { method: 'DELETE', headers: hb })).status, 204);
+  assert.equal(await sdk.Template.exists('sdk-b2', optsB()), false);
   // No build left a directory or an upload in progress behind.
   const left = fs.readdirSync(path.join(gw.stateDir, 'template-builds')).filter((n) => !['files', 'owners.json'].includes(n));
   assert.deepEqual(left, []);
