@@ -156,8 +156,7 @@ class Api {
   // A reload walks every template's tree to measure it: that file system
   // work runs here, not on an API thread, one reload at a time.
   asio::thread_pool reload_pool_{1};
-  // Template builds asked for through the API; null when the gateway has no
-  // templates root to build into.
+  // Template builds asked for through the API (templates_api.cc).
   std::unique_ptr<core::TemplateBuilds> builds_;
 };
 

@@ -28,7 +28,7 @@ struct GatewayConfig {
   // else none.
   std::string interp_path;
   // Host path of the `coppice` CLI, which runs the template builds asked for
-  // through the API (api/template_builds.h); default: next to coppiced.
+  // through the API (core/template_builds.h); default: next to coppiced.
   std::string cli_path;
   // Who may build templates through the API (E2B's Template.build()): a
   // build's RUN steps run as root on the host, as with a rootful `docker
