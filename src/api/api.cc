@@ -2,6 +2,7 @@
 #include "api/lifecycle_options.h"
 #include "api/resize_request.h"
 #include "api/api_internal.h"
+#include "core/template_builds.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -153,6 +154,8 @@ json pool_json(const core::PoolView& p) {
               {"inUse", p.in_use}, {"filling", p.filling}, {"hits", p.hits}, {"misses", p.misses}};
 }
 
+}  // namespace
+
 // The template shape of GET /templates. The E2B fields (templateID, buildID,
 // cpuCount, memoryMB) keep their names; the keys a template may add later
 // appear only when it has them.
@@ -168,6 +171,8 @@ json template_json(const templates::Template& t) {
   if (!t.image_digest.empty()) j["imageDigest"] = t.image_digest;
   return j;
 }
+
+namespace {
 
 std::string templates_body(const std::vector<templates::Template>& list) {
   json out = json::array();
@@ -371,6 +376,7 @@ Api::Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::T
         if (!c) return std::nullopt;
         return c->team;
       }) {
+  builds_ = std::make_unique<core::TemplateBuilds>(cfg.state_dir, templates, cfg.cli_path);
   proxy_.set_auto_resume([this](std::string id) -> asio::awaitable<Status> {
     auto op = mgr_.resume_for_traffic(std::move(id));
     co_return co_await std::move(op);
@@ -444,6 +450,11 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await volume_content(ex, path);
     co_return;
   }
+  // A template build's file upload authenticates with its one-use token.
+  if (path.starts_with("/template-uploads/")) {
+    co_await template_upload(ex, path.substr(18));
+    co_return;
+  }
   auto found = keys_.check(ex.header("X-API-KEY"));
   if (!found) {
     co_await error_response(ex, 401, "invalid or missing API key (X-API-KEY)");
@@ -463,6 +474,8 @@ asio::awaitable<void> Api::control(http::Exchange& ex) {
     co_await keys_route(ex, caller.team, rest, caller);
     co_return;
   }
+  // E2B's template build API, and the templates a team built through it.
+  if (co_await template_build_route(ex, path, caller)) co_return;
   // Templates and pools are the host's, shared by every team: any key reads
   // them, only an admin key changes them.
   // DELETE /templates/{x} removes a host template (an operator's action) or,
@@ -578,6 +591,15 @@ asio::awaitable<void> Api::create(http::Exchange& ex, const Caller& caller) {
       co_return;
     }
     p.template_id = it->get<std::string>();
+    // Another team's template is not there for this caller; "name:tag"
+    // names the template built with that tag.
+    if (builds_) {
+      p.template_id = builds_->resolve_tag(p.template_id);
+      if (!builds_->visible(p.template_id, caller.team)) {
+        co_await error_response(ex, 404, "template " + p.template_id.substr(0, 128) + " not found");
+        co_return;
+      }
+    }
   }
   auto timeout = timeout_field(j, "timeout", cfg_.max_timeout_s);
   auto env = string_map(j, "envVars");

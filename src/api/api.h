@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -16,6 +17,10 @@
 #include "http/server.h"
 #include "proxy/proxy.h"
 #include "store/store.h"
+
+namespace coppice::core {
+class TemplateBuilds;
+}
 
 namespace coppice::api {
 
@@ -68,6 +73,7 @@ class Api {
   Api(const core::GatewayConfig& cfg, core::SandboxManager& mgr, templates::TemplateRegistry& templates,
       store::Store& store, core::metrics::GatewayMetrics& metrics, sandbox::Backend& backend,
       asio::thread_pool& netns_pool);
+  ~Api();
   // Signed preview URLs (POST /sandboxes/{id}/preview-url and the proxy's
   // check of them) with this signer; `tls`: the gateway's port speaks TLS
   // (https URLs, Secure cookies). Without a call the endpoint answers 501.
@@ -117,6 +123,12 @@ class Api {
   asio::awaitable<void> sandbox_dir_snapshots(http::Exchange& ex, const std::string& id, const std::string& rest,
                                               const Caller& caller);
   asio::awaitable<void> dir_snapshots_route(http::Exchange& ex, const std::string& rest, const Caller& caller);
+  // E2B's template build API (templates_api.cc): /v3/templates, uploads,
+  // builds and their status, aliases, tags, and GET/DELETE /templates/{id}
+  // of a team's own template. False when `path` is none of its routes.
+  asio::awaitable<bool> template_build_route(http::Exchange& ex, const std::string& path, const Caller& caller);
+  // PUT /template-uploads/{token}: the body is the SDK's tar of a COPY's files.
+  asio::awaitable<void> template_upload(http::Exchange& ex, const std::string& token);
   // GET /templates and POST /templates/reload.
   asio::awaitable<void> list_templates(http::Exchange& ex);
   asio::awaitable<void> reload_templates(http::Exchange& ex);
@@ -144,6 +156,8 @@ class Api {
   // A reload walks every template's tree to measure it: that file system
   // work runs here, not on an API thread, one reload at a time.
   asio::thread_pool reload_pool_{1};
+  // Template builds asked for through the API (templates_api.cc).
+  std::unique_ptr<core::TemplateBuilds> builds_;
 };
 
 }  // namespace coppice::api

@@ -162,11 +162,13 @@ TEST_F(ApiTest, OptionsNotHonouredYetAreRefusedNotIgnored) {
 TEST_F(ApiTest, UnknownEndpointsAre501NotAMissingSandbox) {
   auto id = create_id();
   {
-    auto a = call(verb::post, "/v3/templates", "{}");
+    auto a = call(verb::patch, "/v2/templates/base", "{}");
     EXPECT_EQ(a.status, 501u) << a.raw;
     EXPECT_EQ(a.body["code"], 501);
     EXPECT_NE(a.body.value("message", "").find("does not implement"), std::string::npos);
   }
+  // The template build API answers a build without a name with a 400.
+  EXPECT_EQ(call(verb::post, "/v3/templates", "{}").status, 400u);
   // The fake backend cannot copy files or checkpoint: 501 saying so.
   for (const std::string& t : {"/sandboxes/" + id + "/fork", "/sandboxes/" + id + "/snapshots"}) {
     auto a = call(verb::post, t, "{}");

@@ -27,6 +27,13 @@ struct GatewayConfig {
   // sandbox at /.coppice/interp; default: next to coppiced when it is there,
   // else none.
   std::string interp_path;
+  // Host path of the `coppice` CLI, which runs the template builds asked for
+  // through the API (core/template_builds.h); default: next to coppiced.
+  std::string cli_path;
+  // Who may build templates through the API (E2B's Template.build()): a
+  // build's RUN steps run as root on the host, as with a rootful `docker
+  // build`, so by default only admin keys may; true: every team's keys.
+  bool team_template_builds = false;
   // Warm pool targets per template, from --pool TEMPLATE=N. Default: none.
   std::map<std::string, int> pools;
   // Sandbox lifetime (seconds) when a create names none, and the largest allowed.

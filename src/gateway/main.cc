@@ -97,6 +97,13 @@ int main(int argc, char** argv) {
   app.add_option("--envd", cfg.envd_path, "path of the static coppice-envd (default: beside coppiced)");
   app.add_option("--interp", cfg.interp_path,
                  "path of coppice-interp, the code-interpreter server (default: beside coppiced, if there)");
+  app.add_option("--cli", cfg.cli_path, "path of the coppice CLI, which runs API template builds (default: beside coppiced)");
+  std::string template_builds = "admin";
+  app.add_option("--template-builds", template_builds,
+                 "who may build templates through the API: admin (admin keys) or teams (every team's keys; a "
+                 "build's RUN steps run as root on this host)")
+      ->check(CLI::IsMember({"admin", "teams"}))
+      ->capture_default_str();
   std::vector<std::string> pool_specs;
   app.add_option("--pool", pool_specs, "keep N warm sandboxes of a template: TEMPLATE=N (repeatable)");
   app.add_option("--default-timeout", cfg.default_timeout_s, "sandbox lifetime in seconds when none is asked")
@@ -296,6 +303,8 @@ int main(int argc, char** argv) {
   if (!tls_cert.empty() && !cfg.max_connections) server_opts.limits.max_total = std::max<size_t>(16, server_opts.limits.max_total / 2);
   server_opts.limits.max_per_client = std::min(cfg.max_connections_per_client, server_opts.limits.max_total);
   if (cfg.envd_path.empty()) cfg.envd_path = self_dir() + "/coppice-envd";
+  if (cfg.cli_path.empty()) cfg.cli_path = self_dir() + "/coppice";
+  cfg.team_template_builds = template_builds == "teams";
   if (::access(cfg.envd_path.c_str(), X_OK) != 0) {
     std::fprintf(stderr, "coppice-envd not found at %s (use --envd)\n", cfg.envd_path.c_str());
     return 1;
