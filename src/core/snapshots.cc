@@ -218,31 +218,36 @@ asio::awaitable<Result<SandboxManager::Taken>> SandboxManager::take(std::shared_
     Taken out = t;
     auto t0 = std::chrono::steady_clock::now();
     COPPICE_TRY_CTX(sys::make_dirs(parent, 0700), "snapshots dir");
-    // The processes first (criu stops them for the dump and lets them
-    // run on), then the files, frozen, right after.
+    // With memory: the processes are dumped and, still stopped, their
+    // files copied: both of one instant. Files only: frozen for the copy.
+    Result<std::string> copied = make_error(ErrorCode::kInternal, "no copy");
+    auto t1 = t0;
     if (!out.images.empty()) {
-      if (auto c = backend_.checkpoint(id, out.images, /*leave_running=*/true, durable); !c) {
+      auto copy_files = [&]() -> Status {
+        t1 = std::chrono::steady_clock::now();
+        copied = backend_.copy_layer(id, out.dir);
+        if (!copied) return std::unexpected(copied.error());
+        return ok();
+      };
+      if (auto c = backend_.checkpoint(id, out.images, /*leave_running=*/true, durable, copy_files); !c) {
         (void)sys::remove_tree(out.images);
+        if (copied) (void)backend_.remove_layer(out.dir);
         return std::unexpected(std::move(c.error()));
       }
-    }
-    auto t1 = std::chrono::steady_clock::now();
-    if (auto f = backend_.freeze(id); !f) {
-      if (!out.images.empty()) (void)sys::remove_tree(out.images);
-      return std::unexpected(std::move(f.error()).context("freeze"));
-    }
-    auto copied = backend_.copy_layer(id, out.dir);
-    auto thawed = backend_.thaw(id);
-    if (!copied || !thawed) {
-      if (!out.images.empty()) (void)sys::remove_tree(out.images);
-      if (copied) (void)backend_.remove_layer(out.dir);
-      return std::unexpected(!copied ? std::move(copied.error()) : std::move(thawed.error()));
+    } else {
+      if (auto f = backend_.freeze(id); !f) return std::unexpected(std::move(f.error()).context("freeze"));
+      copied = backend_.copy_layer(id, out.dir);
+      auto thawed = backend_.thaw(id);
+      if (!copied || !thawed) {
+        if (copied) (void)backend_.remove_layer(out.dir);
+        return std::unexpected(!copied ? std::move(copied.error()) : std::move(thawed.error()));
+      }
     }
     out.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     auto used = backend_.layer_bytes(id);
     out.bytes = (used ? *used : 0) + (out.images.empty() ? 0 : flat_dir_bytes(out.images));
     out.top.dir = *copied;
-    COPPICE_LOG(debug).sandbox(id) << "taken: checkpoint " << ms_between(t0, t1) << " ms, files (frozen) "
+    COPPICE_LOG(debug).sandbox(id) << "taken: checkpoint " << ms_between(t0, t1) << " ms, files "
                                    << ms_between(t1, std::chrono::steady_clock::now()) << " ms";
     return out;
   };

@@ -126,6 +126,14 @@ asio::awaitable<Status> SandboxManager::do_recover() {
           COPPICE_LOG(info).sandbox(id) << "a pause was cut short by the restart: running on";
         }
       }
+      if (h && !(!images.empty() && sys::path_exists(images))) {
+        // A snapshot or fork cut short may have left it stopped (criu
+        // --leave-stopped while the files were taken): it goes on.
+        auto go_on = [this, id]() { return backend_.continue_after_checkpoint(id, /*only_if_held=*/true); };
+        if (auto went = co_await run_on(workers_, std::move(go_on)); !went) {
+          COPPICE_LOG(warn).sandbox(id) << "a snapshot cut short: " << went.error().to_string();
+        }
+      }
       if (!h && !images.empty() && backend_.checkpoint_complete(images)) {
         // A pause cut short after its checkpoint was whole: paused to disk
         // with its memory, as the pause would have recorded. The uid range

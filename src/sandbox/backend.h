@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -152,11 +153,16 @@ class Backend {
   // `durable`: on disk before this returns (a pause, a stored snapshot);
   // else left to the page cache (a fork's checkpoint, read at once and
   // thrown away).
-  virtual Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running, bool durable) {
+  // `while_stopped` (with leave_running): run after the dump while the tree
+  // is still stopped, so that what it takes (the files) is of the same
+  // instant as the memory; the tree goes on after it, whatever it returns.
+  virtual Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running, bool durable,
+                            std::function<Status()> while_stopped = {}) {
     (void)id;
     (void)images_dir;
     (void)leave_running;
     (void)durable;
+    (void)while_stopped;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot checkpoint a sandbox");
   }
 
@@ -225,8 +231,11 @@ class Backend {
 
   // After a gateway restart, for a sandbox whose checkpoint (a pause) was
   // cut short: its processes go on (any left stopped are continued).
-  virtual Status continue_after_checkpoint(const std::string& id) {
+  // `only_if_held`: only if a checkpoint holds it (criu at work, or envd
+  // left stopped by one, as a snapshot cut short leaves it).
+  virtual Status continue_after_checkpoint(const std::string& id, bool only_if_held = false) {
     (void)id;
+    (void)only_if_held;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot checkpoint a sandbox");
   }
 

@@ -321,3 +321,29 @@ test(`[${sdkName}] snapshots in progress survive the sweeps of other deletes`, o
   await a.kill();
   await b.kill();
 });
+
+// A snapshot's files and memory are of one instant: a process appending
+// its counter to a file goes on, in a sandbox started from the snapshot,
+// with the next number after the file's last (files taken after the
+// processes ran on would hold numbers the restored process writes again).
+test(`[${sdkName}] a snapshot's files and memory are of the same instant`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const src = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  await src.commands.run(`python3 -c 'import time\ni = 0\nwhile True:\n    i += 1\n    with open("/home/user/seq", "a") as f: f.write(str(i) + "\\n")\n    time.sleep(0.001)'`, { background: true, timeoutMs: 0 });
+  await sleep(300);
+  for (let round = 0; round < 3; round++) {
+    const snap = await Sandbox.createSnapshot(src.sandboxId, { ...gw.opts });
+    const kid = await Sandbox.create(snap.snapshotId, { ...gw.opts, timeoutMs: 60_000 });
+    await sleep(200);
+    const seq = (await kid.files.read('/home/user/seq')).trim().split('\n').map(Number);
+    const broken = seq.findIndex((n, i) => n !== i + 1);
+    assert.equal(broken, -1, `round ${round}: line ${broken + 1} is ${seq[broken]} after ${seq[broken - 1]}`);
+    assert.ok(seq.length > 100, 'the restored process went on writing');
+    await kid.kill();
+    assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId, gw.opts), true);
+  }
+  const n = (await src.commands.run('wc -l < /home/user/seq')).stdout.trim();
+  assert.ok(Number(n) > 100, 'the source went on too');
+  await src.kill();
+});

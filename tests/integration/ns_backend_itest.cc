@@ -562,21 +562,20 @@ TEST_F(NsBackendTest, ContinueAfterACheckpointWaitsForCriusHelper) {
   const std::string a = "itestckpthelper00001";
   auto h = backend_->create(spec(a));
   ASSERT_TRUE(h.has_value()) << h.error().to_string();
-  int go[2];
-  ASSERT_EQ(::pipe(go), 0);
+  int named[2];
+  ASSERT_EQ(::pipe(named), 0);
   pid_t helper = ::fork();
   if (helper == 0) {
     ::prctl(PR_SET_NAME, "coppice-criu");
-    ::close(go[1]);
-    char b;
-    (void)!::read(go[0], &b, 1);
+    (void)!::write(named[1], "n", 1);
     ::pause();
     _exit(0);
   }
-  ::close(go[0]);
+  ::close(named[1]);
+  char b;
+  ASSERT_EQ(::read(named[0], &b, 1), 1);
+  ::close(named[0]);
   ASSERT_TRUE(cgroups_->join(a, helper).has_value());
-  (void)!::write(go[1], "g", 1);
-  ::close(go[1]);
   ::kill(h->init_pid, SIGSTOP);
   auto waited = ns::continue_stopped(*cgroups_, a, 300);
   ASSERT_FALSE(waited.has_value()) << "went on while the helper was there";
@@ -588,6 +587,36 @@ TEST_F(NsBackendTest, ContinueAfterACheckpointWaitsForCriusHelper) {
   auto went = ns::continue_stopped(*cgroups_, a, 300);
   EXPECT_TRUE(went.has_value()) << went.error().to_string();
   EXPECT_NE(status_field(h->init_pid, "State").rfind("T", 0), 0u) << "continued";
+  ASSERT_TRUE(backend_->destroy(a).has_value());
+}
+
+// A snapshot cut short by a gateway restart may leave envd's tree stopped
+// (criu --leave-stopped while the files were copied): the restart continues
+// a tree whose envd is stopped, and leaves alone one whose envd runs (a
+// process the user stopped stays stopped).
+TEST_F(NsBackendTest, ARestartContinuesATreeASnapshotLeftStopped) {
+  const std::string a = "itestckptheld0000001";
+  auto h = backend_->create(spec(a));
+  ASSERT_TRUE(h.has_value()) << h.error().to_string();
+  auto members = cgroups_->pids(a);
+  ASSERT_TRUE(members.has_value());
+  pid_t envd = 0;
+  for (pid_t p : *members) {
+    if (p != h->init_pid && std::atoi(status_field(p, "PPid").c_str()) == h->init_pid) envd = p;
+  }
+  ASSERT_GT(envd, 0);
+  auto state = [](pid_t p) { return status_field(p, "State").substr(0, 1); };
+  // envd runs: nothing is continued.
+  ::kill(h->init_pid, SIGSTOP);
+  for (int i = 0; i < 100 && state(h->init_pid) != "T"; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(backend_->continue_after_checkpoint(a, /*only_if_held=*/true).has_value());
+  EXPECT_EQ(state(h->init_pid), "T") << "a stopped process of a tree not held stays stopped";
+  // envd stopped, as criu leaves it: the tree goes on.
+  ::kill(envd, SIGSTOP);
+  for (int i = 0; i < 100 && state(envd) != "T"; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(backend_->continue_after_checkpoint(a, /*only_if_held=*/true).has_value());
+  for (int i = 0; i < 100 && state(envd) == "T"; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_NE(state(envd), "T");
   ASSERT_TRUE(backend_->destroy(a).has_value());
 }
 

@@ -401,6 +401,24 @@ bool checkpoint_complete(const std::string& images_dir) {
   return sys::path_exists(images_dir + "/" + kCompleteMarker);
 }
 
+bool held_by_checkpoint(const CgroupManager& cgroups, const std::string& id) {
+  auto list = cgroups.pids(id);
+  if (!list) return false;
+  for (pid_t p : *list) {
+    const std::string proc = "/proc/" + std::to_string(p);
+    auto cmd = sys::read_file(proc + "/cmdline");
+    if (cmd && cmd->rfind(std::string("criu\0", 5), 0) == 0) return true;
+    auto comm = sys::read_file(proc + "/comm");
+    if (comm && *comm == std::string(kHelperName) + "\n") return true;
+    if (ns_pid_of(p) == kEnvdPid) {
+      auto stat = sys::read_file(proc + "/stat");
+      auto close = stat ? stat->rfind(')') : std::string::npos;
+      if (close != std::string::npos && close + 2 < stat->size() && (*stat)[close + 2] == 'T') return true;
+    }
+  }
+  return false;
+}
+
 Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int wait_ms) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
   for (;;) {
@@ -517,16 +535,42 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   // Not killed by criu: once envd dies the init exits and the kernel kills
   // what is left in the pid namespace, criu included, maybe before it is
   // done. Stopped, then killed here once criu has exited.
-  h.criu_args.push_back(opts.leave_running ? "--leave-running" : "--leave-stopped");
+  const bool hold = opts.leave_running && opts.while_stopped;
+  h.criu_args.push_back(opts.leave_running && !hold ? "--leave-running" : "--leave-stopped");
+  // The tasks already stopped (by a job control signal) before the dump:
+  // not continued after it.
+  std::set<pid_t> stopped_before;
+  if (hold) {
+    for (pid_t p : *pids) {
+      auto stat = sys::read_file("/proc/" + std::to_string(p) + "/stat");
+      auto close = stat ? stat->rfind(')') : std::string::npos;
+      if (close != std::string::npos && close + 2 < stat->size() && (*stat)[close + 2] == 'T') stopped_before.insert(p);
+    }
+  }
   const auto t0 = std::chrono::steady_clock::now();
   COPPICE_TRY(run_criu(h));
-  if (!opts.leave_running) {
+  // criu left the tree stopped (unless it runs on): the rest of it goes on
+  // once the work of this instant is done, also when that failed.
+  auto go_on = [&] {
+    if (auto now = cgroups.pids(id); now) {
+      for (pid_t p : *now) {
+        if (!stopped_before.count(p)) ::kill(p, SIGCONT);
+      }
+    }
+  };
+  if (!opts.leave_running || hold) {
     // Stopped (--leave-stopped): nothing writes to it now.
     auto copied = sys::copy_tree("/proc/" + std::to_string(init) + "/root/dev/shm", images_dir + "/" + kShmCopy);
     if (!copied) {
-      (void)cgroups.kill_all(id);
+      if (hold) go_on();
+      else (void)cgroups.kill_all(id);
       return std::unexpected(std::move(copied.error()).context(ctx + ": /dev/shm"));
     }
+  }
+  if (hold) {
+    auto done = opts.while_stopped();
+    go_on();
+    if (!done) return std::unexpected(std::move(done.error()).context(ctx));
   }
   // Whole and on disk (images and their dir entries), before the tree ends.
   if (opts.durable && ::syncfs(dir->get()) != 0) return errno_error(ctx + ": syncfs");

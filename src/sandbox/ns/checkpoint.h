@@ -42,6 +42,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -73,6 +74,10 @@ bool checkpoint_complete(const std::string& images_dir);
 // process SIGCONT.
 Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int wait_ms = 60000);
 
+// Whether a checkpoint holds sandbox `id`: criu or its helper at work in
+// it, or envd left stopped (criu --leave-stopped, its caller gone).
+bool held_by_checkpoint(const CgroupManager& cgroups, const std::string& id);
+
 // Why checkpoints cannot be taken on this host (no criu, too old, no
 // dynamic loader...), or "" when they can. Cheap after the first call.
 std::string checkpoint_unavailable_reason();
@@ -88,6 +93,10 @@ struct CheckpointOptions {
   // must outlive a crash). Off for a checkpoint that is only read at once
   // and thrown away (a fork's): its images stay in the page cache.
   bool durable = true;
+  // With leave_running: run while the dumped tree is still stopped (criu
+  // --leave-stopped), then continue it; what it takes (the files) is of the
+  // same instant as the memory. The tasks stopped before the dump stay so.
+  std::function<Status()> while_stopped;
   int timeout_ms = 120000;
 };
 

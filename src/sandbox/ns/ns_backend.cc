@@ -185,14 +185,15 @@ class NsBackend final : public Backend {
     return cgroups_.freeze(id);
   }
 
-  Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running,
-                    bool durable) override {
+  Status checkpoint(const std::string& id, const std::string& images_dir, bool leave_running, bool durable,
+                    std::function<Status()> while_stopped) override {
     COPPICE_TRY_CTX(validate_id(id), "checkpoint sandbox");
     auto init = cgroups_.find_init(id);
     if (!init) return std::unexpected(std::move(init.error()).context("checkpoint of sandbox " + id));
     CheckpointOptions o;
     o.leave_running = leave_running;
     o.durable = durable;
+    o.while_stopped = std::move(while_stopped);
     return checkpoint_tree(cgroups_, id, *init, images_dir, o);
   }
 
@@ -226,8 +227,9 @@ class NsBackend final : public Backend {
 
   bool checkpoint_complete(const std::string& images_dir) override { return ns::checkpoint_complete(images_dir); }
 
-  Status continue_after_checkpoint(const std::string& id) override {
+  Status continue_after_checkpoint(const std::string& id, bool only_if_held) override {
     COPPICE_TRY_CTX(validate_id(id), "continue sandbox");
+    if (only_if_held && !held_by_checkpoint(cgroups_, id)) return ok();
     return continue_stopped(cgroups_, id);
   }
 
