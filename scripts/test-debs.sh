@@ -35,3 +35,20 @@ if [ ! -s Packages ] || [ -n "$(find . -maxdepth 1 -name '*.deb' -newer Packages
   dpkg-scanpackages --multiversion . /dev/null 2>/dev/null > Packages.new
   mv Packages.new Packages
 fi
+
+# A minimal Debian image with apt (mmdebstrap's "apt" variant) as a tar of
+# its root, for the tests of Template.build() with aptInstall: they install a
+# package from a local repository they make, inside a build, offline. Made
+# once with the host's apt sources (~160 MB, ~2 min).
+IMAGE=$DIR/debian-apt.tar
+if [ ! -s "$IMAGE" ]; then
+  sources=()
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -s "$f" ] && sources+=("$f")
+  done
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  echo "test-debs: making $IMAGE (mmdebstrap --variant=apt $suite)"
+  mmdebstrap --quiet --variant=apt --mode=root --format=tar \
+    --aptopt='APT::Install-Recommends "false"' "$suite" "$IMAGE.tmp" "${sources[@]}"
+  mv "$IMAGE.tmp" "$IMAGE"
+fi

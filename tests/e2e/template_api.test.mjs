@@ -6,8 +6,9 @@
 // failing RUN step, steps Coppice cannot build) fails the build with a clear
 // error and leaves the template of that name as it was. A wrong API key is
 // 401; another team neither sees a team's template nor builds over it; by
-// default only admin keys may build. apt packages are not covered: the test
-// image (busybox) has no apt, and nothing here may reach a Debian mirror.
+// default only admin keys may build. aptInstall: a Debian image with apt
+// (scripts/test-debs.sh) installs a package from a local repository the
+// test makes, offline.
 // Needs root, skopeo, umoci, docker-registry and the test packages.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -335,5 +336,59 @@ test(`[${sdkName}] without --template-builds teams only admin keys build`, opt, 
     assert.match(r.err.message, /only an admin key may build templates/);
   } finally {
     await g2.stop();
+  }
+});
+
+// aptInstall: a Debian image with apt (scripts/test-debs.sh makes it with
+// mmdebstrap) from the loopback registry, a package made here and put in a
+// local repository that a COPY step brings in and a RUN step names as the
+// only source; the SDK's aptInstall (apt-get update + install, as root)
+// installs it offline; a copied file and an env var beside it.
+const aptImageTar = path.join(debs, 'debian-apt.tar');
+const aptSkip = skip || (fs.existsSync(aptImageTar) ? null : `no ${aptImageTar} (run scripts/test-debs.sh)`) ||
+  (have('dpkg-scanpackages') ? null : 'no dpkg-scanpackages (dpkg-dev)');
+test(`[${sdkName}] Template.build() with aptInstall from a local repository, a copied file and an env var`, aptSkip ? { skip: aptSkip } : {}, async () => {
+  const rootfs = path.join(work, 'apt-rootfs');
+  fs.mkdirSync(rootfs);
+  sh('tar', ['-x', '-f', aptImageTar, '-C', rootfs, '--numeric-owner']);
+  const layout = path.join(work, 'apt-layout');
+  sh('umoci', ['init', '--layout', layout]);
+  sh('umoci', ['new', '--image', `${layout}:latest`]);
+  sh('umoci', ['insert', '--image', `${layout}:latest`, rootfs, '/']);
+  sh('umoci', ['config', '--image', `${layout}:latest`, '--config.env', 'PATH=/usr/sbin:/usr/bin:/sbin:/bin']);
+  sh('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${layout}:latest`, `docker://127.0.0.1:${regPort}/debian-apt:1`]);
+  fs.rmSync(rootfs, { recursive: true, force: true });
+
+  // The package and its repository (a flat one), in the SDK's file context.
+  const aptCtx = path.join(work, 'apt-ctx');
+  const pkg = path.join(work, 'apt-pkg');
+  fs.mkdirSync(path.join(pkg, 'DEBIAN'), { recursive: true });
+  fs.mkdirSync(path.join(pkg, 'usr', 'share', 'coppice-apt-probe'), { recursive: true });
+  fs.writeFileSync(path.join(pkg, 'DEBIAN', 'control'), 'Package: coppice-apt-probe\nVersion: 1.0\nArchitecture: all\n'
+    + 'Maintainer: Coppice tests <tests@coppice.invalid>\nDescription: a package the template API tests install\n');
+  fs.writeFileSync(path.join(pkg, 'usr', 'share', 'coppice-apt-probe', 'hello'), 'installed by apt\n');
+  fs.mkdirSync(path.join(aptCtx, 'repo'), { recursive: true });
+  sh('dpkg-deb', ['--root-owner-group', '--build', pkg, path.join(aptCtx, 'repo', 'coppice-apt-probe_1.0_all.deb')]);
+  fs.writeFileSync(path.join(aptCtx, 'repo', 'Packages'),
+    execFileSync('dpkg-scanpackages', ['.', '/dev/null'], { cwd: path.join(aptCtx, 'repo'), stdio: ['ignore', 'pipe', 'ignore'] }));
+  fs.writeFileSync(path.join(aptCtx, 'notes.txt'), 'copied beside the package\n');
+
+  const t = sdk.Template({ fileContextPath: aptCtx })
+    .fromImage(`127.0.0.1:${regPort}/debian-apt:1`)
+    .copy('repo', '/opt/repo')
+    .runCmd('rm -f /etc/apt/sources.list.d/* && echo "deb [trusted=yes] file:/opt/repo ./" > /etc/apt/sources.list', { user: 'root' })
+    .aptInstall(['coppice-apt-probe'])
+    .copy('notes.txt', '/opt/app/')
+    .setEnvs({ APT_TEST: 'from the template' });
+  const r = await build(t, 'sdk-apt');
+  assert.equal(r.err, undefined, `${r.err}\n${r.logs.join('\n')}`);
+  assert.ok(r.logs.some((l) => /Setting up coppice-apt-probe/.test(l)), r.logs.join('\n'));
+  console.log(`figure: Template.build() with aptInstall: ${r.ms.toFixed(0)} ms`);
+  const sbx = await sdk.Sandbox.create('sdk-apt', gw.opts);
+  try {
+    const out = await sbx.commands.run("cat /usr/share/coppice-apt-probe/hello /opt/app/notes.txt; echo \"$APT_TEST\"; dpkg-query -W -f='${Status}\\n' coppice-apt-probe");
+    assert.equal(out.stdout, 'installed by apt\ncopied beside the package\nfrom the template\ninstall ok installed\n');
+  } finally {
+    await sbx.kill();
   }
 });
