@@ -401,20 +401,33 @@ bool checkpoint_complete(const std::string& images_dir) {
   return sys::path_exists(images_dir + "/" + kCompleteMarker);
 }
 
+namespace {
+
+// criu runs through the dynamic loader with argv[0] "criu" (its comm is the
+// loader's fd): known by its command line; its helper (which may not have
+// started it yet) by its name.
+bool criu_at_work(pid_t p) {
+  const std::string proc = "/proc/" + std::to_string(p);
+  auto cmd = sys::read_file(proc + "/cmdline");
+  if (cmd && cmd->rfind(std::string("criu\0", 5), 0) == 0) return true;
+  auto comm = sys::read_file(proc + "/comm");
+  return comm && *comm == std::string(kHelperName) + "\n";
+}
+
+// Whether `p` is stopped by a signal (state 'T' in /proc/<pid>/stat).
+bool job_stopped(pid_t p) {
+  auto stat = sys::read_file("/proc/" + std::to_string(p) + "/stat");
+  auto close = stat ? stat->rfind(')') : std::string::npos;
+  return close != std::string::npos && close + 2 < stat->size() && (*stat)[close + 2] == 'T';
+}
+
+}  // namespace
+
 bool held_by_checkpoint(const CgroupManager& cgroups, const std::string& id) {
   auto list = cgroups.pids(id);
   if (!list) return false;
   for (pid_t p : *list) {
-    const std::string proc = "/proc/" + std::to_string(p);
-    auto cmd = sys::read_file(proc + "/cmdline");
-    if (cmd && cmd->rfind(std::string("criu\0", 5), 0) == 0) return true;
-    auto comm = sys::read_file(proc + "/comm");
-    if (comm && *comm == std::string(kHelperName) + "\n") return true;
-    if (ns_pid_of(p) == kEnvdPid) {
-      auto stat = sys::read_file(proc + "/stat");
-      auto close = stat ? stat->rfind(')') : std::string::npos;
-      if (close != std::string::npos && close + 2 < stat->size() && (*stat)[close + 2] == 'T') return true;
-    }
+    if (criu_at_work(p) || (ns_pid_of(p) == kEnvdPid && job_stopped(p))) return true;
   }
   return false;
 }
@@ -424,16 +437,7 @@ Status continue_stopped(const CgroupManager& cgroups, const std::string& id, int
   for (;;) {
     auto list = cgroups.pids(id);
     if (!list) return std::unexpected(std::move(list.error()).context("continue sandbox " + id));
-    // criu runs through the dynamic loader with argv[0] "criu" (its comm
-    // is the loader's fd): known by its command line; its helper (which may
-    // not have started it yet) by its name.
-    bool criu = false;
-    for (pid_t p : *list) {
-      auto cmd = sys::read_file("/proc/" + std::to_string(p) + "/cmdline");
-      if (cmd && cmd->rfind(std::string("criu\0", 5), 0) == 0) criu = true;
-      auto comm = sys::read_file("/proc/" + std::to_string(p) + "/comm");
-      if (comm && *comm == std::string(kHelperName) + "\n") criu = true;
-    }
+    const bool criu = std::any_of(list->begin(), list->end(), criu_at_work);
     if (!criu || std::chrono::steady_clock::now() > until) {
       for (pid_t p : *list) ::kill(p, SIGCONT);
       if (criu) return make_error(ErrorCode::kDeadlineExceeded, "continue sandbox " + id + ": criu is still at work");
@@ -542,9 +546,7 @@ Status checkpoint_tree(const CgroupManager& cgroups, const std::string& id, pid_
   std::set<pid_t> stopped_before;
   if (hold) {
     for (pid_t p : *pids) {
-      auto stat = sys::read_file("/proc/" + std::to_string(p) + "/stat");
-      auto close = stat ? stat->rfind(')') : std::string::npos;
-      if (close != std::string::npos && close + 2 < stat->size() && (*stat)[close + 2] == 'T') stopped_before.insert(p);
+      if (job_stopped(p)) stopped_before.insert(p);
     }
   }
   const auto t0 = std::chrono::steady_clock::now();
