@@ -41,6 +41,11 @@ class ApiTest : public core::testing::ManagerFixture {
   }
   void TearDown() override {
     server_->stop();
+    // A handler may still run after its answer was read (it notes activity,
+    // say): the manager it uses goes only when every connection has ended.
+    for (int i = 0; i < 1000 && server_->connections() > 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(server_->connections(), 0u) << "a connection outlived its test by 10 s";
     ManagerFixture::TearDown();
   }
 

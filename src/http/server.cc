@@ -237,14 +237,16 @@ struct Server::Conn {
 };
 
 Server::Server(asio::io_context& io, Handler handler, ServerOptions opts)
-    : io_(io), handler_(std::move(handler)), opts_(opts), table_(std::make_shared<ConnectionTable>(opts.limits)) {}
+    : core_(std::make_shared<Core>(io, std::move(handler), opts)) {}
+
+Server::~Server() { stop(); }
 
 Result<uint16_t> Server::listen_tcp(const std::string& host, uint16_t port) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   if (ec) return make_error(ErrorCode::kInvalidArgument, "listen address " + host + ": " + ec.message());
   asio::ip::tcp::endpoint tep(addr, port);
-  auto acc = std::make_shared<Acceptor>(io_);
+  auto acc = std::make_shared<Acceptor>(core_->io);
   asio::generic::stream_protocol::endpoint ep(tep);
   acc->open(ep.protocol(), ec);
   if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
@@ -258,14 +260,14 @@ Result<uint16_t> Server::listen_tcp(const std::string& host, uint16_t port) {
   uint16_t bound = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
                                             : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   acceptors_.push_back(acc);
-  asio::co_spawn(io_, accept_loop(acc, true), asio::detached);
+  asio::co_spawn(core_->io, accept_loop(core_, acc, true), asio::detached);
   return bound;
 }
 
 Status Server::listen_unix(const std::string& path, unsigned mode) {
   ::unlink(path.c_str());
   boost::system::error_code ec;
-  auto acc = std::make_shared<Acceptor>(io_);
+  auto acc = std::make_shared<Acceptor>(core_->io);
   asio::generic::stream_protocol::endpoint ep(asio::local::stream_protocol::endpoint{path});
   acc->open(ep.protocol(), ec);
   if (!ec) acc->bind(ep, ec);
@@ -273,7 +275,7 @@ Status Server::listen_unix(const std::string& path, unsigned mode) {
   if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return make_error(ErrorCode::kUnavailable, "listen on unix socket " + path + ": " + ec.message(), ec.value());
   acceptors_.push_back(acc);
-  asio::co_spawn(io_, accept_loop(acc, false), asio::detached);
+  asio::co_spawn(core_->io, accept_loop(core_, acc, false), asio::detached);
   return ok();
 }
 
@@ -409,14 +411,14 @@ std::optional<std::pair<unsigned, std::string>> framing_error(const bhttp::reque
 }
 }  // namespace
 
-asio::awaitable<void> Server::accept_loop(std::shared_ptr<Acceptor> acc, bool tcp) {
+asio::awaitable<void> Server::accept_loop(std::shared_ptr<Core> core, std::shared_ptr<Acceptor> acc, bool tcp) {
   for (;;) {
     auto [ec, sock] = co_await acc->async_accept(kTuple);
     if (ec == asio::error::operation_aborted || !acc->is_open()) co_return;
     if (ec) {
       COPPICE_LOG_RATE(warn, 1) << "accept: " << ec.message();
       // EMFILE and friends: back off instead of spinning.
-      asio::steady_timer t(io_, std::chrono::milliseconds(50));
+      asio::steady_timer t(core->io, std::chrono::milliseconds(50));
       co_await t.async_wait(kTuple);
       continue;
     }
@@ -425,26 +427,26 @@ asio::awaitable<void> Server::accept_loop(std::shared_ptr<Acceptor> acc, bool tc
       sock.set_option(asio::ip::tcp::no_delay(true), ignore);
     }
     const std::string client = peer_address(sock);
-    admit_and_serve(std::move(sock), client);
+    admit_and_serve(core, std::move(sock), client);
   }
 }
 
-void Server::adopt(Socket sock, const std::string& client) { admit_and_serve(std::move(sock), client); }
+void Server::adopt(Socket sock, const std::string& client) { admit_and_serve(core_, std::move(sock), client); }
 
-void Server::admit_and_serve(Socket sock, const std::string& client) {
+void Server::admit_and_serve(const std::shared_ptr<Core>& core, Socket sock, const std::string& client) {
   // Each connection runs on its own strand: the coroutines of one exchange
   // (a proxy's watcher, say) never run at the same time on two threads.
-  auto strand = asio::make_strand(io_);
+  auto strand = asio::make_strand(core->io);
   auto conn = std::make_shared<Conn>(strand);
   std::weak_ptr<Conn> weak = conn;
-  conn->ticket = table_->admit(client, [strand, weak] {
+  conn->ticket = core->table.admit(client, [strand, weak] {
     asio::post(strand, [weak] {
       if (auto c = weak.lock()) c->timer.cancel();
     });
   });
   if (!conn->ticket) {
-    const auto& lim = table_->limits();
-    const bool per_client = lim.max_per_client && table_->count(client) >= lim.max_per_client;
+    const auto& lim = core->table.limits();
+    const bool per_client = lim.max_per_client && core->table.count(client) >= lim.max_per_client;
     std::string message = per_client ? "too many connections from this address (" +
                                            std::to_string(lim.max_per_client) + " are busy); try again later"
                                      : "the server is at its connection limit (" + std::to_string(lim.max_total) +
@@ -455,30 +457,32 @@ void Server::admit_and_serve(Socket sock, const std::string& client) {
     asio::co_spawn(strand, refuse(std::move(sock), std::move(response)), asio::detached);
     return;
   }
-  asio::co_spawn(strand, serve(std::move(sock), std::move(conn)), asio::detached);
+  asio::co_spawn(strand, serve(core, std::move(sock), std::move(conn)), asio::detached);
 }
 
-asio::awaitable<void> Server::serve(Socket sock, std::shared_ptr<Conn> conn) {
+asio::awaitable<void> Server::serve(std::shared_ptr<Core> core, Socket sock, std::shared_ptr<Conn> conn) {
+  const ServerOptions& opts = core->opts;
+  ConnectionTable& table = core->table;
   asio::steady_timer& timer = conn->timer;
   const ConnectionTable::Ticket& ticket = conn->ticket;
   beast::flat_buffer buf;
   buf.reserve(64 * 1024);  // reads are sized by free capacity: keep request bodies in large pieces
   // The first request's head is due header_timeout after the accept.
-  Clock::time_point deadline = Clock::now() + opts_.header_timeout;
+  Clock::time_point deadline = Clock::now() + opts.header_timeout;
   bool first = true;
   for (;;) {
     bhttp::request_parser<bhttp::buffer_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
+    parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
     parser.body_limit(boost::none);  // handlers bound what they read
     if (!first) {
       if (buf.size() == 0) {
         // Kept alive: the next request may take idle_timeout to begin.
-        timer.expires_after(opts_.idle_timeout);
+        timer.expires_after(opts.idle_timeout);
         if (ticket->evicted) break;
         auto waited = co_await (sock.async_wait(Socket::wait_read, kTuple) || timer.async_wait(kTuple));
         if (waited.index() == 1 || std::get<0>(std::get<0>(waited))) break;
       }
-      deadline = Clock::now() + opts_.header_timeout;
+      deadline = Clock::now() + opts.header_timeout;
     }
     first = false;
     timer.expires_at(deadline);
@@ -502,7 +506,7 @@ asio::awaitable<void> Server::serve(Socket sock, std::shared_ptr<Conn> conn) {
       }
       break;
     }
-    if (!table_->mark_busy(ticket)) break;  // evicted just as the head came
+    if (!table.mark_busy(ticket)) break;  // evicted just as the head came
     if (auto bad = framing_error(parser.get().base())) {
       co_await answer_and_close(sock, timer, error_response(bad->first, bad->second));
       break;
@@ -510,14 +514,14 @@ asio::awaitable<void> Server::serve(Socket sock, std::shared_ptr<Conn> conn) {
     Exchange ex(sock, buf, parser);
     bool threw = false;
     try {
-      co_await handler_(ex);
+      co_await core->handler(ex);
     } catch (const std::exception& e) {
       COPPICE_LOG_RATE(error, 5) << "handler for " << ex.method_string() << " " << ex.path() << " threw: " << e.what();
       threw = true;
     }
     // The handler owns the connection now: nothing here may answer, drain or close it.
     if (ex.taken_over()) {
-      table_->release(ticket);
+      table.release(ticket);
       co_return;
     }
     if (threw) {
@@ -545,14 +549,14 @@ asio::awaitable<void> Server::serve(Socket sock, std::shared_ptr<Conn> conn) {
           drained += *r;
         }
       };
-      timer.expires_after(opts_.drain_timeout);
+      timer.expires_after(opts.drain_timeout);
       co_await (drain(ex, parser) || timer.async_wait(kTuple));
       drained_all = parser.is_done();
     }
     if (!drained_all || ex.close_requested() || !ex.keep_alive()) break;
-    table_->mark_idle(ticket);
+    table.mark_idle(ticket);
   }
-  table_->release(ticket);
+  table.release(ticket);
   close_socket(sock);
 }
 

@@ -167,6 +167,12 @@ struct ServerOptions {
 class Server {
  public:
   Server(asio::io_context& io, Handler handler, ServerOptions opts = {});
+  // Stops accepting. Connections still open finish on their own: they hold
+  // the server's handler, options and table, never the Server itself; what
+  // the handler reaches must outlive them (connections() tells when).
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
 
   // Binds and listens; host "0.0.0.0", "127.0.0.1", "::" etc. Port 0 picks one.
   Result<uint16_t> listen_tcp(const std::string& host, uint16_t port);
@@ -179,18 +185,24 @@ class Server {
   // Stops accepting; existing connections finish their work.
   void stop();
   // Connections held now (admitted and not yet closed).
-  size_t connections() const { return table_->total(); }
+  size_t connections() const { return core_->table.total(); }
 
  private:
   struct Conn;
-  asio::awaitable<void> accept_loop(std::shared_ptr<Acceptor> acc, bool tcp);
-  void admit_and_serve(Socket sock, const std::string& client);
-  asio::awaitable<void> serve(Socket sock, std::shared_ptr<Conn> conn);
+  // What accepting and serving use, shared by every connection.
+  struct Core {
+    Core(asio::io_context& io, Handler handler, ServerOptions opts)
+        : io(io), handler(std::move(handler)), opts(opts), table(opts.limits) {}
+    asio::io_context& io;
+    const Handler handler;
+    const ServerOptions opts;
+    ConnectionTable table;
+  };
+  static asio::awaitable<void> accept_loop(std::shared_ptr<Core> core, std::shared_ptr<Acceptor> acc, bool tcp);
+  static void admit_and_serve(const std::shared_ptr<Core>& core, Socket sock, const std::string& client);
+  static asio::awaitable<void> serve(std::shared_ptr<Core> core, Socket sock, std::shared_ptr<Conn> conn);
 
-  asio::io_context& io_;
-  Handler handler_;
-  ServerOptions opts_;
-  std::shared_ptr<ConnectionTable> table_;
+  std::shared_ptr<Core> core_;
   std::vector<std::shared_ptr<Acceptor>> acceptors_;
 };
 
