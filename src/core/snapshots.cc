@@ -299,13 +299,6 @@ asio::awaitable<Result<SnapshotView>> SandboxManager::do_create_snapshot(std::st
   auto taking = take(l, snap_id, memory, /*durable=*/true);
   auto taken = co_await std::move(taking);
   if (!taken) co_return std::unexpected(taken.error());
-  if (budget > 0 && kept + taken->bytes > budget) {
-    // Not stored: its copy and checkpoint go with the pin.
-    unpin.release();
-    unpin_now();
-    co_await collect_layers();
-    co_return snapshot_budget_error(kept, taken->bytes, budget);
-  }
   std::vector<sandbox::LowerLayer> layers{taken->top};
   layers.insert(layers.end(), l->lowers.begin(), l->lowers.end());
   store::SnapshotRecord rec;
@@ -321,12 +314,30 @@ asio::awaitable<Result<SnapshotView>> SandboxManager::do_create_snapshot(std::st
                   {"token", l->token},                {"cpuCount", l->cpu_count},
                   {"memoryMB", l->memory_mb},         {"diskMB", l->disk_mb},
                   {"lineage", l->lineage.is_null() ? json::object() : l->lineage}};
-  auto op = [rec](store::Store& st) { return st.add_snapshot(rec); };
+  // The budget is checked again where the snapshot is stored, in the same
+  // store operation: snapshots taken at the same time are stored one after
+  // the other, and each sees the others' bytes.
+  bool over_budget = false;
+  auto op = [rec, budget, &over_budget](store::Store& st) -> Status {
+    if (budget > 0) {
+      COPPICE_ASSIGN_OR_RETURN(auto rows, st.list_snapshots(rec.team));
+      uint64_t sum = 0;
+      for (const auto& r : rows) sum += static_cast<uint64_t>(std::max<int64_t>(0, r.disk_bytes));
+      const auto more = static_cast<uint64_t>(rec.disk_bytes);
+      if (sum + more > budget) {
+        over_budget = true;
+        return snapshot_budget_error(sum, more, budget);
+      }
+    }
+    return st.add_snapshot(rec);
+  };
   auto w = co_await store_q_.write(std::move(op));
   if (!w) {
+    // Not stored: its copy and checkpoint go with the pin.
     unpin.release();
     unpin_now();
     co_await collect_layers();
+    if (over_budget) co_return std::unexpected(std::move(w.error()));
     co_return std::unexpected(std::move(w.error()).context("store snapshot"));
   }
   COPPICE_LOG(info).sandbox(id) << "snapshot " << snap_id << (memory ? " (memory and files)" : " (files)")

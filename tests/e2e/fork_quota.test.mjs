@@ -119,3 +119,27 @@ test(`[${sdkName}] a team's snapshots keep at most --snapshot-disk-mb: one more 
     await src.kill();
   }
 });
+
+test(`[${sdkName}] two snapshots taken at once cannot both pass the team's budget`, opt, async () => {
+  // Two sources of 14 MiB each, snapshotted at the same moment: each alone
+  // fits the 24 MiB budget, both together do not. Exactly one is kept.
+  const srcs = await Promise.all([0, 1].map(() => Sandbox.create({ ...gw.opts, timeoutMs: 600_000 })));
+  try {
+    await Promise.all(srcs.map((s) => s.commands.run('dd if=/dev/zero of=/home/user/data bs=1M count=14')));
+    const before = snapshotEntries();
+    const answers = await Promise.all(srcs.map((s) =>
+      api(`/sandboxes/${s.sandboxId}/snapshots`, { method: 'POST', body: JSON.stringify({}) })));
+    const statuses = answers.map((a) => a.status).sort();
+    const bodies = await Promise.all(answers.map((a) => a.json()));
+    assert.deepEqual(statuses, [201, 507], JSON.stringify(bodies));
+    const kept = bodies.find((b) => b.snapshotID);
+    assert.match(bodies.find((b) => !b.snapshotID).message, /--snapshot-disk-mb/);
+    const listed = await (await api('/snapshots')).json();
+    assert.deepEqual(listed.map((s) => s.snapshotID), [kept.snapshotID]);
+    assert.equal((await api(`/snapshots/${kept.snapshotID}`, { method: 'DELETE' })).status, 204);
+    for (let i = 0; i < 40 && snapshotEntries().length !== before.length; i++) await sleep(50);
+    assert.deepEqual(snapshotEntries(), before, 'nothing of either is left');
+  } finally {
+    await Promise.all(srcs.map((s) => s.kill()));
+  }
+});
