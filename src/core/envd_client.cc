@@ -29,6 +29,20 @@ asio::awaitable<Status> envd_init(const http::Endpoint& ep, const EnvdInit& init
   co_return ok();
 }
 
+asio::awaitable<Result<EnvdHeld>> envd_held(const http::Endpoint& ep, const std::string& token) {
+  http::Fields headers;
+  if (!token.empty()) headers.emplace_back("X-Access-Token", token);
+  std::string target = "/coppice/held";
+  const std::chrono::milliseconds limit = std::chrono::seconds(2);
+  auto r = co_await http::fetch(ep, http::bhttp::verb::get, std::move(target), headers, std::string(), limit);
+  if (!r) co_return std::unexpected(std::move(r.error()).context("envd /coppice/held"));
+  json j = json::parse(r->body, nullptr, false);
+  if (r->status != 200 || !j.is_object() || !j.value("watchers", json()).is_number_unsigned() ||
+      !j.value("watchersMade", json()).is_number_unsigned())
+    co_return make_error(ErrorCode::kInternal, "envd /coppice/held answered " + std::to_string(r->status));
+  co_return EnvdHeld{j["watchers"].get<uint64_t>(), j["watchersMade"].get<uint64_t>()};
+}
+
 Result<int> exit_code_of_stream(std::string_view body) {
   connect::EnvelopeReader reader;
   reader.feed(body);

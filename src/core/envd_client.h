@@ -29,6 +29,13 @@ std::string envd_init_body(const EnvdInit& init);
 // Environment variables add to those set before.
 asio::awaitable<Status> envd_init(const http::Endpoint& ep, const EnvdInit& init);
 
+// What envd holds for its users besides processes (GET /coppice/held).
+struct EnvdHeld {
+  uint64_t watchers = 0;
+  uint64_t watchers_made = 0;
+};
+asio::awaitable<Result<EnvdHeld>> envd_held(const http::Endpoint& ep, const std::string& token);
+
 // Runs `/bin/sh -c <command>` as `user` in `cwd` through Process/Start and waits for it
 // to end; returns its exit code (-1 when killed by a signal). envd kills the
 // command at `timeout` (Connect-Timeout-Ms); that is an error, not an exit code.

@@ -198,6 +198,11 @@ GatewayMetrics::GatewayMetrics(Registry& r)
                                      kCreateBuckets, {{"pool", "hit"}})),
       create_seconds_miss(r.histogram("coppice_create_seconds", "", kCreateBuckets, {{"pool", "miss"}})),
       create_failures(r.counter("coppice_create_failures_total", "Sandbox creates that failed after validation.")),
+      fork_children_checkpoint(r.counter("coppice_fork_children_total",
+                                         "Fork children made, by what they came from: a checkpoint of the parent's "
+                                         "memory and files, or its files alone (it ran nothing of its users').",
+                                         {{"from", "checkpoint"}})),
+      fork_children_files(r.counter("coppice_fork_children_total", "", {{"from", "files"}})),
       checkout_ns_sum(r.counter("coppice_checkout_ns_sum", "Nanoseconds spent checking sandboxes out of pools.")),
       checkouts(r.counter("coppice_checkouts_total", "Sandboxes checked out of pools.")),
       proxy_requests_envd(r.counter("coppice_proxy_requests_total", "Data-plane requests by target port.",

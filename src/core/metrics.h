@@ -142,6 +142,11 @@ struct GatewayMetrics {
   Histogram& create_seconds_hit;
   Histogram& create_seconds_miss;
   Counter& create_failures;
+  // coppice_fork_children_total{from}: fork children made, by what they
+  // came from: "checkpoint" (criu: the parent's memory and files) or
+  // "files" (the parent ran nothing but its own init and envd).
+  Counter& fork_children_checkpoint;
+  Counter& fork_children_files;
   // Pool checkouts: zero until template pools exist.
   Counter& checkout_ns_sum;
   Counter& checkouts;

@@ -378,6 +378,10 @@ class SandboxManager {
   asio::awaitable<Result<SandboxView>> do_create_from(CreateParams p, std::shared_ptr<const StartPoint> from);
   static std::shared_ptr<const StartPoint> start_point_of(const store::SnapshotRecord& r);
   asio::awaitable<Result<Taken>> take(std::shared_ptr<Live> l, std::string layer_id, bool memory, bool durable);
+  // For a fork: a copy of the files of a sandbox whose files are all there
+  // is of it (Backend::runs_only_its_own, envd holding nothing for its
+  // users, no volume), or nullopt when it needs criu.
+  asio::awaitable<Result<std::optional<Taken>>> take_if_all_in_files(std::shared_ptr<Live> l, std::string layer_id);
   asio::awaitable<Result<SnapshotView>> do_create_snapshot(std::string id, TeamScope team, std::string name,
                                                            bool memory);
   asio::awaitable<Status> do_delete_snapshot(std::string ref, std::string team);

@@ -40,6 +40,7 @@
 #include "core/sandbox_manager.h"
 #include "core/sandbox_manager_internal.h"
 #include "http/client.h"
+#include "core/envd_client.h"
 #include "sys/fsutil.h"
 #include "sys/tree_copy.h"
 
@@ -151,6 +152,11 @@ struct SandboxManager::StartPoint {
   std::string images;                       // checkpoint; "" for files only
   std::string old_token;                    // the token the checkpointed envd holds
   int cpu_count = 1, memory_mb = 512, disk_mb = 0;
+  // A fork of a sandbox whose files were all there was of it: its children
+  // start envd afresh on them (no template start: the parent ran it), with
+  // the parent's boot id.
+  bool all_in_files = false;
+  std::string boot_id;
 };
 
 // A layer (and checkpoint) just taken of a running sandbox.
@@ -160,6 +166,7 @@ struct SandboxManager::Taken {
   sandbox::LowerLayer top;     // the copy as a layer
   uint64_t bytes = 0;          // what it holds (files, and the checkpoint)
   double ms = 0;               // how long the sandbox was held
+  std::string boot_id;         // the sandbox's (take_if_all_in_files)
 };
 
 std::shared_ptr<const SandboxManager::StartPoint> SandboxManager::start_point_of(const store::SnapshotRecord& r) {
@@ -255,6 +262,66 @@ asio::awaitable<Result<SandboxManager::Taken>> SandboxManager::take(std::shared_
   (void)transition(*l, SandboxState::kRunning);
   if (!r) co_return std::unexpected(std::move(r.error()).context("snapshot of sandbox " + id));
   r->top.host_root = l->handle.host_uid;
+  co_return r;
+}
+
+asio::awaitable<Result<std::optional<SandboxManager::Taken>>> SandboxManager::take_if_all_in_files(
+    std::shared_ptr<Live> l, std::string layer_id) {
+  const std::string id = l->id;
+  using Maybe = std::optional<Taken>;
+  // A volume's mount is no file of its own: criu's way.
+  auto mounts_job = [this, id] { return store_.volume_mounts(id); };
+  auto mounts = co_await run_on(workers_, std::move(mounts_job));
+  if (!mounts || !mounts->empty()) co_return Maybe();
+  // envd holds nothing for its users (a polling watcher would be lost).
+  const http::Endpoint ep{l->handle.envd_socket, "", 0};
+  auto before = co_await envd_held(ep, l->token);
+  if (!before || before->watchers > 0) co_return Maybe();
+  COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));  // one operation at a time
+  Taken t;
+  t.dir = snapshots_dir() + "/" + layer_id;
+  const std::string parent = snapshots_dir(), boot_file = l->state_dir + "/boot_id";
+  // Frozen: no process can start between the look and the copy.
+  auto job = [this, id, t, parent, boot_file]() -> Result<Maybe> {
+    auto t0 = std::chrono::steady_clock::now();
+    COPPICE_TRY_CTX(sys::make_dirs(parent, 0700), "snapshots dir");
+    if (auto f = backend_.freeze(id); !f) return std::unexpected(std::move(f.error()).context("freeze"));
+    Maybe out;
+    Status copied = ok();
+    if (backend_.runs_only_its_own(id)) {
+      auto c = backend_.copy_layer(id, t.dir);
+      if (c) {
+        out = t;
+        out->top.dir = *c;
+      } else {
+        copied = std::unexpected(std::move(c.error()));
+      }
+    }
+    auto thawed = backend_.thaw(id);
+    if (!thawed || !copied) {
+      if (out) (void)backend_.remove_layer(t.dir);
+      return std::unexpected(!copied ? std::move(copied.error()) : std::move(thawed.error()).context("thaw"));
+    }
+    if (!out) return out;
+    out->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    auto used = backend_.layer_bytes(id);
+    out->bytes = used ? *used : 0;
+    if (auto b = sys::read_file(boot_file)) out->boot_id = b->substr(0, b->find('\n'));
+    return out;
+  };
+  auto r = co_await run_on(workers_, std::move(job));
+  (void)transition(*l, SandboxState::kRunning);
+  if (!r) co_return std::unexpected(std::move(r.error()).context("fork of sandbox " + id));
+  if (!*r) co_return Maybe();
+  // No watcher was made while the files were copied (else it goes by criu).
+  auto after = co_await envd_held(ep, l->token);
+  if (!after || after->watchers_made != before->watchers_made) {
+    const std::string dir = t.dir;
+    auto drop = [this, dir] { return backend_.remove_layer(dir); };
+    (void)co_await run_on(workers_, std::move(drop));
+    co_return Maybe();
+  }
+  (*r)->top.host_root = l->handle.host_uid;
   co_return r;
 }
 
@@ -388,6 +455,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create_from(CreateParams
   // Every restore reads the one checkpoint (children restore it in
   // parallel) and works in a dir of its own beside it: criu's log and stats.
   const std::string work = memory ? from->images + ".restore-" + l->id : "";
+  spec.boot_id = from->boot_id;
   if (memory) {
     spec.restore_from = from->images;
     spec.restore_work_dir = work;
@@ -430,7 +498,7 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create_from(CreateParams
     std::map<std::string, std::string> env = p.env_vars;
     auto rekey = envd_rekey(std::move(socket), std::move(old_token), std::move(token), std::move(env));
     s = co_await std::move(rekey);
-  } else {
+  } else if (!from->all_in_files) {
     std::string socket = l->handle.envd_socket, token = l->token;
     Template t = *tmpl;
     auto commands = run_template_commands(std::move(socket), std::move(token), std::move(t));
@@ -442,10 +510,13 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create_from(CreateParams
     metrics_.create_failures.inc();
     co_return std::unexpected(std::move(s.error()));
   }
-  p.env_vars.clear();  // given to envd above (or at its start)
+  // (p.env_vars were given to envd above or at its start; hand_out keeps
+  // them in its record, for a resume without memory.)
   const auto t_init = std::chrono::steady_clock::now();
   auto v = co_await hand_out(l, p, false, t0);
-  COPPICE_LOG(debug).sandbox(l->id) << "started from " << (memory ? "a checkpoint" : "files") << ": sandbox "
+  COPPICE_LOG(debug).sandbox(l->id) << "started from "
+                                    << (memory ? "a checkpoint" : from->all_in_files ? "a fork's files" : "files")
+                                    << ": sandbox "
                                     << ms_between(t0, t_made) << " ms (queue, launch, restore), envd "
                                     << ms_between(t_made, t_init) << " ms, handed out "
                                     << ms_between(t_init, std::chrono::steady_clock::now()) << " ms";
@@ -474,8 +545,18 @@ asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::str
   };
   ScopeExit unpin(unpin_now);
   auto t0 = std::chrono::steady_clock::now();
-  auto taking = take(l, layer_id, /*memory=*/true, /*durable=*/false);
-  auto taken = co_await std::move(taking);
+  // Nothing but its files to copy (an idle sandbox): no checkpoint.
+  auto looking = take_if_all_in_files(l, layer_id);
+  auto files_only = co_await std::move(looking);
+  if (!files_only) co_return std::unexpected(files_only.error());
+  const bool all_in_files = files_only->has_value();
+  Result<Taken> taken = make_error(ErrorCode::kInternal, "not taken");
+  if (all_in_files) {
+    taken = std::move(**files_only);
+  } else {
+    auto taking = take(l, layer_id, /*memory=*/true, /*durable=*/false);
+    taken = co_await std::move(taking);
+  }
   if (!taken) co_return std::unexpected(taken.error());
   auto t1 = std::chrono::steady_clock::now();
   auto from = std::make_shared<StartPoint>();
@@ -484,7 +565,9 @@ asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::str
   from->layers.push_back(taken->top);
   from->layers.insert(from->layers.end(), l->lowers.begin(), l->lowers.end());
   from->images = taken->images;
-  from->old_token = l->token;
+  from->all_in_files = all_in_files;
+  from->boot_id = taken->boot_id;
+  from->old_token = all_in_files ? "" : l->token;
   from->cpu_count = l->cpu_count;
   from->memory_mb = l->memory_mb;
   from->disk_mb = l->disk_mb;
@@ -493,6 +576,12 @@ asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::str
   p.team = l->team;
   p.timeout_s = timeout_s;
   p.metadata = l->metadata;
+  // Its environment: a child restored by criu has it in envd's memory; one
+  // started afresh gets it here; both keep it for a resume without memory.
+  if (l->env_vars.is_object()) {
+    for (auto& [k, v] : l->env_vars.items())
+      if (v.is_string()) p.env_vars[k] = v.get<std::string>();
+  }
   p.secure = !l->token.empty();
   p.network = l->network;
   p.public_traffic = l->traffic_token.empty();
@@ -521,7 +610,7 @@ asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::str
   // while a child stands on it.
   const std::string images = taken->images;
   auto drop = [images] {
-    (void)sys::remove_tree(images);
+    if (!images.empty()) (void)sys::remove_tree(images);
     return true;
   };
   (void)co_await run_on(workers_, std::move(drop));
@@ -534,9 +623,11 @@ asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::str
     made += (*c).has_value() ? 1 : 0;
     out.push_back(std::move(*c));
   }
+  (all_in_files ? metrics_.fork_children_files : metrics_.fork_children_checkpoint).inc(static_cast<uint64_t>(made));
   auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
   COPPICE_LOG(info).sandbox(id) << "forked: " << made << " of " << count << " children in "
-                                << ms(t0, std::chrono::steady_clock::now()) << " ms (checkpoint and files "
+                                << ms(t0, std::chrono::steady_clock::now()) << " ms ("
+                                << (all_in_files ? "its files, all there was of it, " : "checkpoint and files ")
                                 << ms(t0, t1) << " ms, " << taken->bytes << " bytes)";
   co_return out;
 }

@@ -155,6 +155,11 @@ asio::awaitable<void> Envd::handle(http::Exchange& ex) {
     co_await ex.respond_json(200, json(init_.env_vars).dump());
     co_return;
   }
+  if (path == "/coppice/held" && verb == verb::get) {
+    json h{{"watchers", held_.watchers}, {"watchersMade", held_.watchers_made}};
+    co_await ex.respond_json(200, h.dump());
+    co_return;
+  }
   if (path == "/version" && verb == verb::get) {
     json v{{"envdVersion", kEnvdVersion}, {"coppiceVersion", COPPICE_VERSION}};
     co_await ex.respond_json(200, v.dump());

@@ -106,6 +106,16 @@ class Envd {
   // True when the request carries the access token (or none is set).
   bool token_ok(const http::Exchange& ex) const;
 
+  // What envd holds for its users besides their processes: polling
+  // watchers, alive and ever made (GET /coppice/held). The gateway forks a
+  // sandbox without an image of its memory only when envd holds none, and
+  // none was made while it copied the files.
+  struct Held {
+    size_t watchers = 0;
+    uint64_t watchers_made = 0;
+  };
+  Held& held() { return held_; }
+
  private:
   asio::awaitable<void> handle(http::Exchange& ex);
   asio::awaitable<void> handle_init(http::Exchange& ex);
@@ -113,6 +123,7 @@ class Envd {
   asio::io_context& io_;
   Config cfg_;
   InitState init_;
+  Held held_;
   UserDb users_;
   Reaper reaper_;
   connect::Router rpc_;

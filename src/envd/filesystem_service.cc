@@ -346,6 +346,8 @@ void FilesystemService::register_routes(connect::Router& rpc) {
     if (!started) co_return std::unexpected(fs_error(started.error()));
     std::string id = new_watcher_id();
     impl->watchers[id] = std::move(*started);
+    ++envd->held().watchers;
+    ++envd->held().watchers_made;
     json out = json::object();
     out["watcherId"] = id;
     co_return out;
@@ -371,7 +373,7 @@ void FilesystemService::register_routes(connect::Router& rpc) {
     co_return out;
   });
 
-  rpc.unary("/filesystem.Filesystem/RemoveWatcher", [impl](connect::CallContext&, const json& req) -> UnaryResult {
+  rpc.unary("/filesystem.Filesystem/RemoveWatcher", [envd, impl](connect::CallContext&, const json& req) -> UnaryResult {
     auto id = pj::get_string(req, "watcherId");
     if (!id) co_return std::unexpected(rpc_error(Code::invalid_argument, id.error().message()));
     auto it = impl->watchers.find(id->value_or(""));
@@ -379,6 +381,7 @@ void FilesystemService::register_routes(connect::Router& rpc) {
       co_return std::unexpected(rpc_error(Code::not_found, "watcher with id " + id->value_or("") + " not found"));
     it->second->stop();
     impl->watchers.erase(it);
+    --envd->held().watchers;
     co_return json::object();
   });
 }

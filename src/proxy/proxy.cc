@@ -139,7 +139,7 @@ std::optional<Target> route(const http::Exchange& ex, const std::string& domain)
 
 bool is_internal_envd_path(std::string_view path) {
   static constexpr std::string_view kInternal[] = {"/init", "/freeze", "/unfreeze", "/collapse", "/fsfreeze",
-                                                   "/fsthaw", "/metrics"};
+                                                   "/fsthaw", "/metrics", "/coppice/held"};
   // Compare on the cleaned path so "//init" or "/./init" do not slip through.
   std::string p;
   for (size_t i = 0; i < path.size(); ++i) {

@@ -76,6 +76,10 @@ struct SandboxSpec {
   // network as any create does, and the checkpointed tree (envd and its
   // processes, memory included) resumes in them. Empty: a fresh envd.
   std::string restore_from;
+  // The boot id it starts with (a fork child without memory keeps its
+  // parent's, as a restore keeps the checkpoint's). Empty: a new one, or
+  // at a restore the checkpoint's.
+  std::string boot_id;
   // Where the restore works (its log): made if missing, removed by the
   // caller. "" means restore_from itself. Set it when several sandboxes
   // restore one checkpoint at once (a fork): restore_from is then only read.
@@ -164,6 +168,15 @@ class Backend {
     (void)durable;
     (void)while_stopped;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot checkpoint a sandbox");
+  }
+
+  // Whether sandbox `id` (frozen by the caller) runs nothing but its own
+  // init and envd and keeps nothing in its /dev/shm: then its files are all
+  // there is of it, and a fork needs no image of its memory. False when it
+  // cannot tell.
+  virtual bool runs_only_its_own(const std::string& id) {
+    (void)id;
+    return false;
   }
 
   // Copies sandbox `id`'s writable layer (its state dir) to `dst_dir`

@@ -108,6 +108,8 @@ test(`[${sdkName}] a gateway killed during a fork leaves every child running or 
   gw ??= await start();
   const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
   await parent.files.write('/home/user/f', 'x');
+  // A process of its own: the fork goes through a checkpoint.
+  await parent.commands.run('sleep 100000', { background: true, timeoutMs: 0 });
   // The fork request in flight; the gateway dies a moment into it.
   const forking = api(`/sandboxes/${parent.sandboxId}/fork`, { method: 'POST', body: JSON.stringify({ count: 4 }) }).catch((e) => e);
   await sleep(700);
@@ -164,6 +166,8 @@ test(`[${sdkName}] forked children are idle: no process of theirs spins`, opt, a
   const { Sandbox } = await loadSdk();
   gw ??= await start();
   const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
+  // A process of its own: the children are restored from a checkpoint.
+  await parent.commands.run('sleep 100000', { background: true, timeoutMs: 0 });
   const kids = await parent.fork({ count: 2, timeoutMs: 60_000 });
   const ticks = (pids) => pids.reduce((sum, p) => {
     try {
@@ -188,3 +192,87 @@ test(`[${sdkName}] forked children are idle: no process of theirs spins`, opt, a
     await parent.kill();
   }
 });
+
+// What a fork copies. A sandbox running nothing but its own init and envd
+// is all in its files: its children start on a copy of them, with its
+// environment and boot id, and no image of its memory is made. One process
+// of its user's or a file in its /dev/shm makes the fork a checkpoint of its
+// memory; a polling watcher in its envd too, which criu cannot save here (a
+// 409 that says so). The gateway counts both kinds of children in
+// coppice_fork_children_total{from}.
+test(`[${sdkName}] fork of an idle sandbox copies its files alone; a process or /dev/shm makes it a checkpoint, a watcher a 409`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  gw ??= await start();
+  const counts = async () => {
+    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    const get = (from) => Number((text.match(new RegExp(`^coppice_fork_children_total\\{from="${from}"\\} (\\S+)$`, 'm')) || [])[1]);
+    return { files: get('files'), checkpoint: get('checkpoint') };
+  };
+  const forkOne = async (parent, expect) => {
+    const c0 = await counts();
+    const [k] = await parent.fork({ count: 1, timeoutMs: 60_000 });
+    assert.ok(!(k instanceof Error), String(k));
+    const c1 = await counts();
+    assert.deepEqual({ files: c1.files - c0.files, checkpoint: c1.checkpoint - c0.checkpoint },
+      expect === 'files' ? { files: 1, checkpoint: 0 } : { files: 0, checkpoint: 1 });
+    return k;
+  };
+  const parent = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000, envs: { KEPT: 'env' } });
+  const bootId = async (s) => (await s.files.read('/proc/sys/kernel/random/boot_id')).trim();
+  try {
+    await parent.files.write('/home/user/data.txt', 'the parent\'s');
+    // Idle: files only, and the children are whole.
+    const c0 = await counts();
+    const kids = await parent.fork({ count: 2, timeoutMs: 60_000 });
+    const c1 = await counts();
+    assert.deepEqual({ files: c1.files - c0.files, checkpoint: c1.checkpoint - c0.checkpoint }, { files: 2, checkpoint: 0 });
+    for (const k of kids) {
+      assert.ok(!(k instanceof Error), String(k));
+      assert.equal(await k.files.read('/home/user/data.txt'), 'the parent\'s');
+      assert.equal((await k.commands.run('echo $KEPT')).stdout, 'env\n', "the parent's environment");
+      assert.equal(await bootId(k), await bootId(parent), "the parent's boot id, as a restore keeps it");
+      assert.equal((await k.commands.run('hostname')).stdout.trim(), k.sandboxId);
+      assert.equal((await (await api(`/sandboxes/${k.sandboxId}`)).json()).lineage.parentSandboxID, parent.sandboxId);
+      await k.kill();
+    }
+
+    // A process of its user's: a checkpoint, and the process is in the child.
+    const bg = await parent.commands.run('sleep 100000', { background: true, timeoutMs: 0 });
+    const withProc = await forkOne(parent, 'checkpoint');
+    assert.match((await withProc.commands.run('pgrep -x sleep || true')).stdout, /\d+/);
+    await withProc.kill();
+    await parent.commands.kill(bg.pid);
+    for (let i = 0; i < 100 && (await parent.commands.run('pgrep -x sleep || true')).stdout.trim(); i++) await sleep(50);
+    await (await forkOne(parent, 'files')).kill();
+
+    // A file in /dev/shm (memory, not disk): a checkpoint, which carries it.
+    await parent.commands.run('echo shm > /dev/shm/held');
+    const withShm = await forkOne(parent, 'checkpoint');
+    assert.equal((await withShm.commands.run('cat /dev/shm/held')).stdout, 'shm\n');
+    await withShm.kill();
+    await parent.commands.run('rm /dev/shm/held');
+
+    // A polling watcher in envd: no fork by files alone. criu cannot save
+    // an inotify watch on the overlay, so the fork is a 409 that says why,
+    // and makes no child. Removed, the fork is by files again.
+    const info = await (await api(`/sandboxes/${parent.sandboxId}`)).json();
+    const rpc = (method, body) => fetch(`${gw.url}/filesystem.Filesystem/${method}`, {
+      method: 'POST', body: JSON.stringify(body),
+      headers: { 'E2b-Sandbox-Id': parent.sandboxId, 'E2b-Sandbox-Port': '49983', 'X-Access-Token': info.envdAccessToken,
+        'content-type': 'application/json', 'connect-protocol-version': '1' },
+    });
+    const made = await rpc('CreateWatcher', { path: '/home/user' });
+    assert.equal(made.status, 200, await made.clone().text());
+    const { watcherId } = await made.json();
+    const w0 = await counts();
+    const refused = await api(`/sandboxes/${parent.sandboxId}/fork`, { method: 'POST', body: JSON.stringify({ count: 1 }) });
+    assert.equal(refused.status, 409, await refused.clone().text());
+    assert.match((await refused.json()).message, /watch/);
+    assert.deepEqual(await counts(), w0, 'no child was made');
+    assert.equal((await rpc('RemoveWatcher', { watcherId })).status, 200);
+    await (await forkOne(parent, 'files')).kill();
+  } finally {
+    await parent.kill();
+  }
+});
+

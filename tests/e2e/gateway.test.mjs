@@ -189,7 +189,7 @@ test('bad input: unknown template, bad JSON, bad timeout, missing key, unknown s
 test('envd internal endpoints are refused from outside', opt, async () => {
   const sbx = await Sandbox.create({ ...gw.opts });
   try {
-    for (const p of ['/init', '//init', '/./init', '/metrics', '/freeze']) {
+    for (const p of ['/init', '//init', '/./init', '/metrics', '/freeze', '/coppice/held', '//coppice//held']) {
       const r = await fetch(`${gw.url}${p}`, { method: 'POST', headers: { 'E2b-Sandbox-Id': sbx.sandboxId, 'content-type': 'application/json' }, body: '{"accessToken":"mine"}' });
       assert.equal(r.status, 403, p);
     }

@@ -1,6 +1,8 @@
 #include "sandbox/ns/checkpoint.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
@@ -296,7 +298,15 @@ Status run_criu(const HelperSpec& h) {
   if (code >= 120 && code <= 125) {
     return make_error(ErrorCode::kInternal, ctx + ": the helper could not " + helper_steps[code - 120]);
   }
-  return make_error(ErrorCode::kInternal, ctx + ": criu failed (" + std::to_string(code) + "): " + log_tail(h.log_path));
+  const std::string tail = log_tail(h.log_path);
+  if (h.what == "checkpoint" && tail.find("fsnotify") != std::string::npos) {
+    // A watch criu cannot name the file of (on the overlay): the sandbox's
+    // doing, not a fault of ours.
+    return make_error(ErrorCode::kFailedPrecondition,
+                      ctx + ": a process in it watches files (inotify; envd's watchers too) in a way criu cannot "
+                            "save here: end the watch and try again (criu: " + tail + ")");
+  }
+  return make_error(ErrorCode::kInternal, ctx + ": criu failed (" + std::to_string(code) + "): " + tail);
 }
 
 // Inodes of the sockets of `pid`'s network namespace, per /proc/<pid>/net.
@@ -396,6 +406,37 @@ Result<sys::UniqueFd> open_images(const std::string& dir, bool make, const std::
 }
 
 }  // namespace
+
+bool runs_only_its_own(const CgroupManager& cgroups, const std::string& id, pid_t init) {
+  auto pids = cgroups.pids(id);
+  if (!pids || pids->empty() || pids->size() > 2) return false;
+  for (pid_t p : *pids) {
+    const pid_t inner = ns_pid_of(p);
+    if (inner != 1 && inner != kEnvdPid) return false;
+    if (inner == 1 && p != init) return false;
+  }
+  // Its /dev/shm, resolved in its root (a symlink there cannot lead out):
+  // empty but for "." and "..".
+  auto root = sys::open_file("/proc/" + std::to_string(init) + "/root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (!root) return false;
+  const int fd = sys::raw::openat2(root->get(), "dev/shm", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW, 0,
+                                   RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+  if (fd < 0) return false;
+  DIR* d = ::fdopendir(fd);
+  if (!d) {
+    ::close(fd);
+    return false;
+  }
+  bool empty = true;
+  while (auto* e = ::readdir(d)) {
+    if (std::string_view n = e->d_name; n != "." && n != "..") {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(d);
+  return empty;
+}
 
 bool checkpoint_complete(const std::string& images_dir) {
   return sys::path_exists(images_dir + "/" + kCompleteMarker);

@@ -62,6 +62,11 @@ bool valid_boot_id(std::string_view id);
 // a restore keeps it, a cold boot gets a new one.
 std::string checkpoint_boot_id(const std::string& images_dir);
 
+// Whether sandbox `id`, whose init is host pid `init`, runs nothing but its
+// init (pid 1 in it) and envd (kEnvdPid) and has nothing in its /dev/shm
+// (resolved in its root). False when anything cannot be read.
+bool runs_only_its_own(const CgroupManager& cgroups, const std::string& id, pid_t init);
+
 // Whether `images_dir` holds a whole checkpoint: criu finished writing it
 // and it is on disk (checkpoint_tree marks it so before it ends the tree).
 // A gateway killed during a pause decides from this whether the sandbox is

@@ -233,6 +233,7 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   // boot, the checkpoint's at a restore (the tree goes on where it was).
   {
     std::string boot = spec.restore_from.empty() ? std::string() : checkpoint_boot_id(spec.restore_from);
+    if (boot.empty() && valid_boot_id(spec.boot_id)) boot = spec.boot_id;
     if (boot.empty()) {
       std::string hex = new_token(16);
       hex[12] = '4';                                               // version 4: random

@@ -197,6 +197,12 @@ class NsBackend final : public Backend {
     return checkpoint_tree(cgroups_, id, *init, images_dir, o);
   }
 
+  bool runs_only_its_own(const std::string& id) override {
+    if (!validate_id(id)) return false;
+    auto init = cgroups_.find_init(id);
+    return init && sandbox::ns::runs_only_its_own(cgroups_, id, *init);
+  }
+
   Result<std::string> copy_layer(const std::string& id, const std::string& dst_dir) override {
     COPPICE_TRY_CTX(validate_id(id), "copy files of sandbox");
     auto state = state_dir_of(id);
