@@ -138,11 +138,12 @@ if (!only) {
   await cycles('with memory, 50 MB Python heap', heavy, true);
 }
 
-// 3. Fork x N of an idle sandbox: the answer (every child restored), then
-// until every child has answered a command (benchmarks.md's clock). Each
+// 3. Fork x N: the answer (every child made), then until every child has
+// answered a command (benchmarks.md's clock), side by side for an idle
+// parent (nothing but its init and envd: its files are all of it) and one
+// running a process of its own (a checkpoint of its memory, criu). Each
 // round's children are killed before the next.
-{
-  const parent = await create();
+async function forkRounds(label, parent) {
   const total = [], answered = [], perChild = [];
   let failures = 0, childDisk = 0, skipped = null;
   const rounds = only === 'fork' ? n : 1;
@@ -170,12 +171,18 @@ if (!only) {
     }
   }
   if (skipped) {
-    rows.push({ name: `fork x${forks}`, skipped });
+    rows.push({ name: `fork x${forks} (${label})`, skipped });
   } else {
-    add(`fork x${forks} (idle parent): answer, total`, total, { failures, diskBytesPerChild: childDisk });
-    add(`fork x${forks}: until all ${forks} ran a command`, answered);
-    add(`fork x${forks}: total / ${forks}, per child`, perChild);
+    add(`fork x${forks} (${label}): answer, total`, total, { failures, diskBytesPerChild: childDisk });
+    add(`fork x${forks} (${label}): until all ${forks} ran a command`, answered);
+    add(`fork x${forks} (${label}): total / ${forks}, per child`, perChild);
   }
+}
+{
+  await forkRounds('idle parent: files', await create());
+  const busy = await create();
+  await background(busy, 'sleep 100000');
+  await forkRounds('parent running a process: checkpoint', busy);
 }
 
 for (const id of made) await fetch(`${gw.url}/sandboxes/${id}`, { method: 'DELETE', headers: H });
