@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/test_temp_dir.h"
+#include "common/test_unix_socket.h"
 
 namespace coppice::connect {
 namespace {
@@ -93,13 +94,8 @@ TEST(ConnectRouter, UnknownMethodWithInvalidUtf8Path) {
   ASSERT_TRUE(server.listen_unix(path).has_value());
   std::thread t([&io] { io.run(); });
 
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  const int fd = test_util::connect_unix(path);
+  ASSERT_GE(fd, 0);
   std::string req = "POST /svc.S/\xff HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
   ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/test_temp_dir.h"
+#include "common/test_unix_socket.h"
 
 namespace coppice::http {
 namespace {
@@ -97,16 +98,7 @@ class ServerTest : public ::testing::Test {
     io_.stop();
     thread_.join();
   }
-  int connect() {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::strncpy(sa.sun_path, path_.c_str(), sizeof sa.sun_path - 1);
-    timeval tv{5, 0};  // a hung test fails instead of hanging
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) ADD_FAILURE() << "connect: " << strerror(errno);
-    return fd;
-  }
+  int connect() { return test_util::connect_unix(path_); }
   static void send_all(int fd, std::string_view s) {
     ASSERT_EQ(::send(fd, s.data(), s.size(), MSG_NOSIGNAL), static_cast<ssize_t>(s.size()));
   }
@@ -554,13 +546,8 @@ TEST(ServerLifetime, AConnectionOutlivesItsServer) {
   ASSERT_TRUE(server->listen_unix(path).has_value());
   auto work = asio::make_work_guard(io);
   std::thread th([&] { io.run(); });
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  const int fd = test_util::connect_unix(path);
+  ASSERT_GE(fd, 0);
   const std::string req = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
   for (int i = 0; i < 500 && !entered; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -577,6 +564,9 @@ TEST(ServerLifetime, AConnectionOutlivesItsServer) {
   ::close(fd);
   // Nothing listens any more.
   int fd2 = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
   EXPECT_NE(::connect(fd2, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
   ::close(fd2);
   work.reset();

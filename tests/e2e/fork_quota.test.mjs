@@ -12,10 +12,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+import { criuSkipReason, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason() ||
-  (!fs.existsSync('/usr/local/lib/coppice/criu/sbin/criu') ? 'no criu (scripts/criu.sh)' : null) ||
+  criuSkipReason() ||
   (!fs.existsSync('/dev/loop-control') ? 'no loop devices' : null) ||
   (!['/usr/sbin/mkfs.btrfs', '/sbin/mkfs.btrfs', '/usr/bin/mkfs.btrfs'].some((p) => fs.existsSync(p)) ? 'no mkfs.btrfs (btrfs-progs)' : null);
 const opt = skip ? { skip } : {};

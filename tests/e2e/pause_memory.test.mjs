@@ -10,10 +10,9 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { processesOf, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+import { criuSkipReason, processesOf, proxyGet, waitFor, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
 
-const criu = '/usr/local/lib/coppice/criu/sbin/criu';
-const skip = gatewaySkipReason() || (fs.existsSync(criu) ? undefined : `no criu at ${criu} (scripts/criu.sh installs it)`);
+const skip = gatewaySkipReason() || criuSkipReason();
 const opt = skip ? { skip } : {};
 const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-pausemem-'));
 const headers = { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' };
@@ -27,26 +26,8 @@ const start = () => startGateway({ stateDir });
 
 
 // GET `p` from port 8000 of sandbox `id` through the gateway's proxy.
-function viaProxy(id, p = '/', extra = {}) {
-  return new Promise((resolve, reject) => {
-    const r = http.request({ host: '127.0.0.1', port: gw.port, path: p, headers: { Host: `8000-${id}.coppice.test`, ...extra } }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode, body }));
-    });
-    r.on('error', reject);
-    r.end();
-  });
-}
-async function until(what, fn, ms = 15_000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const viaProxy = (id, p = '/', headers = {}) => proxyGet(gw, id, p, { headers });
+const until = waitFor;
 async function stateOf(id) {
   return (await (await fetch(`${gw.url}/sandboxes/${id}`, { headers })).json()).state;
 }

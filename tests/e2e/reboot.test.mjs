@@ -12,18 +12,15 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import {
-  cgroupParentDirs, mountsUnder, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk,
+  cgroupParentDirs, criuSkipReason, mountsUnder, proxyGet, waitFor, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk,
   sdkName, sleep, uidRangeEntry, TEST_API_KEY,
 } from './lib/harness.mjs';
 
-const criu = '/usr/local/lib/coppice/criu/sbin/criu';
-const skip = gatewaySkipReason() ||
-  (fs.existsSync(criu) ? null : `no criu at ${criu} (scripts/criu.sh installs it)`) ||
+const skip = gatewaySkipReason() || criuSkipReason() ||
   (!fs.existsSync('/dev/loop-control') ? 'no loop devices' : null) ||
   (!['/usr/sbin/mkfs.btrfs', '/sbin/mkfs.btrfs', '/usr/bin/mkfs.btrfs'].some((p) => fs.existsSync(p)) ? 'no mkfs.btrfs (btrfs-progs)' : null);
 const opt = skip ? { skip } : {};
@@ -38,26 +35,7 @@ after(async () => {
 const start = () => startGateway({ stateDir, extraArgs: ['--disk-image-size', '512M'] });
 const api = (p, init = {}) => fetch(`${gw.url}${p}`, { ...init, headers: { ...headers, ...(init.headers || {}) } });
 
-function viaProxy(id, p = '/') {
-  return new Promise((resolve, reject) => {
-    const r = http.request({ host: '127.0.0.1', port: gw.port, path: p, headers: { Host: `8000-${id}.coppice.test` } }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode, body }));
-    });
-    r.on('error', reject);
-    r.end();
-  });
-}
-async function until(what, fn, ms = 15_000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const viaProxy = (id, p = '/') => proxyGet(gw, id, p);
 
 // A counter only the server's memory holds.
 const server = `
@@ -136,7 +114,7 @@ test(`[${sdkName}] a host reboot: paused sandboxes, snapshots and volumes come b
   const mem = await Sandbox.create({ ...gw.opts, timeoutMs: 600_000 });
   await mem.files.write('/home/user/srv.py', server);
   await mem.commands.run('python3 /home/user/srv.py', { background: true, timeoutMs: 0 });
-  await until('the server', async () => (await viaProxy(mem.sandboxId)).status === 200);
+  await waitFor('the server', async () => (await viaProxy(mem.sandboxId)).status === 200);
   assert.equal((await viaProxy(mem.sandboxId)).body, '2');
   // A snapshot with memory at 2, before the pause.
   const snap = await api(`/sandboxes/${mem.sandboxId}/snapshots`, { method: 'POST', body: JSON.stringify({ name: 'before-reboot' }) });

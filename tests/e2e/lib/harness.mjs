@@ -4,6 +4,7 @@
 // /etc (passwd, group) and homes in a temp dir, and imports the SDK build
 // named by COPPICE_SDK (e2b = latest pinned, e2b-245 = 2.45.0).
 import { spawn, execFileSync } from 'node:child_process';
+import http from 'node:http';
 import https from 'node:https';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -293,3 +294,37 @@ export function processesOf(id) {
     try { return fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(id); } catch { return false; }
   });
 }
+
+// GET `p` from port `port` of sandbox `id` through gateway `gw`'s proxy
+// (Host routing). Answers { status, body }.
+export function proxyGet(gw, id, p = '/', { port = 8000, headers = {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const r = http.request({ host: '127.0.0.1', port: gw.port, path: p, headers: { Host: `${port}-${id}.coppice.test`, ...headers } }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    r.on('error', reject);
+    r.end();
+  });
+}
+
+// Calls `fn` every 50 ms until it gives something truthy (a throw counts as
+// not yet), and answers that; an error naming `what` after `ms`.
+export async function waitFor(what, fn, ms = 15_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+// Why a test that needs the project's criu (scripts/criu.sh) cannot run
+// here, or null.
+export const criuPath = '/usr/local/lib/coppice/criu/sbin/criu';
+export function criuSkipReason() {
+  return fs.existsSync(criuPath) ? null : `no criu at ${criuPath} (scripts/criu.sh installs it)`;
+}
+
