@@ -953,6 +953,55 @@ TEST_F(NsBackendTest, ConcurrentCreatesFromSeveralThreads) {
 }
 
 
+// Launches run their children side by side (no lock across a child's set-up,
+// launch.cc): a child that fails in its set-up is reported as such, with its
+// step, while other launches' children (holding copies of every pipe open
+// at their clone) are still setting up; the good ones start.
+TEST_F(NsBackendTest, ConcurrentCreatesReportEachChildsOwnFailure) {
+  constexpr int kThreads = 4, kEach = 4;
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0}, failed_in_mount{0};
+  std::vector<std::string> errors(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        char id[32];
+        std::snprintf(id, sizeof id, "itestmix%02d%010d", t, i);
+        auto s = spec(id);
+        const bool bad = (t + i) % 2 == 1;
+        if (bad) s.envd_path = tmp_ + "/no-such-envd";  // fails in the child, at its mounts
+        auto h = backend_->create(s);
+        if (bad) {
+          if (h) {
+            errors[t] = std::string(id) + ": a create without envd succeeded";
+            (void)backend_->destroy(id);
+            return;
+          }
+          if (h.error().message().find("mount") != std::string::npos) ++failed_in_mount;
+          continue;
+        }
+        if (!h) {
+          errors[t] = h.error().to_string();
+          return;
+        }
+        if (http_get(h->envd_socket, "/health") == 204) ++good;
+        if (auto d = backend_->destroy(id); !d) {
+          errors[t] = d.error().to_string();
+          return;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(good.load(), kThreads * kEach / 2);
+  EXPECT_EQ(failed_in_mount.load(), kThreads * kEach / 2);
+  auto left = backend_->list_existing();
+  ASSERT_TRUE(left.has_value());
+  EXPECT_TRUE(left->empty());
+  EXPECT_TRUE(mountinfo_lines_with(tmp_).empty());
+}
+
 // Host resources made ahead (spares.h): a new backend removes the leftovers
 // of a dead one, keeps `spares` bundles ready, a create takes the oldest
 // (its cgroup renamed to the sandbox's and limited as the spec says, its

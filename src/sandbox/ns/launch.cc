@@ -82,6 +82,32 @@ Status read_child_report(int fd, const sys::Pidfd& child) {
   return errno_error(msg, r.err);
 }
 
+// The verdict of a CLONE_VFORK child once clone has returned: it has
+// exec'd or exited by then. A failing child writes its report (one write,
+// atomic) before it exits, so the report is there now or never; a child
+// killed before it could write one has exited. Never waits: another
+// launch's child may still hold a copy of the report pipe's write end
+// (until its own exec), so its EOF can come later.
+Status child_verdict_after_vfork(int fd, const sys::Pidfd& child) {
+  struct pollfd p{fd, POLLIN, 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, 0);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno_error("poll child report");
+  if (r > 0 && (p.revents & POLLIN)) COPPICE_TRY(read_child_report(fd, child));
+  siginfo_t info{};
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(child.get()), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+      info.si_pid != 0) {
+    return make_error(ErrorCode::kInternal, info.si_code == CLD_EXITED
+                                                ? "the sandbox child exited with status " + std::to_string(info.si_status) +
+                                                      " before exec, without a report"
+                                                : "the sandbox child was killed by signal " +
+                                                      std::to_string(info.si_status) + " before exec");
+  }
+  return ok();
+}
+
 // For each of spec.lower_layers: its mount point in the state dir and a
 // user namespace mapping the range its files are owned by onto the
 // sandbox's (kept open by the caller until after clone).
@@ -347,9 +373,19 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   plan->env = {"PATH=" + std::string(kDefaultPath), "HOME=/root", "LANG=C.UTF-8"};
   plan->seal();
 
-  // From here until the parent has closed its copies of the child's ends,
-  // no other thread may clone (see sys/clone_lock.h).
-  std::unique_lock clone_guard(sys::clone_lock());
+  // A restore gets a pid namespace of the sandbox's user namespace, made
+  // by the child's helper (ChildPlan::pidns_of_userns), whose stacks and
+  // the pids it reports live here.
+  const bool pidns_of_userns = !spec.restore_from.empty();
+  // A restore's PID 1 goes on after clone returns, and its report pipe's
+  // EOF is what says it exec'd: from here until the parent has closed its
+  // copies of the child's ends, no other thread may clone (see
+  // sys/clone_lock.h). Any other launch knows its verdict the moment clone
+  // returns (CLONE_VFORK: the child has exec'd or exited), so it neither
+  // waits for an EOF that another launch's child could hold up nor takes
+  // the lock: launches run their children side by side.
+  std::unique_lock clone_guard(sys::clone_lock(), std::defer_lock);
+  if (pidns_of_userns) clone_guard.lock();
   auto report = sys::make_pipe();
   if (!report) return std::unexpected(std::move(report.error()).context(ctxmsg));
   auto ready = sys::make_pipe();
@@ -400,10 +436,6 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
       ::munmap(p, kChildStack);
     }
   } stack_owner{stack};
-  // A restore gets a pid namespace of the sandbox's user namespace, made
-  // by the child's helper (ChildPlan::pidns_of_userns), whose stacks and
-  // the pids it reports live here.
-  const bool pidns_of_userns = !spec.restore_from.empty();
   constexpr size_t kAuxStack = 64 << 10;
   void* aux = nullptr;
   pid_t spawned[2] = {0, 0};
@@ -477,15 +509,19 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   // restore's PID 1 goes on after the child has exited, on our memory and
   // this thread's copy of the checklist's state (child.cc), while this
   // thread waits below.
-  clone_guard.unlock();
+  if (clone_guard.owns_lock()) clone_guard.unlock();
   // The child has exec'd (vfork): it is in its network namespace already.
   if (spare) spare->netns.reset();
   own_netns.reset();
 
   // 7. Wait for the child's verdict: a report on failure, EOF once exec succeeded.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ctx.ready_timeout_ms);
-  COPPICE_TRY_CTX(wait_readable(report->first.get(), deadline, "the sandbox child"), ctxmsg);
-  COPPICE_TRY_CTX(read_child_report(report->first.get(), init), ctxmsg);
+  if (pidns_of_userns) {
+    COPPICE_TRY_CTX(wait_readable(report->first.get(), deadline, "the sandbox child"), ctxmsg);
+    COPPICE_TRY_CTX(read_child_report(report->first.get(), init), ctxmsg);
+  } else {
+    COPPICE_TRY_CTX(child_verdict_after_vfork(report->first.get(), init), ctxmsg);
+  }
   const auto t_exec = Clock::now();
 
   // 8. Wait for envd: one byte on the ready pipe once it listens; EOF means
