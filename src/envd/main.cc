@@ -13,10 +13,9 @@
 
 using namespace coppice;
 
-int main(int argc, char** argv) {
-  if (argc >= 2 && (std::string_view(argv[1]) == "--pid1" || std::string_view(argv[1]) == "--pid1-restore")) {
-    return envd::run_pid1(argc, argv);
-  }
+namespace {
+
+int envd_main(int argc, char** argv) {
   envd::Config cfg;
   std::string level = "info";
   bool no_tcp = false;
@@ -85,4 +84,13 @@ int main(int argc, char** argv) {
   io.run();
   agent.reaper().reap();
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && (std::string_view(argv[1]) == "--pid1" || std::string_view(argv[1]) == "--pid1-restore")) {
+    return envd::run_pid1(argc, argv, envd_main);
+  }
+  return envd_main(argc, argv);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -44,7 +45,7 @@ int exit_code(int status) {
 
 }  // namespace
 
-int run_pid1(int argc, char** argv) {
+int run_pid1(int argc, char** argv, EnvdMain envd_main) {
   const bool restore = std::strcmp(argv[1], "--pid1-restore") == 0;
   std::vector<char*> args;
   if (!restore) {
@@ -82,6 +83,13 @@ int run_pid1(int argc, char** argv) {
       ::sigprocmask(SIG_SETMASK, &old, nullptr);
       ::dup2(pipefd[1], STDOUT_FILENO);
       ::dup2(pipefd[1], STDERR_FILENO);
+      if (std::strcmp(args[0], argv[0]) == 0) {
+        // envd is this binary: run it here (the exec would only load the
+        // same image again). The init's only other fds are the pipe's.
+        ::close(pipefd[0]);
+        ::close(pipefd[1]);
+        std::exit(envd_main(static_cast<int>(args.size()) - 1, args.data()));
+      }
       ::execv(args[0], args.data());
       std::perror("pid1: exec envd");
       ::_exit(127);

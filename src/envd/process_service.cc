@@ -3,6 +3,7 @@
 #include <pty.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -420,6 +421,12 @@ void ProcessService::register_routes(connect::Router& rpc) {
     // envd, which the sandbox cannot be used without (they may lower theirs
     // back to envd's level, never below: that takes CAP_SYS_RESOURCE).
     so.oom_score_adj = user_oom_score_adj();
+    // A tree restored by criu comes back not dumpable (its credentials were
+    // set anew) with its memory owned by the host's user namespace, so the
+    // /proc/self of a child sharing that memory until exec (sys::spawn) is
+    // the host root's, and the child could not set its oom_score_adj.
+    // Started normally, envd is dumpable: after a restore it is made so again.
+    if (::prctl(PR_GET_DUMPABLE) != 1) (void)::prctl(PR_SET_DUMPABLE, 1);
     auto pid = sys::spawn(so);
     if (!pid) {
       auto code = pid.error().code() == ErrorCode::kNotFound ? Code::not_found : Code::invalid_argument;

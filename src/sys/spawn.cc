@@ -4,14 +4,20 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/close_range.h>
+#include <pthread.h>
+#include <sanitizer/asan_interface.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
 
 #include "common/constants.h"
+#include "sys/linux_syscalls.h"
 
 namespace coppice::sys {
 namespace {
@@ -44,6 +50,74 @@ const char* step_name(int step) {
   ssize_t r = ::write(report_fd, &f, sizeof f);
   (void)r;
   _exit(127);
+}
+
+// What the child of spawn() works from, all prepared before clone.
+struct VforkChild {
+  const SpawnOptions* opts = nullptr;
+  const char* path = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  int report_fd = -1;
+  char oom[16] = {};
+  size_t oom_len = 0;
+  sigset_t old_mask;
+};
+
+// The child: async-signal-safe calls only, and raw syscalls for the
+// credentials (glibc's setuid would signal the threads it shares memory
+// with, ours). Signals are blocked on entry.
+int vfork_child(void* arg) {
+  const VforkChild& c = *static_cast<const VforkChild*>(arg);
+  const SpawnOptions& opts = *c.opts;
+  const int rfd = c.report_fd;
+  // A handler of ours must never run here: each goes back to the default
+  // (what exec would do anyway); ignored signals stay ignored unless the
+  // caller asked for defaults.
+  for (int s = 1; s < NSIG; ++s) {
+    struct sigaction sa;
+    if (::sigaction(s, nullptr, &sa) != 0) continue;
+    bool handled = (sa.sa_flags & SA_SIGINFO) || (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN);
+    if (handled || (opts.reset_signals && sa.sa_handler == SIG_IGN)) ::signal(s, SIG_DFL);
+  }
+  int in = opts.stdin_fd, out = opts.stdout_fd, err = opts.stderr_fd;
+  if (in < 0 || out < 0 || err < 0) {
+    int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null_fd < 0) fail(rfd, kOpenNull);
+    if (in < 0) in = null_fd;
+    if (out < 0) out = null_fd;
+    if (err < 0) err = null_fd;
+  }
+  // dup2 clears O_CLOEXEC on the targets; copies first so a source that is
+  // itself 0..2 is not clobbered.
+  int tin = ::fcntl(in, F_DUPFD_CLOEXEC, 3), tout = ::fcntl(out, F_DUPFD_CLOEXEC, 3),
+      terr = ::fcntl(err, F_DUPFD_CLOEXEC, 3);
+  if (tin < 0 || tout < 0 || terr < 0) fail(rfd, kDup);
+  if (::dup2(tin, 0) < 0 || ::dup2(tout, 1) < 0 || ::dup2(terr, 2) < 0) fail(rfd, kDup);
+  if (opts.new_session && ::setsid() < 0) fail(rfd, kSetsid);
+  if (opts.controlling_tty && ::ioctl(0, TIOCSCTTY, 0) < 0) fail(rfd, kCtty);
+  if (c.oom_len > 0) {
+    int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, c.oom, c.oom_len) != static_cast<ssize_t>(c.oom_len)) fail(rfd, kOomScore);
+    ::close(fd);
+  }
+  if (opts.gid) {
+    if (raw::setgroups_self(opts.groups.size(), opts.groups.data()) < 0) fail(rfd, kGroups);
+    if (raw::setresgid_self(*opts.gid, *opts.gid, *opts.gid) < 0) fail(rfd, kGid);
+  }
+  if (opts.uid && raw::setresuid_self(*opts.uid, *opts.uid, *opts.uid) < 0) fail(rfd, kUid);
+  if (!opts.cwd.empty() && ::chdir(opts.cwd.c_str()) < 0) fail(rfd, kChdir);
+  // Every other descriptor the child might have inherited goes at exec.
+  raw::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+  if (opts.reset_signals) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  } else {
+    ::sigprocmask(SIG_SETMASK, &c.old_mask, nullptr);
+  }
+  ::execve(c.path, c.argv, c.envp);
+  fail(rfd, kExec);
 }
 
 }  // namespace
@@ -87,8 +161,8 @@ std::string find_in_path(const std::string& name, const std::string& path_var) {
 }
 
 Result<pid_t> spawn(const SpawnOptions& opts) {
-  // Everything the child needs is prepared before fork: after fork the child
-  // only makes async-signal-safe calls.
+  // Everything the child needs is prepared before clone: the child only
+  // makes async-signal-safe calls.
   std::string path = opts.path;
   if (path.find('/') == std::string::npos) {
     std::string path_var(kDefaultPath);
@@ -106,55 +180,40 @@ Result<pid_t> spawn(const SpawnOptions& opts) {
   envp.push_back(nullptr);
 
   // Formatted here: the child must not allocate.
-  char oom[16] = {};
-  size_t oom_len = 0;
-  if (opts.oom_score_adj) oom_len = static_cast<size_t>(std::snprintf(oom, sizeof oom, "%d", *opts.oom_score_adj));
+  VforkChild c;
+  if (opts.oom_score_adj)
+    c.oom_len = static_cast<size_t>(std::snprintf(c.oom, sizeof c.oom, "%d", *opts.oom_score_adj));
 
   auto report = make_pipe();
   if (!report) return std::unexpected(report.error());
   auto& [rd, wr] = *report;
+  c.opts = &opts;
+  c.path = path.c_str();
+  c.argv = argv.data();
+  c.envp = envp.data();
+  c.report_fd = wr.get();
 
-  pid_t pid = ::fork();
-  if (pid < 0) return errno_error("fork");
-  if (pid == 0) {
-    int rfd = wr.get();
-    if (opts.reset_signals) {
-      sigset_t all;
-      sigemptyset(&all);
-      for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
-      ::sigprocmask(SIG_SETMASK, &all, nullptr);
-    }
-    int in = opts.stdin_fd, out = opts.stdout_fd, err = opts.stderr_fd;
-    if (in < 0 || out < 0 || err < 0) {
-      int null_fd = ::open("/dev/null", O_RDWR);
-      if (null_fd < 0) fail(rfd, kOpenNull);
-      if (in < 0) in = null_fd;
-      if (out < 0) out = null_fd;
-      if (err < 0) err = null_fd;
-    }
-    // dup2 clears O_CLOEXEC on the targets; copies first so a source that is
-    // itself 0..2 is not clobbered.
-    int tin = ::fcntl(in, F_DUPFD, 3), tout = ::fcntl(out, F_DUPFD, 3), terr = ::fcntl(err, F_DUPFD, 3);
-    if (tin < 0 || tout < 0 || terr < 0) fail(rfd, kDup);
-    if (::dup2(tin, 0) < 0 || ::dup2(tout, 1) < 0 || ::dup2(terr, 2) < 0) fail(rfd, kDup);
-    if (opts.new_session && ::setsid() < 0) fail(rfd, kSetsid);
-    if (opts.controlling_tty && ::ioctl(0, TIOCSCTTY, 0) < 0) fail(rfd, kCtty);
-    if (oom_len > 0) {
-      int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-      if (fd < 0 || ::write(fd, oom, oom_len) != static_cast<ssize_t>(oom_len)) fail(rfd, kOomScore);
-      ::close(fd);
-    }
-    if (opts.gid) {
-      if (::setgroups(opts.groups.size(), opts.groups.data()) < 0) fail(rfd, kGroups);
-      if (::setgid(*opts.gid) < 0) fail(rfd, kGid);
-    }
-    if (opts.uid && ::setuid(*opts.uid) < 0) fail(rfd, kUid);
-    if (!opts.cwd.empty() && ::chdir(opts.cwd.c_str()) < 0) fail(rfd, kChdir);
-    // Close every other descriptor the child might have inherited.
-    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-    ::execve(path.c_str(), argv.data(), envp.data());
-    fail(rfd, kExec);
-  }
+  // The child runs on our memory, on a stack of its own, until it execs
+  // (CLONE_VM | CLONE_VFORK: this thread waits until then), so no page
+  // table is copied: on these VMs a fork of a few MB costs as much again
+  // as the exec. Every signal is blocked around it: no handler of ours may
+  // run in the child.
+  constexpr size_t kStack = 64 << 10;
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return errno_error("spawn: child stack");
+  // Under AddressSanitizer the child's frames poison this stack's shadow
+  // and it never unwinds (it execs): cleared both ways. No-ops otherwise.
+  ASAN_UNPOISON_MEMORY_REGION(stack, kStack);
+  sigset_t all;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &c.old_mask);
+  pid_t pid = raw::clone_on_stack(vfork_child, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &c,
+                                  nullptr);
+  int clone_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &c.old_mask, nullptr);
+  ASAN_UNPOISON_MEMORY_REGION(stack, kStack);
+  ::munmap(stack, kStack);
+  if (pid < 0) return errno_error("clone", clone_errno);
   wr.reset();
   ChildFailure f{};
   ssize_t n;
