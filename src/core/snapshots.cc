@@ -141,6 +141,39 @@ asio::awaitable<Status> envd_rekey(std::string socket, std::string old_token, st
   co_return ok();
 }
 
+// Freezes sandbox `id`, copies its writable layer to `dir` (the copy's
+// layer dir) and thaws it; nothing is left of a copy that failed. With
+// only_if_all_in_files the copy is made only if, frozen, the sandbox runs
+// nothing but its own init and envd (nullopt otherwise): no process can
+// start between that look and the copy.
+Result<std::optional<std::string>> copy_frozen(sandbox::Backend& backend, const std::string& id, const std::string& dir,
+                                               bool only_if_all_in_files) {
+  if (auto f = backend.freeze(id); !f) return std::unexpected(std::move(f.error()).context("freeze"));
+  std::optional<std::string> out;
+  Status copied = ok();
+  if (!only_if_all_in_files || backend.runs_only_its_own(id)) {
+    if (auto c = backend.copy_layer(id, dir)) {
+      out = std::move(*c);
+    } else {
+      copied = std::unexpected(std::move(c.error()));
+    }
+  }
+  auto thawed = backend.thaw(id);
+  if (!thawed || !copied) {
+    if (out) (void)backend.remove_layer(dir);
+    return std::unexpected(!copied ? std::move(copied.error()) : std::move(thawed.error()).context("thaw"));
+  }
+  return out;
+}
+
+// What the team's stored snapshots hold on disk, in bytes.
+Result<uint64_t> team_snapshot_bytes(store::Store& st, const std::string& team) {
+  COPPICE_ASSIGN_OR_RETURN(auto rows, st.list_snapshots(team));
+  uint64_t sum = 0;
+  for (const auto& r : rows) sum += static_cast<uint64_t>(std::max<int64_t>(0, r.disk_bytes));
+  return sum;
+}
+
 }  // namespace
 
 // What a new sandbox starts from: a stored snapshot or a fork's checkpoint.
@@ -242,13 +275,8 @@ asio::awaitable<Result<SandboxManager::Taken>> SandboxManager::take(std::shared_
         return std::unexpected(std::move(c.error()));
       }
     } else {
-      if (auto f = backend_.freeze(id); !f) return std::unexpected(std::move(f.error()).context("freeze"));
-      copied = backend_.copy_layer(id, out.dir);
-      auto thawed = backend_.thaw(id);
-      if (!copied || !thawed) {
-        if (copied) (void)backend_.remove_layer(out.dir);
-        return std::unexpected(!copied ? std::move(copied.error()) : std::move(thawed.error()));
-      }
+      COPPICE_ASSIGN_OR_RETURN(auto c, copy_frozen(backend_, id, out.dir, /*only_if_all_in_files=*/false));
+      copied = std::move(*c);
     }
     out.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     auto used = backend_.layer_bytes(id);
@@ -285,24 +313,11 @@ asio::awaitable<Result<std::optional<SandboxManager::Taken>>> SandboxManager::ta
   auto job = [this, id, t, parent, boot_file]() -> Result<Maybe> {
     auto t0 = std::chrono::steady_clock::now();
     COPPICE_TRY_CTX(sys::make_dirs(parent, 0700), "snapshots dir");
-    if (auto f = backend_.freeze(id); !f) return std::unexpected(std::move(f.error()).context("freeze"));
+    COPPICE_ASSIGN_OR_RETURN(auto c, copy_frozen(backend_, id, t.dir, /*only_if_all_in_files=*/true));
     Maybe out;
-    Status copied = ok();
-    if (backend_.runs_only_its_own(id)) {
-      auto c = backend_.copy_layer(id, t.dir);
-      if (c) {
-        out = t;
-        out->top.dir = *c;
-      } else {
-        copied = std::unexpected(std::move(c.error()));
-      }
-    }
-    auto thawed = backend_.thaw(id);
-    if (!thawed || !copied) {
-      if (out) (void)backend_.remove_layer(t.dir);
-      return std::unexpected(!copied ? std::move(copied.error()) : std::move(thawed.error()).context("thaw"));
-    }
-    if (!out) return out;
+    if (!c) return out;
+    out = t;
+    out->top.dir = std::move(*c);
     out->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     auto used = backend_.layer_bytes(id);
     out->bytes = used ? *used : 0;
@@ -343,12 +358,7 @@ asio::awaitable<Result<SnapshotView>> SandboxManager::do_create_snapshot(std::st
   // below once the new one's size is known.
   const uint64_t budget = static_cast<uint64_t>(std::max(0, cfg_.snapshot_disk_mb)) << 20;
   const std::string owner_team = l->team;
-  auto kept_job = [this, owner_team]() -> Result<uint64_t> {
-    COPPICE_ASSIGN_OR_RETURN(auto rows, store_.list_snapshots(owner_team));
-    uint64_t sum = 0;
-    for (const auto& r : rows) sum += static_cast<uint64_t>(std::max<int64_t>(0, r.disk_bytes));
-    return sum;
-  };
+  auto kept_job = [this, owner_team] { return team_snapshot_bytes(store_, owner_team); };
   uint64_t kept = 0;
   if (budget > 0) {
     auto k = co_await run_on(workers_, std::move(kept_job));
@@ -387,9 +397,7 @@ asio::awaitable<Result<SnapshotView>> SandboxManager::do_create_snapshot(std::st
   bool over_budget = false;
   auto op = [rec, budget, &over_budget](store::Store& st) -> Status {
     if (budget > 0) {
-      COPPICE_ASSIGN_OR_RETURN(auto rows, st.list_snapshots(rec.team));
-      uint64_t sum = 0;
-      for (const auto& r : rows) sum += static_cast<uint64_t>(std::max<int64_t>(0, r.disk_bytes));
+      COPPICE_ASSIGN_OR_RETURN(uint64_t sum, team_snapshot_bytes(st, rec.team));
       const auto more = static_cast<uint64_t>(rec.disk_bytes);
       if (sum + more > budget) {
         over_budget = true;

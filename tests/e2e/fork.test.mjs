@@ -10,19 +10,13 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { cgroupParentDirs, processesOf, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+import { cgroupParentDirs, processesOf, keptStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
-const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-fork-'));
 let gw;
-after(async () => {
-  await gw?.stop();
-  removeCgroupParents(stateDir);
-  removeStateDir(stateDir);
-});
+const stateDir = keptStateDir('fork', after, () => gw);
 
 const start = () => startGateway({ stateDir });
 const api = (p, init = {}) => fetch(`${gw.url}${p}`, {

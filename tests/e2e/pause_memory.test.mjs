@@ -8,20 +8,14 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import { criuSkipReason, processesOf, proxyGet, waitFor, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+import { criuSkipReason, processesOf, proxyGet, waitFor, keptStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason() || criuSkipReason();
 const opt = skip ? { skip } : {};
-const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-pausemem-'));
 const headers = { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' };
 let gw;
-after(async () => {
-  await gw?.stop();
-  removeCgroupParents(stateDir);
-  removeStateDir(stateDir);
-});
+const stateDir = keptStateDir('pausemem', after, () => gw);
 const start = () => startGateway({ stateDir });
 
 

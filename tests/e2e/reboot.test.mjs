@@ -12,11 +12,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import {
-  cgroupParentDirs, criuSkipReason, mountsUnder, proxyGet, waitFor, removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk,
+  cgroupParentDirs, criuSkipReason, mountsUnder, proxyGet, waitFor, keptStateDir, startGateway, gatewaySkipReason, loadSdk,
   sdkName, sleep, uidRangeEntry, TEST_API_KEY,
 } from './lib/harness.mjs';
 
@@ -24,14 +23,9 @@ const skip = gatewaySkipReason() || criuSkipReason() ||
   (!fs.existsSync('/dev/loop-control') ? 'no loop devices' : null) ||
   (!['/usr/sbin/mkfs.btrfs', '/sbin/mkfs.btrfs', '/usr/bin/mkfs.btrfs'].some((p) => fs.existsSync(p)) ? 'no mkfs.btrfs (btrfs-progs)' : null);
 const opt = skip ? { skip } : {};
-const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-reboot-'));
 const headers = { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json' };
 let gw;
-after(async () => {
-  await gw?.stop();
-  removeCgroupParents(stateDir);
-  removeStateDir(stateDir);
-});
+const stateDir = keptStateDir('reboot', after, () => gw);
 const start = () => startGateway({ stateDir, extraArgs: ['--disk-image-size', '512M'] });
 const api = (p, init = {}) => fetch(`${gw.url}${p}`, { ...init, headers: { ...headers, ...(init.headers || {}) } });
 

@@ -4,19 +4,12 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { removeCgroupParents, removeStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep } from './lib/harness.mjs';
+import { keptStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
-const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coppice-restart-'));
 let gw;
-after(async () => {
-  await gw?.stop();
-  removeCgroupParents(stateDir);
-  removeStateDir(stateDir);
-});
+const stateDir = keptStateDir('restart', after, () => gw);
 
 test(`[${sdkName}] kill -9 the gateway mid-life, start it again: every sandbox and file is there`, opt, async () => {
   const { Sandbox } = await loadSdk();

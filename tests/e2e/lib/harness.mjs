@@ -200,6 +200,19 @@ export function removeStateDir(dir) {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
+// A state dir for a test file whose gateways restart on it: made now, and
+// removed after the file's tests with the cgroup parents of its gateways,
+// once the current one (`current()`, which may be undefined) is stopped.
+export function keptStateDir(name, after, current) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `coppice-${name}-`));
+  after(async () => {
+    await current()?.stop();
+    removeCgroupParents(dir);
+    removeStateDir(dir);
+  });
+  return dir;
+}
+
 // Starts coppiced on a free loopback port with a fresh state dir (or the one
 // given, for restart tests). `apiKeys` is its COPPICE_API_KEYS (default: the
 // bare TEST_API_KEY, the default team's admin key; keep it in any other list
