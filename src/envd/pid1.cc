@@ -26,15 +26,17 @@ void write_all(int fd, const char* p, size_t n) {
   }
 }
 
-// Copies what is in the pipe now to stdout; false at EOF or error.
-bool relay(int from) {
+// Copies what is in the pipe now to stdout: kCopied, kNothingNow (EAGAIN),
+// or kClosed at EOF or on an error.
+enum Relayed { kCopied, kNothingNow, kClosed };
+Relayed relay(int from) {
   char buf[16384];
   ssize_t n = ::read(from, buf, sizeof buf);
   if (n > 0) {
     write_all(STDOUT_FILENO, buf, static_cast<size_t>(n));
-    return true;
+    return kCopied;
   }
-  return n < 0 && (errno == EAGAIN || errno == EINTR);
+  return n < 0 && (errno == EAGAIN || errno == EINTR) ? kNothingNow : kClosed;
 }
 
 int exit_code(int status) {
@@ -137,7 +139,7 @@ int run_pid1(int argc, char** argv, EnvdMain envd_main) {
     if (::poll(p, pipe_open ? 2 : 1, -1) < 0 && errno != EINTR) return 1;
     // An error on the pipe ends the relay (relay() fails on it): never a
     // poll that returns at once again.
-    if (pipe_open && (p[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) pipe_open = relay(pipefd[0]);
+    if (pipe_open && (p[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) pipe_open = relay(pipefd[0]) != kClosed;
     if (!(p[0].revents & POLLIN)) continue;
     struct signalfd_siginfo si;
     while (::read(sfd, &si, sizeof si) == sizeof si) {
@@ -148,7 +150,10 @@ int run_pid1(int argc, char** argv, EnvdMain envd_main) {
       pid_t r = ::waitpid(-1, &status, WNOHANG);
       if (r <= 0) break;
       if (r == envd) {
-        while (pipe_open && relay(pipefd[0])) {
+        // What envd wrote last, then out. Up to what is there now, not to
+        // EOF: after a restore this init holds the pipe's write end itself
+        // (kRestoreLogFd), so the pipe never ends.
+        while (pipe_open && relay(pipefd[0]) == kCopied) {
         }
         ::_exit(exit_code(status));
       }

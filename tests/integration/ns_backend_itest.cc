@@ -447,6 +447,20 @@ TEST_F(NsBackendTest, CheckpointAndRestoreEnvdsTreeIntoANewSandbox) {
   EXPECT_NE(body.find("in-memory"), std::string::npos) << body;
   EXPECT_EQ(envd_get(hb->envd_socket, "/envs", "wrong").first, 401);
   EXPECT_EQ(hostname_of(hb->init_pid), b);
+  // The restored envd dies: its init ends too (it holds the log pipe's write
+  // end itself after a restore, and must not wait for an EOF that never
+  // comes, nor spin on it).
+  auto fd = backend_->exit_fd(*hb);
+  ASSERT_TRUE(fd.has_value()) << fd.error().to_string();
+  auto restored = cgroups_->pids(b);
+  ASSERT_TRUE(restored.has_value());
+  pid_t envd = 0;
+  for (pid_t p : *restored)
+    if (p != hb->init_pid) envd = p;
+  ASSERT_GT(envd, 0);
+  ASSERT_EQ(::kill(envd, SIGKILL), 0);
+  struct pollfd pf{fd->get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&pf, 1, 5000), 1) << "the init of a restored sandbox outlived its envd";
   ASSERT_TRUE(backend_->destroy(b).has_value());
   expect_gone(b, hb->init_pid);
   sys::remove_tree(images);
