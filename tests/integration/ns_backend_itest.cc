@@ -204,6 +204,52 @@ class NsBackendTest : public ::testing::Test {
     return s;
   }
 
+  // `threads` threads each create, check (/health) and destroy `each`
+  // sandboxes at once. With half_without_envd, every other one has no envd
+  // binary to bind: its child fails at its mounts, and must say so.
+  struct ConcurrentRun {
+    int good = 0, failed_in_mount = 0;
+    std::vector<std::string> errors;
+  };
+  ConcurrentRun create_concurrently(const char* prefix, int threads, int each, bool half_without_envd) {
+    std::vector<std::thread> workers;
+    std::atomic<int> good{0}, failed_in_mount{0};
+    std::vector<std::string> errors(static_cast<size_t>(threads));
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        std::string& error = errors[static_cast<size_t>(t)];
+        for (int i = 0; i < each; ++i) {
+          char id[32];
+          std::snprintf(id, sizeof id, "%s%02d%09d", prefix, t, i);
+          auto s = spec(id);
+          const bool bad = half_without_envd && (t + i) % 2 == 1;
+          if (bad) s.envd_path = tmp_ + "/no-such-envd";
+          auto h = backend_->create(s);
+          if (bad) {
+            if (h) {
+              error = std::string(id) + ": a create without envd succeeded";
+              (void)backend_->destroy(id);
+              return;
+            }
+            if (h.error().message().find("mount") != std::string::npos) ++failed_in_mount;
+            continue;
+          }
+          if (!h) {
+            error = h.error().to_string();
+            return;
+          }
+          if (http_get(h->envd_socket, "/health") == 204) ++good;
+          if (auto d = backend_->destroy(id); !d) {
+            error = d.error().to_string();
+            return;
+          }
+        }
+      });
+    }
+    for (auto& w : workers) w.join();
+    return ConcurrentRun{good.load(), failed_in_mount.load(), std::move(errors)};
+  }
+
   // The cgroup limits of spec() are in force for sandbox `id` and its PID 1 is in it.
   void expect_spec_limits(const std::string& id, pid_t pid) {
     if (cgroups_->v2()) return;
@@ -932,32 +978,11 @@ TEST_F(NsBackendTest, TwentyCreatesAndDestroysStayClean) {
 
 TEST_F(NsBackendTest, ConcurrentCreatesFromSeveralThreads) {
   constexpr int kThreads = 4, kEach = 5;
-  std::vector<std::thread> threads;
-  std::atomic<int> good{0};
-  std::vector<std::string> errors(kThreads);
   auto t0 = std::chrono::steady_clock::now();
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kEach; ++i) {
-        char id[32];
-        std::snprintf(id, sizeof id, "itestconc%02d%09d", t, i);
-        auto h = backend_->create(spec(id));
-        if (!h) {
-          errors[t] = h.error().to_string();
-          return;
-        }
-        if (http_get(h->envd_socket, "/health") == 204) ++good;
-        if (auto d = backend_->destroy(id); !d) {
-          errors[t] = d.error().to_string();
-          return;
-        }
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
+  auto run = create_concurrently("itestconc", kThreads, kEach, /*half_without_envd=*/false);
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  for (auto& e : errors) EXPECT_EQ(e, "");
-  EXPECT_EQ(good.load(), kThreads * kEach);
+  for (auto& e : run.errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(run.good, kThreads * kEach);
   std::printf("[ns] %d create+health+destroy cycles on %d threads: %.1f ms (%.0f/s)\n", kThreads * kEach, kThreads, ms,
               kThreads * kEach * 1000.0 / ms);
   auto left = backend_->list_existing();
@@ -973,43 +998,10 @@ TEST_F(NsBackendTest, ConcurrentCreatesFromSeveralThreads) {
 // at their clone) are still setting up; the good ones start.
 TEST_F(NsBackendTest, ConcurrentCreatesReportEachChildsOwnFailure) {
   constexpr int kThreads = 4, kEach = 4;
-  std::vector<std::thread> threads;
-  std::atomic<int> good{0}, failed_in_mount{0};
-  std::vector<std::string> errors(kThreads);
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kEach; ++i) {
-        char id[32];
-        std::snprintf(id, sizeof id, "itestmix%02d%010d", t, i);
-        auto s = spec(id);
-        const bool bad = (t + i) % 2 == 1;
-        if (bad) s.envd_path = tmp_ + "/no-such-envd";  // fails in the child, at its mounts
-        auto h = backend_->create(s);
-        if (bad) {
-          if (h) {
-            errors[t] = std::string(id) + ": a create without envd succeeded";
-            (void)backend_->destroy(id);
-            return;
-          }
-          if (h.error().message().find("mount") != std::string::npos) ++failed_in_mount;
-          continue;
-        }
-        if (!h) {
-          errors[t] = h.error().to_string();
-          return;
-        }
-        if (http_get(h->envd_socket, "/health") == 204) ++good;
-        if (auto d = backend_->destroy(id); !d) {
-          errors[t] = d.error().to_string();
-          return;
-        }
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  for (auto& e : errors) EXPECT_EQ(e, "");
-  EXPECT_EQ(good.load(), kThreads * kEach / 2);
-  EXPECT_EQ(failed_in_mount.load(), kThreads * kEach / 2);
+  auto run = create_concurrently("itestmixd", kThreads, kEach, /*half_without_envd=*/true);
+  for (auto& e : run.errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(run.good, kThreads * kEach / 2);
+  EXPECT_EQ(run.failed_in_mount, kThreads * kEach / 2);
   auto left = backend_->list_existing();
   ASSERT_TRUE(left.has_value());
   EXPECT_TRUE(left->empty());
