@@ -46,7 +46,11 @@ struct XattrEnd {
   }
 };
 
-Status copy_xattrs(const XattrEnd& from, const XattrEnd& to, const std::string& what) {
+// overlayfs's own marks (opaque, redirect, origin, ...): kept by a copy of
+// a layer, never written through a mounted overlay (which refuses them).
+bool overlay_mark(std::string_view name) { return name.starts_with("trusted.overlay.") || name.starts_with("user.overlay."); }
+
+Status copy_xattrs(const XattrEnd& from, const XattrEnd& to, const std::string& what, bool skip_overlay_marks) {
   ssize_t len = from.list(nullptr, 0);
   if (len < 0) {
     if (errno == ENOTSUP) return ok();  // the file system keeps none
@@ -60,6 +64,7 @@ Status copy_xattrs(const XattrEnd& from, const XattrEnd& to, const std::string& 
   for (size_t at = 0; at < static_cast<size_t>(len);) {
     const char* name = names.data() + at;
     at += std::char_traits<char>::length(name) + 1;
+    if (skip_overlay_marks && overlay_mark(name)) continue;
     ssize_t n = from.get(name, nullptr, 0);
     if (n < 0) {
       if (errno == ENODATA) continue;  // removed meanwhile
@@ -78,7 +83,8 @@ Status copy_xattrs(const XattrEnd& from, const XattrEnd& to, const std::string& 
 // Owner, mode (after the owner: chown clears set-id bits), xattrs (after
 // the owner: chown clears file capabilities), times (last: the rest touch
 // ctime only, but writes into a directory move its mtime).
-Status copy_attrs(int src_fd, int dst_fd, bool by_path, const struct stat& st, const std::string& what) {
+Status copy_attrs(int src_fd, int dst_fd, bool by_path, const struct stat& st, const std::string& what,
+                  bool skip_overlay_marks = false) {
   if (by_path) {
     const std::string p = "/proc/self/fd/" + std::to_string(dst_fd);
     if (::chown(p.c_str(), st.st_uid, st.st_gid) != 0) return errno_error("chown " + what);
@@ -87,7 +93,7 @@ Status copy_attrs(int src_fd, int dst_fd, bool by_path, const struct stat& st, c
     if (::fchown(dst_fd, st.st_uid, st.st_gid) != 0) return errno_error("chown " + what);
     if (::fchmod(dst_fd, st.st_mode & 07777) != 0) return errno_error("chmod " + what);
   }
-  COPPICE_TRY(copy_xattrs(XattrEnd{src_fd, by_path}, XattrEnd{dst_fd, by_path}, what));
+  COPPICE_TRY(copy_xattrs(XattrEnd{src_fd, by_path}, XattrEnd{dst_fd, by_path}, what, skip_overlay_marks));
   const struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (by_path) {
     const std::string p = "/proc/self/fd/" + std::to_string(dst_fd);
@@ -138,7 +144,7 @@ Status copy_range(int in, int out, off_t off, off_t len, const std::string& what
 
 // The regular file `name` of `src_dir` as a new file in `dst_dir`.
 Result<bool> copy_file(int src_dir, int dst_dir, const std::string& name, const struct stat& st,
-                       const std::string& what) {
+                       const std::string& what, bool skip_overlay_marks) {
   UniqueFd in(::openat(src_dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (!in) return errno_error("open " + what);
   struct stat now;
@@ -164,8 +170,47 @@ Result<bool> copy_file(int src_dir, int dst_dir, const std::string& name, const 
     }
     if (::ftruncate(out.get(), size) != 0) return errno_error("size " + what);
   }
-  COPPICE_TRY(copy_attrs(in.get(), out.get(), false, now, what));
+  COPPICE_TRY(copy_attrs(in.get(), out.get(), false, now, what, skip_overlay_marks));
   return reflinked;
+}
+
+// Anything but a directory or a further hard link: a regular file, a
+// symlink, a device, FIFO or socket, as a new entry `name` of `dst_dir`.
+Status copy_leaf(int src_dir, int dst_dir, const std::string& name, const struct stat& st, const std::string& what,
+                 bool skip_overlay_marks, TreeCopyStats& stats) {
+  if (S_ISREG(st.st_mode)) {
+    COPPICE_ASSIGN_OR_RETURN(bool reflinked, copy_file(src_dir, dst_dir, name, st, what, skip_overlay_marks));
+    ++stats.files;
+    stats.bytes += static_cast<uint64_t>(st.st_size);
+    if (reflinked) ++stats.reflinked;
+  } else if (S_ISLNK(st.st_mode)) {
+    std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+    ssize_t n = ::readlinkat(src_dir, name.c_str(), target.data(), target.size());
+    if (n < 0) return errno_error("readlink " + what);
+    target.resize(static_cast<size_t>(n));
+    if (::symlinkat(target.c_str(), dst_dir, name.c_str()) != 0) return errno_error("symlink copy of " + what);
+    if (::fchownat(dst_dir, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return errno_error("chown copy of " + what);
+    }
+    const struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (::utimensat(dst_dir, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      return errno_error("set times of the copy of " + what);
+    }
+    ++stats.others;
+  } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+    if (::mknodat(dst_dir, name.c_str(), (st.st_mode & S_IFMT) | 0600, st.st_rdev) != 0) {
+      return errno_error("mknod copy of " + what);
+    }
+    // Never opened for I/O: O_PATH, attributes through /proc/self/fd.
+    UniqueFd s(::openat(src_dir, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd d(::openat(dst_dir, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!s || !d) return errno_error("open " + what);
+    COPPICE_TRY(copy_attrs(s.get(), d.get(), true, st, what, skip_overlay_marks));
+    ++stats.others;
+  } else {
+    return make_error(ErrorCode::kFailedPrecondition, what + " is of a kind that cannot be copied");
+  }
+  return ok();
 }
 
 struct Frame {
@@ -292,44 +337,192 @@ Result<TreeCopyStats> copy_tree_from(UniqueFd root, int dst_parent, const std::s
         if (errno != ENAMETOOLONG && errno != EMLINK) return errno_error("link copy of " + what);
       }
     }
-    if (S_ISREG(st.st_mode)) {
-      COPPICE_ASSIGN_OR_RETURN(bool reflinked, copy_file(f.src.get(), f.dst.get(), name, st, what));
-      ++stats.files;
-      stats.bytes += static_cast<uint64_t>(st.st_size);
-      if (reflinked) ++stats.reflinked;
-    } else if (S_ISLNK(st.st_mode)) {
-      std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
-      ssize_t n = ::readlinkat(f.src.get(), name.c_str(), target.data(), target.size());
-      if (n < 0) return errno_error("readlink " + what);
-      target.resize(static_cast<size_t>(n));
-      if (::symlinkat(target.c_str(), f.dst.get(), name.c_str()) != 0) return errno_error("symlink copy of " + what);
-      if (::fchownat(f.dst.get(), name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0) {
-        return errno_error("chown copy of " + what);
-      }
-      const struct timespec times[2] = {st.st_atim, st.st_mtim};
-      if (::utimensat(f.dst.get(), name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-        return errno_error("set times of the copy of " + what);
-      }
-      ++stats.others;
-    } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
-      if (::mknodat(f.dst.get(), name.c_str(), (st.st_mode & S_IFMT) | 0600, st.st_rdev) != 0) {
-        return errno_error("mknod copy of " + what);
-      }
-      // Never opened for I/O: O_PATH, attributes through /proc/self/fd.
-      UniqueFd s(::openat(f.src.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-      UniqueFd d(::openat(f.dst.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-      if (!s || !d) return errno_error("open " + what);
-      COPPICE_TRY(copy_attrs(s.get(), d.get(), true, st, what));
-      ++stats.others;
-    } else {
-      return make_error(ErrorCode::kFailedPrecondition, what + " is of a kind that cannot be copied");
-    }
+    COPPICE_TRY(copy_leaf(f.src.get(), f.dst.get(), name, st, what, false, stats));
     if (st.st_nlink > 1 && !S_ISLNK(st.st_mode) && linked.size() < kMaxLinkedFiles) linked.emplace(key, rel);
   }
   undo.release();
   return stats;
 }
 }  // namespace
+
+namespace {
+
+bool is_whiteout(const struct stat& st) { return S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0); }
+
+// The value of the short xattr `name` (a mark) of `entry` of `dir` (no
+// symlink followed): "" when it has none, "?" when it is longer than a mark.
+std::string xattr_of(int dir, const std::string& entry, const char* name) {
+  const std::string p = "/proc/self/fd/" + std::to_string(dir) + "/" + entry;
+  char v[8];
+  ssize_t n = ::lgetxattr(p.c_str(), name, v, sizeof v);
+  if (n < 0) return errno == ERANGE ? "?" : "";
+  return std::string(v, static_cast<size_t>(n));
+}
+
+// Removes entry `name` of `dir` whatever it is (a directory with all below
+// it); gone already is fine.
+Status remove_entry(int dir, const std::string& name, const std::string& what) {
+  struct stat st;
+  if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno == ENOENT ? ok() : errno_error("stat " + what);
+  }
+  if (S_ISDIR(st.st_mode)) return remove_tree("/proc/self/fd/" + std::to_string(dir) + "/" + name);
+  if (::unlinkat(dir, name.c_str(), 0) != 0 && errno != ENOENT) return errno_error("remove " + what);
+  return ok();
+}
+
+// Removes everything in the directory `dir`.
+Status clear_dir(int dir, const std::string& what) {
+  DirReader reader;
+  for (;;) {
+    COPPICE_TRY(reader.reset(dir));  // from the start: removals move the offsets
+    auto next = reader.next();
+    if (!next) return std::unexpected(std::move(next.error()).context("read " + what));
+    if (!*next) return ok();
+    const std::string name((*next)->name);
+    COPPICE_TRY(remove_entry(dir, name, what + "/" + name));
+  }
+}
+
+}  // namespace
+
+Result<LayerScan> scan_overlay_layer(int layer_dir, uint64_t max_entries) {
+  LayerScan out;
+  struct Level {
+    UniqueFd fd;
+    DirReader reader;
+    std::string rel;
+  };
+  std::vector<std::unique_ptr<Level>> stack;
+  auto push = [&](UniqueFd fd, std::string rel) -> Status {
+    auto l = std::make_unique<Level>();
+    l->fd = std::move(fd);
+    l->rel = std::move(rel);
+    COPPICE_TRY(l->reader.reset(l->fd.get()));
+    stack.push_back(std::move(l));
+    return ok();
+  };
+  UniqueFd root(::openat(layer_dir, ".", kDirOpen));
+  if (!root) return errno_error("open the layer");
+  COPPICE_TRY(push(std::move(root), ""));
+  while (!stack.empty()) {
+    Level& l = *stack.back();
+    auto next = l.reader.next();
+    if (!next) return std::unexpected(std::move(next.error()).context("read the layer's /" + l.rel));
+    if (!*next) {
+      stack.pop_back();
+      continue;
+    }
+    const std::string name((*next)->name);
+    const std::string rel = join(l.rel, name);
+    if (++out.entries > max_entries) {
+      out.refused = "more than " + std::to_string(max_entries) + " entries";
+      return out;
+    }
+    struct stat st;
+    if (::fstatat(l.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno_error("stat /" + rel);
+    for (const char* mark : {"trusted.overlay.redirect", "trusted.overlay.metacopy", "trusted.overlay.whiteout"}) {
+      if (!S_ISLNK(st.st_mode) && !is_whiteout(st) && !xattr_of(l.fd.get(), name, mark).empty()) {
+        out.refused = "/" + rel + " carries " + mark;
+        return out;
+      }
+    }
+    if (S_ISDIR(st.st_mode)) {
+      if (std::string o = xattr_of(l.fd.get(), name, "trusted.overlay.opaque"); !o.empty() && o != "y") {
+        out.refused = "/" + rel + " is opaque only in part";
+        return out;
+      }
+      if (stack.size() >= kMaxCopyDepth) {
+        out.refused = "deeper than " + std::to_string(kMaxCopyDepth) + " directories";
+        return out;
+      }
+      UniqueFd d(::openat(l.fd.get(), name.c_str(), kDirOpen));
+      if (!d) return errno_error("open /" + rel);
+      COPPICE_TRY(push(std::move(d), rel));  // `l` is not used after this
+      continue;
+    }
+    if ((S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) && !is_whiteout(st)) {
+      out.refused = "/" + rel + " is a device node";
+      return out;
+    }
+    // Whiteouts may all be links to one inode (overlayfs shares them).
+    if (st.st_nlink > 1 && !is_whiteout(st)) {
+      out.refused = "/" + rel + " has several hard links";
+      return out;
+    }
+    if (S_ISREG(st.st_mode)) out.bytes += static_cast<uint64_t>(st.st_size);
+  }
+  return out;
+}
+
+Result<TreeCopyStats> merge_overlay_layer(int layer_dir, int dst_dir) {
+  TreeCopyStats stats;
+  const std::string src = "the layer";
+  UniqueFd root(::openat(layer_dir, ".", kDirOpen));
+  if (!root) return errno_error("open " + src);
+  UniqueFd dst_root(::openat(dst_dir, ".", kDirOpen));
+  if (!dst_root) return errno_error("open the merge's target");
+  struct stat root_st;
+  if (::fstat(root.get(), &root_st) != 0) return errno_error("stat " + src);
+  std::vector<std::unique_ptr<Frame>> stack;
+  auto push = [&](UniqueFd s, UniqueFd d, const struct stat& st, std::string rel) -> Status {
+    auto f = std::make_unique<Frame>();
+    f->src = std::move(s);
+    f->dst = std::move(d);
+    f->st = st;
+    f->rel = std::move(rel);
+    COPPICE_TRY(f->reader.reset(f->src.get()));
+    stack.push_back(std::move(f));
+    return ok();
+  };
+  COPPICE_TRY(push(std::move(root), std::move(dst_root), root_st, ""));
+  ++stats.dirs;
+  while (!stack.empty()) {
+    Frame& f = *stack.back();
+    auto next = f.reader.next();
+    if (!next) return std::unexpected(std::move(next.error()).context("read /" + f.rel));
+    if (!*next) {
+      COPPICE_TRY(copy_attrs(f.src.get(), f.dst.get(), false, f.st, "/" + f.rel, /*skip_overlay_marks=*/true));
+      stack.pop_back();
+      continue;
+    }
+    const std::string name((*next)->name);
+    const std::string rel = join(f.rel, name);
+    const std::string what = "/" + rel;
+    struct stat st;
+    if (::fstatat(f.src.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno_error("stat " + what);
+    if (is_whiteout(st)) {
+      COPPICE_TRY(remove_entry(f.dst.get(), name, what));
+      ++stats.others;
+      continue;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      COPPICE_TRY(remove_entry(f.dst.get(), name, what));
+      COPPICE_TRY(copy_leaf(f.src.get(), f.dst.get(), name, st, what, /*skip_overlay_marks=*/true, stats));
+      continue;
+    }
+    if (stack.size() >= kMaxCopyDepth) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        what + ": the layer is deeper than " + std::to_string(kMaxCopyDepth) + " directories");
+    }
+    UniqueFd s(::openat(f.src.get(), name.c_str(), kDirOpen));
+    if (!s) return errno_error("open " + what);
+    struct stat there;
+    bool have = ::fstatat(f.dst.get(), name.c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0;
+    if (!have && errno != ENOENT) return errno_error("stat the target's " + what);
+    if (have && !S_ISDIR(there.st_mode)) {
+      COPPICE_TRY(remove_entry(f.dst.get(), name, what));
+      have = false;
+    }
+    if (!have && ::mkdirat(f.dst.get(), name.c_str(), 0700) != 0) return errno_error("mkdir " + what);
+    UniqueFd d(::openat(f.dst.get(), name.c_str(), kDirOpen));
+    if (!d) return errno_error("open the target's " + what);
+    if (have && xattr_of(f.src.get(), name, "trusted.overlay.opaque") == "y") COPPICE_TRY(clear_dir(d.get(), what));
+    ++stats.dirs;
+    COPPICE_TRY(push(std::move(s), std::move(d), st, rel));  // `f` is not used after this
+  }
+  return stats;
+}
 
 bool can_reflink(const std::string& dir) {
   UniqueFd a(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));

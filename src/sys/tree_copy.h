@@ -55,6 +55,33 @@ Result<TreeCopyStats> copy_tree(const std::string& src, const std::string& dst);
 // again (and could be swapped under the copy).
 Result<TreeCopyStats> copy_tree_at(int src_dir, int dst_parent, const std::string& dst_name);
 
+// An overlayfs writable layer (an upper dir, or a copy of one) read as the
+// changes it makes to the layers below it: whiteouts (0/0 character
+// devices) delete, an opaque directory (trusted.overlay.opaque "y")
+// replaces what it hides, anything else is added or replaced.
+struct LayerScan {
+  uint64_t entries = 0;  // everything below the layer's root
+  uint64_t bytes = 0;    // regular file bytes (apparent sizes)
+  std::string refused;   // why merge_overlay_layer cannot apply it; empty: it can
+};
+
+// Looks at the layer `layer_dir` (an fd) without changing it. Refused, with
+// the reason: more than `max_entries` entries; a file with several hard
+// links (a merge would split it); a device node other than a whiteout
+// (no sandbox can make one); a mark a merge cannot express (a renamed
+// directory's redirect, a metacopy-only file, an "x" opaque mark).
+Result<LayerScan> scan_overlay_layer(int layer_dir, uint64_t max_entries);
+
+// Applies the layer `layer_dir` to the directory tree `dst_dir` (the root of
+// a mounted overlay, say, whose own writable layer then takes the changes):
+// a whiteout removes what is there (a whole directory too); an opaque
+// directory's old contents go first; directories are merged; every other
+// entry replaces what is there (a directory in its way too). Entries keep
+// owners, modes, times and extended attributes, overlayfs's own marks
+// excepted. Scan the layer first: what scan_overlay_layer refuses is not
+// applied faithfully. Not atomic: on failure part of the layer is applied.
+Result<TreeCopyStats> merge_overlay_layer(int layer_dir, int dst_dir);
+
 // Whether files in directory `dir` can be reflinked to each other (a probe:
 // two temporary files made and removed there).
 bool can_reflink(const std::string& dir);

@@ -19,6 +19,8 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
+#include <algorithm>
 
 #include "sandbox/ns/disk_quota.h"
 #include "sandbox/ns/layer_copy.h"
@@ -364,6 +366,137 @@ TEST_F(TreeCopyTest, TooDeepOrAMountPointIsRefusedAndLeavesNothing) {
   EXPECT_FALSE(sys::path_exists(dst_));
   ASSERT_EQ(::umount2(mounted_.c_str(), 0), 0);
   mounted_.clear();
+}
+
+// --- a layer merged into another overlay (fork onto a spare sandbox) ---
+
+// Every entry below `root` as "path type mode uid:gid [content|target] [user xattrs]", sorted.
+std::vector<std::string> describe_tree(const std::string& root) {
+  std::vector<std::string> out;
+  std::vector<std::string> todo{""};
+  while (!todo.empty()) {
+    std::string rel = todo.back();
+    todo.pop_back();
+    auto names = sys::list_dir(root + rel);
+    if (!names) {
+      out.push_back(rel + " unreadable");
+      continue;
+    }
+    for (const auto& n : *names) {
+      const std::string p = rel + "/" + n;
+      struct stat st;
+      if (::lstat((root + p).c_str(), &st) != 0) {
+        out.push_back(p + " gone");
+        continue;
+      }
+      std::string line = p + " " + std::to_string(st.st_mode) + " " + std::to_string(st.st_uid) + ":" +
+                         std::to_string(st.st_gid);
+      if (S_ISREG(st.st_mode)) line += " " + sys::read_file(root + p).value_or("?");
+      if (S_ISLNK(st.st_mode)) {
+        char t[256];
+        ssize_t k = ::readlink((root + p).c_str(), t, sizeof t);
+        line += " -> " + std::string(t, k > 0 ? static_cast<size_t>(k) : 0);
+      } else {
+        char v[64];
+        ssize_t k = ::getxattr((root + p).c_str(), "user.tag", v, sizeof v);
+        if (k > 0) line += " user.tag=" + std::string(v, static_cast<size_t>(k));
+      }
+      out.push_back(line);
+      if (S_ISDIR(st.st_mode)) todo.push_back(p);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+class LayerMergeTest : public TreeCopyTest {
+ protected:
+  void mount_overlay(const std::string& upper, const std::string& work, const std::string& at) {
+    for (const auto& d : {upper, work, at}) ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d;
+    const std::string opts = "lowerdir=" + tmp_ + "/lower,upperdir=" + upper + ",workdir=" + work;
+    ASSERT_EQ(::mount("overlay", at.c_str(), "overlay", 0, opts.c_str()), 0) << std::strerror(errno);
+    mounts_.push_back(at);
+  }
+  void TearDown() override {
+    for (auto it = mounts_.rbegin(); it != mounts_.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);
+    TreeCopyTest::TearDown();
+  }
+  std::vector<std::string> mounts_;
+};
+
+TEST_F(LayerMergeTest, AParentsLayerMergedIntoAnotherOverlayShowsTheParentsTree) {
+  const std::string lower = tmp_ + "/lower";
+  ASSERT_EQ(::mkdir(lower.c_str(), 0755), 0);
+  for (const char* d : {"/etc", "/keep", "/replaced", "/replaced/sub", "/was_dir"}) {
+    ASSERT_EQ(::mkdir((lower + d).c_str(), 0755), 0);
+  }
+  for (const char* f : {"/etc/hosts", "/etc/deleted", "/keep/a", "/replaced/old", "/replaced/sub/deep", "/was_dir/x",
+                        "/was_file", "/edited"}) {
+    ASSERT_TRUE(sys::write_new_file(lower + f, std::string("lower") + f).has_value());
+  }
+  // The parent: a real overlay, changed the ways a sandbox changes its files.
+  const std::string parent = tmp_ + "/parent";
+  mount_overlay(tmp_ + "/upperP", tmp_ + "/workP", parent);
+  ASSERT_TRUE(sys::write_new_file(parent + "/new", "new file").has_value());
+  ASSERT_EQ(::chown((parent + "/new").c_str(), 1000, 1001), 0);
+  ASSERT_EQ(::setxattr((parent + "/new").c_str(), "user.tag", "v1", 2, 0), 0);
+  ASSERT_TRUE(sys::write_file(parent + "/edited", "edited").has_value());
+  ASSERT_EQ(::unlink((parent + "/etc/deleted").c_str()), 0);                  // a whiteout
+  ASSERT_TRUE(sys::remove_tree(parent + "/replaced").has_value());             // whiteouts, then
+  ASSERT_EQ(::mkdir((parent + "/replaced").c_str(), 0700), 0);                 // an opaque dir
+  ASSERT_TRUE(sys::write_new_file(parent + "/replaced/fresh", "fresh").has_value());
+  ASSERT_TRUE(sys::remove_tree(parent + "/was_dir").has_value());
+  ASSERT_TRUE(sys::write_new_file(parent + "/was_dir", "now a file").has_value());
+  ASSERT_EQ(::unlink((parent + "/was_file").c_str()), 0);
+  ASSERT_EQ(::mkdir((parent + "/was_file").c_str(), 0750), 0);
+  ASSERT_EQ(::symlink("/etc/hosts", (parent + "/link").c_str()), 0);
+  ASSERT_EQ(::mkfifo((parent + "/fifo").c_str(), 0640), 0);
+  ASSERT_EQ(::chmod((parent + "/keep").c_str(), 0700), 0);  // copied up, attributes only
+  const auto want = describe_tree(parent);
+
+  // A child that is a fresh overlay on the same lower layer, the parent's
+  // changes merged into it through its mount.
+  const std::string child = tmp_ + "/child";
+  mount_overlay(tmp_ + "/upperC", tmp_ + "/workC", child);
+  ASSERT_TRUE(sys::write_new_file(child + "/replaced/spare_was_here", "x").has_value());  // hidden by the opaque dir
+  int layer = ::open((tmp_ + "/upperP").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dst = ::open(child.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(layer, 0);
+  ASSERT_GE(dst, 0);
+  auto scan = sys::scan_overlay_layer(layer, 1000);
+  ASSERT_TRUE(scan.has_value()) << scan.error().to_string();
+  EXPECT_EQ(scan->refused, "");
+  EXPECT_GE(scan->entries, 10u);
+  auto merged = sys::merge_overlay_layer(layer, dst);
+  ::close(dst);
+  ASSERT_TRUE(merged.has_value()) << merged.error().to_string();
+  EXPECT_EQ(describe_tree(child), want);
+
+  // What a merge cannot apply faithfully is refused by the scan.
+  auto too_many = sys::scan_overlay_layer(layer, 3);
+  ASSERT_TRUE(too_many.has_value());
+  EXPECT_NE(too_many->refused.find("more than 3 entries"), std::string::npos) << too_many->refused;
+  ::close(layer);
+  const std::string other = tmp_ + "/other";
+  ASSERT_EQ(::mkdir(other.c_str(), 0755), 0);
+  ASSERT_TRUE(sys::write_new_file(other + "/a", "a").has_value());
+  ASSERT_EQ(::link((other + "/a").c_str(), (other + "/b").c_str()), 0);
+  layer = ::open(other.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  auto linked = sys::scan_overlay_layer(layer, 1000);
+  ASSERT_TRUE(linked.has_value());
+  EXPECT_NE(linked->refused.find("hard links"), std::string::npos) << linked->refused;
+  ASSERT_EQ(::unlink((other + "/b").c_str()), 0);
+  ASSERT_EQ(::mkdir((other + "/moved").c_str(), 0755), 0);
+  ASSERT_EQ(::setxattr((other + "/moved").c_str(), "trusted.overlay.redirect", "/elsewhere", 10, 0), 0);
+  auto redirected = sys::scan_overlay_layer(layer, 1000);
+  ASSERT_TRUE(redirected.has_value());
+  EXPECT_NE(redirected->refused.find("trusted.overlay.redirect"), std::string::npos) << redirected->refused;
+  ASSERT_TRUE(sys::remove_tree(other + "/moved").has_value());
+  ASSERT_EQ(::mknod((other + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0);
+  auto device = sys::scan_overlay_layer(layer, 1000);
+  ::close(layer);
+  ASSERT_TRUE(device.has_value());
+  EXPECT_NE(device->refused.find("device node"), std::string::npos) << device->refused;
 }
 
 }  // namespace
