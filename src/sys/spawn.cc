@@ -6,17 +6,16 @@
 #include <grp.h>
 #include <linux/close_range.h>
 #include <pthread.h>
-#include <sanitizer/asan_interface.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
 
 #include "common/constants.h"
+#include "sys/child_stack.h"
 #include "sys/linux_syscalls.h"
 
 namespace coppice::sys {
@@ -197,22 +196,13 @@ Result<pid_t> spawn(const SpawnOptions& opts) {
   // (CLONE_VM | CLONE_VFORK: this thread waits until then), so no page
   // table is copied: on these VMs a fork of a few MB costs as much again
   // as the exec. Every signal is blocked around it: no handler of ours may
-  // run in the child.
+  // run in the child (child_stack.h).
   constexpr size_t kStack = 64 << 10;
-  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return errno_error("spawn: child stack");
-  // Under AddressSanitizer the child's frames poison this stack's shadow
-  // and it never unwinds (it execs): cleared both ways. No-ops otherwise.
-  ASAN_UNPOISON_MEMORY_REGION(stack, kStack);
-  sigset_t all;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &c.old_mask);
-  pid_t pid = raw::clone_on_stack(vfork_child, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &c,
-                                  nullptr);
+  ChildStack* stack = thread_child_stack(kStack);
+  if (!stack) return errno_error("spawn: child stack");
+  pid_t pid = clone_blocking_signals(vfork_child, stack->top(), CLONE_VM | CLONE_VFORK | SIGCHLD, &c, nullptr,
+                                     &c.old_mask);
   int clone_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &c.old_mask, nullptr);
-  ASAN_UNPOISON_MEMORY_REGION(stack, kStack);
-  ::munmap(stack, kStack);
   if (pid < 0) return errno_error("clone", clone_errno);
   wr.reset();
   ChildFailure f{};

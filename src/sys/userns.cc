@@ -3,8 +3,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sanitizer/asan_interface.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "sys/child_stack.h"
 #include "sys/fsutil.h"
 #include "sys/linux_syscalls.h"
 
@@ -67,27 +66,17 @@ Result<UniqueFd> make_userns(IdRange uid_map, IdRange gid_map, uid_t owner) {
   // no page-table copy of the gateway, no copy-on-write faults afterwards,
   // and it holds no copy of any other thread's in-flight descriptors, so the
   // clone lock is not needed.
+  // Its stack lives until it is reaped (below): it does not exec.
   constexpr size_t kStack = 16 << 10;
-  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return errno_error("userns helper stack");
-  ASAN_UNPOISON_MEMORY_REGION(stack, kStack);  // see launch.cc: a stack that never unwinds
-  struct StackOwner {
-    void* p;
-    ~StackOwner() {
-      ASAN_UNPOISON_MEMORY_REGION(p, kStack);
-      ::munmap(p, kStack);
-    }
-  } stack_owner{stack};
-  sigset_t all, old_mask;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old_mask);
+  ChildStack stack;
+  COPPICE_TRY_CTX(stack.map(kStack), "userns helper");
+  sigset_t old_mask;
   Helper owned{owner, ::getpid(), 0};
-  pid_t pid = owner == 0 ? raw::clone_on_stack(hold_userns, static_cast<char*>(stack) + kStack,
-                                               CLONE_VM | CLONE_FILES | CLONE_NEWUSER | SIGCHLD, &owned, nullptr)
-                         : raw::clone_on_stack(hold_owned_userns, static_cast<char*>(stack) + kStack,
-                                               CLONE_VM | CLONE_FILES | SIGCHLD, &owned, nullptr);
+  pid_t pid = owner == 0 ? clone_blocking_signals(hold_userns, stack.top(), CLONE_VM | CLONE_FILES | CLONE_NEWUSER | SIGCHLD,
+                                                  &owned, nullptr, &old_mask)
+                         : clone_blocking_signals(hold_owned_userns, stack.top(), CLONE_VM | CLONE_FILES | SIGCHLD, &owned,
+                                                  nullptr, &old_mask);
   int clone_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   if (pid < 0) return errno_error("clone CLONE_NEWUSER", clone_errno);
   // Declared after the stack: the helper is dead and reaped before its stack
   // is unmapped.

@@ -1,6 +1,5 @@
 #include "sandbox/ns/launch.h"
 
-#include <sanitizer/asan_interface.h>
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <poll.h>
@@ -26,6 +25,7 @@
 #include "sandbox/ns/spares.h"
 #include "sandbox/ns/volumes.h"
 #include "sys/caps.h"
+#include "sys/child_stack.h"
 #include "sys/clone_lock.h"
 #include "sys/fsutil.h"
 #include "sys/linux_syscalls.h"
@@ -423,58 +423,33 @@ Result<Launched> launch(const LaunchContext& ctx, const SandboxSpec& spec) {
   // that (CLONE_VM | CLONE_VFORK, see child.h), on a stack of its own, with
   // every signal blocked.
   constexpr size_t kChildStack = 256 << 10;
-  void* stack = ::mmap(nullptr, kChildStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return errno_error(ctxmsg + ": child stack");
-  // Under AddressSanitizer the child's frames poison this stack's shadow
-  // and it never unwinds (it execs): clear it both ways, or the next
-  // mapping at this address inherits stale poison. No-ops otherwise.
-  ASAN_UNPOISON_MEMORY_REGION(stack, kChildStack);
-  struct StackOwner {
-    void* p;
-    ~StackOwner() {
-      ASAN_UNPOISON_MEMORY_REGION(p, kChildStack);
-      ::munmap(p, kChildStack);
-    }
-  } stack_owner{stack};
+  sys::ChildStack* stack = sys::thread_child_stack(kChildStack);
+  if (!stack) return errno_error(ctxmsg + ": child stack");
+  // A restore's child makes a helper and PID 1 on stacks of their own (PID
+  // 1 runs on after the child has exited, until it execs: below).
   constexpr size_t kAuxStack = 64 << 10;
-  void* aux = nullptr;
+  sys::ChildStack aux;
   pid_t spawned[2] = {0, 0};
   std::optional<std::pair<sys::UniqueFd, sys::UniqueFd>> go;
   if (pidns_of_userns) {
-    aux = ::mmap(nullptr, 2 * kAuxStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (aux == MAP_FAILED) return errno_error(ctxmsg + ": child stack");
-    ASAN_UNPOISON_MEMORY_REGION(aux, 2 * kAuxStack);
+    COPPICE_TRY_CTX(aux.map(2 * kAuxStack), ctxmsg);
     plan->pidns_of_userns = true;
-    plan->helper_stack_top = static_cast<char*>(aux) + kAuxStack;
-    plan->init_stack_top = static_cast<char*>(aux) + 2 * kAuxStack;
+    plan->helper_stack_top = aux.top(kAuxStack);
+    plan->init_stack_top = aux.top();
     plan->spawned = spawned;
     auto p = sys::make_pipe();
-    if (!p) {
-      ::munmap(aux, 2 * kAuxStack);
-      return std::unexpected(std::move(p.error()).context(ctxmsg));
-    }
+    if (!p) return std::unexpected(std::move(p.error()).context(ctxmsg));
     go.emplace(std::move(*p));
     plan->go_fd[0] = go->first.get();
     plan->go_fd[1] = go->second.get();
   }
-  struct AuxOwner {
-    void* p;
-    ~AuxOwner() {
-      if (!p) return;
-      ASAN_UNPOISON_MEMORY_REGION(p, 2 * kAuxStack);
-      ::munmap(p, 2 * kAuxStack);
-    }
-  } aux_owner{aux};
   int pidfd = -1;
   const int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWNS | (pidns_of_userns ? 0 : CLONE_NEWPID) | CLONE_NEWUTS |
                     CLONE_NEWIPC | (plan->netns_fd < 0 ? CLONE_NEWNET : 0) | CLONE_PIDFD | SIGCHLD;
-  sigset_t all, old_mask;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old_mask);
+  sigset_t old_mask;
   const auto t_clone = Clock::now();
-  pid_t pid = sys::raw::clone_on_stack(child_main, static_cast<char*>(stack) + kChildStack, flags, plan.get(), &pidfd);
+  pid_t pid = sys::clone_blocking_signals(child_main, stack->top(), flags, plan.get(), &pidfd, &old_mask);
   int clone_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   if (pid < 0) return errno_error(ctxmsg + ": clone", clone_errno);
 
   sys::Pidfd init(sys::UniqueFd(pidfd), pid);
