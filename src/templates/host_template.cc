@@ -40,7 +40,9 @@ constexpr int kMaxCopyDepth = 8;
 // Host /etc entries copied into the template because programs need them and
 // they say nothing secret about the host. Directories are copied recursively,
 // through the same filters as files (see copy_entry). Missing entries are
-// skipped. `python3*` directories are added at run time.
+// skipped. `python3*` directories and the JDKs' `java-*` (security
+// providers, jvm.cfg: jshell will not start without them) are added at run
+// time.
 constexpr const char* kHostEtcCopies[] = {
     "ld.so.cache",           // the dynamic loader's library index
     "ld.so.conf",
@@ -66,6 +68,7 @@ constexpr const char* kHostEtcCopies[] = {
     "profile",
     "bash.bashrc",
     "matplotlibrc",          // Debian's matplotlib refuses to import without it
+    "R",                     // R's Renviron and ldpaths (/usr/lib/R/etc links here): R will not start without them
 };
 
 // Top-level names that merged-usr systems make symlinks into /usr.
@@ -452,7 +455,7 @@ Status build_etc(const std::string& rootfs, const std::string& host_root) {
 
   std::vector<std::string> copies(std::begin(kHostEtcCopies), std::end(kHostEtcCopies));
   for (const auto& name : sorted_entries(host_etc)) {
-    if (name.starts_with("python3")) copies.push_back(name);
+    if (name.starts_with("python3") || name.starts_with("java-")) copies.push_back(name);
   }
   for (const auto& rel : copies) {
     // Parents of nested entries (etc/ssl for ssl/certs).
@@ -498,7 +501,7 @@ bool is_host_secret_name(std::string_view name) {
   return name.starts_with("shadow") || name.starts_with("gshadow") || name.starts_with("sudoers") ||
          name.starts_with("ssh") || name == "private" || name == "machine-id" ||
          name.ends_with(".key") || name.ends_with("_key") || name.starts_with("opasswd") ||
-         name == "security" || name == "credstore" || name == "credstore.encrypted";
+         name == "credstore" || name == "credstore.encrypted";
 }
 
 Result<std::string> ensure_host_template(const std::string& templates_root,

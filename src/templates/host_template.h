@@ -27,8 +27,9 @@ namespace coppice::templates {
 
 inline constexpr std::string_view kHostTemplateName = "base";
 // Bumped whenever what ensure_host_template() generates changes in a way a
-// sandbox sees (2: sudo for `user`); an older template is generated again.
-inline constexpr int64_t kHostTemplateGeneration = 2;
+// sandbox sees (2: sudo for `user`; 3: R's and the JDKs' /etc); an older
+// template is generated again.
+inline constexpr int64_t kHostTemplateGeneration = 3;
 
 // The identity files every template gets, whatever it is made from: nothing
 // of the host's (its name, its resolver) reaches a sandbox.

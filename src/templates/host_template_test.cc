@@ -66,7 +66,8 @@ void expect_no_secrets(const fs::path& rootfs) {
     }
     EXPECT_FALSE(is_host_secret_name(rel.filename().string())) << "secret in template: " << rel;
   }
-  for (const char* p : {"etc/shadow", "etc/gshadow", "etc/ssh", "etc/ssl/private", "etc/shadow-", "etc/gshadow-"}) {
+  for (const char* p : {"etc/shadow", "etc/gshadow", "etc/ssh", "etc/ssl/private", "etc/shadow-", "etc/gshadow-",
+                        "etc/security"}) {
     EXPECT_FALSE(exists_nofollow(rootfs / p)) << p;
   }
   ASSERT_TRUE(fs::is_regular_file(rootfs / "etc/machine-id"));
@@ -341,6 +342,10 @@ class FakeHostTest : public ::testing::Test {
     write(etc / "python3/debian_config", "[install]\n");
     write(etc / "python3.11/sitecustomize.py", "pass\n");
     write(etc / "python3.11/token.txt", "hunter2\n", 0600);
+    write(etc / "R/Renviron", "R_LIBS_USER=x\n");
+    write(etc / "java-17-openjdk/security/java.security", "security.provider.1=SUN\n");
+    write(etc / "security/limits.conf", "* hard nproc 10\n");  // PAM's: the host's policy, not on the list
+    write(etc / "javascript-secret", "not a JDK\n");
     write(etc / "environment", "PATH=/usr/bin\n");
     write(etc / "setuid-file", "x", 04755);  // not on the copy list at all
     fs::create_symlink("../usr/lib/os-release", etc / "os-release");
@@ -381,6 +386,9 @@ TEST_F(FakeHostTest, CopiesOnlyHarmlessConfig) {
   EXPECT_EQ(fs::read_symlink(etc / "alternatives/editor"), "/usr/bin/vim.basic");
   EXPECT_TRUE(fs::is_regular_file(etc / "python3/debian_config"));
   EXPECT_TRUE(fs::is_regular_file(etc / "python3.11/sitecustomize.py"));
+  EXPECT_TRUE(fs::is_regular_file(etc / "R/Renviron"));
+  EXPECT_TRUE(fs::is_regular_file(etc / "java-17-openjdk/security/java.security"));
+  EXPECT_FALSE(exists_nofollow(etc / "javascript-secret"));
   EXPECT_EQ(fs::read_symlink(etc / "os-release"), "../usr/lib/os-release");
   EXPECT_EQ(fs::read_symlink(etc / "localtime"), "/usr/share/zoneinfo/Etc/UTC");
   EXPECT_EQ(lstat_of(etc / "inputrc").st_mode & 07777, 0755u);

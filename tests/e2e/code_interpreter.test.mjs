@@ -120,6 +120,21 @@ test('envs apply to one run; the sandbox environment reaches the kernel', opt, a
   }
 });
 
+// R and Java read their configuration from /etc (R's Renviron and ldpaths,
+// the JDK's security providers): the base template carries the host's.
+const langSkip = (bin, pkg) => skip || (fs.existsSync(bin) ? null : `the host /usr has no ${bin} (Debian: ${pkg})`);
+for (const [language, bin, pkg, code, want] of [
+  ['r', '/usr/bin/R', 'r-base-core, r-cran-irkernel', 'getwd()', '[1] "/home/user"'],
+  ['java', '/usr/bin/jshell', 'openjdk-17-jdk-headless', 'System.getProperty("user.dir")', '/home/user'],
+]) {
+  const s = langSkip(bin, pkg);
+  test(`${language} runs in a sandbox of the base-derived template`, s ? { skip: s } : {}, async () => {
+    const r = await sbx.runCode(code, { language, timeoutMs: 60_000 });
+    assert.equal(r.error, undefined, JSON.stringify(r.error));
+    assert.equal(r.results[0]?.text, want);
+  });
+}
+
 test('a matplotlib figure is a png result', opt, async () => {
   const exec = await sbx.runCode('import matplotlib.pyplot as plt\nplt.bar(["a", "b"], [3, 5])\nplt.show()');
   assert.equal(exec.error, undefined, JSON.stringify(exec.error));
