@@ -2,7 +2,8 @@
 // side in one run (benchmarks.md): the cgroup freeze (the fast tier, memory
 // kept in RAM), the durable pause with memory (criu checkpoint to disk) and
 // its resume, for an idle sandbox and for one holding 50 MB of Python heap;
-// the files-only pause; fork x N of an idle sandbox; the disk each keeps.
+// the files-only pause; fork x N of an idle sandbox, its children made
+// afresh and on a warm pool's spares; the disk each keeps.
 //
 //   node bench/lifecycle.mjs [--quick] [--n 20] [--forks 10] [--only fork] [--json out.jsonl]
 //
@@ -170,11 +171,14 @@ if (!only) {
 // running a process of its own (a checkpoint of its memory, criu). Each
 // round's children are killed before the next, which starts once the
 // kernel has had a moment to finish their teardown; a warm-up round first.
-async function forkRounds(label, parent) {
+// With `pool`, the template's warm pool holds that many spares, full again
+// before each round: an idle parent's children are made on them.
+async function forkRounds(label, parent, pool = 0) {
   const total = [], answered = [], perChild = [];
   let failures = 0, childDisk = 0, skipped = null;
   const rounds = only === 'fork' ? n : 1;
   for (let round = -1; round < rounds && !skipped; round++) {
+    if (pool && !(await poolFull(pool))) { skipped = `the pool of ${pool} did not fill`; break; }
     await new Promise((res) => setTimeout(res, 300));
     const t0 = process.hrtime.bigint();
     const r = await api('POST', `/sandboxes/${parent.sandboxID}/fork`, { count: forks, timeout: 600 });
@@ -208,8 +212,26 @@ async function forkRounds(label, parent) {
     add(`fork x${forks} (${label}): total / ${forks}, per child`, perChild);
   }
 }
+async function poolFull(count) {
+  for (let i = 0; i < 600; i++) {
+    const p = ((await api('GET', '/pools')).body || []).find((x) => x.template === 'base');
+    if (p && p.available >= count) return true;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  return false;
+}
 {
-  await forkRounds('idle parent: files', await create());
+  const idle = await create();
+  await forkRounds('idle parent: files', idle);
+  // The same parent with a warm pool of twice the children: each child is a
+  // spare that takes the parent's files.
+  const warm = await api('POST', '/pools/base/warm', { count: 2 * forks });
+  if (warm.status === 200) {
+    await forkRounds('idle parent, warm pool: spares', idle, 2 * forks);
+  } else {
+    rows.push({ name: `fork x${forks} (idle parent, warm pool: spares)`, skipped: `POST /pools/base/warm answered ${warm.status}` });
+  }
+  await api('POST', '/pools/base/drain');
   const busy = await create();
   await background(busy, 'sleep 100000');
   await forkRounds('parent running a process: checkpoint', busy);

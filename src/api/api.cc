@@ -10,6 +10,7 @@
 
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/scope_exit.h"
 #include "common/strings.h"
 #include "net/policy.h"
 #include "store/keys.h"
@@ -424,6 +425,8 @@ asio::awaitable<void> Api::handle(http::Exchange& ex) {
   } else if (proxy::is_signed_file_request(ex)) {
     co_await proxy_.serve_signed_file(ex);
   } else {
+    mgr_.control_started();
+    ScopeExit ended([this] { mgr_.control_ended(); });
     co_await control(ex);
   }
   mgr_.note_activity();

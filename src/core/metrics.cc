@@ -203,6 +203,7 @@ GatewayMetrics::GatewayMetrics(Registry& r)
                                          "memory and files, or its files alone (it ran nothing of its users').",
                                          {{"from", "checkpoint"}})),
       fork_children_files(r.counter("coppice_fork_children_total", "", {{"from", "files"}})),
+      fork_children_spare(r.counter("coppice_fork_children_total", "", {{"from", "spare"}})),
       checkout_ns_sum(r.counter("coppice_checkout_ns_sum", "Nanoseconds spent checking sandboxes out of pools.")),
       checkouts(r.counter("coppice_checkouts_total", "Sandboxes checked out of pools.")),
       proxy_requests_envd(r.counter("coppice_proxy_requests_total", "Data-plane requests by target port.",

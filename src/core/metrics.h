@@ -143,10 +143,13 @@ struct GatewayMetrics {
   Histogram& create_seconds_miss;
   Counter& create_failures;
   // coppice_fork_children_total{from}: fork children made, by what they
-  // came from: "checkpoint" (criu: the parent's memory and files) or
-  // "files" (the parent ran nothing but its own init and envd).
+  // came from: "checkpoint" (criu: the parent's memory and files), "files"
+  // (the parent ran nothing but its own init and envd: started afresh on a
+  // copy of them) or "spare" (such files merged into a sandbox of its
+  // template's warm pool).
   Counter& fork_children_checkpoint;
   Counter& fork_children_files;
+  Counter& fork_children_spare;
   // Pool checkouts: zero until template pools exist.
   Counter& checkout_ns_sum;
   Counter& checkouts;

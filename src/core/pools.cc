@@ -16,7 +16,8 @@ namespace coppice::core {
 using asio::use_awaitable;
 
 void SandboxManager::wait_quiet() const {
-  // A burst of creates empties a pool; it fills again in the gaps. Under
+  // A burst of creates empties a pool; it fills again in the gaps (no
+  // control-plane request under way, none for kQuiet). Under
   // unbroken load a refill still starts within kMaxDefer (and below the
   // low mark refills are urgent and do not wait at all).
   constexpr auto kQuiet = std::chrono::milliseconds(10);
@@ -26,9 +27,10 @@ void SandboxManager::wait_quiet() const {
     const auto now = std::chrono::steady_clock::now();
     const auto last = std::chrono::steady_clock::time_point(
         std::chrono::steady_clock::duration(last_activity_ns_.load(std::memory_order_relaxed)));
-    if (now - last >= kQuiet || now - start >= kMaxDefer) return;
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(kQuiet - (now - last),
-                                                                              kMaxDefer - (now - start)));
+    const bool busy = control_in_flight_.load(std::memory_order_relaxed) > 0;
+    if ((!busy && now - last >= kQuiet) || now - start >= kMaxDefer) return;
+    const auto left = busy ? std::chrono::steady_clock::duration(kQuiet) : kQuiet - (now - last);
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(left, kMaxDefer - (now - start)));
   }
 }
 

@@ -315,6 +315,17 @@ class SandboxManager {
   void note_activity() {
     last_activity_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   }
+  // Around every control-plane request, whose answer a refill would slow
+  // (a fork's children, say): no moment is quiet while one is under way.
+  // Data-plane streams may stay open for hours and do not count.
+  void control_started() {
+    control_in_flight_.fetch_add(1, std::memory_order_relaxed);
+    note_activity();
+  }
+  void control_ended() {
+    note_activity();
+    control_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   // --- start and stop ---
   // On start: adopt the sandboxes the store lists whose processes still run,
@@ -382,6 +393,17 @@ class SandboxManager {
   // is of it (Backend::runs_only_its_own, envd holding nothing for its
   // users, no volume), or nullopt when it needs criu.
   asio::awaitable<Result<std::optional<Taken>>> take_if_all_in_files(std::shared_ptr<Live> l, std::string layer_id);
+  // --- fork.cc ---
+  // Up to `count` spares of `parent`'s template pool that can take the
+  // frozen copy `layer` of its writable layer (see fork.cc), or none.
+  asio::awaitable<std::vector<std::shared_ptr<Live>>> take_fork_spares(std::shared_ptr<Live> parent, std::string layer,
+                                                                       int count);
+  // A fork child made of the spare `s`: the copy `layer` merged into it,
+  // then handed out; made afresh from `from` if the merge fails. Counts a
+  // child made on a spare in *on_spares.
+  asio::awaitable<Result<SandboxView>> fork_onto_spare(std::shared_ptr<Live> s, CreateParams p,
+                                                       std::shared_ptr<const StartPoint> from, sandbox::LowerLayer layer,
+                                                       std::shared_ptr<int> on_spares);
   asio::awaitable<Result<SnapshotView>> do_create_snapshot(std::string id, TeamScope team, std::string name,
                                                            bool memory);
   asio::awaitable<Status> do_delete_snapshot(std::string ref, std::string team);
@@ -471,6 +493,7 @@ class SandboxManager {
   std::map<std::string, std::unique_ptr<Pool>> pools_;
   std::atomic<size_t> running_{0}, paused_{0};
   std::atomic<int64_t> last_activity_ns_{0};  // steady_clock, see note_activity
+  std::atomic<int> control_in_flight_{0};     // see control_started
   std::map<std::string, int> pinned_layers_;   // owner: layer dirs an operation in flight needs
 };
 

@@ -84,4 +84,38 @@ asio::awaitable<Status> run_template_commands(std::string socket, std::string to
 json layers_json(const std::vector<sandbox::LowerLayer>& layers);
 std::vector<sandbox::LowerLayer> layers_from_json(const json& j);
 
+// What a new sandbox starts from: a stored snapshot or a fork's checkpoint.
+struct SandboxManager::StartPoint {
+  std::string snapshot_id;  // "" for a fork's children
+  std::string parent;       // the sandbox the files (and memory) come from
+  std::string template_id;
+  std::vector<sandbox::LowerLayer> layers;  // topmost first
+  std::string images;                       // checkpoint; "" for files only
+  std::string old_token;                    // the token the checkpointed envd holds
+  int cpu_count = 1, memory_mb = 512, disk_mb = 0;
+  // A fork of a sandbox whose files were all there was of it: its children
+  // start envd afresh on them (no template start: the parent ran it), with
+  // the parent's boot id.
+  bool all_in_files = false;
+  std::string boot_id;
+};
+
+// A layer (and checkpoint) just taken of a running sandbox.
+struct SandboxManager::Taken {
+  std::string dir;             // the copy (LowerLayer dir is dir + "/upper")
+  std::string images;          // "" without memory
+  sandbox::LowerLayer top;     // the copy as a layer
+  uint64_t bytes = 0;          // what it holds (files, and the checkpoint)
+  double ms = 0;               // how long the sandbox was held
+  std::string boot_id;         // the sandbox's (take_if_all_in_files)
+};
+
+// Freezes sandbox `id`, copies its writable layer to `dir` (the copy's
+// layer dir) and thaws it; nothing is left of a copy that failed. With
+// only_if_all_in_files the copy is made only if, frozen, the sandbox runs
+// nothing but its own init and envd (nullopt otherwise): no process can
+// start between that look and the copy.
+Result<std::optional<std::string>> copy_frozen(sandbox::Backend& backend, const std::string& id, const std::string& dir,
+                                               bool only_if_all_in_files);
+
 }  // namespace coppice::core

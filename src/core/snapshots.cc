@@ -1,5 +1,6 @@
-// Snapshots and fork (SandboxManager::create_snapshot, delete_snapshot,
-// fork, and a create whose template is a snapshot).
+// Snapshots (SandboxManager::create_snapshot, delete_snapshot, and a create
+// whose template is a snapshot or a fork's start point; fork itself is in
+// fork.cc).
 //
 // A snapshot keeps a read-only copy of a running sandbox's writable layer
 // (Backend::copy_layer: a btrfs snapshot where layers are subvolumes) and,
@@ -141,11 +142,16 @@ asio::awaitable<Status> envd_rekey(std::string socket, std::string old_token, st
   co_return ok();
 }
 
-// Freezes sandbox `id`, copies its writable layer to `dir` (the copy's
-// layer dir) and thaws it; nothing is left of a copy that failed. With
-// only_if_all_in_files the copy is made only if, frozen, the sandbox runs
-// nothing but its own init and envd (nullopt otherwise): no process can
-// start between that look and the copy.
+// What the team's stored snapshots hold on disk, in bytes.
+Result<uint64_t> team_snapshot_bytes(store::Store& st, const std::string& team) {
+  COPPICE_ASSIGN_OR_RETURN(auto rows, st.list_snapshots(team));
+  uint64_t sum = 0;
+  for (const auto& r : rows) sum += static_cast<uint64_t>(std::max<int64_t>(0, r.disk_bytes));
+  return sum;
+}
+
+}  // namespace
+
 Result<std::optional<std::string>> copy_frozen(sandbox::Backend& backend, const std::string& id, const std::string& dir,
                                                bool only_if_all_in_files) {
   if (auto f = backend.freeze(id); !f) return std::unexpected(std::move(f.error()).context("freeze"));
@@ -166,41 +172,6 @@ Result<std::optional<std::string>> copy_frozen(sandbox::Backend& backend, const 
   return out;
 }
 
-// What the team's stored snapshots hold on disk, in bytes.
-Result<uint64_t> team_snapshot_bytes(store::Store& st, const std::string& team) {
-  COPPICE_ASSIGN_OR_RETURN(auto rows, st.list_snapshots(team));
-  uint64_t sum = 0;
-  for (const auto& r : rows) sum += static_cast<uint64_t>(std::max<int64_t>(0, r.disk_bytes));
-  return sum;
-}
-
-}  // namespace
-
-// What a new sandbox starts from: a stored snapshot or a fork's checkpoint.
-struct SandboxManager::StartPoint {
-  std::string snapshot_id;  // "" for a fork's children
-  std::string parent;       // the sandbox the files (and memory) come from
-  std::string template_id;
-  std::vector<sandbox::LowerLayer> layers;  // topmost first
-  std::string images;                       // checkpoint; "" for files only
-  std::string old_token;                    // the token the checkpointed envd holds
-  int cpu_count = 1, memory_mb = 512, disk_mb = 0;
-  // A fork of a sandbox whose files were all there was of it: its children
-  // start envd afresh on them (no template start: the parent ran it), with
-  // the parent's boot id.
-  bool all_in_files = false;
-  std::string boot_id;
-};
-
-// A layer (and checkpoint) just taken of a running sandbox.
-struct SandboxManager::Taken {
-  std::string dir;             // the copy (LowerLayer dir is dir + "/upper")
-  std::string images;          // "" without memory
-  sandbox::LowerLayer top;     // the copy as a layer
-  uint64_t bytes = 0;          // what it holds (files, and the checkpoint)
-  double ms = 0;               // how long the sandbox was held
-  std::string boot_id;         // the sandbox's (take_if_all_in_files)
-};
 
 std::shared_ptr<const SandboxManager::StartPoint> SandboxManager::start_point_of(const store::SnapshotRecord& r) {
   auto from = std::make_shared<StartPoint>();
@@ -226,12 +197,6 @@ asio::awaitable<Result<SnapshotView>> SandboxManager::create_snapshot(std::strin
 
 asio::awaitable<Status> SandboxManager::delete_snapshot(std::string ref, std::string team) {
   auto op = do_delete_snapshot(std::move(ref), std::move(team));
-  co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
-}
-
-asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::fork(std::string id, TeamScope team, int count,
-                                                                     std::optional<int> timeout_s) {
-  auto op = do_fork(std::move(id), std::move(team), count, timeout_s);
   co_return co_await asio::co_spawn(owner_, std::move(op), use_awaitable);
 }
 
@@ -290,53 +255,6 @@ asio::awaitable<Result<SandboxManager::Taken>> SandboxManager::take(std::shared_
   (void)transition(*l, SandboxState::kRunning);
   if (!r) co_return std::unexpected(std::move(r.error()).context("snapshot of sandbox " + id));
   r->top.host_root = l->handle.host_uid;
-  co_return r;
-}
-
-asio::awaitable<Result<std::optional<SandboxManager::Taken>>> SandboxManager::take_if_all_in_files(
-    std::shared_ptr<Live> l, std::string layer_id) {
-  const std::string id = l->id;
-  using Maybe = std::optional<Taken>;
-  // A volume's mount is no file of its own: criu's way.
-  auto mounts_job = [this, id] { return store_.volume_mounts(id); };
-  auto mounts = co_await run_on(workers_, std::move(mounts_job));
-  if (!mounts || !mounts->empty()) co_return Maybe();
-  // envd holds nothing for its users (a polling watcher would be lost).
-  const http::Endpoint ep{l->handle.envd_socket, "", 0};
-  auto before = co_await envd_held(ep, l->token);
-  if (!before || before->watchers > 0) co_return Maybe();
-  COPPICE_CO_TRY(transition(*l, SandboxState::kPausing));  // one operation at a time
-  Taken t;
-  t.dir = snapshots_dir() + "/" + layer_id;
-  const std::string parent = snapshots_dir(), boot_file = l->state_dir + "/boot_id";
-  // Frozen: no process can start between the look and the copy.
-  auto job = [this, id, t, parent, boot_file]() -> Result<Maybe> {
-    auto t0 = std::chrono::steady_clock::now();
-    COPPICE_TRY_CTX(sys::make_dirs(parent, 0700), "snapshots dir");
-    COPPICE_ASSIGN_OR_RETURN(auto c, copy_frozen(backend_, id, t.dir, /*only_if_all_in_files=*/true));
-    Maybe out;
-    if (!c) return out;
-    out = t;
-    out->top.dir = std::move(*c);
-    out->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    auto used = backend_.layer_bytes(id);
-    out->bytes = used ? *used : 0;
-    if (auto b = sys::read_file(boot_file)) out->boot_id = b->substr(0, b->find('\n'));
-    return out;
-  };
-  auto r = co_await run_on(workers_, std::move(job));
-  (void)transition(*l, SandboxState::kRunning);
-  if (!r) co_return std::unexpected(std::move(r.error()).context("fork of sandbox " + id));
-  if (!*r) co_return Maybe();
-  // No watcher was made while the files were copied (else it goes by criu).
-  auto after = co_await envd_held(ep, l->token);
-  if (!after || after->watchers_made != before->watchers_made) {
-    const std::string dir = t.dir;
-    auto drop = [this, dir] { return backend_.remove_layer(dir); };
-    (void)co_await run_on(workers_, std::move(drop));
-    co_return Maybe();
-  }
-  (*r)->top.host_root = l->handle.host_uid;
   co_return r;
 }
 
@@ -530,114 +448,6 @@ asio::awaitable<Result<SandboxView>> SandboxManager::do_create_from(CreateParams
                                     << ms_between(t_init, std::chrono::steady_clock::now()) << " ms";
   if (!v) metrics_.create_failures.inc();
   co_return v;
-}
-
-asio::awaitable<Result<std::vector<ForkChild>>> SandboxManager::do_fork(std::string id, TeamScope team, int count,
-                                                                        std::optional<int> timeout_s) {
-  auto found = find(id, team);
-  if (!found) co_return std::unexpected(found.error());
-  auto l = *found;
-  if (l->state != SandboxState::kRunning) {
-    co_return make_error(ErrorCode::kFailedPrecondition,
-                         "sandbox " + id + " is " + std::string(state_label(l->state)) + ": only a running sandbox can be forked");
-  }
-  if (l->lowers.size() >= sandbox::kMaxLowerLayers) {
-    co_return make_error(ErrorCode::kFailedPrecondition,
-                         "sandbox " + id + " stands on the most snapshot layers a sandbox may have");
-  }
-  const std::string layer_id = new_sandbox_id();
-  const std::string dir = snapshots_dir() + "/" + layer_id;
-  ++pinned_layers_[dir];
-  auto unpin_now = [this, dir] {
-    if (--pinned_layers_[dir] <= 0) pinned_layers_.erase(dir);
-  };
-  ScopeExit unpin(unpin_now);
-  auto t0 = std::chrono::steady_clock::now();
-  // Nothing but its files to copy (an idle sandbox): no checkpoint.
-  auto looking = take_if_all_in_files(l, layer_id);
-  auto files_only = co_await std::move(looking);
-  if (!files_only) co_return std::unexpected(files_only.error());
-  const bool all_in_files = files_only->has_value();
-  Result<Taken> taken = make_error(ErrorCode::kInternal, "not taken");
-  if (all_in_files) {
-    taken = std::move(**files_only);
-  } else {
-    auto taking = take(l, layer_id, /*memory=*/true, /*durable=*/false);
-    taken = co_await std::move(taking);
-  }
-  if (!taken) co_return std::unexpected(taken.error());
-  auto t1 = std::chrono::steady_clock::now();
-  auto from = std::make_shared<StartPoint>();
-  from->parent = id;
-  from->template_id = l->template_id;
-  from->layers.push_back(taken->top);
-  from->layers.insert(from->layers.end(), l->lowers.begin(), l->lowers.end());
-  from->images = taken->images;
-  from->all_in_files = all_in_files;
-  from->boot_id = taken->boot_id;
-  from->old_token = all_in_files ? "" : l->token;
-  from->cpu_count = l->cpu_count;
-  from->memory_mb = l->memory_mb;
-  from->disk_mb = l->disk_mb;
-  CreateParams p;
-  p.template_id = l->template_id;
-  p.team = l->team;
-  p.timeout_s = timeout_s;
-  p.metadata = l->metadata;
-  // Its environment: a child restored by criu has it in envd's memory; one
-  // started afresh gets it here; both keep it for a resume without memory.
-  if (l->env_vars.is_object()) {
-    for (auto& [k, v] : l->env_vars.items())
-      if (v.is_string()) p.env_vars[k] = v.get<std::string>();
-  }
-  p.secure = !l->token.empty();
-  p.network = l->network;
-  p.public_traffic = l->traffic_token.empty();
-  p.mask_request_host = l->mask_host;
-  p.https_ports = l->https_ports;
-
-  // The children in parallel: each create runs its kernel work on a worker.
-  struct Gather {
-    std::vector<std::optional<ForkChild>> out;
-    int left;
-    asio::steady_timer done;
-  };
-  auto g = std::make_shared<Gather>(Gather{std::vector<std::optional<ForkChild>>(static_cast<size_t>(count)), count,
-                                           asio::steady_timer(owner_, asio::steady_timer::time_point::max())});
-  for (int i = 0; i < count; ++i) {
-    auto child = do_create_from(p, from);
-    asio::co_spawn(owner_, std::move(child),
-                   asio::bind_executor(owner_, [g, i](std::exception_ptr e, Result<SandboxView> r) {
-                     g->out[static_cast<size_t>(i)] =
-                         e ? ForkChild(make_error(ErrorCode::kInternal, "fork child failed")) : std::move(r);
-                     if (--g->left == 0) g->done.cancel();
-                   }));
-  }
-  if (g->left > 0) co_await g->done.async_wait(asio::as_tuple(use_awaitable));
-  // The checkpoint is spent (every child has restored it); the layer stays
-  // while a child stands on it.
-  const std::string images = taken->images;
-  auto drop = [images] {
-    if (!images.empty()) (void)sys::remove_tree(images);
-    return true;
-  };
-  (void)co_await run_on(workers_, std::move(drop));
-  unpin.release();
-  unpin_now();
-  co_await collect_layers();
-  std::vector<ForkChild> out;
-  int made = 0;
-  for (auto& c : g->out) {
-    made += (*c).has_value() ? 1 : 0;
-    out.push_back(std::move(*c));
-  }
-  (all_in_files ? metrics_.fork_children_files : metrics_.fork_children_checkpoint).inc(static_cast<uint64_t>(made));
-  auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-  COPPICE_LOG(info).sandbox(id) << "forked: " << made << " of " << count << " children in "
-                                << ms(t0, std::chrono::steady_clock::now()) << " ms ("
-                                << (all_in_files ? "its files, all there was of it, " : "checkpoint and files ")
-                                << ms(t0, t1) << " ms, " << taken->bytes << " bytes)";
-  co_return out;
 }
 
 asio::awaitable<void> SandboxManager::collect_layers() {

@@ -213,6 +213,19 @@ class Backend {
     (void)max_bytes;
     return make_error(ErrorCode::kUnimplemented, "this backend cannot copy a sandbox's directories");
   }
+  // A fork onto a spare (core/snapshots.cc): the running sandbox `h`, which
+  // nobody has used yet, takes the fork parent's files (`layer`, a frozen
+  // copy of its writable layer, whose root was host uid `layer_root`,
+  // checked with sys::scan_overlay_layer) and its boot id. Returns the
+  // entries applied. On failure the sandbox is half changed: discard it.
+  virtual Result<uint64_t> adopt_fork(const SandboxHandle& h, const std::string& layer, uint32_t layer_root,
+                                      const std::string& boot_id) {
+    (void)h;
+    (void)layer;
+    (void)layer_root;
+    (void)boot_id;
+    return make_error(ErrorCode::kUnimplemented, "this backend cannot give a sandbox another's files");
+  }
   // Copies such a copy (taken from a sandbox whose root was `src_root`) to
   // `path` (must not exist) in a running sandbox, owned by its users.
   virtual Status restore_dir(const SandboxHandle& h, const std::string& src, uint32_t src_root,

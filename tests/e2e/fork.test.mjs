@@ -11,7 +11,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { cgroupParentDirs, processesOf, keptStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, TEST_API_KEY } from './lib/harness.mjs';
+import { cgroupParentDirs, processesOf, keptStateDir, startGateway, gatewaySkipReason, loadSdk, sdkName, sleep, waitFor, TEST_API_KEY } from './lib/harness.mjs';
 
 const skip = gatewaySkipReason();
 const opt = skip ? { skip } : {};
@@ -270,3 +270,70 @@ test(`[${sdkName}] fork of an idle sandbox copies its files alone; a process or 
   }
 });
 
+
+test(`[${sdkName}] fork onto a warm pool's spares: the parent's changes merged into each, the rest made afresh`, opt, async () => {
+  const { Sandbox } = await loadSdk();
+  const pgw = await startGateway({ extraArgs: ['--pool', 'base=3'] });
+  const papi = (p, init = {}) => fetch(`${pgw.url}${p}`, {
+    ...init, headers: { 'X-API-KEY': TEST_API_KEY, 'content-type': 'application/json', ...(init.headers || {}) },
+  });
+  const pool = async () => (await (await papi('/pools')).json()).find((p) => p.template === 'base');
+  const counts = async () => {
+    const text = await (await fetch(`${pgw.url}/metrics`)).text();
+    const get = (from) => Number((text.match(new RegExp(`^coppice_fork_children_total\\{from="${from}"\\} (\\S+)$`, 'm')) || [])[1]);
+    return { spare: get('spare'), files: get('files'), checkpoint: get('checkpoint') };
+  };
+  const full = () => waitFor('a full pool', async () => (await pool())?.available === 3, 30_000);
+  const bootId = async (s) => (await s.files.read('/proc/sys/kernel/random/boot_id')).trim();
+  try {
+    await full();
+    const parent = await Sandbox.create({ ...pgw.opts, timeoutMs: 600_000, envs: { FROM: 'parent' } });
+    // Every way a sandbox changes its files: new, changed, deleted (a
+    // whiteout), a directory replaced (opaque), a file turned directory, a
+    // symlink, owners and modes.
+    const root = { user: 'root' };
+    await parent.files.write('/home/user/data.txt', "the parent's");
+    for (const cmd of ['echo changed > /etc/hostname.old', 'rm /etc/debian_version', 'rm -rf /etc/apt && mkdir /etc/apt && echo only > /etc/apt/only',
+      'rm -f /etc/issue.net && mkdir /etc/issue.net', 'ln -s /home/user/data.txt /home/user/link', 'chmod 0600 /home/user/data.txt',
+      'chown 1234:1234 /etc/apt/only']) {
+      assert.equal((await parent.commands.run(cmd, root)).exitCode, 0, cmd);
+    }
+    const view = 'cat /home/user/data.txt /etc/hostname.old /etc/apt/only; ls /etc/apt; stat -c "%a %u %F" /home/user/data.txt /etc/apt/only /etc/issue.net /home/user/link;' +
+      ' readlink /home/user/link; test -e /etc/debian_version && echo still there || echo gone';
+    const want = (await parent.commands.run(view, root)).stdout;
+    await full();
+
+    const c0 = await counts();
+    const kids = await parent.fork({ count: 4, timeoutMs: 120_000 });
+    const c1 = await counts();
+    for (const k of kids) assert.ok(!(k instanceof Error), String(k));
+    assert.deepEqual({ spare: c1.spare - c0.spare, files: c1.files - c0.files, checkpoint: c1.checkpoint - c0.checkpoint },
+      { spare: 3, files: 1, checkpoint: 0 }, 'three children on the three spares, the fourth made afresh');
+    assert.equal(new Set(kids.map((k) => k.sandboxId)).size, 4);
+    for (const k of kids) {
+      assert.equal((await k.commands.run(view, root)).stdout, want, `child ${k.sandboxId} sees the parent's files`);
+      assert.equal((await k.commands.run('echo $FROM')).stdout, 'parent\n', "the parent's environment");
+      assert.equal(await bootId(k), await bootId(parent), "the parent's boot id");
+      assert.equal((await k.commands.run('hostname')).stdout.trim(), k.sandboxId);
+      assert.equal((await (await papi(`/sandboxes/${k.sandboxId}`)).json()).lineage.parentSandboxID, parent.sandboxId);
+    }
+    // Each child's layer is its own; the parent's is untouched.
+    await kids[0].files.write('/home/user/data.txt', 'changed in child 0');
+    assert.equal(await kids[1].files.read('/home/user/data.txt'), "the parent's");
+    assert.equal(await parent.files.read('/home/user/data.txt'), "the parent's");
+    await full();  // the pool refills
+
+    // A layer with more than the spares take (256 entries): every child afresh.
+    assert.equal((await parent.commands.run('mkdir -p /home/user/many && cd /home/user/many && for i in $(seq 300); do : > f$i; done')).exitCode, 0);
+    const m0 = await counts();
+    const [big] = await parent.fork({ count: 1, timeoutMs: 60_000 });
+    assert.ok(!(big instanceof Error), String(big));
+    const m1 = await counts();
+    assert.deepEqual({ spare: m1.spare - m0.spare, files: m1.files - m0.files }, { spare: 0, files: 1 });
+    assert.equal((await big.commands.run('ls /home/user/many | wc -l')).stdout.trim(), '300');
+    for (const k of [...kids, big]) await k.kill();
+    await parent.kill();
+  } finally {
+    await pgw.stop();
+  }
+});

@@ -111,4 +111,30 @@ Status restore_sandbox_dir(const sys::Pidfd& init, uid_t dst_root, const std::st
   return ok();
 }
 
+Result<uint64_t> merge_layer_into(const sys::Pidfd& init, uid_t dst_root, const std::string& layer, uid_t layer_root) {
+  const std::string ctx = "merge a layer into the sandbox";
+  // The layer seen with the target's ids.
+  sys::IdRange map{layer_root, dst_root, kIdsPerSlot};
+  auto userns = sys::make_userns(map, map, 0);
+  if (!userns) return std::unexpected(std::move(userns.error()).context(ctx));
+  auto view = volume_tree(layer, userns->get());
+  if (!view) return std::unexpected(std::move(view.error()).context(ctx));
+  // The sandbox's root mount alone (a detached copy: none of the mounts on
+  // it, /proc, /dev and the like), so what is merged lands in its overlay.
+  auto mntns = ns_of(init, "mnt");
+  if (!mntns) return std::unexpected(std::move(mntns.error()).context(ctx));
+  sys::UniqueFd root;
+  COPPICE_TRY_CTX(in_mount_ns(mntns->get(),
+                              [&]() -> Status {
+                                int fd = sys::raw::open_tree(AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+                                if (fd < 0) return errno_error("copy the sandbox's root mount");
+                                root = sys::UniqueFd(fd);
+                                return ok();
+                              }),
+                  ctx);
+  auto merged = sys::merge_overlay_layer(view->get(), root.get());
+  if (!merged) return std::unexpected(std::move(merged.error()).context(ctx));
+  return merged->files + merged->dirs + merged->others;
+}
+
 }  // namespace coppice::sandbox::ns

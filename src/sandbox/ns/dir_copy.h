@@ -41,4 +41,14 @@ Result<uint64_t> save_sandbox_dir(const sys::Pidfd& init, const std::string& pat
 Status restore_sandbox_dir(const sys::Pidfd& init, uid_t dst_root, const std::string& src, uid_t src_root,
                            const std::string& path);
 
+// Applies the overlayfs writable layer `layer` (a frozen copy of the upper
+// dir of a sandbox whose root was host uid `layer_root`; checked with
+// sys::scan_overlay_layer) to the root of the sandbox whose PID 1 `init`
+// pins and whose root is `dst_root`, through a detached copy of its root
+// mount: deletions, replaced directories and new or changed files land in
+// its own writable layer, owned by its users (sys::merge_overlay_layer).
+// Returns the entries applied. For a sandbox nobody has run code in yet
+// (what a fork gives a spare): one in use could see the merge half done.
+Result<uint64_t> merge_layer_into(const sys::Pidfd& init, uid_t dst_root, const std::string& layer, uid_t layer_root);
+
 }  // namespace coppice::sandbox::ns

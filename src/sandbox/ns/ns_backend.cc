@@ -358,6 +358,25 @@ class NsBackend final : public Backend {
     return restore_sandbox_dir(*init, h.host_uid, src, src_root, path);
   }
 
+  Result<uint64_t> adopt_fork(const SandboxHandle& h, const std::string& layer, uint32_t layer_root,
+                              const std::string& boot_id) override {
+    auto init = pinned_init(h);
+    if (!init) return std::unexpected(std::move(init.error()).context("fork onto sandbox " + h.id));
+    auto n = merge_layer_into(*init, h.host_uid, layer, layer_root);
+    if (!n) return std::unexpected(std::move(n.error()).context("fork onto sandbox " + h.id));
+    if (valid_boot_id(boot_id)) {
+      // Its /proc/sys/kernel/random/boot_id is a bind of this file: written
+      // in place, the same inode.
+      auto f = sys::open_file(h.state_dir + "/boot_id", O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+      if (!f) return std::unexpected(std::move(f.error()).context("fork onto sandbox " + h.id + ": boot id"));
+      const std::string line = boot_id + "\n";
+      if (::write(f->get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+        return errno_error("fork onto sandbox " + h.id + ": write its boot id");
+      }
+    }
+    return n;
+  }
+
   Status mount_volume(const SandboxHandle& h, const VolumeMount& m) override {
     auto init = pinned_init(h);
     if (!init) return std::unexpected(std::move(init.error()).context("mount volume in sandbox " + h.id));

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <functional>
 #include <thread>
 
 #include "common/ids.h"
@@ -31,37 +32,6 @@ Status check_id(const std::string& id) {
   return ok();
 }
 
-// Runs `fn` on a thread of its own that has entered the mount namespace
-// `mntns_fd` (setns(CLONE_NEWNS) needs a thread that shares no fs_struct:
-// unshare(CLONE_FS) first). The thread ends with `fn`; the caller's
-// namespace, root and working directory are untouched.
-template <typename F>
-Status in_mount_ns(int mntns_fd, F fn) {
-  Status out = ok();
-  std::thread t([&] {
-    if (::unshare(CLONE_FS) != 0) {
-      out = errno_error("unshare(CLONE_FS)");
-      return;
-    }
-    if (::setns(mntns_fd, CLONE_NEWNS) != 0) {
-      out = errno_error("enter the sandbox's mount namespace");
-      return;
-    }
-    out = fn();
-  });
-  t.join();
-  return out;
-}
-
-// The namespace `kind` ("mnt", "user") of the process `init` pins, checked
-// to be opened while that process was still alive (its pid not reused).
-Result<sys::UniqueFd> ns_of(const sys::Pidfd& init, const char* kind) {
-  auto fd = sys::open_file("/proc/" + std::to_string(init.pid()) + "/ns/" + kind, O_RDONLY);
-  if (!fd) return make_error(ErrorCode::kNotFound, "the sandbox is gone");
-  if (sys::raw::pidfd_send_signal(init.get(), 0) != 0) return make_error(ErrorCode::kNotFound, "the sandbox is gone");
-  return std::move(*fd);
-}
-
 Status path_error(int err, const std::string& path) {
   switch (err) {
     case ELOOP:
@@ -82,6 +52,31 @@ Status path_error(int err, const std::string& path) {
 }
 
 }  // namespace
+
+Status in_mount_ns(int mntns_fd, const std::function<Status()>& fn) {
+  Status out = ok();
+  std::thread t([&] {
+    if (::unshare(CLONE_FS) != 0) {
+      out = errno_error("unshare(CLONE_FS)");
+      return;
+    }
+    if (::setns(mntns_fd, CLONE_NEWNS) != 0) {
+      out = errno_error("enter the sandbox's mount namespace");
+      return;
+    }
+    out = fn();
+  });
+  t.join();
+  return out;
+}
+
+Result<sys::UniqueFd> ns_of(const sys::Pidfd& init, const char* kind) {
+  auto fd = sys::open_file("/proc/" + std::to_string(init.pid()) + "/ns/" + kind, O_RDONLY);
+  if (!fd) return make_error(ErrorCode::kNotFound, "the sandbox is gone");
+  if (sys::raw::pidfd_send_signal(init.get(), 0) != 0) return make_error(ErrorCode::kNotFound, "the sandbox is gone");
+  return std::move(*fd);
+}
+
 
 Result<std::string> VolumeStorage::make(const std::string& id, uint64_t quota_bytes) const {
   COPPICE_TRY(check_id(id));

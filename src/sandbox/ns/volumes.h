@@ -30,6 +30,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -82,5 +83,15 @@ Status mount_volume_in(const sys::Pidfd& init, const std::string& host_dir, cons
 // Unmounts the volume `host_dir` from `path` in that sandbox. kNotFound when
 // that volume is not mounted there.
 Status unmount_volume_in(const sys::Pidfd& init, const std::string& host_dir, const std::string& path);
+
+// The namespace `kind` ("mnt", "user") of the process `init` pins, checked
+// to be opened while that process was still alive (its pid not reused).
+Result<sys::UniqueFd> ns_of(const sys::Pidfd& init, const char* kind);
+
+// Runs `fn` on a thread of its own that has entered the mount namespace
+// `mntns_fd` (setns(CLONE_NEWNS) needs a thread that shares no fs_struct:
+// unshare(CLONE_FS) first). The thread ends with `fn`; the caller's
+// namespace, root and working directory are untouched.
+Status in_mount_ns(int mntns_fd, const std::function<Status()>& fn);
 
 }  // namespace coppice::sandbox::ns
