@@ -220,6 +220,19 @@ struct Frame {
   DirReader reader;
 };
 
+// The walks' own stack of open directories (no recursion on the C stack).
+using FrameStack = std::vector<std::unique_ptr<Frame>>;
+Status push_frame(FrameStack& stack, UniqueFd src, UniqueFd dst, const struct stat& st, std::string rel) {
+  auto f = std::make_unique<Frame>();
+  f->src = std::move(src);
+  f->dst = std::move(dst);
+  f->st = st;
+  f->rel = std::move(rel);
+  COPPICE_TRY(f->reader.reset(f->src.get()));
+  stack.push_back(std::move(f));
+  return ok();
+}
+
 }  // namespace
 
 namespace {
@@ -266,18 +279,8 @@ Result<TreeCopyStats> copy_tree_from(UniqueFd root, int dst_parent, const std::s
 
   // (dev, ino) of files with several links -> where their first copy is.
   std::map<std::pair<dev_t, ino_t>, std::string> linked;
-  std::vector<std::unique_ptr<Frame>> stack;
-  auto push = [&](UniqueFd s, UniqueFd d, const struct stat& st, std::string rel) -> Status {
-    auto f = std::make_unique<Frame>();
-    f->src = std::move(s);
-    f->dst = std::move(d);
-    f->st = st;
-    f->rel = std::move(rel);
-    COPPICE_TRY(f->reader.reset(f->src.get()));
-    stack.push_back(std::move(f));
-    return ok();
-  };
-  COPPICE_TRY(push(std::move(root), std::move(dst_root), root_st, ""));
+  FrameStack stack;
+  COPPICE_TRY(push_frame(stack, std::move(root), std::move(dst_root), root_st, ""));
   ++stats.dirs;
   while (!stack.empty()) {
     Frame& f = *stack.back();
@@ -323,7 +326,7 @@ Result<TreeCopyStats> copy_tree_from(UniqueFd root, int dst_parent, const std::s
       UniqueFd d(::openat(f.dst.get(), name.c_str(), kDirOpen));
       if (!d) return errno_error("open copy of " + what);
       ++stats.dirs;
-      COPPICE_TRY(push(std::move(s), std::move(d), st, rel));  // `f` is not used after this
+      COPPICE_TRY(push_frame(stack, std::move(s), std::move(d), st, rel));  // `f` is not used after this
       continue;
     }
     // A further link to a file copied already.
@@ -388,25 +391,13 @@ Status clear_dir(int dir, const std::string& what) {
 
 Result<LayerScan> scan_overlay_layer(int layer_dir, uint64_t max_entries) {
   LayerScan out;
-  struct Level {
-    UniqueFd fd;
-    DirReader reader;
-    std::string rel;
-  };
-  std::vector<std::unique_ptr<Level>> stack;
-  auto push = [&](UniqueFd fd, std::string rel) -> Status {
-    auto l = std::make_unique<Level>();
-    l->fd = std::move(fd);
-    l->rel = std::move(rel);
-    COPPICE_TRY(l->reader.reset(l->fd.get()));
-    stack.push_back(std::move(l));
-    return ok();
-  };
+  FrameStack stack;
+  const struct stat none {};
   UniqueFd root(::openat(layer_dir, ".", kDirOpen));
   if (!root) return errno_error("open the layer");
-  COPPICE_TRY(push(std::move(root), ""));
+  COPPICE_TRY(push_frame(stack, std::move(root), UniqueFd(), none, ""));
   while (!stack.empty()) {
-    Level& l = *stack.back();
+    Frame& l = *stack.back();
     auto next = l.reader.next();
     if (!next) return std::unexpected(std::move(next.error()).context("read the layer's /" + l.rel));
     if (!*next) {
@@ -420,15 +411,15 @@ Result<LayerScan> scan_overlay_layer(int layer_dir, uint64_t max_entries) {
       return out;
     }
     struct stat st;
-    if (::fstatat(l.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno_error("stat /" + rel);
+    if (::fstatat(l.src.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno_error("stat /" + rel);
     for (const char* mark : {"trusted.overlay.redirect", "trusted.overlay.metacopy", "trusted.overlay.whiteout"}) {
-      if (!S_ISLNK(st.st_mode) && !is_whiteout(st) && !xattr_of(l.fd.get(), name, mark).empty()) {
+      if (!S_ISLNK(st.st_mode) && !is_whiteout(st) && !xattr_of(l.src.get(), name, mark).empty()) {
         out.refused = "/" + rel + " carries " + mark;
         return out;
       }
     }
     if (S_ISDIR(st.st_mode)) {
-      if (std::string o = xattr_of(l.fd.get(), name, "trusted.overlay.opaque"); !o.empty() && o != "y") {
+      if (std::string o = xattr_of(l.src.get(), name, "trusted.overlay.opaque"); !o.empty() && o != "y") {
         out.refused = "/" + rel + " is opaque only in part";
         return out;
       }
@@ -436,9 +427,9 @@ Result<LayerScan> scan_overlay_layer(int layer_dir, uint64_t max_entries) {
         out.refused = "deeper than " + std::to_string(kMaxCopyDepth) + " directories";
         return out;
       }
-      UniqueFd d(::openat(l.fd.get(), name.c_str(), kDirOpen));
+      UniqueFd d(::openat(l.src.get(), name.c_str(), kDirOpen));
       if (!d) return errno_error("open /" + rel);
-      COPPICE_TRY(push(std::move(d), rel));  // `l` is not used after this
+      COPPICE_TRY(push_frame(stack, std::move(d), UniqueFd(), none, rel));  // `l` is not used after this
       continue;
     }
     if ((S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) && !is_whiteout(st)) {
@@ -464,18 +455,8 @@ Result<TreeCopyStats> merge_overlay_layer(int layer_dir, int dst_dir) {
   if (!dst_root) return errno_error("open the merge's target");
   struct stat root_st;
   if (::fstat(root.get(), &root_st) != 0) return errno_error("stat " + src);
-  std::vector<std::unique_ptr<Frame>> stack;
-  auto push = [&](UniqueFd s, UniqueFd d, const struct stat& st, std::string rel) -> Status {
-    auto f = std::make_unique<Frame>();
-    f->src = std::move(s);
-    f->dst = std::move(d);
-    f->st = st;
-    f->rel = std::move(rel);
-    COPPICE_TRY(f->reader.reset(f->src.get()));
-    stack.push_back(std::move(f));
-    return ok();
-  };
-  COPPICE_TRY(push(std::move(root), std::move(dst_root), root_st, ""));
+  FrameStack stack;
+  COPPICE_TRY(push_frame(stack, std::move(root), std::move(dst_root), root_st, ""));
   ++stats.dirs;
   while (!stack.empty()) {
     Frame& f = *stack.back();
@@ -519,7 +500,7 @@ Result<TreeCopyStats> merge_overlay_layer(int layer_dir, int dst_dir) {
     if (!d) return errno_error("open the target's " + what);
     if (have && xattr_of(f.src.get(), name, "trusted.overlay.opaque") == "y") COPPICE_TRY(clear_dir(d.get(), what));
     ++stats.dirs;
-    COPPICE_TRY(push(std::move(s), std::move(d), st, rel));  // `f` is not used after this
+    COPPICE_TRY(push_frame(stack, std::move(s), std::move(d), st, rel));  // `f` is not used after this
   }
   return stats;
 }
