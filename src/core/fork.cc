@@ -230,10 +230,7 @@ asio::awaitable<std::vector<std::shared_ptr<SandboxManager::Live>>> SandboxManag
       parent->token.empty() || parent->build != build_of(*tmpl)) {
     co_return out;
   }
-  auto like = new_live(*tmpl, false);
-  if (like->cpu_count != parent->cpu_count || like->memory_mb != parent->memory_mb || like->disk_mb != parent->disk_mb) {
-    co_return out;
-  }
+  if (resources_of(*tmpl) != Resources{parent->cpu_count, parent->memory_mb, parent->disk_mb}) co_return out;
   {
     std::lock_guard lk(pools_mu_);
     auto it = pools_.find(tmpl->name);

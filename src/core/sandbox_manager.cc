@@ -288,12 +288,19 @@ std::shared_ptr<SandboxManager::Live> SandboxManager::new_live(const Template& t
   l->id = new_sandbox_id();
   l->token = secure ? new_token() : "";
   l->template_id = tmpl.name;
-  l->cpu_count = tmpl.cpu_count > 0 ? tmpl.cpu_count : cfg_.default_cpu_count;
-  l->memory_mb = tmpl.memory_mb > 0 ? tmpl.memory_mb : cfg_.default_memory_mb;
-  l->disk_mb = !cfg_.disk_quota ? 0 : tmpl.disk_mb > 0 ? tmpl.disk_mb : cfg_.default_disk_mb;
+  const Resources r = resources_of(tmpl);
+  l->cpu_count = r.cpu_count;
+  l->memory_mb = r.memory_mb;
+  l->disk_mb = r.disk_mb;
   l->build = build_of(tmpl);
   l->state_dir = cfg_.state_dir + "/sandboxes/" + l->id;
   return l;
+}
+
+SandboxManager::Resources SandboxManager::resources_of(const Template& tmpl) const {
+  return {tmpl.cpu_count > 0 ? tmpl.cpu_count : cfg_.default_cpu_count,
+          tmpl.memory_mb > 0 ? tmpl.memory_mb : cfg_.default_memory_mb,
+          !cfg_.disk_quota ? 0 : tmpl.disk_mb > 0 ? tmpl.disk_mb : cfg_.default_disk_mb};
 }
 
 sandbox::SandboxSpec SandboxManager::spec_for(const Live& l, const Template& tmpl, const EnvdInit& init) const {

@@ -444,6 +444,13 @@ class SandboxManager {
   store::SandboxRecord record(const Live& l) const;
   // A new Live for `tmpl` with a fresh id and token (not yet in live_).
   std::shared_ptr<Live> new_live(const Template& tmpl, bool secure) const;
+  // What a new sandbox of `tmpl` gets: CPUs, memory and disk (MB; disk 0
+  // without quotas).
+  struct Resources {
+    int cpu_count, memory_mb, disk_mb;
+    bool operator==(const Resources&) const = default;
+  };
+  Resources resources_of(const Template& tmpl) const;
   sandbox::SandboxSpec spec_for(const Live& l, const Template& tmpl, const EnvdInit& init) const;
   // The create's parameters, timestamps, the store: the sandbox becomes
   // visible and Running. On failure it is destroyed and forgotten.
